@@ -1,0 +1,28 @@
+// Notifications about worker processes, for logging and monitoring.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+#include <string>
+
+namespace torchpool {
+
+struct worker_event {
+    enum class kind {
+        started,  ///< a worker process was created
+        ready,    ///< it said hello and can take tasks
+        exited,   ///< it was reaped (expectedly or not)
+    };
+    kind what = kind::started;
+    /// Index of the worker's slot in the pool, 0 .. workers-1; stable across restarts.
+    std::size_t slot = 0;
+    int pid = 0;
+    /// Plain words, e.g. "worker 4242 was killed by signal SIGSEGV while busy; restarting
+    /// in 96 ms".
+    std::string description;
+};
+
+/// Called on the pool's executor for every event; must not block.
+using worker_event_observer = std::function<void(const worker_event&)>;
+
+}  // namespace torchpool

@@ -1,0 +1,156 @@
+// torchpool::pool: a pool of worker processes supervised from one Asio executor.
+#pragma once
+
+#include <torchpool/error.hpp>
+#include <torchpool/events.hpp>
+#include <torchpool/pool_params.hpp>
+#include <torchpool/stats.hpp>
+#include <torchpool/task.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <memory>
+#include <utility>
+
+namespace torchpool {
+
+namespace detail {
+class pool_impl;
+}
+
+/// A pool of worker processes, supervised from one executor.
+///
+/// The pool runs entirely on the executor it is given (the host's `io_context`, or a
+/// strand of a multi-threaded one): it owns no thread, never blocks, installs no signal
+/// handler and never calls `waitpid` on anything but its own children, through pidfds.
+/// Workers are child processes started from `pool_params::worker`; each talks to the pool
+/// over a Unix socket on fd 3 with Cap'n Proto messages, and dies with the thread that
+/// started it (PR_SET_PDEATHSIG), so none outlives the host.
+///
+/// Start it with `async_run`, submit work with `async_submit`, stop it with
+/// `async_shutdown` (graceful) or `cancel` (immediate).
+///
+/// Thread safety: distinct objects: safe. Shared objects: `async_submit`, `async_run`,
+/// `async_shutdown` and `cancel` may be called from any thread; the pool's executor must
+/// not run its handlers concurrently (an `io_context` run by one thread, or a strand).
+/// `stats` must be called from the pool's executor (or when it is not running).
+class pool {
+public:
+    using executor_type = boost::asio::any_io_executor;
+
+    /// Prepares the pool; starts nothing until `async_run`. Throws `std::invalid_argument`
+    /// when `params` cannot work (no executable, zero workers, zero queue limit).
+    pool(executor_type ex, pool_params params);
+
+    pool(const pool&) = delete;
+    pool& operator=(const pool&) = delete;
+    pool(pool&&) noexcept = default;
+    pool& operator=(pool&&) noexcept = default;
+
+    /// Calls `cancel()`. Outstanding operations keep the pool's state alive and still
+    /// complete; children are killed and reaped.
+    ~pool();
+
+    executor_type get_executor() const noexcept { return executor_; }
+
+    /// Starts the workers and supervises them until the pool is stopped.
+    ///
+    /// Completes once, after `async_shutdown` or `cancel()` has stopped the pool and every
+    /// worker process has been reaped. Handler signature: `void(boost::system::error_code)`.
+    /// Errors: none on a normal stop; `boost::asio::error::already_started` if called a
+    /// second time (the first run is unaffected).
+    /// Cancellation: terminal, partial and total all mean `cancel()`.
+    template <class CompletionToken>
+    auto async_run(CompletionToken&& token) {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+            initiation{impl_, executor_}, token, run_tag{});
+    }
+
+    /// Runs `req` on a worker and completes with its result.
+    ///
+    /// Tasks are dispatched in submission order to the first idle worker. May be called
+    /// before `async_run`; the task then waits for the first workers. Never completes
+    /// inline: the handler runs on its associated executor (by default the pool's).
+    /// Handler signature: `void(boost::system::error_code, torchpool::response)`. On error
+    /// `response::diagnostics` says exactly what happened (worker pid, exit code or
+    /// signal name, core dump, peak memory, run times, the worker's last log lines).
+    /// Errors: `errc::overloaded` (queue full, nothing ran), `errc::worker_died`,
+    /// `errc::timeout`, `errc::task_failed`, `errc::protocol_error`, `errc::spawn_failed`
+    /// (pool degraded), `errc::shutting_down`, `errc::invalid_request`,
+    /// `boost::asio::error::operation_aborted` (cancelled by the caller or by `cancel()`).
+    /// Cancellation: a queued task supports terminal, partial and total cancellation (it is
+    /// removed from the queue and nothing else changes). A running task supports terminal
+    /// cancellation only: its worker is killed and replaced.
+    template <class CompletionToken>
+    auto async_submit(request req, CompletionToken&& token) {
+        return boost::asio::async_initiate<CompletionToken,
+                                           void(boost::system::error_code, response)>(
+            initiation{impl_, executor_}, token, std::move(req));
+    }
+
+    /// Stops the pool gracefully: new tasks are refused with `errc::shutting_down`, queued
+    /// and running tasks finish, then each worker is asked to exit and gets SIGKILL if it
+    /// has not after `pool_params::stop_grace`.
+    ///
+    /// Completes when every worker has been reaped (at the same time as `async_run`).
+    /// Handler signature: `void(boost::system::error_code)`. Errors: none.
+    /// Cancellation: not supported (use `cancel()` to stop at once).
+    template <class CompletionToken>
+    auto async_shutdown(CompletionToken&& token) {
+        return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
+            initiation{impl_, executor_}, token, shutdown_tag{});
+    }
+
+    /// Stops the pool at once: every queued and running task completes with
+    /// `operation_aborted`, every worker gets SIGKILL, and `async_run` completes once they
+    /// are reaped. Does not wait. Idempotent.
+    void cancel();
+
+    /// A snapshot of the workers, the queue and the counters.
+    pool_stats stats() const;
+
+private:
+    struct run_tag {};
+    struct shutdown_tag {};
+
+    using run_handler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
+    using submit_handler =
+        boost::asio::any_completion_handler<void(boost::system::error_code, response)>;
+
+    // Holds the state by shared_ptr, so a deferred operation stays valid even if the pool
+    // object is moved or destroyed before the operation is launched.
+    struct initiation {
+        std::shared_ptr<detail::pool_impl> impl;
+        executor_type executor;
+        executor_type get_executor() const noexcept { return executor; }
+
+        template <class Handler>
+        void operator()(Handler&& handler, run_tag) const {
+            async_run_impl(impl, run_handler(std::forward<Handler>(handler)));
+        }
+        template <class Handler>
+        void operator()(Handler&& handler, request req) const {
+            async_submit_impl(impl, submit_handler(std::forward<Handler>(handler)),
+                              std::move(req));
+        }
+        template <class Handler>
+        void operator()(Handler&& handler, shutdown_tag) const {
+            async_shutdown_impl(impl, run_handler(std::forward<Handler>(handler)));
+        }
+    };
+
+    static void async_run_impl(const std::shared_ptr<detail::pool_impl>& impl,
+                               run_handler handler);
+    static void async_submit_impl(const std::shared_ptr<detail::pool_impl>& impl,
+                                  submit_handler handler, request req);
+    static void async_shutdown_impl(const std::shared_ptr<detail::pool_impl>& impl,
+                                     run_handler handler);
+
+    executor_type executor_;
+    std::shared_ptr<detail::pool_impl> impl_;
+};
+
+}  // namespace torchpool

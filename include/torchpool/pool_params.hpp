@@ -1,0 +1,68 @@
+// Configuration of a pool. Every field has a documented default; set the ones you need
+// with designated initializers:
+//
+//     torchpool::pool_params{.worker = {.executable = "/usr/bin/my-worker"}, .workers = 8}
+#pragma once
+
+#include <torchpool/events.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace torchpool {
+
+/// How to start one worker process.
+struct worker_params {
+    /// Path of the worker executable (built with the worker SDK, <torchpool/worker.hpp>).
+    /// Required.
+    std::string executable;
+    /// Arguments after argv[0] (argv[0] is the executable path).
+    std::vector<std::string> args;
+    /// Extra environment entries, "NAME=value", added to the host's environment.
+    std::vector<std::string> env;
+};
+
+/// Delay before a worker that failed is started again: `initial`, multiplied by
+/// `multiplier` for every consecutive failure of the same worker slot, capped at `max`,
+/// then spread by +/- `jitter` (a fraction) so that many workers do not restart in step.
+struct backoff_params {
+    std::chrono::milliseconds initial{100};
+    std::chrono::milliseconds max{5000};
+    double multiplier = 2.0;
+    double jitter = 0.2;
+};
+
+struct pool_params {
+    worker_params worker;
+    /// Number of worker processes kept running. At least 1.
+    std::size_t workers = 1;
+    /// Tasks that may wait for a worker; one more completes at once with `errc::overloaded`.
+    std::size_t queue_limit = 1024;
+    /// Deadline of a task whose request sets none. Zero: no deadline.
+    std::chrono::milliseconds task_timeout{0};
+    /// Time a new worker has to say hello before it is killed and counted as a failed
+    /// start.
+    std::chrono::milliseconds spawn_timeout{10'000};
+    /// Time a worker has to exit after it was asked to (shutdown message or SIGTERM)
+    /// before it gets SIGKILL.
+    std::chrono::milliseconds stop_grace{2'000};
+    backoff_params restart_backoff;
+    /// A worker slot whose starts failed this many times in a row, while no worker is up,
+    /// makes the pool degraded: queued and new tasks fail at once with
+    /// `errc::spawn_failed` and the last spawn error, instead of waiting forever. The pool
+    /// keeps trying, and the first worker that comes up ends the degraded state.
+    std::size_t spawn_failures_until_degraded = 3;
+    /// Largest message accepted from a worker; a bigger one is a protocol error.
+    std::size_t max_frame_bytes = 64u << 20;
+    /// Bytes of each worker's most recent stdout/stderr kept for diagnostics.
+    std::size_t log_tail_bytes = 4096;
+    /// Told about every worker start, readiness and exit (on the pool's executor). Optional.
+    worker_event_observer on_worker_event;
+    /// Seed of the backoff jitter; fixed so that runs are reproducible.
+    std::uint64_t seed = 0x7f4a7c15u;
+};
+
+}  // namespace torchpool

@@ -1,0 +1,41 @@
+// A snapshot of a pool's state and history.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace torchpool {
+
+struct pool_stats {
+    // Workers by state, now.
+    std::size_t workers_starting = 0;  ///< process started, not ready yet
+    std::size_t workers_idle = 0;      ///< ready, no task
+    std::size_t workers_busy = 0;      ///< running a task
+    std::size_t workers_stopping = 0;  ///< asked or forced to exit, not reaped yet
+    std::size_t workers_backoff = 0;   ///< waiting to be started again after a failure
+    std::size_t workers_stopped = 0;   ///< stopped for good (shutdown)
+    std::size_t queue_depth = 0;       ///< tasks waiting for a worker
+    bool degraded = false;             ///< workers cannot be started; tasks fail fast
+
+    // Tasks by outcome, since the pool was made.
+    std::uint64_t submitted = 0;
+    std::uint64_t succeeded = 0;
+    std::uint64_t task_failed = 0;
+    std::uint64_t worker_died = 0;
+    std::uint64_t timed_out = 0;
+    std::uint64_t protocol_errors = 0;
+    std::uint64_t overloaded = 0;
+    std::uint64_t spawn_failed = 0;
+    std::uint64_t cancelled = 0;
+    std::uint64_t rejected = 0;  ///< invalid request or pool shutting down
+
+    // Worker processes, since the pool was made.
+    std::uint64_t spawned = 0;          ///< processes started
+    std::uint64_t restarts = 0;         ///< starts that replaced a worker that had exited
+    std::uint64_t failed_starts = 0;    ///< processes that never became ready
+    std::uint64_t deaths_by_signal = 0; ///< unexpected deaths, killed by a signal
+    std::uint64_t deaths_by_exit = 0;   ///< unexpected deaths, exited on their own
+    std::uint64_t killed_by_pool = 0;   ///< stopped by the pool (deadline, protocol, cancel)
+};
+
+}  // namespace torchpool

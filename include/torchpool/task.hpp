@@ -1,0 +1,90 @@
+// The values that go into and come out of a task: request, tensors, response, diagnostics.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace torchpool {
+
+/// Element type of a tensor, as it crosses the wire.
+enum class dtype : std::uint8_t {
+    float32,
+    float64,
+    float16,
+    bfloat16,
+    int64,
+    int32,
+    int16,
+    int8,
+    uint8,
+    boolean,
+};
+
+/// Size in bytes of one element of `t`.
+std::size_t element_size(dtype t) noexcept;
+
+/// Name of `t` as LibTorch spells it ("float32", "int64", "bool", ...).
+const char* dtype_name(dtype t) noexcept;
+
+/// A dense tensor: contiguous row-major bytes in native byte order.
+struct tensor {
+    dtype type = dtype::float32;
+    std::vector<std::int64_t> shape;
+    /// Exactly product(shape) * element_size(type) bytes.
+    std::string data;
+};
+
+/// One unit of work for a worker.
+struct request {
+    /// Name of the handler the worker registered (e.g. "forward", "echo").
+    std::string method;
+    /// Opaque bytes for the handler.
+    std::string payload;
+    std::vector<tensor> tensors;
+    /// Time allowed from submission (queue wait included) to reply. Zero means the pool's
+    /// `pool_params::task_timeout`, and zero there means no deadline.
+    std::chrono::milliseconds timeout{0};
+};
+
+/// Why a task failed, in enough detail that the caller never has to search a log.
+/// Filled in on every failed completion; empty on success.
+struct task_diagnostics {
+    /// One or two plain sentences saying what happened.
+    std::string summary;
+    /// Process id of the worker involved, 0 if none was.
+    int worker_pid = 0;
+    /// The worker's exit code, if it exited normally.
+    std::optional<int> exit_code;
+    /// The signal that terminated the worker, if one did.
+    std::optional<int> signal;
+    bool core_dumped = false;
+    /// Peak resident memory of the worker process, when it has been reaped.
+    std::optional<std::uint64_t> peak_rss_bytes;
+    /// How long the worker process had been alive.
+    std::chrono::milliseconds worker_uptime{0};
+    /// How long the task had been running on the worker.
+    std::chrono::milliseconds task_run_time{0};
+    /// The last lines the worker wrote to its stdout and stderr.
+    std::string log_tail;
+    /// For `errc::task_failed`: the error type and message the worker's handler reported.
+    std::string error_type;
+    std::string error_message;
+};
+
+/// What a task produced. On failure only `diagnostics` is meaningful.
+struct response {
+    std::string payload;
+    std::vector<tensor> tensors;
+    /// Process id of the worker that ran the task (0 if it never ran).
+    int worker_pid = 0;
+    task_diagnostics diagnostics;
+};
+
+/// "SIGKILL", "SIGSEGV", ...; "signal N" for a number without a name.
+std::string signal_name(int signo);
+
+}  // namespace torchpool

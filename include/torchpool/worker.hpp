@@ -1,0 +1,70 @@
+// The worker SDK: write a worker executable for a torchpool pool.
+//
+//     int main() {
+//         torchpool::worker::server server;
+//         server.handle("echo", [](const torchpool::worker::call& c) {
+//             return torchpool::worker::result{.payload = std::string(c.payload)};
+//         });
+//         return server.serve();
+//     }
+//
+// The server talks to the pool over the channel the pool set up (fd 3); stdout and stderr
+// are free for the worker's own logs, which the pool keeps and attaches to failures.
+#pragma once
+
+#include <torchpool/task.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace torchpool::worker {
+
+/// One request, as a handler sees it. Views are valid during the handler call only.
+struct call {
+    std::uint64_t id = 0;
+    std::string_view method;
+    std::string_view payload;
+    const std::vector<tensor>& tensors;
+    /// CLOCK_MONOTONIC nanoseconds after which the caller has given up; 0 if none.
+    std::uint64_t deadline_ns = 0;
+};
+
+/// What a handler returns on success. To report a failure, throw: the pool's caller gets
+/// `errc::task_failed` with the exception's type and `what()`, and this worker stays up.
+struct result {
+    std::string payload;
+    std::vector<tensor> tensors;
+};
+
+using handler = std::function<result(const call&)>;
+
+class server {
+public:
+    /// Uses the channel the pool passed (environment variable TORCHPOOL_CHANNEL_FD, fd 3).
+    server();
+    /// Uses `channel_fd`, e.g. one end of a socketpair in a test.
+    explicit server(int channel_fd);
+    ~server();
+    server(const server&) = delete;
+    server& operator=(const server&) = delete;
+
+    /// Registers `h` for requests whose method is `method`, replacing any earlier one.
+    void handle(std::string method, handler h);
+
+    /// Says hello, then serves requests one at a time until the pool sends shutdown or
+    /// closes the channel. Returns the process exit code to use: 0 after a normal end, 2 if
+    /// the channel is unusable or the pool sent something this worker cannot read (the
+    /// reason is written to stderr).
+    int serve();
+
+private:
+    struct state;
+    std::unique_ptr<state> state_;
+};
+
+}  // namespace torchpool::worker

@@ -1,0 +1,766 @@
+#include "pool_core.hpp"
+
+#include <torchpool/error.hpp>
+
+#include <boost/asio/error.hpp>
+
+#include <algorithm>
+#include <cstdio>
+
+#include <signal.h>
+
+namespace torchpool::core {
+
+namespace {
+
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+std::string format_duration(milliseconds d) {
+    char text[32];
+    if (d < milliseconds{1000}) {
+        std::snprintf(text, sizeof text, "%lld ms", static_cast<long long>(d.count()));
+    } else {
+        std::snprintf(text, sizeof text, "%.1f s", static_cast<double>(d.count()) / 1000.0);
+    }
+    return text;
+}
+
+std::string describe_exit(const exit_status& status) {
+    if (status.signal) {
+        std::string text = "was killed by signal " + signal_name(*status.signal);
+        if (status.core_dumped) {
+            text += " (core dumped)";
+        }
+        return text;
+    }
+    if (status.exit_code) {
+        return "exited with code " + std::to_string(*status.exit_code);
+    }
+    return "ended";
+}
+
+std::string describe_memory(std::optional<std::uint64_t> bytes) {
+    if (!bytes) {
+        return {};
+    }
+    char text[48];
+    std::snprintf(text, sizeof text, "; its peak memory was %.1f MiB",
+                  static_cast<double>(*bytes) / (1024.0 * 1024.0));
+    return text;
+}
+
+std::string last_line(const std::string& log) {
+    std::string_view view = log;
+    while (!view.empty() && (view.back() == '\n' || view.back() == '\r')) {
+        view.remove_suffix(1);
+    }
+    if (auto nl = view.rfind('\n'); nl != std::string_view::npos) {
+        view.remove_prefix(nl + 1);
+    }
+    return std::string(view);
+}
+
+}  // namespace
+
+const char* to_string(worker_state s) noexcept {
+    switch (s) {
+        case worker_state::backoff:
+            return "backoff";
+        case worker_state::starting:
+            return "starting";
+        case worker_state::idle:
+            return "idle";
+        case worker_state::busy:
+            return "busy";
+        case worker_state::stopping:
+            return "stopping";
+        case worker_state::stopped:
+            return "stopped";
+    }
+    return "unknown";
+}
+
+pool_core::pool_core(const pool_params& params) : params_(params), random_(params.seed) {
+    slots_.reserve(params.workers);
+    for (std::size_t i = 0; i < params.workers; ++i) {
+        slots_.emplace_back(params.log_tail_bytes);
+    }
+    idle_.reserve(params.workers);
+}
+
+bool pool_core::start(time_point now) {
+    if (started_ || draining_ || stopping_) {
+        return false;
+    }
+    started_ = true;
+    for (slot_id s = 0; s < slots_.size(); ++s) {
+        spawn(s, now);
+    }
+    return true;
+}
+
+void pool_core::spawn(slot_id s, time_point now) {
+    auto& w = slots_[s];
+    if (w.ever_started) {
+        ++counters_.restarts;
+    }
+    w.ever_started = true;
+    w.state = worker_state::starting;
+    w.pid = 0;
+    w.task.reset();
+    w.reason = stop_reason::none;
+    w.killed = false;
+    w.channel_closed.reset();
+    w.process_start = now;
+    w.timer = now + params_.spawn_timeout;
+    w.log.clear();
+    actions_.push_back(spawn_action{s});
+}
+
+void pool_core::submit(task_id id, std::string method, milliseconds timeout, time_point now) {
+    ++counters_.submitted;
+    if (draining_ || stopping_) {
+        ++counters_.rejected;
+        complete(id, errc::shutting_down,
+                 {.diagnostics = {.summary = "The pool is shutting down, so task '" + method +
+                                             "' was not run."}});
+        return;
+    }
+    if (degraded_) {
+        ++counters_.spawn_failed;
+        complete(id, errc::spawn_failed,
+                 {.diagnostics = {.summary = "No worker can be started, so task '" + method +
+                                             "' was not run. Last start failure: " +
+                                             last_spawn_error_}});
+        return;
+    }
+    if (queued_ >= params_.queue_limit) {
+        ++counters_.overloaded;
+        complete(id, errc::overloaded,
+                 {.diagnostics = {.summary = "The queue already holds " +
+                                             std::to_string(queued_) +
+                                             " tasks (pool_params::queue_limit), so task '" +
+                                             method + "' was not run."}});
+        return;
+    }
+    if (timeout.count() <= 0) {
+        timeout = params_.task_timeout;
+    }
+    task t{.method = std::move(method), .submitted = now};
+    if (timeout.count() > 0) {
+        t.deadline = now + timeout;
+        deadlines_.emplace(t.deadline, id);
+    }
+    tasks_.emplace(id, std::move(t));
+    queue_.push_back(id);
+    ++queued_;
+    dispatch(now);
+}
+
+void pool_core::reject(task_id id, boost::system::error_code error, std::string summary) {
+    ++counters_.submitted;
+    ++counters_.rejected;
+    complete(id, error, {.diagnostics = {.summary = std::move(summary)}});
+}
+
+void pool_core::dispatch(time_point now) {
+    while (queued_ > 0 && !idle_.empty()) {
+        const task_id id = queue_.front();
+        queue_.pop_front();
+        auto it = tasks_.find(id);
+        if (it == tasks_.end() || it->second.slot) {
+            continue;  // cancelled or timed out while queued
+        }
+        const slot_id s = idle_.back();
+        idle_.pop_back();
+        --queued_;
+        auto& w = slots_[s];
+        w.state = worker_state::busy;
+        w.task = id;
+        w.task_start = now;
+        it->second.slot = s;
+        actions_.push_back(send_request_action{s, id});
+    }
+}
+
+void pool_core::complete(task_id id, boost::system::error_code error, response result) {
+    actions_.push_back(complete_action{id, error, std::move(result)});
+}
+
+void pool_core::forget_task(task_id id) {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) {
+        return;
+    }
+    if (it->second.deadline != time_point::max()) {
+        deadlines_.erase({it->second.deadline, id});
+    }
+    if (!it->second.slot) {
+        --queued_;
+    }
+    tasks_.erase(it);
+}
+
+std::string pool_core::describe_task(task_id id) const {
+    auto it = tasks_.find(id);
+    return "task " + std::to_string(id) +
+           (it == tasks_.end() ? std::string() : " ('" + it->second.method + "')");
+}
+
+task_diagnostics pool_core::worker_diagnostics(const slot& w, time_point now) const {
+    task_diagnostics d;
+    d.worker_pid = w.pid;
+    d.worker_uptime = duration_cast<milliseconds>(now - w.process_start);
+    if (w.task) {
+        d.task_run_time = duration_cast<milliseconds>(now - w.task_start);
+    }
+    d.log_tail = w.log.text();
+    return d;
+}
+
+void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, time_point now) {
+    using boost::asio::cancellation_type;
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) {
+        return;  // already completed; the cancellation raced with the completion
+    }
+    const auto wanted = cancellation_type::terminal | cancellation_type::partial |
+                        cancellation_type::total;
+    if (!it->second.slot) {
+        if ((type & wanted) == cancellation_type::none) {
+            return;
+        }
+        const std::string what = describe_task(id);
+        forget_task(id);
+        ++counters_.cancelled;
+        complete(id, boost::asio::error::operation_aborted,
+                 {.diagnostics = {.summary = "The caller cancelled " + what +
+                                             " while it waited in the queue."}});
+        maybe_finish_drain(now);
+        check_finished();
+        return;
+    }
+    if ((type & cancellation_type::terminal) == cancellation_type::none) {
+        return;  // a running task can only be abandoned by killing its worker
+    }
+    const slot_id s = *it->second.slot;
+    auto d = worker_diagnostics(slots_[s], now);
+    d.summary = "The caller cancelled " + describe_task(id) + " while worker " +
+                std::to_string(slots_[s].pid) + " ran it; the worker was killed and replaced.";
+    forget_task(id);
+    slots_[s].task.reset();
+    ++counters_.cancelled;
+    complete(id, boost::asio::error::operation_aborted,
+             {.worker_pid = slots_[s].pid, .diagnostics = std::move(d)});
+    stop_worker(s, stop_reason::cancelled, true, now);
+    maybe_finish_drain(now);
+    check_finished();
+}
+
+void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_point now) {
+    auto& w = slots_[s];
+    if (w.state == worker_state::idle) {
+        idle_.erase(std::remove(idle_.begin(), idle_.end(), s), idle_.end());
+    }
+    if (w.state == worker_state::stopping) {
+        // Already on its way out; escalate if asked to.
+        if (force && !w.killed) {
+            w.killed = true;
+            w.timer = time_point::max();
+            actions_.push_back(signal_action{s, SIGKILL});
+        }
+        return;
+    }
+    w.state = worker_state::stopping;
+    w.reason = reason;
+    if (reason != stop_reason::shutdown && reason != stop_reason::pool_stop) {
+        ++counters_.killed_by_pool;
+    }
+    if (force) {
+        w.killed = true;
+        w.timer = time_point::max();
+        actions_.push_back(signal_action{s, SIGKILL});
+    } else {
+        w.killed = false;
+        w.timer = now + params_.stop_grace;
+        if (reason == stop_reason::shutdown) {
+            actions_.push_back(send_shutdown_action{s});
+        } else {
+            actions_.push_back(signal_action{s, SIGTERM});
+        }
+    }
+}
+
+void pool_core::shutdown(time_point now) {
+    if (draining_ || stopping_) {
+        return;
+    }
+    draining_ = true;
+    if (!started_) {
+        fail_queued(errc::shutting_down, "The pool was shut down before it started.");
+        for (auto& w : slots_) {
+            w.state = worker_state::stopped;
+        }
+    }
+    maybe_finish_drain(now);
+    check_finished();
+}
+
+void pool_core::stop(time_point now) {
+    if (stopping_ || finished_) {
+        return;
+    }
+    stopping_ = true;
+    std::vector<task_id> ids;
+    ids.reserve(tasks_.size());
+    for (const auto& [id, t] : tasks_) {
+        ids.push_back(id);
+    }
+    std::sort(ids.begin(), ids.end());
+    for (task_id id : ids) {
+        std::string what = describe_task(id);
+        if (auto s = tasks_.at(id).slot) {
+            slots_[*s].task.reset();
+        }
+        forget_task(id);
+        ++counters_.cancelled;
+        complete(id, boost::asio::error::operation_aborted,
+                 {.diagnostics = {.summary = "The pool was cancelled before " + what +
+                                             " finished."}});
+    }
+    for (slot_id s = 0; s < slots_.size(); ++s) {
+        switch (slots_[s].state) {
+            case worker_state::backoff:
+                slots_[s].state = worker_state::stopped;
+                slots_[s].timer = time_point::max();
+                break;
+            case worker_state::starting:
+            case worker_state::idle:
+            case worker_state::busy:
+            case worker_state::stopping:
+                stop_worker(s, stop_reason::pool_stop, true, now);
+                break;
+            case worker_state::stopped:
+                break;
+        }
+    }
+    check_finished();
+}
+
+void pool_core::maybe_finish_drain(time_point now) {
+    if (!draining_ || stopping_ || queued_ > 0) {
+        return;
+    }
+    for (slot_id s = 0; s < slots_.size(); ++s) {
+        auto& w = slots_[s];
+        switch (w.state) {
+            case worker_state::backoff:
+                w.state = worker_state::stopped;
+                w.timer = time_point::max();
+                break;
+            case worker_state::idle:
+                stop_worker(s, stop_reason::shutdown, false, now);
+                break;
+            case worker_state::starting:
+                stop_worker(s, stop_reason::shutdown, false, now);
+                break;
+            case worker_state::busy:
+            case worker_state::stopping:
+            case worker_state::stopped:
+                break;
+        }
+    }
+}
+
+void pool_core::check_finished() {
+    if (finished_ || !(draining_ || stopping_) || !tasks_.empty()) {
+        return;
+    }
+    for (const auto& w : slots_) {
+        if (w.state != worker_state::stopped) {
+            return;
+        }
+    }
+    finished_ = true;
+    actions_.push_back(run_finished_action{});
+}
+
+void pool_core::fail_queued(boost::system::error_code error, const std::string& summary) {
+    std::vector<task_id> ids;
+    for (const auto& [id, t] : tasks_) {
+        if (!t.slot) {
+            ids.push_back(id);
+        }
+    }
+    std::sort(ids.begin(), ids.end());
+    for (task_id id : ids) {
+        forget_task(id);
+        if (error == errc::spawn_failed) {
+            ++counters_.spawn_failed;
+        } else {
+            ++counters_.rejected;
+        }
+        complete(id, error, {.diagnostics = {.summary = summary}});
+    }
+    queue_.clear();
+}
+
+void pool_core::on_spawned(slot_id s, int pid, time_point now) {
+    auto& w = slots_[s];
+    w.pid = pid;
+    w.process_start = now;
+    ++counters_.spawned;
+    notify(worker_event::kind::started, s, "worker " + std::to_string(pid) + " started");
+}
+
+void pool_core::notify(worker_event::kind what, slot_id s, std::string description) {
+    if (params_.on_worker_event) {
+        actions_.push_back(notify_action{{what, s, slots_[s].pid, std::move(description)}});
+    }
+}
+
+void pool_core::on_spawn_error(slot_id s, std::string why, time_point now) {
+    ++counters_.failed_starts;
+    after_failed_start(s, std::move(why));
+    schedule_restart(s, now);
+    check_finished();
+}
+
+bool pool_core::ready_workers_exist() const {
+    return std::any_of(slots_.begin(), slots_.end(), [](const slot& w) {
+        return w.state == worker_state::idle || w.state == worker_state::busy;
+    });
+}
+
+void pool_core::after_failed_start(slot_id s, std::string why) {
+    auto& w = slots_[s];
+    ++w.failed_starts;
+    last_spawn_error_ = std::move(why);
+    if (!degraded_ && w.failed_starts >= params_.spawn_failures_until_degraded &&
+        !ready_workers_exist()) {
+        degraded_ = true;
+        fail_queued(errc::spawn_failed,
+                    "No worker can be started, so the task was not run. Last start failure: " +
+                        last_spawn_error_);
+    }
+}
+
+void pool_core::schedule_restart(slot_id s, time_point now) {
+    auto& w = slots_[s];
+    w.pid = 0;
+    w.task.reset();
+    const bool no_more_work = draining_ && queued_ == 0;
+    if (stopping_ || no_more_work) {
+        w.state = worker_state::stopped;
+        w.timer = time_point::max();
+        return;
+    }
+    const auto delay =
+        restart_delay(params_.restart_backoff, std::max(w.failures, w.failed_starts), random_);
+    if (delay.count() == 0) {
+        spawn(s, now);
+        return;
+    }
+    w.state = worker_state::backoff;
+    w.timer = now + delay;
+}
+
+void pool_core::on_message(slot_id s, wire::message msg, time_point now) {
+    const auto state = slots_[s].state;
+    if (state == worker_state::stopping || state == worker_state::stopped) {
+        return;  // it is being stopped; what it still says no longer matters
+    }
+    if (auto* hello = std::get_if<wire::hello_msg>(&msg)) {
+        on_hello(s, *hello, now);
+    } else if (auto* reply = std::get_if<wire::reply_msg>(&msg)) {
+        on_reply(s, std::move(*reply), now);
+    } else if (std::holds_alternative<wire::heartbeat_msg>(msg)) {
+        // Liveness only; nothing to decide yet.
+    } else {
+        on_protocol_error(s, std::string("sent a ") + wire::message_name(msg) +
+                                 " message, which only the pool may send",
+                          now);
+    }
+}
+
+void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now) {
+    auto& w = slots_[s];
+    if (w.state != worker_state::starting) {
+        on_protocol_error(s, "sent a second hello message", now);
+        return;
+    }
+    if (hello.protocol_version != wire::protocol_version) {
+        on_protocol_error(s,
+                          "sent hello with protocol version " +
+                              std::to_string(hello.protocol_version) + " (this pool speaks " +
+                              std::to_string(wire::protocol_version) + ")",
+                          now);
+        return;
+    }
+    w.state = worker_state::idle;
+    w.timer = time_point::max();
+    w.failed_starts = 0;
+    degraded_ = false;
+    notify(worker_event::kind::ready, s,
+           "worker " + std::to_string(w.pid) + " is ready, " +
+               format_duration(duration_cast<milliseconds>(now - w.process_start)) +
+               " after it started");
+    idle_.push_back(s);
+    dispatch(now);
+    maybe_finish_drain(now);
+}
+
+void pool_core::on_reply(slot_id s, wire::reply_msg reply, time_point now) {
+    auto& w = slots_[s];
+    if (w.state != worker_state::busy || !w.task || *w.task != reply.id) {
+        on_protocol_error(s,
+                          "sent a reply for task " + std::to_string(reply.id) +
+                              (w.task ? " while it runs task " + std::to_string(*w.task)
+                                      : std::string(" while it runs no task")),
+                          now);
+        return;
+    }
+    const task_id id = *w.task;
+    response result{.worker_pid = w.pid};
+    boost::system::error_code error;
+    if (reply.ok) {
+        ++counters_.succeeded;
+        result.payload = std::move(reply.payload);
+        result.tensors = std::move(reply.tensors);
+    } else {
+        ++counters_.task_failed;
+        error = errc::task_failed;
+        auto& d = result.diagnostics;
+        d = worker_diagnostics(w, now);
+        d.summary = "Worker " + std::to_string(w.pid) + " reported an error in " +
+                    describe_task(id) + ": " + reply.error_type + ": " + reply.error_message;
+        d.error_type = std::move(reply.error_type);
+        d.error_message = std::move(reply.error_message);
+    }
+    forget_task(id);
+    w.task.reset();
+    w.failures = 0;
+    w.state = worker_state::idle;
+    idle_.push_back(s);
+    complete(id, error, std::move(result));
+    dispatch(now);
+    maybe_finish_drain(now);
+    check_finished();
+}
+
+void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
+    auto& w = slots_[s];
+    if (w.state == worker_state::stopping || w.state == worker_state::stopped ||
+        w.state == worker_state::backoff) {
+        return;
+    }
+    ++w.failures;
+    if (w.task) {
+        const task_id id = *w.task;
+        auto d = worker_diagnostics(w, now);
+        d.summary = "Worker " + std::to_string(w.pid) + " " + what + " while running " +
+                    describe_task(id) + "; it was killed.";
+        ++counters_.protocol_errors;
+        forget_task(id);
+        w.task.reset();
+        complete(id, errc::protocol_error, {.worker_pid = w.pid, .diagnostics = std::move(d)});
+    }
+    if (w.state == worker_state::starting) {
+        ++counters_.failed_starts;
+        after_failed_start(s, "worker " + std::to_string(w.pid) + " " + what +
+                                  " before it was ready.");
+    }
+    stop_worker(s, stop_reason::protocol, true, now);
+    maybe_finish_drain(now);
+    check_finished();
+}
+
+void pool_core::on_channel_closed(slot_id s, std::string what, time_point now) {
+    auto& w = slots_[s];
+    if (w.state != worker_state::starting && w.state != worker_state::idle &&
+        w.state != worker_state::busy) {
+        return;
+    }
+    // Usually the worker is exiting and its exit status is about to be reaped; wait for it,
+    // so the caller learns how it died rather than just that its channel closed.
+    w.channel_closed = std::move(what);
+    w.timer = std::min(w.timer, now + params_.stop_grace);
+}
+
+void pool_core::on_log(slot_id s, std::string_view bytes) { slots_[s].log.append(bytes); }
+
+void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
+    auto& w = slots_[s];
+    const std::string how = describe_exit(status);
+    const std::string uptime = format_duration(duration_cast<milliseconds>(now - w.process_start));
+    const std::string log = w.log.text();
+    const int pid = w.pid;
+    const worker_state was = w.state;
+    const std::string log_note =
+        log.empty() ? std::string(" It wrote nothing to stdout or stderr.")
+                    : " Its last output line: \"" + last_line(log) + "\".";
+    switch (w.state) {
+        case worker_state::starting: {
+            ++counters_.failed_starts;
+            after_failed_start(s, "worker " + std::to_string(w.pid) + " " + how +
+                                      " before it was ready, " + uptime +
+                                      " after it started." + log_note);
+            break;
+        }
+        case worker_state::idle:
+            idle_.erase(std::remove(idle_.begin(), idle_.end(), s), idle_.end());
+            ++w.failures;
+            ++(status.signal ? counters_.deaths_by_signal : counters_.deaths_by_exit);
+            break;
+        case worker_state::busy: {
+            ++w.failures;
+            ++(status.signal ? counters_.deaths_by_signal : counters_.deaths_by_exit);
+            const task_id id = *w.task;
+            auto d = worker_diagnostics(w, now);
+            d.exit_code = status.exit_code;
+            d.signal = status.signal;
+            d.core_dumped = status.core_dumped;
+            d.peak_rss_bytes = status.peak_rss_bytes;
+            d.summary = "Worker " + std::to_string(w.pid) + " " + how + " while running " +
+                        describe_task(id) + ", " + format_duration(d.task_run_time) +
+                        " into it; it had been up " + uptime +
+                        describe_memory(status.peak_rss_bytes) + "." + log_note;
+            ++counters_.worker_died;
+            forget_task(id);
+            w.task.reset();
+            complete(id, errc::worker_died, {.worker_pid = w.pid, .diagnostics = std::move(d)});
+            break;
+        }
+        case worker_state::stopping:
+            if (w.reason == stop_reason::spawn_timeout) {
+                ++counters_.failed_starts;
+                after_failed_start(s, "worker " + std::to_string(w.pid) +
+                                          " did not become ready within " +
+                                          format_duration(params_.spawn_timeout) +
+                                          " (pool_params::spawn_timeout) and was killed." +
+                                          log_note);
+            }
+            break;
+        case worker_state::backoff:
+        case worker_state::stopped:
+            return;  // no process; cannot happen, but must not restart anything
+    }
+    schedule_restart(s, now);
+    if (params_.on_worker_event) {
+        std::string next;
+        if (w.state == worker_state::backoff) {
+            next = "; restarting in " +
+                   format_duration(duration_cast<milliseconds>(w.timer - now));
+        } else if (w.state == worker_state::starting) {
+            next = "; restarted at once";
+        }
+        actions_.push_back(notify_action{{worker_event::kind::exited, s, pid,
+                                          "worker " + std::to_string(pid) + " " + how +
+                                              " while " + to_string(was) + next}});
+    }
+    maybe_finish_drain(now);
+    check_finished();
+}
+
+void pool_core::on_timer(time_point now) {
+    // Tasks past their deadline.
+    while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+        const task_id id = deadlines_.begin()->second;
+        const auto& t = tasks_.at(id);
+        const auto waited = duration_cast<milliseconds>(now - t.submitted);
+        ++counters_.timed_out;
+        if (!t.slot) {
+            std::string summary = describe_task(id) + " waited " + format_duration(waited) +
+                                  " in the queue and passed its deadline before a worker "
+                                  "was free.";
+            forget_task(id);
+            complete(id, errc::timeout, {.diagnostics = {.summary = std::move(summary)}});
+            continue;
+        }
+        const slot_id s = *t.slot;
+        auto& w = slots_[s];
+        auto d = worker_diagnostics(w, now);
+        d.summary = describe_task(id) + " passed its deadline after " + format_duration(waited) +
+                    " (" + format_duration(d.task_run_time) + " of it running on worker " +
+                    std::to_string(w.pid) + "); the worker was stopped and will be replaced.";
+        forget_task(id);
+        w.task.reset();
+        complete(id, errc::timeout, {.worker_pid = w.pid, .diagnostics = std::move(d)});
+        stop_worker(s, stop_reason::deadline, false, now);
+    }
+    // Worker timers.
+    for (slot_id s = 0; s < slots_.size(); ++s) {
+        auto& w = slots_[s];
+        if (w.timer > now) {
+            continue;
+        }
+        if (w.channel_closed && (w.state == worker_state::starting ||
+                                 w.state == worker_state::idle || w.state == worker_state::busy)) {
+            on_protocol_error(s, *w.channel_closed + " but did not exit", now);
+            continue;
+        }
+        switch (w.state) {
+            case worker_state::starting:
+                stop_worker(s, stop_reason::spawn_timeout, true, now);
+                break;
+            case worker_state::backoff:
+                spawn(s, now);
+                break;
+            case worker_state::stopping:
+                stop_worker(s, w.reason, true, now);
+                break;
+            default:
+                w.timer = time_point::max();
+                break;
+        }
+    }
+    maybe_finish_drain(now);
+    check_finished();
+}
+
+std::optional<time_point> pool_core::next_deadline() const {
+    time_point next = time_point::max();
+    if (!deadlines_.empty()) {
+        next = deadlines_.begin()->first;
+    }
+    for (const auto& w : slots_) {
+        // A slot in backoff before the pool starts has no timer (max).
+        next = std::min(next, w.timer);
+    }
+    if (next == time_point::max()) {
+        return std::nullopt;
+    }
+    return next;
+}
+
+pool_stats pool_core::stats() const {
+    pool_stats s = counters_;
+    for (const auto& w : slots_) {
+        switch (w.state) {
+            case worker_state::backoff:
+                ++s.workers_backoff;
+                break;
+            case worker_state::starting:
+                ++s.workers_starting;
+                break;
+            case worker_state::idle:
+                ++s.workers_idle;
+                break;
+            case worker_state::busy:
+                ++s.workers_busy;
+                break;
+            case worker_state::stopping:
+                ++s.workers_stopping;
+                break;
+            case worker_state::stopped:
+                ++s.workers_stopped;
+                break;
+        }
+    }
+    s.queue_depth = queued_;
+    s.degraded = degraded_;
+    return s;
+}
+
+}  // namespace torchpool::core

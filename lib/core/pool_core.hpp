@@ -1,0 +1,199 @@
+// The pool's decisions, without I/O: worker states, dispatch, deadlines, restarts,
+// shutdown. It takes events (a worker said hello, a reply came, a process exited, time
+// passed) and returns actions (start a process, send a request, signal a worker, complete
+// a task). The Asio driver (lib/pool.cpp) maps actions to system calls; tests drive it
+// directly with a simulated clock.
+#pragma once
+
+#include "../wire/messages.hpp"
+#include "backoff.hpp"
+#include "log_tail.hpp"
+
+#include <torchpool/events.hpp>
+#include <torchpool/pool_params.hpp>
+#include <torchpool/stats.hpp>
+#include <torchpool/task.hpp>
+
+#include <boost/asio/cancellation_type.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <variant>
+#include <vector>
+
+namespace torchpool::core {
+
+using clock = std::chrono::steady_clock;
+using time_point = clock::time_point;
+using task_id = std::uint64_t;
+using slot_id = std::size_t;
+
+enum class worker_state {
+    backoff,   ///< no process; waiting until its restart time (or until the pool starts)
+    starting,  ///< process started, not ready (no hello yet)
+    idle,      ///< ready, no task
+    busy,      ///< running one task
+    stopping,  ///< asked or forced to exit; waiting for the exit to be reaped
+    stopped,   ///< no process, and none will be started (the pool is stopping)
+};
+
+const char* to_string(worker_state s) noexcept;
+
+/// How a reaped process ended.
+struct exit_status {
+    std::optional<int> exit_code;
+    std::optional<int> signal;
+    bool core_dumped = false;
+    std::optional<std::uint64_t> peak_rss_bytes;
+};
+
+// Actions, for the driver.
+struct spawn_action {
+    slot_id slot;
+};
+struct send_request_action {
+    slot_id slot;
+    task_id task;
+};
+struct send_shutdown_action {
+    slot_id slot;
+};
+struct signal_action {
+    slot_id slot;
+    int signo;
+};
+struct complete_action {
+    task_id task;
+    boost::system::error_code error;
+    response result;
+};
+struct run_finished_action {};
+struct notify_action {
+    worker_event event;
+};
+
+using action = std::variant<spawn_action, send_request_action, send_shutdown_action,
+                            signal_action, complete_action, run_finished_action, notify_action>;
+
+class pool_core {
+public:
+    explicit pool_core(const pool_params& params);
+
+    // Events from the owner of the pool.
+
+    /// Starts every worker. Returns false if the pool was already started or stopped.
+    bool start(time_point now);
+    /// A new task. Completes it at once (as an action) if it cannot be admitted.
+    void submit(task_id id, std::string method, std::chrono::milliseconds timeout,
+                time_point now);
+    /// Completes a task that was never admitted (invalid request), and counts it.
+    void reject(task_id id, boost::system::error_code error, std::string summary);
+    /// The caller of a task asked to cancel it.
+    void cancel_task(task_id id, boost::asio::cancellation_type type, time_point now);
+    /// Graceful stop: refuse new tasks, finish the admitted ones, stop the workers.
+    void shutdown(time_point now);
+    /// Immediate stop: abort every task, kill every worker.
+    void stop(time_point now);
+
+    // Events from workers.
+
+    /// The process of `slot` was started.
+    void on_spawned(slot_id slot, int pid, time_point now);
+    /// The process of `slot` could not be started at all (fork or exec setup failed).
+    void on_spawn_error(slot_id slot, std::string why, time_point now);
+    void on_message(slot_id slot, wire::message msg, time_point now);
+    /// The worker broke the protocol; `what` is a verb phrase ("sent a malformed message:
+    /// ..."), used in the task's diagnostics.
+    void on_protocol_error(slot_id slot, std::string what, time_point now);
+    /// The worker's channel reached end of stream (`what` says how). Its exit is awaited for
+    /// `stop_grace`; a worker still running after that is killed as a protocol failure.
+    void on_channel_closed(slot_id slot, std::string what, time_point now);
+    /// The worker wrote to its stdout or stderr.
+    void on_log(slot_id slot, std::string_view bytes);
+    /// The process of `slot` was reaped.
+    void on_exit(slot_id slot, const exit_status& status, time_point now);
+    /// Time passed; call at or after `next_deadline()`.
+    void on_timer(time_point now);
+
+    /// When `on_timer` must be called next, if ever.
+    std::optional<time_point> next_deadline() const;
+
+    /// Actions produced by the events so far, oldest first. The caller pops them.
+    std::deque<action>& actions() noexcept { return actions_; }
+
+    pool_stats stats() const;
+    worker_state state_of(slot_id slot) const { return slots_.at(slot).state; }
+    int pid_of(slot_id slot) const { return slots_.at(slot).pid; }
+    std::size_t slot_count() const noexcept { return slots_.size(); }
+    bool finished() const noexcept { return finished_; }
+
+private:
+    enum class stop_reason { none, deadline, protocol, cancelled, spawn_timeout, shutdown, pool_stop };
+
+    struct slot {
+        explicit slot(std::size_t log_bytes) : log(log_bytes) {}
+        worker_state state = worker_state::backoff;
+        int pid = 0;
+        std::optional<task_id> task;
+        time_point process_start{};
+        time_point task_start{};
+        time_point timer = time_point::max();  // spawn deadline, restart time or SIGKILL time
+        unsigned failures = 0;       // deaths and protocol errors since its last good reply
+        unsigned failed_starts = 0;  // starts in a row that never became ready
+        stop_reason reason = stop_reason::none;
+        bool killed = false;  // SIGKILL sent
+        bool ever_started = false;
+        std::optional<std::string> channel_closed;  // how its channel ended, if it has
+        log_tail log;
+    };
+
+    struct task {
+        std::string method;
+        time_point submitted;
+        time_point deadline = time_point::max();
+        std::optional<slot_id> slot;
+    };
+
+    void spawn(slot_id s, time_point now);
+    void dispatch(time_point now);
+    void complete(task_id id, boost::system::error_code error, response result);
+    void stop_worker(slot_id s, stop_reason reason, bool force, time_point now);
+    void schedule_restart(slot_id s, time_point now);
+    void fail_queued(boost::system::error_code error, const std::string& summary);
+    void after_failed_start(slot_id s, std::string why);
+    void maybe_finish_drain(time_point now);
+    void check_finished();
+    void notify(worker_event::kind what, slot_id s, std::string description);
+    void on_hello(slot_id s, const wire::hello_msg& hello, time_point now);
+    void on_reply(slot_id s, wire::reply_msg reply, time_point now);
+    bool ready_workers_exist() const;
+    task_diagnostics worker_diagnostics(const slot& w, time_point now) const;
+    std::string describe_task(task_id id) const;
+    void forget_task(task_id id);
+
+    pool_params params_;
+    random_source random_;
+    std::vector<slot> slots_;
+    std::unordered_map<task_id, task> tasks_;
+    std::deque<task_id> queue_;  // may hold ids that already left; skipped on pop
+    std::size_t queued_ = 0;     // tasks in tasks_ without a slot
+    std::set<std::pair<time_point, task_id>> deadlines_;
+    std::vector<slot_id> idle_;
+    std::deque<action> actions_;
+
+    bool started_ = false;
+    bool draining_ = false;
+    bool stopping_ = false;
+    bool finished_ = false;
+    bool degraded_ = false;
+    std::string last_spawn_error_;
+    pool_stats counters_;
+};
+
+}  // namespace torchpool::core

@@ -1,0 +1,583 @@
+// The Asio driver of the pool: maps the core's actions to system calls and turns I/O
+// completions into the core's events. Everything here runs on the pool's executor.
+#include "core/pool_core.hpp"
+#include "posix/process.hpp"
+#include "wire/codec.hpp"
+#include "wire/frame_reader.hpp"
+
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/associated_cancellation_slot.hpp>
+#include <boost/asio/associated_executor.hpp>
+#include <boost/asio/bind_executor.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <deque>
+#include <memory>
+#include <stdexcept>
+#include <unordered_map>
+
+#include <signal.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace torchpool::detail {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+using run_handler = asio::any_completion_handler<void(error_code)>;
+using submit_handler = asio::any_completion_handler<void(error_code, response)>;
+
+class pool_impl : public std::enable_shared_from_this<pool_impl> {
+public:
+    pool_impl(asio::any_io_executor ex, const pool_params& params)
+        : executor_(std::move(ex)),
+          params_(params),
+          core_(params),
+          launcher_(params.worker),
+          timer_(executor_) {
+        workers_.reserve(params.workers);
+        for (std::size_t i = 0; i < params.workers; ++i) {
+            workers_.push_back(std::make_unique<worker_io>(executor_, params.max_frame_bytes));
+        }
+    }
+
+    ~pool_impl() {
+        // Normally every child has been reaped by now. If the execution context went away
+        // first, do not leave processes or zombies behind.
+        for (auto& w : workers_) {
+            if (w->alive) {
+                posix::send_signal(w->pidfd.native_handle(), SIGKILL);
+                posix::reap_blocking(w->pidfd.native_handle());
+            }
+        }
+    }
+
+    void run(run_handler handler) {
+        asio::post(executor_, [self = shared_from_this(), h = std::move(handler)]() mutable {
+            self->do_run(std::move(h));
+        });
+    }
+
+    void submit(submit_handler handler, request req) {
+        const core::task_id id = next_task_id_.fetch_add(1, std::memory_order_relaxed);
+        // The slot is connected here, in the caller's context, so that a cancellation
+        // emitted right after this call is not lost; the cancel is posted, so it reaches the
+        // pool after the task.
+        auto cancel_slot = asio::get_associated_cancellation_slot(handler);
+        if (cancel_slot.is_connected()) {
+            cancel_slot.assign(
+                [weak = weak_from_this(), ex = executor_, id](asio::cancellation_type type) {
+                    asio::post(ex, [weak, id, type] {
+                        if (auto self = weak.lock()) {
+                            self->core_.cancel_task(id, type, core::clock::now());
+                            self->drive();
+                        }
+                    });
+                });
+        }
+        asio::post(executor_, [self = shared_from_this(), id, h = std::move(handler),
+                               req = std::move(req)]() mutable {
+            self->do_submit(id, std::move(h), std::move(req));
+        });
+    }
+
+    void shutdown(run_handler handler) {
+        asio::post(executor_, [self = shared_from_this(), h = std::move(handler)]() mutable {
+            self->do_shutdown(std::move(h));
+        });
+    }
+
+    void cancel() {
+        asio::post(executor_, [self = shared_from_this()] {
+            self->core_.stop(core::clock::now());
+            self->drive();
+        });
+    }
+
+    pool_stats stats() const { return core_.stats(); }
+
+private:
+    struct worker_io {
+        worker_io(const asio::any_io_executor& ex, std::size_t max_frame_bytes)
+            : pidfd(ex), channel(ex), log(ex), reader(max_frame_bytes) {}
+
+        std::uint64_t generation = 0;  // one per process; stale completions compare it
+        bool alive = false;
+        asio::posix::stream_descriptor pidfd;
+        asio::local::stream_protocol::socket channel;
+        asio::posix::stream_descriptor log;
+        wire::frame_reader reader;
+        bool channel_open = false;
+        std::deque<wire::frame> outbox;
+        bool writing = false;
+    };
+
+    struct pending_task {
+        submit_handler handler;
+        wire::frame request_frame;
+    };
+
+    // Runs a completion on the handler's own executor, tracking work there until then.
+    template <class Handler, class... Args>
+    void complete_handler(Handler handler, Args&&... args) {
+        auto slot = asio::get_associated_cancellation_slot(handler);
+        if (slot.is_connected()) {
+            slot.clear();
+        }
+        auto ex = asio::prefer(asio::get_associated_executor(handler, executor_),
+                               asio::execution::outstanding_work.tracked);
+        asio::dispatch(ex, [h = std::move(handler),
+                            ... a = std::forward<Args>(args)]() mutable {
+            std::move(h)(std::move(a)...);
+        });
+    }
+
+    void do_run(run_handler handler) {
+        if (run_called_) {
+            complete_handler(std::move(handler), error_code(asio::error::already_started));
+            return;
+        }
+        run_called_ = true;
+        if (!core_.start(core::clock::now())) {
+            // Shut down or cancelled before it was ever run: nothing to supervise.
+            complete_handler(std::move(handler), error_code());
+            return;
+        }
+        run_handler_ = std::move(handler);
+        auto slot = asio::get_associated_cancellation_slot(run_handler_);
+        if (slot.is_connected()) {
+            slot.assign([weak = weak_from_this(), ex = executor_](asio::cancellation_type) {
+                asio::post(ex, [weak] {
+                    if (auto self = weak.lock()) {
+                        self->core_.stop(core::clock::now());
+                        self->drive();
+                    }
+                });
+            });
+        }
+        drive();
+    }
+
+    void do_shutdown(run_handler handler) {
+        if (core_.finished()) {
+            complete_handler(std::move(handler), error_code());
+            return;
+        }
+        shutdown_handlers_.push_back(std::move(handler));
+        core_.shutdown(core::clock::now());
+        drive();
+    }
+
+    void do_submit(core::task_id id, submit_handler handler, request req) {
+        const auto now = core::clock::now();
+        std::string invalid;
+        if (req.method.empty()) {
+            invalid = "The request has no method name; set request::method to the name of a "
+                      "handler the worker registered.";
+        }
+        for (std::size_t i = 0; invalid.empty() && i < req.tensors.size(); ++i) {
+            if (auto problem = wire::validate_tensor(req.tensors[i]); !problem.empty()) {
+                invalid = "Tensor " + std::to_string(i) + " of the request " + problem + ".";
+            }
+        }
+        if (!invalid.empty()) {
+            pending_.emplace(id, pending_task{std::move(handler), {}});
+            core_.reject(id, errc::invalid_request, std::move(invalid));
+            drive();
+            return;
+        }
+        auto timeout = req.timeout.count() > 0 ? req.timeout : params_.task_timeout;
+        std::uint64_t deadline_ns = 0;
+        if (timeout.count() > 0) {
+            timespec ts{};
+            ::clock_gettime(CLOCK_MONOTONIC, &ts);
+            deadline_ns = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
+                          static_cast<std::uint64_t>(ts.tv_nsec) +
+                          static_cast<std::uint64_t>(timeout.count()) * 1'000'000u;
+        }
+        pending_.emplace(id, pending_task{std::move(handler),
+                                          wire::encode_request(id, deadline_ns, req)});
+        core_.submit(id, std::move(req.method), req.timeout, now);
+        drive();
+    }
+
+    // Carries out every action the core has decided, then re-arms the timer.
+    void drive() {
+        auto& actions = core_.actions();
+        while (!actions.empty()) {
+            core::action next = std::move(actions.front());
+            actions.pop_front();
+            std::visit([this](auto& a) { execute(a); }, next);
+        }
+        arm_timer();
+    }
+
+    void execute(core::spawn_action& a) {
+        const auto now = core::clock::now();
+        auto started = launcher_.spawn();
+        if (auto* why = std::get_if<std::string>(&started)) {
+            core_.on_spawn_error(a.slot, std::move(*why), now);
+            return;
+        }
+        auto& p = std::get<posix::spawned_process>(started);
+        auto& w = *workers_[a.slot];
+        ++w.generation;
+        w.alive = true;
+        w.pidfd.assign(p.pidfd.release());
+        w.channel.assign(asio::local::stream_protocol(), p.channel.release());
+        w.channel_open = true;
+        w.log.assign(p.log.release());
+        w.reader = wire::frame_reader(params_.max_frame_bytes);
+        w.outbox.clear();
+        w.writing = false;
+        core_.on_spawned(a.slot, p.pid, now);
+        wait_exit(a.slot);
+        wait_channel(a.slot);
+        wait_log(a.slot);
+    }
+
+    void execute(core::send_request_action& a) {
+        auto it = pending_.find(a.task);
+        if (it == pending_.end() || !workers_[a.slot]->alive) {
+            return;
+        }
+        send(a.slot, std::move(it->second.request_frame));
+    }
+
+    void execute(core::send_shutdown_action& a) {
+        if (workers_[a.slot]->alive) {
+            send(a.slot, wire::encode(wire::shutdown_msg{}));
+        }
+    }
+
+    void execute(core::signal_action& a) {
+        auto& w = *workers_[a.slot];
+        if (w.alive) {
+            posix::send_signal(w.pidfd.native_handle(), a.signo);
+        }
+    }
+
+    void execute(core::complete_action& a) {
+        auto it = pending_.find(a.task);
+        if (it == pending_.end()) {
+            return;
+        }
+        auto handler = std::move(it->second.handler);
+        pending_.erase(it);
+        complete_handler(std::move(handler), a.error, std::move(a.result));
+    }
+
+    void execute(core::run_finished_action&) {
+        timer_.cancel();
+        if (run_handler_) {
+            complete_handler(std::move(run_handler_), error_code());
+        }
+        for (auto& h : shutdown_handlers_) {
+            complete_handler(std::move(h), error_code());
+        }
+        shutdown_handlers_.clear();
+    }
+
+    void execute(core::notify_action& a) {
+        if (params_.on_worker_event) {
+            params_.on_worker_event(a.event);
+        }
+    }
+
+    void send(core::slot_id s, wire::frame frame) {
+        workers_[s]->outbox.push_back(std::move(frame));
+        start_write(s);
+    }
+
+    void start_write(core::slot_id s) {
+        auto& w = *workers_[s];
+        if (w.writing || w.outbox.empty() || !w.channel_open) {
+            return;
+        }
+        w.writing = true;
+        auto bytes = w.outbox.front().asBytes();
+        asio::async_write(w.channel, asio::buffer(bytes.begin(), bytes.size()),
+                          [self = shared_from_this(), s, gen = w.generation](error_code ec,
+                                                                             std::size_t) {
+                              auto& io = *self->workers_[s];
+                              if (io.generation != gen || !io.alive) {
+                                  return;
+                              }
+                              io.writing = false;
+                              io.outbox.pop_front();
+                              if (ec) {
+                                  // The worker closed its end; its exit will tell the story.
+                                  io.outbox.clear();
+                                  return;
+                              }
+                              self->start_write(s);
+                          });
+    }
+
+    void wait_exit(core::slot_id s) {
+        auto& w = *workers_[s];
+        w.pidfd.async_wait(asio::posix::descriptor_base::wait_read,
+                           [self = shared_from_this(), s, gen = w.generation](error_code ec) {
+                               auto& io = *self->workers_[s];
+                               if (ec || io.generation != gen || !io.alive) {
+                                   return;
+                               }
+                               self->on_exit_readable(s);
+                               self->drive();
+                           });
+    }
+
+    void on_exit_readable(core::slot_id s) {
+        auto& w = *workers_[s];
+        auto status = posix::try_reap(w.pidfd.native_handle());
+        if (!status) {
+            wait_exit(s);  // spurious wake-up
+            return;
+        }
+        // Everything the process wrote is in the pipes by now; take it before deciding, so
+        // a reply sent just before exiting still counts and the log tail is complete.
+        read_log(s);
+        if (w.channel_open) {
+            read_channel(s);
+        }
+        const auto now = core::clock::now();
+        core_.on_exit(s, *status, now);
+        w.alive = false;
+        ++w.generation;
+        error_code ignored;
+        w.channel.close(ignored);
+        w.log.close(ignored);
+        w.pidfd.close(ignored);
+        w.channel_open = false;
+        w.outbox.clear();
+        w.writing = false;
+    }
+
+    void wait_channel(core::slot_id s) {
+        auto& w = *workers_[s];
+        w.channel.async_wait(asio::socket_base::wait_read,
+                             [self = shared_from_this(), s, gen = w.generation](error_code ec) {
+                                 auto& io = *self->workers_[s];
+                                 if (ec || io.generation != gen || !io.alive) {
+                                     return;
+                                 }
+                                 if (self->read_channel(s)) {
+                                     self->wait_channel(s);
+                                 }
+                                 self->drive();
+                             });
+    }
+
+    // Reads what the channel holds without blocking and hands whole messages to the core.
+    // Returns true if the channel should be read again later.
+    bool read_channel(core::slot_id s) {
+        auto& w = *workers_[s];
+        const int fd = w.channel.native_handle();
+        for (int round = 0; round < 16; ++round) {
+            auto space = w.reader.prepare(64 * 1024);
+            const ssize_t n = ::recv(fd, space.data(), space.size(), MSG_DONTWAIT);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    return true;
+                }
+                channel_ended(s, "closed its channel abruptly (" +
+                                     std::string(std::strerror(errno)) + ")");
+                return false;
+            }
+            if (n == 0) {
+                channel_ended(s, w.reader.finish() ? "closed its channel in the middle of a "
+                                                     "message"
+                                                   : "closed its channel");
+                return false;
+            }
+            w.reader.commit(static_cast<std::size_t>(n));
+            if (!take_messages(s)) {
+                w.channel_open = false;
+                return false;
+            }
+        }
+        return true;  // more may be waiting; let other workers have a turn first
+    }
+
+    void channel_ended(core::slot_id s, std::string what) {
+        workers_[s]->channel_open = false;
+        core_.on_channel_closed(s, std::move(what), core::clock::now());
+    }
+
+    // Returns false if the stream can no longer be trusted.
+    bool take_messages(core::slot_id s) {
+        auto& w = *workers_[s];
+        for (;;) {
+            auto next = w.reader.next();
+            if (next.error) {
+                const auto now = core::clock::now();
+                if (next.error == errc::frame_too_large) {
+                    core_.on_protocol_error(
+                        s,
+                        "sent a message of " + std::to_string(w.reader.rejected_frame_bytes()) +
+                            " bytes, over the limit of " +
+                            std::to_string(params_.max_frame_bytes) +
+                            " bytes (pool_params::max_frame_bytes)",
+                        now);
+                } else {
+                    core_.on_protocol_error(
+                        s, "sent bytes that are not a message (invalid segment table)", now);
+                }
+                return false;
+            }
+            if (!next.has_frame()) {
+                return true;
+            }
+            auto decoded = wire::decode(next.words);
+            if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
+                core_.on_protocol_error(s, "sent a malformed message: " + bad->what,
+                                        core::clock::now());
+                return false;
+            }
+            core_.on_message(s, std::move(std::get<wire::message>(decoded)),
+                             core::clock::now());
+        }
+    }
+
+    void wait_log(core::slot_id s) {
+        auto& w = *workers_[s];
+        w.log.async_wait(asio::posix::descriptor_base::wait_read,
+                         [self = shared_from_this(), s, gen = w.generation](error_code ec) {
+                             auto& io = *self->workers_[s];
+                             if (ec || io.generation != gen || !io.alive) {
+                                 return;
+                             }
+                             if (self->read_log(s)) {
+                                 self->wait_log(s);
+                             }
+                         });
+    }
+
+    // Returns true if the pipe is still open.
+    bool read_log(core::slot_id s) {
+        auto& w = *workers_[s];
+        if (!w.log.is_open()) {
+            return false;
+        }
+        std::array<char, 4096> buffer;
+        for (int round = 0; round < 16; ++round) {
+            const ssize_t n = ::read(w.log.native_handle(), buffer.data(), buffer.size());
+            if (n > 0) {
+                core_.on_log(s, std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+                continue;
+            }
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+        }
+        return true;
+    }
+
+    void arm_timer() {
+        auto next = core_.next_deadline();
+        if (!next || *next >= armed_for_) {
+            return;  // an earlier wake-up is already set; a later one follows from it
+        }
+        armed_for_ = *next;
+        timer_.expires_at(*next);
+        timer_.async_wait([self = shared_from_this()](error_code ec) {
+            if (ec == asio::error::operation_aborted) {
+                return;  // re-armed for an earlier time, or stopped
+            }
+            self->armed_for_ = core::time_point::max();
+            self->core_.on_timer(core::clock::now());
+            self->drive();
+        });
+    }
+
+    asio::any_io_executor executor_;
+    pool_params params_;
+    core::pool_core core_;
+    posix::launcher launcher_;
+    asio::steady_timer timer_;
+    core::time_point armed_for_ = core::time_point::max();
+    std::vector<std::unique_ptr<worker_io>> workers_;
+    std::unordered_map<core::task_id, pending_task> pending_;
+    std::atomic<core::task_id> next_task_id_{1};  // the one member used off the executor
+    bool run_called_ = false;
+    run_handler run_handler_;
+    std::vector<run_handler> shutdown_handlers_;
+};
+
+}  // namespace torchpool::detail
+
+namespace torchpool {
+
+namespace {
+
+pool_params checked(pool_params params) {
+    if (params.worker.executable.empty()) {
+        throw std::invalid_argument(
+            "torchpool::pool: pool_params::worker::executable is empty; set it to the path of "
+            "a worker program");
+    }
+    if (params.workers == 0) {
+        throw std::invalid_argument("torchpool::pool: pool_params::workers must be at least 1");
+    }
+    if (params.queue_limit == 0) {
+        throw std::invalid_argument(
+            "torchpool::pool: pool_params::queue_limit must be at least 1");
+    }
+    if (params.max_frame_bytes < 1024) {
+        throw std::invalid_argument(
+            "torchpool::pool: pool_params::max_frame_bytes must be at least 1024");
+    }
+    return params;
+}
+
+}  // namespace
+
+pool::pool(executor_type ex, pool_params params)
+    : executor_(ex),
+      impl_(std::make_shared<detail::pool_impl>(std::move(ex), checked(std::move(params)))) {}
+
+pool::~pool() {
+    if (impl_) {
+        impl_->cancel();
+    }
+}
+
+void pool::cancel() {
+    if (impl_) {
+        impl_->cancel();
+    }
+}
+
+pool_stats pool::stats() const { return impl_ ? impl_->stats() : pool_stats{}; }
+
+void pool::async_run_impl(const std::shared_ptr<detail::pool_impl>& impl, run_handler handler) {
+    impl->run(std::move(handler));
+}
+
+void pool::async_submit_impl(const std::shared_ptr<detail::pool_impl>& impl,
+                             submit_handler handler, request req) {
+    impl->submit(std::move(handler), std::move(req));
+}
+
+void pool::async_shutdown_impl(const std::shared_ptr<detail::pool_impl>& impl,
+                               run_handler handler) {
+    impl->shutdown(std::move(handler));
+}
+
+}  // namespace torchpool

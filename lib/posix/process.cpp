@@ -1,0 +1,246 @@
+#include "process.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <string_view>
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+
+namespace torchpool::posix {
+
+void unique_fd::reset(int fd) noexcept {
+    if (fd_ >= 0) {
+        ::close(fd_);
+    }
+    fd_ = fd;
+}
+
+namespace {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+std::string_view env_name(std::string_view entry) { return entry.substr(0, entry.find('=')); }
+
+void write_all(int fd, const char* text, std::size_t size) noexcept {
+    while (size > 0) {
+        const ssize_t n = ::write(fd, text, size);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return;
+        }
+        text += n;
+        size -= static_cast<std::size_t>(n);
+    }
+}
+
+bool set_nonblocking(int fd) noexcept {
+    const int flags = ::fcntl(fd, F_GETFL);
+    return flags >= 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
+}
+
+// Everything the child needs, prepared by the parent so that the child only makes
+// async-signal-safe calls between clone3 and exec.
+struct child_setup {
+    const char* executable;
+    char* const* argv;
+    char* const* envp;
+    const std::string* exec_failure_prefix;
+    pid_t parent;
+    int channel;
+    int log;
+    int devnull;
+};
+
+[[noreturn]] void run_child(const child_setup& c) noexcept {
+    sigset_t none;
+    ::sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    for (int sig = 1; sig < NSIG; ++sig) {
+        struct sigaction dfl {};
+        dfl.sa_handler = SIG_DFL;
+        ::sigaction(sig, &dfl, nullptr);  // fails harmlessly for SIGKILL, SIGSTOP, ...
+    }
+    // Die with the thread that started us; and if the parent is already gone, do not run.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != c.parent) {
+        ::_exit(126);
+    }
+    // Move our ends above the target numbers first, in case they are 0..3 themselves.
+    const int channel = ::fcntl(c.channel, F_DUPFD, 10);
+    const int log = ::fcntl(c.log, F_DUPFD, 10);
+    const int devnull = ::fcntl(c.devnull, F_DUPFD, 10);
+    if (channel < 0 || log < 0 || devnull < 0 || ::dup2(devnull, 0) < 0 || ::dup2(log, 1) < 0 ||
+        ::dup2(log, 2) < 0 || ::dup2(channel, channel_fd) < 0) {
+        ::_exit(126);
+    }
+    ::syscall(SYS_close_range, channel_fd + 1, ~0U, 0);
+    ::execve(c.executable, c.argv, c.envp);
+    const int err = errno;
+    write_all(2, c.exec_failure_prefix->data(), c.exec_failure_prefix->size());
+    const char* why = ::strerrordesc_np(err);
+    write_all(2, why, std::strlen(why));
+    write_all(2, "\n", 1);
+    ::_exit(127);
+}
+
+core::exit_status to_exit_status(const siginfo_t& info, const rusage& usage) {
+    core::exit_status status;
+    switch (info.si_code) {
+        case CLD_EXITED:
+            status.exit_code = info.si_status;
+            break;
+        case CLD_DUMPED:
+            status.core_dumped = true;
+            [[fallthrough]];
+        case CLD_KILLED:
+            status.signal = info.si_status;
+            break;
+        default:
+            break;
+    }
+    if (usage.ru_maxrss > 0) {
+        status.peak_rss_bytes = static_cast<std::uint64_t>(usage.ru_maxrss) * 1024;
+    }
+    return status;
+}
+
+}  // namespace
+
+launcher::launcher(const worker_params& params) : executable_(params.executable) {
+    strings_.push_back(params.executable);
+    for (const auto& a : params.args) {
+        strings_.push_back(a);
+    }
+    const std::size_t argc = strings_.size();
+    const std::string channel_entry = "TORCHPOOL_CHANNEL_FD=" + std::to_string(channel_fd);
+    auto overridden = [&](std::string_view entry) {
+        if (env_name(entry) == env_name(channel_entry)) {
+            return true;
+        }
+        for (const auto& e : params.env) {
+            if (env_name(e) == env_name(entry)) {
+                return true;
+            }
+        }
+        return false;
+    };
+    for (char** e = environ; e && *e; ++e) {
+        if (!overridden(*e)) {
+            strings_.emplace_back(*e);
+        }
+    }
+    for (const auto& e : params.env) {
+        strings_.push_back(e);
+    }
+    strings_.push_back(channel_entry);
+    // strings_ no longer changes size, so these pointers stay valid.
+    for (std::size_t i = 0; i < strings_.size(); ++i) {
+        (i < argc ? argv_ : envp_).push_back(strings_[i].data());
+    }
+    argv_.push_back(nullptr);
+    envp_.push_back(nullptr);
+    exec_failure_prefix_ = "torchpool: cannot start worker executable '" + executable_ + "': ";
+}
+
+std::variant<spawned_process, std::string> launcher::spawn() const {
+    if (::access(executable_.c_str(), X_OK) != 0) {
+        return "cannot start worker executable '" + executable_ + "': " + errno_text(errno);
+    }
+    int channel[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
+        return "cannot create a worker channel (socketpair): " + errno_text(errno);
+    }
+    unique_fd host_channel(channel[0]), child_channel(channel[1]);
+    int log[2];
+    if (::pipe2(log, O_CLOEXEC) != 0) {
+        return "cannot create a worker log pipe: " + errno_text(errno);
+    }
+    unique_fd host_log(log[0]), child_log(log[1]);
+    unique_fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!devnull) {
+        return "cannot open /dev/null: " + errno_text(errno);
+    }
+
+    const child_setup setup{executable_.c_str(), argv_.data(),  envp_.data(),
+                            &exec_failure_prefix_, ::getpid(), child_channel.get(),
+                            child_log.get(),       devnull.get()};
+    int pidfd = -1;
+    clone_args args{};
+    args.flags = CLONE_PIDFD;
+    args.pidfd = reinterpret_cast<std::uint64_t>(&pidfd);
+    args.exit_signal = SIGCHLD;
+    const long pid = ::syscall(SYS_clone3, &args, sizeof args);
+    if (pid < 0) {
+        return "cannot create a worker process (clone3): " + errno_text(errno);
+    }
+    if (pid == 0) {
+        run_child(setup);
+    }
+    unique_fd owned_pidfd(pidfd);
+    ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    if (!set_nonblocking(host_channel.get()) || !set_nonblocking(host_log.get())) {
+        const std::string why = errno_text(errno);
+        send_signal(pidfd, SIGKILL);
+        reap_blocking(pidfd);
+        return "cannot make worker descriptors non-blocking: " + why;
+    }
+    return spawned_process{static_cast<int>(pid), std::move(owned_pidfd),
+                           std::move(host_channel), std::move(host_log)};
+}
+
+std::optional<core::exit_status> try_reap(int pidfd) {
+    siginfo_t info{};
+    rusage usage{};
+    for (;;) {
+        // The raw system call, because glibc's waitid() does not return the rusage.
+        const long r = ::syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED | WNOHANG, &usage);
+        if (r == 0) {
+            break;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        // ECHILD: someone else reaped it (the host called waitpid(-1)); the status is lost.
+        return core::exit_status{};
+    }
+    if (info.si_pid == 0) {
+        return std::nullopt;  // a spurious wake-up: still running
+    }
+    return to_exit_status(info, usage);
+}
+
+core::exit_status reap_blocking(int pidfd) {
+    siginfo_t info{};
+    rusage usage{};
+    for (;;) {
+        const long r = ::syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED, &usage);
+        if (r == 0) {
+            return to_exit_status(info, usage);
+        }
+        if (errno != EINTR) {
+            return {};
+        }
+    }
+}
+
+bool send_signal(int pidfd, int signo) noexcept {
+    return ::syscall(SYS_pidfd_send_signal, pidfd, signo, nullptr, 0) == 0;
+}
+
+}  // namespace torchpool::posix

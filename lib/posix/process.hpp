@@ -1,0 +1,83 @@
+// Starting worker processes and collecting their exit status, through pidfds only.
+#pragma once
+
+#include "../core/pool_core.hpp"
+
+#include <torchpool/pool_params.hpp>
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace torchpool::posix {
+
+/// The fd number on which every worker finds its channel to the pool.
+inline constexpr int channel_fd = 3;
+
+/// Owns one file descriptor.
+class unique_fd {
+public:
+    unique_fd() noexcept = default;
+    explicit unique_fd(int fd) noexcept : fd_(fd) {}
+    unique_fd(unique_fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    unique_fd& operator=(unique_fd&& other) noexcept {
+        if (this != &other) {
+            reset(std::exchange(other.fd_, -1));
+        }
+        return *this;
+    }
+    ~unique_fd() { reset(); }
+
+    int get() const noexcept { return fd_; }
+    int release() noexcept { return std::exchange(fd_, -1); }
+    void reset(int fd = -1) noexcept;
+    explicit operator bool() const noexcept { return fd_ >= 0; }
+
+private:
+    int fd_ = -1;
+};
+
+/// A started worker: its pid (for messages only; never used to signal or wait), a pidfd,
+/// the host's end of its channel, and the read end of its stdout+stderr pipe. All three
+/// descriptors are non-blocking and close-on-exec.
+struct spawned_process {
+    int pid = 0;
+    unique_fd pidfd;
+    unique_fd channel;
+    unique_fd log;
+};
+
+/// Starts worker processes from `worker_params`. The argument and environment arrays are
+/// built once, so a start does no allocation in the child.
+class launcher {
+public:
+    explicit launcher(const worker_params& params);
+
+    /// Starts one worker with clone3(CLONE_PIDFD): no pid-reuse race, no SIGCHLD handler
+    /// needed. In the child: signals reset, PR_SET_PDEATHSIG(SIGKILL), the channel on fd 3,
+    /// stdout and stderr into the log pipe, stdin from /dev/null, every other fd closed,
+    /// then exec. If exec fails, the child writes why to its log and exits with 127.
+    /// Returns the reason in words if the process could not be created.
+    std::variant<spawned_process, std::string> spawn() const;
+
+private:
+    std::string executable_;
+    std::vector<std::string> strings_;  // storage for argv_ and envp_
+    std::vector<char*> argv_;
+    std::vector<char*> envp_;
+    std::string exec_failure_prefix_;
+};
+
+/// Collects the exit status of the process behind `pidfd` if it has exited
+/// (waitid(P_PIDFD, WEXITED | WNOHANG)); nullopt while it is still running.
+std::optional<core::exit_status> try_reap(int pidfd);
+
+/// Collects the exit status, waiting for it. Only for destructors, after SIGKILL.
+core::exit_status reap_blocking(int pidfd);
+
+/// Sends `signo` through the pidfd (never by pid). False if the process is already gone.
+bool send_signal(int pidfd, int signo) noexcept;
+
+}  // namespace torchpool::posix

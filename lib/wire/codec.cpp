@@ -1,0 +1,244 @@
+#include "codec.hpp"
+
+#include "torchpool.capnp.h"
+
+#include <capnp/message.h>
+#include <capnp/serialize.h>
+#include <kj/exception.h>
+
+#include <limits>
+
+namespace torchpool::wire {
+
+namespace schema = torchpool::wire::schema;
+
+namespace {
+
+capnp::Text::Reader text(const std::string& s) { return {s.c_str(), s.size()}; }
+
+capnp::Data::Reader data(const std::string& s) {
+    return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+
+std::string to_string(capnp::Text::Reader t) { return {t.begin(), t.size()}; }
+
+std::string to_string(capnp::Data::Reader d) {
+    return {reinterpret_cast<const char*>(d.begin()), d.size()};
+}
+
+void set_tensors(capnp::List<schema::Tensor>::Builder out, const std::vector<tensor>& in) {
+    for (unsigned i = 0; i < in.size(); ++i) {
+        auto t = out[i];
+        t.setDtype(static_cast<schema::DType>(in[i].type));
+        auto shape = t.initShape(static_cast<unsigned>(in[i].shape.size()));
+        for (unsigned d = 0; d < in[i].shape.size(); ++d) {
+            shape.set(d, in[i].shape[d]);
+        }
+        t.setData(data(in[i].data));
+    }
+}
+
+// Throws decode_error for a tensor that does not describe itself consistently.
+struct invalid_message {
+    std::string what;
+};
+
+std::vector<tensor> get_tensors(capnp::List<schema::Tensor>::Reader in) {
+    std::vector<tensor> out;
+    out.reserve(in.size());
+    for (unsigned i = 0; i < in.size(); ++i) {
+        auto t = in[i];
+        const auto raw_type = static_cast<unsigned>(t.getDtype());
+        if (raw_type > static_cast<unsigned>(dtype::boolean)) {
+            throw invalid_message{"tensor " + std::to_string(i) + " has unknown dtype " +
+                                  std::to_string(raw_type)};
+        }
+        tensor value{.type = static_cast<dtype>(raw_type)};
+        for (auto d : t.getShape()) {
+            value.shape.push_back(d);
+        }
+        value.data = to_string(t.getData());
+        if (auto problem = validate_tensor(value); !problem.empty()) {
+            throw invalid_message{"tensor " + std::to_string(i) + ": " + problem};
+        }
+        out.push_back(std::move(value));
+    }
+    return out;
+}
+
+std::vector<std::string> get_strings(capnp::List<capnp::Text>::Reader in) {
+    std::vector<std::string> out;
+    out.reserve(in.size());
+    for (auto s : in) {
+        out.push_back(to_string(s));
+    }
+    return out;
+}
+
+void set_strings(capnp::List<capnp::Text>::Builder out, const std::vector<std::string>& in) {
+    for (unsigned i = 0; i < in.size(); ++i) {
+        out.set(i, text(in[i]));
+    }
+}
+
+template <class Fill>
+frame build(Fill&& fill) {
+    capnp::MallocMessageBuilder builder;
+    fill(builder.initRoot<schema::Envelope>());
+    return capnp::messageToFlatArray(builder);
+}
+
+}  // namespace
+
+std::string validate_tensor(const tensor& t) {
+    std::uint64_t elements = 1;
+    for (auto d : t.shape) {
+        if (d < 0) {
+            return "negative dimension " + std::to_string(d) + " in its shape";
+        }
+        if (d != 0 && elements > std::numeric_limits<std::uint64_t>::max() /
+                                     static_cast<std::uint64_t>(d)) {
+            return "its shape has more elements than can be addressed";
+        }
+        elements *= static_cast<std::uint64_t>(d);
+    }
+    const std::uint64_t size = element_size(t.type);
+    if (elements > std::numeric_limits<std::uint64_t>::max() / size ||
+        elements * size != t.data.size()) {
+        std::string shape = "[";
+        for (std::size_t i = 0; i < t.shape.size(); ++i) {
+            shape += (i ? "," : "") + std::to_string(t.shape[i]);
+        }
+        shape += "]";
+        return "has " + std::to_string(t.data.size()) + " bytes of data, but shape " + shape +
+               " of " + dtype_name(t.type) + " needs " + std::to_string(elements * size);
+    }
+    return {};
+}
+
+const char* message_name(const message& m) noexcept {
+    constexpr const char* names[] = {"hello", "request", "reply", "cancel", "heartbeat",
+                                     "shutdown"};
+    return names[m.index()];
+}
+
+frame encode(const hello_msg& m) {
+    return build([&](schema::Envelope::Builder env) {
+        auto h = env.initHello();
+        h.setPid(m.pid);
+        h.setProtocolVersion(m.protocol_version);
+        set_strings(h.initCapabilities(static_cast<unsigned>(m.capabilities.size())),
+                    m.capabilities);
+        set_strings(h.initMethods(static_cast<unsigned>(m.methods.size())), m.methods);
+    });
+}
+
+frame encode(const request_msg& m) {
+    return build([&](schema::Envelope::Builder env) {
+        auto r = env.initRequest();
+        r.setId(m.id);
+        r.setMethod(text(m.method));
+        r.setDeadlineNs(m.deadline_ns);
+        r.setPayload(data(m.payload));
+        set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors);
+    });
+}
+
+frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req) {
+    return build([&](schema::Envelope::Builder env) {
+        auto r = env.initRequest();
+        r.setId(id);
+        r.setMethod(text(req.method));
+        r.setDeadlineNs(deadline_ns);
+        r.setPayload(data(req.payload));
+        set_tensors(r.initTensors(static_cast<unsigned>(req.tensors.size())), req.tensors);
+    });
+}
+
+frame encode(const reply_msg& m) {
+    return build([&](schema::Envelope::Builder env) {
+        auto r = env.initReply();
+        r.setId(m.id);
+        if (m.ok) {
+            r.initResult().setOk();
+        } else {
+            auto e = r.initResult().initError();
+            e.setType(text(m.error_type));
+            e.setMessage(text(m.error_message));
+        }
+        r.setPayload(data(m.payload));
+        set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors);
+    });
+}
+
+frame encode(const cancel_msg& m) {
+    return build([&](schema::Envelope::Builder env) { env.initCancel().setId(m.id); });
+}
+
+frame encode(const heartbeat_msg& m) {
+    return build(
+        [&](schema::Envelope::Builder env) { env.initHeartbeat().setSequence(m.sequence); });
+}
+
+frame encode(const shutdown_msg&) {
+    return build([](schema::Envelope::Builder env) { env.initShutdown(); });
+}
+
+std::variant<message, decode_error> decode(std::span<const capnp::word> words) {
+    try {
+        capnp::ReaderOptions options;
+        // Each word of a legitimate message is visited once; the margin covers the root.
+        options.traversalLimitInWords = words.size() * 2 + 64;
+        capnp::FlatArrayMessageReader reader(
+            kj::ArrayPtr<const capnp::word>(words.data(), words.size()), options);
+        auto env = reader.getRoot<schema::Envelope>();
+        switch (env.which()) {
+            case schema::Envelope::HELLO: {
+                auto h = env.getHello();
+                return message{hello_msg{h.getPid(), h.getProtocolVersion(),
+                                         get_strings(h.getCapabilities()),
+                                         get_strings(h.getMethods())}};
+            }
+            case schema::Envelope::REQUEST: {
+                auto r = env.getRequest();
+                return message{request_msg{r.getId(), to_string(r.getMethod()),
+                                           r.getDeadlineNs(), to_string(r.getPayload()),
+                                           get_tensors(r.getTensors())}};
+            }
+            case schema::Envelope::REPLY: {
+                auto r = env.getReply();
+                reply_msg m{.id = r.getId()};
+                auto result = r.getResult();
+                switch (result.which()) {
+                    case schema::Reply::Result::OK:
+                        break;
+                    case schema::Reply::Result::ERROR:
+                        m.ok = false;
+                        m.error_type = to_string(result.getError().getType());
+                        m.error_message = to_string(result.getError().getMessage());
+                        break;
+                    default:
+                        return decode_error{"reply has an unknown result kind"};
+                }
+                m.payload = to_string(r.getPayload());
+                m.tensors = get_tensors(r.getTensors());
+                return message{std::move(m)};
+            }
+            case schema::Envelope::CANCEL:
+                return message{cancel_msg{env.getCancel().getId()}};
+            case schema::Envelope::HEARTBEAT:
+                return message{heartbeat_msg{env.getHeartbeat().getSequence()}};
+            case schema::Envelope::SHUTDOWN:
+                return message{shutdown_msg{}};
+        }
+        return decode_error{"unknown message kind " +
+                            std::to_string(static_cast<unsigned>(env.which()))};
+    } catch (const invalid_message& e) {
+        return decode_error{e.what};
+    } catch (const kj::Exception& e) {
+        return decode_error{std::string("not a valid Cap'n Proto message: ") +
+                            e.getDescription().cStr()};
+    }
+}
+
+}  // namespace torchpool::wire

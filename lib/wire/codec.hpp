@@ -1,0 +1,40 @@
+// Encoding and decoding of torchpool messages (Cap'n Proto, standard stream framing).
+#pragma once
+
+#include "messages.hpp"
+
+#include <capnp/common.h>
+#include <kj/array.h>
+
+#include <span>
+#include <string>
+#include <variant>
+
+namespace torchpool::wire {
+
+/// One whole frame, ready to be written to a stream.
+using frame = kj::Array<capnp::word>;
+
+frame encode(const hello_msg& m);
+frame encode(const request_msg& m);
+frame encode(const reply_msg& m);
+frame encode(const cancel_msg& m);
+frame encode(const heartbeat_msg& m);
+frame encode(const shutdown_msg& m);
+
+/// Encodes a request straight from the caller's value, without an intermediate copy.
+frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req);
+
+/// Why a frame could not be decoded, in words.
+struct decode_error {
+    std::string what;
+};
+
+/// Decodes and fully validates one frame (as returned by `frame_reader::next`): pointers
+/// in bounds, tensors whose byte size matches their shape and type. Never throws.
+std::variant<message, decode_error> decode(std::span<const capnp::word> words);
+
+/// Checks a tensor's shape and byte size; empty when it is valid, else what is wrong.
+std::string validate_tensor(const tensor& t);
+
+}  // namespace torchpool::wire

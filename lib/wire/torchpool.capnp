@@ -1,0 +1,83 @@
+# The one wire protocol between a torchpool supervisor and its workers.
+#
+# Every message is an Envelope, sent with Cap'n Proto's standard stream framing (segment
+# table, then segments) over the worker's channel (a Unix stream socket on fd 3). Messages
+# are serialized only: neither side runs a KJ event loop.
+@0xaec74ca5d6547ed0;
+
+$import "/capnp/c++.capnp".namespace("torchpool::wire::schema");
+
+enum DType {
+  float32 @0;
+  float64 @1;
+  float16 @2;
+  bfloat16 @3;
+  int64 @4;
+  int32 @5;
+  int16 @6;
+  int8 @7;
+  uint8 @8;
+  bool @9;
+}
+
+struct Tensor {
+  dtype @0 :DType;
+  shape @1 :List(Int64);
+  # Contiguous, row-major, native byte order; length is product(shape) * size of dtype.
+  data @2 :Data;
+}
+
+struct Hello {
+  # First message of every worker, sent once it can take requests.
+  pid @0 :Int32;
+  protocolVersion @1 :UInt32;
+  capabilities @2 :List(Text);
+  # Method names the worker serves.
+  methods @3 :List(Text);
+}
+
+struct Request {
+  id @0 :UInt64;
+  method @1 :Text;
+  # CLOCK_MONOTONIC time in nanoseconds after which the caller has given up; 0 = none.
+  deadlineNs @2 :UInt64;
+  payload @3 :Data;
+  tensors @4 :List(Tensor);
+}
+
+struct Error {
+  # What kind of failure, e.g. the C++ exception type the handler threw.
+  type @0 :Text;
+  message @1 :Text;
+}
+
+struct Reply {
+  id @0 :UInt64;
+  result :union {
+    ok @1 :Void;
+    error @2 :Error;
+  }
+  payload @3 :Data;
+  tensors @4 :List(Tensor);
+}
+
+struct Cancel {
+  id @0 :UInt64;
+}
+
+struct Heartbeat {
+  sequence @0 :UInt64;
+}
+
+struct Shutdown {}
+
+struct Envelope {
+  union {
+    hello @0 :Hello;
+    request @1 :Request;
+    reply @2 :Reply;
+    cancel @3 :Cancel;
+    heartbeat @4 :Heartbeat;
+    shutdown @5 :Shutdown;
+  }
+}

@@ -1,0 +1,165 @@
+#include "../wire/codec.hpp"
+#include "../wire/frame_reader.hpp"
+
+#include <torchpool/worker.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <cxxabi.h>
+#include <exception>
+#include <typeinfo>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+namespace torchpool::worker {
+
+namespace {
+
+// The worker's frames come from the pool, which is trusted more than the worker; still,
+// a limit keeps a confused pool from making the worker allocate without bound.
+constexpr std::size_t max_request_bytes = 1u << 30;
+
+int channel_from_environment() {
+    if (const char* text = std::getenv("TORCHPOOL_CHANNEL_FD")) {
+        char* end = nullptr;
+        const long fd = std::strtol(text, &end, 10);
+        if (end != text && *end == '\0' && fd >= 0 && fd < 1 << 20) {
+            return static_cast<int>(fd);
+        }
+    }
+    return 3;
+}
+
+std::string demangle(const char* name) {
+    int status = 0;
+    std::unique_ptr<char, void (*)(void*)> text(abi::__cxa_demangle(name, nullptr, nullptr, &status),
+                                                std::free);
+    return status == 0 && text ? std::string(text.get()) : std::string(name);
+}
+
+bool write_all(int fd, const kj::ArrayPtr<const kj::byte> bytes) {
+    const kj::byte* data = bytes.begin();
+    std::size_t left = bytes.size();
+    while (left > 0) {
+        // MSG_NOSIGNAL: if the pool is gone, fail here instead of dying of SIGPIPE.
+        const ssize_t n = ::send(fd, data, left, MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return false;
+        }
+        data += n;
+        left -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+}  // namespace
+
+struct server::state {
+    int fd;
+    std::map<std::string, handler, std::less<>> handlers;
+};
+
+server::server() : server(channel_from_environment()) {}
+
+server::server(int channel_fd) : state_(std::make_unique<state>(state{channel_fd, {}})) {}
+
+server::~server() = default;
+
+void server::handle(std::string method, handler h) {
+    state_->handlers.insert_or_assign(std::move(method), std::move(h));
+}
+
+int server::serve() {
+    const int fd = state_->fd;
+    wire::hello_msg hello{.pid = static_cast<int>(::getpid()),
+                          .protocol_version = wire::protocol_version};
+    for (const auto& [name, h] : state_->handlers) {
+        hello.methods.push_back(name);
+    }
+    if (!write_all(fd, wire::encode(hello).asBytes())) {
+        std::fprintf(stderr, "torchpool worker: cannot write to the pool's channel (fd %d): %s\n",
+                     fd, std::strerror(errno));
+        return 2;
+    }
+
+    wire::frame_reader reader(max_request_bytes);
+    for (;;) {
+        auto space = reader.prepare(64 * 1024);
+        const ssize_t n = ::read(fd, space.data(), space.size());
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            std::fprintf(stderr, "torchpool worker: cannot read the pool's channel: %s\n",
+                         std::strerror(errno));
+            return 2;
+        }
+        if (n == 0) {
+            return 0;  // the pool closed the channel: it is gone or done with us
+        }
+        reader.commit(static_cast<std::size_t>(n));
+        for (;;) {
+            auto next = reader.next();
+            if (next.error) {
+                std::fprintf(stderr, "torchpool worker: unreadable data from the pool: %s\n",
+                             next.error.message().c_str());
+                return 2;
+            }
+            if (!next.has_frame()) {
+                break;
+            }
+            auto decoded = wire::decode(next.words);
+            if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
+                std::fprintf(stderr, "torchpool worker: malformed message from the pool: %s\n",
+                             bad->what.c_str());
+                return 2;
+            }
+            auto& msg = std::get<wire::message>(decoded);
+            if (std::holds_alternative<wire::shutdown_msg>(msg)) {
+                return 0;
+            }
+            auto* req = std::get_if<wire::request_msg>(&msg);
+            if (!req) {
+                continue;  // cancel and heartbeat: nothing to do between requests
+            }
+            wire::reply_msg reply{.id = req->id};
+            auto it = state_->handlers.find(req->method);
+            if (it == state_->handlers.end()) {
+                reply.ok = false;
+                reply.error_type = "torchpool::unknown_method";
+                reply.error_message = "this worker has no handler for method '" + req->method +
+                                      "'; it serves:";
+                for (const auto& [name, h] : state_->handlers) {
+                    reply.error_message += " " + name;
+                }
+            } else {
+                try {
+                    result r = it->second(call{req->id, req->method, req->payload, req->tensors,
+                                               req->deadline_ns});
+                    reply.payload = std::move(r.payload);
+                    reply.tensors = std::move(r.tensors);
+                } catch (const std::exception& e) {
+                    reply.ok = false;
+                    reply.error_type = demangle(typeid(e).name());
+                    reply.error_message = e.what();
+                } catch (...) {
+                    reply.ok = false;
+                    auto* type = abi::__cxa_current_exception_type();
+                    reply.error_type = type ? demangle(type->name()) : "unknown";
+                    reply.error_message = "a non-standard exception";
+                }
+            }
+            if (!write_all(fd, wire::encode(reply).asBytes())) {
+                return 0;  // the pool went away while we worked
+            }
+        }
+    }
+}
+
+}  // namespace torchpool::worker

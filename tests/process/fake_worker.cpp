@@ -1,0 +1,131 @@
+// A worker built on the worker SDK whose methods misbehave on request, so that process
+// tests can provoke every failure for real.
+//
+// Start-up options:
+//   --slow-start MS      wait MS milliseconds before saying hello
+//   --exit-at-start N    write a line to stderr and exit with code N before saying hello
+//   --never-ready        never say hello (block forever)
+// Methods (payload in parentheses):
+//   echo (any)           reply with the same payload and tensors
+//   pid                  reply with this process's pid
+//   sleep (ms)           sleep, then reply "slept"
+//   crash (signal no.)   raise that signal
+//   exit (code)          exit with that code at once
+//   hang                 block forever
+//   ignore_term_and_hang ignore SIGTERM, then block forever
+//   throw (message)      throw std::runtime_error(message)
+//   garbage              write a frame with a valid header and a corrupt body, then block
+//   oversize             write a frame header announcing 1 GiB, then block
+//   log_then_crash (text) write the text to stderr, then abort()
+//   close_channel        close the channel, then block
+//   print (text)         write the text to stdout and reply "printed"
+#include <torchpool/worker.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include <signal.h>
+#include <unistd.h>
+
+namespace {
+
+using torchpool::worker::call;
+using torchpool::worker::result;
+
+[[noreturn]] void block_forever() {
+    for (;;) {
+        ::pause();
+    }
+}
+
+void write_raw(const void* data, std::size_t size) {
+    const char* p = static_cast<const char*>(data);
+    while (size > 0) {
+        const ssize_t n = ::write(3, p, size);
+        if (n <= 0) {
+            return;
+        }
+        p += n;
+        size -= static_cast<std::size_t>(n);
+    }
+}
+
+int to_int(std::string_view text) { return std::atoi(std::string(text).c_str()); }
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--slow-start" && i + 1 < argc) {
+            // The behaviour under test is a slow start-up, not synchronization.
+            std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(argv[++i])));
+        } else if (arg == "--exit-at-start" && i + 1 < argc) {
+            std::fprintf(stderr, "fake_worker: failing at start as asked\n");
+            return std::atoi(argv[++i]);
+        } else if (arg == "--never-ready") {
+            block_forever();
+        } else {
+            std::fprintf(stderr, "fake_worker: unknown option %s\n", arg.c_str());
+            return 64;
+        }
+    }
+
+    torchpool::worker::server server;
+    server.handle("echo", [](const call& c) {
+        return result{.payload = std::string(c.payload), .tensors = c.tensors};
+    });
+    server.handle("pid", [](const call&) { return result{.payload = std::to_string(::getpid())}; });
+    server.handle("sleep", [](const call& c) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(to_int(c.payload)));
+        return result{.payload = "slept"};
+    });
+    server.handle("crash", [](const call& c) -> result {
+        ::raise(to_int(c.payload));
+        block_forever();
+    });
+    server.handle("exit", [](const call& c) -> result { ::_exit(to_int(c.payload)); });
+    server.handle("hang", [](const call&) -> result { block_forever(); });
+    server.handle("ignore_term_and_hang", [](const call&) -> result {
+        ::signal(SIGTERM, SIG_IGN);
+        block_forever();
+    });
+    server.handle("throw", [](const call& c) -> result {
+        throw std::runtime_error(std::string(c.payload));
+    });
+    server.handle("garbage", [](const call&) -> result {
+        // One segment of 4 words whose root pointer points far outside the segment.
+        const std::uint32_t header[2] = {0, 4};
+        const std::uint64_t body[4] = {0x7fffffff00000000u | 0xfffc, 0xdeadbeefdeadbeefu,
+                                       0xdeadbeefdeadbeefu, 0xdeadbeefdeadbeefu};
+        write_raw(header, sizeof header);
+        write_raw(body, sizeof body);
+        block_forever();
+    });
+    server.handle("oversize", [](const call&) -> result {
+        const std::uint32_t header[2] = {0, (1u << 30) / 8};
+        write_raw(header, sizeof header);
+        block_forever();
+    });
+    server.handle("log_then_crash", [](const call& c) -> result {
+        std::fprintf(stderr, "%.*s\n", static_cast<int>(c.payload.size()), c.payload.data());
+        std::fflush(stderr);
+        std::abort();
+    });
+    server.handle("close_channel", [](const call&) -> result {
+        ::close(3);
+        block_forever();
+    });
+    server.handle("print", [](const call& c) {
+        std::printf("%.*s\n", static_cast<int>(c.payload.size()), c.payload.data());
+        std::fflush(stdout);
+        return result{.payload = "printed"};
+    });
+    return server.serve();
+}

@@ -1,0 +1,55 @@
+// One thread supervising hundreds of real worker processes.
+#include "../support/process_support.hpp"
+
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/detached.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <set>
+
+using namespace torchpool;
+using namespace torchpool::test;
+
+TEST_CASE("one thread supervises 256 workers through 10,000 tasks, then leaves nothing behind",
+          "[process][scale]") {
+    asio::io_context io{1};
+    const std::size_t fds_before = open_fd_count();
+    {
+        pool p(io.get_executor(), {.worker = fake_worker(), .workers = 256, .queue_limit = 20'000});
+        bool run_done = false;
+        p.async_run([&](boost::system::error_code ec) {
+            CHECK(!ec);
+            run_done = true;
+        });
+        constexpr int tasks = 10'000;
+        int ok = 0, failed = 0;
+        std::set<int> pids;
+        for (int i = 0; i < tasks; ++i) {
+            p.async_submit(make_request("echo", std::to_string(i)),
+                           [&, i](boost::system::error_code ec, response r) {
+                               if (!ec && r.payload == std::to_string(i)) {
+                                   ++ok;
+                                   pids.insert(r.worker_pid);
+                               } else {
+                                   ++failed;
+                               }
+                               if (ok + failed == tasks) {
+                                   p.async_shutdown(asio::detached);
+                               }
+                           });
+        }
+        io.run_for(180s);
+        CHECK(ok == tasks);
+        CHECK(failed == 0);
+        CHECK(run_done);
+        CHECK(pids.size() > 128);  // the work really was spread over the workers
+        auto s = p.stats();
+        CHECK(s.spawned == 256);
+        CHECK(s.workers_stopped == 256);
+        CHECK(s.failed_starts == 0);
+    }
+    CHECK(child_pids().empty());
+    CHECK(open_fd_count() == fds_before);
+}

@@ -1,0 +1,104 @@
+// Helpers for tests that run a real pool with real child processes.
+#pragma once
+
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <exception>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace torchpool::test {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+inline constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
+
+/// Parameters for the fake worker binary (tests/process/fake_worker.cpp).
+inline worker_params fake_worker(std::vector<std::string> args = {}) {
+    return {.executable = TORCHPOOL_FAKE_WORKER, .args = std::move(args)};
+}
+
+inline request make_request(std::string method, std::string payload = {},
+                            std::chrono::milliseconds timeout = 0ms) {
+    return {.method = std::move(method), .payload = std::move(payload), .timeout = timeout};
+}
+
+/// Runs `body(io)` as a coroutine on a fresh io_context, for at most `limit`; fails the test
+/// if it did not finish (a hang) and rethrows what it threw.
+template <class Body>
+void run_coroutine(Body body, std::chrono::seconds limit = 60s) {
+    asio::io_context io{1};
+    bool finished = false;
+    std::exception_ptr failure;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            co_await body(io);
+            finished = true;
+        },
+        [&](std::exception_ptr e) { failure = e; });
+    io.run_for(limit);
+    if (failure) {
+        std::rethrow_exception(failure);
+    }
+    REQUIRE(finished);
+}
+
+/// Number of file descriptors this process has open.
+inline std::size_t open_fd_count() {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& entry :
+         std::filesystem::directory_iterator("/proc/self/fd")) {
+        ++n;
+    }
+    return n;
+}
+
+/// Pids of this process's children that still exist (running or zombie).
+std::vector<int> child_pids();
+
+}  // namespace torchpool::test
+
+#include <boost/asio/steady_timer.hpp>
+
+#include <functional>
+
+namespace torchpool::test {
+
+/// Lets a coroutine wait, without polling, until a condition that other handlers change
+/// becomes true: they call `notify()` after changing it.
+class notifier {
+public:
+    explicit notifier(asio::any_io_executor ex) : timer_(std::move(ex)) {}
+
+    void notify() { timer_.cancel(); }
+
+    /// Waits until `condition()` holds; fails the test if it does not within `limit`.
+    asio::awaitable<void> until(std::function<bool()> condition,
+                                std::chrono::milliseconds limit = 20s) {
+        const auto deadline = std::chrono::steady_clock::now() + limit;
+        while (!condition()) {
+            if (std::chrono::steady_clock::now() >= deadline) {
+                FAIL("condition not reached within " << limit.count() << " ms");
+            }
+            timer_.expires_at(deadline);
+            co_await timer_.async_wait(tuple_awaitable);
+        }
+    }
+
+private:
+    asio::steady_timer timer_;
+};
+
+}  // namespace torchpool::test

@@ -1,0 +1,460 @@
+// Scenario tests of the pool's decisions: one event at a time, with a simulated clock and
+// no processes. Each step says what happens and what the core must decide.
+#include "core/pool_core.hpp"
+
+#include <torchpool/error.hpp>
+
+#include <boost/asio/error.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+using namespace torchpool;
+using namespace torchpool::core;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct harness {
+    explicit harness(pool_params p) : params(std::move(p)), core(params) {}
+
+    std::vector<action> take() {
+        std::vector<action> out(core.actions().begin(), core.actions().end());
+        core.actions().clear();
+        return out;
+    }
+
+    template <class A>
+    static std::vector<A> only(const std::vector<action>& actions) {
+        std::vector<A> out;
+        for (const auto& a : actions) {
+            if (auto* x = std::get_if<A>(&a)) {
+                out.push_back(*x);
+            }
+        }
+        return out;
+    }
+
+    // Starts the pool and brings every worker to idle, pids 100, 101, ...
+    void start_all_ready() {
+        REQUIRE(core.start(now));
+        auto spawns = only<spawn_action>(take());
+        REQUIRE(spawns.size() == params.workers);
+        for (auto& s : spawns) {
+            core.on_spawned(s.slot, 100 + static_cast<int>(s.slot), now);
+            core.on_message(s.slot, wire::hello_msg{.protocol_version = wire::protocol_version},
+                            now);
+        }
+        take();
+    }
+
+    void advance(std::chrono::milliseconds d) {
+        now += d;
+        core.on_timer(now);
+    }
+
+    pool_params params;
+    pool_core core;
+    time_point now{std::chrono::seconds(1000)};
+};
+
+pool_params two_workers() {
+    return {.worker = {.executable = "/bin/true"}, .workers = 2, .queue_limit = 4};
+}
+
+}  // namespace
+
+TEST_CASE("a submitted task goes to an idle worker and completes with its reply", "[core]") {
+    harness h(two_workers());
+    h.start_all_ready();
+    CHECK(h.core.stats().workers_idle == 2);
+
+    // Submit: dispatched at once.
+    h.core.submit(1, "echo", 0ms, h.now);
+    auto sends = harness::only<send_request_action>(h.take());
+    REQUIRE(sends.size() == 1);
+    CHECK(sends[0].task == 1);
+    CHECK(h.core.state_of(sends[0].slot) == worker_state::busy);
+
+    // The reply completes the task and frees the worker.
+    h.core.on_message(sends[0].slot, wire::reply_msg{.id = 1, .payload = "hi"}, h.now);
+    auto done = harness::only<complete_action>(h.take());
+    REQUIRE(done.size() == 1);
+    CHECK(!done[0].error);
+    CHECK(done[0].result.payload == "hi");
+    CHECK(done[0].result.worker_pid == 100 + static_cast<int>(sends[0].slot));
+    CHECK(h.core.state_of(sends[0].slot) == worker_state::idle);
+    CHECK(h.core.stats().succeeded == 1);
+}
+
+TEST_CASE("an error reply fails the task only; the worker stays up", "[core]") {
+    harness h(two_workers());
+    h.start_all_ready();
+    h.core.submit(1, "throw", 0ms, h.now);
+    auto send = harness::only<send_request_action>(h.take()).at(0);
+    h.core.on_message(send.slot,
+                      wire::reply_msg{.id = 1,
+                                      .ok = false,
+                                      .error_type = "std::runtime_error",
+                                      .error_message = "boom"},
+                      h.now);
+    auto done = harness::only<complete_action>(h.take()).at(0);
+    CHECK(done.error == errc::task_failed);
+    CHECK(done.result.diagnostics.error_type == "std::runtime_error");
+    CHECK(done.result.diagnostics.error_message == "boom");
+    CHECK(h.core.state_of(send.slot) == worker_state::idle);
+}
+
+TEST_CASE("a busy worker's death fails its task with the details and restarts with backoff",
+          "[core]") {
+    auto params = two_workers();
+    params.restart_backoff = {.initial = 100ms, .max = 1000ms, .multiplier = 2, .jitter = 0.2};
+    harness h(params);
+    h.start_all_ready();
+    h.core.submit(7, "crash", 0ms, h.now);
+    const auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
+    h.core.on_log(slot, "about to crash\n");
+    h.now += 250ms;
+
+    // The worker is killed by SIGSEGV while running task 7.
+    h.core.on_exit(slot, {.signal = SIGSEGV, .core_dumped = true, .peak_rss_bytes = 8 << 20},
+                   h.now);
+    auto done = harness::only<complete_action>(h.take()).at(0);
+    CHECK(done.error == errc::worker_died);
+    const auto& d = done.result.diagnostics;
+    CHECK(d.worker_pid == 100 + static_cast<int>(slot));
+    CHECK(d.signal == SIGSEGV);
+    CHECK(d.core_dumped);
+    CHECK(d.peak_rss_bytes == std::uint64_t{8 << 20});
+    CHECK(d.task_run_time == 250ms);
+    CHECK(d.log_tail == "about to crash\n");
+    CHECK_THAT(d.summary, Catch::Contains("SIGSEGV") && Catch::Contains("task 7") &&
+                              Catch::Contains("about to crash"));
+
+    // It waits in backoff: 100 ms +/- 20%.
+    CHECK(h.core.state_of(slot) == worker_state::backoff);
+    auto next = h.core.next_deadline();
+    REQUIRE(next);
+    CHECK(*next - h.now >= 80ms);
+    CHECK(*next - h.now <= 120ms);
+    h.advance(79ms);
+    CHECK(harness::only<spawn_action>(h.take()).empty());
+    h.now = *next;
+    h.core.on_timer(h.now);
+    CHECK(harness::only<spawn_action>(h.take()).size() == 1);
+    CHECK(h.core.stats().restarts == 1);
+    CHECK(h.core.stats().deaths_by_signal == 1);
+}
+
+TEST_CASE("an idle worker's death restarts it without completing anything", "[core]") {
+    harness h(two_workers());
+    h.start_all_ready();
+    h.core.on_exit(0, {.exit_code = 1}, h.now);
+    auto actions = h.take();
+    CHECK(harness::only<complete_action>(actions).empty());
+    CHECK(h.core.state_of(0) == worker_state::backoff);
+    CHECK(h.core.stats().deaths_by_exit == 1);
+    // New work goes to the other worker meanwhile.
+    h.core.submit(1, "echo", 0ms, h.now);
+    auto send = harness::only<send_request_action>(h.take()).at(0);
+    CHECK(send.slot == 1);
+}
+
+TEST_CASE("a running task past its deadline times out; its worker gets SIGTERM, then SIGKILL",
+          "[core]") {
+    auto params = two_workers();
+    params.stop_grace = 500ms;
+    harness h(params);
+    h.start_all_ready();
+    h.core.submit(3, "hang", 200ms, h.now);
+    const auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
+
+    // Not yet.
+    h.advance(199ms);
+    CHECK(harness::only<complete_action>(h.take()).empty());
+
+    // Deadline: the task completes with timeout at once, the worker is asked to stop.
+    h.advance(1ms);
+    auto actions = h.take();
+    auto done = harness::only<complete_action>(actions).at(0);
+    CHECK(done.error == errc::timeout);
+    CHECK(done.result.diagnostics.task_run_time == 200ms);
+    auto signals = harness::only<signal_action>(actions);
+    REQUIRE(signals.size() == 1);
+    CHECK(signals[0].signo == SIGTERM);
+    CHECK(h.core.state_of(slot) == worker_state::stopping);
+
+    // It ignores SIGTERM: after the grace it gets SIGKILL.
+    h.advance(500ms);
+    signals = harness::only<signal_action>(h.take());
+    REQUIRE(signals.size() == 1);
+    CHECK(signals[0].signo == SIGKILL);
+
+    // Reaped: replaced at once, since the worker did nothing wrong by our count.
+    h.core.on_exit(slot, {.signal = SIGKILL}, h.now);
+    CHECK(harness::only<spawn_action>(h.take()).size() == 1);
+    CHECK(h.core.stats().timed_out == 1);
+    CHECK(h.core.stats().killed_by_pool == 1);
+}
+
+TEST_CASE("a queued task past its deadline times out without touching any worker", "[core]") {
+    auto params = two_workers();
+    params.workers = 1;
+    harness h(params);
+    h.start_all_ready();
+    h.core.submit(1, "sleep", 0ms, h.now);
+    h.core.submit(2, "echo", 100ms, h.now);
+    h.take();
+    h.advance(100ms);
+    auto actions = h.take();
+    auto done = harness::only<complete_action>(actions).at(0);
+    CHECK(done.task == 2);
+    CHECK(done.error == errc::timeout);
+    CHECK_THAT(done.result.diagnostics.summary, Catch::Contains("in the queue"));
+    CHECK(harness::only<signal_action>(actions).empty());
+    CHECK(h.core.state_of(0) == worker_state::busy);
+}
+
+TEST_CASE("a full queue refuses a task at once with overloaded", "[core]") {
+    auto params = two_workers();
+    params.workers = 1;
+    params.queue_limit = 2;
+    harness h(params);
+    h.start_all_ready();
+    h.core.submit(1, "sleep", 0ms, h.now);  // running
+    h.core.submit(2, "echo", 0ms, h.now);   // queued
+    h.core.submit(3, "echo", 0ms, h.now);   // queued
+    h.take();
+    h.core.submit(4, "echo", 0ms, h.now);
+    auto done = harness::only<complete_action>(h.take());
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].task == 4);
+    CHECK(done[0].error == errc::overloaded);
+    CHECK(h.core.stats().queue_depth == 2);
+}
+
+TEST_CASE("failed starts make the pool degraded; queued and new tasks fail fast", "[core]") {
+    auto params = two_workers();
+    params.workers = 1;
+    params.spawn_failures_until_degraded = 2;
+    harness h(params);
+    REQUIRE(h.core.start(h.now));
+    h.take();
+    h.core.submit(1, "echo", 0ms, h.now);
+    h.take();
+
+    // First failed start: the task keeps waiting.
+    h.core.on_spawned(0, 100, h.now);
+    h.core.on_log(0, "cannot load model.pt\n");
+    h.core.on_exit(0, {.exit_code = 3}, h.now);
+    CHECK(harness::only<complete_action>(h.take()).empty());
+    CHECK(h.core.stats().failed_starts == 1);
+
+    // Second: degraded; the queued task fails with the reason.
+    h.now = *h.core.next_deadline();
+    h.core.on_timer(h.now);
+    REQUIRE(harness::only<spawn_action>(h.take()).size() == 1);
+    h.core.on_spawned(0, 101, h.now);
+    h.core.on_log(0, "cannot load model.pt\n");
+    h.core.on_exit(0, {.exit_code = 3}, h.now);
+    auto done = harness::only<complete_action>(h.take());
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].error == errc::spawn_failed);
+    CHECK_THAT(done[0].result.diagnostics.summary,
+               Catch::Contains("exited with code 3") && Catch::Contains("cannot load model.pt"));
+    CHECK(h.core.stats().degraded);
+
+    // A new task fails at once too.
+    h.core.submit(2, "echo", 0ms, h.now);
+    done = harness::only<complete_action>(h.take());
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].error == errc::spawn_failed);
+
+    // The pool keeps trying; a worker that comes up ends the degraded state.
+    h.now = *h.core.next_deadline();
+    h.core.on_timer(h.now);
+    REQUIRE(harness::only<spawn_action>(h.take()).size() == 1);
+    h.core.on_spawned(0, 102, h.now);
+    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    CHECK_FALSE(h.core.stats().degraded);
+    h.core.submit(3, "echo", 0ms, h.now);
+    CHECK(harness::only<send_request_action>(h.take()).size() == 1);
+}
+
+TEST_CASE("a worker that never says hello is killed at the spawn timeout", "[core]") {
+    auto params = two_workers();
+    params.workers = 1;
+    params.spawn_timeout = 1000ms;
+    harness h(params);
+    REQUIRE(h.core.start(h.now));
+    h.take();
+    h.core.on_spawned(0, 100, h.now);
+    h.advance(1000ms);
+    auto signals = harness::only<signal_action>(h.take());
+    REQUIRE(signals.size() == 1);
+    CHECK(signals[0].signo == SIGKILL);
+    h.core.on_exit(0, {.signal = SIGKILL}, h.now);
+    CHECK(h.core.stats().failed_starts == 1);
+    CHECK(h.core.state_of(0) == worker_state::backoff);
+}
+
+TEST_CASE("cancelling a queued task removes it; a running one needs terminal cancellation",
+          "[core]") {
+    using boost::asio::cancellation_type;
+    auto params = two_workers();
+    params.workers = 1;
+    harness h(params);
+    h.start_all_ready();
+    h.core.submit(1, "sleep", 0ms, h.now);
+    h.core.submit(2, "echo", 0ms, h.now);
+    h.take();
+
+    // Queued: partial cancellation is enough.
+    h.core.cancel_task(2, cancellation_type::partial, h.now);
+    auto done = harness::only<complete_action>(h.take());
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].task == 2);
+    CHECK(done[0].error == boost::asio::error::operation_aborted);
+    CHECK(h.core.stats().queue_depth == 0);
+
+    // Running: partial is not supported, nothing happens.
+    h.core.cancel_task(1, cancellation_type::partial, h.now);
+    CHECK(h.take().empty());
+
+    // Running, terminal: aborted, and the worker is killed.
+    h.core.cancel_task(1, cancellation_type::terminal, h.now);
+    auto actions = h.take();
+    done = harness::only<complete_action>(actions);
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].error == boost::asio::error::operation_aborted);
+    auto signals = harness::only<signal_action>(actions);
+    REQUIRE(signals.size() == 1);
+    CHECK(signals[0].signo == SIGKILL);
+}
+
+TEST_CASE("a reply for the wrong task is a protocol error that kills the worker", "[core]") {
+    harness h(two_workers());
+    h.start_all_ready();
+    h.core.submit(1, "echo", 0ms, h.now);
+    const auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
+    h.core.on_message(slot, wire::reply_msg{.id = 99}, h.now);
+    auto actions = h.take();
+    auto done = harness::only<complete_action>(actions).at(0);
+    CHECK(done.error == errc::protocol_error);
+    CHECK_THAT(done.result.diagnostics.summary, Catch::Contains("reply for task 99"));
+    CHECK(harness::only<signal_action>(actions).at(0).signo == SIGKILL);
+}
+
+TEST_CASE("a closed channel waits for the exit, so the caller learns how the worker died",
+          "[core]") {
+    auto params = two_workers();
+    params.stop_grace = 300ms;
+    harness h(params);
+    h.start_all_ready();
+    h.core.submit(1, "crash", 0ms, h.now);
+    const auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
+
+    // EOF on the channel first, then the exit: worker_died with the signal, not protocol.
+    h.core.on_channel_closed(slot, "closed its channel", h.now);
+    CHECK(h.take().empty());
+    h.now += 1ms;
+    h.core.on_exit(slot, {.signal = SIGBUS}, h.now);
+    auto done = harness::only<complete_action>(h.take()).at(0);
+    CHECK(done.error == errc::worker_died);
+    CHECK(done.result.diagnostics.signal == SIGBUS);
+
+    // The other worker closes its channel and keeps running: protocol error after the grace.
+    const auto other = 1 - slot;
+    h.core.submit(2, "close_channel", 0ms, h.now);
+    h.take();
+    h.core.on_channel_closed(other, "closed its channel", h.now);
+    h.advance(300ms);
+    auto actions = h.take();
+    done = harness::only<complete_action>(actions).at(0);
+    CHECK(done.task == 2);
+    CHECK(done.error == errc::protocol_error);
+    CHECK_THAT(done.result.diagnostics.summary, Catch::Contains("did not exit"));
+}
+
+TEST_CASE("shutdown finishes admitted tasks, refuses new ones, then stops every worker",
+          "[core]") {
+    auto params = two_workers();
+    params.workers = 1;
+    harness h(params);
+    h.start_all_ready();
+    h.core.submit(1, "sleep", 0ms, h.now);
+    h.core.submit(2, "echo", 0ms, h.now);
+    h.take();
+
+    h.core.shutdown(h.now);
+    CHECK(h.take().empty());  // still busy, one queued
+    h.core.submit(3, "echo", 0ms, h.now);
+    auto done = harness::only<complete_action>(h.take()).at(0);
+    CHECK(done.task == 3);
+    CHECK(done.error == errc::shutting_down);
+
+    h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
+    auto actions = h.take();
+    CHECK(harness::only<complete_action>(actions).size() == 1);
+    CHECK(harness::only<send_request_action>(actions).at(0).task == 2);
+
+    // Last task done: the worker is asked to exit.
+    h.core.on_message(0, wire::reply_msg{.id = 2}, h.now);
+    actions = h.take();
+    CHECK(harness::only<send_shutdown_action>(actions).size() == 1);
+    CHECK(harness::only<run_finished_action>(actions).empty());
+
+    // Reaped: the run is over and nothing restarts.
+    h.core.on_exit(0, {.exit_code = 0}, h.now);
+    actions = h.take();
+    CHECK(harness::only<spawn_action>(actions).empty());
+    CHECK(harness::only<run_finished_action>(actions).size() == 1);
+    CHECK(h.core.stats().workers_stopped == 1);
+}
+
+TEST_CASE("stop aborts every task and kills every worker", "[core]") {
+    harness h(two_workers());
+    h.start_all_ready();
+    h.core.submit(1, "sleep", 0ms, h.now);
+    h.core.submit(2, "sleep", 0ms, h.now);
+    h.core.submit(3, "echo", 0ms, h.now);
+    h.take();
+    h.core.stop(h.now);
+    auto actions = h.take();
+    auto done = harness::only<complete_action>(actions);
+    REQUIRE(done.size() == 3);
+    for (auto& d : done) {
+        CHECK(d.error == boost::asio::error::operation_aborted);
+    }
+    CHECK(harness::only<signal_action>(actions).size() == 2);
+    h.core.on_exit(0, {.signal = SIGKILL}, h.now);
+    CHECK(harness::only<run_finished_action>(h.take()).empty());
+    h.core.on_exit(1, {.signal = SIGKILL}, h.now);
+    CHECK(harness::only<run_finished_action>(h.take()).size() == 1);
+}
+
+TEST_CASE("shutdown before start finishes at once and fails queued tasks", "[core]") {
+    harness h(two_workers());
+    h.core.submit(1, "echo", 0ms, h.now);
+    h.take();
+    h.core.shutdown(h.now);
+    auto actions = h.take();
+    CHECK(harness::only<complete_action>(actions).at(0).error == errc::shutting_down);
+    CHECK(harness::only<run_finished_action>(actions).size() == 1);
+    CHECK_FALSE(h.core.start(h.now));
+}
+
+TEST_CASE("a worker that speaks another protocol version is refused at hello", "[core]") {
+    auto params = two_workers();
+    params.workers = 1;
+    harness h(params);
+    REQUIRE(h.core.start(h.now));
+    h.take();
+    h.core.on_spawned(0, 100, h.now);
+    h.core.on_message(0, wire::hello_msg{.protocol_version = 99}, h.now);
+    auto signals = harness::only<signal_action>(h.take());
+    REQUIRE(signals.size() == 1);
+    CHECK(signals[0].signo == SIGKILL);
+    CHECK(h.core.stats().failed_starts == 1);
+}
