@@ -23,6 +23,7 @@
 #include <cstring>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <unordered_map>
 
@@ -155,8 +156,8 @@ private:
             complete_handler(std::move(handler), error_code());
             return;
         }
-        run_handler_ = std::move(handler);
-        auto slot = asio::get_associated_cancellation_slot(run_handler_);
+        run_handler_.emplace(std::move(handler));
+        auto slot = asio::get_associated_cancellation_slot(*run_handler_);
         if (slot.is_connected()) {
             slot.assign([weak = weak_from_this(), ex = executor_](asio::cancellation_type) {
                 asio::post(ex, [weak] {
@@ -282,7 +283,9 @@ private:
     void execute(core::run_finished_action&) {
         timer_.cancel();
         if (run_handler_) {
-            complete_handler(std::move(run_handler_), error_code());
+            run_handler h(std::move(*run_handler_));
+            run_handler_.reset();
+            complete_handler(std::move(h), error_code());
         }
         for (auto& h : shutdown_handlers_) {
             complete_handler(std::move(h), error_code());
@@ -516,7 +519,9 @@ private:
     std::unordered_map<core::task_id, pending_task> pending_;
     std::atomic<core::task_id> next_task_id_{1};  // the one member used off the executor
     bool run_called_ = false;
-    run_handler run_handler_;
+    // Optional rather than empty: Boost 1.81's any_completion_handler move assignment
+    // recurses forever (it copies from an lvalue), so handlers are only move-constructed.
+    std::optional<run_handler> run_handler_;
     std::vector<run_handler> shutdown_handlers_;
 };
 
