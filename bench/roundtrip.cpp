@@ -1,0 +1,286 @@
+// Round trip and throughput of a no-op task through the pool, beside a raw baseline
+// measured in the same run: processes ping-ponging the same bytes over a socketpair with
+// blocking reads and writes, which is the least any pool over a pipe can cost.
+//
+// Usage: torchpool-bench-roundtrip [--seconds S] [--round-trips N]
+#include "wire/codec.hpp"
+
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace asio = boost::asio;
+using clock_type = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct latency {
+    double p50_us = 0;
+    double p99_us = 0;
+};
+
+latency summarize(std::vector<double> samples) {
+    std::sort(samples.begin(), samples.end());
+    auto at = [&](double q) { return samples[static_cast<std::size_t>(q * (samples.size() - 1))]; };
+    return {at(0.50), at(0.99)};
+}
+
+double micros(clock_type::duration d) {
+    return std::chrono::duration<double, std::micro>(d).count();
+}
+
+bool write_all(int fd, const std::string& bytes) {
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+        const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+        if (n <= 0) {
+            return false;
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+bool read_exact(int fd, std::string& buffer, std::size_t size) {
+    buffer.resize(size);
+    std::size_t done = 0;
+    while (done < size) {
+        const ssize_t n = ::read(fd, buffer.data() + done, size - done);
+        if (n <= 0) {
+            return false;
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+std::string frame_bytes(const torchpool::wire::frame& f) {
+    auto b = f.asBytes();
+    return {reinterpret_cast<const char*>(b.begin()), b.size()};
+}
+
+// A child that answers each request frame with the reply frame, with blocking I/O.
+struct raw_peer {
+    int fd = -1;
+    pid_t pid = -1;
+
+    raw_peer(const std::string& request, const std::string& reply) {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+            std::perror("socketpair");
+            std::exit(1);
+        }
+        pid = ::fork();
+        if (pid == 0) {
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            // Keep only our end: other pairs' parent ends, inherited from other threads,
+            // would otherwise keep their children from seeing end of stream.
+            ::dup2(sv[1], 3);
+            ::syscall(SYS_close_range, 4, ~0U, 0);
+            std::string buffer;
+            while (read_exact(3, buffer, request.size()) && write_all(3, reply)) {
+            }
+            ::_exit(0);
+        }
+        ::close(sv[1]);
+        fd = sv[0];
+    }
+    ~raw_peer() {
+        ::close(fd);
+        ::waitpid(pid, nullptr, 0);
+    }
+};
+
+latency raw_latency(const std::string& request, const std::string& reply, int round_trips) {
+    raw_peer peer(request, reply);
+    std::string buffer;
+    std::vector<double> samples;
+    samples.reserve(round_trips);
+    for (int i = 0; i < round_trips + 1000; ++i) {
+        const auto start = clock_type::now();
+        write_all(peer.fd, request);
+        read_exact(peer.fd, buffer, reply.size());
+        if (i >= 1000) {  // the first thousand warm up
+            samples.push_back(micros(clock_type::now() - start));
+        }
+    }
+    return summarize(std::move(samples));
+}
+
+double raw_throughput(const std::string& request, const std::string& reply, int pairs,
+                      std::chrono::duration<double> duration) {
+    std::atomic<bool> stop{false};
+    std::atomic<long> total{0};
+    std::vector<std::thread> threads;
+    for (int p = 0; p < pairs; ++p) {
+        threads.emplace_back([&] {
+            raw_peer peer(request, reply);
+            std::string buffer;
+            long count = 0;
+            while (!stop.load(std::memory_order_relaxed)) {
+                write_all(peer.fd, request);
+                read_exact(peer.fd, buffer, reply.size());
+                ++count;
+            }
+            total += count;
+        });
+    }
+    const auto start = clock_type::now();
+    std::this_thread::sleep_for(duration);  // the measurement window, not synchronization
+    stop = true;
+    for (auto& t : threads) {
+        t.join();
+    }
+    return static_cast<double>(total) /
+           std::chrono::duration<double>(clock_type::now() - start).count();
+}
+
+torchpool::pool_params pool_for(const std::string& worker, std::size_t workers) {
+    return {.worker = {.executable = worker}, .workers = workers, .queue_limit = 100'000};
+}
+
+latency pool_latency(const std::string& worker, std::size_t workers, int round_trips) {
+    asio::io_context io{1};
+    torchpool::pool pool(io.get_executor(), pool_for(worker, workers));
+    pool.async_run(asio::detached);
+    std::vector<double> samples;
+    samples.reserve(round_trips);
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            const torchpool::request noop{.method = "noop"};
+            for (int i = 0; i < round_trips + 1000; ++i) {
+                const auto start = clock_type::now();
+                auto [ec, r] =
+                    co_await pool.async_submit(noop, asio::as_tuple(asio::use_awaitable));
+                if (ec) {
+                    std::fprintf(stderr, "task failed: %s\n", r.diagnostics.summary.c_str());
+                    std::exit(1);
+                }
+                if (i >= 1000) {
+                    samples.push_back(micros(clock_type::now() - start));
+                }
+            }
+            co_await pool.async_shutdown(asio::use_awaitable);
+        },
+        asio::detached);
+    io.run();
+    return summarize(std::move(samples));
+}
+
+double pool_throughput(const std::string& worker, std::size_t workers,
+                       std::chrono::duration<double> duration) {
+    asio::io_context io{1};
+    torchpool::pool pool(io.get_executor(), pool_for(worker, workers));
+    pool.async_run(asio::detached);
+    const torchpool::request noop{.method = "noop"};
+    long completed = 0;
+    bool measuring = false, stopping = false;
+    clock_type::time_point start, end;
+    const long warm_up = 2000;
+    std::function<void()> submit_one = [&] {
+        pool.async_submit(noop, [&](boost::system::error_code ec, torchpool::response r) {
+            if (ec) {
+                std::fprintf(stderr, "task failed: %s\n", r.diagnostics.summary.c_str());
+                std::exit(1);
+            }
+            ++completed;
+            if (!measuring && completed == warm_up) {
+                measuring = true;
+                completed = 0;
+                start = clock_type::now();
+            }
+            if (measuring && !stopping && clock_type::now() - start >= duration) {
+                stopping = true;
+                end = clock_type::now();
+                pool.async_shutdown(asio::detached);
+            }
+            if (!stopping) {
+                submit_one();
+            }
+        });
+    };
+    // Enough in flight that no worker ever waits for the supervisor.
+    for (std::size_t i = 0; i < 16 * workers; ++i) {
+        submit_one();
+    }
+    io.run();
+    return static_cast<double>(completed) / std::chrono::duration<double>(end - start).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);
+    double seconds = 2.0;
+    int round_trips = 20'000;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--seconds" && i + 1 < argc) {
+            seconds = std::atof(argv[++i]);
+        } else if (arg == "--round-trips" && i + 1 < argc) {
+            round_trips = std::atoi(argv[++i]);
+        } else {
+            std::printf(
+                "Usage: %s [--seconds S] [--round-trips N]\n"
+                "Measures a no-op task through a torchpool pool (round-trip latency with one task\n"
+                "outstanding, throughput with many) beside raw socketpair ping-pong processes.\n",
+                argv[0]);
+            return arg == "--help" ? 0 : 64;
+        }
+    }
+    const auto worker = (std::filesystem::read_symlink("/proc/self/exe").parent_path() /
+                         "torchpool-bench-noop-worker")
+                            .string();
+    // The raw peers exchange exactly the bytes the pool exchanges for a no-op task.
+    const std::string request =
+        frame_bytes(torchpool::wire::encode_request(1, 0, torchpool::request{.method = "noop"}));
+    const std::string reply = frame_bytes(torchpool::wire::encode(torchpool::wire::reply_msg{.id = 1}));
+    const std::chrono::duration<double> window(seconds);
+
+    std::printf("no-op task, request %zu bytes, reply %zu bytes; %d round trips, %.1f s windows\n\n",
+                request.size(), reply.size(), round_trips, seconds);
+    std::printf("%-34s %12s %12s %14s\n", "", "p50 (us)", "p99 (us)", "tasks/s");
+
+    const auto raw_lat = raw_latency(request, reply, round_trips);
+    std::printf("%-34s %12.1f %12.1f %14s\n", "raw ping-pong, 1 pair", raw_lat.p50_us,
+                raw_lat.p99_us, "");
+    for (std::size_t workers : {1u, 2u}) {
+        const auto pool_lat = pool_latency(worker, workers, round_trips);
+        const double raw_tp = raw_throughput(request, reply, static_cast<int>(workers), window);
+        const double pool_tp = pool_throughput(worker, workers, window);
+        std::printf("%-34s %12.1f %12.1f %14.0f\n",
+                    ("pool, " + std::to_string(workers) + " worker(s)").c_str(), pool_lat.p50_us,
+                    pool_lat.p99_us, pool_tp);
+        std::printf("%-34s %12s %12s %14.0f\n",
+                    ("raw ping-pong, " + std::to_string(workers) + " pair(s)").c_str(), "", "",
+                    raw_tp);
+        std::printf("  ratio, %zu worker(s): p50 round trip pool/raw = %.2fx (target <= 1.5x); "
+                    "throughput pool/raw = %.0f%% (target >= 80%%)\n",
+                    workers, pool_lat.p50_us / raw_lat.p50_us, 100.0 * pool_tp / raw_tp);
+    }
+    return 0;
+}
