@@ -121,6 +121,10 @@ private:
         asio::posix::stream_descriptor log;
         wire::frame_reader reader;
         bool channel_open = false;
+        bool channel_reading = false;
+        bool log_reading = false;
+        std::optional<core::exit_status> exit;  // reaped, waiting for reads in flight
+        std::array<char, 4096> log_buffer;
         std::deque<wire::frame> outbox;
         bool writing = false;
     };
@@ -243,10 +247,11 @@ private:
         w.reader = wire::frame_reader(params_.max_frame_bytes);
         w.outbox.clear();
         w.writing = false;
+        w.exit.reset();
         core_.on_spawned(a.slot, p.pid, now);
         wait_exit(a.slot);
-        wait_channel(a.slot);
-        wait_log(a.slot);
+        read_channel(a.slot);
+        read_log(a.slot);
     }
 
     void execute(core::send_request_action& a) {
@@ -346,17 +351,36 @@ private:
         auto& w = *workers_[s];
         auto status = posix::try_reap(w.pidfd.native_handle());
         if (!status) {
-            wait_exit(s);  // spurious wake-up
+            wait_exit(s);  // a spurious wake-up
             return;
         }
-        // Everything the process wrote is in the pipes by now; take it before deciding, so
-        // a reply sent just before exiting still counts and the log tail is complete.
-        read_log(s);
-        if (w.channel_open) {
-            read_channel(s);
+        // Bytes the reactor has already read for a pending read are in our buffers but not
+        // yet handled; let those reads finish (cancelled, or with their data) first, so a
+        // reply sent just before the exit still counts and the log tail is complete.
+        w.exit = *status;
+        error_code ignored;
+        if (w.channel_reading) {
+            w.channel.cancel(ignored);
         }
-        const auto now = core::clock::now();
-        core_.on_exit(s, *status, now);
+        if (w.log_reading) {
+            w.log.cancel(ignored);
+        }
+        finish_exit_when_read(s);
+    }
+
+    // Completes an exit once no read is in flight: takes what is left in the pipes, tells
+    // the core, and closes the process's descriptors.
+    void finish_exit_when_read(core::slot_id s) {
+        auto& w = *workers_[s];
+        if (!w.exit || w.channel_reading || w.log_reading) {
+            return;
+        }
+        drain_log(s);
+        if (w.channel_open) {
+            drain_channel(s);
+        }
+        const auto status = *w.exit;
+        w.exit.reset();
         w.alive = false;
         ++w.generation;
         error_code ignored;
@@ -366,59 +390,75 @@ private:
         w.channel_open = false;
         w.outbox.clear();
         w.writing = false;
+        core_.on_exit(s, status, core::clock::now());
     }
 
-    void wait_channel(core::slot_id s) {
+    void read_channel(core::slot_id s) {
         auto& w = *workers_[s];
-        w.channel.async_wait(asio::socket_base::wait_read,
-                             [self = shared_from_this(), s, gen = w.generation](error_code ec) {
-                                 auto& io = *self->workers_[s];
-                                 if (ec || io.generation != gen || !io.alive) {
-                                     return;
-                                 }
-                                 if (self->read_channel(s)) {
-                                     self->wait_channel(s);
-                                 }
-                                 self->drive();
-                             });
+        auto space = w.reader.prepare(64 * 1024);
+        w.channel_reading = true;
+        w.channel.async_read_some(
+            asio::buffer(space.data(), space.size()),
+            [self = shared_from_this(), s, gen = w.generation](error_code ec, std::size_t n) {
+                auto& io = *self->workers_[s];
+                if (io.generation != gen) {
+                    return;
+                }
+                io.channel_reading = false;
+                if (n > 0) {
+                    io.reader.commit(n);
+                    if (!self->take_messages(s)) {
+                        io.channel_open = false;
+                    }
+                }
+                if (ec && ec != asio::error::operation_aborted) {
+                    self->channel_ended(s, ec);
+                } else if (!ec && io.channel_open && !io.exit) {
+                    self->read_channel(s);
+                }
+                self->finish_exit_when_read(s);
+                self->drive();
+            });
     }
 
-    // Reads what the channel holds without blocking and hands whole messages to the core.
-    // Returns true if the channel should be read again later.
-    bool read_channel(core::slot_id s) {
+    // At exit only, with no read in flight: what the channel still holds, without blocking.
+    void drain_channel(core::slot_id s) {
         auto& w = *workers_[s];
         const int fd = w.channel.native_handle();
-        for (int round = 0; round < 16; ++round) {
+        for (;;) {
             auto space = w.reader.prepare(64 * 1024);
             const ssize_t n = ::recv(fd, space.data(), space.size(), MSG_DONTWAIT);
-            if (n < 0) {
-                if (errno == EINTR) {
-                    continue;
-                }
-                if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    return true;
-                }
-                channel_ended(s, "closed its channel abruptly (" +
-                                     std::string(std::strerror(errno)) + ")");
-                return false;
+            if (n < 0 && errno == EINTR) {
+                continue;
             }
-            if (n == 0) {
-                channel_ended(s, w.reader.finish() ? "closed its channel in the middle of a "
-                                                     "message"
-                                                   : "closed its channel");
-                return false;
+            if (n <= 0) {
+                channel_ended(s, n == 0 ? error_code(asio::error::eof)
+                                        : error_code(errno, boost::system::system_category()));
+                return;
             }
             w.reader.commit(static_cast<std::size_t>(n));
             if (!take_messages(s)) {
                 w.channel_open = false;
-                return false;
+                return;
             }
         }
-        return true;  // more may be waiting; let other workers have a turn first
     }
 
-    void channel_ended(core::slot_id s, std::string what) {
-        workers_[s]->channel_open = false;
+    void channel_ended(core::slot_id s, error_code ec) {
+        auto& w = *workers_[s];
+        if (!w.channel_open) {
+            return;
+        }
+        w.channel_open = false;
+        std::string what;
+        if (ec == asio::error::eof) {
+            what = w.reader.finish() ? "closed its channel in the middle of a message"
+                                     : "closed its channel";
+        } else if (ec == asio::error::would_block || ec == asio::error::try_again) {
+            return;  // drained, still open; the process is gone anyway
+        } else {
+            what = "broke its channel (" + ec.message() + ")";
+        }
         core_.on_channel_closed(s, std::move(what), core::clock::now());
     }
 
@@ -457,39 +497,49 @@ private:
         }
     }
 
-    void wait_log(core::slot_id s) {
+    void read_log(core::slot_id s) {
         auto& w = *workers_[s];
-        w.log.async_wait(asio::posix::descriptor_base::wait_read,
-                         [self = shared_from_this(), s, gen = w.generation](error_code ec) {
-                             auto& io = *self->workers_[s];
-                             if (ec || io.generation != gen || !io.alive) {
-                                 return;
-                             }
-                             if (self->read_log(s)) {
-                                 self->wait_log(s);
-                             }
-                         });
+        w.log_reading = true;
+        w.log.async_read_some(
+            asio::buffer(w.log_buffer),
+            [self = shared_from_this(), s, gen = w.generation](error_code ec, std::size_t n) {
+                auto& io = *self->workers_[s];
+                if (io.generation != gen) {
+                    return;
+                }
+                io.log_reading = false;
+                if (n > 0) {
+                    self->core_.on_log(s, std::string_view(io.log_buffer.data(), n));
+                }
+                if (!ec && !io.exit) {
+                    self->read_log(s);
+                }
+                if (ec && ec != asio::error::operation_aborted) {
+                    error_code ignored;
+                    io.log.close(ignored);  // end of the worker's output
+                }
+                self->finish_exit_when_read(s);
+                self->drive();
+            });
     }
 
-    // Returns true if the pipe is still open.
-    bool read_log(core::slot_id s) {
+    // At exit only, with no read in flight: what the pipe still holds, without blocking.
+    void drain_log(core::slot_id s) {
         auto& w = *workers_[s];
         if (!w.log.is_open()) {
-            return false;
+            return;
         }
-        std::array<char, 4096> buffer;
-        for (int round = 0; round < 16; ++round) {
-            const ssize_t n = ::read(w.log.native_handle(), buffer.data(), buffer.size());
+        for (;;) {
+            const ssize_t n = ::read(w.log.native_handle(), w.log_buffer.data(), w.log_buffer.size());
             if (n > 0) {
-                core_.on_log(s, std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+                core_.on_log(s, std::string_view(w.log_buffer.data(), static_cast<std::size_t>(n)));
                 continue;
             }
             if (n < 0 && errno == EINTR) {
                 continue;
             }
-            return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+            return;
         }
-        return true;
     }
 
     void arm_timer() {

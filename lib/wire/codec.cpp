@@ -6,6 +6,7 @@
 #include <capnp/serialize.h>
 #include <kj/exception.h>
 
+#include <algorithm>
 #include <limits>
 
 namespace torchpool::wire {
@@ -81,9 +82,21 @@ void set_strings(capnp::List<capnp::Text>::Builder out, const std::vector<std::s
     }
 }
 
+std::size_t tensor_bytes(const std::vector<tensor>& tensors) {
+    std::size_t bytes = 0;
+    for (const auto& t : tensors) {
+        bytes += 48 + t.shape.size() * 8 + t.data.size();
+    }
+    return bytes;
+}
+
+// Builds one message in a first segment sized for it (`bytes` is an estimate of its
+// content), instead of Cap'n Proto's default 8 KiB, which would be zeroed for every
+// small message.
 template <class Fill>
-frame build(Fill&& fill) {
-    capnp::MallocMessageBuilder builder;
+frame build(std::size_t bytes, Fill&& fill) {
+    const auto words = static_cast<unsigned>(std::min<std::size_t>(bytes / 8 + 16, 1u << 28));
+    capnp::MallocMessageBuilder builder(words);
     fill(builder.initRoot<schema::Envelope>());
     return capnp::messageToFlatArray(builder);
 }
@@ -123,7 +136,7 @@ const char* message_name(const message& m) noexcept {
 }
 
 frame encode(const hello_msg& m) {
-    return build([&](schema::Envelope::Builder env) {
+    return build(256, [&](schema::Envelope::Builder env) {
         auto h = env.initHello();
         h.setPid(m.pid);
         h.setProtocolVersion(m.protocol_version);
@@ -134,7 +147,7 @@ frame encode(const hello_msg& m) {
 }
 
 frame encode(const request_msg& m) {
-    return build([&](schema::Envelope::Builder env) {
+    return build(m.method.size() + m.payload.size() + tensor_bytes(m.tensors), [&](schema::Envelope::Builder env) {
         auto r = env.initRequest();
         r.setId(m.id);
         r.setMethod(text(m.method));
@@ -145,7 +158,7 @@ frame encode(const request_msg& m) {
 }
 
 frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req) {
-    return build([&](schema::Envelope::Builder env) {
+    return build(req.method.size() + req.payload.size() + tensor_bytes(req.tensors), [&](schema::Envelope::Builder env) {
         auto r = env.initRequest();
         r.setId(id);
         r.setMethod(text(req.method));
@@ -156,7 +169,9 @@ frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request&
 }
 
 frame encode(const reply_msg& m) {
-    return build([&](schema::Envelope::Builder env) {
+    return build(m.error_type.size() + m.error_message.size() + m.payload.size() +
+                     tensor_bytes(m.tensors),
+                 [&](schema::Envelope::Builder env) {
         auto r = env.initReply();
         r.setId(m.id);
         if (m.ok) {
@@ -172,16 +187,16 @@ frame encode(const reply_msg& m) {
 }
 
 frame encode(const cancel_msg& m) {
-    return build([&](schema::Envelope::Builder env) { env.initCancel().setId(m.id); });
+    return build(0, [&](schema::Envelope::Builder env) { env.initCancel().setId(m.id); });
 }
 
 frame encode(const heartbeat_msg& m) {
     return build(
-        [&](schema::Envelope::Builder env) { env.initHeartbeat().setSequence(m.sequence); });
+        0, [&](schema::Envelope::Builder env) { env.initHeartbeat().setSequence(m.sequence); });
 }
 
 frame encode(const shutdown_msg&) {
-    return build([](schema::Envelope::Builder env) { env.initShutdown(); });
+    return build(0, [](schema::Envelope::Builder env) { env.initShutdown(); });
 }
 
 std::variant<message, decode_error> decode(std::span<const capnp::word> words) {
