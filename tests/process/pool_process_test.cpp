@@ -62,7 +62,7 @@ TEST_CASE("a task runs on a worker and returns its payload and tensors", "[proce
     });
 }
 
-TEST_CASE("a handler that throws fails its task only; the same worker serves the next",
+TEST_CASE("a handler that throws fails its task only, and the same worker serves the next",
           "[process]") {
     with_pool(params_for(1), [](pool& p) -> asio::awaitable<void> {
         auto [ec1, before] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
@@ -220,7 +220,7 @@ TEST_CASE("a worker that closes its channel but keeps running is killed after th
     });
 }
 
-TEST_CASE("a full queue refuses a task at once; the queued ones still run", "[process]") {
+TEST_CASE("a full queue refuses a task at once, and the queued ones still run", "[process]") {
     auto params = params_for(1);
     params.queue_limit = 2;
     with_pool(params, [](pool& p) -> asio::awaitable<void> {
@@ -255,7 +255,9 @@ TEST_CASE("an idle worker that dies is replaced without disturbing anyone", "[pr
     params.on_worker_event = [&](const worker_event& e) {
         ready += e.what == worker_event::kind::ready;
         exited += e.what == worker_event::kind::exited;
-        changed->notify();
+        if (changed) {
+            changed->notify();
+        }
     };
     with_pool(params, [&](pool& p) -> asio::awaitable<void> {
         changed.emplace(co_await asio::this_coro::executor);
@@ -271,6 +273,7 @@ TEST_CASE("an idle worker that dies is replaced without disturbing anyone", "[pr
             auto [ec2, r2] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
             CHECK(!ec2);
         }
+        changed.reset();  // its timer must not outlive the io_context
     });
 }
 
@@ -334,7 +337,7 @@ TEST_CASE("a task submitted while workers start slowly waits for them", "[proces
     });
 }
 
-TEST_CASE("cancelling a queued task removes it; terminal cancellation of a running one "
+TEST_CASE("cancelling a queued task removes it, and terminal cancellation of a running one "
           "replaces its worker",
           "[process]") {
     with_pool(params_for(1), [](pool& p) -> asio::awaitable<void> {

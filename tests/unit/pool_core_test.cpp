@@ -88,7 +88,7 @@ TEST_CASE("a submitted task goes to an idle worker and completes with its reply"
     CHECK(h.core.stats().succeeded == 1);
 }
 
-TEST_CASE("an error reply fails the task only; the worker stays up", "[core]") {
+TEST_CASE("an error reply fails the task only, and the worker stays up", "[core]") {
     harness h(two_workers());
     h.start_all_ready();
     h.core.submit(1, "throw", 0ms, h.now);
@@ -161,7 +161,7 @@ TEST_CASE("an idle worker's death restarts it without completing anything", "[co
     CHECK(send.slot == 1);
 }
 
-TEST_CASE("a running task past its deadline times out; its worker gets SIGTERM, then SIGKILL",
+TEST_CASE("a running task past its deadline times out, and its worker gets SIGTERM, then SIGKILL",
           "[core]") {
     auto params = two_workers();
     params.stop_grace = 500ms;
@@ -234,7 +234,7 @@ TEST_CASE("a full queue refuses a task at once with overloaded", "[core]") {
     CHECK(h.core.stats().queue_depth == 2);
 }
 
-TEST_CASE("failed starts make the pool degraded; queued and new tasks fail fast", "[core]") {
+TEST_CASE("failed starts make the pool degraded, and queued and new tasks fail fast", "[core]") {
     auto params = two_workers();
     params.workers = 1;
     params.spawn_failures_until_degraded = 2;
@@ -299,7 +299,7 @@ TEST_CASE("a worker that never says hello is killed at the spawn timeout", "[cor
     CHECK(h.core.state_of(0) == worker_state::backoff);
 }
 
-TEST_CASE("cancelling a queued task removes it; a running one needs terminal cancellation",
+TEST_CASE("cancelling a queued task removes it, but a running one needs terminal cancellation",
           "[core]") {
     using boost::asio::cancellation_type;
     auto params = two_workers();

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Builds torchpool (release) and runs the round-trip benchmark. Arguments go to it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/setup.sh
+cmake --preset release >/dev/null
+cmake --build --preset release
+exec build/release/bench/torchpool-bench-roundtrip "$@"
