@@ -110,6 +110,12 @@ public:
     pool_stats stats() const { return core_.stats(); }
 
 private:
+    using shared_frame = std::shared_ptr<const wire::frame>;
+
+    static shared_frame share(wire::frame f) {
+        return std::make_shared<const wire::frame>(std::move(f));
+    }
+
     struct worker_io {
         worker_io(const asio::any_io_executor& ex, std::size_t max_frame_bytes)
             : pidfd(ex), channel(ex), log(ex), reader(max_frame_bytes) {}
@@ -125,13 +131,14 @@ private:
         bool log_reading = false;
         std::optional<core::exit_status> exit;  // reaped, waiting for reads in flight
         std::array<char, 4096> log_buffer;
-        std::deque<wire::frame> outbox;
+        std::deque<shared_frame> outbox;
+        std::vector<asio::const_buffer> gather;  // the outbox frames being written
         bool writing = false;
     };
 
     struct pending_task {
         submit_handler handler;
-        wire::frame request_frame;
+        shared_frame request_frame;
     };
 
     // Runs a completion on the handler's own executor, tracking work there until then.
@@ -198,7 +205,7 @@ private:
             }
         }
         if (!invalid.empty()) {
-            pending_.emplace(id, pending_task{std::move(handler), {}});
+            pending_.emplace(id, pending_task{std::move(handler), nullptr});
             core_.reject(id, errc::invalid_request, std::move(invalid));
             drive();
             return;
@@ -213,7 +220,7 @@ private:
                           static_cast<std::uint64_t>(timeout.count()) * 1'000'000u;
         }
         pending_.emplace(id, pending_task{std::move(handler),
-                                          wire::encode_request(id, deadline_ns, req)});
+                                          share(wire::encode_request(id, deadline_ns, req))});
         core_.submit(id, std::move(req.method), req.timeout, now);
         drive();
     }
@@ -259,12 +266,19 @@ private:
         if (it == pending_.end() || !workers_[a.slot]->alive) {
             return;
         }
-        send(a.slot, std::move(it->second.request_frame));
+        // Shared, not moved: a prefetched task whose worker dies is sent again elsewhere.
+        send(a.slot, it->second.request_frame);
     }
 
     void execute(core::send_shutdown_action& a) {
         if (workers_[a.slot]->alive) {
-            send(a.slot, wire::encode(wire::shutdown_msg{}));
+            send(a.slot, share(wire::encode(wire::shutdown_msg{})));
+        }
+    }
+
+    void execute(core::send_cancel_action& a) {
+        if (workers_[a.slot]->alive) {
+            send(a.slot, share(wire::encode(wire::cancel_msg{a.task})));
         }
     }
 
@@ -304,7 +318,7 @@ private:
         }
     }
 
-    void send(core::slot_id s, wire::frame frame) {
+    void send(core::slot_id s, shared_frame frame) {
         workers_[s]->outbox.push_back(std::move(frame));
         start_write(s);
     }
@@ -314,22 +328,27 @@ private:
         if (w.writing || w.outbox.empty() || !w.channel_open) {
             return;
         }
+        // Everything queued for this worker goes out in one gathered write.
         w.writing = true;
-        auto bytes = w.outbox.front().asBytes();
-        asio::async_write(w.channel, asio::buffer(bytes.begin(), bytes.size()),
-                          [self = shared_from_this(), s, gen = w.generation](error_code ec,
-                                                                             std::size_t) {
+        w.gather.clear();
+        for (const auto& frame : w.outbox) {
+            auto bytes = frame->asBytes();
+            w.gather.emplace_back(bytes.begin(), bytes.size());
+        }
+        asio::async_write(w.channel, w.gather,
+                          [self = shared_from_this(), s, gen = w.generation,
+                           frames = w.outbox.size()](error_code ec, std::size_t) {
                               auto& io = *self->workers_[s];
                               if (io.generation != gen || !io.alive) {
                                   return;
                               }
                               io.writing = false;
-                              io.outbox.pop_front();
                               if (ec) {
                                   // The worker closed its end; its exit will tell the story.
                                   io.outbox.clear();
                                   return;
                               }
+                              io.outbox.erase(io.outbox.begin(), io.outbox.begin() + frames);
                               self->start_write(s);
                           });
     }

@@ -62,8 +62,9 @@ public:
     /// reason is written to stderr).
     int serve();
 
-private:
     struct state;
+
+private:
     std::unique_ptr<state> state_;
 };
 

@@ -108,7 +108,7 @@ void pool_core::spawn(slot_id s, time_point now) {
     w.ever_started = true;
     w.state = worker_state::starting;
     w.pid = 0;
-    w.task.reset();
+    w.sent.clear();
     w.reason = stop_reason::none;
     w.killed = false;
     w.channel_closed.reset();
@@ -165,23 +165,74 @@ void pool_core::reject(task_id id, boost::system::error_code error, std::string 
 }
 
 void pool_core::dispatch(time_point now) {
-    while (queued_ > 0 && !idle_.empty()) {
-        const task_id id = queue_.front();
-        queue_.pop_front();
-        auto it = tasks_.find(id);
-        if (it == tasks_.end() || it->second.slot) {
-            continue;  // cancelled or timed out while queued
+    while (queued_ > 0) {
+        const bool idle = !idle_.empty();
+        const std::optional<slot_id> target = idle ? idle_.back() : prefetch_target();
+        if (!target) {
+            return;
         }
-        const slot_id s = idle_.back();
-        idle_.pop_back();
+        task_id id = 0;
+        for (;;) {
+            id = queue_.front();
+            queue_.pop_front();
+            auto it = tasks_.find(id);
+            if (it != tasks_.end() && !it->second.slot) {
+                it->second.slot = *target;
+                break;
+            }
+            // Otherwise it was cancelled or timed out while queued.
+        }
+        if (idle) {
+            idle_.pop_back();
+        }
         --queued_;
-        auto& w = slots_[s];
-        w.state = worker_state::busy;
-        w.task = id;
-        w.task_start = now;
-        it->second.slot = s;
-        actions_.push_back(send_request_action{s, id});
+        auto& w = slots_[*target];
+        if (w.sent.empty()) {
+            w.state = worker_state::busy;
+            w.task_start = now;
+        }
+        w.sent.push_back({id});
+        actions_.push_back(send_request_action{*target, id});
     }
+}
+
+std::optional<slot_id> pool_core::prefetch_target() {
+    if (params_.prefetch == 0) {
+        return std::nullopt;
+    }
+    // Round robin over busy workers with room, so prefetched tasks spread evenly.
+    for (std::size_t i = 0; i < slots_.size(); ++i) {
+        const slot_id s = (prefetch_cursor_ + i) % slots_.size();
+        const auto& w = slots_[s];
+        if (w.state == worker_state::busy && w.sent.size() <= params_.prefetch) {
+            prefetch_cursor_ = s + 1;
+            return s;
+        }
+    }
+    return std::nullopt;
+}
+
+std::optional<task_id> pool_core::running_task(const slot& w) const {
+    if (w.sent.empty() || w.sent.front().abandoned) {
+        return std::nullopt;
+    }
+    return w.sent.front().id;
+}
+
+void pool_core::release_sent(slot_id s) {
+    auto& w = slots_[s];
+    // The first was running and has been dealt with; the others never started, so they go
+    // back to the head of the queue in their order.
+    for (std::size_t i = w.sent.size(); i-- > 1;) {
+        if (w.sent[i].abandoned) {
+            continue;
+        }
+        const task_id id = w.sent[i].id;
+        tasks_.at(id).slot.reset();
+        queue_.push_front(id);
+        ++queued_;
+    }
+    w.sent.clear();
 }
 
 void pool_core::complete(task_id id, boost::system::error_code error, response result) {
@@ -212,7 +263,7 @@ task_diagnostics pool_core::worker_diagnostics(const slot& w, time_point now) co
     task_diagnostics d;
     d.worker_pid = w.pid;
     d.worker_uptime = duration_cast<milliseconds>(now - w.process_start);
-    if (w.task) {
+    if (!w.sent.empty()) {
         d.task_run_time = duration_cast<milliseconds>(now - w.task_start);
     }
     d.log_tail = w.log.text();
@@ -241,15 +292,34 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
         check_finished();
         return;
     }
+    const slot_id s = *it->second.slot;
+    auto& w = slots_[s];
+    if (running_task(w) != id) {
+        // Prefetched, not started: the worker is told, and its reply will be dropped.
+        if ((type & wanted) == cancellation_type::none) {
+            return;
+        }
+        std::string what = describe_task(id);
+        forget_task(id);
+        for (auto& sent : w.sent) {
+            if (sent.id == id) {
+                sent.abandoned = true;
+            }
+        }
+        ++counters_.cancelled;
+        actions_.push_back(send_cancel_action{s, id});
+        complete(id, boost::asio::error::operation_aborted,
+                 {.diagnostics = {.summary = "The caller cancelled " + what +
+                                             " before it started."}});
+        return;
+    }
     if ((type & cancellation_type::terminal) == cancellation_type::none) {
         return;  // a running task can only be abandoned by killing its worker
     }
-    const slot_id s = *it->second.slot;
-    auto d = worker_diagnostics(slots_[s], now);
+    auto d = worker_diagnostics(w, now);
     d.summary = "The caller cancelled " + describe_task(id) + " while worker " +
-                std::to_string(slots_[s].pid) + " ran it; the worker was killed and replaced.";
+                std::to_string(w.pid) + " ran it; the worker was killed and replaced.";
     forget_task(id);
-    slots_[s].task.reset();
     ++counters_.cancelled;
     complete(id, boost::asio::error::operation_aborted,
              {.worker_pid = slots_[s].pid, .diagnostics = std::move(d)});
@@ -260,6 +330,7 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
 
 void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_point now) {
     auto& w = slots_[s];
+    release_sent(s);
     if (w.state == worker_state::idle) {
         idle_.erase(std::remove(idle_.begin(), idle_.end(), s), idle_.end());
     }
@@ -321,7 +392,7 @@ void pool_core::stop(time_point now) {
     for (task_id id : ids) {
         std::string what = describe_task(id);
         if (auto s = tasks_.at(id).slot) {
-            slots_[*s].task.reset();
+            slots_[*s].sent.clear();
         }
         forget_task(id);
         ++counters_.cancelled;
@@ -449,7 +520,7 @@ void pool_core::after_failed_start(slot_id s, std::string why) {
 void pool_core::schedule_restart(slot_id s, time_point now) {
     auto& w = slots_[s];
     w.pid = 0;
-    w.task.reset();
+    w.sent.clear();
     const bool no_more_work = draining_ && queued_ == 0;
     if (stopping_ || no_more_work) {
         w.state = worker_state::stopped;
@@ -513,15 +584,34 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
 
 void pool_core::on_reply(slot_id s, wire::reply_msg reply, time_point now) {
     auto& w = slots_[s];
-    if (w.state != worker_state::busy || !w.task || *w.task != reply.id) {
+    if (w.state != worker_state::busy || w.sent.empty() || w.sent.front().id != reply.id) {
         on_protocol_error(s,
                           "sent a reply for task " + std::to_string(reply.id) +
-                              (w.task ? " while it runs task " + std::to_string(*w.task)
-                                      : std::string(" while it runs no task")),
+                              (w.sent.empty()
+                                   ? std::string(" while it runs no task")
+                                   : " while it runs task " + std::to_string(w.sent.front().id)),
                           now);
         return;
     }
-    const task_id id = *w.task;
+    w.failures = 0;
+    const sent_task done = w.sent.front();
+    w.sent.pop_front();
+    if (w.sent.empty()) {
+        w.state = worker_state::idle;
+        idle_.push_back(s);
+    } else {
+        w.task_start = now;  // the next prefetched task starts now
+    }
+    if (!done.abandoned) {
+        complete_reply(s, done.id, std::move(reply), now);
+    }
+    dispatch(now);
+    maybe_finish_drain(now);
+    check_finished();
+}
+
+void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg reply, time_point now) {
+    const auto& w = slots_[s];
     response result{.worker_pid = w.pid};
     boost::system::error_code error;
     if (reply.ok) {
@@ -539,14 +629,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg reply, time_point now) {
         d.error_message = std::move(reply.error_message);
     }
     forget_task(id);
-    w.task.reset();
-    w.failures = 0;
-    w.state = worker_state::idle;
-    idle_.push_back(s);
     complete(id, error, std::move(result));
-    dispatch(now);
-    maybe_finish_drain(now);
-    check_finished();
 }
 
 void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
@@ -556,15 +639,13 @@ void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
         return;
     }
     ++w.failures;
-    if (w.task) {
-        const task_id id = *w.task;
+    if (auto id = running_task(w)) {
         auto d = worker_diagnostics(w, now);
         d.summary = "Worker " + std::to_string(w.pid) + " " + what + " while running " +
-                    describe_task(id) + "; it was killed.";
+                    describe_task(*id) + "; it was killed.";
         ++counters_.protocol_errors;
-        forget_task(id);
-        w.task.reset();
-        complete(id, errc::protocol_error, {.worker_pid = w.pid, .diagnostics = std::move(d)});
+        forget_task(*id);
+        complete(*id, errc::protocol_error, {.worker_pid = w.pid, .diagnostics = std::move(d)});
     }
     if (w.state == worker_state::starting) {
         ++counters_.failed_starts;
@@ -616,20 +697,24 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
         case worker_state::busy: {
             ++w.failures;
             ++(status.signal ? counters_.deaths_by_signal : counters_.deaths_by_exit);
-            const task_id id = *w.task;
+            const auto id = running_task(w);
+            if (!id) {
+                release_sent(s);  // it was running a task nobody waits for any more
+                break;
+            }
             auto d = worker_diagnostics(w, now);
             d.exit_code = status.exit_code;
             d.signal = status.signal;
             d.core_dumped = status.core_dumped;
             d.peak_rss_bytes = status.peak_rss_bytes;
             d.summary = "Worker " + std::to_string(w.pid) + " " + how + " while running " +
-                        describe_task(id) + ", " + format_duration(d.task_run_time) +
+                        describe_task(*id) + ", " + format_duration(d.task_run_time) +
                         " into it; it had been up " + uptime +
                         describe_memory(status.peak_rss_bytes) + "." + log_note;
             ++counters_.worker_died;
-            forget_task(id);
-            w.task.reset();
-            complete(id, errc::worker_died, {.worker_pid = w.pid, .diagnostics = std::move(d)});
+            forget_task(*id);
+            release_sent(s);
+            complete(*id, errc::worker_died, {.worker_pid = w.pid, .diagnostics = std::move(d)});
             break;
         }
         case worker_state::stopping:
@@ -680,12 +765,26 @@ void pool_core::on_timer(time_point now) {
         }
         const slot_id s = *t.slot;
         auto& w = slots_[s];
+        if (running_task(w) != id) {
+            // Prefetched and not started: drop it without disturbing the worker.
+            std::string summary = describe_task(id) + " waited " + format_duration(waited) +
+                                  " behind another task on worker " + std::to_string(w.pid) +
+                                  " and passed its deadline before it started.";
+            forget_task(id);
+            for (auto& sent : w.sent) {
+                if (sent.id == id) {
+                    sent.abandoned = true;
+                }
+            }
+            complete(id, errc::timeout,
+                     {.worker_pid = w.pid, .diagnostics = {.summary = std::move(summary)}});
+            continue;
+        }
         auto d = worker_diagnostics(w, now);
         d.summary = describe_task(id) + " passed its deadline after " + format_duration(waited) +
                     " (" + format_duration(d.task_run_time) + " of it running on worker " +
                     std::to_string(w.pid) + "); the worker was stopped and will be replaced.";
         forget_task(id);
-        w.task.reset();
         complete(id, errc::timeout, {.worker_pid = w.pid, .diagnostics = std::move(d)});
         stop_worker(s, stop_reason::deadline, false, now);
     }

@@ -64,6 +64,10 @@ struct send_request_action {
 struct send_shutdown_action {
     slot_id slot;
 };
+struct send_cancel_action {
+    slot_id slot;
+    task_id task;
+};
 struct signal_action {
     slot_id slot;
     int signo;
@@ -78,8 +82,9 @@ struct notify_action {
     worker_event event;
 };
 
-using action = std::variant<spawn_action, send_request_action, send_shutdown_action,
-                            signal_action, complete_action, run_finished_action, notify_action>;
+using action =
+    std::variant<spawn_action, send_request_action, send_shutdown_action, send_cancel_action,
+                 signal_action, complete_action, run_finished_action, notify_action>;
 
 class pool_core {
 public:
@@ -136,11 +141,20 @@ public:
 private:
     enum class stop_reason { none, deadline, protocol, cancelled, spawn_timeout, shutdown, pool_stop };
 
+    // A request written to a worker. Workers handle requests one at a time, in order, and
+    // reply to each; so the first one is running and the others (prefetched) have not
+    // started. An abandoned one (timed out or cancelled before it started) still gets its
+    // reply, which is dropped.
+    struct sent_task {
+        task_id id;
+        bool abandoned = false;
+    };
+
     struct slot {
         explicit slot(std::size_t log_bytes) : log(log_bytes) {}
         worker_state state = worker_state::backoff;
         int pid = 0;
-        std::optional<task_id> task;
+        std::deque<sent_task> sent;
         time_point process_start{};
         time_point task_start{};
         time_point timer = time_point::max();  // spawn deadline, restart time or SIGKILL time
@@ -161,6 +175,9 @@ private:
     };
 
     void spawn(slot_id s, time_point now);
+    std::optional<task_id> running_task(const slot& w) const;
+    std::optional<slot_id> prefetch_target();
+    void release_sent(slot_id s);
     void dispatch(time_point now);
     void complete(task_id id, boost::system::error_code error, response result);
     void stop_worker(slot_id s, stop_reason reason, bool force, time_point now);
@@ -172,6 +189,7 @@ private:
     void notify(worker_event::kind what, slot_id s, std::string description);
     void on_hello(slot_id s, const wire::hello_msg& hello, time_point now);
     void on_reply(slot_id s, wire::reply_msg reply, time_point now);
+    void complete_reply(slot_id s, task_id id, wire::reply_msg reply, time_point now);
     bool ready_workers_exist() const;
     task_diagnostics worker_diagnostics(const slot& w, time_point now) const;
     std::string describe_task(task_id id) const;
@@ -185,6 +203,7 @@ private:
     std::size_t queued_ = 0;     // tasks in tasks_ without a slot
     std::set<std::pair<time_point, task_id>> deadlines_;
     std::vector<slot_id> idle_;
+    slot_id prefetch_cursor_ = 0;
     std::deque<action> actions_;
 
     bool started_ = false;

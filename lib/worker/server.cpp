@@ -10,6 +10,9 @@
 #include <cxxabi.h>
 #include <exception>
 #include <typeinfo>
+#include <unordered_set>
+
+#include <time.h>
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -65,6 +68,64 @@ struct server::state {
     std::map<std::string, handler, std::less<>> handlers;
 };
 
+namespace {
+
+wire::reply_msg not_run(std::uint64_t id, std::string type, std::string message) {
+    return {.id = id, .ok = false, .error_type = std::move(type),
+            .error_message = std::move(message)};
+}
+
+bool past(std::uint64_t deadline_ns) {
+    if (deadline_ns == 0) {
+        return false;
+    }
+    timespec now{};
+    ::clock_gettime(CLOCK_MONOTONIC, &now);
+    return static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000u +
+               static_cast<std::uint64_t>(now.tv_nsec) >
+           deadline_ns;
+}
+
+// Runs the handler for `req`; a thrown exception becomes an error reply.
+wire::reply_msg run(const server::state& state, const wire::request_msg& req) {
+    wire::reply_msg reply{.id = req.id};
+    auto it = state.handlers.find(req.method);
+    if (it == state.handlers.end()) {
+        reply.ok = false;
+        reply.error_type = "torchpool::unknown_method";
+        reply.error_message = "this worker has no handler for method '" + req.method +
+                              "'; it serves:";
+        for (const auto& [name, h] : state.handlers) {
+            reply.error_message += " " + name;
+        }
+        return reply;
+    }
+    try {
+        result r = it->second(call{req.id, req.method, req.payload, req.tensors, req.deadline_ns});
+        for (std::size_t i = 0; i < r.tensors.size(); ++i) {
+            if (auto problem = wire::validate_tensor(r.tensors[i]); !problem.empty()) {
+                return not_run(req.id, "torchpool::invalid_result",
+                               "the handler returned tensor " + std::to_string(i) + ", which " +
+                                   problem);
+            }
+        }
+        reply.payload = std::move(r.payload);
+        reply.tensors = std::move(r.tensors);
+    } catch (const std::exception& e) {
+        reply.ok = false;
+        reply.error_type = demangle(typeid(e).name());
+        reply.error_message = e.what();
+    } catch (...) {
+        reply.ok = false;
+        auto* type = abi::__cxa_current_exception_type();
+        reply.error_type = type ? demangle(type->name()) : "unknown";
+        reply.error_message = "a non-standard exception";
+    }
+    return reply;
+}
+
+}  // namespace
+
 server::server() : server(channel_from_environment()) {}
 
 server::server(int channel_fd) : state_(std::make_unique<state>(state{channel_fd, {}})) {}
@@ -89,6 +150,8 @@ int server::serve() {
     }
 
     wire::frame_reader reader(max_request_bytes);
+    std::vector<wire::message> batch;
+    std::unordered_set<std::uint64_t> cancelled;
     for (;;) {
         auto space = reader.prepare(64 * 1024);
         const ssize_t n = ::read(fd, space.data(), space.size());
@@ -104,6 +167,10 @@ int server::serve() {
             return 0;  // the pool closed the channel: it is gone or done with us
         }
         reader.commit(static_cast<std::size_t>(n));
+
+        // Decode everything that has arrived first, so that a cancel sent after a request
+        // that has not started yet is seen before that request runs.
+        batch.clear();
         for (;;) {
             auto next = reader.next();
             if (next.error) {
@@ -121,40 +188,28 @@ int server::serve() {
                 return 2;
             }
             auto& msg = std::get<wire::message>(decoded);
+            if (auto* cancel = std::get_if<wire::cancel_msg>(&msg)) {
+                cancelled.insert(cancel->id);
+            } else {
+                batch.push_back(std::move(msg));
+            }
+        }
+        for (auto& msg : batch) {
             if (std::holds_alternative<wire::shutdown_msg>(msg)) {
                 return 0;
             }
             auto* req = std::get_if<wire::request_msg>(&msg);
             if (!req) {
-                continue;  // cancel and heartbeat: nothing to do between requests
+                continue;  // heartbeat: nothing to do
             }
-            wire::reply_msg reply{.id = req->id};
-            auto it = state_->handlers.find(req->method);
-            if (it == state_->handlers.end()) {
-                reply.ok = false;
-                reply.error_type = "torchpool::unknown_method";
-                reply.error_message = "this worker has no handler for method '" + req->method +
-                                      "'; it serves:";
-                for (const auto& [name, h] : state_->handlers) {
-                    reply.error_message += " " + name;
-                }
-            } else {
-                try {
-                    result r = it->second(call{req->id, req->method, req->payload, req->tensors,
-                                               req->deadline_ns});
-                    reply.payload = std::move(r.payload);
-                    reply.tensors = std::move(r.tensors);
-                } catch (const std::exception& e) {
-                    reply.ok = false;
-                    reply.error_type = demangle(typeid(e).name());
-                    reply.error_message = e.what();
-                } catch (...) {
-                    reply.ok = false;
-                    auto* type = abi::__cxa_current_exception_type();
-                    reply.error_type = type ? demangle(type->name()) : "unknown";
-                    reply.error_message = "a non-standard exception";
-                }
-            }
+            // Every request gets exactly one reply, in order, even one that is not run.
+            wire::reply_msg reply = cancelled.erase(req->id) > 0
+                                        ? not_run(req->id, "torchpool::cancelled",
+                                                  "cancelled by the caller before it started")
+                                    : past(req->deadline_ns)
+                                        ? not_run(req->id, "torchpool::deadline_exceeded",
+                                                  "its deadline passed before it started")
+                                        : run(*state_, *req);
             if (!write_all(fd, wire::encode(reply).asBytes())) {
                 return 0;  // the pool went away while we worked
             }

@@ -455,3 +455,29 @@ TEST_CASE("invalid requests are refused with a reason and nothing else changes",
         CHECK(!ec3);
     });
 }
+
+TEST_CASE("with prefetch, a crash fails only the running task, and prefetched ones still run",
+          "[process][prefetch]") {
+    auto params = params_for(2);
+    params.prefetch = 2;
+    with_pool(params, [](pool& p) -> asio::awaitable<void> {
+        notifier changed(co_await asio::this_coro::executor);
+        int ok = 0, died = 0, other = 0;
+        auto count = [&](boost::system::error_code ec, response r) {
+            if (ec && ec != errc::worker_died) {
+                UNSCOPED_INFO("unexpected: " << ec.message() << ": " << r.diagnostics.summary);
+            }
+            (ec == errc::worker_died ? died : ec ? other : ok) += 1;
+            changed.notify();
+        };
+        for (int i = 0; i < 40; ++i) {
+            p.async_submit(make_request(i == 10 ? "crash" : "echo",
+                                        i == 10 ? std::to_string(SIGKILL) : ""),
+                           count);
+        }
+        co_await changed.until([&] { return ok + died + other == 40; });
+        CHECK(ok == 39);
+        CHECK(died == 1);
+        CHECK(other == 0);
+    });
+}

@@ -458,3 +458,114 @@ TEST_CASE("a worker that speaks another protocol version is refused at hello", "
     CHECK(signals[0].signo == SIGKILL);
     CHECK(h.core.stats().failed_starts == 1);
 }
+
+TEST_CASE("with prefetch, a busy worker gets its next task ahead of time", "[core][prefetch]") {
+    auto params = two_workers();
+    params.workers = 1;
+    params.prefetch = 1;
+    harness h(params);
+    h.start_all_ready();
+    h.core.submit(1, "echo", 0ms, h.now);
+    h.core.submit(2, "echo", 0ms, h.now);
+    h.core.submit(3, "echo", 0ms, h.now);
+    auto sends = harness::only<send_request_action>(h.take());
+    REQUIRE(sends.size() == 2);  // one running, one prefetched, one still queued
+    CHECK(sends[1].task == 2);
+    CHECK(h.core.stats().queue_depth == 1);
+
+    // The first reply completes task 1; task 2 is now running and task 3 is prefetched.
+    h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
+    auto actions = h.take();
+    CHECK(harness::only<complete_action>(actions).at(0).task == 1);
+    CHECK(harness::only<send_request_action>(actions).at(0).task == 3);
+    CHECK(h.core.state_of(0) == worker_state::busy);
+
+    // Replies must come in order.
+    h.core.on_message(0, wire::reply_msg{.id = 3}, h.now);
+    auto done = harness::only<complete_action>(h.take());
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].task == 2);
+    CHECK(done[0].error == errc::protocol_error);
+}
+
+TEST_CASE("a prefetched task goes back to the head of the queue when its worker dies",
+          "[core][prefetch]") {
+    auto params = two_workers();
+    params.workers = 1;
+    params.prefetch = 2;
+    harness h(params);
+    h.start_all_ready();
+    h.core.submit(1, "crash", 0ms, h.now);
+    h.core.submit(2, "echo", 0ms, h.now);
+    h.core.submit(3, "echo", 0ms, h.now);
+    h.core.submit(4, "echo", 0ms, h.now);
+    h.take();
+    h.core.on_exit(0, {.signal = SIGSEGV}, h.now);
+    auto done = harness::only<complete_action>(h.take());
+    REQUIRE(done.size() == 1);  // only the running task fails
+    CHECK(done[0].task == 1);
+    CHECK(done[0].error == errc::worker_died);
+    CHECK(h.core.stats().queue_depth == 3);
+
+    // The replacement gets them in their original order.
+    h.now = *h.core.next_deadline();
+    h.core.on_timer(h.now);
+    h.take();
+    h.core.on_spawned(0, 200, h.now);
+    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    auto sends = harness::only<send_request_action>(h.take());
+    REQUIRE(sends.size() == 3);
+    CHECK(sends[0].task == 2);
+    CHECK(sends[1].task == 3);
+    CHECK(sends[2].task == 4);
+}
+
+TEST_CASE("a prefetched task past its deadline times out without touching its worker",
+          "[core][prefetch]") {
+    auto params = two_workers();
+    params.workers = 1;
+    params.prefetch = 1;
+    harness h(params);
+    h.start_all_ready();
+    h.core.submit(1, "sleep", 0ms, h.now);
+    h.core.submit(2, "echo", 100ms, h.now);
+    h.take();
+    h.advance(100ms);
+    auto actions = h.take();
+    auto done = harness::only<complete_action>(actions);
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].task == 2);
+    CHECK(done[0].error == errc::timeout);
+    CHECK_THAT(done[0].result.diagnostics.summary, Catch::Contains("before it started"));
+    CHECK(harness::only<signal_action>(actions).empty());
+
+    // Both replies still come; the late one is dropped and the worker is idle after it.
+    h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
+    CHECK(harness::only<complete_action>(h.take()).at(0).task == 1);
+    h.core.on_message(0, wire::reply_msg{.id = 2, .ok = false, .error_type = "late"}, h.now);
+    CHECK(h.take().empty());
+    CHECK(h.core.state_of(0) == worker_state::idle);
+}
+
+TEST_CASE("cancelling a prefetched task tells its worker and drops its reply",
+          "[core][prefetch]") {
+    auto params = two_workers();
+    params.workers = 1;
+    params.prefetch = 1;
+    harness h(params);
+    h.start_all_ready();
+    h.core.submit(1, "sleep", 0ms, h.now);
+    h.core.submit(2, "echo", 0ms, h.now);
+    h.take();
+    h.core.cancel_task(2, boost::asio::cancellation_type::total, h.now);
+    auto actions = h.take();
+    CHECK(harness::only<complete_action>(actions).at(0).error ==
+          boost::asio::error::operation_aborted);
+    auto cancels = harness::only<send_cancel_action>(actions);
+    REQUIRE(cancels.size() == 1);
+    CHECK(cancels[0].task == 2);
+    CHECK(harness::only<signal_action>(actions).empty());
+    h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
+    h.core.on_message(0, wire::reply_msg{.id = 2}, h.now);
+    CHECK(harness::only<complete_action>(h.take()).size() == 1);
+}
