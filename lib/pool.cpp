@@ -29,6 +29,7 @@
 
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -66,7 +67,7 @@ public:
     }
 
     void run(run_handler handler) {
-        asio::post(executor_, [self = shared_from_this(), h = std::move(handler)]() mutable {
+        on_pool_executor([self = shared_from_this(), h = std::move(handler)]() mutable {
             self->do_run(std::move(h));
         });
     }
@@ -88,20 +89,20 @@ public:
                     });
                 });
         }
-        asio::post(executor_, [self = shared_from_this(), id, h = std::move(handler),
-                               req = std::move(req)]() mutable {
+        on_pool_executor([self = shared_from_this(), id, h = std::move(handler),
+                          req = std::move(req)]() mutable {
             self->do_submit(id, std::move(h), std::move(req));
         });
     }
 
     void shutdown(run_handler handler) {
-        asio::post(executor_, [self = shared_from_this(), h = std::move(handler)]() mutable {
+        on_pool_executor([self = shared_from_this(), h = std::move(handler)]() mutable {
             self->do_shutdown(std::move(h));
         });
     }
 
     void cancel() {
-        asio::post(executor_, [self = shared_from_this()] {
+        on_pool_executor([self = shared_from_this()] {
             self->core_.stop(core::clock::now());
             self->drive();
         });
@@ -132,6 +133,7 @@ private:
         std::optional<core::exit_status> exit;  // reaped, waiting for reads in flight
         std::array<char, 4096> log_buffer;
         std::deque<shared_frame> outbox;
+        std::size_t front_offset = 0;            // bytes of the first frame already written
         std::vector<asio::const_buffer> gather;  // the outbox frames being written
         bool writing = false;
     };
@@ -140,6 +142,22 @@ private:
         submit_handler handler;
         shared_frame request_frame;
     };
+
+    // Runs `f` now if the caller is already on the pool's executor (a plain io_context
+    // executor; a strand's ownership cannot be asked), else posts it there. Running it now
+    // saves a trip through the scheduler per task and keeps operations in call order;
+    // anything that would complete inside the call is posted instead (complete_handler).
+    template <class F>
+    void on_pool_executor(F&& f) {
+        const auto* ex = executor_.target<asio::io_context::executor_type>();
+        if (ex && ex->running_in_this_thread()) {
+            const bool outer = std::exchange(initiating_, true);
+            f();
+            initiating_ = outer;
+        } else {
+            asio::post(executor_, std::forward<F>(f));
+        }
+    }
 
     // Runs a completion on the handler's own executor, tracking work there until then.
     template <class Handler, class... Args>
@@ -150,10 +168,17 @@ private:
         }
         auto ex = asio::prefer(asio::get_associated_executor(handler, executor_),
                                asio::execution::outstanding_work.tracked);
-        asio::dispatch(ex, [h = std::move(handler),
-                            ... a = std::forward<Args>(args)]() mutable {
+        auto call = [h = std::move(handler), ... a = std::forward<Args>(args)]() mutable {
             std::move(h)(std::move(a)...);
-        });
+        };
+        if (initiating_) {
+            // Never complete inside the initiating call: go round the pool's executor first.
+            asio::post(executor_, [ex, call = std::move(call)]() mutable {
+                asio::dispatch(ex, std::move(call));
+            });
+        } else {
+            asio::dispatch(ex, std::move(call));
+        }
     }
 
     void do_run(run_handler handler) {
@@ -253,6 +278,7 @@ private:
         w.log.assign(p.log.release());
         w.reader = wire::frame_reader(params_.max_frame_bytes);
         w.outbox.clear();
+        w.front_offset = 0;
         w.writing = false;
         w.exit.reset();
         core_.on_spawned(a.slot, p.pid, now);
@@ -328,29 +354,75 @@ private:
         if (w.writing || w.outbox.empty() || !w.channel_open) {
             return;
         }
-        // Everything queued for this worker goes out in one gathered write.
-        w.writing = true;
+        // Everything queued for this worker goes out in one gathered write; first tried
+        // directly, since the socket buffer almost always has room, which saves an
+        // asynchronous operation per task.
         w.gather.clear();
+        std::size_t offset = w.front_offset;
         for (const auto& frame : w.outbox) {
             auto bytes = frame->asBytes();
-            w.gather.emplace_back(bytes.begin(), bytes.size());
+            w.gather.emplace_back(bytes.begin() + offset, bytes.size() - offset);
+            offset = 0;
+        }
+        std::array<iovec, 64> iov;
+        const std::size_t count = std::min(iov.size(), w.gather.size());
+        for (std::size_t i = 0; i < count; ++i) {
+            iov[i] = {const_cast<void*>(w.gather[i].data()), w.gather[i].size()};
+        }
+        msghdr msg{};
+        msg.msg_iov = iov.data();
+        msg.msg_iovlen = count;
+        ssize_t sent;
+        do {
+            sent = ::sendmsg(w.channel.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        } while (sent < 0 && errno == EINTR);
+        if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            w.outbox.clear();  // the worker closed its end; its exit will tell the story
+            w.front_offset = 0;
+            return;
+        }
+        consume_outbox(w, sent < 0 ? 0 : static_cast<std::size_t>(sent));
+        if (w.outbox.empty()) {
+            return;
+        }
+        w.writing = true;
+        w.gather.clear();
+        offset = w.front_offset;
+        for (const auto& frame : w.outbox) {
+            auto bytes = frame->asBytes();
+            w.gather.emplace_back(bytes.begin() + offset, bytes.size() - offset);
+            offset = 0;
         }
         asio::async_write(w.channel, w.gather,
-                          [self = shared_from_this(), s, gen = w.generation,
-                           frames = w.outbox.size()](error_code ec, std::size_t) {
+                          [self = shared_from_this(), s, gen = w.generation](error_code ec,
+                                                                             std::size_t n) {
                               auto& io = *self->workers_[s];
                               if (io.generation != gen || !io.alive) {
                                   return;
                               }
                               io.writing = false;
                               if (ec) {
-                                  // The worker closed its end; its exit will tell the story.
                                   io.outbox.clear();
+                                  io.front_offset = 0;
                                   return;
                               }
-                              io.outbox.erase(io.outbox.begin(), io.outbox.begin() + frames);
+                              consume_outbox(io, n);
                               self->start_write(s);
                           });
+    }
+
+    // Drops the first `n` bytes of the outbox, which have been written.
+    static void consume_outbox(worker_io& w, std::size_t n) {
+        while (n > 0 && !w.outbox.empty()) {
+            const std::size_t left = w.outbox.front()->asBytes().size() - w.front_offset;
+            if (n < left) {
+                w.front_offset += n;
+                return;
+            }
+            n -= left;
+            w.outbox.pop_front();
+            w.front_offset = 0;
+        }
     }
 
     void wait_exit(core::slot_id s) {
@@ -588,6 +660,7 @@ private:
     std::unordered_map<core::task_id, pending_task> pending_;
     std::atomic<core::task_id> next_task_id_{1};  // the one member used off the executor
     bool run_called_ = false;
+    bool initiating_ = false;  // inside a public operation's own call (on_pool_executor)
     // Optional rather than empty: Boost 1.81's any_completion_handler move assignment
     // recurses forever (it copies from an lvalue), so handlers are only move-constructed.
     std::optional<run_handler> run_handler_;
