@@ -120,9 +120,12 @@ std::string validate_tensor(const tensor& t) {
         elements * size != t.data.size()) {
         std::string shape = "[";
         for (std::size_t i = 0; i < t.shape.size(); ++i) {
-            shape += (i ? "," : "") + std::to_string(t.shape[i]);
+            if (i > 0) {
+                shape += ',';
+            }
+            shape += std::to_string(t.shape[i]);
         }
-        shape += "]";
+        shape += ']';
         return "has " + std::to_string(t.data.size()) + " bytes of data, but shape " + shape +
                " of " + dtype_name(t.type) + " needs " + std::to_string(elements * size);
     }

@@ -11,7 +11,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <sstream>
+
+#include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 using namespace torchpool;
 using namespace torchpool::test;
@@ -412,8 +418,15 @@ TEST_CASE("cancel() aborts every task and async_run completes once all are reape
 }
 
 TEST_CASE("graceful shutdown finishes queued tasks and refuses new ones", "[process]") {
-    run_coroutine([](asio::io_context& io) -> asio::awaitable<void> {
-        pool p(io.get_executor(), params_for(1));
+    std::vector<std::string> exits;
+    auto params = params_for(2);
+    params.on_worker_event = [&](const worker_event& e) {
+        if (e.what == worker_event::kind::exited) {
+            exits.push_back(e.description);
+        }
+    };
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        pool p(io.get_executor(), params);
         p.async_run(asio::detached);
         std::vector<boost::system::error_code> errors;
         for (int i = 0; i < 3; ++i) {
@@ -436,6 +449,76 @@ TEST_CASE("graceful shutdown finishes queued tasks and refuses new ones", "[proc
         }
         CHECK(child_pids().empty());
     });
+    // Each worker left on its own when asked, rather than being killed after the grace.
+    REQUIRE(exits.size() == 2);
+    for (const auto& e : exits) {
+        CHECK_THAT(e, Catch::Contains("exited with code 0"));
+    }
+}
+
+TEST_CASE("workers die with their host, even when the host is killed with SIGKILL",
+          "[process]") {
+    int pipe_fds[2];
+    REQUIRE(::pipe(pipe_fds) == 0);
+    const pid_t host = ::fork();
+    REQUIRE(host >= 0);
+    if (host == 0) {
+        // The host: a pool of three workers. Once all are ready it gives each a task that
+        // blocks forever (so end of stream on the channel cannot be what stops them), then
+        // reports their pids.
+        ::close(pipe_fds[0]);
+        asio::io_context io{1};
+        std::string pids;
+        int ready = 0;
+        std::optional<pool> p;
+        p.emplace(io.get_executor(),
+                  pool_params{.worker = fake_worker(),
+                              .workers = 3,
+                              .on_worker_event = [&](const worker_event& e) {
+                                  if (e.what != worker_event::kind::ready) {
+                                      return;
+                                  }
+                                  pids += std::to_string(e.pid) + " ";
+                                  if (++ready == 3) {
+                                      for (int i = 0; i < 3; ++i) {
+                                          p->async_submit(make_request("hang"), asio::detached);
+                                      }
+                                      (void)!::write(pipe_fds[1], pids.data(), pids.size());
+                                      ::close(pipe_fds[1]);
+                                  }
+                              }});
+        p->async_run(asio::detached);
+        io.run_for(60s);
+        ::_exit(0);
+    }
+    ::close(pipe_fds[1]);
+    std::string text;
+    char buffer[256];
+    pollfd readable{pipe_fds[0], POLLIN, 0};
+    while (::poll(&readable, 1, 20'000) == 1) {
+        const ssize_t n = ::read(pipe_fds[0], buffer, sizeof buffer);
+        if (n <= 0) {
+            break;
+        }
+        text.append(buffer, static_cast<std::size_t>(n));
+    }
+    ::close(pipe_fds[0]);
+    std::istringstream in(text);
+    std::vector<int> pidfds;
+    for (int pid; in >> pid;) {
+        pidfds.push_back(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+        CHECK(pidfds.back() >= 0);
+    }
+    REQUIRE(pidfds.size() == 3);
+
+    ::kill(host, SIGKILL);
+    ::waitpid(host, nullptr, 0);
+    // Each worker's pidfd becomes readable when it has exited.
+    for (int fd : pidfds) {
+        pollfd exited{fd, POLLIN, 0};
+        CHECK(::poll(&exited, 1, 10'000) == 1);
+        ::close(fd);
+    }
 }
 
 TEST_CASE("invalid requests are refused with a reason and nothing else changes",
