@@ -73,8 +73,7 @@ asio::awaitable<void> demo(torchpool::pool& pool, const options& opt, int& exit_
                 if (ec) {
                     ++failed;
                     std::printf("  task for n=%llu failed: %s\n",
-                                static_cast<unsigned long long>(n),
-                                r.diagnostics.summary.c_str());
+                                static_cast<unsigned long long>(n), r.diagnostics.summary.c_str());
                 } else if (r.payload == std::to_string(expected[n])) {
                     ++correct;
                 } else {
@@ -123,8 +122,8 @@ asio::awaitable<void> demo(torchpool::pool& pool, const options& opt, int& exit_
                 static_cast<unsigned long long>(s.succeeded),
                 static_cast<unsigned long long>(s.worker_died),
                 static_cast<unsigned long long>(s.task_failed));
-    std::printf("  workers now: %zu idle, %zu busy, %zu starting\n", s.workers_idle,
-                s.workers_busy, s.workers_starting);
+    std::printf("  workers now: %zu idle, %zu busy, %zu starting\n", s.workers_idle, s.workers_busy,
+                s.workers_starting);
 
     std::printf("\nShutting down: the workers finish, are asked to exit, and are reaped.\n");
     co_await pool.async_shutdown(tuple);
@@ -185,8 +184,8 @@ int main(int argc, char** argv) {
                         } else {
                             std::printf("  replacement %s\n", e.description.c_str());
                         }
-                    } else if (e.what == kind::exited && e.description.find("while stopping") ==
-                                                             std::string::npos) {
+                    } else if (e.what == kind::exited &&
+                               e.description.find("while stopping") == std::string::npos) {
                         std::printf("  pool event: %s\n", e.description.c_str());
                     }
                 },

@@ -3,6 +3,7 @@
 
 int main() {
     torchpool::worker::server server;
-    server.handle("noop", [](const torchpool::worker::call&) { return torchpool::worker::result{}; });
+    server.handle("noop",
+                  [](const torchpool::worker::call&) { return torchpool::worker::result{}; });
     return server.serve();
 }

@@ -4,7 +4,6 @@
 //
 // Usage: torchpool-bench-roundtrip [--seconds S] [--round-trips N]
 #include "wire/codec.hpp"
-
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -276,9 +275,10 @@ int main(int argc, char** argv) {
         frame_bytes(torchpool::wire::encode(torchpool::wire::reply_msg{.id = 1}));
     const std::chrono::duration<double> window(seconds);
 
-    std::printf("no-op task: request %zu bytes, reply %zu bytes; %d round trips and %.1f s "
-                "throughput windows per measurement; medians of %d alternating repeats\n\n",
-                request.size(), reply.size(), round_trips, seconds, repeats);
+    std::printf(
+        "no-op task: request %zu bytes, reply %zu bytes; %d round trips and %.1f s "
+        "throughput windows per measurement; medians of %d alternating repeats\n\n",
+        request.size(), reply.size(), round_trips, seconds, repeats);
 
     struct figures {
         std::vector<double> raw_p50, raw_p99, pool_p50, pool_p99, raw_tp, pool_tp, prefetch_tp,
@@ -314,16 +314,14 @@ int main(int argc, char** argv) {
         std::printf("%-44s %10.1f %10.1f %12.0f\n",
                     ("raw ping-pong, " + n + " pair(s), blocking I/O").c_str(), median(f.raw_p50),
                     median(f.raw_p99), median(f.raw_tp));
-        std::printf("%-44s %10.1f %10.1f %12.0f\n",
-                    ("pool, " + n + " worker(s)").c_str(), median(f.pool_p50),
-                    median(f.pool_p99), median(f.pool_tp));
-        std::printf("%-44s %10s %10s %12.0f\n",
-                    ("pool, " + n + " worker(s), prefetch 2").c_str(), "", "",
-                    median(f.prefetch_tp));
-        std::printf("  ratios: p50 round trip pool/raw %.2fx (target <= 1.5x); throughput "
-                    "pool/raw %.0f%%, with prefetch 2 %.0f%% (target >= 80%%)\n\n",
-                    median(f.latency_ratio), 100 * median(f.tp_ratio),
-                    100 * median(f.prefetch_ratio));
+        std::printf("%-44s %10.1f %10.1f %12.0f\n", ("pool, " + n + " worker(s)").c_str(),
+                    median(f.pool_p50), median(f.pool_p99), median(f.pool_tp));
+        std::printf("%-44s %10s %10s %12.0f\n", ("pool, " + n + " worker(s), prefetch 2").c_str(),
+                    "", "", median(f.prefetch_tp));
+        std::printf(
+            "  ratios: p50 round trip pool/raw %.2fx (target <= 1.5x); throughput "
+            "pool/raw %.0f%%, with prefetch 2 %.0f%% (target >= 80%%)\n\n",
+            median(f.latency_ratio), 100 * median(f.tp_ratio), 100 * median(f.prefetch_ratio));
     }
     return 0;
 }

@@ -40,22 +40,19 @@ public:
         return "unknown torchpool error " + std::to_string(ev);
     }
 
-    bool equivalent(const boost::system::error_code& code,
-                    int cond) const noexcept override {
+    bool equivalent(const boost::system::error_code& code, int cond) const noexcept override {
         if (code.category() != *this) {
             return false;
         }
         const auto e = static_cast<errc>(code.value());
         switch (static_cast<condition>(cond)) {
             case condition::worker_failure:
-                return e == errc::worker_died || e == errc::timeout ||
-                       e == errc::protocol_error;
+                return e == errc::worker_died || e == errc::timeout || e == errc::protocol_error;
             case condition::retryable:
-                return e == errc::overloaded || e == errc::worker_died ||
-                       e == errc::spawn_failed || e == errc::protocol_error;
+                return e == errc::overloaded || e == errc::worker_died || e == errc::spawn_failed ||
+                       e == errc::protocol_error;
             case condition::overload:
-                return e == errc::overloaded || e == errc::spawn_failed ||
-                       e == errc::shutting_down;
+                return e == errc::overloaded || e == errc::spawn_failed || e == errc::shutting_down;
         }
         return false;
     }

@@ -4,7 +4,6 @@
 #include "posix/process.hpp"
 #include "wire/codec.hpp"
 #include "wire/frame_reader.hpp"
-
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/associated_cancellation_slot.hpp>
@@ -25,12 +24,12 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <time.h>
 #include <unordered_map>
 
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <time.h>
 #include <unistd.h>
 
 namespace torchpool::detail {
@@ -221,8 +220,9 @@ private:
         const auto now = core::clock::now();
         std::string invalid;
         if (req.method.empty()) {
-            invalid = "The request has no method name; set request::method to the name of a "
-                      "handler the worker registered.";
+            invalid =
+                "The request has no method name; set request::method to the name of a "
+                "handler the worker registered.";
         }
         for (std::size_t i = 0; invalid.empty() && i < req.tensors.size(); ++i) {
             if (auto problem = wire::validate_tensor(req.tensors[i]); !problem.empty()) {
@@ -393,22 +393,22 @@ private:
             w.gather.emplace_back(bytes.begin() + offset, bytes.size() - offset);
             offset = 0;
         }
-        asio::async_write(w.channel, w.gather,
-                          [self = shared_from_this(), s, gen = w.generation](error_code ec,
-                                                                             std::size_t n) {
-                              auto& io = *self->workers_[s];
-                              if (io.generation != gen || !io.alive) {
-                                  return;
-                              }
-                              io.writing = false;
-                              if (ec) {
-                                  io.outbox.clear();
-                                  io.front_offset = 0;
-                                  return;
-                              }
-                              consume_outbox(io, n);
-                              self->start_write(s);
-                          });
+        asio::async_write(
+            w.channel, w.gather,
+            [self = shared_from_this(), s, gen = w.generation](error_code ec, std::size_t n) {
+                auto& io = *self->workers_[s];
+                if (io.generation != gen || !io.alive) {
+                    return;
+                }
+                io.writing = false;
+                if (ec) {
+                    io.outbox.clear();
+                    io.front_offset = 0;
+                    return;
+                }
+                consume_outbox(io, n);
+                self->start_write(s);
+            });
     }
 
     // Drops the first `n` bytes of the outbox, which have been written.
@@ -564,8 +564,7 @@ private:
                     core_.on_protocol_error(
                         s,
                         "sent a message of " + std::to_string(w.reader.rejected_frame_bytes()) +
-                            " bytes, over the limit of " +
-                            std::to_string(params_.max_frame_bytes) +
+                            " bytes, over the limit of " + std::to_string(params_.max_frame_bytes) +
                             " bytes (pool_params::max_frame_bytes)",
                         now);
                 } else {
@@ -583,8 +582,7 @@ private:
                                         core::clock::now());
                 return false;
             }
-            core_.on_message(s, std::move(std::get<wire::message>(decoded)),
-                             core::clock::now());
+            core_.on_message(s, std::move(std::get<wire::message>(decoded)), core::clock::now());
         }
     }
 
@@ -621,7 +619,8 @@ private:
             return;
         }
         for (;;) {
-            const ssize_t n = ::read(w.log.native_handle(), w.log_buffer.data(), w.log_buffer.size());
+            const ssize_t n =
+                ::read(w.log.native_handle(), w.log_buffer.data(), w.log_buffer.size());
             if (n > 0) {
                 core_.on_log(s, std::string_view(w.log_buffer.data(), static_cast<std::size_t>(n)));
                 continue;
@@ -683,8 +682,7 @@ pool_params checked(pool_params params) {
         throw std::invalid_argument("torchpool::pool: pool_params::workers must be at least 1");
     }
     if (params.queue_limit == 0) {
-        throw std::invalid_argument(
-            "torchpool::pool: pool_params::queue_limit must be at least 1");
+        throw std::invalid_argument("torchpool::pool: pool_params::queue_limit must be at least 1");
     }
     if (params.max_frame_bytes < 1024) {
         throw std::invalid_argument(
@@ -711,14 +709,16 @@ void pool::cancel() {
     }
 }
 
-pool_stats pool::stats() const { return impl_ ? impl_->stats() : pool_stats{}; }
+pool_stats pool::stats() const {
+    return impl_ ? impl_->stats() : pool_stats{};
+}
 
 void pool::async_run_impl(const std::shared_ptr<detail::pool_impl>& impl, run_handler handler) {
     impl->run(std::move(handler));
 }
 
-void pool::async_submit_impl(const std::shared_ptr<detail::pool_impl>& impl,
-                             submit_handler handler, request req) {
+void pool::async_submit_impl(const std::shared_ptr<detail::pool_impl>& impl, submit_handler handler,
+                             request req) {
     impl->submit(std::move(handler), std::move(req));
 }
 

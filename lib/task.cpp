@@ -1,7 +1,8 @@
 #include <torchpool/task.hpp>
 
-#include <signal.h>
 #include <string.h>
+
+#include <signal.h>
 
 namespace torchpool {
 

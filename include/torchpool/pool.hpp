@@ -133,8 +133,7 @@ private:
         }
         template <class Handler>
         void operator()(Handler&& handler, request req) const {
-            async_submit_impl(impl, submit_handler(std::forward<Handler>(handler)),
-                              std::move(req));
+            async_submit_impl(impl, submit_handler(std::forward<Handler>(handler)), std::move(req));
         }
         template <class Handler>
         void operator()(Handler&& handler, shutdown_tag) const {
@@ -142,12 +141,11 @@ private:
         }
     };
 
-    static void async_run_impl(const std::shared_ptr<detail::pool_impl>& impl,
-                               run_handler handler);
+    static void async_run_impl(const std::shared_ptr<detail::pool_impl>& impl, run_handler handler);
     static void async_submit_impl(const std::shared_ptr<detail::pool_impl>& impl,
                                   submit_handler handler, request req);
     static void async_shutdown_impl(const std::shared_ptr<detail::pool_impl>& impl,
-                                     run_handler handler);
+                                    run_handler handler);
 
     executor_type executor_;
     std::shared_ptr<detail::pool_impl> impl_;

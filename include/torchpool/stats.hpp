@@ -30,12 +30,12 @@ struct pool_stats {
     std::uint64_t rejected = 0;  ///< invalid request or pool shutting down
 
     // Worker processes, since the pool was made.
-    std::uint64_t spawned = 0;          ///< processes started
-    std::uint64_t restarts = 0;         ///< starts that replaced a worker that had exited
-    std::uint64_t failed_starts = 0;    ///< processes that never became ready
-    std::uint64_t deaths_by_signal = 0; ///< unexpected deaths, killed by a signal
-    std::uint64_t deaths_by_exit = 0;   ///< unexpected deaths, exited on their own
-    std::uint64_t killed_by_pool = 0;   ///< stopped by the pool (deadline, protocol, cancel)
+    std::uint64_t spawned = 0;           ///< processes started
+    std::uint64_t restarts = 0;          ///< starts that replaced a worker that had exited
+    std::uint64_t failed_starts = 0;     ///< processes that never became ready
+    std::uint64_t deaths_by_signal = 0;  ///< unexpected deaths, killed by a signal
+    std::uint64_t deaths_by_exit = 0;    ///< unexpected deaths, exited on their own
+    std::uint64_t killed_by_pool = 0;    ///< stopped by the pool (deadline, protocol, cancel)
 };
 
 }  // namespace torchpool

@@ -130,16 +130,15 @@ void pool_core::submit(task_id id, std::string method, milliseconds timeout, tim
     if (degraded_) {
         ++counters_.spawn_failed;
         complete(id, errc::spawn_failed,
-                 {.diagnostics = {.summary = "No worker can be started, so task '" + method +
-                                             "' was not run. Last start failure: " +
-                                             last_spawn_error_}});
+                 {.diagnostics = {.summary =
+                                      "No worker can be started, so task '" + method +
+                                      "' was not run. Last start failure: " + last_spawn_error_}});
         return;
     }
     if (queued_ >= params_.queue_limit) {
         ++counters_.overloaded;
         complete(id, errc::overloaded,
-                 {.diagnostics = {.summary = "The queue already holds " +
-                                             std::to_string(queued_) +
+                 {.diagnostics = {.summary = "The queue already holds " + std::to_string(queued_) +
                                              " tasks (pool_params::queue_limit), so task '" +
                                              method + "' was not run."}});
         return;
@@ -276,8 +275,8 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
     if (it == tasks_.end()) {
         return;  // already completed; the cancellation raced with the completion
     }
-    const auto wanted = cancellation_type::terminal | cancellation_type::partial |
-                        cancellation_type::total;
+    const auto wanted =
+        cancellation_type::terminal | cancellation_type::partial | cancellation_type::total;
     if (!it->second.slot) {
         if ((type & wanted) == cancellation_type::none) {
             return;
@@ -308,9 +307,9 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
         }
         ++counters_.cancelled;
         actions_.push_back(send_cancel_action{s, id});
-        complete(id, boost::asio::error::operation_aborted,
-                 {.diagnostics = {.summary = "The caller cancelled " + what +
-                                             " before it started."}});
+        complete(
+            id, boost::asio::error::operation_aborted,
+            {.diagnostics = {.summary = "The caller cancelled " + what + " before it started."}});
         return;
     }
     if ((type & cancellation_type::terminal) == cancellation_type::none) {
@@ -396,9 +395,9 @@ void pool_core::stop(time_point now) {
         }
         forget_task(id);
         ++counters_.cancelled;
-        complete(id, boost::asio::error::operation_aborted,
-                 {.diagnostics = {.summary = "The pool was cancelled before " + what +
-                                             " finished."}});
+        complete(
+            id, boost::asio::error::operation_aborted,
+            {.diagnostics = {.summary = "The pool was cancelled before " + what + " finished."}});
     }
     for (slot_id s = 0; s < slots_.size(); ++s) {
         switch (slots_[s].state) {
@@ -549,8 +548,9 @@ void pool_core::on_message(slot_id s, wire::message msg, time_point now) {
     } else if (std::holds_alternative<wire::heartbeat_msg>(msg)) {
         // Liveness only; nothing to decide yet.
     } else {
-        on_protocol_error(s, std::string("sent a ") + wire::message_name(msg) +
-                                 " message, which only the pool may send",
+        on_protocol_error(s,
+                          std::string("sent a ") + wire::message_name(msg) +
+                              " message, which only the pool may send",
                           now);
     }
 }
@@ -585,12 +585,12 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
 void pool_core::on_reply(slot_id s, wire::reply_msg reply, time_point now) {
     auto& w = slots_[s];
     if (w.state != worker_state::busy || w.sent.empty() || w.sent.front().id != reply.id) {
-        on_protocol_error(s,
-                          "sent a reply for task " + std::to_string(reply.id) +
-                              (w.sent.empty()
-                                   ? std::string(" while it runs no task")
-                                   : " while it runs task " + std::to_string(w.sent.front().id)),
-                          now);
+        on_protocol_error(
+            s,
+            "sent a reply for task " + std::to_string(reply.id) +
+                (w.sent.empty() ? std::string(" while it runs no task")
+                                : " while it runs task " + std::to_string(w.sent.front().id)),
+            now);
         return;
     }
     w.failures = 0;
@@ -649,8 +649,8 @@ void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
     }
     if (w.state == worker_state::starting) {
         ++counters_.failed_starts;
-        after_failed_start(s, "worker " + std::to_string(w.pid) + " " + what +
-                                  " before it was ready.");
+        after_failed_start(
+            s, "worker " + std::to_string(w.pid) + " " + what + " before it was ready.");
     }
     stop_worker(s, stop_reason::protocol, true, now);
     maybe_finish_drain(now);
@@ -669,7 +669,9 @@ void pool_core::on_channel_closed(slot_id s, std::string what, time_point now) {
     w.timer = std::min(w.timer, now + params_.stop_grace);
 }
 
-void pool_core::on_log(slot_id s, std::string_view bytes) { slots_[s].log.append(bytes); }
+void pool_core::on_log(slot_id s, std::string_view bytes) {
+    slots_[s].log.append(bytes);
+}
 
 void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
     auto& w = slots_[s];
@@ -678,15 +680,14 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
     const std::string log = w.log.text();
     const int pid = w.pid;
     const worker_state was = w.state;
-    const std::string log_note =
-        log.empty() ? std::string(" It wrote nothing to stdout or stderr.")
-                    : " Its last output line: \"" + last_line(log) + "\".";
+    const std::string log_note = log.empty() ? std::string(" It wrote nothing to stdout or stderr.")
+                                             : " Its last output line: \"" + last_line(log) + "\".";
     switch (w.state) {
         case worker_state::starting: {
             ++counters_.failed_starts;
             after_failed_start(s, "worker " + std::to_string(w.pid) + " " + how +
-                                      " before it was ready, " + uptime +
-                                      " after it started." + log_note);
+                                      " before it was ready, " + uptime + " after it started." +
+                                      log_note);
             break;
         }
         case worker_state::idle:
@@ -720,11 +721,10 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
         case worker_state::stopping:
             if (w.reason == stop_reason::spawn_timeout) {
                 ++counters_.failed_starts;
-                after_failed_start(s, "worker " + std::to_string(w.pid) +
-                                          " did not become ready within " +
-                                          format_duration(params_.spawn_timeout) +
-                                          " (pool_params::spawn_timeout) and was killed." +
-                                          log_note);
+                after_failed_start(
+                    s, "worker " + std::to_string(w.pid) + " did not become ready within " +
+                           format_duration(params_.spawn_timeout) +
+                           " (pool_params::spawn_timeout) and was killed." + log_note);
             }
             break;
         case worker_state::backoff:
@@ -735,14 +735,13 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
     if (params_.on_worker_event) {
         std::string next;
         if (w.state == worker_state::backoff) {
-            next = "; restarting in " +
-                   format_duration(duration_cast<milliseconds>(w.timer - now));
+            next = "; restarting in " + format_duration(duration_cast<milliseconds>(w.timer - now));
         } else if (w.state == worker_state::starting) {
             next = "; restarted at once";
         }
-        actions_.push_back(notify_action{{worker_event::kind::exited, s, pid,
-                                          "worker " + std::to_string(pid) + " " + how +
-                                              " while " + to_string(was) + next}});
+        actions_.push_back(notify_action{
+            {worker_event::kind::exited, s, pid,
+             "worker " + std::to_string(pid) + " " + how + " while " + to_string(was) + next}});
     }
     maybe_finish_drain(now);
     check_finished();

@@ -8,7 +8,6 @@
 #include "../wire/messages.hpp"
 #include "backoff.hpp"
 #include "log_tail.hpp"
-
 #include <torchpool/events.hpp>
 #include <torchpool/pool_params.hpp>
 #include <torchpool/stats.hpp>
@@ -95,8 +94,7 @@ public:
     /// Starts every worker. Returns false if the pool was already started or stopped.
     bool start(time_point now);
     /// A new task. Completes it at once (as an action) if it cannot be admitted.
-    void submit(task_id id, std::string method, std::chrono::milliseconds timeout,
-                time_point now);
+    void submit(task_id id, std::string method, std::chrono::milliseconds timeout, time_point now);
     /// Completes a task that was never admitted (invalid request), and counts it.
     void reject(task_id id, boost::system::error_code error, std::string summary);
     /// The caller of a task asked to cancel it.
@@ -139,7 +137,15 @@ public:
     bool finished() const noexcept { return finished_; }
 
 private:
-    enum class stop_reason { none, deadline, protocol, cancelled, spawn_timeout, shutdown, pool_stop };
+    enum class stop_reason {
+        none,
+        deadline,
+        protocol,
+        cancelled,
+        spawn_timeout,
+        shutdown,
+        pool_stop
+    };
 
     // A request written to a worker. Workers handle requests one at a time, in order, and
     // reply to each; so the first one is running and the others (prefetched) have not

@@ -31,9 +31,13 @@ void unique_fd::reset(int fd) noexcept {
 
 namespace {
 
-std::string errno_text(int err) { return std::strerror(err); }
+std::string errno_text(int err) {
+    return std::strerror(err);
+}
 
-std::string_view env_name(std::string_view entry) { return entry.substr(0, entry.find('=')); }
+std::string_view env_name(std::string_view entry) {
+    return entry.substr(0, entry.find('='));
+}
 
 void write_all(int fd, const char* text, std::size_t size) noexcept {
     while (size > 0) {
@@ -177,8 +181,8 @@ std::variant<spawned_process, std::string> launcher::spawn() const {
         return "cannot open /dev/null: " + errno_text(errno);
     }
 
-    const child_setup setup{executable_.c_str(), argv_.data(),  envp_.data(),
-                            &exec_failure_prefix_, ::getpid(), child_channel.get(),
+    const child_setup setup{executable_.c_str(),   argv_.data(), envp_.data(),
+                            &exec_failure_prefix_, ::getpid(),   child_channel.get(),
                             child_log.get(),       devnull.get()};
     int pidfd = -1;
     clone_args args{};
@@ -200,8 +204,8 @@ std::variant<spawned_process, std::string> launcher::spawn() const {
         reap_blocking(pidfd);
         return "cannot make worker descriptors non-blocking: " + why;
     }
-    return spawned_process{static_cast<int>(pid), std::move(owned_pidfd),
-                           std::move(host_channel), std::move(host_log)};
+    return spawned_process{static_cast<int>(pid), std::move(owned_pidfd), std::move(host_channel),
+                           std::move(host_log)};
 }
 
 std::optional<core::exit_status> try_reap(int pidfd) {

@@ -2,7 +2,6 @@
 #pragma once
 
 #include "../core/pool_core.hpp"
-
 #include <torchpool/pool_params.hpp>
 
 #include <optional>

@@ -15,13 +15,17 @@ namespace schema = torchpool::wire::schema;
 
 namespace {
 
-capnp::Text::Reader text(const std::string& s) { return {s.c_str(), s.size()}; }
+capnp::Text::Reader text(const std::string& s) {
+    return {s.c_str(), s.size()};
+}
 
 capnp::Data::Reader data(const std::string& s) {
     return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
 }
 
-std::string to_string(capnp::Text::Reader t) { return {t.begin(), t.size()}; }
+std::string to_string(capnp::Text::Reader t) {
+    return {t.begin(), t.size()};
+}
 
 std::string to_string(capnp::Data::Reader d) {
     return {reinterpret_cast<const char*>(d.begin()), d.size()};
@@ -109,8 +113,8 @@ std::string validate_tensor(const tensor& t) {
         if (d < 0) {
             return "negative dimension " + std::to_string(d) + " in its shape";
         }
-        if (d != 0 && elements > std::numeric_limits<std::uint64_t>::max() /
-                                     static_cast<std::uint64_t>(d)) {
+        if (d != 0 &&
+            elements > std::numeric_limits<std::uint64_t>::max() / static_cast<std::uint64_t>(d)) {
             return "its shape has more elements than can be addressed";
         }
         elements *= static_cast<std::uint64_t>(d);
@@ -133,8 +137,8 @@ std::string validate_tensor(const tensor& t) {
 }
 
 const char* message_name(const message& m) noexcept {
-    constexpr const char* names[] = {"hello", "request", "reply", "cancel", "heartbeat",
-                                     "shutdown"};
+    constexpr const char* names[] = {"hello",  "request",   "reply",
+                                     "cancel", "heartbeat", "shutdown"};
     return names[m.index()];
 }
 
@@ -150,43 +154,46 @@ frame encode(const hello_msg& m) {
 }
 
 frame encode(const request_msg& m) {
-    return build(m.method.size() + m.payload.size() + tensor_bytes(m.tensors), [&](schema::Envelope::Builder env) {
-        auto r = env.initRequest();
-        r.setId(m.id);
-        r.setMethod(text(m.method));
-        r.setDeadlineNs(m.deadline_ns);
-        r.setPayload(data(m.payload));
-        set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors);
-    });
+    return build(m.method.size() + m.payload.size() + tensor_bytes(m.tensors),
+                 [&](schema::Envelope::Builder env) {
+                     auto r = env.initRequest();
+                     r.setId(m.id);
+                     r.setMethod(text(m.method));
+                     r.setDeadlineNs(m.deadline_ns);
+                     r.setPayload(data(m.payload));
+                     set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors);
+                 });
 }
 
 frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req) {
-    return build(req.method.size() + req.payload.size() + tensor_bytes(req.tensors), [&](schema::Envelope::Builder env) {
-        auto r = env.initRequest();
-        r.setId(id);
-        r.setMethod(text(req.method));
-        r.setDeadlineNs(deadline_ns);
-        r.setPayload(data(req.payload));
-        set_tensors(r.initTensors(static_cast<unsigned>(req.tensors.size())), req.tensors);
-    });
+    return build(req.method.size() + req.payload.size() + tensor_bytes(req.tensors),
+                 [&](schema::Envelope::Builder env) {
+                     auto r = env.initRequest();
+                     r.setId(id);
+                     r.setMethod(text(req.method));
+                     r.setDeadlineNs(deadline_ns);
+                     r.setPayload(data(req.payload));
+                     set_tensors(r.initTensors(static_cast<unsigned>(req.tensors.size())),
+                                 req.tensors);
+                 });
 }
 
 frame encode(const reply_msg& m) {
-    return build(m.error_type.size() + m.error_message.size() + m.payload.size() +
-                     tensor_bytes(m.tensors),
-                 [&](schema::Envelope::Builder env) {
-        auto r = env.initReply();
-        r.setId(m.id);
-        if (m.ok) {
-            r.initResult().setOk();
-        } else {
-            auto e = r.initResult().initError();
-            e.setType(text(m.error_type));
-            e.setMessage(text(m.error_message));
-        }
-        r.setPayload(data(m.payload));
-        set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors);
-    });
+    return build(
+        m.error_type.size() + m.error_message.size() + m.payload.size() + tensor_bytes(m.tensors),
+        [&](schema::Envelope::Builder env) {
+            auto r = env.initReply();
+            r.setId(m.id);
+            if (m.ok) {
+                r.initResult().setOk();
+            } else {
+                auto e = r.initResult().initError();
+                e.setType(text(m.error_type));
+                e.setMessage(text(m.error_message));
+            }
+            r.setPayload(data(m.payload));
+            set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors);
+        });
 }
 
 frame encode(const cancel_msg& m) {
@@ -219,9 +226,8 @@ std::variant<message, decode_error> decode(std::span<const capnp::word> words) {
             }
             case schema::Envelope::REQUEST: {
                 auto r = env.getRequest();
-                return message{request_msg{r.getId(), to_string(r.getMethod()),
-                                           r.getDeadlineNs(), to_string(r.getPayload()),
-                                           get_tensors(r.getTensors())}};
+                return message{request_msg{r.getId(), to_string(r.getMethod()), r.getDeadlineNs(),
+                                           to_string(r.getPayload()), get_tensors(r.getTensors())}};
             }
             case schema::Envelope::REPLY: {
                 auto r = env.getReply();

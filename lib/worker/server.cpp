@@ -1,6 +1,5 @@
 #include "../wire/codec.hpp"
 #include "../wire/frame_reader.hpp"
-
 #include <torchpool/worker.hpp>
 
 #include <cerrno>
@@ -9,10 +8,9 @@
 #include <cstring>
 #include <cxxabi.h>
 #include <exception>
+#include <time.h>
 #include <typeinfo>
 #include <unordered_set>
-
-#include <time.h>
 
 #include <sys/socket.h>
 #include <unistd.h>
@@ -38,8 +36,8 @@ int channel_from_environment() {
 
 std::string demangle(const char* name) {
     int status = 0;
-    std::unique_ptr<char, void (*)(void*)> text(abi::__cxa_demangle(name, nullptr, nullptr, &status),
-                                                std::free);
+    std::unique_ptr<char, void (*)(void*)> text(
+        abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
     return status == 0 && text ? std::string(text.get()) : std::string(name);
 }
 
@@ -71,8 +69,8 @@ struct server::state {
 namespace {
 
 wire::reply_msg not_run(std::uint64_t id, std::string type, std::string message) {
-    return {.id = id, .ok = false, .error_type = std::move(type),
-            .error_message = std::move(message)};
+    return {
+        .id = id, .ok = false, .error_type = std::move(type), .error_message = std::move(message)};
 }
 
 bool past(std::uint64_t deadline_ns) {
@@ -93,8 +91,8 @@ wire::reply_msg run(const server::state& state, const wire::request_msg& req) {
     if (it == state.handlers.end()) {
         reply.ok = false;
         reply.error_type = "torchpool::unknown_method";
-        reply.error_message = "this worker has no handler for method '" + req.method +
-                              "'; it serves:";
+        reply.error_message =
+            "this worker has no handler for method '" + req.method + "'; it serves:";
         for (const auto& [name, h] : state.handlers) {
             reply.error_message += " " + name;
         }
@@ -104,9 +102,9 @@ wire::reply_msg run(const server::state& state, const wire::request_msg& req) {
         result r = it->second(call{req.id, req.method, req.payload, req.tensors, req.deadline_ns});
         for (std::size_t i = 0; i < r.tensors.size(); ++i) {
             if (auto problem = wire::validate_tensor(r.tensors[i]); !problem.empty()) {
-                return not_run(req.id, "torchpool::invalid_result",
-                               "the handler returned tensor " + std::to_string(i) + ", which " +
-                                   problem);
+                return not_run(
+                    req.id, "torchpool::invalid_result",
+                    "the handler returned tensor " + std::to_string(i) + ", which " + problem);
             }
         }
         reply.payload = std::move(r.payload);
@@ -203,13 +201,12 @@ int server::serve() {
                 continue;  // heartbeat: nothing to do
             }
             // Every request gets exactly one reply, in order, even one that is not run.
-            wire::reply_msg reply = cancelled.erase(req->id) > 0
-                                        ? not_run(req->id, "torchpool::cancelled",
-                                                  "cancelled by the caller before it started")
-                                    : past(req->deadline_ns)
-                                        ? not_run(req->id, "torchpool::deadline_exceeded",
-                                                  "its deadline passed before it started")
-                                        : run(*state_, *req);
+            wire::reply_msg reply =
+                cancelled.erase(req->id) > 0 ? not_run(req->id, "torchpool::cancelled",
+                                                       "cancelled by the caller before it started")
+                : past(req->deadline_ns)     ? not_run(req->id, "torchpool::deadline_exceeded",
+                                                       "its deadline passed before it started")
+                                             : run(*state_, *req);
             if (!write_all(fd, wire::encode(reply).asBytes())) {
                 return 0;  // the pool went away while we worked
             }

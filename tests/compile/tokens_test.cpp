@@ -1,7 +1,6 @@
 // Every completion token a host application may use with every operation, compiled and run
 // for real against a pool of fake workers.
 #include "../support/process_support.hpp"
-
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/as_tuple.hpp>
@@ -22,7 +21,9 @@ using namespace torchpool::test;
 
 namespace {
 
-pool_params two_fake_workers() { return {.worker = fake_worker(), .workers = 2}; }
+pool_params two_fake_workers() {
+    return {.worker = fake_worker(), .workers = 2};
+}
 
 }  // namespace
 
@@ -31,24 +32,22 @@ TEST_CASE("async_submit works with a plain callback", "[tokens]") {
     pool p(io.get_executor(), two_fake_workers());
     p.async_run(asio::detached);
     std::string got;
-    p.async_submit(make_request("echo", "callback"),
-                   [&](boost::system::error_code ec, response r) {
-                       CHECK(!ec);
-                       got = r.payload;
-                       p.async_shutdown([](boost::system::error_code) {});
-                   });
+    p.async_submit(make_request("echo", "callback"), [&](boost::system::error_code ec, response r) {
+        CHECK(!ec);
+        got = r.payload;
+        p.async_shutdown([](boost::system::error_code) {});
+    });
     io.run_for(30s);
     CHECK(got == "callback");
 }
 
-TEST_CASE("async_submit works with use_awaitable, as_tuple and awaitable operators",
-          "[tokens]") {
+TEST_CASE("async_submit works with use_awaitable, as_tuple and awaitable operators", "[tokens]") {
     run_coroutine([](asio::io_context& io) -> asio::awaitable<void> {
         pool p(io.get_executor(), two_fake_workers());
         p.async_run(asio::detached);
         // use_awaitable: errors are thrown as system_error.
-        response r = co_await p.async_submit(make_request("echo", "awaitable"),
-                                             asio::use_awaitable);
+        response r =
+            co_await p.async_submit(make_request("echo", "awaitable"), asio::use_awaitable);
         CHECK(r.payload == "awaitable");
         CHECK_THROWS_AS(co_await p.async_submit(make_request("throw", "x"), asio::use_awaitable),
                         boost::system::system_error);

@@ -56,7 +56,9 @@ void write_raw(const void* data, std::size_t size) {
     }
 }
 
-int to_int(std::string_view text) { return std::atoi(std::string(text).c_str()); }
+int to_int(std::string_view text) {
+    return std::atoi(std::string(text).c_str());
+}
 
 }  // namespace
 
@@ -96,9 +98,8 @@ int main(int argc, char** argv) {
         ::signal(SIGTERM, SIG_IGN);
         block_forever();
     });
-    server.handle("throw", [](const call& c) -> result {
-        throw std::runtime_error(std::string(c.payload));
-    });
+    server.handle(
+        "throw", [](const call& c) -> result { throw std::runtime_error(std::string(c.payload)); });
     server.handle("garbage", [](const call&) -> result {
         // One segment of 4 words whose root pointer points far outside the segment.
         const std::uint32_t header[2] = {0, 4};

@@ -1,7 +1,6 @@
 // The failure model, provoked for real: a pool of fake workers (fake_worker.cpp) that
 // crash, hang, exit, throw, write garbage and start slowly on request.
 #include "../support/process_support.hpp"
-
 #include <torchpool/error.hpp>
 #include <torchpool/pool.hpp>
 
@@ -98,8 +97,8 @@ TEST_CASE("a worker killed by a signal fails its task with the signal, and is re
         CHECK(r.diagnostics.worker_pid > 0);
         CHECK(r.diagnostics.peak_rss_bytes.value_or(0) > 0);
         CHECK_THAT(r.diagnostics.summary, Catch::Contains("SIGSEGV") && Catch::Contains("crash"));
-        auto [ec2, r2] = co_await p.async_submit(make_request("echo", "still here"),
-                                                 tuple_awaitable);
+        auto [ec2, r2] =
+            co_await p.async_submit(make_request("echo", "still here"), tuple_awaitable);
         CHECK(!ec2);
         CHECK(r2.payload == "still here");
         CHECK(r2.worker_pid != r.diagnostics.worker_pid);
@@ -120,15 +119,15 @@ TEST_CASE("a worker that exits with a code fails its task with that code", "[pro
 
 TEST_CASE("the last lines a worker wrote come with its death", "[process]") {
     with_pool(params_for(1), [](pool& p) -> asio::awaitable<void> {
-        auto [ec0, printed] = co_await p.async_submit(make_request("print", "stdout line"),
-                                                      tuple_awaitable);
+        auto [ec0, printed] =
+            co_await p.async_submit(make_request("print", "stdout line"), tuple_awaitable);
         CHECK(!ec0);
         auto [ec, r] = co_await p.async_submit(
             make_request("log_then_crash", "CUDA out of memory, or so it says"), tuple_awaitable);
         CHECK(ec == errc::worker_died);
         CHECK(r.diagnostics.signal == SIGABRT);
-        CHECK_THAT(r.diagnostics.log_tail, Catch::Contains("stdout line") &&
-                                               Catch::Contains("CUDA out of memory"));
+        CHECK_THAT(r.diagnostics.log_tail,
+                   Catch::Contains("stdout line") && Catch::Contains("CUDA out of memory"));
         CHECK_THAT(r.diagnostics.summary, Catch::Contains("CUDA out of memory"));
     });
 }
@@ -167,8 +166,7 @@ TEST_CASE("a worker that ignores SIGTERM past its deadline gets SIGKILL", "[proc
     CHECK_THAT(exits[0], Catch::Contains("SIGKILL"));
 }
 
-TEST_CASE("a queued task past its deadline times out while the worker keeps running",
-          "[process]") {
+TEST_CASE("a queued task past its deadline times out while the worker keeps running", "[process]") {
     with_pool(params_for(1), [](pool& p) -> asio::awaitable<void> {
         int done = 0;
         boost::system::error_code slow_error;
@@ -188,8 +186,7 @@ TEST_CASE("a queued task past its deadline times out while the worker keeps runn
     });
 }
 
-TEST_CASE("a worker that sends a corrupt message is killed with a protocol error",
-          "[process]") {
+TEST_CASE("a worker that sends a corrupt message is killed with a protocol error", "[process]") {
     with_pool(params_for(1), [](pool& p) -> asio::awaitable<void> {
         auto [ec, r] = co_await p.async_submit(make_request("garbage"), tuple_awaitable);
         CHECK(ec == errc::protocol_error);
@@ -304,8 +301,7 @@ TEST_CASE("a worker that fails to start makes queued tasks fail fast with its re
     });
 }
 
-TEST_CASE("a worker executable that does not exist is a spawn failure that says so",
-          "[process]") {
+TEST_CASE("a worker executable that does not exist is a spawn failure that says so", "[process]") {
     pool_params params{.worker = {.executable = "/nonexistent/worker"},
                        .spawn_failures_until_degraded = 1};
     run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
@@ -343,9 +339,10 @@ TEST_CASE("a task submitted while workers start slowly waits for them", "[proces
     });
 }
 
-TEST_CASE("cancelling a queued task removes it, and terminal cancellation of a running one "
-          "replaces its worker",
-          "[process]") {
+TEST_CASE(
+    "cancelling a queued task removes it, and terminal cancellation of a running one "
+    "replaces its worker",
+    "[process]") {
     with_pool(params_for(1), [](pool& p) -> asio::awaitable<void> {
         auto [ec0, warm] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
         REQUIRE(!ec0);
@@ -385,8 +382,7 @@ TEST_CASE("cancelling a queued task removes it, and terminal cancellation of a r
     });
 }
 
-TEST_CASE("cancel() aborts every task and async_run completes once all are reaped",
-          "[process]") {
+TEST_CASE("cancel() aborts every task and async_run completes once all are reaped", "[process]") {
     run_coroutine([](asio::io_context& io) -> asio::awaitable<void> {
         pool p(io.get_executor(), params_for(2));
         notifier changed(io.get_executor());
@@ -456,8 +452,7 @@ TEST_CASE("graceful shutdown finishes queued tasks and refuses new ones", "[proc
     }
 }
 
-TEST_CASE("workers die with their host, even when the host is killed with SIGKILL",
-          "[process]") {
+TEST_CASE("workers die with their host, even when the host is killed with SIGKILL", "[process]") {
     int pipe_fds[2];
     REQUIRE(::pipe(pipe_fds) == 0);
     const pid_t host = ::fork();
@@ -521,8 +516,7 @@ TEST_CASE("workers die with their host, even when the host is killed with SIGKIL
     }
 }
 
-TEST_CASE("invalid requests are refused with a reason and nothing else changes",
-          "[process]") {
+TEST_CASE("invalid requests are refused with a reason and nothing else changes", "[process]") {
     with_pool(params_for(1), [](pool& p) -> asio::awaitable<void> {
         // A named variable: GCC 12 mishandles a braced aggregate temporary in co_await.
         request no_method;
@@ -554,9 +548,9 @@ TEST_CASE("with prefetch, a crash fails only the running task, and prefetched on
             changed.notify();
         };
         for (int i = 0; i < 40; ++i) {
-            p.async_submit(make_request(i == 10 ? "crash" : "echo",
-                                        i == 10 ? std::to_string(SIGKILL) : ""),
-                           count);
+            p.async_submit(
+                make_request(i == 10 ? "crash" : "echo", i == 10 ? std::to_string(SIGKILL) : ""),
+                count);
         }
         co_await changed.until([&] { return ok + died + other == 40; });
         CHECK(ok == 39);

@@ -1,6 +1,5 @@
 // One thread supervising hundreds of real worker processes.
 #include "../support/process_support.hpp"
-
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/detached.hpp>

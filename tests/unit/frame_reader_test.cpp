@@ -1,6 +1,6 @@
-#include "wire/codec.hpp"
 #include "wire/frame_reader.hpp"
 
+#include "wire/codec.hpp"
 #include <torchpool/error.hpp>
 
 #include <catch2/catch.hpp>
@@ -86,8 +86,7 @@ TEST_CASE("end of stream inside a frame is truncation", "[wire]") {
     CHECK(reader.finish() == errc::frame_truncated);
 }
 
-TEST_CASE("a frame whose pointers leave the segment fails to decode, without throwing",
-          "[wire]") {
+TEST_CASE("a frame whose pointers leave the segment fails to decode, without throwing", "[wire]") {
     std::string raw = header({0, 2});
     const std::uint64_t body[2] = {0x7fffffff0000fffcu, 0};
     raw.append(reinterpret_cast<const char*>(body), sizeof body);
@@ -103,10 +102,12 @@ TEST_CASE("a frame whose pointers leave the segment fails to decode, without thr
 TEST_CASE("every message kind survives a round trip", "[wire]") {
     tensor t{.type = dtype::int32, .shape = {2, 2}, .data = std::string(16, '\1')};
     const std::vector<message> all = {
-        hello_msg{.pid = 42, .protocol_version = 1, .capabilities = {"tensors"},
+        hello_msg{.pid = 42,
+                  .protocol_version = 1,
+                  .capabilities = {"tensors"},
                   .methods = {"echo", "forward"}},
-        request_msg{.id = 7, .method = "forward", .deadline_ns = 123, .payload = "p",
-                    .tensors = {t}},
+        request_msg{
+            .id = 7, .method = "forward", .deadline_ns = 123, .payload = "p", .tensors = {t}},
         reply_msg{.id = 7, .ok = false, .error_type = "E", .error_message = "m"},
         cancel_msg{.id = 9},
         heartbeat_msg{.sequence = 3},

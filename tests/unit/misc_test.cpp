@@ -1,7 +1,6 @@
 // Small sans-io pieces: the log tail, restart delays, the error category.
 #include "core/backoff.hpp"
 #include "core/log_tail.hpp"
-
 #include <torchpool/error.hpp>
 #include <torchpool/task.hpp>
 

@@ -93,12 +93,11 @@ TEST_CASE("an error reply fails the task only, and the worker stays up", "[core]
     h.start_all_ready();
     h.core.submit(1, "throw", 0ms, h.now);
     auto send = harness::only<send_request_action>(h.take()).at(0);
-    h.core.on_message(send.slot,
-                      wire::reply_msg{.id = 1,
-                                      .ok = false,
-                                      .error_type = "std::runtime_error",
-                                      .error_message = "boom"},
-                      h.now);
+    h.core.on_message(
+        send.slot,
+        wire::reply_msg{
+            .id = 1, .ok = false, .error_type = "std::runtime_error", .error_message = "boom"},
+        h.now);
     auto done = harness::only<complete_action>(h.take()).at(0);
     CHECK(done.error == errc::task_failed);
     CHECK(done.result.diagnostics.error_type == "std::runtime_error");
@@ -377,8 +376,7 @@ TEST_CASE("a closed channel waits for the exit, so the caller learns how the wor
     CHECK_THAT(done.result.diagnostics.summary, Catch::Contains("did not exit"));
 }
 
-TEST_CASE("shutdown finishes admitted tasks, refuses new ones, then stops every worker",
-          "[core]") {
+TEST_CASE("shutdown finishes admitted tasks, refuses new ones, then stops every worker", "[core]") {
     auto params = two_workers();
     params.workers = 1;
     harness h(params);
@@ -547,8 +545,7 @@ TEST_CASE("a prefetched task past its deadline times out without touching its wo
     CHECK(h.core.state_of(0) == worker_state::idle);
 }
 
-TEST_CASE("cancelling a prefetched task tells its worker and drops its reply",
-          "[core][prefetch]") {
+TEST_CASE("cancelling a prefetched task tells its worker and drops its reply", "[core][prefetch]") {
     auto params = two_workers();
     params.workers = 1;
     params.prefetch = 1;

@@ -1,7 +1,6 @@
 // The worker SDK's server loop, driven over a socketpair from a test thread: no processes.
 #include "wire/codec.hpp"
 #include "wire/frame_reader.hpp"
-
 #include <torchpool/worker.hpp>
 
 #include <catch2/catch.hpp>
@@ -145,8 +144,7 @@ TEST_CASE("the SDK skips a request cancelled before it started, and still replie
     auto req = wire::encode(request_frame(5, "count"));
     auto cancel = wire::encode(wire::cancel_msg{5});
     std::string both(reinterpret_cast<const char*>(req.asBytes().begin()), req.asBytes().size());
-    both.append(reinterpret_cast<const char*>(cancel.asBytes().begin()),
-                cancel.asBytes().size());
+    both.append(reinterpret_cast<const char*>(cancel.asBytes().begin()), cancel.asBytes().size());
     pool.send_raw(both);
     auto reply = std::get<wire::reply_msg>(pool.receive());
     CHECK(reply.id == 5);
