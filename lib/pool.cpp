@@ -357,13 +357,7 @@ private:
         // Everything queued for this worker goes out in one gathered write; first tried
         // directly, since the socket buffer almost always has room, which saves an
         // asynchronous operation per task.
-        w.gather.clear();
-        std::size_t offset = w.front_offset;
-        for (const auto& frame : w.outbox) {
-            auto bytes = frame->asBytes();
-            w.gather.emplace_back(bytes.begin() + offset, bytes.size() - offset);
-            offset = 0;
-        }
+        gather_outbox(w);
         std::array<iovec, 64> iov;
         const std::size_t count = std::min(iov.size(), w.gather.size());
         for (std::size_t i = 0; i < count; ++i) {
@@ -386,13 +380,7 @@ private:
             return;
         }
         w.writing = true;
-        w.gather.clear();
-        offset = w.front_offset;
-        for (const auto& frame : w.outbox) {
-            auto bytes = frame->asBytes();
-            w.gather.emplace_back(bytes.begin() + offset, bytes.size() - offset);
-            offset = 0;
-        }
+        gather_outbox(w);
         asio::async_write(
             w.channel, w.gather,
             [self = shared_from_this(), s, gen = w.generation](error_code ec, std::size_t n) {
@@ -409,6 +397,17 @@ private:
                 consume_outbox(io, n);
                 self->start_write(s);
             });
+    }
+
+    // The unwritten bytes of the outbox, as one buffer sequence in w.gather.
+    static void gather_outbox(worker_io& w) {
+        w.gather.clear();
+        std::size_t offset = w.front_offset;
+        for (const auto& frame : w.outbox) {
+            auto bytes = frame->asBytes();
+            w.gather.emplace_back(bytes.begin() + offset, bytes.size() - offset);
+            offset = 0;
+        }
     }
 
     // Drops the first `n` bytes of the outbox, which have been written.

@@ -63,6 +63,13 @@ pool_params two_workers() {
     return {.worker = {.executable = "/bin/true"}, .workers = 2, .queue_limit = 4};
 }
 
+pool_params one_worker(std::size_t prefetch = 0) {
+    auto params = two_workers();
+    params.workers = 1;
+    params.prefetch = prefetch;
+    return params;
+}
+
 }  // namespace
 
 TEST_CASE("a submitted task goes to an idle worker and completes with its reply", "[core]") {
@@ -198,8 +205,7 @@ TEST_CASE("a running task past its deadline times out, and its worker gets SIGTE
 }
 
 TEST_CASE("a queued task past its deadline times out without touching any worker", "[core]") {
-    auto params = two_workers();
-    params.workers = 1;
+    auto params = one_worker();
     harness h(params);
     h.start_all_ready();
     h.core.submit(1, "sleep", 0ms, h.now);
@@ -216,8 +222,7 @@ TEST_CASE("a queued task past its deadline times out without touching any worker
 }
 
 TEST_CASE("a full queue refuses a task at once with overloaded", "[core]") {
-    auto params = two_workers();
-    params.workers = 1;
+    auto params = one_worker();
     params.queue_limit = 2;
     harness h(params);
     h.start_all_ready();
@@ -234,8 +239,7 @@ TEST_CASE("a full queue refuses a task at once with overloaded", "[core]") {
 }
 
 TEST_CASE("failed starts make the pool degraded, and queued and new tasks fail fast", "[core]") {
-    auto params = two_workers();
-    params.workers = 1;
+    auto params = one_worker();
     params.spawn_failures_until_degraded = 2;
     harness h(params);
     REQUIRE(h.core.start(h.now));
@@ -282,8 +286,7 @@ TEST_CASE("failed starts make the pool degraded, and queued and new tasks fail f
 }
 
 TEST_CASE("a worker that never says hello is killed at the spawn timeout", "[core]") {
-    auto params = two_workers();
-    params.workers = 1;
+    auto params = one_worker();
     params.spawn_timeout = 1000ms;
     harness h(params);
     REQUIRE(h.core.start(h.now));
@@ -301,8 +304,7 @@ TEST_CASE("a worker that never says hello is killed at the spawn timeout", "[cor
 TEST_CASE("cancelling a queued task removes it, but a running one needs terminal cancellation",
           "[core]") {
     using boost::asio::cancellation_type;
-    auto params = two_workers();
-    params.workers = 1;
+    auto params = one_worker();
     harness h(params);
     h.start_all_ready();
     h.core.submit(1, "sleep", 0ms, h.now);
@@ -377,8 +379,7 @@ TEST_CASE("a closed channel waits for the exit, so the caller learns how the wor
 }
 
 TEST_CASE("shutdown finishes admitted tasks, refuses new ones, then stops every worker", "[core]") {
-    auto params = two_workers();
-    params.workers = 1;
+    auto params = one_worker();
     harness h(params);
     h.start_all_ready();
     h.core.submit(1, "sleep", 0ms, h.now);
@@ -444,8 +445,7 @@ TEST_CASE("shutdown before start finishes at once and fails queued tasks", "[cor
 }
 
 TEST_CASE("a worker that speaks another protocol version is refused at hello", "[core]") {
-    auto params = two_workers();
-    params.workers = 1;
+    auto params = one_worker();
     harness h(params);
     REQUIRE(h.core.start(h.now));
     h.take();
@@ -458,9 +458,7 @@ TEST_CASE("a worker that speaks another protocol version is refused at hello", "
 }
 
 TEST_CASE("with prefetch, a busy worker gets its next task ahead of time", "[core][prefetch]") {
-    auto params = two_workers();
-    params.workers = 1;
-    params.prefetch = 1;
+    auto params = one_worker(1);
     harness h(params);
     h.start_all_ready();
     h.core.submit(1, "echo", 0ms, h.now);
@@ -488,9 +486,7 @@ TEST_CASE("with prefetch, a busy worker gets its next task ahead of time", "[cor
 
 TEST_CASE("a prefetched task goes back to the head of the queue when its worker dies",
           "[core][prefetch]") {
-    auto params = two_workers();
-    params.workers = 1;
-    params.prefetch = 2;
+    auto params = one_worker(2);
     harness h(params);
     h.start_all_ready();
     h.core.submit(1, "crash", 0ms, h.now);
@@ -520,9 +516,7 @@ TEST_CASE("a prefetched task goes back to the head of the queue when its worker 
 
 TEST_CASE("a prefetched task past its deadline times out without touching its worker",
           "[core][prefetch]") {
-    auto params = two_workers();
-    params.workers = 1;
-    params.prefetch = 1;
+    auto params = one_worker(1);
     harness h(params);
     h.start_all_ready();
     h.core.submit(1, "sleep", 0ms, h.now);
@@ -546,9 +540,7 @@ TEST_CASE("a prefetched task past its deadline times out without touching its wo
 }
 
 TEST_CASE("cancelling a prefetched task tells its worker and drops its reply", "[core][prefetch]") {
-    auto params = two_workers();
-    params.workers = 1;
-    params.prefetch = 1;
+    auto params = one_worker(1);
     harness h(params);
     h.start_all_ready();
     h.core.submit(1, "sleep", 0ms, h.now);

@@ -17,6 +17,10 @@ using namespace torchpool;
 
 namespace {
 
+std::string bytes_of(const wire::frame& f) {
+    return {reinterpret_cast<const char*>(f.asBytes().begin()), f.asBytes().size()};
+}
+
 // The pool's side of a channel to a server running on another thread.
 class fake_pool {
 public:
@@ -35,10 +39,7 @@ public:
 
     int worker_fd() const { return worker_fd_; }
 
-    void send(const wire::frame& f) {
-        auto bytes = f.asBytes();
-        REQUIRE(::write(fd_, bytes.begin(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
-    }
+    void send(const wire::frame& f) { send_raw(bytes_of(f)); }
     void send_raw(std::string_view bytes) {
         REQUIRE(::write(fd_, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
     }
@@ -97,11 +98,8 @@ TEST_CASE("the SDK says hello, serves requests in order and stops at end of stre
     CHECK(hello.methods == std::vector<std::string>{"throw", "upper"});
 
     // Two requests in one write: two replies, in order.
-    auto a = wire::encode(request_frame(1, "upper", "abc"));
-    auto b = wire::encode(request_frame(2, "throw"));
-    std::string both(reinterpret_cast<const char*>(a.asBytes().begin()), a.asBytes().size());
-    both.append(reinterpret_cast<const char*>(b.asBytes().begin()), b.asBytes().size());
-    pool.send_raw(both);
+    pool.send_raw(bytes_of(wire::encode(request_frame(1, "upper", "abc"))) +
+                  bytes_of(wire::encode(request_frame(2, "throw"))));
     auto first = std::get<wire::reply_msg>(pool.receive());
     CHECK(first.id == 1);
     CHECK(first.ok);
@@ -141,11 +139,8 @@ TEST_CASE("the SDK skips a request cancelled before it started, and still replie
     });
     auto serving = std::async(std::launch::async, [&] { return server.serve(); });
     std::get<wire::hello_msg>(pool.receive());
-    auto req = wire::encode(request_frame(5, "count"));
-    auto cancel = wire::encode(wire::cancel_msg{5});
-    std::string both(reinterpret_cast<const char*>(req.asBytes().begin()), req.asBytes().size());
-    both.append(reinterpret_cast<const char*>(cancel.asBytes().begin()), cancel.asBytes().size());
-    pool.send_raw(both);
+    pool.send_raw(bytes_of(wire::encode(request_frame(5, "count"))) +
+                  bytes_of(wire::encode(wire::cancel_msg{5})));
     auto reply = std::get<wire::reply_msg>(pool.receive());
     CHECK(reply.id == 5);
     CHECK(reply.error_type == "torchpool::cancelled");
