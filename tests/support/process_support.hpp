@@ -25,8 +25,14 @@ using namespace std::chrono_literals;
 inline constexpr auto tuple_awaitable = asio::as_tuple(asio::use_awaitable);
 
 /// Parameters for the fake worker binary (tests/process/fake_worker.cpp).
+/// Under a sanitizer build, the sanitizers' own signal handlers are turned off in the
+/// workers, so that a worker dies of the signal it raises on purpose, as in production.
 inline worker_params fake_worker(std::vector<std::string> args = {}) {
-    return {.executable = TORCHPOOL_FAKE_WORKER, .args = std::move(args)};
+    const std::string own_signals =
+        "handle_segv=0:handle_sigbus=0:handle_abort=0:handle_sigfpe=0:handle_sigill=0";
+    return {.executable = TORCHPOOL_FAKE_WORKER,
+            .args = std::move(args),
+            .env = {"ASAN_OPTIONS=" + own_signals, "TSAN_OPTIONS=" + own_signals}};
 }
 
 inline request make_request(std::string method, std::string payload = {},
