@@ -158,7 +158,14 @@ private:
         }
     }
 
+    template <class T>
+    static T&& unwrap(T&& value) {
+        return std::forward<T>(value);
+    }
+    static response&& unwrap(std::shared_ptr<response>&& result) { return std::move(*result); }
+
     // Runs a completion on the handler's own executor, tracking work there until then.
+    // A response travels as a shared_ptr until the handler is called.
     template <class Handler, class... Args>
     void complete_handler(Handler handler, Args&&... args) {
         auto slot = asio::get_associated_cancellation_slot(handler);
@@ -168,7 +175,7 @@ private:
         auto ex = asio::prefer(asio::get_associated_executor(handler, executor_),
                                asio::execution::outstanding_work.tracked);
         auto call = [h = std::move(handler), ... a = std::forward<Args>(args)]() mutable {
-            std::move(h)(std::move(a)...);
+            std::move(h)(unwrap(std::move(a))...);
         };
         if (initiating_) {
             // Never complete inside the initiating call: go round the pool's executor first.

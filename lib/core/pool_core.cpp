@@ -235,7 +235,7 @@ void pool_core::release_sent(slot_id s) {
 }
 
 void pool_core::complete(task_id id, boost::system::error_code error, response result) {
-    actions_.push_back(complete_action{id, error, std::move(result)});
+    actions_.push_back(complete_action{id, error, std::make_shared<response>(std::move(result))});
 }
 
 void pool_core::forget_task(task_id id) {

@@ -19,6 +19,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -74,7 +75,9 @@ struct signal_action {
 struct complete_action {
     task_id task;
     boost::system::error_code error;
-    response result;
+    // Shared, so that passing it along to the caller's handler moves a pointer, not the
+    // strings of a response and its diagnostics.
+    std::shared_ptr<response> result;
 };
 struct run_finished_action {};
 struct notify_action {

@@ -89,8 +89,8 @@ TEST_CASE("a submitted task goes to an idle worker and completes with its reply"
     auto done = harness::only<complete_action>(h.take());
     REQUIRE(done.size() == 1);
     CHECK(!done[0].error);
-    CHECK(done[0].result.payload == "hi");
-    CHECK(done[0].result.worker_pid == 100 + static_cast<int>(sends[0].slot));
+    CHECK(done[0].result->payload == "hi");
+    CHECK(done[0].result->worker_pid == 100 + static_cast<int>(sends[0].slot));
     CHECK(h.core.state_of(sends[0].slot) == worker_state::idle);
     CHECK(h.core.stats().succeeded == 1);
 }
@@ -107,8 +107,8 @@ TEST_CASE("an error reply fails the task only, and the worker stays up", "[core]
         h.now);
     auto done = harness::only<complete_action>(h.take()).at(0);
     CHECK(done.error == errc::task_failed);
-    CHECK(done.result.diagnostics.error_type == "std::runtime_error");
-    CHECK(done.result.diagnostics.error_message == "boom");
+    CHECK(done.result->diagnostics.error_type == "std::runtime_error");
+    CHECK(done.result->diagnostics.error_message == "boom");
     CHECK(h.core.state_of(send.slot) == worker_state::idle);
 }
 
@@ -128,7 +128,7 @@ TEST_CASE("a busy worker's death fails its task with the details and restarts wi
                    h.now);
     auto done = harness::only<complete_action>(h.take()).at(0);
     CHECK(done.error == errc::worker_died);
-    const auto& d = done.result.diagnostics;
+    const auto& d = done.result->diagnostics;
     CHECK(d.worker_pid == 100 + static_cast<int>(slot));
     CHECK(d.signal == SIGSEGV);
     CHECK(d.core_dumped);
@@ -185,7 +185,7 @@ TEST_CASE("a running task past its deadline times out, and its worker gets SIGTE
     auto actions = h.take();
     auto done = harness::only<complete_action>(actions).at(0);
     CHECK(done.error == errc::timeout);
-    CHECK(done.result.diagnostics.task_run_time == 200ms);
+    CHECK(done.result->diagnostics.task_run_time == 200ms);
     auto signals = harness::only<signal_action>(actions);
     REQUIRE(signals.size() == 1);
     CHECK(signals[0].signo == SIGTERM);
@@ -216,7 +216,7 @@ TEST_CASE("a queued task past its deadline times out without touching any worker
     auto done = harness::only<complete_action>(actions).at(0);
     CHECK(done.task == 2);
     CHECK(done.error == errc::timeout);
-    CHECK_THAT(done.result.diagnostics.summary, Catch::Contains("in the queue"));
+    CHECK_THAT(done.result->diagnostics.summary, Catch::Contains("in the queue"));
     CHECK(harness::only<signal_action>(actions).empty());
     CHECK(h.core.state_of(0) == worker_state::busy);
 }
@@ -264,7 +264,7 @@ TEST_CASE("failed starts make the pool degraded, and queued and new tasks fail f
     auto done = harness::only<complete_action>(h.take());
     REQUIRE(done.size() == 1);
     CHECK(done[0].error == errc::spawn_failed);
-    CHECK_THAT(done[0].result.diagnostics.summary,
+    CHECK_THAT(done[0].result->diagnostics.summary,
                Catch::Contains("exited with code 3") && Catch::Contains("cannot load model.pt"));
     CHECK(h.core.stats().degraded);
 
@@ -343,7 +343,7 @@ TEST_CASE("a reply for the wrong task is a protocol error that kills the worker"
     auto actions = h.take();
     auto done = harness::only<complete_action>(actions).at(0);
     CHECK(done.error == errc::protocol_error);
-    CHECK_THAT(done.result.diagnostics.summary, Catch::Contains("reply for task 99"));
+    CHECK_THAT(done.result->diagnostics.summary, Catch::Contains("reply for task 99"));
     CHECK(harness::only<signal_action>(actions).at(0).signo == SIGKILL);
 }
 
@@ -363,7 +363,7 @@ TEST_CASE("a closed channel waits for the exit, so the caller learns how the wor
     h.core.on_exit(slot, {.signal = SIGBUS}, h.now);
     auto done = harness::only<complete_action>(h.take()).at(0);
     CHECK(done.error == errc::worker_died);
-    CHECK(done.result.diagnostics.signal == SIGBUS);
+    CHECK(done.result->diagnostics.signal == SIGBUS);
 
     // The other worker closes its channel and keeps running: protocol error after the grace.
     const auto other = 1 - slot;
@@ -375,7 +375,7 @@ TEST_CASE("a closed channel waits for the exit, so the caller learns how the wor
     done = harness::only<complete_action>(actions).at(0);
     CHECK(done.task == 2);
     CHECK(done.error == errc::protocol_error);
-    CHECK_THAT(done.result.diagnostics.summary, Catch::Contains("did not exit"));
+    CHECK_THAT(done.result->diagnostics.summary, Catch::Contains("did not exit"));
 }
 
 TEST_CASE("shutdown finishes admitted tasks, refuses new ones, then stops every worker", "[core]") {
@@ -528,7 +528,7 @@ TEST_CASE("a prefetched task past its deadline times out without touching its wo
     REQUIRE(done.size() == 1);
     CHECK(done[0].task == 2);
     CHECK(done[0].error == errc::timeout);
-    CHECK_THAT(done[0].result.diagnostics.summary, Catch::Contains("before it started"));
+    CHECK_THAT(done[0].result->diagnostics.summary, Catch::Contains("before it started"));
     CHECK(harness::only<signal_action>(actions).empty());
 
     // Both replies still come; the late one is dropped and the worker is idle after it.
