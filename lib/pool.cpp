@@ -47,8 +47,7 @@ public:
           params_(params),
           core_(params),
           launcher_(params.worker),
-          timer_(executor_),
-          single_threaded_(executor_.target<asio::io_context::executor_type>() != nullptr) {
+          timer_(executor_) {
         workers_.reserve(params.workers);
         for (std::size_t i = 0; i < params.workers; ++i) {
             workers_.push_back(std::make_unique<worker_io>(executor_, params.max_frame_bytes));
@@ -452,9 +451,10 @@ private:
             wait_exit(s);  // a spurious wake-up
             return;
         }
-        // Bytes the reactor has already read for a pending read are in our buffers but not
-        // yet handled; let those reads finish (cancelled, or with their data) first, so a
-        // reply sent just before the exit still counts and the log tail is complete.
+        // A log read may have bytes in our buffer whose handler has not run yet, and a channel
+        // wait may have completed likewise. Let those handlers run first (cancelled, or with
+        // their data), then drain what is left, so that a reply sent just before the exit
+        // still counts and the log tail is complete.
         w.exit = *status;
         error_code ignored;
         if (w.channel_reading) {
@@ -491,57 +491,40 @@ private:
         core_.on_exit(s, status, core::clock::now());
     }
 
+    // Waits for the channel to be readable, then reads what it holds ourselves, so that no
+    // bytes are ever held inside a pending asynchronous read (see on_exit_readable). Asio
+    // re-arms the descriptor (EPOLL_CTL_MOD) for each wait, so data that arrives between our
+    // last read and the wait is not missed, whichever thread runs the reactor.
     void read_channel(core::slot_id s) {
         auto& w = *workers_[s];
         w.channel_reading = true;
-        if (single_threaded_) {
-            // Wait for readiness, then read ourselves: one recv per message. Safe only when
-            // one thread runs the reactor, so that the wait is always queued again before
-            // the next epoll_wait can see the next edge.
-            w.channel.async_wait(asio::socket_base::wait_read,
-                                 [self = shared_from_this(), s, gen = w.generation](error_code ec) {
-                                     auto& io = *self->workers_[s];
-                                     if (io.generation != gen) {
-                                         return;
-                                     }
-                                     std::size_t total = 0;
-                                     while (!ec) {
-                                         auto space = io.reader.prepare(64 * 1024);
-                                         const ssize_t n = ::recv(io.channel.native_handle(),
-                                                                  space.data(), space.size(), 0);
-                                         if (n > 0) {
-                                             io.reader.commit(static_cast<std::size_t>(n));
-                                             total += static_cast<std::size_t>(n);
-                                             if (static_cast<std::size_t>(n) < space.size()) {
-                                                 break;  // a short read: the socket is drained
-                                             }
-                                         } else if (n == 0) {
-                                             ec = asio::error::eof;
-                                         } else if (errno != EINTR) {
-                                             if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                                                 ec.assign(errno, boost::system::system_category());
-                                             }
-                                             break;
-                                         }
-                                     }
-                                     self->on_channel_read(s, ec, total);
-                                 });
-            return;
-        }
-        // Otherwise let the reactor read (it may do so on another thread), into our buffer.
-        auto space = w.reader.prepare(64 * 1024);
-        w.channel.async_read_some(
-            asio::buffer(space.data(), space.size()),
-            [self = shared_from_this(), s, gen = w.generation](error_code ec, std::size_t n) {
-                auto& io = *self->workers_[s];
-                if (io.generation != gen) {
-                    return;
-                }
+        w.channel.async_wait(asio::socket_base::wait_read, [self = shared_from_this(), s,
+                                                            gen = w.generation](error_code ec) {
+            auto& io = *self->workers_[s];
+            if (io.generation != gen) {
+                return;
+            }
+            std::size_t total = 0;
+            while (!ec) {
+                auto space = io.reader.prepare(64 * 1024);
+                const ssize_t n = ::recv(io.channel.native_handle(), space.data(), space.size(), 0);
                 if (n > 0) {
-                    io.reader.commit(n);
+                    io.reader.commit(static_cast<std::size_t>(n));
+                    total += static_cast<std::size_t>(n);
+                    if (static_cast<std::size_t>(n) < space.size()) {
+                        break;  // a short read: the socket is drained for now
+                    }
+                } else if (n == 0) {
+                    ec = asio::error::eof;
+                } else if (errno != EINTR) {
+                    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                        ec.assign(errno, boost::system::system_category());
+                    }
+                    break;
                 }
-                self->on_channel_read(s, ec, n);
-            });
+            }
+            self->on_channel_read(s, ec, total);
+        });
     }
 
     // `n` bytes were added to the channel's reader (already committed), then `ec` happened.
@@ -708,9 +691,6 @@ private:
     std::atomic<core::task_id> next_task_id_{1};  // the one member used off the executor
     bool run_called_ = false;
     bool initiating_ = false;  // inside a public operation's own call (on_pool_executor)
-    // The executor is a plain io_context executor, which the pool's contract says one
-    // thread runs (a strand is the way to use a multi-threaded io_context).
-    const bool single_threaded_;
     // Optional rather than empty: Boost 1.81's any_completion_handler move assignment
     // recurses forever (it copies from an lvalue), so handlers are only move-constructed.
     std::optional<run_handler> run_handler_;
