@@ -558,3 +558,42 @@ TEST_CASE("with prefetch, a crash fails only the running task, and prefetched on
         CHECK(other == 0);
     });
 }
+
+TEST_CASE("async_run completes once; a second call fails at once with already_started",
+          "[process]") {
+    run_coroutine([](asio::io_context& io) -> asio::awaitable<void> {
+        pool p(io.get_executor(), params_for(1));
+        int first_runs = 0;
+        p.async_run([&](boost::system::error_code ec) {
+            CHECK(!ec);
+            ++first_runs;
+        });
+        auto [again] = co_await p.async_run(tuple_awaitable);
+        CHECK(again == asio::error::already_started);
+        CHECK(first_runs == 0);
+        co_await p.async_shutdown(tuple_awaitable);
+        CHECK(first_runs == 1);
+        // After the pool has stopped, shutdown again completes at once, and tasks are refused.
+        auto [ec] = co_await p.async_shutdown(tuple_awaitable);
+        CHECK(!ec);
+        auto [refused, r] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
+        CHECK(refused == errc::shutting_down);
+    });
+}
+
+TEST_CASE("a pool destroyed while running kills and reaps its workers", "[process]") {
+    {
+        asio::io_context io{1};
+        auto p = std::make_unique<pool>(io.get_executor(), params_for(3));
+        p->async_run(asio::detached);
+        bool answered = false;
+        p->async_submit(make_request("echo"), [&](boost::system::error_code ec, response) {
+            CHECK(!ec);
+            answered = true;
+            p.reset();  // destroyed from inside one of its own completions
+        });
+        io.run_for(30s);
+        CHECK(answered);
+    }
+    CHECK(child_pids().empty());
+}
