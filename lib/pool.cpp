@@ -242,7 +242,7 @@ private:
             drive();
             return;
         }
-        auto timeout = req.timeout.count() > 0 ? req.timeout : params_.task_timeout;
+        const auto timeout = core_.timeout_for(req.timeout);
         std::uint64_t deadline_ns = 0;
         if (timeout.count() > 0) {
             timespec ts{};
@@ -253,7 +253,7 @@ private:
         }
         pending_.emplace(id, pending_task{std::move(handler),
                                           share(wire::encode_request(id, deadline_ns, req))});
-        core_.submit(id, std::move(req.method), req.timeout, now);
+        core_.submit(id, std::move(req.method), timeout, now);
         drive();
     }
 

@@ -143,9 +143,6 @@ void pool_core::submit(task_id id, std::string method, milliseconds timeout, tim
                                              method + "' was not run."}});
         return;
     }
-    if (timeout.count() <= 0) {
-        timeout = params_.task_timeout;
-    }
     task t{.method = std::move(method), .submitted = now};
     if (timeout.count() > 0) {
         t.deadline = now + timeout;
@@ -155,6 +152,10 @@ void pool_core::submit(task_id id, std::string method, milliseconds timeout, tim
     queue_.push_back(id);
     ++queued_;
     dispatch(now);
+}
+
+milliseconds pool_core::timeout_for(milliseconds requested) const {
+    return requested.count() > 0 ? requested : params_.task_timeout;
 }
 
 void pool_core::reject(task_id id, boost::system::error_code error, std::string summary) {

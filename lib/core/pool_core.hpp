@@ -96,7 +96,10 @@ public:
 
     /// Starts every worker. Returns false if the pool was already started or stopped.
     bool start(time_point now);
-    /// A new task. Completes it at once (as an action) if it cannot be admitted.
+    /// The deadline a task gets: the one it asked for, else the pool's default (zero: none).
+    std::chrono::milliseconds timeout_for(std::chrono::milliseconds requested) const;
+    /// A new task, with the timeout from `timeout_for` (zero: no deadline). Completes it at
+    /// once (as an action) if it cannot be admitted.
     void submit(task_id id, std::string method, std::chrono::milliseconds timeout, time_point now);
     /// Completes a task that was never admitted (invalid request), and counts it.
     void reject(task_id id, boost::system::error_code error, std::string summary);

@@ -558,3 +558,14 @@ TEST_CASE("cancelling a prefetched task tells its worker and drops its reply", "
     h.core.on_message(0, wire::reply_msg{.id = 2}, h.now);
     CHECK(harness::only<complete_action>(h.take()).size() == 1);
 }
+
+TEST_CASE("a task without a timeout of its own gets the pool's default", "[core]") {
+    auto params = one_worker();
+    params.task_timeout = 300ms;
+    harness h(params);
+    CHECK(h.core.timeout_for(0ms) == 300ms);
+    CHECK(h.core.timeout_for(50ms) == 50ms);
+    params.task_timeout = 0ms;
+    harness none(params);
+    CHECK(none.core.timeout_for(0ms) == 0ms);  // no deadline at all
+}
