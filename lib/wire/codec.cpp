@@ -7,6 +7,7 @@
 #include <kj/exception.h>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 
 namespace torchpool::wire {
@@ -94,13 +95,22 @@ std::size_t tensor_bytes(const std::vector<tensor>& tensors) {
     return bytes;
 }
 
-// Builds one message in a first segment sized for it (`bytes` is an estimate of its
-// content), instead of Cap'n Proto's default 8 KiB, which would be zeroed for every
-// small message.
+// Builds one message. A small one is built in a zeroed buffer on the stack, so that the
+// only allocation is the frame itself; a larger one in a first segment sized for it
+// (`bytes` estimates its content) rather than Cap'n Proto's default 8 KiB.
 template <class Fill>
 frame build(std::size_t bytes, Fill&& fill) {
-    const auto words = static_cast<unsigned>(std::min<std::size_t>(bytes / 8 + 16, 1u << 28));
-    capnp::MallocMessageBuilder builder(words);
+    constexpr std::size_t scratch_words = 128;
+    const std::size_t words = bytes / 8 + 16;
+    if (words <= scratch_words) {
+        capnp::word scratch[scratch_words];
+        std::memset(scratch, 0, sizeof scratch);
+        capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch, scratch_words));
+        fill(builder.initRoot<schema::Envelope>());
+        return capnp::messageToFlatArray(builder);
+    }
+    capnp::MallocMessageBuilder builder(
+        static_cast<unsigned>(std::min<std::size_t>(words, 1u << 28)));
     fill(builder.initRoot<schema::Envelope>());
     return capnp::messageToFlatArray(builder);
 }
