@@ -22,7 +22,8 @@ struct worker_event {
     std::string description;
 };
 
-/// Called on the pool's executor for every event; must not block.
+/// Called on the pool's executor for every event, from inside the pool's event handling:
+/// it must not block and must not throw. It may call the pool's operations.
 using worker_event_observer = std::function<void(const worker_event&)>;
 
 }  // namespace torchpool

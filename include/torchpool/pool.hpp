@@ -51,7 +51,8 @@ public:
     pool& operator=(pool&&) noexcept = default;
 
     /// Calls `cancel()`. Outstanding operations keep the pool's state alive and still
-    /// complete; children are killed and reaped.
+    /// complete; children are killed and reaped. The pool's execution context must outlive
+    /// the pool (destroy the pool first, as with any I/O object).
     ~pool();
 
     executor_type get_executor() const noexcept { return executor_; }
