@@ -1,5 +1,6 @@
 #include "process.hpp"
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string_view>
@@ -126,6 +127,31 @@ core::exit_status to_exit_status(const siginfo_t& info, const rusage& usage) {
 
 }  // namespace
 
+long create_child(spawn_method method, int* pidfd) noexcept {
+    *pidfd = -1;
+    switch (method) {
+        case spawn_method::clone3: {
+            clone_args args{};
+            args.flags = CLONE_PIDFD;
+            args.pidfd = reinterpret_cast<std::uint64_t>(pidfd);
+            args.exit_signal = SIGCHLD;
+            return ::syscall(SYS_clone3, &args, sizeof args);
+        }
+        case spawn_method::clone:
+#if defined(__x86_64__)
+            // x86-64 order: flags, stack, parent_tid (receives the pidfd), child_tid, tls.
+            return ::syscall(SYS_clone, CLONE_PIDFD | SIGCHLD, nullptr, pidfd, nullptr, 0);
+#else
+            errno = ENOSYS;
+            return -1;
+#endif
+        case spawn_method::fork:
+            return ::fork();
+    }
+    errno = EINVAL;
+    return -1;
+}
+
 launcher::launcher(const worker_params& params) : executable_(params.executable) {
     strings_.push_back(params.executable);
     for (const auto& a : params.args) {
@@ -185,16 +211,35 @@ std::variant<spawned_process, std::string> launcher::spawn() const {
                             &exec_failure_prefix_, ::getpid(),   child_channel.get(),
                             child_log.get(),       devnull.get()};
     int pidfd = -1;
-    clone_args args{};
-    args.flags = CLONE_PIDFD;
-    args.pidfd = reinterpret_cast<std::uint64_t>(&pidfd);
-    args.exit_signal = SIGCHLD;
-    const long pid = ::syscall(SYS_clone3, &args, sizeof args);
+    long pid = -1;
+    // Fall back, once for the process, when a method is not available here (clone3 is
+    // refused with ENOSYS by older kernels, Docker's default seccomp profile and valgrind).
+    static std::atomic<int> preferred{static_cast<int>(spawn_method::clone3)};
+    for (int m = preferred.load(std::memory_order_relaxed);; ++m) {
+        const auto method = static_cast<spawn_method>(m);
+        pid = create_child(method, &pidfd);
+        const bool unavailable = pid < 0 && (errno == ENOSYS || errno == EPERM ||
+                                             (errno == EINVAL && method != spawn_method::fork));
+        if (!unavailable || method == spawn_method::fork) {
+            preferred.store(m, std::memory_order_relaxed);
+            break;
+        }
+    }
     if (pid < 0) {
-        return "cannot create a worker process (clone3): " + errno_text(errno);
+        return "cannot create a worker process: " + errno_text(errno);
     }
     if (pid == 0) {
         run_child(setup);
+    }
+    if (pidfd < 0) {
+        // Created by fork(): the pidfd is opened now. Only if the host ignores SIGCHLD could
+        // the child have been reaped already (and then this fails cleanly).
+        pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+        if (pidfd < 0) {
+            const std::string why = errno_text(errno);
+            ::kill(static_cast<pid_t>(pid), SIGKILL);
+            return "cannot open a pidfd for worker " + std::to_string(pid) + ": " + why;
+        }
     }
     unique_fd owned_pidfd(pidfd);
     ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);

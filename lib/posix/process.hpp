@@ -48,14 +48,22 @@ struct spawned_process {
     unique_fd log;
 };
 
+/// How a child is created: clone3 or clone with CLONE_PIDFD (the pidfd comes with the
+/// child, so no pid is ever trusted), or fork() followed by pidfd_open as a last resort.
+enum class spawn_method { clone3, clone, fork };
+
+/// Creates a child process with `method`, like fork(): returns the pid in the parent, 0 in
+/// the child, -1 with errno on failure. `*pidfd` receives the pidfd, or -1 after fork().
+long create_child(spawn_method method, int* pidfd) noexcept;
+
 /// Starts worker processes from `worker_params`. The argument and environment arrays are
 /// built once, so a start does no allocation in the child.
 class launcher {
 public:
     explicit launcher(const worker_params& params);
 
-    /// Starts one worker with clone3(CLONE_PIDFD): no pid-reuse race, no SIGCHLD handler
-    /// needed. In the child: signals reset, PR_SET_PDEATHSIG(SIGKILL), the channel on fd 3,
+    /// Starts one worker with clone3(CLONE_PIDFD) (or, where that is refused, clone, then
+    /// fork + pidfd_open): no pid-reuse race, no SIGCHLD handler needed. In the child: signals reset, PR_SET_PDEATHSIG(SIGKILL), the channel on fd 3,
     /// stdout and stderr into the log pipe, stdin from /dev/null, every other fd closed,
     /// then exec. If exec fails, the child writes why to its log and exits with 127.
     /// Returns the reason in words if the process could not be created.
