@@ -71,7 +71,7 @@ public:
         });
     }
 
-    void submit(submit_handler handler, request req) {
+    void submit(submit_handler&& handler, request&& req) {
         const core::task_id id = next_task_id_.fetch_add(1, std::memory_order_relaxed);
         // The slot is connected here, in the caller's context, so that a cancellation
         // emitted right after this call is not lost; the cancel is posted, so it reaches the
@@ -88,8 +88,15 @@ public:
                     });
                 });
         }
-        on_pool_executor([self = shared_from_this(), id, h = std::move(handler),
-                          req = std::move(req)]() mutable {
+        if (running_on_pool_executor()) {
+            // As on_pool_executor, without moving the request into a function object.
+            const bool outer = std::exchange(initiating_, true);
+            do_submit(id, std::move(handler), std::move(req));
+            initiating_ = outer;
+            return;
+        }
+        asio::post(executor_, [self = shared_from_this(), id, h = std::move(handler),
+                               req = std::move(req)]() mutable {
             self->do_submit(id, std::move(h), std::move(req));
         });
     }
@@ -146,10 +153,14 @@ private:
     // executor; a strand's ownership cannot be asked), else posts it there. Running it now
     // saves a trip through the scheduler per task and keeps operations in call order;
     // anything that would complete inside the call is posted instead (complete_handler).
+    bool running_on_pool_executor() const noexcept {
+        const auto* ex = executor_.target<asio::io_context::executor_type>();
+        return ex && ex->running_in_this_thread();
+    }
+
     template <class F>
     void on_pool_executor(F&& f) {
-        const auto* ex = executor_.target<asio::io_context::executor_type>();
-        if (ex && ex->running_in_this_thread()) {
+        if (running_on_pool_executor()) {
             const bool outer = std::exchange(initiating_, true);
             f();
             initiating_ = outer;
@@ -223,7 +234,7 @@ private:
         drive();
     }
 
-    void do_submit(core::task_id id, submit_handler handler, request req) {
+    void do_submit(core::task_id id, submit_handler&& handler, request&& req) {
         const auto now = core::clock::now();
         std::string invalid;
         if (req.method.empty()) {
@@ -748,8 +759,8 @@ void pool::async_run_impl(const std::shared_ptr<detail::pool_impl>& impl, run_ha
     impl->run(std::move(handler));
 }
 
-void pool::async_submit_impl(const std::shared_ptr<detail::pool_impl>& impl, submit_handler handler,
-                             request req) {
+void pool::async_submit_impl(const std::shared_ptr<detail::pool_impl>& impl,
+                             submit_handler&& handler, request&& req) {
     impl->submit(std::move(handler), std::move(req));
 }
 

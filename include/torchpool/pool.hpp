@@ -144,7 +144,7 @@ private:
 
     static void async_run_impl(const std::shared_ptr<detail::pool_impl>& impl, run_handler handler);
     static void async_submit_impl(const std::shared_ptr<detail::pool_impl>& impl,
-                                  submit_handler handler, request req);
+                                  submit_handler&& handler, request&& req);
     static void async_shutdown_impl(const std::shared_ptr<detail::pool_impl>& impl,
                                     run_handler handler);
 

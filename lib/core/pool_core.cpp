@@ -537,7 +537,7 @@ void pool_core::schedule_restart(slot_id s, time_point now) {
     w.timer = now + delay;
 }
 
-void pool_core::on_message(slot_id s, wire::message msg, time_point now) {
+void pool_core::on_message(slot_id s, wire::message&& msg, time_point now) {
     const auto state = slots_[s].state;
     if (state == worker_state::stopping || state == worker_state::stopped) {
         return;  // it is being stopped; what it still says no longer matters
@@ -583,7 +583,7 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
     maybe_finish_drain(now);
 }
 
-void pool_core::on_reply(slot_id s, wire::reply_msg reply, time_point now) {
+void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     auto& w = slots_[s];
     if (w.state != worker_state::busy || w.sent.empty() || w.sent.front().id != reply.id) {
         on_protocol_error(
@@ -611,7 +611,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg reply, time_point now) {
     check_finished();
 }
 
-void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg reply, time_point now) {
+void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, time_point now) {
     const auto& w = slots_[s];
     response result{.worker_pid = w.pid};
     boost::system::error_code error;

@@ -116,7 +116,7 @@ public:
     void on_spawned(slot_id slot, int pid, time_point now);
     /// The process of `slot` could not be started at all (fork or exec setup failed).
     void on_spawn_error(slot_id slot, std::string why, time_point now);
-    void on_message(slot_id slot, wire::message msg, time_point now);
+    void on_message(slot_id slot, wire::message&& msg, time_point now);
     /// The worker broke the protocol; `what` is a verb phrase ("sent a malformed message:
     /// ..."), used in the task's diagnostics.
     void on_protocol_error(slot_id slot, std::string what, time_point now);
@@ -200,8 +200,8 @@ private:
     void check_finished();
     void notify(worker_event::kind what, slot_id s, std::string description);
     void on_hello(slot_id s, const wire::hello_msg& hello, time_point now);
-    void on_reply(slot_id s, wire::reply_msg reply, time_point now);
-    void complete_reply(slot_id s, task_id id, wire::reply_msg reply, time_point now);
+    void on_reply(slot_id s, wire::reply_msg&& reply, time_point now);
+    void complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, time_point now);
     bool ready_workers_exist() const;
     task_diagnostics worker_diagnostics(const slot& w, time_point now) const;
     std::string describe_task(task_id id) const;
