@@ -113,7 +113,7 @@ void pool_core::spawn(slot_id s, time_point now) {
     w.killed = false;
     w.channel_closed.reset();
     w.process_start = now;
-    w.timer = now + params_.spawn_timeout;
+    set_timer(s, now + params_.spawn_timeout);
     w.log.clear();
     actions_.push_back(spawn_action{s});
 }
@@ -338,7 +338,7 @@ void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_poin
         // Already on its way out; escalate if asked to.
         if (force && !w.killed) {
             w.killed = true;
-            w.timer = time_point::max();
+            set_timer(s, time_point::max());
             actions_.push_back(signal_action{s, SIGKILL});
         }
         return;
@@ -350,11 +350,11 @@ void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_poin
     }
     if (force) {
         w.killed = true;
-        w.timer = time_point::max();
+        set_timer(s, time_point::max());
         actions_.push_back(signal_action{s, SIGKILL});
     } else {
         w.killed = false;
-        w.timer = now + params_.stop_grace;
+        set_timer(s, now + params_.stop_grace);
         if (reason == stop_reason::shutdown) {
             actions_.push_back(send_shutdown_action{s});
         } else {
@@ -404,7 +404,7 @@ void pool_core::stop(time_point now) {
         switch (slots_[s].state) {
             case worker_state::backoff:
                 slots_[s].state = worker_state::stopped;
-                slots_[s].timer = time_point::max();
+                set_timer(s, time_point::max());
                 break;
             case worker_state::starting:
             case worker_state::idle:
@@ -428,7 +428,7 @@ void pool_core::maybe_finish_drain(time_point now) {
         switch (w.state) {
             case worker_state::backoff:
                 w.state = worker_state::stopped;
-                w.timer = time_point::max();
+                set_timer(s, time_point::max());
                 break;
             case worker_state::idle:
                 stop_worker(s, stop_reason::shutdown, false, now);
@@ -524,7 +524,7 @@ void pool_core::schedule_restart(slot_id s, time_point now) {
     const bool no_more_work = draining_ && queued_ == 0;
     if (stopping_ || no_more_work) {
         w.state = worker_state::stopped;
-        w.timer = time_point::max();
+        set_timer(s, time_point::max());
         return;
     }
     const auto delay =
@@ -534,7 +534,7 @@ void pool_core::schedule_restart(slot_id s, time_point now) {
         return;
     }
     w.state = worker_state::backoff;
-    w.timer = now + delay;
+    set_timer(s, now + delay);
 }
 
 void pool_core::on_message(slot_id s, wire::message&& msg, time_point now) {
@@ -571,7 +571,7 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
         return;
     }
     w.state = worker_state::idle;
-    w.timer = time_point::max();
+    set_timer(s, time_point::max());
     w.failed_starts = 0;
     degraded_ = false;
     notify(worker_event::kind::ready, s,
@@ -667,7 +667,7 @@ void pool_core::on_channel_closed(slot_id s, std::string what, time_point now) {
     // Usually the worker is exiting and its exit status is about to be reaped; wait for it,
     // so the caller learns how it died rather than just that its channel closed.
     w.channel_closed = std::move(what);
-    w.timer = std::min(w.timer, now + params_.stop_grace);
+    set_timer(s, std::min(w.timer, now + params_.stop_grace));
 }
 
 void pool_core::on_log(slot_id s, std::string_view bytes) {
@@ -788,8 +788,12 @@ void pool_core::on_timer(time_point now) {
         complete(id, errc::timeout, {.worker_pid = w.pid, .diagnostics = std::move(d)});
         stop_worker(s, stop_reason::deadline, false, now);
     }
-    // Worker timers.
-    for (slot_id s = 0; s < slots_.size(); ++s) {
+    // Worker timers that are due; handling one may set others, so take the due ones first.
+    std::vector<slot_id> due;
+    for (auto it = slot_timers_.begin(); it != slot_timers_.end() && it->first <= now; ++it) {
+        due.push_back(it->second);
+    }
+    for (const slot_id s : due) {
         auto& w = slots_[s];
         if (w.timer > now) {
             continue;
@@ -810,7 +814,7 @@ void pool_core::on_timer(time_point now) {
                 stop_worker(s, w.reason, true, now);
                 break;
             default:
-                w.timer = time_point::max();
+                set_timer(s, time_point::max());
                 break;
         }
     }
@@ -823,14 +827,24 @@ std::optional<time_point> pool_core::next_deadline() const {
     if (!deadlines_.empty()) {
         next = deadlines_.begin()->first;
     }
-    for (const auto& w : slots_) {
-        // A slot in backoff before the pool starts has no timer (max).
-        next = std::min(next, w.timer);
+    if (!slot_timers_.empty()) {
+        next = std::min(next, slot_timers_.begin()->first);
     }
     if (next == time_point::max()) {
         return std::nullopt;
     }
     return next;
+}
+
+void pool_core::set_timer(slot_id s, time_point at) {
+    auto& w = slots_[s];
+    if (w.timer != time_point::max()) {
+        slot_timers_.erase({w.timer, s});
+    }
+    w.timer = at;
+    if (at != time_point::max()) {
+        slot_timers_.emplace(at, s);
+    }
 }
 
 pool_stats pool_core::stats() const {

@@ -169,7 +169,9 @@ private:
         std::deque<sent_task> sent;
         time_point process_start{};
         time_point task_start{};
-        time_point timer = time_point::max();  // spawn deadline, restart time or SIGKILL time
+        // Spawn deadline, restart time, SIGKILL time or channel-closed grace; set only
+        // through set_timer.
+        time_point timer = time_point::max();
         unsigned failures = 0;       // deaths and protocol errors since its last good reply
         unsigned failed_starts = 0;  // starts in a row that never became ready
         stop_reason reason = stop_reason::none;
@@ -187,6 +189,8 @@ private:
     };
 
     void spawn(slot_id s, time_point now);
+    /// The only way to change a slot's timer, so that slot_timers_ stays in step.
+    void set_timer(slot_id s, time_point at);
     std::optional<task_id> running_task(const slot& w) const;
     std::optional<slot_id> prefetch_target();
     void release_sent(slot_id s);
@@ -214,6 +218,7 @@ private:
     std::deque<task_id> queue_;  // may hold ids that already left; skipped on pop
     std::size_t queued_ = 0;     // tasks in tasks_ without a slot
     std::set<std::pair<time_point, task_id>> deadlines_;
+    std::set<std::pair<time_point, slot_id>> slot_timers_;  // slots whose timer is set
     std::vector<slot_id> idle_;
     slot_id prefetch_cursor_ = 0;
     std::deque<action> actions_;
