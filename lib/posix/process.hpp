@@ -63,10 +63,11 @@ public:
     explicit launcher(const worker_params& params);
 
     /// Starts one worker with clone3(CLONE_PIDFD) (or, where that is refused, clone, then
-    /// fork + pidfd_open): no pid-reuse race, no SIGCHLD handler needed. In the child: signals reset, PR_SET_PDEATHSIG(SIGKILL), the channel on fd 3,
-    /// stdout and stderr into the log pipe, stdin from /dev/null, every other fd closed,
-    /// then exec. If exec fails, the child writes why to its log and exits with 127.
-    /// Returns the reason in words if the process could not be created.
+    /// fork + pidfd_open): no pid-reuse race, no SIGCHLD handler needed. In the child: signals
+    /// reset, PR_SET_PDEATHSIG(SIGKILL), the channel on fd 3, stdout and stderr into the log pipe,
+    /// stdin from /dev/null, every other fd closed, then exec. If exec fails, the child writes why
+    /// to its log and exits with 127. Returns the reason in words if the process could not be
+    /// created.
     std::variant<spawned_process, std::string> spawn() const;
 
 private:

@@ -11,8 +11,8 @@ using namespace torchpool;
 
 TEST_CASE("clone3, clone and fork each give a pidfd that reaps the exact exit status",
           "[process][spawn]") {
-    for (auto method : {posix::spawn_method::clone3, posix::spawn_method::clone,
-                        posix::spawn_method::fork}) {
+    for (auto method :
+         {posix::spawn_method::clone3, posix::spawn_method::clone, posix::spawn_method::fork}) {
         CAPTURE(static_cast<int>(method));
         int pidfd = -1;
         const long pid = posix::create_child(method, &pidfd);

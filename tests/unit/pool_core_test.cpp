@@ -49,6 +49,15 @@ struct harness {
         take();
     }
 
+    // Time passes until the slot's restart is due; its new process starts and says hello.
+    void restart_when_due(slot_id slot, int pid) {
+        now = *core.next_deadline();
+        core.on_timer(now);
+        REQUIRE(only<spawn_action>(take()).size() == 1);
+        core.on_spawned(slot, pid, now);
+        core.on_message(slot, wire::hello_msg{.protocol_version = wire::protocol_version}, now);
+    }
+
     void advance(std::chrono::milliseconds d) {
         now += d;
         core.on_timer(now);
@@ -275,11 +284,7 @@ TEST_CASE("failed starts make the pool degraded, and queued and new tasks fail f
     CHECK(done[0].error == errc::spawn_failed);
 
     // The pool keeps trying; a worker that comes up ends the degraded state.
-    h.now = *h.core.next_deadline();
-    h.core.on_timer(h.now);
-    REQUIRE(harness::only<spawn_action>(h.take()).size() == 1);
-    h.core.on_spawned(0, 102, h.now);
-    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    h.restart_when_due(0, 102);
     CHECK_FALSE(h.core.stats().degraded);
     h.core.submit(3, "echo", 0ms, h.now);
     CHECK(harness::only<send_request_action>(h.take()).size() == 1);
@@ -502,11 +507,7 @@ TEST_CASE("a prefetched task goes back to the head of the queue when its worker 
     CHECK(h.core.stats().queue_depth == 3);
 
     // The replacement gets them in their original order.
-    h.now = *h.core.next_deadline();
-    h.core.on_timer(h.now);
-    h.take();
-    h.core.on_spawned(0, 200, h.now);
-    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    h.restart_when_due(0, 200);
     auto sends = harness::only<send_request_action>(h.take());
     REQUIRE(sends.size() == 3);
     CHECK(sends[0].task == 2);
