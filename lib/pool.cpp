@@ -169,11 +169,29 @@ private:
         }
     }
 
+    // True if `ex` is (an any_io_executor holding) the pool's io_context executor, and this
+    // thread is running that io_context.
+    template <class Executor>
+    bool is_pool_executor_here(const Executor& ex) const noexcept {
+        const auto* pool_ex = executor_.target<asio::io_context::executor_type>();
+        if (!pool_ex || !pool_ex->running_in_this_thread()) {
+            return false;
+        }
+        const auto* io_ex = ex.template target<asio::io_context::executor_type>();
+        if (!io_ex) {
+            if (const auto* any = ex.template target<asio::any_io_executor>()) {
+                io_ex = any->template target<asio::io_context::executor_type>();
+            }
+        }
+        return io_ex && *io_ex == *pool_ex;
+    }
+
     template <class T>
     static T&& unwrap(T&& value) {
         return std::forward<T>(value);
     }
     static response&& unwrap(std::shared_ptr<response>&& result) { return std::move(*result); }
+    static response&& unwrap(std::shared_ptr<response>& result) { return std::move(*result); }
 
     // Runs a completion on the handler's own executor, tracking work there until then.
     // A response travels as a shared_ptr until the handler is called.
@@ -183,8 +201,14 @@ private:
         if (slot.is_connected()) {
             slot.clear();
         }
-        auto ex = asio::prefer(asio::get_associated_executor(handler, executor_),
-                               asio::execution::outstanding_work.tracked);
+        const auto associated = asio::get_associated_executor(handler, executor_);
+        if (!initiating_ && is_pool_executor_here(associated)) {
+            // What dispatch would do, without its type-erased detour: the handler's executor
+            // is the pool's own io_context, and we are running on it.
+            std::move(handler)(unwrap(std::forward<Args>(args))...);
+            return;
+        }
+        auto ex = asio::prefer(associated, asio::execution::outstanding_work.tracked);
         auto call = [h = std::move(handler), ... a = std::forward<Args>(args)]() mutable {
             std::move(h)(unwrap(std::move(a))...);
         };
