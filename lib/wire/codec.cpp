@@ -7,6 +7,7 @@
 #include <kj/exception.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <limits>
 
@@ -95,11 +96,12 @@ std::size_t tensor_bytes(const std::vector<tensor>& tensors) {
     return bytes;
 }
 
-// Builds one message. A small one is built in a zeroed buffer on the stack, so that the
-// only allocation is the frame itself; a larger one in a first segment sized for it
-// (`bytes` estimates its content) rather than Cap'n Proto's default 8 KiB.
-template <class Fill>
-frame build(std::size_t bytes, Fill&& fill) {
+// Builds one message and passes the builder to `output`. A small one is built in a zeroed
+// buffer on the stack, so that the only allocation is what `output` makes; a larger one in
+// a first segment sized for it (`bytes` estimates its content) rather than Cap'n Proto's
+// default 8 KiB.
+template <class Fill, class Output>
+auto with_message(std::size_t bytes, Fill&& fill, Output&& output) {
     constexpr std::size_t scratch_words = 128;
     const std::size_t words = bytes / 8 + 16;
     if (words <= scratch_words) {
@@ -107,12 +109,38 @@ frame build(std::size_t bytes, Fill&& fill) {
         std::memset(scratch, 0, sizeof scratch);
         capnp::MallocMessageBuilder builder(kj::arrayPtr(scratch, scratch_words));
         fill(builder.initRoot<schema::Envelope>());
-        return capnp::messageToFlatArray(builder);
+        return output(builder);
     }
     capnp::MallocMessageBuilder builder(
         static_cast<unsigned>(std::min<std::size_t>(words, 1u << 28)));
     fill(builder.initRoot<schema::Envelope>());
-    return capnp::messageToFlatArray(builder);
+    return output(builder);
+}
+
+template <class Fill>
+frame build(std::size_t bytes, Fill&& fill) {
+    return with_message(bytes, std::forward<Fill>(fill), [](capnp::MallocMessageBuilder& b) {
+        return capnp::messageToFlatArray(b);
+    });
+}
+
+std::size_t reply_bytes(const reply_msg& m) {
+    return m.error_type.size() + m.error_message.size() + m.payload.size() +
+           tensor_bytes(m.tensors);
+}
+
+void fill_reply(schema::Envelope::Builder env, const reply_msg& m) {
+    auto r = env.initReply();
+    r.setId(m.id);
+    if (m.ok) {
+        r.initResult().setOk();
+    } else {
+        auto e = r.initResult().initError();
+        e.setType(text(m.error_type));
+        e.setMessage(text(m.error_message));
+    }
+    r.setPayload(data(m.payload));
+    set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors);
 }
 
 }  // namespace
@@ -189,20 +217,34 @@ frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request&
 }
 
 frame encode(const reply_msg& m) {
-    return build(
-        m.error_type.size() + m.error_message.size() + m.payload.size() + tensor_bytes(m.tensors),
-        [&](schema::Envelope::Builder env) {
-            auto r = env.initReply();
-            r.setId(m.id);
-            if (m.ok) {
-                r.initResult().setOk();
-            } else {
-                auto e = r.initResult().initError();
-                e.setType(text(m.error_type));
-                e.setMessage(text(m.error_message));
+    return build(reply_bytes(m), [&](schema::Envelope::Builder env) { fill_reply(env, m); });
+}
+
+bool encode_to(const reply_msg& m, const std::function<bool(std::span<const iovec>)>& write) {
+    return with_message(
+        reply_bytes(m), [&](schema::Envelope::Builder env) { fill_reply(env, m); },
+        [&](capnp::MallocMessageBuilder& builder) {
+            auto segments = builder.getSegmentsForOutput();
+            constexpr std::size_t max_segments = 15;
+            if (segments.size() > max_segments) {
+                auto flat = capnp::messageToFlatArray(segments);
+                const iovec whole{flat.asBytes().begin(), flat.asBytes().size()};
+                return write({&whole, 1});
             }
-            r.setPayload(data(m.payload));
-            set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors);
+            // Segment table: count - 1, then each size in words, padded to a whole word.
+            static_assert(std::endian::native == std::endian::little);
+            std::uint32_t table[max_segments + 1] = {};
+            table[0] = static_cast<std::uint32_t>(segments.size() - 1);
+            for (std::size_t i = 0; i < segments.size(); ++i) {
+                table[i + 1] = static_cast<std::uint32_t>(segments[i].size());
+            }
+            iovec parts[max_segments + 1];
+            parts[0] = {table, (segments.size() / 2 + 1) * 8};
+            for (std::size_t i = 0; i < segments.size(); ++i) {
+                parts[i + 1] = {const_cast<capnp::word*>(segments[i].begin()),
+                                segments[i].size() * sizeof(capnp::word)};
+            }
+            return write({parts, segments.size() + 1});
         });
 }
 

@@ -6,9 +6,12 @@
 #include <capnp/common.h>
 #include <kj/array.h>
 
+#include <functional>
 #include <span>
 #include <string>
 #include <variant>
+
+#include <sys/uio.h>
 
 namespace torchpool::wire {
 
@@ -21,6 +24,10 @@ frame encode(const reply_msg& m);
 frame encode(const cancel_msg& m);
 frame encode(const heartbeat_msg& m);
 frame encode(const shutdown_msg& m);
+
+/// Encodes `m` and hands the frame to `write` as byte ranges (segment table, then the
+/// segments), without first copying it into one array. Returns what `write` returns.
+bool encode_to(const reply_msg& m, const std::function<bool(std::span<const iovec>)>& write);
 
 /// Encodes a request straight from the caller's value, without an intermediate copy.
 frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req);

@@ -13,6 +13,7 @@
 #include <unordered_set>
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace torchpool::worker {
@@ -41,22 +42,44 @@ std::string demangle(const char* name) {
     return status == 0 && text ? std::string(text.get()) : std::string(name);
 }
 
-bool write_all(int fd, const kj::ArrayPtr<const kj::byte> bytes) {
-    const kj::byte* data = bytes.begin();
-    std::size_t left = bytes.size();
-    while (left > 0) {
+// Writes all of `parts`, however the kernel splits it.
+bool send_all(int fd, std::span<const iovec> parts) {
+    iovec local[16];
+    if (parts.size() > std::size(local)) {
+        return false;
+    }
+    std::copy(parts.begin(), parts.end(), local);
+    iovec* next = local;
+    std::size_t count = parts.size();
+    while (count > 0) {
+        msghdr msg{};
+        msg.msg_iov = next;
+        msg.msg_iovlen = count;
         // MSG_NOSIGNAL: if the pool is gone, fail here instead of dying of SIGPIPE.
-        const ssize_t n = ::send(fd, data, left, MSG_NOSIGNAL);
+        const ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR) {
             continue;
         }
         if (n <= 0) {
             return false;
         }
-        data += n;
-        left -= static_cast<std::size_t>(n);
+        auto left = static_cast<std::size_t>(n);
+        while (count > 0 && left >= next->iov_len) {
+            left -= next->iov_len;
+            ++next;
+            --count;
+        }
+        if (count > 0) {
+            next->iov_base = static_cast<char*>(next->iov_base) + left;
+            next->iov_len -= left;
+        }
     }
     return true;
+}
+
+bool write_all(int fd, const kj::ArrayPtr<const kj::byte> bytes) {
+    const iovec whole{const_cast<kj::byte*>(bytes.begin()), bytes.size()};
+    return send_all(fd, {&whole, 1});
 }
 
 }  // namespace
@@ -207,7 +230,8 @@ int server::serve() {
                 : past(req->deadline_ns)     ? not_run(req->id, "torchpool::deadline_exceeded",
                                                        "its deadline passed before it started")
                                              : run(*state_, *req);
-            if (!write_all(fd, wire::encode(reply).asBytes())) {
+            if (!wire::encode_to(
+                    reply, [fd](std::span<const iovec> parts) { return send_all(fd, parts); })) {
                 return 0;  // the pool went away while we worked
             }
         }

@@ -140,3 +140,19 @@ TEST_CASE("a tensor whose bytes do not match its shape is refused by name", "[wi
     CHECK(validate_tensor({.type = dtype::int64, .shape = {-1}}) != "");
     CHECK(validate_tensor({.type = dtype::uint8, .shape = {3}, .data = "abc"}).empty());
 }
+
+TEST_CASE("a reply written from its segments is the same bytes as the flat encoding", "[wire]") {
+    // Around 1 KiB the message moves from the stack buffer to a heap segment.
+    for (std::size_t size : {0, 10, 900, 1000, 5000}) {
+        reply_msg m{.id = 9, .payload = std::string(size, 'p')};
+        m.tensors.push_back({.type = dtype::uint8, .shape = {3}, .data = "abc"});
+        std::string written;
+        CHECK(encode_to(m, [&](std::span<const iovec> parts) {
+            for (const auto& p : parts) {
+                written.append(static_cast<const char*>(p.iov_base), p.iov_len);
+            }
+            return true;
+        }));
+        CHECK(written == bytes_of(encode(m)));
+    }
+}
