@@ -138,8 +138,6 @@ public:
 
     pool_stats stats() const;
     worker_state state_of(slot_id slot) const { return slots_.at(slot).state; }
-    int pid_of(slot_id slot) const { return slots_.at(slot).pid; }
-    std::size_t slot_count() const noexcept { return slots_.size(); }
     bool finished() const noexcept { return finished_; }
 
 private:

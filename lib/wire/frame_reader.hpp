@@ -45,9 +45,6 @@ public:
     /// Called at end of stream: `errc::frame_truncated` if a partial frame is pending.
     boost::system::error_code finish() const noexcept;
 
-    /// Bytes received and not yet returned as frames.
-    std::size_t buffered() const noexcept { return end_ - begin_; }
-
     /// Size of the frame whose header was rejected, for error messages.
     std::size_t rejected_frame_bytes() const noexcept { return rejected_bytes_; }
 
