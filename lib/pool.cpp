@@ -24,7 +24,6 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
-#include <time.h>
 #include <unordered_map>
 
 #include <signal.h>
@@ -90,9 +89,7 @@ public:
         }
         if (running_on_pool_executor()) {
             // As on_pool_executor, without moving the request into a function object.
-            const bool outer = std::exchange(initiating_, true);
-            do_submit(id, std::move(handler), std::move(req));
-            initiating_ = outer;
+            as_initiation([&] { do_submit(id, std::move(handler), std::move(req)); });
             return;
         }
         asio::post(executor_, [self = shared_from_this(), id, h = std::move(handler),
@@ -158,12 +155,18 @@ private:
         return ex && ex->running_in_this_thread();
     }
 
+    // Runs `f` now, marked as part of a public operation's own call.
+    template <class F>
+    void as_initiation(F&& f) {
+        const bool outer = std::exchange(initiating_, true);
+        f();
+        initiating_ = outer;
+    }
+
     template <class F>
     void on_pool_executor(F&& f) {
         if (running_on_pool_executor()) {
-            const bool outer = std::exchange(initiating_, true);
-            f();
-            initiating_ = outer;
+            as_initiation(f);
         } else {
             asio::post(executor_, std::forward<F>(f));
         }
@@ -173,10 +176,10 @@ private:
     // thread is running that io_context.
     template <class Executor>
     bool is_pool_executor_here(const Executor& ex) const noexcept {
-        const auto* pool_ex = executor_.target<asio::io_context::executor_type>();
-        if (!pool_ex || !pool_ex->running_in_this_thread()) {
+        if (!running_on_pool_executor()) {
             return false;
         }
+        const auto* pool_ex = executor_.target<asio::io_context::executor_type>();
         const auto* io_ex = ex.template target<asio::io_context::executor_type>();
         if (!io_ex) {
             if (const auto* any = ex.template target<asio::any_io_executor>()) {
@@ -191,7 +194,6 @@ private:
         return std::forward<T>(value);
     }
     static response&& unwrap(std::shared_ptr<response>&& result) { return std::move(*result); }
-    static response&& unwrap(std::shared_ptr<response>& result) { return std::move(*result); }
 
     // Runs a completion on the handler's own executor, tracking work there until then.
     // A response travels as a shared_ptr until the handler is called.
@@ -278,14 +280,12 @@ private:
             return;
         }
         const auto timeout = core_.timeout_for(req.timeout);
-        std::uint64_t deadline_ns = 0;
-        if (timeout.count() > 0) {
-            timespec ts{};
-            ::clock_gettime(CLOCK_MONOTONIC, &ts);
-            deadline_ns = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u +
-                          static_cast<std::uint64_t>(ts.tv_nsec) +
-                          static_cast<std::uint64_t>(timeout.count()) * 1'000'000u;
-        }
+        // steady_clock is CLOCK_MONOTONIC on Linux, the clock the worker compares with.
+        const std::uint64_t deadline_ns =
+            timeout.count() > 0
+                ? static_cast<std::uint64_t>(
+                      std::chrono::nanoseconds((now + timeout).time_since_epoch()).count())
+                : 0;
         pending_.emplace(id, pending_task{std::move(handler),
                                           share(wire::encode_request(id, deadline_ns, req))});
         core_.submit(id, std::move(req.method), timeout, now);
@@ -533,33 +533,15 @@ private:
     void read_channel(core::slot_id s) {
         auto& w = *workers_[s];
         w.channel_reading = true;
-        w.channel.async_wait(asio::socket_base::wait_read, [self = shared_from_this(), s,
-                                                            gen = w.generation](error_code ec) {
-            auto& io = *self->workers_[s];
-            if (io.generation != gen) {
-                return;
-            }
-            std::size_t total = 0;
-            while (!ec) {
-                auto space = io.reader.prepare(64 * 1024);
-                const ssize_t n = ::recv(io.channel.native_handle(), space.data(), space.size(), 0);
-                if (n > 0) {
-                    io.reader.commit(static_cast<std::size_t>(n));
-                    total += static_cast<std::size_t>(n);
-                    if (static_cast<std::size_t>(n) < space.size()) {
-                        break;  // a short read: the socket is drained for now
-                    }
-                } else if (n == 0) {
-                    ec = asio::error::eof;
-                } else if (errno != EINTR) {
-                    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-                        ec.assign(errno, boost::system::system_category());
-                    }
-                    break;
-                }
-            }
-            self->on_channel_read(s, ec, total);
-        });
+        w.channel.async_wait(asio::socket_base::wait_read,
+                             [self = shared_from_this(), s, gen = w.generation](error_code ec) {
+                                 auto& io = *self->workers_[s];
+                                 if (io.generation != gen) {
+                                     return;
+                                 }
+                                 const std::size_t n = ec ? 0 : read_available(io, ec);
+                                 self->on_channel_read(s, ec, n);
+                             });
     }
 
     // `n` bytes were added to the channel's reader (already committed), then `ec` happened.
@@ -578,26 +560,40 @@ private:
         drive();
     }
 
-    // At exit only, with no read in flight: what the channel still holds, without blocking.
+    // Reads what the (non-blocking) channel holds into its frame reader, stopping at a short
+    // read; `ec` becomes eof or the error that ended it. Returns the bytes read.
+    static std::size_t read_available(worker_io& io, error_code& ec) {
+        std::size_t total = 0;
+        for (;;) {
+            auto space = io.reader.prepare(64 * 1024);
+            const ssize_t n = ::recv(io.channel.native_handle(), space.data(), space.size(), 0);
+            if (n > 0) {
+                io.reader.commit(static_cast<std::size_t>(n));
+                total += static_cast<std::size_t>(n);
+                if (static_cast<std::size_t>(n) < space.size()) {
+                    return total;  // a short read: the socket is drained for now
+                }
+            } else if (n == 0) {
+                ec = asio::error::eof;
+                return total;
+            } else if (errno != EINTR) {
+                if (errno != EAGAIN && errno != EWOULDBLOCK) {
+                    ec.assign(errno, boost::system::system_category());
+                }
+                return total;
+            }
+        }
+    }
+
+    // At exit only, with no read in flight: what the channel still holds.
     void drain_channel(core::slot_id s) {
         auto& w = *workers_[s];
-        const int fd = w.channel.native_handle();
-        for (;;) {
-            auto space = w.reader.prepare(64 * 1024);
-            const ssize_t n = ::recv(fd, space.data(), space.size(), MSG_DONTWAIT);
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            if (n <= 0) {
-                channel_ended(s, n == 0 ? error_code(asio::error::eof)
-                                        : error_code(errno, boost::system::system_category()));
-                return;
-            }
-            w.reader.commit(static_cast<std::size_t>(n));
-            if (!take_messages(s)) {
-                w.channel_open = false;
-                return;
-            }
+        error_code ec;
+        if (read_available(w, ec) > 0 && !take_messages(s)) {
+            w.channel_open = false;
+        }
+        if (ec) {
+            channel_ended(s, ec);
         }
     }
 
