@@ -62,9 +62,8 @@ public:
     /// reason is written to stderr).
     int serve();
 
-    struct state;
-
 private:
+    struct state;
     std::unique_ptr<state> state_;
 };
 

@@ -124,6 +124,19 @@ frame build(std::size_t bytes, Fill&& fill) {
     });
 }
 
+frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const std::string& method,
+                     const std::string& payload, const std::vector<tensor>& tensors) {
+    return build(method.size() + payload.size() + tensor_bytes(tensors),
+                 [&](schema::Envelope::Builder env) {
+                     auto r = env.initRequest();
+                     r.setId(id);
+                     r.setMethod(text(method));
+                     r.setDeadlineNs(deadline_ns);
+                     r.setPayload(data(payload));
+                     set_tensors(r.initTensors(static_cast<unsigned>(tensors.size())), tensors);
+                 });
+}
+
 std::size_t reply_bytes(const reply_msg& m) {
     return m.error_type.size() + m.error_message.size() + m.payload.size() +
            tensor_bytes(m.tensors);
@@ -192,28 +205,11 @@ frame encode(const hello_msg& m) {
 }
 
 frame encode(const request_msg& m) {
-    return build(m.method.size() + m.payload.size() + tensor_bytes(m.tensors),
-                 [&](schema::Envelope::Builder env) {
-                     auto r = env.initRequest();
-                     r.setId(m.id);
-                     r.setMethod(text(m.method));
-                     r.setDeadlineNs(m.deadline_ns);
-                     r.setPayload(data(m.payload));
-                     set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors);
-                 });
+    return encode_request(m.id, m.deadline_ns, m.method, m.payload, m.tensors);
 }
 
 frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req) {
-    return build(req.method.size() + req.payload.size() + tensor_bytes(req.tensors),
-                 [&](schema::Envelope::Builder env) {
-                     auto r = env.initRequest();
-                     r.setId(id);
-                     r.setMethod(text(req.method));
-                     r.setDeadlineNs(deadline_ns);
-                     r.setPayload(data(req.payload));
-                     set_tensors(r.initTensors(static_cast<unsigned>(req.tensors.size())),
-                                 req.tensors);
-                 });
+    return encode_request(id, deadline_ns, req.method, req.payload, req.tensors);
 }
 
 frame encode(const reply_msg& m) {

@@ -18,6 +18,8 @@
 
 namespace torchpool::worker {
 
+using handler_table = std::map<std::string, handler, std::less<>>;
+
 namespace {
 
 // The worker's frames come from the pool, which is trusted more than the worker; still,
@@ -82,15 +84,6 @@ bool write_all(int fd, const kj::ArrayPtr<const kj::byte> bytes) {
     return send_all(fd, {&whole, 1});
 }
 
-}  // namespace
-
-struct server::state {
-    int fd;
-    std::map<std::string, handler, std::less<>> handlers;
-};
-
-namespace {
-
 wire::reply_msg not_run(std::uint64_t id, std::string type, std::string message) {
     return {
         .id = id, .ok = false, .error_type = std::move(type), .error_message = std::move(message)};
@@ -108,15 +101,15 @@ bool past(std::uint64_t deadline_ns) {
 }
 
 // Runs the handler for `req`; a thrown exception becomes an error reply.
-wire::reply_msg run(const server::state& state, const wire::request_msg& req) {
+wire::reply_msg run(const handler_table& handlers, const wire::request_msg& req) {
     wire::reply_msg reply{.id = req.id};
-    auto it = state.handlers.find(req.method);
-    if (it == state.handlers.end()) {
+    auto it = handlers.find(req.method);
+    if (it == handlers.end()) {
         reply.ok = false;
         reply.error_type = "torchpool::unknown_method";
         reply.error_message =
             "this worker has no handler for method '" + req.method + "'; it serves:";
-        for (const auto& [name, h] : state.handlers) {
+        for (const auto& [name, h] : handlers) {
             reply.error_message += " " + name;
         }
         return reply;
@@ -146,6 +139,11 @@ wire::reply_msg run(const server::state& state, const wire::request_msg& req) {
 }
 
 }  // namespace
+
+struct server::state {
+    int fd;
+    handler_table handlers;
+};
 
 server::server() : server(channel_from_environment()) {}
 
@@ -229,7 +227,7 @@ int server::serve() {
                                                        "cancelled by the caller before it started")
                 : past(req->deadline_ns)     ? not_run(req->id, "torchpool::deadline_exceeded",
                                                        "its deadline passed before it started")
-                                             : run(*state_, *req);
+                                             : run(state_->handlers, *req);
             if (!wire::encode_to(
                     reply, [fd](std::span<const iovec> parts) { return send_all(fd, parts); })) {
                 return 0;  // the pool went away while we worked
