@@ -79,6 +79,13 @@ pool_params one_worker(std::size_t prefetch = 0) {
     return params;
 }
 
+// A pool whose workers have all started and said hello.
+harness ready_harness(pool_params params) {
+    harness h(std::move(params));
+    h.start_all_ready();
+    return h;
+}
+
 }  // namespace
 
 TEST_CASE("a submitted task goes to an idle worker and completes with its reply", "[core]") {
@@ -214,9 +221,7 @@ TEST_CASE("a running task past its deadline times out, and its worker gets SIGTE
 }
 
 TEST_CASE("a queued task past its deadline times out without touching any worker", "[core]") {
-    auto params = one_worker();
-    harness h(params);
-    h.start_all_ready();
+    auto h = ready_harness(one_worker());
     h.core.submit(1, "sleep", 0ms, h.now);
     h.core.submit(2, "echo", 100ms, h.now);
     h.take();
@@ -309,9 +314,7 @@ TEST_CASE("a worker that never says hello is killed at the spawn timeout", "[cor
 TEST_CASE("cancelling a queued task removes it, but a running one needs terminal cancellation",
           "[core]") {
     using boost::asio::cancellation_type;
-    auto params = one_worker();
-    harness h(params);
-    h.start_all_ready();
+    auto h = ready_harness(one_worker());
     h.core.submit(1, "sleep", 0ms, h.now);
     h.core.submit(2, "echo", 0ms, h.now);
     h.take();
@@ -384,9 +387,7 @@ TEST_CASE("a closed channel waits for the exit, so the caller learns how the wor
 }
 
 TEST_CASE("shutdown finishes admitted tasks, refuses new ones, then stops every worker", "[core]") {
-    auto params = one_worker();
-    harness h(params);
-    h.start_all_ready();
+    auto h = ready_harness(one_worker());
     h.core.submit(1, "sleep", 0ms, h.now);
     h.core.submit(2, "echo", 0ms, h.now);
     h.take();
@@ -463,9 +464,7 @@ TEST_CASE("a worker that speaks another protocol version is refused at hello", "
 }
 
 TEST_CASE("with prefetch, a busy worker gets its next task ahead of time", "[core][prefetch]") {
-    auto params = one_worker(1);
-    harness h(params);
-    h.start_all_ready();
+    auto h = ready_harness(one_worker(1));
     h.core.submit(1, "echo", 0ms, h.now);
     h.core.submit(2, "echo", 0ms, h.now);
     h.core.submit(3, "echo", 0ms, h.now);
@@ -491,9 +490,7 @@ TEST_CASE("with prefetch, a busy worker gets its next task ahead of time", "[cor
 
 TEST_CASE("a prefetched task goes back to the head of the queue when its worker dies",
           "[core][prefetch]") {
-    auto params = one_worker(2);
-    harness h(params);
-    h.start_all_ready();
+    auto h = ready_harness(one_worker(2));
     h.core.submit(1, "crash", 0ms, h.now);
     h.core.submit(2, "echo", 0ms, h.now);
     h.core.submit(3, "echo", 0ms, h.now);
@@ -517,9 +514,7 @@ TEST_CASE("a prefetched task goes back to the head of the queue when its worker 
 
 TEST_CASE("a prefetched task past its deadline times out without touching its worker",
           "[core][prefetch]") {
-    auto params = one_worker(1);
-    harness h(params);
-    h.start_all_ready();
+    auto h = ready_harness(one_worker(1));
     h.core.submit(1, "sleep", 0ms, h.now);
     h.core.submit(2, "echo", 100ms, h.now);
     h.take();
@@ -541,9 +536,7 @@ TEST_CASE("a prefetched task past its deadline times out without touching its wo
 }
 
 TEST_CASE("cancelling a prefetched task tells its worker and drops its reply", "[core][prefetch]") {
-    auto params = one_worker(1);
-    harness h(params);
-    h.start_all_ready();
+    auto h = ready_harness(one_worker(1));
     h.core.submit(1, "sleep", 0ms, h.now);
     h.core.submit(2, "echo", 0ms, h.now);
     h.take();

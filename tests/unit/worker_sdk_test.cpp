@@ -39,6 +39,17 @@ public:
 
     int worker_fd() const { return worker_fd_; }
 
+    // Runs `server.serve()` on another thread and takes its hello; the future holds the
+    // exit code serve() returns.
+    std::future<int> start(worker::server& server, wire::hello_msg* hello = nullptr) {
+        auto serving = std::async(std::launch::async, [&server] { return server.serve(); });
+        auto first = std::get<wire::hello_msg>(receive());
+        if (hello) {
+            *hello = std::move(first);
+        }
+        return serving;
+    }
+
     void send(const wire::frame& f) { send_raw(bytes_of(f)); }
     void send_raw(std::string_view bytes) {
         REQUIRE(::write(fd_, bytes.data(), bytes.size()) == static_cast<ssize_t>(bytes.size()));
@@ -90,9 +101,8 @@ TEST_CASE("the SDK says hello, serves requests in order and stops at end of stre
     server.handle("throw", [](const worker::call&) -> worker::result {
         throw std::out_of_range("index 7 is past the end");
     });
-    auto serving = std::async(std::launch::async, [&] { return server.serve(); });
-
-    auto hello = std::get<wire::hello_msg>(pool.receive());
+    wire::hello_msg hello;
+    auto serving = pool.start(server, &hello);
     CHECK(hello.pid == ::getpid());
     CHECK(hello.protocol_version == wire::protocol_version);
     CHECK(hello.methods == std::vector<std::string>{"throw", "upper"});
@@ -123,8 +133,7 @@ TEST_CASE("the SDK says hello, serves requests in order and stops at end of stre
 TEST_CASE("the SDK exits cleanly on a shutdown message", "[sdk]") {
     fake_pool pool;
     worker::server server(pool.worker_fd());
-    auto serving = std::async(std::launch::async, [&] { return server.serve(); });
-    std::get<wire::hello_msg>(pool.receive());
+    auto serving = pool.start(server);
     pool.send(wire::encode(wire::shutdown_msg{}));
     CHECK(serving.get() == 0);
 }
@@ -137,8 +146,7 @@ TEST_CASE("the SDK skips a request cancelled before it started, and still replie
         ++runs;
         return worker::result{};
     });
-    auto serving = std::async(std::launch::async, [&] { return server.serve(); });
-    std::get<wire::hello_msg>(pool.receive());
+    auto serving = pool.start(server);
     pool.send_raw(bytes_of(wire::encode(request_frame(5, "count"))) +
                   bytes_of(wire::encode(wire::cancel_msg{5})));
     auto reply = std::get<wire::reply_msg>(pool.receive());
@@ -156,8 +164,7 @@ TEST_CASE("the SDK refuses a result tensor whose bytes do not match its shape", 
         return worker::result{
             .tensors = {{.type = dtype::float32, .shape = {4}, .data = std::string(3, 'x')}}};
     });
-    auto serving = std::async(std::launch::async, [&] { return server.serve(); });
-    std::get<wire::hello_msg>(pool.receive());
+    auto serving = pool.start(server);
     pool.send(wire::encode(request_frame(1, "bad")));
     auto reply = std::get<wire::reply_msg>(pool.receive());
     CHECK(reply.error_type == "torchpool::invalid_result");
@@ -169,8 +176,7 @@ TEST_CASE("the SDK refuses a result tensor whose bytes do not match its shape", 
 TEST_CASE("the SDK stops with code 2 when the pool sends garbage", "[sdk]") {
     fake_pool pool;
     worker::server server(pool.worker_fd());
-    auto serving = std::async(std::launch::async, [&] { return server.serve(); });
-    std::get<wire::hello_msg>(pool.receive());
+    auto serving = pool.start(server);
     const std::uint32_t header[2] = {0xffffffffu, 0};
     pool.send_raw(std::string_view(reinterpret_cast<const char*>(header), sizeof header));
     CHECK(serving.get() == 2);
