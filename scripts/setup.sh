@@ -9,6 +9,7 @@ packages=(
     libboost1.81-dev libboost-json1.81-dev
     libcapnp-dev capnproto
     catch2
+    libtorch-dev libopenblas0-openmp zlib1g-dev dataset-fashion-mnist
 )
 
 missing=()

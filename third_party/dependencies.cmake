@@ -5,6 +5,14 @@
 #   Boost.JSON 1.81 .................... libboost-json1.81-dev (the inference server, later)
 #   Cap'n Proto 0.9.2 .................. libcapnp-dev, capnproto (schema compiler)
 #   Catch2 2.13 ........................ catch2 (tests only)
+#   LibTorch 1.13.1 (CPU) .............. libtorch-dev (worker side only: the LibTorch worker,
+#                                        the trainer, their tests; never the host library)
+#   OpenBLAS (OpenMP build) ............ libopenblas0-openmp (LibTorch's BLAS at run time: the
+#                                        reference libblas3 is ~20x slower; this build starts
+#                                        no thread before its first use, as the fork server
+#                                        needs)
+#   zlib ............................... zlib1g-dev (reads the gzip'd dataset files)
+#   Fashion-MNIST ...................... dataset-fashion-mnist (data, trains the default model)
 
 find_package(Boost 1.81 REQUIRED CONFIG)
 find_package(CapnProto 0.9 REQUIRED CONFIG)
@@ -12,3 +20,9 @@ if(TORCHPOOL_BUILD_TESTS)
     find_package(Catch2 2.13 REQUIRED CONFIG)
 endif()
 find_package(Threads REQUIRED)
+
+if(TORCHPOOL_WITH_TORCH)
+    # Debian's TorchConfig.cmake; its `torch` target carries the C++ ABI flag LibTorch needs.
+    find_package(Torch 1.13 REQUIRED CONFIG)
+    find_package(ZLIB REQUIRED)
+endif()
