@@ -52,6 +52,21 @@ const char* dtype_name(dtype t) noexcept {
     return "unknown";
 }
 
+tensor_view tensor_view::of(const tensor& t) {
+    return {t.type, t.shape, std::as_bytes(std::span(t.data.data(), t.data.size())), nullptr};
+}
+
+tensor_view tensor_view::owning(tensor t) {
+    auto kept = std::make_shared<const tensor>(std::move(t));
+    auto view = of(*kept);
+    view.owner = std::move(kept);
+    return view;
+}
+
+tensor tensor_view::copy() const {
+    return {type, shape, std::string(reinterpret_cast<const char*>(data.data()), data.size())};
+}
+
 std::string signal_name(int signo) {
     // sigabbrev_np (glibc 2.32) gives "KILL" for SIGKILL, without allocating.
     if (const char* abbrev = ::sigabbrev_np(signo)) {

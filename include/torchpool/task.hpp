@@ -4,7 +4,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,24 @@ struct tensor {
     std::vector<std::int64_t> shape;
     /// Exactly product(shape) * element_size(type) bytes.
     std::string data;
+};
+
+/// A tensor whose bytes live elsewhere, read without copying: in a received message (a
+/// worker's view of its request), or in memory that `owner` keeps alive (a worker's result,
+/// e.g. a torch::Tensor's storage, copied once, straight into the reply).
+struct tensor_view {
+    dtype type = dtype::float32;
+    std::vector<std::int64_t> shape;
+    std::span<const std::byte> data;
+    /// Keeps `data` alive, when the view must outlive the call that made it. May be null.
+    std::shared_ptr<const void> owner;
+
+    /// A view of `t`, which must outlive it.
+    static tensor_view of(const tensor& t);
+    /// A view that owns `t`.
+    static tensor_view owning(tensor t);
+    /// A copy of the bytes, as an owning tensor.
+    tensor copy() const;
 };
 
 /// One unit of work for a worker.

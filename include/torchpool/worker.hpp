@@ -18,18 +18,22 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace torchpool::worker {
 
-/// One request, as a handler sees it. Views are valid during the handler call only.
+/// One request, as a handler sees it: views into the received message, nothing copied.
+/// They stay valid until the reply to this call has been written, so a result may refer
+/// to them.
 struct call {
     std::uint64_t id = 0;
     std::string_view method;
     std::string_view payload;
-    const std::vector<tensor>& tensors;
+    /// Bytes 8-byte aligned, so that they can be wrapped in place (torch::from_blob).
+    std::span<const tensor_view> tensors;
     /// CLOCK_MONOTONIC nanoseconds after which the caller has given up; 0 if none.
     std::uint64_t deadline_ns = 0;
 };
@@ -38,7 +42,9 @@ struct call {
 /// `errc::task_failed` with the exception's type and `what()`, and this worker stays up.
 struct result {
     std::string payload;
-    std::vector<tensor> tensors;
+    /// Copied once, straight into the reply. Use `tensor_view::owning(t)` for a tensor the
+    /// handler built, or set `owner` to keep other memory alive until the reply is written.
+    std::vector<tensor_view> tensors;
 };
 
 using handler = std::function<result(const call&)>;

@@ -33,7 +33,21 @@ std::string to_string(capnp::Data::Reader d) {
     return {reinterpret_cast<const char*>(d.begin()), d.size()};
 }
 
-void set_tensors(capnp::List<schema::Tensor>::Builder out, const std::vector<tensor>& in) {
+capnp::Data::Reader data(std::span<const std::byte> bytes) {
+    return {reinterpret_cast<const kj::byte*>(bytes.data()), bytes.size()};
+}
+
+capnp::Data::Reader data(std::string_view s) {
+    return {reinterpret_cast<const kj::byte*>(s.data()), s.size()};
+}
+
+capnp::Text::Reader text(std::string_view s) {
+    return {s.data(), s.size()};
+}
+
+// Tensor bytes are written once, from the caller's memory into the message.
+template <class Tensors>
+void set_tensors(capnp::List<schema::Tensor>::Builder out, const Tensors& in) {
     for (unsigned i = 0; i < in.size(); ++i) {
         auto t = out[i];
         t.setDtype(static_cast<schema::DType>(in[i].type));
@@ -50,8 +64,10 @@ struct invalid_message {
     std::string what;
 };
 
-std::vector<tensor> get_tensors(capnp::List<schema::Tensor>::Reader in) {
-    std::vector<tensor> out;
+// Tensor (owning: the bytes are copied) or tensor_view (a view into the message).
+template <class Tensor>
+std::vector<Tensor> get_tensors(capnp::List<schema::Tensor>::Reader in) {
+    std::vector<Tensor> out;
     out.reserve(in.size());
     for (unsigned i = 0; i < in.size(); ++i) {
         auto t = in[i];
@@ -60,11 +76,16 @@ std::vector<tensor> get_tensors(capnp::List<schema::Tensor>::Reader in) {
             throw invalid_message{"tensor " + std::to_string(i) + " has unknown dtype " +
                                   std::to_string(raw_type)};
         }
-        tensor value{.type = static_cast<dtype>(raw_type)};
+        Tensor value{.type = static_cast<dtype>(raw_type)};
         for (auto d : t.getShape()) {
             value.shape.push_back(d);
         }
-        value.data = to_string(t.getData());
+        const auto bytes = t.getData();
+        if constexpr (std::is_same_v<Tensor, tensor>) {
+            value.data = to_string(bytes);
+        } else {
+            value.data = std::as_bytes(std::span(bytes.begin(), bytes.size()));
+        }
         if (auto problem = validate_tensor(value); !problem.empty()) {
             throw invalid_message{"tensor " + std::to_string(i) + ": " + problem};
         }
@@ -88,7 +109,8 @@ void set_strings(capnp::List<capnp::Text>::Builder out, const std::vector<std::s
     }
 }
 
-std::size_t tensor_bytes(const std::vector<tensor>& tensors) {
+template <class Tensors>
+std::size_t tensor_bytes(const Tensors& tensors) {
     std::size_t bytes = 0;
     for (const auto& t : tensors) {
         bytes += 48 + t.shape.size() * 8 + t.data.size();
@@ -137,12 +159,14 @@ frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const std::str
                  });
 }
 
-std::size_t reply_bytes(const reply_msg& m) {
+template <class Reply>
+std::size_t reply_bytes(const Reply& m) {
     return m.error_type.size() + m.error_message.size() + m.payload.size() +
            tensor_bytes(m.tensors);
 }
 
-void fill_reply(schema::Envelope::Builder env, const reply_msg& m) {
+template <class Reply>
+void fill_reply(schema::Envelope::Builder env, const Reply& m) {
     auto r = env.initReply();
     r.setId(m.id);
     if (m.ok) {
@@ -158,9 +182,9 @@ void fill_reply(schema::Envelope::Builder env, const reply_msg& m) {
 
 }  // namespace
 
-std::string validate_tensor(const tensor& t) {
+std::string validate_tensor(dtype type, std::span<const std::int64_t> dims, std::size_t bytes) {
     std::uint64_t elements = 1;
-    for (auto d : t.shape) {
+    for (auto d : dims) {
         if (d < 0) {
             return "negative dimension " + std::to_string(d) + " in its shape";
         }
@@ -170,19 +194,18 @@ std::string validate_tensor(const tensor& t) {
         }
         elements *= static_cast<std::uint64_t>(d);
     }
-    const std::uint64_t size = element_size(t.type);
-    if (elements > std::numeric_limits<std::uint64_t>::max() / size ||
-        elements * size != t.data.size()) {
+    const std::uint64_t size = element_size(type);
+    if (elements > std::numeric_limits<std::uint64_t>::max() / size || elements * size != bytes) {
         std::string shape = "[";
-        for (std::size_t i = 0; i < t.shape.size(); ++i) {
+        for (std::size_t i = 0; i < dims.size(); ++i) {
             if (i > 0) {
                 shape += ',';
             }
-            shape += std::to_string(t.shape[i]);
+            shape += std::to_string(dims[i]);
         }
         shape += ']';
-        return "has " + std::to_string(t.data.size()) + " bytes of data, but shape " + shape +
-               " of " + dtype_name(t.type) + " needs " + std::to_string(elements * size);
+        return "has " + std::to_string(bytes) + " bytes of data, but shape " + shape + " of " +
+               dtype_name(type) + " needs " + std::to_string(elements * size);
     }
     return {};
 }
@@ -216,7 +239,7 @@ frame encode(const reply_msg& m) {
     return build(reply_bytes(m), [&](schema::Envelope::Builder env) { fill_reply(env, m); });
 }
 
-bool encode_to(const reply_msg& m, const std::function<bool(std::span<const iovec>)>& write) {
+bool encode_to(const reply_view& m, const std::function<bool(std::span<const iovec>)>& write) {
     return with_message(
         reply_bytes(m), [&](schema::Envelope::Builder env) { fill_reply(env, m); },
         [&](capnp::MallocMessageBuilder& builder) {
@@ -257,7 +280,10 @@ frame encode(const shutdown_msg&) {
     return build(0, [](schema::Envelope::Builder env) { env.initShutdown(); });
 }
 
-std::variant<message, decode_error> decode(std::span<const capnp::word> words) {
+namespace {
+
+template <class Result>
+Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
     try {
         capnp::ReaderOptions options;
         // Each word of a legitimate message is visited once; the margin covers the root.
@@ -265,6 +291,18 @@ std::variant<message, decode_error> decode(std::span<const capnp::word> words) {
         capnp::FlatArrayMessageReader reader(
             kj::ArrayPtr<const capnp::word>(words.data(), words.size()), options);
         auto env = reader.getRoot<schema::Envelope>();
+        if constexpr (std::is_constructible_v<Result, request_view>) {
+            if (request_as_view && env.which() == schema::Envelope::REQUEST) {
+                // Readers point into `words`, which outlive them; so do the views.
+                auto r = env.getRequest();
+                auto method = r.getMethod();
+                auto payload = r.getPayload();
+                return request_view{
+                    r.getId(), std::string_view(method.begin(), method.size()), r.getDeadlineNs(),
+                    std::string_view(reinterpret_cast<const char*>(payload.begin()), payload.size()),
+                    get_tensors<tensor_view>(r.getTensors())};
+            }
+        }
         switch (env.which()) {
             case schema::Envelope::HELLO: {
                 auto h = env.getHello();
@@ -275,7 +313,7 @@ std::variant<message, decode_error> decode(std::span<const capnp::word> words) {
             case schema::Envelope::REQUEST: {
                 auto r = env.getRequest();
                 return message{request_msg{r.getId(), to_string(r.getMethod()), r.getDeadlineNs(),
-                                           to_string(r.getPayload()), get_tensors(r.getTensors())}};
+                                           to_string(r.getPayload()), get_tensors<tensor>(r.getTensors())}};
             }
             case schema::Envelope::REPLY: {
                 auto r = env.getReply();
@@ -293,7 +331,7 @@ std::variant<message, decode_error> decode(std::span<const capnp::word> words) {
                         return decode_error{"reply has an unknown result kind"};
                 }
                 m.payload = to_string(r.getPayload());
-                m.tensors = get_tensors(r.getTensors());
+                m.tensors = get_tensors<tensor>(r.getTensors());
                 return message{std::move(m)};
             }
             case schema::Envelope::CANCEL:
@@ -311,6 +349,16 @@ std::variant<message, decode_error> decode(std::span<const capnp::word> words) {
         return decode_error{std::string("not a valid Cap'n Proto message: ") +
                             e.getDescription().cStr()};
     }
+}
+
+}  // namespace
+
+std::variant<message, decode_error> decode(std::span<const capnp::word> words) {
+    return decode_as<std::variant<message, decode_error>>(words, false);
+}
+
+std::variant<message, request_view, decode_error> decode_view(std::span<const capnp::word> words) {
+    return decode_as<std::variant<message, request_view, decode_error>>(words, true);
 }
 
 }  // namespace torchpool::wire

@@ -27,7 +27,7 @@ frame encode(const shutdown_msg& m);
 
 /// Encodes `m` and hands the frame to `write` as byte ranges (segment table, then the
 /// segments), without first copying it into one array. Returns what `write` returns.
-bool encode_to(const reply_msg& m, const std::function<bool(std::span<const iovec>)>& write);
+bool encode_to(const reply_view& m, const std::function<bool(std::span<const iovec>)>& write);
 
 /// Encodes a request straight from the caller's value, without an intermediate copy.
 frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req);
@@ -41,7 +41,17 @@ struct decode_error {
 /// in bounds, tensors whose byte size matches their shape and type. Never throws.
 std::variant<message, decode_error> decode(std::span<const capnp::word> words);
 
+/// As `decode`, except that a request comes back as a view into `words` (no copy of its
+/// payload or tensor bytes), valid as long as `words` is. For the worker SDK.
+std::variant<message, request_view, decode_error> decode_view(std::span<const capnp::word> words);
+
 /// Checks a tensor's shape and byte size; empty when it is valid, else what is wrong.
-std::string validate_tensor(const tensor& t);
+std::string validate_tensor(dtype type, std::span<const std::int64_t> shape, std::size_t bytes);
+inline std::string validate_tensor(const tensor& t) {
+    return validate_tensor(t.type, t.shape, t.data.size());
+}
+inline std::string validate_tensor(const tensor_view& t) {
+    return validate_tensor(t.type, t.shape, t.data.size());
+}
 
 }  // namespace torchpool::wire

@@ -5,7 +5,9 @@
 #include <torchpool/task.hpp>
 
 #include <cstdint>
+#include <span>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
@@ -35,6 +37,25 @@ struct reply_msg {
     std::string error_message;
     std::string payload;
     std::vector<tensor> tensors;
+};
+
+/// A request as the worker SDK reads it: views into the received frame, no copies.
+struct request_view {
+    std::uint64_t id = 0;
+    std::string_view method;
+    std::uint64_t deadline_ns = 0;
+    std::string_view payload;
+    std::vector<tensor_view> tensors;
+};
+
+/// A reply as the worker SDK writes it, from views of the handler's results.
+struct reply_view {
+    std::uint64_t id = 0;
+    bool ok = true;
+    std::string_view error_type;
+    std::string_view error_message;
+    std::string_view payload;
+    std::span<const tensor_view> tensors;
 };
 
 struct cancel_msg {

@@ -84,7 +84,20 @@ bool write_all(int fd, const kj::ArrayPtr<const kj::byte> bytes) {
     return send_all(fd, {&whole, 1});
 }
 
-wire::reply_msg not_run(std::uint64_t id, std::string type, std::string message) {
+// A reply being written; its views point into the request, the result or these strings.
+struct outgoing_reply {
+    std::uint64_t id = 0;
+    bool ok = true;
+    std::string error_type;
+    std::string error_message;
+    result value;
+
+    wire::reply_view view() const {
+        return {id, ok, error_type, error_message, value.payload, value.tensors};
+    }
+};
+
+outgoing_reply not_run(std::uint64_t id, std::string type, std::string message) {
     return {
         .id = id, .ok = false, .error_type = std::move(type), .error_message = std::move(message)};
 }
@@ -101,14 +114,14 @@ bool past(std::uint64_t deadline_ns) {
 }
 
 // Runs the handler for `req`; a thrown exception becomes an error reply.
-wire::reply_msg run(const handler_table& handlers, const wire::request_msg& req) {
-    wire::reply_msg reply{.id = req.id};
+outgoing_reply run(const handler_table& handlers, const wire::request_view& req) {
+    outgoing_reply reply{.id = req.id};
     auto it = handlers.find(req.method);
     if (it == handlers.end()) {
         reply.ok = false;
         reply.error_type = "torchpool::unknown_method";
         reply.error_message =
-            "this worker has no handler for method '" + req.method + "'; it serves:";
+            "this worker has no handler for method '" + std::string(req.method) + "'; it serves:";
         for (const auto& [name, h] : handlers) {
             reply.error_message += " " + name;
         }
@@ -123,8 +136,7 @@ wire::reply_msg run(const handler_table& handlers, const wire::request_msg& req)
                     "the handler returned tensor " + std::to_string(i) + ", which " + problem);
             }
         }
-        reply.payload = std::move(r.payload);
-        reply.tensors = std::move(r.tensors);
+        reply.value = std::move(r);
     } catch (const std::exception& e) {
         reply.ok = false;
         reply.error_type = demangle(typeid(e).name());
@@ -169,7 +181,8 @@ int server::serve() {
     }
 
     wire::frame_reader reader(max_request_bytes);
-    std::vector<wire::message> batch;
+    // Requests are views into the reader's buffer, which stays put until the next prepare().
+    std::vector<std::variant<wire::message, wire::request_view>> batch;
     std::unordered_set<std::uint64_t> cancelled;
     for (;;) {
         auto space = reader.prepare(64 * 1024);
@@ -200,36 +213,41 @@ int server::serve() {
             if (!next.has_frame()) {
                 break;
             }
-            auto decoded = wire::decode(next.words);
+            auto decoded = wire::decode_view(next.words);
             if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
                 std::fprintf(stderr, "torchpool worker: malformed message from the pool: %s\n",
                              bad->what.c_str());
                 return 2;
             }
+            if (auto* req = std::get_if<wire::request_view>(&decoded)) {
+                batch.emplace_back(std::move(*req));
+                continue;
+            }
             auto& msg = std::get<wire::message>(decoded);
             if (auto* cancel = std::get_if<wire::cancel_msg>(&msg)) {
                 cancelled.insert(cancel->id);
             } else {
-                batch.push_back(std::move(msg));
+                batch.emplace_back(std::move(msg));
             }
         }
-        for (auto& msg : batch) {
-            if (std::holds_alternative<wire::shutdown_msg>(msg)) {
-                return 0;
-            }
-            auto* req = std::get_if<wire::request_msg>(&msg);
-            if (!req) {
+        for (auto& item : batch) {
+            if (auto* msg = std::get_if<wire::message>(&item)) {
+                if (std::holds_alternative<wire::shutdown_msg>(*msg)) {
+                    return 0;
+                }
                 continue;  // heartbeat: nothing to do
             }
+            const auto& req = std::get<wire::request_view>(item);
             // Every request gets exactly one reply, in order, even one that is not run.
-            wire::reply_msg reply =
-                cancelled.erase(req->id) > 0 ? not_run(req->id, "torchpool::cancelled",
-                                                       "cancelled by the caller before it started")
-                : past(req->deadline_ns)     ? not_run(req->id, "torchpool::deadline_exceeded",
-                                                       "its deadline passed before it started")
-                                             : run(state_->handlers, *req);
-            if (!wire::encode_to(
-                    reply, [fd](std::span<const iovec> parts) { return send_all(fd, parts); })) {
+            const outgoing_reply reply =
+                cancelled.erase(req.id) > 0 ? not_run(req.id, "torchpool::cancelled",
+                                                      "cancelled by the caller before it started")
+                : past(req.deadline_ns)     ? not_run(req.id, "torchpool::deadline_exceeded",
+                                                      "its deadline passed before it started")
+                                            : run(state_->handlers, req);
+            if (!wire::encode_to(reply.view(), [fd](std::span<const iovec> parts) {
+                    return send_all(fd, parts);
+                })) {
                 return 0;  // the pool went away while we worked
             }
         }

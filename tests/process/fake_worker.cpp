@@ -81,7 +81,7 @@ int main(int argc, char** argv) {
 
     torchpool::worker::server server;
     server.handle("echo", [](const call& c) {
-        return result{.payload = std::string(c.payload), .tensors = c.tensors};
+        return result{.payload = std::string(c.payload), .tensors = {c.tensors.begin(), c.tensors.end()}};
     });
     server.handle("pid", [](const call&) { return result{.payload = std::to_string(::getpid())}; });
     server.handle("sleep", [](const call& c) {

@@ -96,7 +96,7 @@ TEST_CASE("the SDK says hello, serves requests in order and stops at end of stre
         for (auto& ch : text) {
             ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
         }
-        return worker::result{.payload = text, .tensors = c.tensors};
+        return worker::result{.payload = text, .tensors = {c.tensors.begin(), c.tensors.end()}};
     });
     server.handle("throw", [](const worker::call&) -> worker::result {
         throw std::out_of_range("index 7 is past the end");
@@ -162,7 +162,8 @@ TEST_CASE("the SDK refuses a result tensor whose bytes do not match its shape", 
     worker::server server(pool.worker_fd());
     server.handle("bad", [](const worker::call&) {
         return worker::result{
-            .tensors = {{.type = dtype::float32, .shape = {4}, .data = std::string(3, 'x')}}};
+            .tensors = {tensor_view::owning(
+                {.type = dtype::float32, .shape = {4}, .data = std::string(3, 'x')})}};
     });
     auto serving = pool.start(server);
     pool.send(wire::encode(request_frame(1, "bad")));
