@@ -49,6 +49,21 @@ struct result {
 
 using handler = std::function<result(const call&)>;
 
+/// What a worker process learns from the pool when it starts.
+struct start_info {
+    /// The worker's slot in the pool, 0 .. workers-1, stable across restarts (e.g. to pick a
+    /// GPU).
+    std::size_t slot = 0;
+    /// Threads the pool wants each worker's LibTorch intra-op and inter-op pools to use (see
+    /// pool_params::intra_op_threads); 0 when not started by a pool that says.
+    unsigned intra_op_threads = 0;
+    unsigned inter_op_threads = 0;
+    /// True in a worker made by the fork server (the hook runs after the fork).
+    bool forked = false;
+};
+
+using start_hook = std::function<void(const start_info&)>;
+
 class server {
 public:
     /// Uses the channel the pool passed (environment variable TORCHPOOL_CHANNEL_FD, fd 3).
@@ -62,10 +77,23 @@ public:
     /// Registers `h` for requests whose method is `method`, replacing any earlier one.
     void handle(std::string method, handler h);
 
+    /// Runs `hook` in every worker process before it says hello: the place to set thread
+    /// counts, pick a device and warm up, since the pool counts a worker as ready only
+    /// after it. In fork-server mode it runs in each worker after the fork, never in the
+    /// server. If it throws, the worker writes the reason to stderr and exits with code 3;
+    /// the pool reports a failed start with that message.
+    void on_start(start_hook hook);
+
     /// Says hello, then serves requests one at a time until the pool sends shutdown or
     /// closes the channel. Returns the process exit code to use: 0 after a normal end, 2 if
-    /// the channel is unusable or the pool sent something this worker cannot read (the
-    /// reason is written to stderr).
+    /// the channel is unusable or the pool sent something this worker cannot read, 3 if
+    /// the start hook failed (the reason is written to stderr).
+    ///
+    /// Started by a pool in fork-server mode (pool_params::worker::start), this process is
+    /// the fork server instead: everything done before serve() (libraries, a model) is
+    /// shared by every worker, which the server makes by forking itself; serve() returns
+    /// in the server when the pool is done with it, and runs as a worker in each fork.
+    /// Start no threads before serve() in such a program.
     int serve();
 
 private:

@@ -23,13 +23,6 @@ extern char** environ;
 
 namespace torchpool::posix {
 
-void unique_fd::reset(int fd) noexcept {
-    if (fd_ >= 0) {
-        ::close(fd_);
-    }
-    fd_ = fd;
-}
-
 namespace {
 
 std::string errno_text(int err) {
@@ -38,25 +31,6 @@ std::string errno_text(int err) {
 
 std::string_view env_name(std::string_view entry) {
     return entry.substr(0, entry.find('='));
-}
-
-void write_all(int fd, const char* text, std::size_t size) noexcept {
-    while (size > 0) {
-        const ssize_t n = ::write(fd, text, size);
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return;
-        }
-        text += n;
-        size -= static_cast<std::size_t>(n);
-    }
-}
-
-bool set_nonblocking(int fd) noexcept {
-    const int flags = ::fcntl(fd, F_GETFL);
-    return flags >= 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
 }
 
 // Everything the child needs, prepared by the parent so that the child only makes
@@ -126,31 +100,6 @@ core::exit_status to_exit_status(const siginfo_t& info, const rusage& usage) {
 }
 
 }  // namespace
-
-long create_child(spawn_method method, int* pidfd) noexcept {
-    *pidfd = -1;
-    switch (method) {
-        case spawn_method::clone3: {
-            clone_args args{};
-            args.flags = CLONE_PIDFD;
-            args.pidfd = reinterpret_cast<std::uint64_t>(pidfd);
-            args.exit_signal = SIGCHLD;
-            return ::syscall(SYS_clone3, &args, sizeof args);
-        }
-        case spawn_method::clone:
-#if defined(__x86_64__)
-            // x86-64 order: flags, stack, parent_tid (receives the pidfd), child_tid, tls.
-            return ::syscall(SYS_clone, CLONE_PIDFD | SIGCHLD, nullptr, pidfd, nullptr, 0);
-#else
-            errno = ENOSYS;
-            return -1;
-#endif
-        case spawn_method::fork:
-            return ::fork();
-    }
-    errno = EINVAL;
-    return -1;
-}
 
 launcher::launcher(const worker_params& params) : executable_(params.executable) {
     strings_.push_back(params.executable);

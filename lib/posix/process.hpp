@@ -2,6 +2,7 @@
 #pragma once
 
 #include "../core/pool_core.hpp"
+#include "clone.hpp"
 #include <torchpool/pool_params.hpp>
 
 #include <optional>
@@ -12,32 +13,6 @@
 
 namespace torchpool::posix {
 
-/// The fd number on which every worker finds its channel to the pool.
-inline constexpr int channel_fd = 3;
-
-/// Owns one file descriptor.
-class unique_fd {
-public:
-    unique_fd() noexcept = default;
-    explicit unique_fd(int fd) noexcept : fd_(fd) {}
-    unique_fd(unique_fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-    unique_fd& operator=(unique_fd&& other) noexcept {
-        if (this != &other) {
-            reset(std::exchange(other.fd_, -1));
-        }
-        return *this;
-    }
-    ~unique_fd() { reset(); }
-
-    int get() const noexcept { return fd_; }
-    int release() noexcept { return std::exchange(fd_, -1); }
-    void reset(int fd = -1) noexcept;
-    explicit operator bool() const noexcept { return fd_ >= 0; }
-
-private:
-    int fd_ = -1;
-};
-
 /// A started worker: its pid (for messages only; never used to signal or wait), a pidfd,
 /// the host's end of its channel, and the read end of its stdout+stderr pipe. All three
 /// descriptors are non-blocking and close-on-exec.
@@ -47,14 +22,6 @@ struct spawned_process {
     unique_fd channel;
     unique_fd log;
 };
-
-/// How a child is created: clone3 or clone with CLONE_PIDFD (the pidfd comes with the
-/// child, so no pid is ever trusted), or fork() followed by pidfd_open as a last resort.
-enum class spawn_method { clone3, clone, fork };
-
-/// Creates a child process with `method`, like fork(): returns the pid in the parent, 0 in
-/// the child, -1 with errno on failure. `*pidfd` receives the pidfd, or -1 after fork().
-long create_child(spawn_method method, int* pidfd) noexcept;
 
 /// Starts worker processes from `worker_params`. The argument and environment arrays are
 /// built once, so a start does no allocation in the child.

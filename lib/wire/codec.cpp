@@ -211,8 +211,8 @@ std::string validate_tensor(dtype type, std::span<const std::int64_t> dims, std:
 }
 
 const char* message_name(const message& m) noexcept {
-    constexpr const char* names[] = {"hello",  "request",   "reply",
-                                     "cancel", "heartbeat", "shutdown"};
+    constexpr const char* names[] = {"hello",     "request",  "reply",        "cancel",
+                                     "heartbeat", "shutdown", "fork request", "fork reply"};
     return names[m.index()];
 }
 
@@ -274,6 +274,23 @@ frame encode(const cancel_msg& m) {
 frame encode(const heartbeat_msg& m) {
     return build(
         0, [&](schema::Envelope::Builder env) { env.initHeartbeat().setSequence(m.sequence); });
+}
+
+frame encode(const fork_request_msg& m) {
+    return build(0, [&](schema::Envelope::Builder env) {
+        auto r = env.initForkRequest();
+        r.setSequence(m.sequence);
+        r.setSlot(m.slot);
+    });
+}
+
+frame encode(const fork_reply_msg& m) {
+    return build(m.error.size(), [&](schema::Envelope::Builder env) {
+        auto r = env.initForkReply();
+        r.setSequence(m.sequence);
+        r.setPid(m.pid);
+        r.setError(text(m.error));
+    });
 }
 
 frame encode(const shutdown_msg&) {
@@ -340,6 +357,14 @@ Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
                 return message{heartbeat_msg{env.getHeartbeat().getSequence()}};
             case schema::Envelope::SHUTDOWN:
                 return message{shutdown_msg{}};
+            case schema::Envelope::FORK_REQUEST: {
+                auto r = env.getForkRequest();
+                return message{fork_request_msg{r.getSequence(), r.getSlot()}};
+            }
+            case schema::Envelope::FORK_REPLY: {
+                auto r = env.getForkReply();
+                return message{fork_reply_msg{r.getSequence(), r.getPid(), to_string(r.getError())}};
+            }
         }
         return decode_error{"unknown message kind " +
                             std::to_string(static_cast<unsigned>(env.which()))};

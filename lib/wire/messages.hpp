@@ -68,8 +68,21 @@ struct heartbeat_msg {
 
 struct shutdown_msg {};
 
-using message =
-    std::variant<hello_msg, request_msg, reply_msg, cancel_msg, heartbeat_msg, shutdown_msg>;
+/// Pool -> fork server: start one worker for `slot`.
+struct fork_request_msg {
+    std::uint64_t sequence = 0;
+    std::uint32_t slot = 0;
+};
+
+/// Fork server -> pool; on success the worker's pidfd, channel and log pipe come with it.
+struct fork_reply_msg {
+    std::uint64_t sequence = 0;
+    int pid = 0;
+    std::string error;
+};
+
+using message = std::variant<hello_msg, request_msg, reply_msg, cancel_msg, heartbeat_msg,
+                             shutdown_msg, fork_request_msg, fork_reply_msg>;
 
 /// Name of the message kind, for error messages ("hello", "reply", ...).
 const char* message_name(const message& m) noexcept;

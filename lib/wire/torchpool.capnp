@@ -71,6 +71,21 @@ struct Heartbeat {
 
 struct Shutdown {}
 
+struct ForkRequest {
+  # Pool -> fork server: start one worker for this slot of the pool.
+  sequence @0 :UInt64;
+  slot @1 :UInt32;
+}
+
+struct ForkReply {
+  # Fork server -> pool, with three descriptors attached (SCM_RIGHTS) on success: the
+  # worker's pidfd, the pool's end of its channel, the read end of its stdout/stderr pipe.
+  sequence @0 :UInt64;
+  pid @1 :Int32;
+  # Empty on success; else why no worker was made.
+  error @2 :Text;
+}
+
 struct Envelope {
   union {
     hello @0 :Hello;
@@ -79,5 +94,7 @@ struct Envelope {
     cancel @3 :Cancel;
     heartbeat @4 :Heartbeat;
     shutdown @5 :Shutdown;
+    forkRequest @6 :ForkRequest;
+    forkReply @7 :ForkReply;
   }
 }

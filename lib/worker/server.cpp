@@ -1,5 +1,6 @@
 #include "../wire/codec.hpp"
 #include "../wire/frame_reader.hpp"
+#include "fork_server.hpp"
 #include <torchpool/worker.hpp>
 
 #include <cerrno>
@@ -150,16 +151,46 @@ outgoing_reply run(const handler_table& handlers, const wire::request_view& req)
     return reply;
 }
 
+unsigned unsigned_from_environment(const char* name) {
+    if (const char* text = std::getenv(name)) {
+        char* end = nullptr;
+        const unsigned long value = std::strtoul(text, &end, 10);
+        if (end != text && *end == '\0' && value < 1u << 20) {
+            return static_cast<unsigned>(value);
+        }
+    }
+    return 0;
+}
+
+bool fork_server_mode() {
+    const char* mode = std::getenv("TORCHPOOL_FORK_SERVER");
+    return mode && std::strcmp(mode, "1") == 0;
+}
+
 }  // namespace
 
 struct server::state {
     int fd;
     handler_table handlers;
+    start_hook hook;
 };
+
+namespace {
+
+wire::hello_msg make_hello(const handler_table& handlers) {
+    wire::hello_msg hello{.pid = static_cast<int>(::getpid()),
+                          .protocol_version = wire::protocol_version};
+    for (const auto& [name, h] : handlers) {
+        hello.methods.push_back(name);
+    }
+    return hello;
+}
+
+}  // namespace
 
 server::server() : server(channel_from_environment()) {}
 
-server::server(int channel_fd) : state_(std::make_unique<state>(state{channel_fd, {}})) {}
+server::server(int channel_fd) : state_(std::make_unique<state>(state{channel_fd, {}, {}})) {}
 
 server::~server() = default;
 
@@ -167,14 +198,36 @@ void server::handle(std::string method, handler h) {
     state_->handlers.insert_or_assign(std::move(method), std::move(h));
 }
 
+void server::on_start(start_hook hook) {
+    state_->hook = std::move(hook);
+}
+
 int server::serve() {
-    const int fd = state_->fd;
-    wire::hello_msg hello{.pid = static_cast<int>(::getpid()),
-                          .protocol_version = wire::protocol_version};
-    for (const auto& [name, h] : state_->handlers) {
-        hello.methods.push_back(name);
+    start_info info{.slot = unsigned_from_environment("TORCHPOOL_WORKER_SLOT"),
+                    .intra_op_threads = unsigned_from_environment("TORCHPOOL_INTRA_OP_THREADS"),
+                    .inter_op_threads = unsigned_from_environment("TORCHPOOL_INTER_OP_THREADS")};
+    if (fork_server_mode()) {
+        auto hello = make_hello(state_->handlers);
+        hello.capabilities.push_back("fork-server");
+        auto outcome = detail::run_fork_server(state_->fd, hello);
+        if (const int* exit_code = std::get_if<int>(&outcome)) {
+            return *exit_code;
+        }
+        // A new worker, made by the fork server.
+        state_->fd = 3;
+        info.slot = std::get<detail::forked_worker>(outcome).slot;
+        info.forked = true;
     }
-    if (!write_all(fd, wire::encode(hello).asBytes())) {
+    if (state_->hook) {
+        try {
+            state_->hook(info);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "torchpool worker: could not start: %s\n", e.what());
+            return 3;
+        }
+    }
+    const int fd = state_->fd;
+    if (!write_all(fd, wire::encode(make_hello(state_->handlers)).asBytes())) {
         std::fprintf(stderr, "torchpool worker: cannot write to the pool's channel (fd %d): %s\n",
                      fd, std::strerror(errno));
         return 2;
