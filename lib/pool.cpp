@@ -24,8 +24,10 @@
 #include <memory>
 #include <optional>
 #include <stdexcept>
+#include <thread>
 #include <unordered_map>
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -45,7 +47,9 @@ public:
         : executor_(std::move(ex)),
           params_(params),
           core_(params),
-          launcher_(params.worker),
+          launcher_(params.worker, worker_environment(params),
+                    params.worker.start == start_mode::fork_server ? SOCK_SEQPACKET : SOCK_STREAM),
+          server_(executor_),
           timer_(executor_) {
         workers_.reserve(params.workers);
         for (std::size_t i = 0; i < params.workers; ++i) {
@@ -62,6 +66,27 @@ public:
                 posix::reap_blocking(w->pidfd.native_handle());
             }
         }
+        if (server_.alive) {
+            posix::send_signal(server_.pidfd.native_handle(), SIGKILL);
+            posix::reap_blocking(server_.pidfd.native_handle());
+        }
+        for (auto& orphan : orphans_) {
+            posix::reap_blocking(orphan->native_handle());
+        }
+    }
+
+    // What every worker (or the fork server) finds in its environment, besides the user's.
+    static std::vector<std::string> worker_environment(const pool_params& params) {
+        const std::string intra = std::to_string(params.intra_op_threads);
+        std::vector<std::string> env = {
+            "TORCHPOOL_INTRA_OP_THREADS=" + intra,
+            "TORCHPOOL_INTER_OP_THREADS=" + std::to_string(params.inter_op_threads),
+            // Read by OpenMP and MKL when they load, before any code of the worker runs.
+            "OMP_NUM_THREADS=" + intra, "MKL_NUM_THREADS=" + intra};
+        if (params.worker.start == start_mode::fork_server) {
+            env.push_back("TORCHPOOL_FORK_SERVER=1");
+        }
+        return env;
     }
 
     void run(run_handler handler) {
@@ -304,14 +329,19 @@ private:
     }
 
     void execute(core::spawn_action& a) {
-        const auto now = core::clock::now();
-        auto started = launcher_.spawn();
+        auto started = launcher_.spawn(a.slot);
         if (auto* why = std::get_if<std::string>(&started)) {
-            core_.on_spawn_error(a.slot, std::move(*why), now);
+            core_.on_spawn_error(a.slot, std::move(*why), core::clock::now());
             return;
         }
-        auto& p = std::get<posix::spawned_process>(started);
-        auto& w = *workers_[a.slot];
+        adopt(a.slot, std::get<posix::spawned_process>(started));
+    }
+
+    // Takes over a new worker process for `slot`, however it was made.
+    void adopt(core::slot_id slot, posix::spawned_process& p) {
+        const auto now = core::clock::now();
+        auto& w = *workers_[slot];
+        const core::slot_id s = slot;
         ++w.generation;
         w.alive = true;
         w.pidfd.assign(p.pidfd.release());
@@ -323,10 +353,302 @@ private:
         w.front_offset = 0;
         w.writing = false;
         w.exit.reset();
-        core_.on_spawned(a.slot, p.pid, now);
-        wait_exit(a.slot);
-        read_channel(a.slot);
-        read_log(a.slot);
+        core_.on_spawned(s, p.pid, now);
+        wait_exit(s);
+        read_channel(s);
+        read_log(s);
+    }
+
+    // --- the fork server -----------------------------------------------------------------
+
+    struct server_io {
+        explicit server_io(const asio::any_io_executor& ex) : pidfd(ex), control(ex), log(ex) {}
+        std::uint64_t generation = 0;
+        bool alive = false;
+        asio::posix::stream_descriptor pidfd;
+        asio::posix::stream_descriptor control;  // SOCK_SEQPACKET: one message per packet
+        asio::posix::stream_descriptor log;
+        bool control_reading = false;
+        bool log_reading = false;
+        std::optional<core::exit_status> exit;
+        std::array<char, 4096> log_buffer;
+    };
+
+    void execute(core::start_server_action&) {
+        auto started = launcher_.spawn(0);
+        if (auto* why = std::get_if<std::string>(&started)) {
+            core_.on_server_spawn_error(std::move(*why), core::clock::now());
+            return;
+        }
+        auto& p = std::get<posix::spawned_process>(started);
+        ++server_.generation;
+        server_.alive = true;
+        server_.exit.reset();
+        server_.pidfd.assign(p.pidfd.release());
+        server_.control.assign(p.channel.release());
+        server_.log.assign(p.log.release());
+        fork_requests_.clear();
+        core_.on_server_spawned(p.pid, core::clock::now());
+        wait_server_exit();
+        read_server_control();
+        read_server_log();
+    }
+
+    void execute(core::stop_server_action& a) {
+        if (!server_.alive) {
+            return;
+        }
+        if (a.kill) {
+            posix::send_signal(server_.pidfd.native_handle(), SIGKILL);
+        } else {
+            // End of its control stream: the server's loop returns and it exits.
+            ::shutdown(server_.control.native_handle(), SHUT_WR);
+        }
+    }
+
+    void execute(core::fork_action& a) {
+        const std::uint64_t sequence = ++fork_sequence_;
+        const auto packet = wire::encode(
+            wire::fork_request_msg{sequence, static_cast<std::uint32_t>(a.slot)});
+        const auto bytes = packet.asBytes();
+        ssize_t n;
+        do {
+            n = server_.alive ? ::send(server_.control.native_handle(), bytes.begin(), bytes.size(),
+                                       MSG_NOSIGNAL | MSG_DONTWAIT)
+                              : -1;
+        } while (n < 0 && errno == EINTR);
+        if (n != static_cast<ssize_t>(bytes.size())) {
+            // Gone or not keeping up (a full socket buffer holds hundreds of requests): the
+            // slot retries after its backoff.
+            core_.on_spawn_error(a.slot,
+                                 std::string("cannot ask the fork server for a worker: ") +
+                                     (server_.alive ? std::strerror(errno) : "it is not running"),
+                                 core::clock::now());
+            return;
+        }
+        fork_requests_[sequence] = a.slot;
+    }
+
+    void wait_server_exit() {
+        server_.pidfd.async_wait(asio::posix::descriptor_base::wait_read,
+                                 [self = shared_from_this(), gen = server_.generation](error_code ec) {
+                                     auto& io = self->server_;
+                                     if (ec || io.generation != gen || !io.alive) {
+                                         return;
+                                     }
+                                     auto status = posix::try_reap(io.pidfd.native_handle());
+                                     if (!status) {
+                                         self->wait_server_exit();  // spurious wake-up
+                                         return;
+                                     }
+                                     io.exit = *status;
+                                     error_code ignored;
+                                     io.control.cancel(ignored);
+                                     io.log.cancel(ignored);
+                                     self->finish_server_exit_when_read();
+                                     self->drive();
+                                 });
+    }
+
+    // As for workers: the exit is told only when no read is in flight, after what the
+    // pipes still hold (a fork reply sent just before it died still hands its worker over).
+    void finish_server_exit_when_read() {
+        auto& io = server_;
+        if (!io.exit || io.control_reading || io.log_reading) {
+            return;
+        }
+        take_server_packets();
+        drain_server_log();
+        const auto status = *io.exit;
+        io.exit.reset();
+        io.alive = false;
+        ++io.generation;
+        error_code ignored;
+        io.control.close(ignored);
+        io.log.close(ignored);
+        io.pidfd.close(ignored);
+        fork_requests_.clear();
+        core_.on_server_exit(status, core::clock::now());
+    }
+
+    void read_server_control() {
+        server_.control_reading = true;
+        server_.control.async_wait(asio::posix::descriptor_base::wait_read,
+                                   [self = shared_from_this(), gen = server_.generation](error_code ec) {
+                                       auto& io = self->server_;
+                                       if (io.generation != gen) {
+                                           return;
+                                       }
+                                       io.control_reading = false;
+                                       const bool open = !ec && self->take_server_packets();
+                                       if (open && !io.exit) {
+                                           self->read_server_control();
+                                       }
+                                       self->finish_server_exit_when_read();
+                                       self->drive();
+                                   });
+    }
+
+    // Reads every packet the control socket holds. False at end of stream or after an error
+    // (the server's exit follows, or it has been killed).
+    bool take_server_packets() {
+        auto& io = server_;
+        if (!io.control.is_open()) {
+            return false;
+        }
+        for (;;) {
+            alignas(capnp::word) std::array<char, 4096> buffer;
+            alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * 8)> control;
+            iovec iov{buffer.data(), buffer.size()};
+            msghdr msg{};
+            msg.msg_iov = &iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.data();
+            msg.msg_controllen = control.size();
+            const ssize_t n = ::recvmsg(io.control.native_handle(), &msg,
+                                        MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n < 0) {
+                return errno == EAGAIN || errno == EWOULDBLOCK;
+            }
+            std::vector<posix::unique_fd> fds;
+            for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+                if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                    const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                    for (std::size_t i = 0; i < count; ++i) {
+                        int fd;
+                        std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                        fds.emplace_back(fd);
+                    }
+                }
+            }
+            if (n == 0) {
+                return false;
+            }
+            const auto now = core::clock::now();
+            if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 || n % 8 != 0) {
+                core_.on_server_protocol_error(
+                    "sent a message that is not a whole Cap'n Proto frame", now);
+                return false;
+            }
+            auto decoded = wire::decode(std::span<const capnp::word>(
+                reinterpret_cast<const capnp::word*>(buffer.data()), static_cast<std::size_t>(n) / 8));
+            if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
+                core_.on_server_protocol_error("sent a malformed message: " + bad->what, now);
+                return false;
+            }
+            auto& m = std::get<wire::message>(decoded);
+            if (auto* hello = std::get_if<wire::hello_msg>(&m)) {
+                core_.on_server_hello(*hello, now);
+            } else if (auto* reply = std::get_if<wire::fork_reply_msg>(&m)) {
+                on_fork_reply(*reply, fds);
+            } else {
+                core_.on_server_protocol_error(
+                    std::string("sent a ") + wire::message_name(m) + " message", now);
+                return false;
+            }
+        }
+    }
+
+    void on_fork_reply(const wire::fork_reply_msg& reply, std::vector<posix::unique_fd>& fds) {
+        const auto now = core::clock::now();
+        auto it = fork_requests_.find(reply.sequence);
+        const bool wanted = it != fork_requests_.end() && core_.awaiting_fork(it->second);
+        if (fds.size() == 3 && !wanted) {
+            // Asked for by a slot that stopped in the meantime: not ours to keep.
+            adopt_orphan(std::move(fds[0]));
+        }
+        if (it == fork_requests_.end()) {
+            return;
+        }
+        const core::slot_id slot = it->second;
+        fork_requests_.erase(it);
+        if (!wanted) {
+            return;
+        }
+        if (!reply.error.empty()) {
+            core_.on_spawn_error(slot, "the fork server could not make a worker: " + reply.error,
+                                 now);
+            return;
+        }
+        if (fds.size() != 3 || reply.pid <= 0) {
+            if (!fds.empty()) {
+                adopt_orphan(std::move(fds[0]));
+            }
+            core_.on_server_protocol_error("handed over a worker without its pidfd, channel and log "
+                                           "pipe (" + std::to_string(fds.size()) + " descriptors)",
+                                           now);
+            return;
+        }
+        if (!posix::set_nonblocking(fds[1].get()) || !posix::set_nonblocking(fds[2].get())) {
+            adopt_orphan(std::move(fds[0]));
+            core_.on_spawn_error(slot, "cannot make a forked worker's descriptors non-blocking",
+                                 now);
+            return;
+        }
+        posix::spawned_process p{reply.pid, std::move(fds[0]), std::move(fds[1]), std::move(fds[2])};
+        adopt(slot, p);
+    }
+
+    // A process nobody wants: killed through its pidfd, and reaped when it has exited.
+    void adopt_orphan(posix::unique_fd pidfd) {
+        posix::send_signal(pidfd.get(), SIGKILL);
+        orphans_.push_back(std::make_unique<asio::posix::stream_descriptor>(executor_, pidfd.release()));
+        auto* orphan = orphans_.back().get();
+        orphan->async_wait(asio::posix::descriptor_base::wait_read,
+                           [self = shared_from_this(), orphan](error_code) {
+                               if (!posix::try_reap(orphan->native_handle())) {
+                                   return;  // cannot be: it was SIGKILLed; the destructor reaps
+                               }
+                               std::erase_if(self->orphans_,
+                                             [&](const auto& o) { return o.get() == orphan; });
+                           });
+    }
+
+    void read_server_log() {
+        server_.log_reading = true;
+        server_.log.async_read_some(
+            asio::buffer(server_.log_buffer),
+            [self = shared_from_this(), gen = server_.generation](error_code ec, std::size_t n) {
+                auto& io = self->server_;
+                if (io.generation != gen) {
+                    return;
+                }
+                io.log_reading = false;
+                if (n > 0) {
+                    self->core_.on_server_log(std::string_view(io.log_buffer.data(), n));
+                }
+                if (!ec && !io.exit) {
+                    self->read_server_log();
+                }
+                if (ec && ec != asio::error::operation_aborted) {
+                    error_code ignored;
+                    io.log.close(ignored);
+                }
+                self->finish_server_exit_when_read();
+                self->drive();
+            });
+    }
+
+    void drain_server_log() {
+        if (!server_.log.is_open()) {
+            return;
+        }
+        for (;;) {
+            const ssize_t n = ::read(server_.log.native_handle(), server_.log_buffer.data(),
+                                     server_.log_buffer.size());
+            if (n > 0) {
+                core_.on_server_log(
+                    std::string_view(server_.log_buffer.data(), static_cast<std::size_t>(n)));
+                continue;
+            }
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            return;
+        }
     }
 
     void execute(core::send_request_action& a) {
@@ -715,6 +1037,10 @@ private:
     pool_params params_;
     core::pool_core core_;
     posix::launcher launcher_;
+    server_io server_;
+    std::uint64_t fork_sequence_ = 0;
+    std::unordered_map<std::uint64_t, core::slot_id> fork_requests_;  // sequence -> slot
+    std::vector<std::unique_ptr<asio::posix::stream_descriptor>> orphans_;  // pidfds
     asio::steady_timer timer_;
     core::time_point armed_for_ = core::time_point::max();
     std::vector<std::unique_ptr<worker_io>> workers_;
@@ -734,6 +1060,15 @@ namespace torchpool {
 
 namespace {
 
+// The cores this process may run on (its affinity mask), as the workers will inherit it.
+std::size_t usable_cores() {
+    cpu_set_t set;
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+        return std::max(1, CPU_COUNT(&set));
+    }
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
 pool_params checked(pool_params params) {
     if (params.worker.executable.empty()) {
         throw std::invalid_argument(
@@ -749,6 +1084,17 @@ pool_params checked(pool_params params) {
     if (params.max_frame_bytes < 1024) {
         throw std::invalid_argument(
             "torchpool::pool: pool_params::max_frame_bytes must be at least 1024");
+    }
+    const std::size_t cores = usable_cores();
+    const auto per_worker = static_cast<unsigned>(std::max<std::size_t>(1, cores / params.workers));
+    if (params.intra_op_threads == 0) {
+        params.intra_op_threads = per_worker;
+    }
+    if (params.inter_op_threads == 0) {
+        params.inter_op_threads = per_worker;
+    }
+    if (params.max_concurrent_starts == 0) {
+        params.max_concurrent_starts = std::max<std::size_t>(4, 2 * cores);
     }
     return params;
 }

@@ -12,6 +12,10 @@ struct worker_event {
         started,  ///< a worker process was created
         ready,    ///< it said hello and can take tasks
         exited,   ///< it was reaped (expectedly or not)
+        // The same three for the fork server (start_mode::fork_server); `slot` is 0.
+        fork_server_started,
+        fork_server_ready,  ///< it has loaded what it shares and can make workers
+        fork_server_exited,
     };
     kind what = kind::started;
     /// Index of the worker's slot in the pool, 0 .. workers-1; stable across restarts.

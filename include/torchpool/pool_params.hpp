@@ -14,6 +14,20 @@
 
 namespace torchpool {
 
+/// How worker processes are created.
+enum class start_mode {
+    /// Each worker is a new process of `worker_params::executable` (fork + exec). Works
+    /// for any worker program.
+    direct,
+    /// The executable is started once, as a fork server, and each worker is a fork of it:
+    /// what the program loaded before `worker::server::serve()` (LibTorch, a model) is
+    /// loaded once and shared, copy-on-write, by every worker, which makes hundreds of
+    /// workers quick to start and cheap to keep. The workers are still the pool's own
+    /// children (pidfd, exact exit status); if the fork server dies, it is restarted and
+    /// running workers carry on. The program must start no thread before serve().
+    fork_server,
+};
+
 /// How to start one worker process.
 struct worker_params {
     /// Path of the worker executable (built with the worker SDK, <torchpool/worker.hpp>).
@@ -23,6 +37,7 @@ struct worker_params {
     std::vector<std::string> args;
     /// Extra environment entries, "NAME=value", added to the host's environment.
     std::vector<std::string> env;
+    start_mode start = start_mode::direct;
 };
 
 /// Delay before a worker that failed is started again: `initial`, multiplied by
@@ -50,8 +65,20 @@ struct pool_params {
     /// Deadline of a task whose request sets none. Zero: no deadline.
     std::chrono::milliseconds task_timeout{0};
     /// Time a new worker has to say hello before it is killed and counted as a failed
-    /// start.
+    /// start. In fork-server mode the fork server has as long to load and say hello.
     std::chrono::milliseconds spawn_timeout{10'000};
+    /// Workers being started at the same time (process up, not yet ready); the others wait
+    /// their turn, so that a burst of hundreds of starts does not starve the workers that
+    /// are already running tasks. Zero (the default): twice the number of cores, at least 4.
+    std::size_t max_concurrent_starts = 0;
+    /// Threads of each worker's LibTorch intra-op pool (and OpenMP), passed to workers as
+    /// TORCHPOOL_INTRA_OP_THREADS and OMP_NUM_THREADS. Zero (the default): the cores this
+    /// process may use divided by `workers`, at least 1, so that workers do not
+    /// oversubscribe the cores. `pool::stats()` shows the choice.
+    unsigned intra_op_threads = 0;
+    /// Threads of each worker's LibTorch inter-op pool (TORCHPOOL_INTER_OP_THREADS). Zero
+    /// (the default): as for `intra_op_threads`.
+    unsigned inter_op_threads = 0;
     /// Time a worker has to exit after it was asked to (shutdown message or SIGTERM)
     /// before it gets SIGKILL.
     std::chrono::milliseconds stop_grace{2'000};

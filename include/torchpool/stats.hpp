@@ -13,9 +13,20 @@ struct pool_stats {
     std::size_t workers_busy = 0;      ///< running a task
     std::size_t workers_stopping = 0;  ///< asked or forced to exit, not reaped yet
     std::size_t workers_backoff = 0;   ///< waiting to be started again after a failure
+    std::size_t workers_waiting = 0;   ///< waiting for their turn to start (or the fork server)
     std::size_t workers_stopped = 0;   ///< stopped for good (shutdown)
     std::size_t queue_depth = 0;       ///< tasks waiting for a worker
     bool degraded = false;             ///< workers cannot be started; tasks fail fast
+
+    // Configuration in effect.
+    unsigned intra_op_threads = 0;  ///< per worker (pool_params::intra_op_threads, resolved)
+    unsigned inter_op_threads = 0;  ///< per worker (pool_params::inter_op_threads, resolved)
+
+    // The fork server (start_mode::fork_server only).
+    int fork_server_pid = 0;  ///< 0 when it is not running
+    bool fork_server_ready = false;
+    std::uint64_t fork_server_starts = 0;  ///< processes started, restarts included
+    std::uint64_t fork_server_deaths = 0;  ///< exits the pool did not ask for
 
     // Tasks by outcome, since the pool was made.
     std::uint64_t submitted = 0;

@@ -87,6 +87,10 @@ pool_core::pool_core(const pool_params& params) : params_(params), random_(param
         slots_.emplace_back(params.log_tail_bytes);
     }
     idle_.reserve(params.workers);
+    if (params.worker.start == start_mode::fork_server) {
+        server_.state = server_state::backoff;
+        server_.log = log_tail(params.log_tail_bytes);
+    }
 }
 
 bool pool_core::start(time_point now) {
@@ -94,6 +98,9 @@ bool pool_core::start(time_point now) {
         return false;
     }
     started_ = true;
+    if (fork_server_mode()) {
+        start_server(now);
+    }
     for (slot_id s = 0; s < slots_.size(); ++s) {
         spawn(s, now);
     }
@@ -101,6 +108,42 @@ bool pool_core::start(time_point now) {
 }
 
 void pool_core::spawn(slot_id s, time_point now) {
+    auto& w = slots_[s];
+    w.state = worker_state::backoff;
+    set_timer(s, time_point::max());
+    if (!w.waiting) {
+        w.waiting = true;
+        start_queue_.push_back(s);
+    }
+    start_waiting(now);
+}
+
+std::size_t pool_core::starts_in_progress() const {
+    return static_cast<std::size_t>(std::count_if(slots_.begin(), slots_.end(), [](const slot& w) {
+        return w.state == worker_state::starting;
+    }));
+}
+
+void pool_core::start_waiting(time_point now) {
+    if (stopping_ || (fork_server_mode() && server_.state != server_state::ready)) {
+        return;
+    }
+    const std::size_t limit = params_.max_concurrent_starts;
+    std::size_t in_progress = limit > 0 ? starts_in_progress() : 0;
+    while (!start_queue_.empty() && (limit == 0 || in_progress < limit)) {
+        const slot_id s = start_queue_.front();
+        start_queue_.pop_front();
+        auto& w = slots_[s];
+        if (!w.waiting) {
+            continue;  // stopped since it queued
+        }
+        w.waiting = false;
+        begin_start(s, now);
+        ++in_progress;
+    }
+}
+
+void pool_core::begin_start(slot_id s, time_point now) {
     auto& w = slots_[s];
     if (w.ever_started) {
         ++counters_.restarts;
@@ -115,7 +158,185 @@ void pool_core::spawn(slot_id s, time_point now) {
     w.process_start = now;
     set_timer(s, now + params_.spawn_timeout);
     w.log.clear();
-    actions_.push_back(spawn_action{s});
+    if (fork_server_mode()) {
+        actions_.push_back(fork_action{s});
+    } else {
+        actions_.push_back(spawn_action{s});
+    }
+}
+
+bool pool_core::awaiting_fork(slot_id s) const {
+    const auto& w = slots_.at(s);
+    return fork_server_mode() && w.state == worker_state::starting && w.pid == 0;
+}
+
+void pool_core::start_server(time_point now) {
+    if (server_.state == server_state::stopped || stopping_) {
+        return;
+    }
+    server_.state = server_state::starting;
+    server_.pid = 0;
+    server_.killed = false;
+    server_.asked_to_stop = false;
+    server_.process_start = now;
+    server_.timer = now + params_.spawn_timeout;
+    server_.log.clear();
+    ++counters_.fork_server_starts;
+    actions_.push_back(start_server_action{});
+}
+
+void pool_core::stop_server(bool kill, time_point now) {
+    if (server_.state == server_state::none || server_.state == server_state::stopped) {
+        return;
+    }
+    if (server_.state == server_state::backoff) {
+        server_.state = server_state::stopped;
+        server_.timer = time_point::max();
+        return;
+    }
+    if (server_.state == server_state::stopping && (server_.killed || !kill)) {
+        return;
+    }
+    server_.state = server_state::stopping;
+    if (kill) {
+        server_.killed = true;
+        server_.timer = time_point::max();
+        actions_.push_back(stop_server_action{true});
+    } else {
+        server_.asked_to_stop = true;
+        server_.timer = now + params_.stop_grace;
+        actions_.push_back(stop_server_action{false});
+    }
+}
+
+void pool_core::on_server_spawned(int pid, time_point now) {
+    server_.pid = pid;
+    server_.process_start = now;
+    if (params_.on_worker_event) {
+        actions_.push_back(notify_action{{worker_event::kind::fork_server_started, 0, pid,
+                                          "fork server " + std::to_string(pid) + " started"}});
+    }
+}
+
+void pool_core::on_server_spawn_error(std::string why, time_point now) {
+    server_.kill_reason.clear();
+    on_server_gone("the fork server could not be started: " + why, now);
+}
+
+void pool_core::on_server_hello(const wire::hello_msg& hello, time_point now) {
+    if (server_.state != server_state::starting) {
+        on_server_protocol_error(server_.state == server_state::ready
+                                     ? "sent a second hello message"
+                                     : "sent hello while it was being stopped",
+                                 now);
+        return;
+    }
+    if (hello.protocol_version != wire::protocol_version) {
+        on_server_protocol_error("sent hello with protocol version " +
+                                     std::to_string(hello.protocol_version) +
+                                     " (this pool speaks " +
+                                     std::to_string(wire::protocol_version) + ")",
+                                 now);
+        return;
+    }
+    server_.state = server_state::ready;
+    server_.timer = time_point::max();
+    server_.failed_starts = 0;
+    server_.failures = 0;
+    if (params_.on_worker_event) {
+        actions_.push_back(notify_action{
+            {worker_event::kind::fork_server_ready, 0, server_.pid,
+             "fork server " + std::to_string(server_.pid) + " is ready, " +
+                 format_duration(duration_cast<milliseconds>(now - server_.process_start)) +
+                 " after it started"}});
+    }
+    start_waiting(now);
+    check_finished(now);
+}
+
+void pool_core::on_server_protocol_error(std::string what, time_point now) {
+    if (server_.state == server_state::stopping || server_.state == server_state::stopped ||
+        server_.state == server_state::none) {
+        return;
+    }
+    server_.kill_reason = what + "; it was killed";
+    ++counters_.protocol_errors;
+    stop_server(true, now);
+}
+
+void pool_core::on_server_log(std::string_view bytes) {
+    server_.log.append(bytes);
+}
+
+void pool_core::on_server_exit(const exit_status& status, time_point now) {
+    const std::string log = server_.log.text();
+    const std::string log_note = log.empty() ? std::string(" It wrote nothing to stdout or stderr.")
+                                             : " Its last output line: \"" + last_line(log) + "\".";
+    const std::string uptime =
+        format_duration(duration_cast<milliseconds>(now - server_.process_start));
+    std::string why = "the fork server (pid " + std::to_string(server_.pid) + ") ";
+    if (!server_.kill_reason.empty()) {
+        why += server_.kill_reason + ".";
+    } else if (server_.state == server_state::starting) {
+        why += describe_exit(status) + " before it was ready, " + uptime + " after it started.";
+    } else {
+        why += describe_exit(status) + " after " + uptime + ".";
+    }
+    on_server_gone(why + log_note, now);
+}
+
+void pool_core::on_server_gone(std::string why, time_point now) {
+    const server_state was = server_.state;
+    const int pid = server_.pid;
+    const bool asked = server_.asked_to_stop;
+    const bool unexpected = server_.kill_reason.empty() && !asked && !server_.killed;
+    server_.pid = 0;
+    server_.timer = time_point::max();
+    server_.kill_reason.clear();
+    server_.killed = false;
+    server_.asked_to_stop = false;
+    if (pid != 0 && params_.on_worker_event) {
+        actions_.push_back(
+            notify_action{{worker_event::kind::fork_server_exited, 0, pid, "fork server: " + why}});
+    }
+    if (stopping_ || asked) {
+        server_.state = server_state::stopped;  // the pool is done with it
+        check_finished(now);
+        return;
+    }
+    requeue_fork_requests(now);
+    if (was == server_state::ready && unexpected) {
+        ++counters_.fork_server_deaths;
+        ++server_.failures;
+    } else if (was == server_state::starting || !unexpected) {
+        ++server_.failed_starts;
+        last_spawn_error_ = why;
+        if (!degraded_ && server_.failed_starts >= params_.spawn_failures_until_degraded &&
+            !ready_workers_exist()) {
+            degraded_ = true;
+            fail_queued(errc::spawn_failed,
+                        "No worker can be started, so the task was not run. Last start failure: " +
+                            last_spawn_error_);
+        }
+    }
+    const auto delay = restart_delay(params_.restart_backoff,
+                                     std::max(server_.failures, server_.failed_starts), random_);
+    server_.state = server_state::backoff;
+    if (delay.count() == 0) {
+        start_server(now);
+    } else {
+        server_.timer = now + delay;
+    }
+    check_finished(now);
+}
+
+// Workers asked of a fork server that is gone will never come: ask again, from the next one.
+void pool_core::requeue_fork_requests(time_point now) {
+    for (slot_id s = 0; s < slots_.size(); ++s) {
+        if (awaiting_fork(s)) {
+            spawn(s, now);
+        }
+    }
 }
 
 void pool_core::submit(task_id id, std::string method, milliseconds timeout, time_point now) {
@@ -289,7 +510,7 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
                  {.diagnostics = {.summary = "The caller cancelled " + what +
                                              " while it waited in the queue."}});
         maybe_finish_drain(now);
-        check_finished();
+        check_finished(now);
         return;
     }
     const slot_id s = *it->second.slot;
@@ -325,11 +546,27 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
              {.worker_pid = slots_[s].pid, .diagnostics = std::move(d)});
     stop_worker(s, stop_reason::cancelled, true, now);
     maybe_finish_drain(now);
-    check_finished();
+    check_finished(now);
 }
 
 void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_point now) {
     auto& w = slots_[s];
+    if (awaiting_fork(s)) {
+        // Asked of the fork server, no process yet: nothing to signal.
+        set_timer(s, time_point::max());
+        if (reason == stop_reason::spawn_timeout) {
+            // The fork server has not answered in time, so it is stuck: replacing it asks
+            // again for this worker (requeue_fork_requests).
+            server_.kill_reason = "did not answer a request for a worker within " +
+                                  format_duration(params_.spawn_timeout) +
+                                  " (pool_params::spawn_timeout) and was killed";
+            stop_server(true, now);
+            return;
+        }
+        // A worker that the fork server still hands over is killed by the driver.
+        w.state = worker_state::stopped;
+        return;
+    }
     release_sent(s);
     if (w.state == worker_state::idle) {
         idle_.erase(std::remove(idle_.begin(), idle_.end(), s), idle_.end());
@@ -375,7 +612,7 @@ void pool_core::shutdown(time_point now) {
         }
     }
     maybe_finish_drain(now);
-    check_finished();
+    check_finished(now);
 }
 
 void pool_core::stop(time_point now) {
@@ -404,6 +641,7 @@ void pool_core::stop(time_point now) {
         switch (slots_[s].state) {
             case worker_state::backoff:
                 slots_[s].state = worker_state::stopped;
+                slots_[s].waiting = false;
                 set_timer(s, time_point::max());
                 break;
             case worker_state::starting:
@@ -416,7 +654,7 @@ void pool_core::stop(time_point now) {
                 break;
         }
     }
-    check_finished();
+    check_finished(now);
 }
 
 void pool_core::maybe_finish_drain(time_point now) {
@@ -428,6 +666,7 @@ void pool_core::maybe_finish_drain(time_point now) {
         switch (w.state) {
             case worker_state::backoff:
                 w.state = worker_state::stopped;
+                w.waiting = false;
                 set_timer(s, time_point::max());
                 break;
             case worker_state::idle:
@@ -444,7 +683,7 @@ void pool_core::maybe_finish_drain(time_point now) {
     }
 }
 
-void pool_core::check_finished() {
+void pool_core::check_finished(time_point now) {
     if (finished_ || !(draining_ || stopping_) || !tasks_.empty()) {
         return;
     }
@@ -452,6 +691,11 @@ void pool_core::check_finished() {
         if (w.state != worker_state::stopped) {
             return;
         }
+    }
+    if (fork_server_mode() && server_.state != server_state::stopped) {
+        // Every worker is gone; the fork server goes last (its exit comes back here).
+        stop_server(stopping_, now);
+        return;
     }
     finished_ = true;
     actions_.push_back(run_finished_action{});
@@ -495,7 +739,8 @@ void pool_core::on_spawn_error(slot_id s, std::string why, time_point now) {
     ++counters_.failed_starts;
     after_failed_start(s, std::move(why));
     schedule_restart(s, now);
-    check_finished();
+    check_finished(now);
+    start_waiting(now);  // a start may have ended, making room for the next
 }
 
 bool pool_core::ready_workers_exist() const {
@@ -581,6 +826,7 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
     idle_.push_back(s);
     dispatch(now);
     maybe_finish_drain(now);
+    start_waiting(now);  // a start may have ended, making room for the next
 }
 
 void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
@@ -608,7 +854,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     }
     dispatch(now);
     maybe_finish_drain(now);
-    check_finished();
+    check_finished(now);
 }
 
 void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, time_point now) {
@@ -655,7 +901,8 @@ void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
     }
     stop_worker(s, stop_reason::protocol, true, now);
     maybe_finish_drain(now);
-    check_finished();
+    check_finished(now);
+    start_waiting(now);  // a start may have ended, making room for the next
 }
 
 void pool_core::on_channel_closed(slot_id s, std::string what, time_point now) {
@@ -745,7 +992,8 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
              "worker " + std::to_string(pid) + " " + how + " while " + to_string(was) + next}});
     }
     maybe_finish_drain(now);
-    check_finished();
+    check_finished(now);
+    start_waiting(now);  // a start may have ended, making room for the next
 }
 
 void pool_core::on_timer(time_point now) {
@@ -788,6 +1036,26 @@ void pool_core::on_timer(time_point now) {
         complete(id, errc::timeout, {.worker_pid = w.pid, .diagnostics = std::move(d)});
         stop_worker(s, stop_reason::deadline, false, now);
     }
+    if (server_.timer <= now) {
+        switch (server_.state) {
+            case server_state::starting:
+                server_.kill_reason = "did not become ready within " +
+                                      format_duration(params_.spawn_timeout) +
+                                      " (pool_params::spawn_timeout) and was killed";
+                stop_server(true, now);
+                break;
+            case server_state::backoff:
+                server_.timer = time_point::max();
+                start_server(now);
+                break;
+            case server_state::stopping:
+                stop_server(true, now);
+                break;
+            default:
+                server_.timer = time_point::max();
+                break;
+        }
+    }
     // Worker timers that are due; handling one may set others, so take the due ones first.
     std::vector<slot_id> due;
     for (auto it = slot_timers_.begin(); it != slot_timers_.end() && it->first <= now; ++it) {
@@ -819,7 +1087,8 @@ void pool_core::on_timer(time_point now) {
         }
     }
     maybe_finish_drain(now);
-    check_finished();
+    check_finished(now);
+    start_waiting(now);  // a start may have ended, making room for the next
 }
 
 std::optional<time_point> pool_core::next_deadline() const {
@@ -830,6 +1099,7 @@ std::optional<time_point> pool_core::next_deadline() const {
     if (!slot_timers_.empty()) {
         next = std::min(next, slot_timers_.begin()->first);
     }
+    next = std::min(next, server_.timer);
     if (next == time_point::max()) {
         return std::nullopt;
     }
@@ -852,7 +1122,7 @@ pool_stats pool_core::stats() const {
     for (const auto& w : slots_) {
         switch (w.state) {
             case worker_state::backoff:
-                ++s.workers_backoff;
+                ++(w.waiting ? s.workers_waiting : s.workers_backoff);
                 break;
             case worker_state::starting:
                 ++s.workers_starting;
@@ -873,6 +1143,10 @@ pool_stats pool_core::stats() const {
     }
     s.queue_depth = queued_;
     s.degraded = degraded_;
+    s.intra_op_threads = params_.intra_op_threads;
+    s.inter_op_threads = params_.inter_op_threads;
+    s.fork_server_pid = server_.pid;
+    s.fork_server_ready = server_.state == server_state::ready;
     return s;
 }
 

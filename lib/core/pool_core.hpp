@@ -54,8 +54,19 @@ struct exit_status {
 };
 
 // Actions, for the driver.
+/// Start a worker process for `slot` (direct mode: fork + exec).
 struct spawn_action {
     slot_id slot;
+};
+/// Ask the fork server for a worker for `slot` (fork-server mode).
+struct fork_action {
+    slot_id slot;
+};
+/// Start the fork server.
+struct start_server_action {};
+/// Stop the fork server: ask it to exit (shutdown message), or SIGKILL it.
+struct stop_server_action {
+    bool kill = false;
 };
 struct send_request_action {
     slot_id slot;
@@ -84,9 +95,9 @@ struct notify_action {
     worker_event event;
 };
 
-using action =
-    std::variant<spawn_action, send_request_action, send_shutdown_action, send_cancel_action,
-                 signal_action, complete_action, run_finished_action, notify_action>;
+using action = std::variant<spawn_action, fork_action, start_server_action, stop_server_action,
+                            send_request_action, send_shutdown_action, send_cancel_action,
+                            signal_action, complete_action, run_finished_action, notify_action>;
 
 class pool_core {
 public:
@@ -127,6 +138,23 @@ public:
     void on_log(slot_id slot, std::string_view bytes);
     /// The process of `slot` was reaped.
     void on_exit(slot_id slot, const exit_status& status, time_point now);
+    // Events from the fork server (start_mode::fork_server).
+
+    /// The fork server process was started.
+    void on_server_spawned(int pid, time_point now);
+    /// The fork server process could not be started at all.
+    void on_server_spawn_error(std::string why, time_point now);
+    /// The fork server said hello: it can make workers.
+    void on_server_hello(const wire::hello_msg& hello, time_point now);
+    /// The fork server broke its protocol (`what` is a verb phrase, as for workers).
+    void on_server_protocol_error(std::string what, time_point now);
+    void on_server_log(std::string_view bytes);
+    /// The fork server was reaped.
+    void on_server_exit(const exit_status& status, time_point now);
+    /// True while `slot` waits for the worker it asked the fork server for: a worker the
+    /// fork server hands over for any other slot is not wanted (kill it).
+    bool awaiting_fork(slot_id slot) const;
+
     /// Time passed; call at or after `next_deadline()`.
     void on_timer(time_point now);
 
@@ -139,6 +167,7 @@ public:
     pool_stats stats() const;
     worker_state state_of(slot_id slot) const { return slots_.at(slot).state; }
     bool finished() const noexcept { return finished_; }
+    bool fork_server_mode() const noexcept { return server_.state != server_state::none; }
 
 private:
     enum class stop_reason {
@@ -175,6 +204,7 @@ private:
         stop_reason reason = stop_reason::none;
         bool killed = false;  // SIGKILL sent
         bool ever_started = false;
+        bool waiting = false;  // in start_queue_, for its turn to start (state backoff)
         std::optional<std::string> channel_closed;  // how its channel ended, if it has
         log_tail log;
     };
@@ -186,7 +216,39 @@ private:
         std::optional<slot_id> slot;
     };
 
+    enum class server_state {
+        none,      ///< direct mode: no fork server
+        backoff,   ///< not running; started at `timer`, or when the pool starts
+        starting,  ///< process started, no hello yet
+        ready,     ///< makes workers on request
+        stopping,  ///< asked or forced to exit; waiting for the exit to be reaped
+        stopped,   ///< not running, and will not be started again
+    };
+
+    struct fork_server {
+        server_state state = server_state::none;
+        int pid = 0;
+        time_point process_start{};
+        time_point timer = time_point::max();
+        unsigned failed_starts = 0;  // starts in a row that never became ready
+        unsigned failures = 0;       // deaths since it was last ready (restart backoff)
+        bool killed = false;
+        bool asked_to_stop = false;
+        std::string kill_reason;  // why the pool killed it, if it did (a verb phrase)
+        log_tail log{4096};
+    };
+
+    /// A slot needs a process: it waits for its turn (start_queue_) and the fork server.
     void spawn(slot_id s, time_point now);
+    /// Starts waiting slots while starts are allowed.
+    void start_waiting(time_point now);
+    /// The slot's process is being started now.
+    void begin_start(slot_id s, time_point now);
+    std::size_t starts_in_progress() const;
+    void start_server(time_point now);
+    void stop_server(bool kill, time_point now);
+    void requeue_fork_requests(time_point now);
+    void on_server_gone(std::string why, time_point now);
     /// The only way to change a slot's timer, so that slot_timers_ stays in step.
     void set_timer(slot_id s, time_point at);
     std::optional<task_id> running_task(const slot& w) const;
@@ -199,7 +261,7 @@ private:
     void fail_queued(boost::system::error_code error, const std::string& summary);
     void after_failed_start(slot_id s, std::string why);
     void maybe_finish_drain(time_point now);
-    void check_finished();
+    void check_finished(time_point now);
     void notify(worker_event::kind what, slot_id s, std::string description);
     void on_hello(slot_id s, const wire::hello_msg& hello, time_point now);
     void on_reply(slot_id s, wire::reply_msg&& reply, time_point now);
@@ -218,6 +280,8 @@ private:
     std::set<std::pair<time_point, task_id>> deadlines_;
     std::set<std::pair<time_point, slot_id>> slot_timers_;  // slots whose timer is set
     std::vector<slot_id> idle_;
+    std::deque<slot_id> start_queue_;  // slots waiting for their turn; may hold stale ids
+    fork_server server_;
     slot_id prefetch_cursor_ = 0;
     std::deque<action> actions_;
 
@@ -227,7 +291,7 @@ private:
     bool finished_ = false;
     bool degraded_ = false;
     std::string last_spawn_error_;
-    pool_stats counters_;
+    pool_stats counters_;  // counts only; the rest is filled in by stats()
 };
 
 }  // namespace torchpool::core

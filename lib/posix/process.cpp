@@ -1,6 +1,8 @@
 #include "process.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <cerrno>
 #include <cstring>
 #include <string_view>
@@ -101,7 +103,26 @@ core::exit_status to_exit_status(const siginfo_t& info, const rusage& usage) {
 
 }  // namespace
 
-launcher::launcher(const worker_params& params) : executable_(params.executable) {
+launcher::launcher(const worker_params& params, const std::vector<std::string>& extra_env,
+                   int channel_type)
+    : executable_(params.executable), channel_type_(channel_type) {
+    // The pool's own entries first, the user's after them; a name set twice keeps the last.
+    std::vector<std::string> env = {"TORCHPOOL_WORKER_SLOT=0000000000"};
+    for (const auto& e : extra_env) {
+        env.push_back(e);
+    }
+    for (const auto& e : params.env) {
+        env.push_back(e);
+    }
+    std::vector<std::string> unique_env;
+    for (auto it = env.rbegin(); it != env.rend(); ++it) {
+        const bool later = std::any_of(unique_env.begin(), unique_env.end(), [&](const auto& e) {
+            return env_name(e) == env_name(*it);
+        });
+        if (!later) {
+            unique_env.insert(unique_env.begin(), *it);
+        }
+    }
     strings_.push_back(params.executable);
     for (const auto& a : params.args) {
         strings_.push_back(a);
@@ -112,7 +133,7 @@ launcher::launcher(const worker_params& params) : executable_(params.executable)
         if (env_name(entry) == env_name(channel_entry)) {
             return true;
         }
-        for (const auto& e : params.env) {
+        for (const auto& e : unique_env) {
             if (env_name(e) == env_name(entry)) {
                 return true;
             }
@@ -124,7 +145,10 @@ launcher::launcher(const worker_params& params) : executable_(params.executable)
             strings_.emplace_back(*e);
         }
     }
-    for (const auto& e : params.env) {
+    for (const auto& e : unique_env) {
+        if (e.starts_with("TORCHPOOL_WORKER_SLOT=")) {
+            slot_entry_ = strings_.size();
+        }
         strings_.push_back(e);
     }
     strings_.push_back(channel_entry);
@@ -137,12 +161,16 @@ launcher::launcher(const worker_params& params) : executable_(params.executable)
     exec_failure_prefix_ = "torchpool: cannot start worker executable '" + executable_ + "': ";
 }
 
-std::variant<spawned_process, std::string> launcher::spawn() const {
+std::variant<spawned_process, std::string> launcher::spawn(std::size_t slot) {
     if (::access(executable_.c_str(), X_OK) != 0) {
         return "cannot start worker executable '" + executable_ + "': " + errno_text(errno);
     }
+    // Rewritten in place: the entry has room for any 10-digit number, and envp_ points at it.
+    auto& slot_entry = strings_[slot_entry_];
+    const std::size_t value_at = slot_entry.find('=') + 1;
+    std::snprintf(slot_entry.data() + value_at, slot_entry.size() - value_at + 1, "%zu", slot);
     int channel[2];
-    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0) {
+    if (::socketpair(AF_UNIX, channel_type_ | SOCK_CLOEXEC, 0, channel) != 0) {
         return "cannot create a worker channel (socketpair): " + errno_text(errno);
     }
     unique_fd host_channel(channel[0]), child_channel(channel[1]);

@@ -27,7 +27,10 @@ struct spawned_process {
 /// built once, so a start does no allocation in the child.
 class launcher {
 public:
-    explicit launcher(const worker_params& params);
+    /// `extra_env` ("NAME=value") comes before `params.env`, which wins on a clash.
+    /// `channel_type` is SOCK_STREAM for workers, SOCK_SEQPACKET for a fork server.
+    explicit launcher(const worker_params& params, const std::vector<std::string>& extra_env = {},
+                      int channel_type = 1 /* SOCK_STREAM */);
 
     /// Starts one worker with clone3(CLONE_PIDFD) (or, where that is refused, clone, then
     /// fork + pidfd_open): no pid-reuse race, no SIGCHLD handler needed. In the child: signals
@@ -35,7 +38,8 @@ public:
     /// stdin from /dev/null, every other fd closed, then exec. If exec fails, the child writes why
     /// to its log and exits with 127. Returns the reason in words if the process could not be
     /// created.
-    std::variant<spawned_process, std::string> spawn() const;
+    /// The child finds `slot` in TORCHPOOL_WORKER_SLOT.
+    std::variant<spawned_process, std::string> spawn(std::size_t slot = 0);
 
 private:
     std::string executable_;
@@ -43,6 +47,8 @@ private:
     std::vector<char*> argv_;
     std::vector<char*> envp_;
     std::string exec_failure_prefix_;
+    std::size_t slot_entry_ = 0;  // index in strings_ of TORCHPOOL_WORKER_SLOT=..., rewritten
+    int channel_type_;
 };
 
 /// Collects the exit status of the process behind `pidfd` if it has exited
