@@ -3,7 +3,6 @@
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
-
 #include <zlib.h>
 
 namespace torchpool::apps {

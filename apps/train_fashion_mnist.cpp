@@ -106,12 +106,11 @@ options parse(int argc, char** argv) {
 // Images as float32 [N, 1, 28, 28] in [0, 1], labels as int64 [N].
 std::pair<torch::Tensor, torch::Tensor> to_tensors(const torchpool::apps::labelled_images& set) {
     const auto n = static_cast<std::int64_t>(set.count);
-    auto images = torch::from_blob(const_cast<std::uint8_t*>(set.pixels.data()),
-                                   {n, 1, 28, 28}, torch::kUInt8)
+    auto images = torch::from_blob(const_cast<std::uint8_t*>(set.pixels.data()), {n, 1, 28, 28},
+                                   torch::kUInt8)
                       .to(torch::kFloat32)
                       .div_(255.0);
-    auto labels = torch::from_blob(const_cast<std::uint8_t*>(set.labels.data()), {n},
-                                   torch::kUInt8)
+    auto labels = torch::from_blob(const_cast<std::uint8_t*>(set.labels.data()), {n}, torch::kUInt8)
                       .to(torch::kInt64);
     return {images, labels};
 }
@@ -126,8 +125,7 @@ torch::jit::Module make_model() {
         const double bound = 1.0 / std::sqrt(static_cast<double>(in));
         m.register_parameter(name + "_weight", torch::rand({out, in}).mul_(2 * bound).sub_(bound),
                              false);
-        m.register_parameter(name + "_bias", torch::rand({out}).mul_(2 * bound).sub_(bound),
-                             false);
+        m.register_parameter(name + "_bias", torch::rand({out}).mul_(2 * bound).sub_(bound), false);
     };
     linear("fc1", 784, 256);
     linear("fc2", 256, 128);
@@ -168,9 +166,9 @@ int main(int argc, char** argv) {
     using clock = std::chrono::steady_clock;
     const auto start = clock::now();
     torch::manual_seed(opt.seed);
-    torch::set_num_threads(opt.threads > 0
-                               ? opt.threads
-                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+    torch::set_num_threads(
+        opt.threads > 0 ? opt.threads
+                        : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
 
     torch::Tensor train_images, train_labels, test_images, test_labels;
     try {

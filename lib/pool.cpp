@@ -408,8 +408,8 @@ private:
 
     void execute(core::fork_action& a) {
         const std::uint64_t sequence = ++fork_sequence_;
-        const auto packet = wire::encode(
-            wire::fork_request_msg{sequence, static_cast<std::uint32_t>(a.slot)});
+        const auto packet =
+            wire::encode(wire::fork_request_msg{sequence, static_cast<std::uint32_t>(a.slot)});
         const auto bytes = packet.asBytes();
         ssize_t n;
         do {
@@ -430,24 +430,25 @@ private:
     }
 
     void wait_server_exit() {
-        server_.pidfd.async_wait(asio::posix::descriptor_base::wait_read,
-                                 [self = shared_from_this(), gen = server_.generation](error_code ec) {
-                                     auto& io = self->server_;
-                                     if (ec || io.generation != gen || !io.alive) {
-                                         return;
-                                     }
-                                     auto status = posix::try_reap(io.pidfd.native_handle());
-                                     if (!status) {
-                                         self->wait_server_exit();  // spurious wake-up
-                                         return;
-                                     }
-                                     io.exit = *status;
-                                     error_code ignored;
-                                     io.control.cancel(ignored);
-                                     io.log.cancel(ignored);
-                                     self->finish_server_exit_when_read();
-                                     self->drive();
-                                 });
+        server_.pidfd.async_wait(
+            asio::posix::descriptor_base::wait_read,
+            [self = shared_from_this(), gen = server_.generation](error_code ec) {
+                auto& io = self->server_;
+                if (ec || io.generation != gen || !io.alive) {
+                    return;
+                }
+                auto status = posix::try_reap(io.pidfd.native_handle());
+                if (!status) {
+                    self->wait_server_exit();  // spurious wake-up
+                    return;
+                }
+                io.exit = *status;
+                error_code ignored;
+                io.control.cancel(ignored);
+                io.log.cancel(ignored);
+                self->finish_server_exit_when_read();
+                self->drive();
+            });
     }
 
     // As for workers: the exit is told only when no read is in flight, after what the
@@ -473,20 +474,21 @@ private:
 
     void read_server_control() {
         server_.control_reading = true;
-        server_.control.async_wait(asio::posix::descriptor_base::wait_read,
-                                   [self = shared_from_this(), gen = server_.generation](error_code ec) {
-                                       auto& io = self->server_;
-                                       if (io.generation != gen) {
-                                           return;
-                                       }
-                                       io.control_reading = false;
-                                       const bool open = !ec && self->take_server_packets();
-                                       if (open && !io.exit) {
-                                           self->read_server_control();
-                                       }
-                                       self->finish_server_exit_when_read();
-                                       self->drive();
-                                   });
+        server_.control.async_wait(
+            asio::posix::descriptor_base::wait_read,
+            [self = shared_from_this(), gen = server_.generation](error_code ec) {
+                auto& io = self->server_;
+                if (io.generation != gen) {
+                    return;
+                }
+                io.control_reading = false;
+                const bool open = !ec && self->take_server_packets();
+                if (open && !io.exit) {
+                    self->read_server_control();
+                }
+                self->finish_server_exit_when_read();
+                self->drive();
+            });
     }
 
     // Reads every packet the control socket holds. False at end of stream or after an error
@@ -505,8 +507,8 @@ private:
             msg.msg_iovlen = 1;
             msg.msg_control = control.data();
             msg.msg_controllen = control.size();
-            const ssize_t n = ::recvmsg(io.control.native_handle(), &msg,
-                                        MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+            const ssize_t n =
+                ::recvmsg(io.control.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
             if (n < 0 && errno == EINTR) {
                 continue;
             }
@@ -533,8 +535,9 @@ private:
                     "sent a message that is not a whole Cap'n Proto frame", now);
                 return false;
             }
-            auto decoded = wire::decode(std::span<const capnp::word>(
-                reinterpret_cast<const capnp::word*>(buffer.data()), static_cast<std::size_t>(n) / 8));
+            auto decoded = wire::decode(
+                std::span<const capnp::word>(reinterpret_cast<const capnp::word*>(buffer.data()),
+                                             static_cast<std::size_t>(n) / 8));
             if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
                 core_.on_server_protocol_error("sent a malformed message: " + bad->what, now);
                 return false;
@@ -577,9 +580,11 @@ private:
             if (!fds.empty()) {
                 adopt_orphan(std::move(fds[0]));
             }
-            core_.on_server_protocol_error("handed over a worker without its pidfd, channel and log "
-                                           "pipe (" + std::to_string(fds.size()) + " descriptors)",
-                                           now);
+            core_.on_server_protocol_error(
+                "handed over a worker without its pidfd, channel and log "
+                "pipe (" +
+                    std::to_string(fds.size()) + " descriptors)",
+                now);
             return;
         }
         if (!posix::set_nonblocking(fds[1].get()) || !posix::set_nonblocking(fds[2].get())) {
@@ -588,23 +593,24 @@ private:
                                  now);
             return;
         }
-        posix::spawned_process p{reply.pid, std::move(fds[0]), std::move(fds[1]), std::move(fds[2])};
+        posix::spawned_process p{reply.pid, std::move(fds[0]), std::move(fds[1]),
+                                 std::move(fds[2])};
         adopt(slot, p);
     }
 
     // A process nobody wants: killed through its pidfd, and reaped when it has exited.
     void adopt_orphan(posix::unique_fd pidfd) {
         posix::send_signal(pidfd.get(), SIGKILL);
-        orphans_.push_back(std::make_unique<asio::posix::stream_descriptor>(executor_, pidfd.release()));
+        orphans_.push_back(
+            std::make_unique<asio::posix::stream_descriptor>(executor_, pidfd.release()));
         auto* orphan = orphans_.back().get();
-        orphan->async_wait(asio::posix::descriptor_base::wait_read,
-                           [self = shared_from_this(), orphan](error_code) {
-                               if (!posix::try_reap(orphan->native_handle())) {
-                                   return;  // cannot be: it was SIGKILLed; the destructor reaps
-                               }
-                               std::erase_if(self->orphans_,
-                                             [&](const auto& o) { return o.get() == orphan; });
-                           });
+        orphan->async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this(),
+                                                                     orphan](error_code) {
+            if (!posix::try_reap(orphan->native_handle())) {
+                return;  // cannot be: it was SIGKILLed; the destructor reaps
+            }
+            std::erase_if(self->orphans_, [&](const auto& o) { return o.get() == orphan; });
+        });
     }
 
     void read_server_log() {
@@ -1039,7 +1045,7 @@ private:
     posix::launcher launcher_;
     server_io server_;
     std::uint64_t fork_sequence_ = 0;
-    std::unordered_map<std::uint64_t, core::slot_id> fork_requests_;  // sequence -> slot
+    std::unordered_map<std::uint64_t, core::slot_id> fork_requests_;        // sequence -> slot
     std::vector<std::unique_ptr<asio::posix::stream_descriptor>> orphans_;  // pidfds
     asio::steady_timer timer_;
     core::time_point armed_for_ = core::time_point::max();

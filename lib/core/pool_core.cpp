@@ -232,11 +232,10 @@ void pool_core::on_server_hello(const wire::hello_msg& hello, time_point now) {
         return;
     }
     if (hello.protocol_version != wire::protocol_version) {
-        on_server_protocol_error("sent hello with protocol version " +
-                                     std::to_string(hello.protocol_version) +
-                                     " (this pool speaks " +
-                                     std::to_string(wire::protocol_version) + ")",
-                                 now);
+        on_server_protocol_error(
+            "sent hello with protocol version " + std::to_string(hello.protocol_version) +
+                " (this pool speaks " + std::to_string(wire::protocol_version) + ")",
+            now);
         return;
     }
     server_.state = server_state::ready;

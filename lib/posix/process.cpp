@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cstdio>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <string_view>
 
@@ -116,9 +116,8 @@ launcher::launcher(const worker_params& params, const std::vector<std::string>& 
     }
     std::vector<std::string> unique_env;
     for (auto it = env.rbegin(); it != env.rend(); ++it) {
-        const bool later = std::any_of(unique_env.begin(), unique_env.end(), [&](const auto& e) {
-            return env_name(e) == env_name(*it);
-        });
+        const bool later = std::any_of(unique_env.begin(), unique_env.end(),
+                                       [&](const auto& e) { return env_name(e) == env_name(*it); });
         if (!later) {
             unique_env.insert(unique_env.begin(), *it);
         }

@@ -314,10 +314,11 @@ Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
                 auto r = env.getRequest();
                 auto method = r.getMethod();
                 auto payload = r.getPayload();
-                return request_view{
-                    r.getId(), std::string_view(method.begin(), method.size()), r.getDeadlineNs(),
-                    std::string_view(reinterpret_cast<const char*>(payload.begin()), payload.size()),
-                    get_tensors<tensor_view>(r.getTensors())};
+                return request_view{r.getId(), std::string_view(method.begin(), method.size()),
+                                    r.getDeadlineNs(),
+                                    std::string_view(reinterpret_cast<const char*>(payload.begin()),
+                                                     payload.size()),
+                                    get_tensors<tensor_view>(r.getTensors())};
             }
         }
         switch (env.which()) {
@@ -330,7 +331,8 @@ Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
             case schema::Envelope::REQUEST: {
                 auto r = env.getRequest();
                 return message{request_msg{r.getId(), to_string(r.getMethod()), r.getDeadlineNs(),
-                                           to_string(r.getPayload()), get_tensors<tensor>(r.getTensors())}};
+                                           to_string(r.getPayload()),
+                                           get_tensors<tensor>(r.getTensors())}};
             }
             case schema::Envelope::REPLY: {
                 auto r = env.getReply();
@@ -363,7 +365,8 @@ Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
             }
             case schema::Envelope::FORK_REPLY: {
                 auto r = env.getForkReply();
-                return message{fork_reply_msg{r.getSequence(), r.getPid(), to_string(r.getError())}};
+                return message{
+                    fork_reply_msg{r.getSequence(), r.getPid(), to_string(r.getError())}};
             }
         }
         return decode_error{"unknown message kind " +

@@ -155,8 +155,9 @@ std::variant<int, forked_worker> run_fork_server(int control_fd, const wire::hel
         }
         posix::unique_fd owned_pidfd(pidfd);
         const std::array<int, 3> fds = {owned_pidfd.get(), pool_channel.get(), log_read.get()};
-        if (!send_packet(control_fd, wire::encode(reply),
-                         reply.error.empty() ? std::span<const int>(fds) : std::span<const int>())) {
+        if (!send_packet(
+                control_fd, wire::encode(reply),
+                reply.error.empty() ? std::span<const int>(fds) : std::span<const int>())) {
             // The pool is gone or broken; a worker we made dies with it (PDEATHSIG).
             std::fprintf(stderr, "torchpool fork server: cannot answer the pool: %s\n",
                          std::strerror(errno));

@@ -5,6 +5,7 @@
 //   --slow-start MS      wait MS milliseconds before saying hello
 //   --exit-at-start N    write a line to stderr and exit with code N before saying hello
 //   --never-ready        never say hello (block forever)
+//   --fail-start-hook    the SDK's start hook throws (in each worker, after a fork)
 // Methods (payload in parentheses):
 //   echo (any)           reply with the same payload and tensors
 //   pid                  reply with this process's pid
@@ -19,6 +20,8 @@
 //   log_then_crash (text) write the text to stderr, then abort()
 //   close_channel        close the channel, then block
 //   print (text)         write the text to stdout and reply "printed"
+//   parent               reply with the parent's pid
+//   start_info           reply "slot=S intra=A inter=B forked=F" from the start hook
 #include <torchpool/worker.hpp>
 
 #include <chrono>
@@ -63,6 +66,7 @@ int to_int(std::string_view text) {
 }  // namespace
 
 int main(int argc, char** argv) {
+    bool fail_start_hook = false;
     for (int i = 1; i < argc; ++i) {
         const std::string arg = argv[i];
         if (arg == "--slow-start" && i + 1 < argc) {
@@ -73,6 +77,8 @@ int main(int argc, char** argv) {
             return std::atoi(argv[++i]);
         } else if (arg == "--never-ready") {
             block_forever();
+        } else if (arg == "--fail-start-hook") {
+            fail_start_hook = true;
         } else {
             std::fprintf(stderr, "fake_worker: unknown option %s\n", arg.c_str());
             return 64;
@@ -80,8 +86,22 @@ int main(int argc, char** argv) {
     }
 
     torchpool::worker::server server;
+    std::string start_info = "start hook not run";
+    server.on_start([&](const torchpool::worker::start_info& info) {
+        if (fail_start_hook) {
+            throw std::runtime_error("fake_worker: start hook failing as asked");
+        }
+        start_info = "slot=" + std::to_string(info.slot) +
+                     " intra=" + std::to_string(info.intra_op_threads) +
+                     " inter=" + std::to_string(info.inter_op_threads) +
+                     " forked=" + std::to_string(info.forked ? 1 : 0);
+    });
+    server.handle("start_info", [&](const call&) { return result{.payload = start_info}; });
+    server.handle("parent",
+                  [](const call&) { return result{.payload = std::to_string(::getppid())}; });
     server.handle("echo", [](const call& c) {
-        return result{.payload = std::string(c.payload), .tensors = {c.tensors.begin(), c.tensors.end()}};
+        return result{.payload = std::string(c.payload),
+                      .tensors = {c.tensors.begin(), c.tensors.end()}};
     });
     server.handle("pid", [](const call&) { return result{.payload = std::to_string(::getpid())}; });
     server.handle("sleep", [](const call& c) {

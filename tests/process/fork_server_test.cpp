@@ -1,0 +1,217 @@
+// The fork-server start mode, with the fake worker as the program that is forked: workers
+// are the pool's children, failures of the server and of its workers are contained.
+#include "../support/process_support.hpp"
+#include <torchpool/error.hpp>
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/detached.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <set>
+
+#include <signal.h>
+#include <unistd.h>
+
+using namespace torchpool;
+using namespace torchpool::test;
+
+namespace {
+
+worker_params forked_fake_worker(std::vector<std::string> args = {}) {
+    auto params = fake_worker(std::move(args));
+    params.start = start_mode::fork_server;
+    return params;
+}
+
+}  // namespace
+
+TEST_CASE("workers made by the fork server are the pool's own children and serve tasks",
+          "[process][fork_server]") {
+    const std::size_t fds_before = open_fd_count();
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        pool p(io.get_executor(), {.worker = forked_fake_worker(), .workers = 6});
+        p.async_run(asio::detached);
+        std::set<int> pids;
+        std::set<std::string> infos;
+        for (int i = 0; i < 24; ++i) {
+            auto [ec, r] = co_await p.async_submit(make_request("parent"), tuple_awaitable);
+            REQUIRE(!ec);
+            // CLONE_PARENT: the worker's parent is this process, not the fork server.
+            CHECK(r.payload == std::to_string(::getpid()));
+            pids.insert(r.worker_pid);
+            auto [ec2, info] = co_await p.async_submit(make_request("start_info"), tuple_awaitable);
+            REQUIRE(!ec2);
+            infos.insert(info.payload);
+        }
+        const auto s = p.stats();
+        CHECK(s.fork_server_ready);
+        CHECK(s.fork_server_pid > 0);
+        CHECK(s.fork_server_starts == 1);
+        CHECK(pids.count(s.fork_server_pid) == 0);
+        CHECK(s.spawned == 6);
+        // Every worker ran its start hook after the fork, knowing its slot; two cores and
+        // six workers make one thread each.
+        for (const auto& info : infos) {
+            CHECK_THAT(info, Catch::Contains("intra=1 inter=1 forked=1"));
+        }
+        CHECK(s.intra_op_threads == 1);
+        co_await p.async_shutdown(asio::use_awaitable);
+    });
+    CHECK(child_pids().empty());
+    CHECK(open_fd_count() == fds_before);
+}
+
+TEST_CASE("a forked worker that crashes fails only its task and is replaced by a new fork",
+          "[process][fork_server]") {
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        // One worker, so that the tasks after the crash wait for its replacement.
+        pool p(io.get_executor(), {.worker = forked_fake_worker(), .workers = 1});
+        p.async_run(asio::detached);
+        auto [ec, r] = co_await p.async_submit(make_request("crash", std::to_string(SIGSEGV)),
+                                               tuple_awaitable);
+        CHECK(ec == errc::worker_died);
+        CHECK(r.diagnostics.signal == SIGSEGV);
+        CHECK_THAT(r.diagnostics.summary, Catch::Contains("SIGSEGV"));
+        for (int i = 0; i < 10; ++i) {
+            auto [ec2, r2] = co_await p.async_submit(make_request("echo", "x"), tuple_awaitable);
+            CHECK(!ec2);
+        }
+        const auto s = p.stats();
+        CHECK(s.spawned == 2);
+        CHECK(s.fork_server_starts == 1);
+        co_await p.async_shutdown(asio::use_awaitable);
+    });
+    CHECK(child_pids().empty());
+}
+
+TEST_CASE("when the fork server dies, running workers carry on and it is restarted",
+          "[process][fork_server]") {
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        notifier changed(io.get_executor());
+        int server_exits = 0;
+        int server_ready = 0;
+        int workers_ready = 0;
+        pool p(io.get_executor(),
+               {.worker = forked_fake_worker(),
+                .workers = 2,
+                .on_worker_event = [&](const worker_event& e) {
+                    server_exits += e.what == worker_event::kind::fork_server_exited;
+                    server_ready += e.what == worker_event::kind::fork_server_ready;
+                    workers_ready += e.what == worker_event::kind::ready;
+                    changed.notify();
+                }});
+        p.async_run(asio::detached);
+        auto [ec0, first] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
+        REQUIRE(!ec0);
+        const int server = p.stats().fork_server_pid;
+        REQUIRE(server > 0);
+        REQUIRE(::kill(server, SIGKILL) == 0);
+        co_await changed.until([&] { return server_exits == 1 && server_ready == 2; });
+        // The worker that was running before is the same process, still serving.
+        for (int i = 0; i < 6; ++i) {
+            auto [ec, r] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
+            CHECK(!ec);
+        }
+        auto s = p.stats();
+        CHECK(s.fork_server_starts == 2);
+        CHECK(s.fork_server_deaths == 1);
+        CHECK(s.fork_server_pid != server);
+        CHECK(s.spawned == 2);  // no worker was lost
+        // A worker that dies now is replaced by the new fork server.
+        auto [ec1, crashed] = co_await p.async_submit(
+            make_request("crash", std::to_string(SIGKILL)), tuple_awaitable);
+        CHECK(ec1 == errc::worker_died);
+        co_await changed.until([&] { return workers_ready == 3; });
+        CHECK(p.stats().spawned == 3);
+        for (int i = 0; i < 6; ++i) {
+            auto [ec2, r2] =
+                co_await p.async_submit(make_request("echo", "after"), tuple_awaitable);
+            CHECK(!ec2);
+        }
+        co_await p.async_shutdown(asio::use_awaitable);
+    });
+    CHECK(child_pids().empty());
+}
+
+TEST_CASE("a fork server that cannot start makes the pool degraded, with its own words",
+          "[process][fork_server]") {
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        pool p(io.get_executor(), {.worker = forked_fake_worker({"--exit-at-start", "3"}),
+                                   .workers = 2,
+                                   .restart_backoff = {.initial = 1ms, .max = 5ms}});
+        p.async_run(asio::detached);
+        auto [ec, r] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
+        CHECK(ec == errc::spawn_failed);
+        CHECK_THAT(r.diagnostics.summary, Catch::Contains("fork server") &&
+                                              Catch::Contains("exited with code 3") &&
+                                              Catch::Contains("failing at start as asked"));
+        CHECK(p.stats().degraded);
+        p.cancel();
+    });
+    CHECK(child_pids().empty());
+}
+
+TEST_CASE("a start hook that throws in each forked worker is reported as the start failure",
+          "[process][fork_server]") {
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        pool p(io.get_executor(), {.worker = forked_fake_worker({"--fail-start-hook"}),
+                                   .workers = 1,
+                                   .restart_backoff = {.initial = 1ms, .max = 5ms}});
+        p.async_run(asio::detached);
+        auto [ec, r] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
+        CHECK(ec == errc::spawn_failed);
+        CHECK_THAT(r.diagnostics.summary, Catch::Contains("exited with code 3") &&
+                                              Catch::Contains("start hook failing as asked"));
+        CHECK(p.stats().fork_server_ready);  // the server is fine; its workers are not
+        p.cancel();
+    });
+    CHECK(child_pids().empty());
+}
+
+TEST_CASE("starts are staged: no more workers start at once than max_concurrent_starts",
+          "[process][fork_server]") {
+    for (auto mode : {start_mode::direct, start_mode::fork_server}) {
+        run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+            notifier changed(io.get_executor());
+            std::size_t in_flight = 0, most = 0, ready = 0;
+            auto params = fake_worker();
+            params.start = mode;
+            pool p(io.get_executor(), {.worker = params,
+                                       .workers = 24,
+                                       .max_concurrent_starts = 3,
+                                       .on_worker_event = [&](const worker_event& e) {
+                                           if (e.what == worker_event::kind::started) {
+                                               most = std::max(most, ++in_flight);
+                                           } else if (e.what == worker_event::kind::ready) {
+                                               --in_flight;
+                                               ++ready;
+                                           }
+                                           changed.notify();
+                                       }});
+            p.async_run(asio::detached);
+            co_await changed.until([&] { return ready == 24; });
+            CHECK(most <= 3);
+            CHECK(most >= 1);
+            co_await p.async_shutdown(asio::use_awaitable);
+        });
+    }
+    CHECK(child_pids().empty());
+}
+
+TEST_CASE("thread counts per worker follow the cores and can be set per pool",
+          "[process][fork_server]") {
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        pool p(
+            io.get_executor(),
+            {.worker = fake_worker(), .workers = 1, .intra_op_threads = 3, .inter_op_threads = 2});
+        p.async_run(asio::detached);
+        auto [ec, r] = co_await p.async_submit(make_request("start_info"), tuple_awaitable);
+        REQUIRE(!ec);
+        CHECK(r.payload == "slot=0 intra=3 inter=2 forked=0");
+        CHECK(p.stats().intra_op_threads == 3);
+        CHECK(p.stats().inter_op_threads == 2);
+        co_await p.async_shutdown(asio::use_awaitable);
+    });
+}
