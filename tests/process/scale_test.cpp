@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include <functional>
 #include <set>
 
 using namespace torchpool;
@@ -20,7 +21,18 @@ TEST_CASE("one thread supervises 256 workers through 10,000 tasks, then leaves n
     asio::steady_timer reactor_exists(io);
     const std::size_t fds_before = open_fd_count();
     {
-        pool p(io.get_executor(), {.worker = fake_worker(), .workers = 256, .queue_limit = 20'000});
+        // Tasks are submitted once all 256 are up (starts are staged, so tasks submitted at
+        // once would be done before the last workers started).
+        std::function<void()> submit_all;
+        int ready = 0;
+        pool p(io.get_executor(), {.worker = fake_worker(),
+                                   .workers = 256,
+                                   .queue_limit = 20'000,
+                                   .on_worker_event = [&](const worker_event& e) {
+                                       if (e.what == worker_event::kind::ready && ++ready == 256) {
+                                           asio::post(io, submit_all);
+                                       }
+                                   }});
         bool run_done = false;
         p.async_run([&](boost::system::error_code ec) {
             CHECK(!ec);
@@ -29,20 +41,22 @@ TEST_CASE("one thread supervises 256 workers through 10,000 tasks, then leaves n
         constexpr int tasks = 10'000;
         int ok = 0, failed = 0;
         std::set<int> pids;
-        for (int i = 0; i < tasks; ++i) {
-            p.async_submit(make_request("echo", std::to_string(i)),
-                           [&, i](boost::system::error_code ec, response r) {
-                               if (!ec && r.payload == std::to_string(i)) {
-                                   ++ok;
-                                   pids.insert(r.worker_pid);
-                               } else {
-                                   ++failed;
-                               }
-                               if (ok + failed == tasks) {
-                                   p.async_shutdown(asio::detached);
-                               }
-                           });
-        }
+        submit_all = [&] {
+            for (int i = 0; i < tasks; ++i) {
+                p.async_submit(make_request("echo", std::to_string(i)),
+                               [&, i](boost::system::error_code ec, response r) {
+                                   if (!ec && r.payload == std::to_string(i)) {
+                                       ++ok;
+                                       pids.insert(r.worker_pid);
+                                   } else {
+                                       ++failed;
+                                   }
+                                   if (ok + failed == tasks) {
+                                       p.async_shutdown(asio::detached);
+                                   }
+                               });
+            }
+        };
         io.run_for(180s);
         CHECK(ok == tasks);
         CHECK(failed == 0);
