@@ -92,11 +92,15 @@ public:
     /// Started by a pool in fork-server mode (pool_params::worker::start), this process is
     /// the fork server instead: everything done before serve() (libraries, a model) is
     /// shared by every worker, which the server makes by forking itself; serve() returns
-    /// in the server when the pool is done with it, and runs as a worker in each fork.
+    /// in the server when the pool is done with it, and runs as a worker in each fork,
+    /// where it does not return: the worker ends with _exit (after flushing stdio), since
+    /// exit handlers registered in the server are not safe to run in a fork.
     /// Start no threads before serve() in such a program.
     int serve();
 
 private:
+    int serve_worker(const start_info& info);
+
     struct state;
     std::unique_ptr<state> state_;
 };

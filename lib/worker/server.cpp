@@ -213,11 +213,20 @@ int server::serve() {
         if (const int* exit_code = std::get_if<int>(&outcome)) {
             return *exit_code;
         }
-        // A new worker, made by the fork server.
+        // A new worker, made by the fork server. It never returns from here: exit handlers
+        // that libraries registered in the server (thread pools, loggers) are not safe to
+        // run in a fork, so it ends with _exit, as a forked child should.
         state_->fd = 3;
         info.slot = std::get<detail::forked_worker>(outcome).slot;
         info.forked = true;
+        const int code = serve_worker(info);
+        std::fflush(nullptr);
+        ::_exit(code);
     }
+    return serve_worker(info);
+}
+
+int server::serve_worker(const start_info& info) {
     if (state_->hook) {
         try {
             state_->hook(info);
