@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh
 cmake --preset release >/dev/null
 cmake --build --preset release
-exec build/release/bench/torchpool-bench-roundtrip "$@"
+build/release/bench/torchpool-bench-roundtrip "$@"
+exec build/release/bench/torchpool-bench-fork-server 256 16

@@ -1,0 +1,152 @@
+// How cheap are hundreds of LibTorch workers? Starts N LibTorch workers from the fork server
+// and, in the same run, M workers by direct spawn (each loads LibTorch and the model itself);
+// waits until every worker has answered one inference, and reports the time that took and
+// the memory the pool holds: the sum of PSS over its processes (/proc/PID/smaps_rollup)
+// and each worker's private memory.
+//
+// usage: torchpool-bench-fork-server [FORKED_WORKERS=256] [DIRECT_WORKERS=16] [MAX_STARTS=0]
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/io_context.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+namespace {
+
+struct memory {
+    double pss_kib = 0;
+    double private_kib = 0;
+};
+
+memory read_rollup(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+    memory m;
+    std::string line;
+    while (std::getline(in, line)) {
+        char key[64];
+        double value = 0;
+        if (std::sscanf(line.c_str(), "%63s %lf", key, &value) != 2) {
+            continue;  // the first line names the range
+        }
+        const std::string_view key_view = key;
+        if (key_view == "Pss:") {
+            m.pss_kib = value;
+        } else if (key_view == "Private_Clean:" || key_view == "Private_Dirty:") {
+            m.private_kib += value;
+        }
+    }
+    return m;
+}
+
+struct result {
+    double seconds = 0;
+    double total_pss_mib = 0;
+    double worker_private_mib = 0;  // mean per worker
+    double worker_pss_mib = 0;      // mean per worker
+    std::size_t answered = 0;
+};
+
+result measure(const std::string& worker, std::size_t n, torchpool::start_mode mode,
+               std::size_t starts) {
+    asio::io_context io{1};
+    result r;
+    std::set<int> pids;
+    std::size_t ready = 0;
+    const auto start = std::chrono::steady_clock::now();
+    torchpool::pool* pool_ptr = nullptr;
+    torchpool::tensor image{.type = torchpool::dtype::float32, .shape = {1, 1, 28, 28}};
+    image.data.resize(784 * sizeof(float));
+    auto answered = [&](boost::system::error_code ec, torchpool::response resp) {
+        if (!ec) {
+            ++r.answered;
+            pids.insert(resp.worker_pid);
+        } else {
+            std::fprintf(stderr, "task failed: %s\n", resp.diagnostics.summary.c_str());
+        }
+        if (r.answered == n) {
+            r.seconds =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            const auto stats = pool_ptr->stats();
+            double worker_private = 0, worker_pss = 0;
+            for (int pid : pids) {
+                const auto m = read_rollup(pid);
+                r.total_pss_mib += m.pss_kib / 1024;
+                worker_private += m.private_kib / 1024;
+                worker_pss += m.pss_kib / 1024;
+            }
+            if (stats.fork_server_pid > 0) {
+                r.total_pss_mib += read_rollup(stats.fork_server_pid).pss_kib / 1024;
+            }
+            r.worker_private_mib = worker_private / static_cast<double>(pids.size());
+            r.worker_pss_mib = worker_pss / static_cast<double>(pids.size());
+            pool_ptr->cancel();
+        }
+    };
+    torchpool::pool pool(io.get_executor(),
+                         {.worker = {.executable = worker, .start = mode},
+                          .workers = n,
+                          .spawn_timeout = 120s,
+                          .max_concurrent_starts = starts,
+                          .on_worker_event = [&](const torchpool::worker_event& e) {
+                              // Each worker gets its one inference as soon as it is ready: the time
+                              // measured is until the last one answered.
+                              if (e.what == torchpool::worker_event::kind::ready) {
+                                  ++ready;
+                                  torchpool::request req{.method = "forward", .tensors = {image}};
+                                  pool_ptr->async_submit(std::move(req), answered);
+                              }
+                          }});
+    pool_ptr = &pool;
+    pool.async_run([](boost::system::error_code) {});
+    io.run_for(600s);
+    return r;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const std::size_t forked = argc > 1 ? std::strtoul(argv[1], nullptr, 10) : 256;
+    const std::size_t direct = argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 16;
+    // pool_params::max_concurrent_starts; 0 = the pool's default (2 x cores, at least 4).
+    const std::size_t starts = argc > 3 ? std::strtoul(argv[3], nullptr, 10) : 0;
+    const auto worker =
+        (std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path() / "apps" /
+         "torchpool-torch-worker")
+            .string();
+    std::printf("LibTorch workers (default Fashion-MNIST model), each answering one inference\n");
+    const auto f = measure(worker, forked, torchpool::start_mode::fork_server, starts);
+    std::printf(
+        "fork server:  %4zu workers answered in %6.2f s; summed PSS %7.1f MiB "
+        "(%.2f MiB per worker incl. its share; %.2f MiB private per worker)\n",
+        f.answered, f.seconds, f.total_pss_mib, f.total_pss_mib / static_cast<double>(forked),
+        f.worker_private_mib);
+    const auto d = measure(worker, direct, torchpool::start_mode::direct, starts);
+    std::printf(
+        "direct spawn: %4zu workers answered in %6.2f s; summed PSS %7.1f MiB "
+        "(%.2f MiB per worker; %.2f MiB private per worker)\n",
+        d.answered, d.seconds, d.total_pss_mib, d.total_pss_mib / static_cast<double>(direct),
+        d.worker_private_mib);
+    const double f_per = f.seconds / static_cast<double>(forked);
+    const double d_per = d.seconds / static_cast<double>(direct);
+    std::printf(
+        "per worker, direct spawn / fork server: start-to-answer time %.1fx, memory "
+        "(PSS) %.1fx\n",
+        d_per / f_per,
+        (d.total_pss_mib / static_cast<double>(direct)) /
+            (f.total_pss_mib / static_cast<double>(forked)));
+    std::printf("targets for %zu forked workers: under 2 s (%s), under 1 GiB summed PSS (%s)\n",
+                forked, f.seconds < 2 ? "met" : "NOT met",
+                f.total_pss_mib < 1024 ? "met" : "NOT met");
+    return f.answered == forked && d.answered == direct ? 0 : 1;
+}
