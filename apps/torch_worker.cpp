@@ -87,6 +87,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<torchpool::torch_worker::model_runner> runner;
     try {
         runner = std::make_unique<torchpool::torch_worker::model_runner>(model);
+        runner->warm_up_shared(warmup);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "torchpool-torch-worker: %s\n", e.what());
         return 3;

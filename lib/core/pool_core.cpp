@@ -303,6 +303,7 @@ void pool_core::on_server_gone(std::string why, time_point now) {
         check_finished(now);
         return;
     }
+    server_.state = server_state::backoff;  // before the requests wait for the next one
     requeue_fork_requests(now);
     if (was == server_state::ready && unexpected) {
         ++counters_.fork_server_deaths;
@@ -320,7 +321,6 @@ void pool_core::on_server_gone(std::string why, time_point now) {
     }
     const auto delay = restart_delay(params_.restart_backoff,
                                      std::max(server_.failures, server_.failed_starts), random_);
-    server_.state = server_state::backoff;
     if (delay.count() == 0) {
         start_server(now);
     } else {

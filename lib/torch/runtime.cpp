@@ -215,6 +215,21 @@ void model_runner::start(const worker::start_info& info, const std::string& devi
     }
 }
 
+void model_runner::warm_up_shared(const std::vector<std::int64_t>& warmup_shape) {
+    if (warmup_shape.empty()) {
+        return;
+    }
+    at::set_num_threads(1);
+    try {
+        c10::InferenceMode guard;
+        for (int run = 0; run < 2; ++run) {  // the first run profiles, the second optimizes
+            module_.forward({torch::zeros(warmup_shape)});
+        }
+    } catch (const std::exception& e) {
+        throw model_error("the warm-up run of forward on zeros failed: " + std::string(e.what()));
+    }
+}
+
 std::vector<std::string> model_runner::method_names() const {
     std::vector<std::string> names;
     for (const auto& m : module_.get_methods()) {

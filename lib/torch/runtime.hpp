@@ -41,6 +41,13 @@ public:
     /// Loads a TorchScript file. Throws model_error if it is missing or will not load.
     explicit model_runner(const std::string& path);
 
+    /// Once, in the process that loaded the model, before server::serve() (so, in
+    /// fork-server mode, before any fork): runs forward on zeros of `warmup_shape` on one
+    /// thread, twice, so that the TorchScript executor's optimized plan exists once and is
+    /// shared by every fork instead of being built again in each worker. One thread starts
+    /// no thread pool, as a fork server must not. Nothing if the shape is empty.
+    void warm_up_shared(const std::vector<std::int64_t>& warmup_shape);
+
     /// In each worker, before it says hello: thread counts (before LibTorch starts a pool),
     /// the device (the model is moved there), then a warm-up run of `forward` on zeros of
     /// `warmup_shape` (none if empty). Throws model_error.

@@ -563,3 +563,156 @@ TEST_CASE("a task without a timeout of its own gets the pool's default", "[core]
     harness none(params);
     CHECK(none.core.timeout_for(0ms) == 0ms);  // no deadline at all
 }
+
+// --- starts: staged, and through the fork server ------------------------------------
+
+TEST_CASE("no more workers start at once than max_concurrent_starts; each ready one lets the next",
+          "[core][starts]") {
+    auto params = two_workers();
+    params.workers = 5;
+    params.max_concurrent_starts = 2;
+    harness h(params);
+    REQUIRE(h.core.start(h.now));
+    auto first = harness::only<spawn_action>(h.take());
+    REQUIRE(first.size() == 2);  // two start, three wait
+    CHECK(h.core.stats().workers_waiting == 3);
+    // The first says hello: one more may start.
+    h.core.on_spawned(first[0].slot, 100, h.now);
+    h.core.on_message(first[0].slot, wire::hello_msg{.protocol_version = wire::protocol_version},
+                      h.now);
+    CHECK(harness::only<spawn_action>(h.take()).size() == 1);
+    // The second dies before it is ready: its turn goes to the next waiting one.
+    h.core.on_spawned(first[1].slot, 101, h.now);
+    h.core.on_exit(first[1].slot, {.exit_code = 1}, h.now);
+    CHECK(harness::only<spawn_action>(h.take()).size() == 1);
+    CHECK(h.core.stats().workers_waiting == 1);
+}
+
+namespace {
+
+pool_params forked(std::size_t workers) {
+    auto params = two_workers();
+    params.workers = workers;
+    params.worker.start = start_mode::fork_server;
+    return params;
+}
+
+const wire::hello_msg server_hello{.protocol_version = wire::protocol_version,
+                                   .capabilities = {"fork-server"}};
+
+}  // namespace
+
+TEST_CASE("fork-server mode: workers are asked of the server once it is ready", "[core][fork]") {
+    harness h(forked(3));
+    REQUIRE(h.core.start(h.now));
+    // The server starts first; no worker is asked for before its hello.
+    auto actions = h.take();
+    CHECK(harness::only<start_server_action>(actions).size() == 1);
+    CHECK(harness::only<fork_action>(actions).empty());
+    CHECK(harness::only<spawn_action>(actions).empty());
+    h.core.on_server_spawned(50, h.now);
+    h.core.on_server_hello(server_hello, h.now);
+    auto forks = harness::only<fork_action>(h.take());
+    REQUIRE(forks.size() == 3);
+    CHECK(h.core.stats().fork_server_ready);
+    // Each worker the server hands over is awaited for its slot, then serves as usual.
+    CHECK(h.core.awaiting_fork(forks[0].slot));
+    h.core.on_spawned(forks[0].slot, 60, h.now);
+    CHECK_FALSE(h.core.awaiting_fork(forks[0].slot));
+    h.core.on_message(forks[0].slot, wire::hello_msg{.protocol_version = wire::protocol_version},
+                      h.now);
+    CHECK(h.core.state_of(forks[0].slot) == worker_state::idle);
+}
+
+TEST_CASE(
+    "fork-server mode: the server's death asks again for the workers it had not made, "
+    "and leaves running workers alone",
+    "[core][fork]") {
+    harness h(forked(2));
+    REQUIRE(h.core.start(h.now));
+    h.core.on_server_spawned(50, h.now);
+    h.core.on_server_hello(server_hello, h.now);
+    auto forks = harness::only<fork_action>(h.take());
+    REQUIRE(forks.size() == 2);
+    // Slot 0 is up; slot 1 is still being made when the server dies (killed by a signal).
+    h.core.on_spawned(forks[0].slot, 60, h.now);
+    h.core.on_message(forks[0].slot, wire::hello_msg{.protocol_version = wire::protocol_version},
+                      h.now);
+    h.take();
+    h.core.on_server_exit({.signal = SIGKILL}, h.now);
+    CHECK(h.core.state_of(forks[0].slot) == worker_state::idle);  // carries on
+    CHECK(h.core.awaiting_fork(forks[1].slot) == false);          // waits for the next server
+    auto s = h.core.stats();
+    CHECK(s.fork_server_deaths == 1);
+    CHECK_FALSE(s.fork_server_ready);
+    CHECK(s.workers_waiting == 1);
+    // The server is restarted after its backoff; once it is ready, slot 1 is asked for again.
+    auto actions = h.take();
+    if (harness::only<start_server_action>(actions).empty()) {
+        h.advance(
+            std::chrono::duration_cast<std::chrono::milliseconds>(*h.core.next_deadline() - h.now));
+        actions = h.take();
+    }
+    REQUIRE(harness::only<start_server_action>(actions).size() == 1);
+    h.core.on_server_spawned(51, h.now);
+    h.core.on_server_hello(server_hello, h.now);
+    auto again = harness::only<fork_action>(h.take());
+    REQUIRE(again.size() == 1);
+    CHECK(again[0].slot == forks[1].slot);
+    CHECK(h.core.stats().fork_server_starts == 2);
+}
+
+TEST_CASE(
+    "fork-server mode: a server that never says hello is killed at the spawn timeout, "
+    "and servers that keep failing make the pool degraded",
+    "[core][fork]") {
+    auto params = forked(1);
+    params.spawn_failures_until_degraded = 2;
+    harness h(params);
+    REQUIRE(h.core.start(h.now));
+    h.take();
+    h.core.on_server_spawned(50, h.now);
+    h.core.submit(1, "forward", 0ms, h.now);
+    h.advance(params.spawn_timeout);
+    auto kills = harness::only<stop_server_action>(h.take());
+    REQUIRE(kills.size() == 1);
+    CHECK(kills[0].kill);
+    h.core.on_server_exit({.signal = SIGKILL}, h.now);
+    CHECK_FALSE(h.core.stats().degraded);  // one failure is not yet enough
+    // The second start fails too: the server exits before its hello.
+    h.advance(
+        std::chrono::duration_cast<std::chrono::milliseconds>(*h.core.next_deadline() - h.now));
+    REQUIRE(harness::only<start_server_action>(h.take()).size() == 1);
+    h.core.on_server_spawned(51, h.now);
+    h.core.on_server_log("cannot load the model\n");
+    h.core.on_server_exit({.exit_code = 3}, h.now);
+    CHECK(h.core.stats().degraded);
+    auto done = harness::only<complete_action>(h.take());
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].error == errc::spawn_failed);
+    CHECK_THAT(done[0].result->diagnostics.summary,
+               Catch::Contains("exited with code 3") && Catch::Contains("cannot load the model"));
+}
+
+TEST_CASE("fork-server mode: shutdown stops the workers first, then the server", "[core][fork]") {
+    harness h(forked(1));
+    REQUIRE(h.core.start(h.now));
+    h.core.on_server_spawned(50, h.now);
+    h.core.on_server_hello(server_hello, h.now);
+    auto forks = harness::only<fork_action>(h.take());
+    h.core.on_spawned(forks[0].slot, 60, h.now);
+    h.core.on_message(forks[0].slot, wire::hello_msg{.protocol_version = wire::protocol_version},
+                      h.now);
+    h.take();
+    h.core.shutdown(h.now);
+    auto actions = h.take();
+    CHECK(harness::only<send_shutdown_action>(actions).size() == 1);
+    CHECK(harness::only<stop_server_action>(actions).empty());  // not before its workers
+    h.core.on_exit(forks[0].slot, {.exit_code = 0}, h.now);
+    auto stops = harness::only<stop_server_action>(h.take());
+    REQUIRE(stops.size() == 1);
+    CHECK_FALSE(stops[0].kill);  // asked to exit
+    CHECK_FALSE(h.core.finished());
+    h.core.on_server_exit({.exit_code = 0}, h.now);
+    CHECK(h.core.finished());
+}
