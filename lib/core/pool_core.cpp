@@ -692,8 +692,11 @@ void pool_core::check_finished(time_point now) {
         }
     }
     if (fork_server_mode() && server_.state != server_state::stopped) {
-        // Every worker is gone; the fork server goes last (its exit comes back here).
-        stop_server(stopping_, now);
+        // Every worker is gone; the fork server goes last (its exit comes back here). Even
+        // on stop() it is asked first, not killed: it then answers the fork request it may
+        // be working on before it exits, so the worker it made is handed over (and killed)
+        // rather than left as a child nobody knows; SIGKILL follows after stop_grace.
+        stop_server(false, now);
         return;
     }
     finished_ = true;
