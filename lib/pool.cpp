@@ -369,6 +369,9 @@ private:
         asio::posix::stream_descriptor control;  // SOCK_SEQPACKET: one message per packet
         asio::posix::stream_descriptor log;
         bool control_reading = false;
+        // Until end of stream: every holder of the server's end has closed it, the server
+        // and any worker it made that has not yet handed itself over.
+        bool control_open = false;
         bool log_reading = false;
         std::optional<core::exit_status> exit;
         std::array<char, 4096> log_buffer;
@@ -383,6 +386,7 @@ private:
         auto& p = std::get<posix::spawned_process>(started);
         ++server_.generation;
         server_.alive = true;
+        server_.control_open = true;
         server_.exit.reset();
         server_.pidfd.assign(p.pidfd.release());
         server_.control.assign(p.channel.release());
@@ -444,7 +448,8 @@ private:
                 }
                 io.exit = *status;
                 error_code ignored;
-                io.control.cancel(ignored);
+                // The control socket is read on to its end: a worker made just before the
+                // exit still hands itself over.
                 io.log.cancel(ignored);
                 self->finish_server_exit_when_read();
                 self->drive();
@@ -452,13 +457,13 @@ private:
     }
 
     // As for workers: the exit is told only when no read is in flight, after what the
-    // pipes still hold (a fork reply sent just before it died still hands its worker over).
+    // pipes still hold, and once the control socket has ended, so that every worker the
+    // server made has handed itself over.
     void finish_server_exit_when_read() {
         auto& io = server_;
-        if (!io.exit || io.control_reading || io.log_reading) {
+        if (!io.exit || io.control_open || io.control_reading || io.log_reading) {
             return;
         }
-        take_server_packets();
         drain_server_log();
         const auto status = *io.exit;
         io.exit.reset();
@@ -482,9 +487,10 @@ private:
                     return;
                 }
                 io.control_reading = false;
-                const bool open = !ec && self->take_server_packets();
-                if (open && !io.exit) {
-                    self->read_server_control();
+                if (!ec && self->take_server_packets()) {
+                    self->read_server_control();  // on to the end, even after the exit
+                } else {
+                    io.control_open = false;
                 }
                 self->finish_server_exit_when_read();
                 self->drive();

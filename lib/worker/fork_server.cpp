@@ -134,13 +134,23 @@ std::variant<int, forked_worker> run_fork_server(int control_fd, const wire::hel
         }
         posix::unique_fd pool_channel(channel[0]), worker_channel(channel[1]);
         posix::unique_fd log_read(log[0]), log_write(log[1]);
-        int pidfd = -1;
         if (reply.error.empty()) {
             std::fflush(nullptr);  // or the worker would write our buffered output again
+            int pidfd = -1;
             const long pid = posix::create_sibling(&pidfd);
             if (pid == 0) {
+                // The new worker hands itself over, with a pidfd of its own: so even if the
+                // server dies right after the clone, the pool learns of it (the pool treats
+                // the server as gone only once every holder of this socket has closed it).
+                reply.pid = static_cast<int>(::getpid());
+                posix::unique_fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
+                const std::array<int, 3> fds = {self.get(), pool_channel.get(), log_read.get()};
+                if (!self || !send_packet(control_fd, wire::encode(reply), fds)) {
+                    ::_exit(126);  // the pool is gone: nobody to work for
+                }
                 become_worker(pool, worker_channel.get(), log_write.get());
-                pool_channel.release();  // closed by close_range; do not close numbers reused
+                self.release();  // closed by close_range; do not close numbers reused since
+                pool_channel.release();
                 worker_channel.release();
                 log_read.release();
                 log_write.release();
@@ -150,15 +160,11 @@ std::variant<int, forked_worker> run_fork_server(int control_fd, const wire::hel
                 reply.error = std::string("clone3(CLONE_PARENT | CLONE_PIDFD) failed: ") +
                               std::strerror(errno);
             } else {
-                reply.pid = static_cast<int>(pid);
+                ::close(pidfd);  // the worker sends its own
+                continue;
             }
         }
-        posix::unique_fd owned_pidfd(pidfd);
-        const std::array<int, 3> fds = {owned_pidfd.get(), pool_channel.get(), log_read.get()};
-        if (!send_packet(
-                control_fd, wire::encode(reply),
-                reply.error.empty() ? std::span<const int>(fds) : std::span<const int>())) {
-            // The pool is gone or broken; a worker we made dies with it (PDEATHSIG).
+        if (!send_packet(control_fd, wire::encode(reply), {})) {
             std::fprintf(stderr, "torchpool fork server: cannot answer the pool: %s\n",
                          std::strerror(errno));
             return 2;

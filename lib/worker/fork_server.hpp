@@ -17,8 +17,9 @@ struct forked_worker {
 
 /// Serves fork requests on `control_fd` (a SOCK_SEQPACKET socket to the pool), after
 /// sending `hello`. Each worker is created with clone3(CLONE_PARENT | CLONE_PIDFD), so it
-/// is the pool's child, not ours; its pidfd, the pool's end of its channel and the read
-/// end of its log pipe go to the pool with SCM_RIGHTS, and we keep none of them.
+/// is the pool's child, not ours; the worker itself then sends the pool a pidfd of its own
+/// (pidfd_open of itself: no pid is trusted), the pool's end of its channel and the read end
+/// of its log pipe with SCM_RIGHTS, before it closes this socket; we keep none of them.
 ///
 /// Returns an exit code in the server, when the pool closes the control channel (0) or
 /// breaks the protocol (2); returns `forked_worker` in each new worker.
