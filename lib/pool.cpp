@@ -515,7 +515,9 @@ private:
             msg.msg_controllen = control.size();
             const ssize_t n =
                 ::recvmsg(io.control.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-            if (n < 0 && errno == EINTR) {
+            if (n < 0 && (errno == EINTR || errno == ECONNRESET)) {
+                // ECONNRESET: the server died with requests unread. It is reported once, and
+                // what workers it made sent is still queued behind it: read on.
                 continue;
             }
             if (n < 0) {

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <fstream>
 #include <set>
 
 #include <signal.h>
@@ -214,4 +215,42 @@ TEST_CASE("thread counts per worker follow the cores and can be set per pool",
         CHECK(p.stats().inter_op_threads == 2);
         co_await p.async_shutdown(asio::use_awaitable);
     });
+}
+
+TEST_CASE("killing the fork server while it makes many workers loses none of them",
+          "[process][fork_server]") {
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        notifier changed(io.get_executor());
+        int started = 0, ready = 0, server_ready = 0;
+        pool p(io.get_executor(), {.worker = forked_fake_worker(),
+                                   .workers = 32,
+                                   .max_concurrent_starts = 32,
+                                   .restart_backoff = {.initial = 1ms, .max = 5ms},
+                                   .on_worker_event = [&](const worker_event& e) {
+                                       using kind = worker_event::kind;
+                                       server_ready += e.what == kind::fork_server_ready;
+                                       ready += e.what == kind::ready;
+                                       // In the middle of the burst: more requests are queued at
+                                       // the server, and it may be between a clone and the new
+                                       // worker's hand-over.
+                                       if (e.what == kind::started && ++started == 5) {
+                                           ::kill(p.stats().fork_server_pid, SIGKILL);
+                                       }
+                                       changed.notify();
+                                   }});
+        p.async_run(asio::detached);
+        co_await changed.until([&] { return ready == 32 && server_ready == 2; });
+        const auto s = p.stats();
+        CHECK(s.fork_server_deaths == 1);
+        CHECK(s.workers_idle == 32);
+        co_await p.async_shutdown(asio::use_awaitable);
+    });
+    // Every worker the first server made was handed over, and reaped by the pool.
+    for (int pid : child_pids()) {
+        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+        std::string line;
+        std::getline(stat, line);
+        UNSCOPED_INFO("left behind: " << line);
+    }
+    CHECK(child_pids().empty());
 }
