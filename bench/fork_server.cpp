@@ -77,8 +77,9 @@ result measure(const std::string& worker, std::size_t n, torchpool::start_mode m
             std::fprintf(stderr, "task failed: %s\n", resp.diagnostics.summary.c_str());
         }
         if (r.answered == n) {
-            r.seconds =
-                std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+            const auto now = std::chrono::steady_clock::now();
+            r.seconds = std::chrono::duration<double>(now - start).count();
+            r.after_server_ready = std::chrono::duration<double>(now - server_ready).count();
             const auto stats = pool_ptr->stats();
             double worker_private = 0, worker_pss = 0;
             for (int pid : pids) {
@@ -133,10 +134,11 @@ int main(int argc, char** argv) {
     std::printf("LibTorch workers (default Fashion-MNIST model), each answering one inference\n");
     const auto f = measure(worker, forked, torchpool::start_mode::fork_server, starts);
     std::printf(
-        "fork server:  %4zu workers answered in %6.2f s; summed PSS %7.1f MiB "
-        "(%.2f MiB per worker incl. its share; %.2f MiB private per worker)\n",
-        f.answered, f.seconds, f.total_pss_mib, f.total_pss_mib / static_cast<double>(forked),
-        f.worker_private_mib);
+        "fork server:  %4zu workers answered in %6.2f s (%.2f s after the fork server was "
+        "ready); summed PSS %7.1f MiB (%.2f MiB per worker incl. its share; %.2f MiB private per "
+        "worker)\n",
+        f.answered, f.seconds, f.after_server_ready, f.total_pss_mib,
+        f.total_pss_mib / static_cast<double>(forked), f.worker_private_mib);
     const auto d = measure(worker, direct, torchpool::start_mode::direct, starts);
     std::printf(
         "direct spawn: %4zu workers answered in %6.2f s; summed PSS %7.1f MiB "
