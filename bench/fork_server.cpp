@@ -59,7 +59,7 @@ struct result {
 };
 
 result measure(const std::string& worker, std::size_t n, torchpool::start_mode mode,
-               std::size_t starts) {
+               std::size_t starts, std::vector<std::string> env = {}) {
     asio::io_context io{1};
     result r;
     std::set<int> pids;
@@ -96,24 +96,26 @@ result measure(const std::string& worker, std::size_t n, torchpool::start_mode m
             pool_ptr->cancel();
         }
     };
-    torchpool::pool pool(
-        io.get_executor(),
-        {.worker = {.executable = worker, .args = {"--warmup", "1,1,28,28"}, .start = mode},
-         .workers = n,
-         .spawn_timeout = 120s,
-         .max_concurrent_starts = starts,
-         .on_worker_event = [&](const torchpool::worker_event& e) {
-             // Each worker gets its one inference as soon as it is ready: the time
-             // measured is until the last one answered.
-             if (e.what == torchpool::worker_event::kind::fork_server_ready) {
-                 server_ready = std::chrono::steady_clock::now();
-             }
-             if (e.what == torchpool::worker_event::kind::ready) {
-                 ++ready;
-                 torchpool::request req{.method = "forward", .tensors = {image}};
-                 pool_ptr->async_submit(std::move(req), answered);
-             }
-         }});
+    torchpool::pool pool(io.get_executor(),
+                         {.worker = {.executable = worker,
+                                     .args = {"--warmup", "1,1,28,28"},
+                                     .env = std::move(env),
+                                     .start = mode},
+                          .workers = n,
+                          .spawn_timeout = 120s,
+                          .max_concurrent_starts = starts,
+                          .on_worker_event = [&](const torchpool::worker_event& e) {
+                              // Each worker gets its one inference as soon as it is ready: the time
+                              // measured is until the last one answered.
+                              if (e.what == torchpool::worker_event::kind::fork_server_ready) {
+                                  server_ready = std::chrono::steady_clock::now();
+                              }
+                              if (e.what == torchpool::worker_event::kind::ready) {
+                                  ++ready;
+                                  torchpool::request req{.method = "forward", .tensors = {image}};
+                                  pool_ptr->async_submit(std::move(req), answered);
+                              }
+                          }});
     pool_ptr = &pool;
     pool.async_run([](boost::system::error_code) {});
     io.run_for(600s);
@@ -139,6 +141,14 @@ int main(int argc, char** argv) {
         "worker)\n",
         f.answered, f.seconds, f.after_server_ready, f.total_pss_mib,
         f.total_pss_mib / static_cast<double>(forked), f.worker_private_mib);
+    // The same without the fork server's helper processes (one fork at a time).
+    const auto single = measure(worker, forked, torchpool::start_mode::fork_server, starts,
+                                {"TORCHPOOL_FORK_SERVER_HELPERS=0"});
+    std::printf(
+        "fork server without helpers: %zu workers answered in %.2f s (%.2f s after it was "
+        "ready); with helpers / without: %.2fx the time after ready\n",
+        single.answered, single.seconds, single.after_server_ready,
+        f.after_server_ready / single.after_server_ready);
     const auto d = measure(worker, direct, torchpool::start_mode::direct, starts);
     std::printf(
         "direct spawn: %4zu workers answered in %6.2f s; summed PSS %7.1f MiB "
@@ -158,5 +168,5 @@ int main(int argc, char** argv) {
         "server was ready), under 1 GiB summed PSS (%s)\n",
         forked, f.seconds < 2 ? "met" : "NOT met", f.after_server_ready < 2 ? "met" : "NOT met",
         f.total_pss_mib < 1024 ? "met" : "NOT met");
-    return f.answered == forked && d.answered == direct ? 0 : 1;
+    return f.answered == forked && single.answered == forked && d.answered == direct ? 0 : 1;
 }

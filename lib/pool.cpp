@@ -73,6 +73,10 @@ public:
         for (auto& orphan : orphans_) {
             posix::reap_blocking(orphan->native_handle());
         }
+        for (auto& helper : helpers_) {
+            posix::send_signal(helper->native_handle(), SIGKILL);
+            posix::reap_blocking(helper->native_handle());
+        }
     }
 
     // What every worker (or the fork server) finds in its environment, besides the user's.
@@ -85,6 +89,12 @@ public:
             "OMP_NUM_THREADS=" + intra, "MKL_NUM_THREADS=" + intra};
         if (params.worker.start == start_mode::fork_server) {
             env.push_back("TORCHPOOL_FORK_SERVER=1");
+            // Forking a process as large as LibTorch takes milliseconds: the server gets a
+            // helper per further core, so that a burst of starts uses every core.
+            cpu_set_t set;
+            const int cores = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+            env.push_back("TORCHPOOL_FORK_SERVER_HELPERS=" +
+                          std::to_string(std::max(0, cores - 1)));
         }
         return env;
     }
@@ -461,7 +471,8 @@ private:
     // server made has handed itself over.
     void finish_server_exit_when_read() {
         auto& io = server_;
-        if (!io.exit || io.control_open || io.control_reading || io.log_reading) {
+        if (!io.exit || io.control_open || io.control_reading || io.log_reading ||
+            !helpers_.empty()) {
             return;
         }
         drain_server_log();
@@ -551,9 +562,12 @@ private:
                 return false;
             }
             auto& m = std::get<wire::message>(decoded);
+            auto* reply = std::get_if<wire::fork_reply_msg>(&m);
             if (auto* hello = std::get_if<wire::hello_msg>(&m)) {
                 core_.on_server_hello(*hello, now);
-            } else if (auto* reply = std::get_if<wire::fork_reply_msg>(&m)) {
+            } else if (reply && reply->helper && fds.size() == 1) {
+                adopt_helper(std::move(fds[0]));
+            } else if (reply) {
                 on_fork_reply(*reply, fds);
             } else {
                 core_.on_server_protocol_error(
@@ -604,6 +618,30 @@ private:
         posix::spawned_process p{reply.pid, std::move(fds[0]), std::move(fds[1]),
                                  std::move(fds[2])};
         adopt(slot, p);
+    }
+
+    // A helper of the fork server, our child as its workers are: it ends with the server
+    // (or the control socket), and is reaped here.
+    void adopt_helper(posix::unique_fd pidfd) {
+        helpers_.push_back(
+            std::make_unique<asio::posix::stream_descriptor>(executor_, pidfd.release()));
+        wait_helper(helpers_.back().get());
+    }
+
+    void wait_helper(asio::posix::stream_descriptor* helper) {
+        helper->async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this(),
+                                                                     helper](error_code ec) {
+            if (ec) {
+                return;
+            }
+            if (!posix::try_reap(helper->native_handle())) {
+                self->wait_helper(helper);  // a spurious wake-up
+                return;
+            }
+            std::erase_if(self->helpers_, [&](const auto& h) { return h.get() == helper; });
+            self->finish_server_exit_when_read();
+            self->drive();
+        });
     }
 
     // A process nobody wants: killed through its pidfd, and reaped when it has exited.
@@ -1055,6 +1093,7 @@ private:
     std::uint64_t fork_sequence_ = 0;
     std::unordered_map<std::uint64_t, core::slot_id> fork_requests_;        // sequence -> slot
     std::vector<std::unique_ptr<asio::posix::stream_descriptor>> orphans_;  // pidfds
+    std::vector<std::unique_ptr<asio::posix::stream_descriptor>> helpers_;  // pidfds
     asio::steady_timer timer_;
     core::time_point armed_for_ = core::time_point::max();
     std::vector<std::unique_ptr<worker_io>> workers_;

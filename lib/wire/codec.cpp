@@ -290,6 +290,7 @@ frame encode(const fork_reply_msg& m) {
         r.setSequence(m.sequence);
         r.setPid(m.pid);
         r.setError(text(m.error));
+        r.setHelper(m.helper);
     });
 }
 
@@ -365,8 +366,8 @@ Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
             }
             case schema::Envelope::FORK_REPLY: {
                 auto r = env.getForkReply();
-                return message{
-                    fork_reply_msg{r.getSequence(), r.getPid(), to_string(r.getError())}};
+                return message{fork_reply_msg{r.getSequence(), r.getPid(), to_string(r.getError()),
+                                              r.getHelper()}};
             }
         }
         return decode_error{"unknown message kind " +

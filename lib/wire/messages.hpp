@@ -79,6 +79,7 @@ struct fork_reply_msg {
     std::uint64_t sequence = 0;
     int pid = 0;
     std::string error;
+    bool helper = false;  // a helper of the fork server hands itself over (its pidfd only)
 };
 
 using message = std::variant<hello_msg, request_msg, reply_msg, cancel_msg, heartbeat_msg,

@@ -84,6 +84,9 @@ struct ForkReply {
   pid @1 :Int32;
   # Empty on success; else why no worker was made.
   error @2 :Text;
+  # Not a worker but a helper of the fork server (a sibling that forks workers too), with
+  # one descriptor attached: its pidfd. The pool reaps it.
+  helper @3 :Bool;
 }
 
 struct Envelope {

@@ -5,14 +5,17 @@
 
 #include <capnp/common.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <malloc.h>
 #include <string>
 
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -81,25 +84,86 @@ void become_worker(pid_t pool, int channel, int log) {
 
 }  // namespace
 
-std::variant<int, forked_worker> run_fork_server(int control_fd, const wire::hello_msg& hello) {
-    if (const std::size_t threads = thread_count(); threads > 1) {
-        std::fprintf(stderr,
-                     "torchpool fork server: warning: %zu threads are running before the first "
-                     "fork; a worker gets only the forking thread, and a lock another thread "
-                     "held stays locked in it. Start no thread pool (LibTorch, OpenMP, CUDA) "
-                     "before server::serve().\n",
-                     threads);
+namespace {
+
+struct server_context {
+    int control_fd;
+    pid_t pool;
+    int watch_pidfd;  // in a helper: the server's pidfd, whose exit ends the helper
+};
+
+enum class outcome { served, failed, new_worker };
+
+// Handles one fork request. In a new worker, returns new_worker with `made` set.
+outcome fork_one(const server_context& ctx, const wire::fork_request_msg& request,
+                 forked_worker& made) {
+    wire::fork_reply_msg reply{.sequence = request.sequence};
+    int channel[2] = {-1, -1};
+    int log[2] = {-1, -1};
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0 ||
+        ::pipe2(log, O_CLOEXEC) != 0) {
+        reply.error =
+            std::string("cannot create the worker's channel or log pipe: ") + std::strerror(errno);
     }
-    if (!send_packet(control_fd, wire::encode(hello), {})) {
-        std::fprintf(stderr, "torchpool fork server: cannot write to the pool: %s\n",
+    posix::unique_fd pool_channel(channel[0]), worker_channel(channel[1]);
+    posix::unique_fd log_read(log[0]), log_write(log[1]);
+    if (reply.error.empty()) {
+        std::fflush(nullptr);  // or the worker would write our buffered output again
+        int pidfd = -1;
+        const long pid = posix::create_sibling(&pidfd);
+        if (pid == 0) {
+            // The new worker hands itself over, with a pidfd of its own: so even if the server
+            // dies right after the clone, the pool learns of it (the pool treats the server as
+            // gone only once every holder of this socket has closed it).
+            reply.pid = static_cast<int>(::getpid());
+            posix::unique_fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
+            const std::array<int, 3> fds = {self.get(), pool_channel.get(), log_read.get()};
+            if (!self || !send_packet(ctx.control_fd, wire::encode(reply), fds)) {
+                ::_exit(126);  // the pool is gone: nobody to work for
+            }
+            become_worker(ctx.pool, worker_channel.get(), log_write.get());
+            self.release();  // closed by close_range; do not close numbers reused since
+            pool_channel.release();
+            worker_channel.release();
+            log_read.release();
+            log_write.release();
+            made.slot = request.slot;
+            return outcome::new_worker;
+        }
+        if (pid >= 0) {
+            ::close(pidfd);  // the worker sends its own
+            return outcome::served;
+        }
+        reply.error =
+            std::string("clone3(CLONE_PARENT | CLONE_PIDFD) failed: ") + std::strerror(errno);
+    }
+    if (!send_packet(ctx.control_fd, wire::encode(reply), {})) {
+        std::fprintf(stderr, "torchpool fork server: cannot answer the pool: %s\n",
                      std::strerror(errno));
-        return 2;
+        return outcome::failed;
     }
-    const pid_t pool = ::getppid();
+    return outcome::served;
+}
+
+// Serves fork requests until the pool closes the socket (0), something breaks (2), or, in
+// a helper, the server exits (0). Returns new_worker in each new worker.
+std::variant<int, forked_worker> serve_requests(const server_context& ctx) {
     std::array<capnp::word, 512> buffer;
     for (;;) {
-        const ssize_t n = ::recv(control_fd, buffer.data(), sizeof buffer, 0);
-        if (n < 0 && errno == EINTR) {
+        pollfd fds[2] = {{ctx.control_fd, POLLIN, 0}, {ctx.watch_pidfd, POLLIN, 0}};
+        if (::poll(fds, ctx.watch_pidfd >= 0 ? 2 : 1, -1) < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            return 2;
+        }
+        if (ctx.watch_pidfd >= 0 && (fds[1].revents & POLLIN) != 0) {
+            return 0;  // the server is gone, and a helper goes with it
+        }
+        // The server and its helpers share this socket, and each request goes to one of
+        // them: another may have taken the one that woke us.
+        const ssize_t n = ::recv(ctx.control_fd, buffer.data(), sizeof buffer, MSG_DONTWAIT);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK)) {
             continue;
         }
         if (n == 0) {
@@ -123,53 +187,88 @@ std::variant<int, forked_worker> run_fork_server(int control_fd, const wire::hel
                              : std::get<wire::decode_error>(decoded).what.c_str());
             return 2;
         }
-
-        wire::fork_reply_msg reply{.sequence = request->sequence};
-        int channel[2] = {-1, -1};
-        int log[2] = {-1, -1};
-        if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, channel) != 0 ||
-            ::pipe2(log, O_CLOEXEC) != 0) {
-            reply.error = std::string("cannot create the worker's channel or log pipe: ") +
-                          std::strerror(errno);
-        }
-        posix::unique_fd pool_channel(channel[0]), worker_channel(channel[1]);
-        posix::unique_fd log_read(log[0]), log_write(log[1]);
-        if (reply.error.empty()) {
-            std::fflush(nullptr);  // or the worker would write our buffered output again
-            int pidfd = -1;
-            const long pid = posix::create_sibling(&pidfd);
-            if (pid == 0) {
-                // The new worker hands itself over, with a pidfd of its own: so even if the
-                // server dies right after the clone, the pool learns of it (the pool treats
-                // the server as gone only once every holder of this socket has closed it).
-                reply.pid = static_cast<int>(::getpid());
-                posix::unique_fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
-                const std::array<int, 3> fds = {self.get(), pool_channel.get(), log_read.get()};
-                if (!self || !send_packet(control_fd, wire::encode(reply), fds)) {
-                    ::_exit(126);  // the pool is gone: nobody to work for
-                }
-                become_worker(pool, worker_channel.get(), log_write.get());
-                self.release();  // closed by close_range; do not close numbers reused since
-                pool_channel.release();
-                worker_channel.release();
-                log_read.release();
-                log_write.release();
-                return forked_worker{request->slot};
-            }
-            if (pid < 0) {
-                reply.error = std::string("clone3(CLONE_PARENT | CLONE_PIDFD) failed: ") +
-                              std::strerror(errno);
-            } else {
-                ::close(pidfd);  // the worker sends its own
-                continue;
-            }
-        }
-        if (!send_packet(control_fd, wire::encode(reply), {})) {
-            std::fprintf(stderr, "torchpool fork server: cannot answer the pool: %s\n",
-                         std::strerror(errno));
-            return 2;
+        forked_worker made;
+        switch (fork_one(ctx, *request, made)) {
+            case outcome::served:
+                break;
+            case outcome::failed:
+                return 2;
+            case outcome::new_worker:
+                return made;
         }
     }
+}
+
+// A helper: a sibling of the server (the pool's child too), serving the same socket, so
+// that forks, which cost milliseconds each for a process as large as LibTorch, run on
+// more than one core. It hands itself over like a worker and dies with the server.
+// Returns true in the helper.
+bool start_helper(server_context& ctx, int server_pidfd) {
+    int pidfd = -1;
+    std::fflush(nullptr);
+    const long pid = posix::create_sibling(&pidfd);
+    if (pid < 0) {
+        std::fprintf(stderr, "torchpool fork server: cannot start a helper: %s\n",
+                     std::strerror(errno));
+        return false;
+    }
+    if (pid > 0) {
+        ::close(pidfd);
+        return false;
+    }
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    posix::unique_fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
+    const wire::fork_reply_msg reply{.pid = static_cast<int>(::getpid()), .helper = true};
+    const std::array<int, 1> fds = {self.get()};
+    if (::getppid() != ctx.pool || !self ||
+        !send_packet(ctx.control_fd, wire::encode(reply), fds)) {
+        ::_exit(126);
+    }
+    ctx.watch_pidfd = server_pidfd;
+    return true;
+}
+
+unsigned helpers_from_environment() {
+    const char* text = std::getenv("TORCHPOOL_FORK_SERVER_HELPERS");
+    return text ? static_cast<unsigned>(std::min(64L, std::max(0L, std::atol(text)))) : 0;
+}
+
+}  // namespace
+
+std::variant<int, forked_worker> run_fork_server(int control_fd, const wire::hello_msg& hello) {
+    if (const std::size_t threads = thread_count(); threads > 1) {
+        std::fprintf(stderr,
+                     "torchpool fork server: warning: %zu threads are running before the first "
+                     "fork; a worker gets only the forking thread, and a lock another thread "
+                     "held stays locked in it. Start no thread pool (LibTorch, OpenMP, CUDA) "
+                     "before server::serve().\n",
+                     threads);
+    }
+    if (!send_packet(control_fd, wire::encode(hello), {})) {
+        std::fprintf(stderr, "torchpool fork server: cannot write to the pool: %s\n",
+                     std::strerror(errno));
+        return 2;
+    }
+    // Memory freed while the program loaded (a model's temporary buffers) goes back to the
+    // system, so that no fork copies its page tables.
+    ::malloc_trim(0);
+    server_context ctx{control_fd, ::getppid(), -1};
+    const unsigned helpers = helpers_from_environment();
+    posix::unique_fd server_pidfd;
+    if (helpers > 0) {
+        server_pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
+    }
+    bool is_helper = false;
+    for (unsigned i = 0; i < helpers && server_pidfd && !is_helper; ++i) {
+        is_helper = start_helper(ctx, server_pidfd.get());
+    }
+    auto result = serve_requests(ctx);
+    if (is_helper && std::holds_alternative<int>(result)) {
+        // A fork of the server: its exit handlers are not ours to run.
+        std::fflush(nullptr);
+        ::_exit(std::get<int>(result));
+    }
+    return result;
 }
 
 }  // namespace torchpool::worker::detail
