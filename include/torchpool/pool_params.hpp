@@ -24,7 +24,10 @@ enum class start_mode {
     /// loaded once and shared, copy-on-write, by every worker, which makes hundreds of
     /// workers quick to start and cheap to keep. The workers are still the pool's own
     /// children (pidfd, exact exit status); if the fork server dies, it is restarted and
-    /// running workers carry on. The program must start no thread before serve().
+    /// running workers carry on. On a machine with more than one core the server starts
+    /// helper processes (one per further core) that fork workers too, since one fork of a
+    /// process as large as LibTorch takes milliseconds (TORCHPOOL_FORK_SERVER_HELPERS in
+    /// `env` overrides the number). The program must start no thread before serve().
     fork_server,
 };
 

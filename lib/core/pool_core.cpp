@@ -296,7 +296,7 @@ void pool_core::on_server_gone(std::string why, time_point now) {
     server_.asked_to_stop = false;
     if (pid != 0 && params_.on_worker_event) {
         actions_.push_back(
-            notify_action{{worker_event::kind::fork_server_exited, 0, pid, "fork server: " + why}});
+            notify_action{{worker_event::kind::fork_server_exited, 0, pid, why}});
     }
     if (stopping_ || asked) {
         server_.state = server_state::stopped;  // the pool is done with it
