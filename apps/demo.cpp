@@ -125,6 +125,7 @@ struct run_state {
     std::string death;  // what the caller of the killed worker's task was told
     int victim = 0;
     int retried_on = 0;
+    int replacement = 0;  // the worker started after the victim died
     bool shutting_down = false;
 };
 
@@ -209,6 +210,9 @@ asio::awaitable<int> demo(torchpool::pool& pool, asio::steady_timer& wake, run_s
         co_return 1;
     }
     const double took = seconds_since(classify_start);
+    // The replacement comes after the restart backoff; wait for it, to show it.
+    co_await wait_until(
+        wake, [&] { return st.replacement != 0; }, 10s);
     const double accuracy = static_cast<double>(st.correct) / static_cast<double>(test.count);
     std::printf("\naccuracy: %.2f%% (%zu of %zu test images classified correctly)\n",
                 100 * accuracy, st.correct, test.count);
@@ -218,9 +222,9 @@ asio::awaitable<int> demo(torchpool::pool& pool, asio::steady_timer& wake, run_s
     std::printf(
         "\none worker was killed on purpose (SIGKILL to pid %d) while it classified "
         "images;\nits caller was told:\n  %s\nthe batch was sent again and answered by "
-        "worker %d; the pool replaced the dead worker.\n",
+        "worker %d; the pool replaced the dead worker with a new %s, worker %d.\n",
         st.victim, st.death.empty() ? "(nothing: it had finished first)" : st.death.c_str(),
-        st.retried_on);
+        st.retried_on, opt.direct ? "process" : "fork", st.replacement);
     const auto s = pool.stats();
     std::printf(
         "\npool: %zu workers (%s), %u LibTorch thread(s) each; %llu processes started, "
@@ -230,8 +234,12 @@ asio::awaitable<int> demo(torchpool::pool& pool, asio::steady_timer& wake, run_s
         static_cast<unsigned long long>(s.deaths_by_signal + s.deaths_by_exit), s.fork_server_pid);
     st.shutting_down = true;
     co_await pool.async_shutdown(asio::use_awaitable);
-    co_return (accuracy >= 0.87 && st.unexpected_failures == 0 && st.classified == test.count) ? 0
-                                                                                               : 1;
+    // The demo is also an end-to-end test (tests/CMakeLists.txt): everything it shows must
+    // have happened.
+    const bool shown = !st.death.empty() && st.replacement != 0;
+    co_return accuracy >= 0.87 && st.unexpected_failures == 0 && st.classified == test.count&& shown
+        ? 0
+        : 1;
 }
 
 }  // namespace
@@ -268,7 +276,10 @@ int main(int argc, char** argv) {
          .spawn_timeout = 60s,
          .on_worker_event = [&](const torchpool::worker_event& e) {
              using kind = torchpool::worker_event::kind;
-             if (e.what == kind::ready) {
+             if (e.what == kind::ready && st.ready >= opt.workers) {
+                 st.replacement = e.pid;
+                 wake.cancel();
+             } else if (e.what == kind::ready) {
                  ++st.ready;
                  const std::size_t step = std::max<std::size_t>(1, opt.workers / 8);
                  if (st.ready % step == 0 && st.ready < opt.workers) {
