@@ -19,6 +19,7 @@
 
 #include <array>
 #include <atomic>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -634,14 +635,44 @@ private:
             if (ec) {
                 return;
             }
-            if (!posix::try_reap(helper->native_handle())) {
+            const int pid = helper_pid(helper->native_handle());
+            const auto status = posix::try_reap(helper->native_handle());
+            if (!status) {
                 self->wait_helper(helper);  // a spurious wake-up
                 return;
             }
             std::erase_if(self->helpers_, [&](const auto& h) { return h.get() == helper; });
+            // A helper ends with the server or with the control socket. Alone, it took the
+            // requests it was working on with it: the server is replaced, which asks for
+            // those workers again.
+            auto& io = self->server_;
+            if (io.alive && !io.exit && io.control_open &&
+                !posix::has_exited(io.pidfd.native_handle())) {
+                self->core_.on_server_protocol_error("lost its helper process " +
+                                                         std::to_string(pid) + ", which " +
+                                                         core::describe_exit(*status),
+                                                     core::clock::now());
+            }
             self->finish_server_exit_when_read();
             self->drive();
         });
+    }
+
+    // The pid behind a pidfd, for messages (from /proc/self/fdinfo).
+    static int helper_pid(int pidfd) {
+        char path[64];
+        std::snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
+        int pid = 0;
+        if (std::FILE* f = std::fopen(path, "r")) {
+            char line[128];
+            while (std::fgets(line, sizeof line, f)) {
+                if (std::sscanf(line, "Pid: %d", &pid) == 1) {
+                    break;
+                }
+            }
+            std::fclose(f);
+        }
+        return pid;
     }
 
     // A process nobody wants: killed through its pidfd, and reaped when it has exited.

@@ -26,7 +26,7 @@ std::string format_duration(milliseconds d) {
     return text;
 }
 
-std::string describe_exit(const exit_status& status) {
+std::string exit_text(const exit_status& status) {
     if (status.signal) {
         std::string text = "was killed by signal " + signal_name(*status.signal);
         if (status.core_dumped) {
@@ -62,6 +62,10 @@ std::string last_line(const std::string& log) {
 }
 
 }  // namespace
+
+std::string describe_exit(const exit_status& status) {
+    return exit_text(status);
+}
 
 const char* to_string(worker_state s) noexcept {
     switch (s) {
@@ -277,9 +281,9 @@ void pool_core::on_server_exit(const exit_status& status, time_point now) {
     if (!server_.kill_reason.empty()) {
         why += server_.kill_reason + ".";
     } else if (server_.state == server_state::starting) {
-        why += describe_exit(status) + " before it was ready, " + uptime + " after it started.";
+        why += exit_text(status) + " before it was ready, " + uptime + " after it started.";
     } else {
-        why += describe_exit(status) + " after " + uptime + ".";
+        why += exit_text(status) + " after " + uptime + ".";
     }
     on_server_gone(why + log_note, now);
 }
@@ -295,8 +299,7 @@ void pool_core::on_server_gone(std::string why, time_point now) {
     server_.killed = false;
     server_.asked_to_stop = false;
     if (pid != 0 && params_.on_worker_event) {
-        actions_.push_back(
-            notify_action{{worker_event::kind::fork_server_exited, 0, pid, why}});
+        actions_.push_back(notify_action{{worker_event::kind::fork_server_exited, 0, pid, why}});
     }
     if (stopping_ || asked) {
         server_.state = server_state::stopped;  // the pool is done with it
@@ -925,7 +928,7 @@ void pool_core::on_log(slot_id s, std::string_view bytes) {
 
 void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
     auto& w = slots_[s];
-    const std::string how = describe_exit(status);
+    const std::string how = exit_text(status);
     const std::string uptime = format_duration(duration_cast<milliseconds>(now - w.process_start));
     const std::string log = w.log.text();
     const int pid = w.pid;

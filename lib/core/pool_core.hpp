@@ -45,6 +45,10 @@ enum class worker_state {
 
 const char* to_string(worker_state s) noexcept;
 
+struct exit_status;
+/// "was killed by signal SIGSEGV (core dumped)", "exited with code 3", ...
+std::string describe_exit(const exit_status& status);
+
 /// How a reaped process ended.
 struct exit_status {
     std::optional<int> exit_code;

@@ -250,6 +250,19 @@ std::optional<core::exit_status> try_reap(int pidfd) {
     return to_exit_status(info, usage);
 }
 
+bool has_exited(int pidfd) {
+    siginfo_t info{};
+    for (;;) {
+        if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info,
+                     WEXITED | WNOHANG | WNOWAIT) == 0) {
+            return info.si_pid != 0;
+        }
+        if (errno != EINTR) {
+            return true;  // already reaped
+        }
+    }
+}
+
 core::exit_status reap_blocking(int pidfd) {
     siginfo_t info{};
     rusage usage{};

@@ -55,6 +55,10 @@ private:
 /// (waitid(P_PIDFD, WEXITED | WNOHANG)); nullopt while it is still running.
 std::optional<core::exit_status> try_reap(int pidfd);
 
+/// True if the process behind `pidfd` has exited, without collecting its status
+/// (waitid with WNOWAIT: the one reaper still gets it).
+bool has_exited(int pidfd);
+
 /// Collects the exit status, waiting for it. Only for destructors, after SIGKILL.
 core::exit_status reap_blocking(int pidfd);
 

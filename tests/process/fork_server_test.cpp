@@ -254,3 +254,47 @@ TEST_CASE("killing the fork server while it makes many workers loses none of the
     }
     CHECK(child_pids().empty());
 }
+
+TEST_CASE("a fork server helper that dies alone gets the server replaced; workers carry on",
+          "[process][fork_server]") {
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        notifier changed(io.get_executor());
+        std::set<int> worker_pids;
+        int server_ready = 0, workers_ready = 0;
+        auto params = forked_fake_worker();
+        params.env.push_back("TORCHPOOL_FORK_SERVER_HELPERS=1");  // whatever the cores
+        pool p(io.get_executor(),
+               {.worker = params, .workers = 2, .on_worker_event = [&](const worker_event& e) {
+                    using kind = worker_event::kind;
+                    server_ready += e.what == kind::fork_server_ready;
+                    if (e.what == kind::started) {
+                        worker_pids.insert(e.pid);
+                    }
+                    workers_ready += e.what == kind::ready;
+                    changed.notify();
+                }});
+        p.async_run(asio::detached);
+        co_await changed.until([&] { return workers_ready == 2; });
+        // The helper is the one child of ours that is neither the server nor a worker.
+        const int server = p.stats().fork_server_pid;
+        int helper = 0;
+        for (int pid : child_pids()) {
+            if (pid != server && worker_pids.count(pid) == 0) {
+                helper = pid;
+            }
+        }
+        REQUIRE(helper > 0);
+        REQUIRE(::kill(helper, SIGKILL) == 0);
+        co_await changed.until([&] { return server_ready == 2; });
+        CHECK(p.stats().fork_server_pid != server);
+        CHECK(p.stats().fork_server_starts == 2);
+        // The workers were not touched, and a new one comes from the new server.
+        auto [ec, r] = co_await p.async_submit(make_request("crash", std::to_string(SIGKILL)),
+                                               tuple_awaitable);
+        CHECK(ec == errc::worker_died);
+        co_await changed.until([&] { return workers_ready == 3; });
+        CHECK(p.stats().spawned == 3);
+        co_await p.async_shutdown(asio::use_awaitable);
+    });
+    CHECK(child_pids().empty());
+}
