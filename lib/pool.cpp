@@ -716,22 +716,8 @@ private:
     }
 
     void drain_server_log() {
-        if (!server_.log.is_open()) {
-            return;
-        }
-        for (;;) {
-            const ssize_t n = ::read(server_.log.native_handle(), server_.log_buffer.data(),
-                                     server_.log_buffer.size());
-            if (n > 0) {
-                core_.on_server_log(
-                    std::string_view(server_.log_buffer.data(), static_cast<std::size_t>(n)));
-                continue;
-            }
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            return;
-        }
+        drain_pipe(server_.log, server_.log_buffer,
+                   [this](std::string_view bytes) { core_.on_server_log(bytes); });
     }
 
     void execute(core::send_request_action& a) {
@@ -1082,20 +1068,24 @@ private:
     // At exit only, with no read in flight: what the pipe still holds, without blocking.
     void drain_log(core::slot_id s) {
         auto& w = *workers_[s];
-        if (!w.log.is_open()) {
+        drain_pipe(w.log, w.log_buffer,
+                   [this, s](std::string_view bytes) { core_.on_log(s, bytes); });
+    }
+
+    // Reads a (non-blocking) pipe to its current end, handing what it holds to `sink`.
+    template <class Sink>
+    static void drain_pipe(asio::posix::stream_descriptor& pipe, std::array<char, 4096>& buffer,
+                           Sink&& sink) {
+        if (!pipe.is_open()) {
             return;
         }
         for (;;) {
-            const ssize_t n =
-                ::read(w.log.native_handle(), w.log_buffer.data(), w.log_buffer.size());
+            const ssize_t n = ::read(pipe.native_handle(), buffer.data(), buffer.size());
             if (n > 0) {
-                core_.on_log(s, std::string_view(w.log_buffer.data(), static_cast<std::size_t>(n)));
-                continue;
+                sink(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
+            } else if (n == 0 || errno != EINTR) {
+                return;
             }
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            return;
         }
     }
 
