@@ -19,7 +19,6 @@
 
 #include <array>
 #include <atomic>
-#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <memory>
@@ -38,6 +37,15 @@ namespace torchpool::detail {
 
 namespace asio = boost::asio;
 using boost::system::error_code;
+
+// The cores this process may run on (its affinity mask), as the workers will inherit it.
+inline std::size_t usable_cores() {
+    cpu_set_t set;
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+        return std::max(1, CPU_COUNT(&set));
+    }
+    return std::max(1u, std::thread::hardware_concurrency());
+}
 
 using run_handler = asio::any_completion_handler<void(error_code)>;
 using submit_handler = asio::any_completion_handler<void(error_code, response)>;
@@ -71,12 +79,9 @@ public:
             posix::send_signal(server_.pidfd.native_handle(), SIGKILL);
             posix::reap_blocking(server_.pidfd.native_handle());
         }
-        for (auto& orphan : orphans_) {
-            posix::reap_blocking(orphan->native_handle());
-        }
-        for (auto& helper : helpers_) {
-            posix::send_signal(helper->native_handle(), SIGKILL);
-            posix::reap_blocking(helper->native_handle());
+        for (auto& p : side_processes_) {
+            posix::send_signal(p->pidfd.native_handle(), SIGKILL);
+            posix::reap_blocking(p->pidfd.native_handle());
         }
     }
 
@@ -92,10 +97,7 @@ public:
             env.push_back("TORCHPOOL_FORK_SERVER=1");
             // Forking a process as large as LibTorch takes milliseconds: the server gets a
             // helper per further core, so that a burst of starts uses every core.
-            cpu_set_t set;
-            const int cores = ::sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
-            env.push_back("TORCHPOOL_FORK_SERVER_HELPERS=" +
-                          std::to_string(std::max(0, cores - 1)));
+            env.push_back("TORCHPOOL_FORK_SERVER_HELPERS=" + std::to_string(usable_cores() - 1));
         }
         return env;
     }
@@ -473,7 +475,7 @@ private:
     void finish_server_exit_when_read() {
         auto& io = server_;
         if (!io.exit || io.control_open || io.control_reading || io.log_reading ||
-            !helpers_.empty()) {
+            helpers_running()) {
             return;
         }
         drain_server_log();
@@ -567,7 +569,7 @@ private:
             if (auto* hello = std::get_if<wire::hello_msg>(&m)) {
                 core_.on_server_hello(*hello, now);
             } else if (reply && reply->helper && fds.size() == 1) {
-                adopt_helper(std::move(fds[0]));
+                adopt_side_process(reply->pid, std::move(fds[0]), true);
             } else if (reply) {
                 on_fork_reply(*reply, fds);
             } else {
@@ -621,73 +623,64 @@ private:
         adopt(slot, p);
     }
 
-    // A helper of the fork server, our child as its workers are: it ends with the server
-    // (or the control socket), and is reaped here.
-    void adopt_helper(posix::unique_fd pidfd) {
-        helpers_.push_back(
-            std::make_unique<asio::posix::stream_descriptor>(executor_, pidfd.release()));
-        wait_helper(helpers_.back().get());
-    }
+    // Processes of ours that are neither workers nor the fork server: the server's helpers
+    // (they end with the server or the control socket), and forks nobody wants (killed at
+    // once). Each is reaped here when it exits.
+    struct side_process {
+        side_process(const asio::any_io_executor& ex, int pid_, int fd, bool helper_)
+            : pid(pid_), helper(helper_), pidfd(ex, fd) {}
+        int pid;
+        bool helper;
+        asio::posix::stream_descriptor pidfd;
+    };
 
-    void wait_helper(asio::posix::stream_descriptor* helper) {
-        helper->async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this(),
-                                                                     helper](error_code ec) {
-            if (ec) {
-                return;
-            }
-            const int pid = helper_pid(helper->native_handle());
-            const auto status = posix::try_reap(helper->native_handle());
-            if (!status) {
-                self->wait_helper(helper);  // a spurious wake-up
-                return;
-            }
-            std::erase_if(self->helpers_, [&](const auto& h) { return h.get() == helper; });
-            // A helper ends with the server or with the control socket. Alone, it took the
-            // requests it was working on with it: the server is replaced, which asks for
-            // those workers again.
-            auto& io = self->server_;
-            if (io.alive && !io.exit && io.control_open &&
-                !posix::has_exited(io.pidfd.native_handle())) {
-                self->core_.on_server_protocol_error("lost its helper process " +
-                                                         std::to_string(pid) + ", which " +
-                                                         core::describe_exit(*status),
-                                                     core::clock::now());
-            }
-            self->finish_server_exit_when_read();
-            self->drive();
-        });
-    }
-
-    // The pid behind a pidfd, for messages (from /proc/self/fdinfo).
-    static int helper_pid(int pidfd) {
-        char path[64];
-        std::snprintf(path, sizeof path, "/proc/self/fdinfo/%d", pidfd);
-        int pid = 0;
-        if (std::FILE* f = std::fopen(path, "r")) {
-            char line[128];
-            while (std::fgets(line, sizeof line, f)) {
-                if (std::sscanf(line, "Pid: %d", &pid) == 1) {
-                    break;
-                }
-            }
-            std::fclose(f);
+    void adopt_side_process(int pid, posix::unique_fd pidfd, bool helper) {
+        if (!helper) {
+            posix::send_signal(pidfd.get(), SIGKILL);
         }
-        return pid;
+        side_processes_.push_back(
+            std::make_unique<side_process>(executor_, pid, pidfd.release(), helper));
+        reap_when_exited(side_processes_.back().get());
     }
 
-    // A process nobody wants: killed through its pidfd, and reaped when it has exited.
-    void adopt_orphan(posix::unique_fd pidfd) {
-        posix::send_signal(pidfd.get(), SIGKILL);
-        orphans_.push_back(
-            std::make_unique<asio::posix::stream_descriptor>(executor_, pidfd.release()));
-        auto* orphan = orphans_.back().get();
-        orphan->async_wait(asio::posix::descriptor_base::wait_read, [self = shared_from_this(),
-                                                                     orphan](error_code) {
-            if (!posix::try_reap(orphan->native_handle())) {
-                return;  // cannot be: it was SIGKILLed; the destructor reaps
-            }
-            std::erase_if(self->orphans_, [&](const auto& o) { return o.get() == orphan; });
-        });
+    // A fork that was asked for by a slot that stopped in the meantime: not ours to keep.
+    void adopt_orphan(posix::unique_fd pidfd) { adopt_side_process(0, std::move(pidfd), false); }
+
+    bool helpers_running() const {
+        return std::any_of(side_processes_.begin(), side_processes_.end(),
+                           [](const auto& p) { return p->helper; });
+    }
+
+    void reap_when_exited(side_process* p) {
+        p->pidfd.async_wait(
+            asio::posix::descriptor_base::wait_read, [self = shared_from_this(), p](error_code ec) {
+                if (ec) {
+                    return;
+                }
+                const auto status = posix::try_reap(p->pidfd.native_handle());
+                if (!status) {
+                    self->reap_when_exited(p);  // a spurious wake-up
+                    return;
+                }
+                const int pid = p->pid;
+                const bool helper = p->helper;
+                std::erase_if(self->side_processes_, [&](const auto& o) { return o.get() == p; });
+                if (!helper) {
+                    return;
+                }
+                // A helper that ends alone took the requests it was working on with it: the
+                // server is replaced, which asks for those workers again.
+                auto& io = self->server_;
+                if (io.alive && !io.exit && io.control_open &&
+                    !posix::has_exited(io.pidfd.native_handle())) {
+                    self->core_.on_server_protocol_error("lost its helper process " +
+                                                             std::to_string(pid) + ", which " +
+                                                             core::describe_exit(*status),
+                                                         core::clock::now());
+                }
+                self->finish_server_exit_when_read();
+                self->drive();
+            });
     }
 
     void read_server_log() {
@@ -1112,9 +1105,8 @@ private:
     posix::launcher launcher_;
     server_io server_;
     std::uint64_t fork_sequence_ = 0;
-    std::unordered_map<std::uint64_t, core::slot_id> fork_requests_;        // sequence -> slot
-    std::vector<std::unique_ptr<asio::posix::stream_descriptor>> orphans_;  // pidfds
-    std::vector<std::unique_ptr<asio::posix::stream_descriptor>> helpers_;  // pidfds
+    std::unordered_map<std::uint64_t, core::slot_id> fork_requests_;  // sequence -> slot
+    std::vector<std::unique_ptr<side_process>> side_processes_;
     asio::steady_timer timer_;
     core::time_point armed_for_ = core::time_point::max();
     std::vector<std::unique_ptr<worker_io>> workers_;
@@ -1134,15 +1126,6 @@ namespace torchpool {
 
 namespace {
 
-// The cores this process may run on (its affinity mask), as the workers will inherit it.
-std::size_t usable_cores() {
-    cpu_set_t set;
-    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
-        return std::max(1, CPU_COUNT(&set));
-    }
-    return std::max(1u, std::thread::hardware_concurrency());
-}
-
 pool_params checked(pool_params params) {
     if (params.worker.executable.empty()) {
         throw std::invalid_argument(
@@ -1159,7 +1142,7 @@ pool_params checked(pool_params params) {
         throw std::invalid_argument(
             "torchpool::pool: pool_params::max_frame_bytes must be at least 1024");
     }
-    const std::size_t cores = usable_cores();
+    const std::size_t cores = detail::usable_cores();
     const auto per_worker = static_cast<unsigned>(std::max<std::size_t>(1, cores / params.workers));
     if (params.intra_op_threads == 0) {
         params.intra_op_threads = per_worker;

@@ -26,19 +26,6 @@ std::string format_duration(milliseconds d) {
     return text;
 }
 
-std::string exit_text(const exit_status& status) {
-    if (status.signal) {
-        std::string text = "was killed by signal " + signal_name(*status.signal);
-        if (status.core_dumped) {
-            text += " (core dumped)";
-        }
-        return text;
-    }
-    if (status.exit_code) {
-        return "exited with code " + std::to_string(*status.exit_code);
-    }
-    return "ended";
-}
 
 std::string describe_memory(std::optional<std::uint64_t> bytes) {
     if (!bytes) {
@@ -64,7 +51,17 @@ std::string last_line(const std::string& log) {
 }  // namespace
 
 std::string describe_exit(const exit_status& status) {
-    return exit_text(status);
+    if (status.signal) {
+        std::string text = "was killed by signal " + signal_name(*status.signal);
+        if (status.core_dumped) {
+            text += " (core dumped)";
+        }
+        return text;
+    }
+    if (status.exit_code) {
+        return "exited with code " + std::to_string(*status.exit_code);
+    }
+    return "ended";
 }
 
 const char* to_string(worker_state s) noexcept {
@@ -129,7 +126,10 @@ std::size_t pool_core::starts_in_progress() const {
 }
 
 void pool_core::start_waiting(time_point now) {
-    if (stopping_ || (fork_server_mode() && server_.state != server_state::ready)) {
+    // Called after every event that may end a start; with nobody waiting (the common
+    // case) it costs nothing.
+    if (start_queue_.empty() || stopping_ ||
+        (fork_server_mode() && server_.state != server_state::ready)) {
         return;
     }
     const std::size_t limit = params_.max_concurrent_starts;
@@ -281,9 +281,9 @@ void pool_core::on_server_exit(const exit_status& status, time_point now) {
     if (!server_.kill_reason.empty()) {
         why += server_.kill_reason + ".";
     } else if (server_.state == server_state::starting) {
-        why += exit_text(status) + " before it was ready, " + uptime + " after it started.";
+        why += describe_exit(status) + " before it was ready, " + uptime + " after it started.";
     } else {
-        why += exit_text(status) + " after " + uptime + ".";
+        why += describe_exit(status) + " after " + uptime + ".";
     }
     on_server_gone(why + log_note, now);
 }
@@ -312,15 +312,7 @@ void pool_core::on_server_gone(std::string why, time_point now) {
         ++counters_.fork_server_deaths;
         ++server_.failures;
     } else if (was == server_state::starting || !unexpected) {
-        ++server_.failed_starts;
-        last_spawn_error_ = why;
-        if (!degraded_ && server_.failed_starts >= params_.spawn_failures_until_degraded &&
-            !ready_workers_exist()) {
-            degraded_ = true;
-            fail_queued(errc::spawn_failed,
-                        "No worker can be started, so the task was not run. Last start failure: " +
-                            last_spawn_error_);
-        }
+        count_failed_start(server_.failed_starts, why);
     }
     const auto delay = restart_delay(params_.restart_backoff,
                                      std::max(server_.failures, server_.failed_starts), random_);
@@ -755,10 +747,15 @@ bool pool_core::ready_workers_exist() const {
 }
 
 void pool_core::after_failed_start(slot_id s, std::string why) {
-    auto& w = slots_[s];
-    ++w.failed_starts;
+    count_failed_start(slots_[s].failed_starts, std::move(why));
+}
+
+// A start that never became ready, of a worker or of the fork server: enough of them in a
+// row, with no worker up, make the pool degraded.
+void pool_core::count_failed_start(unsigned& failed_starts, std::string why) {
+    ++failed_starts;
     last_spawn_error_ = std::move(why);
-    if (!degraded_ && w.failed_starts >= params_.spawn_failures_until_degraded &&
+    if (!degraded_ && failed_starts >= params_.spawn_failures_until_degraded &&
         !ready_workers_exist()) {
         degraded_ = true;
         fail_queued(errc::spawn_failed,
@@ -928,7 +925,7 @@ void pool_core::on_log(slot_id s, std::string_view bytes) {
 
 void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
     auto& w = slots_[s];
-    const std::string how = exit_text(status);
+    const std::string how = describe_exit(status);
     const std::string uptime = format_duration(duration_cast<milliseconds>(now - w.process_start));
     const std::string log = w.log.text();
     const int pid = w.pid;

@@ -264,6 +264,7 @@ private:
     void schedule_restart(slot_id s, time_point now);
     void fail_queued(boost::system::error_code error, const std::string& summary);
     void after_failed_start(slot_id s, std::string why);
+    void count_failed_start(unsigned& failed_starts, std::string why);
     void maybe_finish_drain(time_point now);
     void check_finished(time_point now);
     void notify(worker_event::kind what, slot_id s, std::string description);
