@@ -158,21 +158,47 @@ private:
         return std::make_shared<const wire::frame>(std::move(f));
     }
 
-    struct worker_io {
-        worker_io(const asio::any_io_executor& ex, std::size_t max_frame_bytes)
-            : pidfd(ex), channel(ex), log(ex), reader(max_frame_bytes) {}
+    // What the pool holds of any child it supervises, worker or fork server: its pidfd and
+    // its stdout+stderr pipe, and the exit status while reads in flight finish.
+    struct process_io {
+        explicit process_io(const asio::any_io_executor& ex) : pidfd(ex), log(ex) {}
+
+        // A new process in this place.
+        void take(posix::spawned_process& p) {
+            ++generation;
+            alive = true;
+            exit.reset();
+            pidfd.assign(p.pidfd.release());
+            log.assign(p.log.release());
+        }
+
+        // The process is gone: its completions still queued find another generation.
+        void retire() {
+            exit.reset();
+            alive = false;
+            ++generation;
+            error_code ignored;
+            log.close(ignored);
+            pidfd.close(ignored);
+        }
 
         std::uint64_t generation = 0;  // one per process; stale completions compare it
         bool alive = false;
         asio::posix::stream_descriptor pidfd;
-        asio::local::stream_protocol::socket channel;
         asio::posix::stream_descriptor log;
-        wire::frame_reader reader;
-        bool channel_open = false;
-        bool channel_reading = false;
         bool log_reading = false;
         std::optional<core::exit_status> exit;  // reaped, waiting for reads in flight
         std::array<char, 4096> log_buffer;
+    };
+
+    struct worker_io : process_io {
+        worker_io(const asio::any_io_executor& ex, std::size_t max_frame_bytes)
+            : process_io(ex), channel(ex), reader(max_frame_bytes) {}
+
+        asio::local::stream_protocol::socket channel;
+        wire::frame_reader reader;
+        bool channel_open = false;
+        bool channel_reading = false;
         std::deque<shared_frame> outbox;
         std::size_t front_offset = 0;            // bytes of the first frame already written
         std::vector<asio::const_buffer> gather;  // the outbox frames being written
@@ -355,39 +381,111 @@ private:
         const auto now = core::clock::now();
         auto& w = *workers_[slot];
         const core::slot_id s = slot;
-        ++w.generation;
-        w.alive = true;
-        w.pidfd.assign(p.pidfd.release());
+        w.take(p);
         w.channel.assign(asio::local::stream_protocol(), p.channel.release());
         w.channel_open = true;
-        w.log.assign(p.log.release());
         w.reader = wire::frame_reader(params_.max_frame_bytes);
         w.outbox.clear();
         w.front_offset = 0;
         w.writing = false;
-        w.exit.reset();
         core_.on_spawned(s, p.pid, now);
-        wait_exit(s);
+        watch_exit(w, [this, s] {
+            // A channel wait may have completed with data whose handler has not run yet: let
+            // it run first (cancelled), then drain what is left, so that a reply sent just
+            // before the exit still counts.
+            auto& io = *workers_[s];
+            if (io.channel_reading) {
+                error_code ignored;
+                io.channel.cancel(ignored);
+            }
+            finish_exit_when_read(s);
+        });
         read_channel(s);
-        read_log(s);
+        read_output(
+            w, [this, s](std::string_view bytes) { core_.on_log(s, bytes); },
+            [this, s] { finish_exit_when_read(s); });
+    }
+
+    // Waits for the process to exit and reaps it (a spurious wake-up waits again); then, with
+    // `io.exit` set and the output read in flight cancelled, `exited()`.
+    template <class Exited>
+    void watch_exit(process_io& io, Exited exited) {
+        io.pidfd.async_wait(
+            asio::posix::descriptor_base::wait_read,
+            [self = shared_from_this(), &io, gen = io.generation, exited](error_code ec) mutable {
+                if (ec || io.generation != gen || !io.alive) {
+                    return;
+                }
+                auto status = posix::try_reap(io.pidfd.native_handle());
+                if (!status) {
+                    self->watch_exit(io, std::move(exited));
+                    return;
+                }
+                // A log read may hold bytes whose handler has not run: it
+                // runs first (cancelled), the rest is drained after it.
+                io.exit = *status;
+                if (io.log_reading) {
+                    error_code ignored;
+                    io.log.cancel(ignored);
+                }
+                exited();
+                self->drive();
+            });
+    }
+
+    // Reads the process's stdout+stderr into `sink` until the pipe ends or the process has
+    // exited; after each read, `after()` (which completes an exit once nothing is in flight).
+    template <class Sink, class After>
+    void read_output(process_io& io, Sink sink, After after) {
+        io.log_reading = true;
+        io.log.async_read_some(asio::buffer(io.log_buffer),
+                               [self = shared_from_this(), &io, gen = io.generation, sink, after](
+                                   error_code ec, std::size_t n) mutable {
+                                   if (io.generation != gen) {
+                                       return;
+                                   }
+                                   io.log_reading = false;
+                                   if (n > 0) {
+                                       sink(std::string_view(io.log_buffer.data(), n));
+                                   }
+                                   if (!ec && !io.exit) {
+                                       self->read_output(io, std::move(sink), std::move(after));
+                                   } else if (ec && ec != asio::error::operation_aborted) {
+                                       error_code ignored;
+                                       io.log.close(ignored);  // end of its output
+                                   }
+                                   after();
+                                   self->drive();
+                               });
+    }
+
+    // At exit only, with no read in flight: what the output pipe still holds, without
+    // blocking.
+    template <class Sink>
+    static void drain_output(process_io& io, Sink&& sink) {
+        if (!io.log.is_open()) {
+            return;
+        }
+        for (;;) {
+            const ssize_t n =
+                ::read(io.log.native_handle(), io.log_buffer.data(), io.log_buffer.size());
+            if (n > 0) {
+                sink(std::string_view(io.log_buffer.data(), static_cast<std::size_t>(n)));
+            } else if (n == 0 || errno != EINTR) {
+                return;
+            }
+        }
     }
 
     // --- the fork server -----------------------------------------------------------------
 
-    struct server_io {
-        explicit server_io(const asio::any_io_executor& ex) : pidfd(ex), control(ex), log(ex) {}
-        std::uint64_t generation = 0;
-        bool alive = false;
-        asio::posix::stream_descriptor pidfd;
+    struct server_io : process_io {
+        explicit server_io(const asio::any_io_executor& ex) : process_io(ex), control(ex) {}
         asio::posix::stream_descriptor control;  // SOCK_SEQPACKET: one message per packet
-        asio::posix::stream_descriptor log;
         bool control_reading = false;
         // Until end of stream: every holder of the server's end has closed it, the server
         // and any worker it made that has not yet handed itself over.
         bool control_open = false;
-        bool log_reading = false;
-        std::optional<core::exit_status> exit;
-        std::array<char, 4096> log_buffer;
     };
 
     void execute(core::start_server_action&) {
@@ -397,18 +495,18 @@ private:
             return;
         }
         auto& p = std::get<posix::spawned_process>(started);
-        ++server_.generation;
-        server_.alive = true;
-        server_.control_open = true;
-        server_.exit.reset();
-        server_.pidfd.assign(p.pidfd.release());
+        server_.take(p);
         server_.control.assign(p.channel.release());
-        server_.log.assign(p.log.release());
+        server_.control_open = true;
         fork_requests_.clear();
         core_.on_server_spawned(p.pid, core::clock::now());
-        wait_server_exit();
+        // The control socket is read on to its end, even after the exit: a worker made just
+        // before the exit still hands itself over.
+        watch_exit(server_, [this] { finish_server_exit_when_read(); });
         read_server_control();
-        read_server_log();
+        read_output(
+            server_, [this](std::string_view bytes) { core_.on_server_log(bytes); },
+            [this] { finish_server_exit_when_read(); });
     }
 
     void execute(core::stop_server_action& a) {
@@ -446,29 +544,6 @@ private:
         fork_requests_[sequence] = a.slot;
     }
 
-    void wait_server_exit() {
-        server_.pidfd.async_wait(
-            asio::posix::descriptor_base::wait_read,
-            [self = shared_from_this(), gen = server_.generation](error_code ec) {
-                auto& io = self->server_;
-                if (ec || io.generation != gen || !io.alive) {
-                    return;
-                }
-                auto status = posix::try_reap(io.pidfd.native_handle());
-                if (!status) {
-                    self->wait_server_exit();  // spurious wake-up
-                    return;
-                }
-                io.exit = *status;
-                error_code ignored;
-                // The control socket is read on to its end: a worker made just before the
-                // exit still hands itself over.
-                io.log.cancel(ignored);
-                self->finish_server_exit_when_read();
-                self->drive();
-            });
-    }
-
     // As for workers: the exit is told only when no read is in flight, after what the
     // pipes still hold, and once the control socket has ended, so that every worker the
     // server made has handed itself over.
@@ -478,15 +553,11 @@ private:
             helpers_running()) {
             return;
         }
-        drain_server_log();
+        drain_output(io, [this](std::string_view bytes) { core_.on_server_log(bytes); });
         const auto status = *io.exit;
-        io.exit.reset();
-        io.alive = false;
-        ++io.generation;
+        io.retire();
         error_code ignored;
         io.control.close(ignored);
-        io.log.close(ignored);
-        io.pidfd.close(ignored);
         fork_requests_.clear();
         core_.on_server_exit(status, core::clock::now());
     }
@@ -683,36 +754,6 @@ private:
             });
     }
 
-    void read_server_log() {
-        server_.log_reading = true;
-        server_.log.async_read_some(
-            asio::buffer(server_.log_buffer),
-            [self = shared_from_this(), gen = server_.generation](error_code ec, std::size_t n) {
-                auto& io = self->server_;
-                if (io.generation != gen) {
-                    return;
-                }
-                io.log_reading = false;
-                if (n > 0) {
-                    self->core_.on_server_log(std::string_view(io.log_buffer.data(), n));
-                }
-                if (!ec && !io.exit) {
-                    self->read_server_log();
-                }
-                if (ec && ec != asio::error::operation_aborted) {
-                    error_code ignored;
-                    io.log.close(ignored);
-                }
-                self->finish_server_exit_when_read();
-                self->drive();
-            });
-    }
-
-    void drain_server_log() {
-        drain_pipe(server_.log, server_.log_buffer,
-                   [this](std::string_view bytes) { core_.on_server_log(bytes); });
-    }
-
     void execute(core::send_request_action& a) {
         auto it = pending_.find(a.task);
         if (it == pending_.end() || !workers_[a.slot]->alive) {
@@ -850,41 +891,6 @@ private:
         }
     }
 
-    void wait_exit(core::slot_id s) {
-        auto& w = *workers_[s];
-        w.pidfd.async_wait(asio::posix::descriptor_base::wait_read,
-                           [self = shared_from_this(), s, gen = w.generation](error_code ec) {
-                               auto& io = *self->workers_[s];
-                               if (ec || io.generation != gen || !io.alive) {
-                                   return;
-                               }
-                               self->on_exit_readable(s);
-                               self->drive();
-                           });
-    }
-
-    void on_exit_readable(core::slot_id s) {
-        auto& w = *workers_[s];
-        auto status = posix::try_reap(w.pidfd.native_handle());
-        if (!status) {
-            wait_exit(s);  // a spurious wake-up
-            return;
-        }
-        // A log read may have bytes in our buffer whose handler has not run yet, and a channel
-        // wait may have completed likewise. Let those handlers run first (cancelled, or with
-        // their data), then drain what is left, so that a reply sent just before the exit
-        // still counts and the log tail is complete.
-        w.exit = *status;
-        error_code ignored;
-        if (w.channel_reading) {
-            w.channel.cancel(ignored);
-        }
-        if (w.log_reading) {
-            w.log.cancel(ignored);
-        }
-        finish_exit_when_read(s);
-    }
-
     // Completes an exit once no read is in flight: takes what is left in the pipes, tells
     // the core, and closes the process's descriptors.
     void finish_exit_when_read(core::slot_id s) {
@@ -892,18 +898,14 @@ private:
         if (!w.exit || w.channel_reading || w.log_reading) {
             return;
         }
-        drain_log(s);
+        drain_output(w, [this, s](std::string_view bytes) { core_.on_log(s, bytes); });
         if (w.channel_open) {
             drain_channel(s);
         }
         const auto status = *w.exit;
-        w.exit.reset();
-        w.alive = false;
-        ++w.generation;
+        w.retire();
         error_code ignored;
         w.channel.close(ignored);
-        w.log.close(ignored);
-        w.pidfd.close(ignored);
         w.channel_open = false;
         w.outbox.clear();
         w.writing = false;
@@ -911,7 +913,7 @@ private:
     }
 
     // Waits for the channel to be readable, then reads what it holds ourselves, so that no
-    // bytes are ever held inside a pending asynchronous read (see on_exit_readable). Asio
+    // bytes are ever held inside a pending asynchronous read (see adopt). Asio
     // re-arms the descriptor (EPOLL_CTL_MOD) for each wait, so data that arrives between our
     // last read and the wait is not missed, whichever thread runs the reactor.
     void read_channel(core::slot_id s) {
@@ -1029,56 +1031,6 @@ private:
                 return false;
             }
             core_.on_message(s, std::move(std::get<wire::message>(decoded)), core::clock::now());
-        }
-    }
-
-    void read_log(core::slot_id s) {
-        auto& w = *workers_[s];
-        w.log_reading = true;
-        w.log.async_read_some(
-            asio::buffer(w.log_buffer),
-            [self = shared_from_this(), s, gen = w.generation](error_code ec, std::size_t n) {
-                auto& io = *self->workers_[s];
-                if (io.generation != gen) {
-                    return;
-                }
-                io.log_reading = false;
-                if (n > 0) {
-                    self->core_.on_log(s, std::string_view(io.log_buffer.data(), n));
-                }
-                if (!ec && !io.exit) {
-                    self->read_log(s);
-                }
-                if (ec && ec != asio::error::operation_aborted) {
-                    error_code ignored;
-                    io.log.close(ignored);  // end of the worker's output
-                }
-                self->finish_exit_when_read(s);
-                self->drive();
-            });
-    }
-
-    // At exit only, with no read in flight: what the pipe still holds, without blocking.
-    void drain_log(core::slot_id s) {
-        auto& w = *workers_[s];
-        drain_pipe(w.log, w.log_buffer,
-                   [this, s](std::string_view bytes) { core_.on_log(s, bytes); });
-    }
-
-    // Reads a (non-blocking) pipe to its current end, handing what it holds to `sink`.
-    template <class Sink>
-    static void drain_pipe(asio::posix::stream_descriptor& pipe, std::array<char, 4096>& buffer,
-                           Sink&& sink) {
-        if (!pipe.is_open()) {
-            return;
-        }
-        for (;;) {
-            const ssize_t n = ::read(pipe.native_handle(), buffer.data(), buffer.size());
-            if (n > 0) {
-                sink(std::string_view(buffer.data(), static_cast<std::size_t>(n)));
-            } else if (n == 0 || errno != EINTR) {
-                return;
-            }
         }
     }
 
