@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -16,6 +17,23 @@ void unique_fd::reset(int fd) noexcept {
         ::close(fd_);
     }
     fd_ = fd;
+}
+
+void settle_child(int parent, int channel, int log, int stdin_fd) noexcept {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) {
+        ::_exit(126);  // the parent died before we could ask to die with it
+    }
+    // Move our ends above the target numbers first, in case they are 0..3 themselves.
+    const int moved_channel = ::fcntl(channel, F_DUPFD, 10);
+    const int moved_log = ::fcntl(log, F_DUPFD, 10);
+    const int moved_stdin = stdin_fd >= 0 ? ::fcntl(stdin_fd, F_DUPFD, 10) : -1;
+    if (moved_channel < 0 || moved_log < 0 || (stdin_fd >= 0 && moved_stdin < 0) ||
+        (moved_stdin >= 0 && ::dup2(moved_stdin, 0) < 0) || ::dup2(moved_log, 1) < 0 ||
+        ::dup2(moved_log, 2) < 0 || ::dup2(moved_channel, channel_fd) < 0) {
+        ::_exit(126);
+    }
+    ::syscall(SYS_close_range, channel_fd + 1, ~0U, 0);
 }
 
 bool write_all(int fd, const char* text, std::size_t size) noexcept {

@@ -47,6 +47,12 @@ long create_child(spawn_method method, int* pidfd) noexcept;
 /// in the parent, 0 in the child, -1 with errno (ENOSYS where clone3 is refused).
 long create_sibling(int* pidfd) noexcept;
 
+/// In a new worker process, between its creation and its work; async-signal-safe. Dies
+/// with `parent` (PR_SET_PDEATHSIG, SIGKILL; exits with 126 if it is already gone), puts
+/// `log` on fds 1 and 2, `channel` on fd 3 and, unless -1, `stdin_fd` on fd 0, and closes
+/// every other descriptor above 3. Exits with 126 if it cannot.
+void settle_child(int parent, int channel, int log, int stdin_fd) noexcept;
+
 /// Writes all of `size` bytes, retrying on EINTR; async-signal-safe. False on failure.
 bool write_all(int fd, const char* text, std::size_t size) noexcept;
 

@@ -57,20 +57,7 @@ struct child_setup {
         dfl.sa_handler = SIG_DFL;
         ::sigaction(sig, &dfl, nullptr);  // fails harmlessly for SIGKILL, SIGSTOP, ...
     }
-    // Die with the thread that started us; and if the parent is already gone, do not run.
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != c.parent) {
-        ::_exit(126);
-    }
-    // Move our ends above the target numbers first, in case they are 0..3 themselves.
-    const int channel = ::fcntl(c.channel, F_DUPFD, 10);
-    const int log = ::fcntl(c.log, F_DUPFD, 10);
-    const int devnull = ::fcntl(c.devnull, F_DUPFD, 10);
-    if (channel < 0 || log < 0 || devnull < 0 || ::dup2(devnull, 0) < 0 || ::dup2(log, 1) < 0 ||
-        ::dup2(log, 2) < 0 || ::dup2(channel, channel_fd) < 0) {
-        ::_exit(126);
-    }
-    ::syscall(SYS_close_range, channel_fd + 1, ~0U, 0);
+    settle_child(c.parent, c.channel, c.log, c.devnull);
     ::execve(c.executable, c.argv, c.envp);
     const int err = errno;
     write_all(2, c.exec_failure_prefix->data(), c.exec_failure_prefix->size());

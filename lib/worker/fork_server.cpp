@@ -63,29 +63,6 @@ std::size_t thread_count() {
     return n;
 }
 
-// In the new worker, between clone3 and returning to the SDK: descriptors in place, and
-// death with the pool. Only async-signal-safe calls: another thread of a library may have
-// held a lock when we were cloned (though a fork server should have no other thread).
-void become_worker(pid_t pool, int channel, int log) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != pool) {
-        ::_exit(126);  // the pool died before we could ask to die with it
-    }
-    const int moved_channel = ::fcntl(channel, F_DUPFD_CLOEXEC, 10);
-    const int moved_log = ::fcntl(log, F_DUPFD_CLOEXEC, 10);
-    if (moved_channel < 0 || moved_log < 0 || ::dup2(moved_log, 1) < 0 ||
-        ::dup2(moved_log, 2) < 0 || ::dup2(moved_channel, posix::channel_fd) < 0) {
-        ::_exit(126);
-    }
-    // Everything else goes: the server's control socket was fd 3 and is replaced; other
-    // workers' descriptors are never held here (the server closes them after each fork).
-    ::syscall(SYS_close_range, posix::channel_fd + 1, ~0U, 0);
-}
-
-}  // namespace
-
-namespace {
-
 struct server_context {
     int control_fd;
     pid_t pool;
@@ -121,7 +98,9 @@ outcome fork_one(const server_context& ctx, const wire::fork_request_msg& reques
             if (!self || !send_packet(ctx.control_fd, wire::encode(reply), fds)) {
                 ::_exit(126);  // the pool is gone: nobody to work for
             }
-            become_worker(ctx.pool, worker_channel.get(), log_write.get());
+            // Its stdin stays the server's (/dev/null); the server's control socket, fd 3, is
+            // replaced by the worker's channel.
+            posix::settle_child(ctx.pool, worker_channel.get(), log_write.get(), -1);
             self.release();  // closed by close_range; do not close numbers reused since
             pool_channel.release();
             worker_channel.release();
