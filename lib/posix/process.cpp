@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string_view>
+#include <unordered_map>
 
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -93,51 +94,30 @@ core::exit_status to_exit_status(const siginfo_t& info, const rusage& usage) {
 launcher::launcher(const worker_params& params, const std::vector<std::string>& extra_env,
                    int channel_type)
     : executable_(params.executable), channel_type_(channel_type) {
-    // The pool's own entries first, the user's after them; a name set twice keeps the last.
-    std::vector<std::string> env = {"TORCHPOOL_WORKER_SLOT=0000000000"};
-    for (const auto& e : extra_env) {
-        env.push_back(e);
-    }
-    for (const auto& e : params.env) {
-        env.push_back(e);
-    }
-    std::vector<std::string> unique_env;
-    for (auto it = env.rbegin(); it != env.rend(); ++it) {
-        const bool later = std::any_of(unique_env.begin(), unique_env.end(),
-                                       [&](const auto& e) { return env_name(e) == env_name(*it); });
-        if (!later) {
-            unique_env.insert(unique_env.begin(), *it);
-        }
-    }
     strings_.push_back(params.executable);
-    for (const auto& a : params.args) {
-        strings_.push_back(a);
-    }
+    strings_.insert(strings_.end(), params.args.begin(), params.args.end());
     const std::size_t argc = strings_.size();
-    const std::string channel_entry = "TORCHPOOL_CHANNEL_FD=" + std::to_string(channel_fd);
-    auto overridden = [&](std::string_view entry) {
-        if (env_name(entry) == env_name(channel_entry)) {
-            return true;
-        }
-        for (const auto& e : unique_env) {
-            if (env_name(e) == env_name(entry)) {
-                return true;
-            }
-        }
-        return false;
-    };
+
+    // The host's environment, the pool's defaults, the user's entries, then what the pool
+    // must decide itself; of entries with the same name, the last one wins.
+    std::vector<std::string> env;
     for (char** e = environ; e && *e; ++e) {
-        if (!overridden(*e)) {
-            strings_.emplace_back(*e);
+        env.emplace_back(*e);
+    }
+    env.insert(env.end(), extra_env.begin(), extra_env.end());
+    env.insert(env.end(), params.env.begin(), params.env.end());
+    env.push_back("TORCHPOOL_WORKER_SLOT=0000000000");  // room for any slot, rewritten by spawn
+    env.push_back("TORCHPOOL_CHANNEL_FD=" + std::to_string(channel_fd));
+    std::unordered_map<std::string_view, std::size_t> last;
+    for (std::size_t i = 0; i < env.size(); ++i) {
+        last[env_name(env[i])] = i;
+    }
+    for (std::size_t i = 0; i < env.size(); ++i) {
+        if (last.at(env_name(env[i])) == i) {
+            strings_.push_back(env[i]);  // a copy: `last` points into env
         }
     }
-    for (const auto& e : unique_env) {
-        if (e.starts_with("TORCHPOOL_WORKER_SLOT=")) {
-            slot_entry_ = strings_.size();
-        }
-        strings_.push_back(e);
-    }
-    strings_.push_back(channel_entry);
+    slot_entry_ = strings_.size() - 2;
     // strings_ no longer changes size, so these pointers stay valid.
     for (std::size_t i = 0; i < strings_.size(); ++i) {
         (i < argc ? argv_ : envp_).push_back(strings_[i].data());
