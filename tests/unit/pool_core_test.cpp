@@ -17,7 +17,10 @@ using namespace std::chrono_literals;
 namespace {
 
 struct harness {
-    explicit harness(pool_params p) : params(std::move(p)), core(params) {}
+    // The core is not movable (its units refer to each other); the harness is, so that
+    // ready_harness can return one.
+    explicit harness(pool_params p)
+        : params(std::move(p)), owned(std::make_unique<pool_core>(params)), core(*owned) {}
 
     std::vector<action> take() {
         std::vector<action> out(core.actions().begin(), core.actions().end());
@@ -64,7 +67,8 @@ struct harness {
     }
 
     pool_params params;
-    pool_core core;
+    std::unique_ptr<pool_core> owned;
+    pool_core& core;
     time_point now{std::chrono::seconds(1000)};
 };
 

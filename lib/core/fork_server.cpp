@@ -1,0 +1,154 @@
+#include "fork_server.hpp"
+
+namespace torchpool::core {
+
+fork_server_supervisor::fork_server_supervisor(const pool_params& params, std::size_t id,
+                                               supervised_child::observer& observer,
+                                               report& report, action_queue& out)
+    : spawn_timeout_(params.spawn_timeout),
+      stop_grace_(params.stop_grace),
+      enabled_(params.worker.start == start_mode::fork_server),
+      child_(id, enabled_ ? params.log_tail_bytes : 4096, observer),
+      report_(report),
+      out_(out) {}
+
+void fork_server_supervisor::start(bool pool_stopping, time_point now) {
+    if (!enabled_ || stopped() || pool_stopping) {
+        return;
+    }
+    child_.begin_start(now, now + spawn_timeout_);
+    ++report_.counters.fork_server_starts;
+    out_.push_back(start_server_action{});
+}
+
+void fork_server_supervisor::stop(bool kill, time_point now) {
+    if (!enabled_) {
+        return;
+    }
+    switch (child_.stop(stop_reason::shutdown, kill, now, stop_grace_)) {
+        case stop_step::none:
+            break;
+        case stop_step::ask:
+            out_.push_back(stop_server_action{false});
+            break;
+        case stop_step::kill:
+            out_.push_back(stop_server_action{true});
+            break;
+    }
+}
+
+void fork_server_supervisor::kill_because(std::string reason, time_point now) {
+    kill_reason_ = std::move(reason);
+    stop(true, now);
+}
+
+void fork_server_supervisor::spawned(int pid, time_point now) {
+    child_.spawned(pid, now);
+    report_.event(worker_event::kind::fork_server_started, 0, pid,
+                  "fork server " + std::to_string(pid) + " started");
+}
+
+std::optional<std::string> fork_server_supervisor::hello(const wire::hello_msg& hello,
+                                                         time_point now) {
+    if (child_.state() != child_state::starting) {
+        return ready() ? "sent a second hello message" : "sent hello while it was being stopped";
+    }
+    if (hello.protocol_version != wire::protocol_version) {
+        return "sent hello with protocol version " + std::to_string(hello.protocol_version) +
+               " (this pool speaks " + std::to_string(wire::protocol_version) + ")";
+    }
+    child_.became_ready();
+    child_.healthy();
+    if (report_.events_wanted()) {
+        report_.event(worker_event::kind::fork_server_ready, 0, child_.pid(),
+                      "fork server " + std::to_string(child_.pid()) + " is ready, " +
+                          format_elapsed(child_.process_start(), now) + " after it started");
+    }
+    return std::nullopt;
+}
+
+bool fork_server_supervisor::protocol_error(std::string what, time_point now) {
+    const auto state = child_.state();
+    if (!enabled_ || state == child_state::stopping || state == child_state::stopped) {
+        return false;
+    }
+    ++report_.counters.protocol_errors;
+    kill_because(std::move(what) + "; it was killed", now);
+    return true;
+}
+
+std::string fork_server_supervisor::describe_end(const exit_status& status,
+                                                 time_point now) const {
+    std::string why = "the fork server (pid " + std::to_string(child_.pid()) + ") ";
+    const std::string uptime = format_elapsed(child_.process_start(), now);
+    if (!kill_reason_.empty()) {
+        why += kill_reason_ + ".";
+    } else if (child_.state() == child_state::starting) {
+        why += describe_exit(status) + " before it was ready, " + uptime + " after it started.";
+    } else {
+        why += describe_exit(status) + " after " + uptime + ".";
+    }
+    return why + describe_output(child_.log().text());
+}
+
+std::string fork_server_supervisor::describe_spawn_error(const std::string& why) {
+    kill_reason_.clear();
+    return "the fork server could not be started: " + why;
+}
+
+fork_server_supervisor::end fork_server_supervisor::gone(std::string why, bool pool_stopping) {
+    const child_state was = child_.state();
+    const int pid = child_.pid();
+    const bool asked = child_.asked_to_stop();
+    const bool unexpected = kill_reason_.empty() && !asked && !child_.killed();
+    child_.process_gone();
+    child_.set_timer(time_point::max());
+    kill_reason_.clear();
+    if (pid != 0) {
+        report_.event(worker_event::kind::fork_server_exited, 0, pid, std::move(why));
+    }
+    if (pool_stopping || asked) {
+        child_.retire();  // the pool is done with it
+        return {.for_good = true, .was_failed_start = false};
+    }
+    child_.wait_for_turn();
+    if (was == child_state::running && unexpected) {
+        ++report_.counters.fork_server_deaths;
+        child_.count_failure();
+        return {.for_good = false, .was_failed_start = false};
+    }
+    return {.for_good = false, .was_failed_start = was == child_state::starting || !unexpected};
+}
+
+void fork_server_supervisor::restart_after(std::chrono::milliseconds delay, time_point now) {
+    if (delay.count() == 0) {
+        start(false, now);
+    } else {
+        child_.restart_at(now + delay);
+    }
+}
+
+void fork_server_supervisor::on_timer(bool pool_stopping, time_point now) {
+    if (child_.timer() > now) {
+        return;
+    }
+    switch (child_.state()) {
+        case child_state::starting:
+            kill_because("did not become ready within " + format_duration(spawn_timeout_) +
+                             " (pool_params::spawn_timeout) and was killed",
+                         now);
+            break;
+        case child_state::backoff:
+            child_.set_timer(time_point::max());
+            start(pool_stopping, now);
+            break;
+        case child_state::stopping:
+            stop(true, now);
+            break;
+        default:
+            child_.set_timer(time_point::max());
+            break;
+    }
+}
+
+}  // namespace torchpool::core

@@ -1,0 +1,77 @@
+#include "report.hpp"
+
+#include <torchpool/task.hpp>
+
+#include <cstdio>
+
+namespace torchpool::core {
+
+void report::event(worker_event::kind what, slot_id slot, int pid, std::string description) {
+    if (events_wanted_) {
+        out_.push_back(notify_action{{what, slot, pid, std::move(description)}});
+    }
+}
+
+std::string format_duration(std::chrono::milliseconds d) {
+    char text[32];
+    if (d < std::chrono::milliseconds{1000}) {
+        std::snprintf(text, sizeof text, "%lld ms", static_cast<long long>(d.count()));
+    } else {
+        std::snprintf(text, sizeof text, "%.1f s", static_cast<double>(d.count()) / 1000.0);
+    }
+    return text;
+}
+
+std::string format_elapsed(time_point from, time_point to) {
+    return format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(to - from));
+}
+
+std::string describe_exit(const exit_status& status) {
+    if (status.signal) {
+        std::string text = "was killed by signal " + signal_name(*status.signal);
+        if (status.core_dumped) {
+            text += " (core dumped)";
+        }
+        return text;
+    }
+    if (status.exit_code) {
+        return "exited with code " + std::to_string(*status.exit_code);
+    }
+    return "ended";
+}
+
+std::string describe_memory(std::optional<std::uint64_t> bytes) {
+    if (!bytes) {
+        return {};
+    }
+    char text[48];
+    std::snprintf(text, sizeof text, "; its peak memory was %.1f MiB",
+                  static_cast<double>(*bytes) / (1024.0 * 1024.0));
+    return text;
+}
+
+namespace {
+
+std::string last_line(const std::string& log) {
+    std::string_view view = log;
+    while (!view.empty() && (view.back() == '\n' || view.back() == '\r')) {
+        view.remove_suffix(1);
+    }
+    if (auto nl = view.rfind('\n'); nl != std::string_view::npos) {
+        view.remove_prefix(nl + 1);
+    }
+    return std::string(view);
+}
+
+}  // namespace
+
+std::string describe_output(const std::string& log) {
+    return log.empty() ? std::string(" It wrote nothing to stdout or stderr.")
+                       : " Its last output line: \"" + last_line(log) + "\".";
+}
+
+std::string describe_task(task_id id, const std::string* method) {
+    return "task " + std::to_string(id) + (method ? " ('" + *method + "')" : std::string());
+}
+
+}  // namespace torchpool::core

@@ -1,0 +1,49 @@
+// The report: turns the pool's decisions into what people and monitors read. It keeps the
+// counters behind pool::stats(), emits worker events for the host's observer, and words
+// every sentence a caller or a log sees (how a process ended, how long things took, what a
+// process last wrote). No unit decides anything here.
+#pragma once
+
+#include "actions.hpp"
+#include "types.hpp"
+#include <torchpool/events.hpp>
+#include <torchpool/stats.hpp>
+
+#include <chrono>
+#include <string>
+
+namespace torchpool::core {
+
+class report {
+public:
+    report(bool events_wanted, action_queue& out) : events_wanted_(events_wanted), out_(out) {}
+
+    /// Counts by outcome and cause, since the pool was made (pool_stats' history fields).
+    pool_stats counters;
+
+    /// True if the host observes worker events; describing one is wasted work otherwise.
+    bool events_wanted() const noexcept { return events_wanted_; }
+    /// Emits an event for the host's observer, if it has one.
+    void event(worker_event::kind what, slot_id slot, int pid, std::string description);
+
+private:
+    bool events_wanted_;
+    action_queue& out_;
+};
+
+// The wording of diagnostics: plain sentences, pure functions.
+
+/// "250 ms", "1.5 s".
+std::string format_duration(std::chrono::milliseconds d);
+/// Milliseconds from `from` to `to`, formatted.
+std::string format_elapsed(time_point from, time_point to);
+/// "was killed by signal SIGSEGV (core dumped)", "exited with code 3", ...
+std::string describe_exit(const exit_status& status);
+/// "; its peak memory was 8.0 MiB", or nothing when unknown.
+std::string describe_memory(std::optional<std::uint64_t> bytes);
+/// " Its last output line: \"...\"." or " It wrote nothing to stdout or stderr."
+std::string describe_output(const std::string& log);
+/// "task 7 ('crash')", or "task 7" when its method is not known.
+std::string describe_task(task_id id, const std::string* method);
+
+}  // namespace torchpool::core

@@ -1,0 +1,28 @@
+// The vocabulary every unit of the pool's core shares: its clock, the ids of tasks and
+// worker slots, how a reaped process ended, and why the pool stops a process.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+
+namespace torchpool::core {
+
+using clock = std::chrono::steady_clock;
+using time_point = clock::time_point;
+using task_id = std::uint64_t;
+using slot_id = std::size_t;
+
+/// How a reaped process ended.
+struct exit_status {
+    std::optional<int> exit_code;
+    std::optional<int> signal;
+    bool core_dumped = false;
+    std::optional<std::uint64_t> peak_rss_bytes;
+};
+
+/// Why the pool stops a worker process.
+enum class stop_reason { none, deadline, protocol, cancelled, spawn_timeout, shutdown, pool_stop };
+
+}  // namespace torchpool::core
