@@ -11,7 +11,13 @@ public:
 
     value get() const noexcept { return value_; }
     /// False unless it was only made.
-    bool start() noexcept { return advance(value::made, value::running); }
+    bool start() noexcept {
+        if (!advance(value::made, value::running)) {
+            return false;
+        }
+        ran_ = true;
+        return true;
+    }
     /// False if it drains, stops or has finished already.
     bool drain() noexcept {
         return value_ <= value::running && (value_ = value::draining, true);
@@ -20,7 +26,8 @@ public:
     bool stop() noexcept { return value_ < value::stopping && (value_ = value::stopping, true); }
     void finish() noexcept { value_ = value::finished; }
 
-    bool started() const noexcept { return value_ != value::made; }
+    /// It ran (whatever it does now).
+    bool started() const noexcept { return ran_; }
     /// New tasks are admitted (before it runs too: they wait for the workers).
     bool admitting() const noexcept { return value_ <= value::running; }
     bool draining() const noexcept { return value_ == value::draining; }
@@ -35,6 +42,7 @@ private:
     }
 
     value value_ = value::made;
+    bool ran_ = false;
 };
 
 }  // namespace torchpool::core

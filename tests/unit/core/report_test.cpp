@@ -1,0 +1,79 @@
+// The report: events only for a host that observes them, and the wording of diagnostics;
+// the actions it and every other unit produce print and compare.
+#include "core/report.hpp"
+#include "recorder.hpp"
+
+#include <torchpool/error.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+
+#include <sstream>
+
+using namespace torchpool;
+using namespace torchpool::core;
+using namespace torchpool::core::test;
+using namespace std::chrono_literals;
+
+namespace {
+template <class T>
+std::string printed(const T& value) {
+    std::ostringstream os;
+    os << value;
+    return os.str();
+}
+}  // namespace
+
+TEST_CASE("events reach the host only when it observes them", "[report]") {
+    action_queue out;
+    report quiet(false, out);
+    quiet.event(worker_event::kind::started, 1, 42, "worker 42 started");
+    CHECK(out.empty());
+
+    report loud(true, out);
+    loud.event(worker_event::kind::started, 1, 42, "worker 42 started");
+    CHECK(take(out) == std::vector<action>{notify_action{
+                           {worker_event::kind::started, 1, 42, "worker 42 started"}}});
+}
+
+TEST_CASE("durations, exits, memory and output are said in plain words", "[report]") {
+    CHECK(format_duration(250ms) == "250 ms");
+    CHECK(format_duration(1500ms) == "1.5 s");
+    CHECK(format_elapsed(t0, t0 + 3s) == "3.0 s");
+
+    CHECK(describe_exit({.signal = SIGSEGV, .core_dumped = true}) ==
+          "was killed by signal SIGSEGV (core dumped)");
+    CHECK(describe_exit({.signal = SIGKILL}) == "was killed by signal SIGKILL");
+    CHECK(describe_exit({.exit_code = 3}) == "exited with code 3");
+    CHECK(describe_exit({}) == "ended");
+
+    CHECK(describe_memory(std::uint64_t{8} << 20) == "; its peak memory was 8.0 MiB");
+    CHECK(describe_memory(std::nullopt).empty());
+
+    CHECK(describe_output("loading\nout of memory\n\n") ==
+          " Its last output line: \"out of memory\".");
+    CHECK(describe_output("") == " It wrote nothing to stdout or stderr.");
+
+    const std::string method = "crash";
+    CHECK(describe_task(7, &method) == "task 7 ('crash')");
+    CHECK(describe_task(7, nullptr) == "task 7");
+}
+
+TEST_CASE("actions print themselves and compare by what the driver acts on", "[report]") {
+    CHECK(printed(action(signal_action{3, SIGTERM})) == "signal{slot 3, SIGTERM}");
+    CHECK(printed(action(send_request_action{1, 7})) == "send_request{slot 1, task 7}");
+    CHECK(printed(action(stop_server_action{true})) == "stop_server{kill}");
+    CHECK(printed(action(run_finished_action{})) == "run_finished{}");
+
+    const auto done = [](const char* summary) {
+        return complete_action{7, errc::timeout,
+                               std::make_shared<response>(
+                                   response{.diagnostics = {.summary = summary}})};
+    };
+    CHECK(action(done("late")) == action(done("late")));
+    CHECK_FALSE(action(done("late")) == action(done("early")));
+    CHECK_FALSE(action(signal_action{3, SIGTERM}) == action(signal_action{3, SIGKILL}));
+    CHECK_THAT(printed(action(done("late"))), Catch::StartsWith("complete{task 7, ") &&
+                                                  Catch::EndsWith(", \"late\"}"));
+}
