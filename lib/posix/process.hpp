@@ -1,7 +1,7 @@
 // Starting worker processes and collecting their exit status, through pidfds only.
 #pragma once
 
-#include "../core/pool_core.hpp"
+#include "../core/types.hpp"
 #include "clone.hpp"
 #include <torchpool/pool_params.hpp>
 

@@ -1,0 +1,130 @@
+#include "fork_server_link.hpp"
+
+#include "../wire/codec.hpp"
+
+#include <capnp/common.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <span>
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+namespace torchpool::detail {
+
+void fork_server_link::open(posix::spawned_process& p) {
+    process_.take(p);
+    control_.assign(p.channel.release());
+    control_open_ = true;
+    requests_.clear();
+}
+
+void fork_server_link::close() {
+    process_.retire();
+    boost::system::error_code ignored;
+    control_.close(ignored);
+    requests_.clear();
+}
+
+std::optional<std::string> fork_server_link::request_worker(core::slot_id slot) {
+    const std::uint64_t sequence = ++sequence_;
+    const auto packet =
+        wire::encode(wire::fork_request_msg{sequence, static_cast<std::uint32_t>(slot)});
+    const auto bytes = packet.asBytes();
+    ssize_t n;
+    do {
+        n = process_.alive() ? ::send(control_.native_handle(), bytes.begin(), bytes.size(),
+                                      MSG_NOSIGNAL | MSG_DONTWAIT)
+                             : -1;
+    } while (n < 0 && errno == EINTR);
+    if (n != static_cast<ssize_t>(bytes.size())) {
+        // Gone or not keeping up (a full socket buffer holds hundreds of requests).
+        return std::string("cannot ask the fork server for a worker: ") +
+               (process_.alive() ? std::strerror(errno) : "it is not running");
+    }
+    requests_[sequence] = slot;
+    return std::nullopt;
+}
+
+std::optional<core::slot_id> fork_server_link::answered(std::uint64_t sequence) {
+    auto it = requests_.find(sequence);
+    if (it == requests_.end()) {
+        return std::nullopt;
+    }
+    const core::slot_id slot = it->second;
+    requests_.erase(it);
+    return slot;
+}
+
+void fork_server_link::ask_to_exit() {
+    if (process_.alive()) {
+        ::shutdown(control_.native_handle(), SHUT_WR);  // its loop returns and it exits
+    }
+}
+
+bool fork_server_link::take_packets(std::vector<server_packet>& out) {
+    if (!control_.is_open()) {
+        return false;
+    }
+    for (;;) {
+        alignas(capnp::word) std::array<char, 4096> buffer;
+        alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * 8)> control;
+        iovec iov{buffer.data(), buffer.size()};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.data();
+        msg.msg_controllen = control.size();
+        const ssize_t n = ::recvmsg(control_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        if (n < 0 && (errno == EINTR || errno == ECONNRESET)) {
+            // ECONNRESET: the server died with requests unread. It is reported once, and
+            // what the workers it made sent is still queued behind it: read on.
+            continue;
+        }
+        if (n < 0) {
+            return errno == EAGAIN || errno == EWOULDBLOCK;
+        }
+        server_packet packet;
+        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+                const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+                for (std::size_t i = 0; i < count; ++i) {
+                    int fd;
+                    std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
+                    packet.fds.emplace_back(fd);
+                }
+            }
+        }
+        if (n == 0) {
+            return false;
+        }
+        if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 || n % 8 != 0) {
+            packet.what = std::string("sent a message that is not a whole Cap'n Proto frame");
+            out.push_back(std::move(packet));
+            return false;
+        }
+        auto decoded = wire::decode(
+            std::span<const capnp::word>(reinterpret_cast<const capnp::word*>(buffer.data()),
+                                         static_cast<std::size_t>(n) / 8));
+        if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
+            packet.what = "sent a malformed message: " + bad->what;
+            out.push_back(std::move(packet));
+            return false;
+        }
+        auto& m = std::get<wire::message>(decoded);
+        if (auto* hello = std::get_if<wire::hello_msg>(&m)) {
+            packet.what = *hello;
+        } else if (auto* reply = std::get_if<wire::fork_reply_msg>(&m)) {
+            packet.what = std::move(*reply);
+        } else {
+            packet.what = std::string("sent a ") + wire::message_name(m) + " message";
+            out.push_back(std::move(packet));
+            return false;
+        }
+        out.push_back(std::move(packet));
+    }
+}
+
+}  // namespace torchpool::detail

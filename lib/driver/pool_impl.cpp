@@ -1,0 +1,526 @@
+#include "pool_impl.hpp"
+
+#include "../wire/codec.hpp"
+#include <torchpool/error.hpp>
+
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+
+#include <thread>
+
+#include <sched.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+namespace torchpool::detail {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+std::size_t usable_cores() {
+    cpu_set_t set;
+    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
+        return static_cast<std::size_t>(std::max(1, CPU_COUNT(&set)));
+    }
+    return std::max(1u, std::thread::hardware_concurrency());
+}
+
+namespace {
+
+// What every worker (or the fork server) finds in its environment, besides the user's.
+std::vector<std::string> worker_environment(const pool_params& params) {
+    const std::string intra = std::to_string(params.intra_op_threads);
+    std::vector<std::string> env = {
+        "TORCHPOOL_INTRA_OP_THREADS=" + intra,
+        "TORCHPOOL_INTER_OP_THREADS=" + std::to_string(params.inter_op_threads),
+        // Read by OpenMP and MKL when they load, before any code of the worker runs.
+        "OMP_NUM_THREADS=" + intra, "MKL_NUM_THREADS=" + intra};
+    if (params.worker.start == start_mode::fork_server) {
+        env.push_back("TORCHPOOL_FORK_SERVER=1");
+        // Forking a process as large as LibTorch takes milliseconds: the server gets a
+        // helper per further core, so that a burst of starts uses every core.
+        env.push_back("TORCHPOOL_FORK_SERVER_HELPERS=" + std::to_string(usable_cores() - 1));
+    }
+    return env;
+}
+
+shared_frame share(wire::frame f) {
+    return std::make_shared<const wire::frame>(std::move(f));
+}
+
+}  // namespace
+
+pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
+    : completion_(ex),
+      params_(params),
+      core_(params),
+      launcher_(params.worker, worker_environment(params),
+                params.worker.start == start_mode::fork_server ? SOCK_SEQPACKET : SOCK_STREAM),
+      server_(ex),
+      side_(ex, [this](int pid, const core::exit_status& status) { on_helper_end(pid, status); }),
+      timer_(ex) {
+    workers_.reserve(params.workers);
+    for (std::size_t i = 0; i < params.workers; ++i) {
+        workers_.push_back(std::make_unique<worker_io>(ex, params.max_frame_bytes));
+    }
+}
+
+pool_impl::~pool_impl() {
+    // Normally every child has been reaped by now. If the execution context went away
+    // first, do not leave processes or zombies behind (side processes: their destructor).
+    for (auto& w : workers_) {
+        w->process.kill_and_reap();
+    }
+    server_.process().kill_and_reap();
+}
+
+// --- the public operations ---------------------------------------------------------------
+
+void pool_impl::run(run_handler handler) {
+    completion_.on_pool_executor([self = shared_from_this(), h = std::move(handler)]() mutable {
+        self->do_run(std::move(h));
+    });
+}
+
+void pool_impl::submit(submit_handler&& handler, request&& req) {
+    const core::task_id id = next_task_id_.fetch_add(1, std::memory_order_relaxed);
+    // The slot is connected here, in the caller's context, so that a cancellation emitted
+    // right after this call is not lost; the cancel is posted, so it reaches the pool after
+    // the task.
+    auto cancel_slot = asio::get_associated_cancellation_slot(handler);
+    if (cancel_slot.is_connected()) {
+        cancel_slot.assign([weak = weak_from_this(), ex = completion_.executor(),
+                            id](asio::cancellation_type type) {
+            asio::post(ex, [weak, id, type] {
+                if (auto self = weak.lock()) {
+                    self->core_.cancel_task(id, type, core::clock::now());
+                    self->drive();
+                }
+            });
+        });
+    }
+    if (completion_.running_on_pool_executor()) {
+        // As on_pool_executor, without moving the request into a function object.
+        completion_.as_initiation([&] { do_submit(id, std::move(handler), std::move(req)); });
+        return;
+    }
+    asio::post(completion_.executor(), [self = shared_from_this(), id, h = std::move(handler),
+                                        req = std::move(req)]() mutable {
+        self->do_submit(id, std::move(h), std::move(req));
+    });
+}
+
+void pool_impl::shutdown(run_handler handler) {
+    completion_.on_pool_executor([self = shared_from_this(), h = std::move(handler)]() mutable {
+        self->do_shutdown(std::move(h));
+    });
+}
+
+void pool_impl::cancel() {
+    completion_.on_pool_executor([self = shared_from_this()] {
+        self->core_.stop(core::clock::now());
+        self->drive();
+    });
+}
+
+void pool_impl::do_run(run_handler handler) {
+    if (run_called_) {
+        completion_.complete(std::move(handler), error_code(asio::error::already_started));
+        return;
+    }
+    run_called_ = true;
+    if (!core_.start(core::clock::now())) {
+        // Shut down or cancelled before it was ever run: nothing to supervise.
+        completion_.complete(std::move(handler), error_code());
+        return;
+    }
+    run_handler_.emplace(std::move(handler));
+    auto slot = asio::get_associated_cancellation_slot(*run_handler_);
+    if (slot.is_connected()) {
+        slot.assign([weak = weak_from_this(), ex = completion_.executor()](asio::cancellation_type) {
+            asio::post(ex, [weak] {
+                if (auto self = weak.lock()) {
+                    self->core_.stop(core::clock::now());
+                    self->drive();
+                }
+            });
+        });
+    }
+    drive();
+}
+
+void pool_impl::do_shutdown(run_handler handler) {
+    if (core_.finished()) {
+        completion_.complete(std::move(handler), error_code());
+        return;
+    }
+    shutdown_handlers_.push_back(std::move(handler));
+    core_.shutdown(core::clock::now());
+    drive();
+}
+
+void pool_impl::do_submit(core::task_id id, submit_handler&& handler, request&& req) {
+    const auto now = core::clock::now();
+    std::string invalid;
+    if (req.method.empty()) {
+        invalid =
+            "The request has no method name; set request::method to the name of a handler the "
+            "worker registered.";
+    }
+    for (std::size_t i = 0; invalid.empty() && i < req.tensors.size(); ++i) {
+        if (auto problem = wire::validate_tensor(req.tensors[i]); !problem.empty()) {
+            invalid = "Tensor " + std::to_string(i) + " of the request " + problem + ".";
+        }
+    }
+    if (!invalid.empty()) {
+        pending_.emplace(id, pending_task{std::move(handler), nullptr});
+        core_.reject(id, errc::invalid_request, std::move(invalid));
+        drive();
+        return;
+    }
+    const auto timeout = core_.timeout_for(req.timeout);
+    // steady_clock is CLOCK_MONOTONIC on Linux, the clock the worker compares with.
+    const std::uint64_t deadline_ns =
+        timeout.count() > 0
+            ? static_cast<std::uint64_t>(
+                  std::chrono::nanoseconds((now + timeout).time_since_epoch()).count())
+            : 0;
+    pending_.emplace(id, pending_task{std::move(handler),
+                                      share(wire::encode_request(id, deadline_ns, req))});
+    core_.submit(id, std::move(req.method), timeout, now);
+    drive();
+}
+
+// --- the loop ----------------------------------------------------------------------------
+
+void pool_impl::drive() {
+    auto& actions = core_.actions();
+    while (!actions.empty()) {
+        core::action next = std::move(actions.front());
+        actions.pop_front();
+        std::visit([this](auto& a) { execute(a); }, next);
+    }
+    arm_timer();
+}
+
+void pool_impl::arm_timer() {
+    auto next = core_.next_deadline();
+    if (!next || *next >= armed_for_) {
+        return;  // an earlier wake-up is already set; a later one follows from it
+    }
+    armed_for_ = *next;
+    timer_.expires_at(*next);
+    timer_.async_wait([self = shared_from_this()](error_code ec) {
+        if (ec == asio::error::operation_aborted) {
+            return;  // re-armed for an earlier time, or stopped
+        }
+        self->armed_for_ = core::time_point::max();
+        self->core_.on_timer(core::clock::now());
+        self->drive();
+    });
+}
+
+void pool_impl::execute(core::spawn_action& a) {
+    auto started = launcher_.spawn(a.slot);
+    if (auto* why = std::get_if<std::string>(&started)) {
+        core_.on_spawn_error(a.slot, std::move(*why), core::clock::now());
+        return;
+    }
+    adopt(a.slot, std::get<posix::spawned_process>(started));
+}
+
+void pool_impl::execute(core::send_request_action& a) {
+    auto it = pending_.find(a.task);
+    if (it == pending_.end() || !workers_[a.slot]->process.alive()) {
+        return;
+    }
+    // Shared, not moved: a task sent ahead whose worker dies is sent again elsewhere.
+    workers_[a.slot]->channel.send(it->second.request_frame, shared_from_this());
+}
+
+void pool_impl::execute(core::send_shutdown_action& a) {
+    if (workers_[a.slot]->process.alive()) {
+        workers_[a.slot]->channel.send(share(wire::encode(wire::shutdown_msg{})),
+                                       shared_from_this());
+    }
+}
+
+void pool_impl::execute(core::send_cancel_action& a) {
+    if (workers_[a.slot]->process.alive()) {
+        workers_[a.slot]->channel.send(share(wire::encode(wire::cancel_msg{a.task})),
+                                       shared_from_this());
+    }
+}
+
+void pool_impl::execute(core::signal_action& a) {
+    workers_[a.slot]->process.signal(a.signo);
+}
+
+void pool_impl::execute(core::complete_action& a) {
+    auto it = pending_.find(a.task);
+    if (it == pending_.end()) {
+        return;
+    }
+    auto handler = std::move(it->second.handler);
+    pending_.erase(it);
+    completion_.complete(std::move(handler), a.error, std::move(a.result));
+}
+
+void pool_impl::execute(core::run_finished_action&) {
+    timer_.cancel();
+    if (run_handler_) {
+        run_handler h(std::move(*run_handler_));
+        run_handler_.reset();
+        completion_.complete(std::move(h), error_code());
+    }
+    for (auto& h : shutdown_handlers_) {
+        completion_.complete(std::move(h), error_code());
+    }
+    shutdown_handlers_.clear();
+}
+
+void pool_impl::execute(core::notify_action& a) {
+    if (params_.on_worker_event) {
+        params_.on_worker_event(a.event);
+    }
+}
+
+// --- workers -----------------------------------------------------------------------------
+
+void pool_impl::adopt(core::slot_id s, posix::spawned_process& p) {
+    auto& w = *workers_[s];
+    w.process.take(p);
+    w.channel.open(std::move(p.channel));
+    core_.on_spawned(s, p.pid, core::clock::now());
+    const auto keep = shared_from_this();
+    w.process.watch_exit(keep, [this, s] {
+        // A channel wait may have completed with data whose handler has not run yet: let it
+        // run first (cancelled), then drain what is left, so that a reply sent just before
+        // the exit still counts.
+        workers_[s]->channel.cancel_read();
+        finish_exit_when_read(s);
+        drive();
+    });
+    read_channel(s);
+    w.process.read_output(
+        keep, [this, s](std::string_view bytes) { core_.on_log(s, bytes); },
+        [this, s] {
+            finish_exit_when_read(s);
+            drive();
+        });
+}
+
+void pool_impl::read_channel(core::slot_id s) {
+    workers_[s]->channel.read(shared_from_this(),
+                              [this, s](error_code ec, std::size_t n) { on_channel_read(s, ec, n); });
+}
+
+void pool_impl::on_channel_read(core::slot_id s, error_code ec, std::size_t n) {
+    auto& w = *workers_[s];
+    if (n > 0 && !take_messages(s)) {
+        w.channel.distrust();
+    }
+    if (ec && ec != asio::error::operation_aborted) {
+        channel_ended(s, ec);
+    } else if (!ec && w.channel.is_open() && !w.process.exit()) {
+        read_channel(s);
+    }
+    finish_exit_when_read(s);
+    drive();
+}
+
+bool pool_impl::take_messages(core::slot_id s) {
+    auto& reader = workers_[s]->channel.reader();
+    for (;;) {
+        auto next = reader.next();
+        if (next.error) {
+            const auto now = core::clock::now();
+            if (next.error == errc::frame_too_large) {
+                core_.on_protocol_error(
+                    s,
+                    "sent a message of " + std::to_string(reader.rejected_frame_bytes()) +
+                        " bytes, over the limit of " + std::to_string(params_.max_frame_bytes) +
+                        " bytes (pool_params::max_frame_bytes)",
+                    now);
+            } else {
+                core_.on_protocol_error(
+                    s, "sent bytes that are not a message (invalid segment table)", now);
+            }
+            return false;
+        }
+        if (!next.has_frame()) {
+            return true;
+        }
+        auto decoded = wire::decode(next.words);
+        if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
+            core_.on_protocol_error(s, "sent a malformed message: " + bad->what,
+                                    core::clock::now());
+            return false;
+        }
+        core_.on_message(s, std::move(std::get<wire::message>(decoded)), core::clock::now());
+    }
+}
+
+void pool_impl::channel_ended(core::slot_id s, error_code ec) {
+    if (auto what = workers_[s]->channel.ended(ec)) {
+        core_.on_channel_closed(s, std::move(*what), core::clock::now());
+    }
+}
+
+void pool_impl::finish_exit_when_read(core::slot_id s) {
+    auto& w = *workers_[s];
+    if (!w.process.exit() || w.channel.reading() || w.process.reading_output()) {
+        return;
+    }
+    w.process.drain_output([this, s](std::string_view bytes) { core_.on_log(s, bytes); });
+    if (w.channel.is_open()) {
+        // At exit, with no read in flight: what the channel still holds.
+        error_code ec;
+        if (w.channel.read_available(ec) > 0 && !take_messages(s)) {
+            w.channel.distrust();
+        }
+        if (ec) {
+            channel_ended(s, ec);
+        }
+    }
+    const auto status = *w.process.exit();
+    w.process.retire();
+    w.channel.close();
+    core_.on_exit(s, status, core::clock::now());
+}
+
+// --- the fork server ---------------------------------------------------------------------
+
+void pool_impl::execute(core::start_server_action&) {
+    auto started = launcher_.spawn(0);
+    if (auto* why = std::get_if<std::string>(&started)) {
+        core_.on_server_spawn_error(std::move(*why), core::clock::now());
+        return;
+    }
+    auto& p = std::get<posix::spawned_process>(started);
+    server_.open(p);
+    core_.on_server_spawned(p.pid, core::clock::now());
+    const auto keep = shared_from_this();
+    server_.process().watch_exit(keep, [this] {
+        finish_server_exit_when_read();
+        drive();
+    });
+    read_server_control();
+    server_.process().read_output(
+        keep, [this](std::string_view bytes) { core_.on_server_log(bytes); },
+        [this] {
+            finish_server_exit_when_read();
+            drive();
+        });
+}
+
+void pool_impl::execute(core::stop_server_action& a) {
+    if (a.kill) {
+        server_.kill();
+    } else {
+        server_.ask_to_exit();
+    }
+}
+
+void pool_impl::execute(core::fork_action& a) {
+    if (auto problem = server_.request_worker(a.slot)) {
+        // The slot retries after its backoff.
+        core_.on_spawn_error(a.slot, std::move(*problem), core::clock::now());
+    }
+}
+
+void pool_impl::read_server_control() {
+    server_.read(shared_from_this(), [this](std::vector<server_packet> packets, bool more) {
+        for (auto& packet : packets) {
+            on_server_packet(packet);
+        }
+        if (more) {
+            read_server_control();  // on to the end, even after the exit
+        }
+        finish_server_exit_when_read();
+        drive();
+    });
+}
+
+void pool_impl::on_server_packet(server_packet& packet) {
+    const auto now = core::clock::now();
+    if (auto* problem = std::get_if<std::string>(&packet.what)) {
+        core_.on_server_protocol_error(std::move(*problem), now);
+    } else if (auto* hello = std::get_if<wire::hello_msg>(&packet.what)) {
+        core_.on_server_hello(*hello, now);
+    } else {
+        const auto& reply = std::get<wire::fork_reply_msg>(packet.what);
+        if (reply.helper && packet.fds.size() == 1) {
+            side_.adopt_helper(reply.pid, std::move(packet.fds[0]), shared_from_this());
+        } else {
+            on_fork_reply(reply, packet.fds);
+        }
+    }
+}
+
+void pool_impl::on_fork_reply(const wire::fork_reply_msg& reply,
+                              std::vector<posix::unique_fd>& fds) {
+    const auto now = core::clock::now();
+    const auto slot = server_.answered(reply.sequence);
+    const bool wanted = slot && core_.awaiting_fork(*slot);
+    if (fds.size() == 3 && !wanted) {
+        // Asked for by a slot that stopped in the meantime: not ours to keep.
+        side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
+    }
+    if (!wanted) {
+        return;
+    }
+    if (!reply.error.empty()) {
+        core_.on_spawn_error(*slot, "the fork server could not make a worker: " + reply.error,
+                             now);
+        return;
+    }
+    if (fds.size() != 3 || reply.pid <= 0) {
+        if (!fds.empty()) {
+            side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
+        }
+        core_.on_server_protocol_error(
+            "handed over a worker without its pidfd, channel and log pipe (" +
+                std::to_string(fds.size()) + " descriptors)",
+            now);
+        return;
+    }
+    if (!posix::set_nonblocking(fds[1].get()) || !posix::set_nonblocking(fds[2].get())) {
+        side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
+        core_.on_spawn_error(*slot, "cannot make a forked worker's descriptors non-blocking",
+                             now);
+        return;
+    }
+    posix::spawned_process p{reply.pid, std::move(fds[0]), std::move(fds[1]), std::move(fds[2])};
+    adopt(*slot, p);
+}
+
+void pool_impl::on_helper_end(int pid, const core::exit_status& status) {
+    // A helper that ends alone took the requests it was working on with it: the server is
+    // replaced, which asks for those workers again.
+    auto& io = server_.process();
+    if (io.alive() && !io.exit() && server_.control_open() && !io.has_exited()) {
+        core_.on_server_protocol_error("lost its helper process " + std::to_string(pid) +
+                                           ", which " + core::describe_exit(status),
+                                       core::clock::now());
+    }
+    finish_server_exit_when_read();
+    drive();
+}
+
+// As for workers: the exit is told only when no read is in flight, after what the pipes
+// still hold, and once the control socket has ended, so that every worker the server made
+// has handed itself over.
+void pool_impl::finish_server_exit_when_read() {
+    auto& io = server_.process();
+    if (!io.exit() || server_.control_open() || server_.control_reading() ||
+        io.reading_output() || side_.helpers_running()) {
+        return;
+    }
+    io.drain_output([this](std::string_view bytes) { core_.on_server_log(bytes); });
+    const auto status = *io.exit();
+    server_.close();
+    core_.on_server_exit(status, core::clock::now());
+}
+
+}  // namespace torchpool::detail

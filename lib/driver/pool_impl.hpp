@@ -1,0 +1,121 @@
+// The pool's driver: the thin loop between the sans-io core and the system. It feeds the
+// core the events its I/O objects report (a process exited, a message or log output came,
+// a timer fired) and carries out the actions the core decides (start or signal a process,
+// send a message, complete a task). Everything here runs on the pool's executor; the
+// I/O objects it owns do the system calls:
+//
+//   process_io        one process's pidfd and output pipe (the one reaper)
+//   worker_channel    a worker's channel: frames read and written without blocking
+//   fork_server_link  the fork server's process and control socket
+//   side_processes    the fork server's helpers and unwanted forks
+//   completion        running on the pool's executor, completing handlers on theirs
+#pragma once
+
+#include "../core/pool_core.hpp"
+#include "../posix/process.hpp"
+#include "completion.hpp"
+#include "fork_server_link.hpp"
+#include "process_io.hpp"
+#include "side_processes.hpp"
+#include "worker_channel.hpp"
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <atomic>
+#include <memory>
+#include <optional>
+#include <unordered_map>
+#include <vector>
+
+namespace torchpool::detail {
+
+using run_handler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
+using submit_handler =
+    boost::asio::any_completion_handler<void(boost::system::error_code, response)>;
+
+// The cores this process may run on (its affinity mask), as the workers will inherit it.
+std::size_t usable_cores();
+
+class pool_impl : public std::enable_shared_from_this<pool_impl> {
+public:
+    pool_impl(boost::asio::any_io_executor ex, const pool_params& params);
+    ~pool_impl();
+
+    // The public operations; callable from any thread.
+    void run(run_handler handler);
+    void submit(submit_handler&& handler, request&& req);
+    void shutdown(run_handler handler);
+    void cancel();
+    pool_stats stats() const { return core_.stats(); }
+
+private:
+    struct worker_io {
+        worker_io(const boost::asio::any_io_executor& ex, std::size_t max_frame_bytes)
+            : process(ex), channel(ex, max_frame_bytes) {}
+        process_io process;
+        worker_channel channel;
+    };
+
+    struct pending_task {
+        submit_handler handler;
+        shared_frame request_frame;
+    };
+
+    void do_run(run_handler handler);
+    void do_shutdown(run_handler handler);
+    void do_submit(core::task_id id, submit_handler&& handler, request&& req);
+
+    // Carries out every action the core has decided, then re-arms the timer.
+    void drive();
+    void execute(core::spawn_action& a);
+    void execute(core::fork_action& a);
+    void execute(core::start_server_action& a);
+    void execute(core::stop_server_action& a);
+    void execute(core::send_request_action& a);
+    void execute(core::send_shutdown_action& a);
+    void execute(core::send_cancel_action& a);
+    void execute(core::signal_action& a);
+    void execute(core::complete_action& a);
+    void execute(core::run_finished_action& a);
+    void execute(core::notify_action& a);
+    void arm_timer();
+
+    // Workers.
+    void adopt(core::slot_id slot, posix::spawned_process& p);
+    void read_channel(core::slot_id slot);
+    void on_channel_read(core::slot_id slot, boost::system::error_code ec, std::size_t n);
+    // Decodes what the channel's reader holds into the core's events; false if the stream
+    // can no longer be trusted.
+    bool take_messages(core::slot_id slot);
+    void channel_ended(core::slot_id slot, boost::system::error_code ec);
+    // Completes an exit once no read is in flight: what is left in the pipes, then the core.
+    void finish_exit_when_read(core::slot_id slot);
+
+    // The fork server.
+    void read_server_control();
+    void on_server_packet(server_packet& packet);
+    void on_fork_reply(const wire::fork_reply_msg& reply, std::vector<posix::unique_fd>& fds);
+    void on_helper_end(int pid, const core::exit_status& status);
+    void finish_server_exit_when_read();
+
+    completion_context completion_;
+    pool_params params_;
+    core::pool_core core_;
+    posix::launcher launcher_;
+    fork_server_link server_;
+    side_processes side_;
+    boost::asio::steady_timer timer_;
+    core::time_point armed_for_ = core::time_point::max();
+    std::vector<std::unique_ptr<worker_io>> workers_;
+    std::unordered_map<core::task_id, pending_task> pending_;
+    std::atomic<core::task_id> next_task_id_{1};  // the one member used off the executor
+    bool run_called_ = false;
+    // Optional rather than empty: Boost 1.81's any_completion_handler move assignment
+    // recurses forever (it copies from an lvalue), so handlers are only move-constructed.
+    std::optional<run_handler> run_handler_;
+    std::vector<run_handler> shutdown_handlers_;
+};
+
+}  // namespace torchpool::detail

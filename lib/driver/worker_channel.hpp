@@ -1,0 +1,90 @@
+// A worker's channel, as the pool's driver sees it: a non-blocking Unix stream socket with
+// Cap'n Proto frames both ways. Reads wait for readability and then take what the socket
+// holds into a frame reader, so no bytes are ever held inside a pending read; writes go out
+// directly when the socket has room (nearly always) and only otherwise asynchronously, every
+// queued frame in one gathered write.
+#pragma once
+
+#include "../posix/clone.hpp"
+#include "../wire/codec.hpp"
+#include "../wire/frame_reader.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace torchpool::detail {
+
+using shared_frame = std::shared_ptr<const wire::frame>;
+
+class worker_channel {
+public:
+    worker_channel(const boost::asio::any_io_executor& ex, std::size_t max_frame_bytes)
+        : socket_(ex), reader_(max_frame_bytes), max_frame_bytes_(max_frame_bytes) {}
+
+    // A new process's channel: a fresh reader and an empty outbox.
+    void open(posix::unique_fd fd);
+    // The process is gone: pending completions find another generation.
+    void close();
+    // Open and trusted: nothing broke the stream.
+    bool is_open() const noexcept { return open_; }
+    // The stream can no longer be trusted; nothing more is read or written.
+    void distrust() noexcept { open_ = false; }
+    bool reading() const noexcept { return reading_; }
+    // Lets a read wait in flight complete now (cancelled), with what it already holds.
+    void cancel_read();
+    wire::frame_reader& reader() noexcept { return reader_; }
+
+    // Waits until the socket is readable, takes what it holds into the reader, then calls
+    // `done(ec, n)`: n bytes were added, then ec happened (eof, an error, or aborted).
+    // Asio re-arms the descriptor (EPOLL_CTL_MOD) for each wait, so data that arrives between
+    // the last read and the wait is not missed, whichever thread runs the reactor.
+    template <class Done>
+    void read(std::shared_ptr<void> keep, Done done) {
+        reading_ = true;
+        socket_.async_wait(boost::asio::socket_base::wait_read,
+                           [this, keep, gen = generation_, done](boost::system::error_code ec) mutable {
+                               if (generation_ != gen) {
+                                   return;
+                               }
+                               reading_ = false;
+                               const std::size_t n = ec ? 0 : read_available(ec);
+                               done(ec, n);
+                           });
+    }
+    // What the socket holds now, into the reader, without blocking; `ec` becomes eof or the
+    // error that ended it. Returns the bytes read.
+    std::size_t read_available(boost::system::error_code& ec);
+    // The stream ended with `ec`: how, in words ("closed its channel"), unless it had
+    // ended already or is only drained for now. Either way nothing more is read.
+    std::optional<std::string> ended(boost::system::error_code ec);
+
+    // Queues a frame and writes what the socket takes. A frame is shared, not copied: a
+    // task sent ahead to a worker that dies is sent again elsewhere.
+    void send(shared_frame frame, const std::shared_ptr<void>& keep);
+
+private:
+    void start_write(const std::shared_ptr<void>& keep);
+    void gather_outbox();
+    void consume_outbox(std::size_t n);
+
+    boost::asio::local::stream_protocol::socket socket_;
+    wire::frame_reader reader_;
+    std::size_t max_frame_bytes_;
+    std::uint64_t generation_ = 0;  // one per process; stale completions compare it
+    bool open_ = false;
+    bool reading_ = false;
+    std::deque<shared_frame> outbox_;
+    std::size_t front_offset_ = 0;                   // bytes of the first frame already written
+    std::vector<boost::asio::const_buffer> gather_;  // the outbox frames being written
+    bool writing_ = false;
+};
+
+}  // namespace torchpool::detail
