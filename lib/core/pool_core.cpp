@@ -711,9 +711,16 @@ void pool_core::fail_queued(boost::system::error_code error, const std::string& 
 // --- after every event -------------------------------------------------------------------
 
 void pool_core::settle(time_point now) {
-    maybe_finish_drain(now);
-    check_finished(now);
-    start_waiting(now);  // a start may have ended, making room for the next
+    // Each check is cheap and almost always false: a running pool with nobody waiting.
+    if (phase_.draining()) {
+        maybe_finish_drain(now);
+    }
+    if (phase_.ending()) {
+        check_finished(now);
+    }
+    if (gate_.anyone_waiting()) {
+        start_waiting(now);  // a start may have ended, making room for the next
+    }
 }
 
 void pool_core::maybe_finish_drain(time_point now) {
@@ -796,17 +803,6 @@ void pool_core::on_worker_timer(slot_id s, time_point now) {
     }
 }
 
-std::optional<time_point> pool_core::next_deadline() const {
-    time_point next = std::min(server_.child().timer(),
-                               tasks_.next_deadline().value_or(time_point::max()));
-    if (!worker_timers_.empty()) {
-        next = std::min(next, worker_timers_.begin()->first);
-    }
-    if (next == time_point::max()) {
-        return std::nullopt;
-    }
-    return next;
-}
 
 pool_stats pool_core::stats() const {
     pool_stats st = report_.counters;

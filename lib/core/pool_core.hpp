@@ -180,4 +180,19 @@ private:
     std::size_t workers_stopped_ = 0;                          // stopped for good
 };
 
+// Read after every event (the driver re-arms its timer), so inline.
+inline std::optional<time_point> pool_core::next_deadline() const {
+    time_point next = server_.child().timer();
+    if (const auto task_deadline = tasks_.next_deadline()) {
+        next = std::min(next, *task_deadline);
+    }
+    if (!worker_timers_.empty()) {
+        next = std::min(next, worker_timers_.begin()->first);
+    }
+    if (next == time_point::max()) {
+        return std::nullopt;
+    }
+    return next;
+}
+
 }  // namespace torchpool::core

@@ -14,6 +14,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 namespace torchpool::core {
@@ -37,7 +38,7 @@ public:
     explicit task_table(std::size_t slots) : sent_(slots) {}
 
     /// Admits a task; it waits at the back of the queue. A zero timeout: no deadline.
-    void add(task_id id, std::string method, std::chrono::milliseconds timeout, time_point now);
+    void add(task_id id, std::string&& method, std::chrono::milliseconds timeout, time_point now);
     /// Completed: removed from the table, the queue count and the deadlines.
     void forget(task_id id);
 
@@ -83,5 +84,77 @@ private:
     std::set<std::pair<time_point, task_id>> deadlines_;
     std::vector<std::deque<sent_task>> sent_;  // by slot
 };
+
+
+// The hot path (every task passes here), inline.
+
+inline void task_table::add(task_id id, std::string&& method, std::chrono::milliseconds timeout,
+                     time_point now) {
+    task t{.method = std::move(method), .submitted = now};
+    if (timeout.count() > 0) {
+        t.deadline = now + timeout;
+        deadlines_.emplace(t.deadline, id);
+    }
+    tasks_.emplace(id, std::move(t));
+    queue_.push_back(id);
+    ++queued_;
+}
+
+inline void task_table::forget(task_id id) {
+    auto it = tasks_.find(id);
+    if (it == tasks_.end()) {
+        return;
+    }
+    if (it->second.deadline != time_point::max()) {
+        deadlines_.erase({it->second.deadline, id});
+    }
+    if (!it->second.slot) {
+        --queued_;
+    }
+    tasks_.erase(it);
+}
+
+inline task_id task_table::send_next(slot_id slot) {
+    for (;;) {
+        const task_id id = queue_.front();
+        queue_.pop_front();
+        auto it = tasks_.find(id);
+        if (it != tasks_.end() && !it->second.slot) {
+            it->second.slot = slot;
+            --queued_;
+            sent_[slot].push_back({id});
+            return id;
+        }
+        // Otherwise it completed (cancelled, timed out) while queued.
+    }
+}
+
+inline std::optional<task_id> task_table::running(slot_id slot) const {
+    const auto& sent = sent_[slot];
+    if (sent.empty() || sent.front().abandoned) {
+        return std::nullopt;
+    }
+    return sent.front().id;
+}
+
+inline task_table::sent_task task_table::answered(slot_id slot) {
+    const sent_task done = sent_[slot].front();
+    sent_[slot].pop_front();
+    return done;
+}
+
+inline std::optional<task_id> task_table::due(time_point now) const {
+    if (deadlines_.empty() || deadlines_.begin()->first > now) {
+        return std::nullopt;
+    }
+    return deadlines_.begin()->second;
+}
+
+inline std::optional<time_point> task_table::next_deadline() const {
+    if (deadlines_.empty()) {
+        return std::nullopt;
+    }
+    return deadlines_.begin()->first;
+}
 
 }  // namespace torchpool::core

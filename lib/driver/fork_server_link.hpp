@@ -60,7 +60,7 @@ public:
     void read(std::shared_ptr<void> keep, Done done) {
         control_reading_ = true;
         control_.async_wait(boost::asio::posix::descriptor_base::wait_read,
-                            [this, keep, gen = process_.generation(), done](
+                            [this, keep = std::move(keep), gen = process_.generation(), done](
                                 boost::system::error_code ec) mutable {
                                 if (process_.generation() != gen) {
                                     return;

@@ -203,7 +203,7 @@ void pool_impl::drive() {
     arm_timer();
 }
 
-void pool_impl::arm_timer() {
+inline void pool_impl::arm_timer() {
     auto next = core_.next_deadline();
     if (!next || *next >= armed_for_) {
         return;  // an earlier wake-up is already set; a later one follows from it
@@ -229,26 +229,24 @@ void pool_impl::execute(core::spawn_action& a) {
     adopt(a.slot, std::get<posix::spawned_process>(started));
 }
 
-void pool_impl::execute(core::send_request_action& a) {
+inline void pool_impl::execute(core::send_request_action& a) {
     auto it = pending_.find(a.task);
     if (it == pending_.end() || !workers_[a.slot]->process.alive()) {
         return;
     }
     // Shared, not moved: a task sent ahead whose worker dies is sent again elsewhere.
-    workers_[a.slot]->channel.send(it->second.request_frame, shared_from_this());
+    workers_[a.slot]->channel.send(it->second.request_frame);
 }
 
 void pool_impl::execute(core::send_shutdown_action& a) {
     if (workers_[a.slot]->process.alive()) {
-        workers_[a.slot]->channel.send(share(wire::encode(wire::shutdown_msg{})),
-                                       shared_from_this());
+        workers_[a.slot]->channel.send(share(wire::encode(wire::shutdown_msg{})));
     }
 }
 
 void pool_impl::execute(core::send_cancel_action& a) {
     if (workers_[a.slot]->process.alive()) {
-        workers_[a.slot]->channel.send(share(wire::encode(wire::cancel_msg{a.task})),
-                                       shared_from_this());
+        workers_[a.slot]->channel.send(share(wire::encode(wire::cancel_msg{a.task})));
     }
 }
 
@@ -256,7 +254,7 @@ void pool_impl::execute(core::signal_action& a) {
     workers_[a.slot]->process.signal(a.signo);
 }
 
-void pool_impl::execute(core::complete_action& a) {
+inline void pool_impl::execute(core::complete_action& a) {
     auto it = pending_.find(a.task);
     if (it == pending_.end()) {
         return;
@@ -290,7 +288,7 @@ void pool_impl::execute(core::notify_action& a) {
 void pool_impl::adopt(core::slot_id s, posix::spawned_process& p) {
     auto& w = *workers_[s];
     w.process.take(p);
-    w.channel.open(std::move(p.channel));
+    w.channel.open(std::move(p.channel), weak_from_this());
     core_.on_spawned(s, p.pid, core::clock::now());
     const auto keep = shared_from_this();
     w.process.watch_exit(keep, [this, s] {
@@ -310,12 +308,13 @@ void pool_impl::adopt(core::slot_id s, posix::spawned_process& p) {
         });
 }
 
-void pool_impl::read_channel(core::slot_id s) {
+// Flattened: it runs once per message, and the channel's read template is its only callee.
+[[gnu::flatten]] void pool_impl::read_channel(core::slot_id s) {
     workers_[s]->channel.read(shared_from_this(),
                               [this, s](error_code ec, std::size_t n) { on_channel_read(s, ec, n); });
 }
 
-void pool_impl::on_channel_read(core::slot_id s, error_code ec, std::size_t n) {
+inline void pool_impl::on_channel_read(core::slot_id s, error_code ec, std::size_t n) {
     auto& w = *workers_[s];
     if (n > 0 && !take_messages(s)) {
         w.channel.distrust();
@@ -329,7 +328,7 @@ void pool_impl::on_channel_read(core::slot_id s, error_code ec, std::size_t n) {
     drive();
 }
 
-bool pool_impl::take_messages(core::slot_id s) {
+inline bool pool_impl::take_messages(core::slot_id s) {
     auto& reader = workers_[s]->channel.reader();
     for (;;) {
         auto next = reader.next();

@@ -72,7 +72,8 @@ public:
     void watch_exit(std::shared_ptr<void> keep, Exited exited) {
         pidfd_.async_wait(
             boost::asio::posix::descriptor_base::wait_read,
-            [this, keep, gen = generation_, exited](boost::system::error_code ec) mutable {
+            [this, keep = std::move(keep), gen = generation_,
+             exited](boost::system::error_code ec) mutable {
                 if (ec || generation_ != gen || !alive_) {
                     return;
                 }
@@ -99,8 +100,8 @@ public:
         log_reading_ = true;
         log_.async_read_some(
             boost::asio::buffer(buffer_),
-            [this, keep, gen = generation_, sink, after](boost::system::error_code ec,
-                                                         std::size_t n) mutable {
+            [this, keep = std::move(keep), gen = generation_, sink,
+             after](boost::system::error_code ec, std::size_t n) mutable {
                 if (generation_ != gen) {
                     return;
                 }

@@ -14,8 +14,9 @@ namespace torchpool::detail {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
-void worker_channel::open(posix::unique_fd fd) {
+void worker_channel::open(posix::unique_fd fd, std::weak_ptr<void> owner) {
     ++generation_;
+    owner_ = std::move(owner);
     socket_.assign(asio::local::stream_protocol(), fd.release());
     open_ = true;
     reading_ = false;
@@ -81,12 +82,7 @@ std::optional<std::string> worker_channel::ended(error_code ec) {
     return "broke its channel (" + ec.message() + ")";
 }
 
-void worker_channel::send(shared_frame frame, const std::shared_ptr<void>& keep) {
-    outbox_.push_back(std::move(frame));
-    start_write(keep);
-}
-
-void worker_channel::start_write(const std::shared_ptr<void>& keep) {
+void worker_channel::start_write() {
     if (writing_ || outbox_.empty() || !open_) {
         return;
     }
@@ -114,10 +110,15 @@ void worker_channel::start_write(const std::shared_ptr<void>& keep) {
     if (outbox_.empty()) {
         return;
     }
+    auto keep = owner_.lock();
+    if (!keep) {
+        return;  // the pool is going away
+    }
     writing_ = true;
     gather_outbox();
     asio::async_write(socket_, gather_,
-                      [this, keep, gen = generation_](error_code ec, std::size_t n) {
+                      [this, keep = std::move(keep), gen = generation_](error_code ec,
+                                                                        std::size_t n) {
                           if (generation_ != gen) {
                               return;
                           }
@@ -128,7 +129,7 @@ void worker_channel::start_write(const std::shared_ptr<void>& keep) {
                               return;
                           }
                           consume_outbox(n);
-                          start_write(keep);
+                          start_write();
                       });
 }
 

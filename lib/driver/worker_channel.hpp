@@ -29,8 +29,9 @@ public:
     worker_channel(const boost::asio::any_io_executor& ex, std::size_t max_frame_bytes)
         : socket_(ex), reader_(max_frame_bytes), max_frame_bytes_(max_frame_bytes) {}
 
-    // A new process's channel: a fresh reader and an empty outbox.
-    void open(posix::unique_fd fd);
+    // A new process's channel: a fresh reader and an empty outbox. `owner` is kept alive
+    // while a write waits for room.
+    void open(posix::unique_fd fd, std::weak_ptr<void> owner);
     // The process is gone: pending completions find another generation.
     void close();
     // Open and trusted: nothing broke the stream.
@@ -50,7 +51,8 @@ public:
     void read(std::shared_ptr<void> keep, Done done) {
         reading_ = true;
         socket_.async_wait(boost::asio::socket_base::wait_read,
-                           [this, keep, gen = generation_, done](boost::system::error_code ec) mutable {
+                           [this, keep = std::move(keep), gen = generation_,
+                            done](boost::system::error_code ec) mutable {
                                if (generation_ != gen) {
                                    return;
                                }
@@ -68,16 +70,20 @@ public:
 
     // Queues a frame and writes what the socket takes. A frame is shared, not copied: a
     // task sent ahead to a worker that dies is sent again elsewhere.
-    void send(shared_frame frame, const std::shared_ptr<void>& keep);
+    void send(shared_frame frame) {
+        outbox_.push_back(std::move(frame));
+        start_write();
+    }
 
 private:
-    void start_write(const std::shared_ptr<void>& keep);
+    void start_write();
     void gather_outbox();
     void consume_outbox(std::size_t n);
 
     boost::asio::local::stream_protocol::socket socket_;
     wire::frame_reader reader_;
     std::size_t max_frame_bytes_;
+    std::weak_ptr<void> owner_;
     std::uint64_t generation_ = 0;  // one per process; stale completions compare it
     bool open_ = false;
     bool reading_ = false;
