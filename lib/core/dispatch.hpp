@@ -36,7 +36,9 @@ public:
     }
 
     void became_idle(slot_id slot) { idle_.push_back(slot); }
-    void not_idle(slot_id slot) { idle_.erase(std::remove(idle_.begin(), idle_.end(), slot), idle_.end()); }
+    void not_idle(slot_id slot) {
+        idle_.erase(std::remove(idle_.begin(), idle_.end(), slot), idle_.end());
+    }
     std::size_t idle_count() const noexcept { return idle_.size(); }
 
     /// The worker to send the next task to: an idle one (no longer idle after this), else,

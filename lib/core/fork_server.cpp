@@ -3,8 +3,8 @@
 namespace torchpool::core {
 
 fork_server_supervisor::fork_server_supervisor(const pool_params& params, std::size_t id,
-                                               supervised_child::observer& observer,
-                                               report& report, action_queue& out)
+                                               supervised_child::observer& observer, report& report,
+                                               action_queue& out)
     : spawn_timeout_(params.spawn_timeout),
       stop_grace_(params.stop_grace),
       enabled_(params.worker.start == start_mode::fork_server),
@@ -77,8 +77,7 @@ bool fork_server_supervisor::protocol_error(std::string what, time_point now) {
     return true;
 }
 
-std::string fork_server_supervisor::describe_end(const exit_status& status,
-                                                 time_point now) const {
+std::string fork_server_supervisor::describe_end(const exit_status& status, time_point now) const {
     std::string why = "the fork server (pid " + std::to_string(child_.pid()) + ") ";
     const std::string uptime = format_elapsed(child_.process_start(), now);
     if (!kill_reason_.empty()) {

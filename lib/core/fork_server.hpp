@@ -20,8 +20,7 @@ class fork_server_supervisor {
 public:
     /// `id` tells the observer this child apart from the workers.
     fork_server_supervisor(const pool_params& params, std::size_t id,
-                           supervised_child::observer& observer, report& report,
-                           action_queue& out);
+                           supervised_child::observer& observer, report& report, action_queue& out);
 
     /// Fork-server mode: workers are asked of the server.
     bool enabled() const noexcept { return enabled_; }
@@ -48,8 +47,8 @@ public:
     std::string describe_spawn_error(const std::string& why);
 
     struct end {
-        bool for_good;           ///< it is not restarted (the pool stops, or asked it to exit)
-        bool was_failed_start;   ///< it never became ready, or was killed by the pool
+        bool for_good;          ///< it is not restarted (the pool stops, or asked it to exit)
+        bool was_failed_start;  ///< it never became ready, or was killed by the pool
     };
     /// Its process is gone (`why` in words, for the event). Unless for good, it waits in
     /// backoff for `restart_after`.

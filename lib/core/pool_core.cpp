@@ -155,7 +155,8 @@ bool pool_core::awaiting_fork(slot_id s) const {
 void pool_core::on_spawned(slot_id s, int pid, time_point now) {
     workers_[s].child.spawned(pid, now);
     ++report_.counters.spawned;
-    report_.event(worker_event::kind::started, s, pid, "worker " + std::to_string(pid) + " started");
+    report_.event(worker_event::kind::started, s, pid,
+                  "worker " + std::to_string(pid) + " started");
 }
 
 void pool_core::on_spawn_error(slot_id s, std::string why, time_point now) {
@@ -564,8 +565,7 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
             d.peak_rss_bytes = status.peak_rss_bytes;
             d.summary = "Worker " + std::to_string(pid) + " " + how + " while running " +
                         tasks_.describe(*id) + ", " + format_duration(d.task_run_time) +
-                        " into it; it had been up " +
-                        format_elapsed(w.child.process_start(), now) +
+                        " into it; it had been up " + format_elapsed(w.child.process_start(), now) +
                         describe_memory(status.peak_rss_bytes) + "." + describe_output(d.log_tail);
             ++counters.worker_died;
             tasks_.forget(*id);
@@ -701,8 +701,7 @@ void pool_core::stop(time_point now) {
 void pool_core::fail_queued(boost::system::error_code error, const std::string& summary) {
     for (const task_id id : tasks_.queued_ids()) {
         tasks_.forget(id);
-        ++(error == errc::spawn_failed ? report_.counters.spawn_failed
-                                       : report_.counters.rejected);
+        ++(error == errc::spawn_failed ? report_.counters.spawn_failed : report_.counters.rejected);
         complete(id, error, {.diagnostics = {.summary = summary}});
     }
     tasks_.clear_queue();
@@ -802,7 +801,6 @@ void pool_core::on_worker_timer(slot_id s, time_point now) {
             break;
     }
 }
-
 
 pool_stats pool_core::stats() const {
     pool_stats st = report_.counters;

@@ -176,8 +176,8 @@ private:
     std::vector<worker> workers_;
     fork_server_supervisor server_;
     std::set<std::pair<time_point, slot_id>> worker_timers_;  // workers whose timer is set
-    std::size_t workers_running_ = 0;                          // ready: idle or busy
-    std::size_t workers_stopped_ = 0;                          // stopped for good
+    std::size_t workers_running_ = 0;                         // ready: idle or busy
+    std::size_t workers_stopped_ = 0;                         // stopped for good
 };
 
 // Read after every event (the driver re-arms its timer), so inline.

@@ -19,9 +19,7 @@ public:
         return true;
     }
     /// False if it drains, stops or has finished already.
-    bool drain() noexcept {
-        return value_ <= value::running && (value_ = value::draining, true);
-    }
+    bool drain() noexcept { return value_ <= value::running && (value_ = value::draining, true); }
     /// False if it stops or has finished already.
     bool stop() noexcept { return value_ < value::stopping && (value_ = value::stopping, true); }
     void finish() noexcept { value_ = value::finished; }
@@ -37,9 +35,7 @@ public:
     bool finished() const noexcept { return value_ == value::finished; }
 
 private:
-    bool advance(value from, value to) noexcept {
-        return value_ == from && (value_ = to, true);
-    }
+    bool advance(value from, value to) noexcept { return value_ == from && (value_ = to, true); }
 
     value value_ = value::made;
     bool ran_ = false;

@@ -4,8 +4,6 @@
 
 namespace torchpool::core {
 
-
-
 const task_table::task* task_table::find(task_id id) const {
     auto it = tasks_.find(id);
     return it == tasks_.end() ? nullptr : &it->second;
@@ -15,9 +13,6 @@ std::string task_table::describe(task_id id) const {
     const task* t = find(id);
     return "task " + std::to_string(id) + (t ? " ('" + t->method + "')" : std::string());
 }
-
-
-
 
 void task_table::abandon(slot_id slot, task_id id) {
     for (auto& s : sent_[slot]) {
@@ -40,8 +35,6 @@ void task_table::release(slot_id slot) {
     }
     sent.clear();
 }
-
-
 
 std::vector<task_id> task_table::ids() const {
     std::vector<task_id> ids;

@@ -85,11 +85,10 @@ private:
     std::vector<std::deque<sent_task>> sent_;  // by slot
 };
 
-
 // The hot path (every task passes here), inline.
 
 inline void task_table::add(task_id id, std::string&& method, std::chrono::milliseconds timeout,
-                     time_point now) {
+                            time_point now) {
     task t{.method = std::move(method), .submitted = now};
     if (timeout.count() > 0) {
         t.deadline = now + timeout;

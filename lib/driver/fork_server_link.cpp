@@ -77,7 +77,8 @@ bool fork_server_link::take_packets(std::vector<server_packet>& out) {
         msg.msg_iovlen = 1;
         msg.msg_control = control.data();
         msg.msg_controllen = control.size();
-        const ssize_t n = ::recvmsg(control_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        const ssize_t n =
+            ::recvmsg(control_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0 && (errno == EINTR || errno == ECONNRESET)) {
             // ECONNRESET: the server died with requests unread. It is reported once, and
             // what the workers it made sent is still queued behind it: read on.
@@ -105,9 +106,8 @@ bool fork_server_link::take_packets(std::vector<server_packet>& out) {
             out.push_back(std::move(packet));
             return false;
         }
-        auto decoded = wire::decode(
-            std::span<const capnp::word>(reinterpret_cast<const capnp::word*>(buffer.data()),
-                                         static_cast<std::size_t>(n) / 8));
+        auto decoded = wire::decode(std::span<const capnp::word>(
+            reinterpret_cast<const capnp::word*>(buffer.data()), static_cast<std::size_t>(n) / 8));
         if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
             packet.what = "sent a malformed message: " + bad->what;
             out.push_back(std::move(packet));

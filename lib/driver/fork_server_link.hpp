@@ -32,7 +32,8 @@ struct server_packet {
 
 class fork_server_link {
 public:
-    explicit fork_server_link(const boost::asio::any_io_executor& ex) : process_(ex), control_(ex) {}
+    explicit fork_server_link(const boost::asio::any_io_executor& ex)
+        : process_(ex), control_(ex) {}
 
     process_io& process() noexcept { return process_; }
 
@@ -60,8 +61,8 @@ public:
     void read(std::shared_ptr<void> keep, Done done) {
         control_reading_ = true;
         control_.async_wait(boost::asio::posix::descriptor_base::wait_read,
-                            [this, keep = std::move(keep), gen = process_.generation(), done](
-                                boost::system::error_code ec) mutable {
+                            [this, keep = std::move(keep), gen = process_.generation(),
+                             done](boost::system::error_code ec) mutable {
                                 if (process_.generation() != gen) {
                                     return;
                                 }

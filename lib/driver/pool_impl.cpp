@@ -137,14 +137,15 @@ void pool_impl::do_run(run_handler handler) {
     run_handler_.emplace(std::move(handler));
     auto slot = asio::get_associated_cancellation_slot(*run_handler_);
     if (slot.is_connected()) {
-        slot.assign([weak = weak_from_this(), ex = completion_.executor()](asio::cancellation_type) {
-            asio::post(ex, [weak] {
-                if (auto self = weak.lock()) {
-                    self->core_.stop(core::clock::now());
-                    self->drive();
-                }
+        slot.assign(
+            [weak = weak_from_this(), ex = completion_.executor()](asio::cancellation_type) {
+                asio::post(ex, [weak] {
+                    if (auto self = weak.lock()) {
+                        self->core_.stop(core::clock::now());
+                        self->drive();
+                    }
+                });
             });
-        });
     }
     drive();
 }
@@ -185,8 +186,8 @@ void pool_impl::do_submit(core::task_id id, submit_handler&& handler, request&& 
             ? static_cast<std::uint64_t>(
                   std::chrono::nanoseconds((now + timeout).time_since_epoch()).count())
             : 0;
-    pending_.emplace(id, pending_task{std::move(handler),
-                                      share(wire::encode_request(id, deadline_ns, req))});
+    pending_.emplace(
+        id, pending_task{std::move(handler), share(wire::encode_request(id, deadline_ns, req))});
     core_.submit(id, std::move(req.method), timeout, now);
     drive();
 }
@@ -310,8 +311,8 @@ void pool_impl::adopt(core::slot_id s, posix::spawned_process& p) {
 
 // Flattened: it runs once per message, and the channel's read template is its only callee.
 [[gnu::flatten]] void pool_impl::read_channel(core::slot_id s) {
-    workers_[s]->channel.read(shared_from_this(),
-                              [this, s](error_code ec, std::size_t n) { on_channel_read(s, ec, n); });
+    workers_[s]->channel.read(
+        shared_from_this(), [this, s](error_code ec, std::size_t n) { on_channel_read(s, ec, n); });
 }
 
 inline void pool_impl::on_channel_read(core::slot_id s, error_code ec, std::size_t n) {
@@ -470,8 +471,7 @@ void pool_impl::on_fork_reply(const wire::fork_reply_msg& reply,
         return;
     }
     if (!reply.error.empty()) {
-        core_.on_spawn_error(*slot, "the fork server could not make a worker: " + reply.error,
-                             now);
+        core_.on_spawn_error(*slot, "the fork server could not make a worker: " + reply.error, now);
         return;
     }
     if (fds.size() != 3 || reply.pid <= 0) {
@@ -486,8 +486,7 @@ void pool_impl::on_fork_reply(const wire::fork_reply_msg& reply,
     }
     if (!posix::set_nonblocking(fds[1].get()) || !posix::set_nonblocking(fds[2].get())) {
         side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
-        core_.on_spawn_error(*slot, "cannot make a forked worker's descriptors non-blocking",
-                             now);
+        core_.on_spawn_error(*slot, "cannot make a forked worker's descriptors non-blocking", now);
         return;
     }
     posix::spawned_process p{reply.pid, std::move(fds[0]), std::move(fds[1]), std::move(fds[2])};
@@ -512,8 +511,8 @@ void pool_impl::on_helper_end(int pid, const core::exit_status& status) {
 // has handed itself over.
 void pool_impl::finish_server_exit_when_read() {
     auto& io = server_.process();
-    if (!io.exit() || server_.control_open() || server_.control_reading() ||
-        io.reading_output() || side_.helpers_running()) {
+    if (!io.exit() || server_.control_open() || server_.control_reading() || io.reading_output() ||
+        side_.helpers_running()) {
         return;
     }
     io.drain_output([this](std::string_view bytes) { core_.on_server_log(bytes); });

@@ -70,27 +70,26 @@ public:
     // with exit() set and the output read in flight cancelled, calls `exited()`.
     template <class Exited>
     void watch_exit(std::shared_ptr<void> keep, Exited exited) {
-        pidfd_.async_wait(
-            boost::asio::posix::descriptor_base::wait_read,
-            [this, keep = std::move(keep), gen = generation_,
-             exited](boost::system::error_code ec) mutable {
-                if (ec || generation_ != gen || !alive_) {
-                    return;
-                }
-                auto status = posix::try_reap(pidfd_.native_handle());
-                if (!status) {
-                    watch_exit(std::move(keep), std::move(exited));
-                    return;
-                }
-                // A log read may hold bytes whose handler has not run: it runs first
-                // (cancelled), the rest is drained after it.
-                exit_ = *status;
-                if (log_reading_) {
-                    boost::system::error_code ignored;
-                    log_.cancel(ignored);
-                }
-                exited();
-            });
+        pidfd_.async_wait(boost::asio::posix::descriptor_base::wait_read,
+                          [this, keep = std::move(keep), gen = generation_,
+                           exited](boost::system::error_code ec) mutable {
+                              if (ec || generation_ != gen || !alive_) {
+                                  return;
+                              }
+                              auto status = posix::try_reap(pidfd_.native_handle());
+                              if (!status) {
+                                  watch_exit(std::move(keep), std::move(exited));
+                                  return;
+                              }
+                              // A log read may hold bytes whose handler has not run: it runs first
+                              // (cancelled), the rest is drained after it.
+                              exit_ = *status;
+                              if (log_reading_) {
+                                  boost::system::error_code ignored;
+                                  log_.cancel(ignored);
+                              }
+                              exited();
+                          });
     }
 
     // Reads the output into `sink` until the pipe ends or the process has exited; after
@@ -98,25 +97,24 @@ public:
     template <class Sink, class After>
     void read_output(std::shared_ptr<void> keep, Sink sink, After after) {
         log_reading_ = true;
-        log_.async_read_some(
-            boost::asio::buffer(buffer_),
-            [this, keep = std::move(keep), gen = generation_, sink,
-             after](boost::system::error_code ec, std::size_t n) mutable {
-                if (generation_ != gen) {
-                    return;
-                }
-                log_reading_ = false;
-                if (n > 0) {
-                    sink(std::string_view(buffer_.data(), n));
-                }
-                if (!ec && !exit_) {
-                    read_output(std::move(keep), sink, after);
-                } else if (ec && ec != boost::asio::error::operation_aborted) {
-                    boost::system::error_code ignored;
-                    log_.close(ignored);  // end of its output
-                }
-                after();
-            });
+        log_.async_read_some(boost::asio::buffer(buffer_),
+                             [this, keep = std::move(keep), gen = generation_, sink, after](
+                                 boost::system::error_code ec, std::size_t n) mutable {
+                                 if (generation_ != gen) {
+                                     return;
+                                 }
+                                 log_reading_ = false;
+                                 if (n > 0) {
+                                     sink(std::string_view(buffer_.data(), n));
+                                 }
+                                 if (!ec && !exit_) {
+                                     read_output(std::move(keep), sink, after);
+                                 } else if (ec && ec != boost::asio::error::operation_aborted) {
+                                     boost::system::error_code ignored;
+                                     log_.close(ignored);  // end of its output
+                                 }
+                                 after();
+                             });
     }
 
     // At exit only, with no read in flight: what the pipe still holds, without blocking.

@@ -49,8 +49,7 @@ void side_processes::reap_when_exited(process* p, std::shared_ptr<void> keep) {
                             }
                             const int pid = p->pid;
                             const bool helper = p->helper;
-                            std::erase_if(processes_,
-                                          [&](const auto& o) { return o.get() == p; });
+                            std::erase_if(processes_, [&](const auto& o) { return o.get() == p; });
                             if (helper) {
                                 on_helper_end_(pid, *status);
                             }

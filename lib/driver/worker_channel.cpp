@@ -116,21 +116,21 @@ void worker_channel::start_write() {
     }
     writing_ = true;
     gather_outbox();
-    asio::async_write(socket_, gather_,
-                      [this, keep = std::move(keep), gen = generation_](error_code ec,
-                                                                        std::size_t n) {
-                          if (generation_ != gen) {
-                              return;
-                          }
-                          writing_ = false;
-                          if (ec) {
-                              outbox_.clear();
-                              front_offset_ = 0;
-                              return;
-                          }
-                          consume_outbox(n);
-                          start_write();
-                      });
+    asio::async_write(
+        socket_, gather_,
+        [this, keep = std::move(keep), gen = generation_](error_code ec, std::size_t n) {
+            if (generation_ != gen) {
+                return;
+            }
+            writing_ = false;
+            if (ec) {
+                outbox_.clear();
+                front_offset_ = 0;
+                return;
+            }
+            consume_outbox(n);
+            start_write();
+        });
 }
 
 // The unwritten bytes of the outbox, as one buffer sequence in gather_.

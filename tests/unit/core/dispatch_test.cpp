@@ -31,7 +31,7 @@ TEST_CASE("the worker that became idle last takes the next task", "[dispatch]") 
 }
 
 TEST_CASE("with prefetch, busy workers with room take tasks in turn", "[dispatch]") {
-    dispatcher d(3, 1);  // one task ahead of the running one
+    dispatcher d(3, 1);                                      // one task ahead of the running one
     std::map<slot_id, std::size_t> held = {{0, 1}, {2, 1}};  // slot 1 is not busy
     const auto busy_with = [&](slot_id s) -> std::optional<std::size_t> {
         auto it = held.find(s);

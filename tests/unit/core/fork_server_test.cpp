@@ -1,5 +1,6 @@
 // The fork server's lifecycle, one event at a time, with the exact action each one asks for.
 #include "core/fork_server.hpp"
+
 #include "recorder.hpp"
 
 #include <catch2/catch.hpp>

@@ -30,8 +30,9 @@ struct recorder final : supervised_child::observer {
     }
     void on_child_timer(std::size_t id, time_point, time_point to) override {
         seen.push_back("child " + std::to_string(id) + ": timer " +
-                       (to == time_point::max() ? std::string("off")
-                                                : "at +" + std::to_string(ms_after_t0(to)) + " ms"));
+                       (to == time_point::max()
+                            ? std::string("off")
+                            : "at +" + std::to_string(ms_after_t0(to)) + " ms"));
     }
     std::vector<std::string> take() { return std::exchange(seen, {}); }
 };

@@ -1,15 +1,15 @@
 // The report: events only for a host that observes them, and the wording of diagnostics;
 // the actions it and every other unit produce print and compare.
 #include "core/report.hpp"
-#include "recorder.hpp"
 
+#include "recorder.hpp"
 #include <torchpool/error.hpp>
 
 #include <catch2/catch.hpp>
 
-#include <signal.h>
-
 #include <sstream>
+
+#include <signal.h>
 
 using namespace torchpool;
 using namespace torchpool::core;
@@ -67,13 +67,13 @@ TEST_CASE("actions print themselves and compare by what the driver acts on", "[r
     CHECK(printed(action(run_finished_action{})) == "run_finished{}");
 
     const auto done = [](const char* summary) {
-        return complete_action{7, errc::timeout,
-                               std::make_shared<response>(
-                                   response{.diagnostics = {.summary = summary}})};
+        return complete_action{
+            7, errc::timeout,
+            std::make_shared<response>(response{.diagnostics = {.summary = summary}})};
     };
     CHECK(action(done("late")) == action(done("late")));
     CHECK_FALSE(action(done("late")) == action(done("early")));
     CHECK_FALSE(action(signal_action{3, SIGTERM}) == action(signal_action{3, SIGKILL}));
-    CHECK_THAT(printed(action(done("late"))), Catch::StartsWith("complete{task 7, ") &&
-                                                  Catch::EndsWith(", \"late\"}"));
+    CHECK_THAT(printed(action(done("late"))),
+               Catch::StartsWith("complete{task 7, ") && Catch::EndsWith(", \"late\"}"));
 }

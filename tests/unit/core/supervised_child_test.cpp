@@ -1,6 +1,7 @@
 // The lifecycle of one supervised child, one transition at a time: what it becomes, what it
 // asks the driver to do, and exactly which changes it tells its observer.
 #include "core/supervised_child.hpp"
+
 #include "recorder.hpp"
 
 #include <catch2/catch.hpp>

@@ -1,6 +1,7 @@
 // The task table, one operation at a time: the queue, what each worker was sent, deadlines,
 // and forgetting a task in one place.
 #include "core/task_table.hpp"
+
 #include "recorder.hpp"
 
 #include <catch2/catch.hpp>
@@ -55,7 +56,7 @@ TEST_CASE("a worker that will answer nothing more gives back what it had not sta
     t.send_next(0);
     t.abandon(0, 3);  // timed out before it started
     t.forget(3);
-    t.forget(1);      // the running one was completed with the worker's death
+    t.forget(1);  // the running one was completed with the worker's death
 
     t.release(0);
     CHECK(t.sent(0).empty());
