@@ -18,7 +18,9 @@
 #include "process_io.hpp"
 #include "side_processes.hpp"
 #include "worker_channel.hpp"
-#include <torchpool/pool.hpp>
+#include <torchpool/pool_params.hpp>
+#include <torchpool/stats.hpp>
+#include <torchpool/task.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/steady_timer.hpp>
