@@ -2,13 +2,12 @@
 
 namespace torchpool::core {
 
-fork_server_supervisor::fork_server_supervisor(const pool_params& params, std::size_t id,
-                                               supervised_child::observer& observer, report& report,
+fork_server_supervisor::fork_server_supervisor(const pool_params& params, report& report,
                                                action_queue& out)
     : spawn_timeout_(params.spawn_timeout),
       stop_grace_(params.stop_grace),
       enabled_(params.worker.start == start_mode::fork_server),
-      child_(id, enabled_ ? params.log_tail_bytes : 4096, observer),
+      child_(0, enabled_ ? params.log_tail_bytes : 4096, nullptr),
       report_(report),
       out_(out) {}
 

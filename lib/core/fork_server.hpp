@@ -18,9 +18,7 @@ namespace torchpool::core {
 
 class fork_server_supervisor {
 public:
-    /// `id` tells the observer this child apart from the workers.
-    fork_server_supervisor(const pool_params& params, std::size_t id,
-                           supervised_child::observer& observer, report& report, action_queue& out);
+    fork_server_supervisor(const pool_params& params, report& report, action_queue& out);
 
     /// Fork-server mode: workers are asked of the server.
     bool enabled() const noexcept { return enabled_; }

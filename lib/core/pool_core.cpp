@@ -38,8 +38,8 @@ pool_core::pool_core(const pool_params& params)
       tasks_(params.workers),
       dispatch_(params.workers, params.prefetch),
       gate_(params.workers, params.max_concurrent_starts),
-      server_(params, params.workers, *this, report_, actions_) {
-    supervised_child::observer& observer = *this;
+      server_(params, report_, actions_) {
+    supervised_child::observer* observer = this;
     workers_.reserve(params.workers);
     for (slot_id s = 0; s < params.workers; ++s) {
         workers_.emplace_back(s, params.log_tail_bytes, observer);
@@ -49,9 +49,6 @@ pool_core::pool_core(const pool_params& params)
 // --- derived data ------------------------------------------------------------------------
 
 void pool_core::on_child_state(std::size_t id, child_state from, child_state to) {
-    if (is_server(id)) {
-        return;
-    }
     if (from == child_state::starting) {
         gate_.start_ended();
     }
@@ -76,9 +73,6 @@ void pool_core::on_child_state(std::size_t id, child_state from, child_state to)
 }
 
 void pool_core::on_child_timer(std::size_t id, time_point from, time_point to) {
-    if (is_server(id)) {
-        return;  // read directly: there is one
-    }
     if (from != time_point::max()) {
         worker_timers_.erase({from, id});
     }

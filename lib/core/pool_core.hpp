@@ -127,7 +127,7 @@ public:
 
 private:
     struct worker {
-        worker(slot_id slot, std::size_t log_bytes, supervised_child::observer& observer)
+        worker(slot_id slot, std::size_t log_bytes, supervised_child::observer* observer)
             : child(slot, log_bytes, observer) {}
         supervised_child child;
         time_point task_start{};                    // when its running task started
@@ -137,7 +137,6 @@ private:
     // The one place that follows every change of a child's state or timer.
     void on_child_state(std::size_t id, child_state from, child_state to) override;
     void on_child_timer(std::size_t id, time_point from, time_point to) override;
-    bool is_server(std::size_t id) const noexcept { return id == workers_.size(); }
 
     /// A slot needs a process: it waits for its turn (start gate) and the fork server.
     void wait_for_start(slot_id s, time_point now);

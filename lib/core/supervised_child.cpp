@@ -66,7 +66,7 @@ stop_step supervised_child::stop(stop_reason why, bool force, time_point now,
 void supervised_child::set_timer(time_point at) {
     const time_point from = timer_;
     timer_ = at;
-    if (from != at) {
+    if (from != at && observer_) {
         observer_->on_child_timer(id_, from, at);
     }
 }
@@ -74,7 +74,7 @@ void supervised_child::set_timer(time_point at) {
 void supervised_child::set_state(child_state to) {
     const child_state from = state_;
     state_ = to;
-    if (from != to) {
+    if (from != to && observer_) {
         observer_->on_child_state(id_, from, to);
     }
 }

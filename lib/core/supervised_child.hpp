@@ -43,8 +43,9 @@ public:
         ~observer() = default;
     };
 
-    supervised_child(std::size_t id, std::size_t log_bytes, observer& obs)
-        : id_(id), log_(log_bytes), observer_(&obs) {}
+    /// `obs` may be null: nothing is derived from this child's state.
+    supervised_child(std::size_t id, std::size_t log_bytes, observer* obs)
+        : id_(id), log_(log_bytes), observer_(obs) {}
 
     std::size_t id() const noexcept { return id_; }
     child_state state() const noexcept { return state_; }

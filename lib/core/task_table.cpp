@@ -1,5 +1,7 @@
 #include "task_table.hpp"
 
+#include "report.hpp"
+
 #include <algorithm>
 
 namespace torchpool::core {
@@ -11,7 +13,7 @@ const task_table::task* task_table::find(task_id id) const {
 
 std::string task_table::describe(task_id id) const {
     const task* t = find(id);
-    return "task " + std::to_string(id) + (t ? " ('" + t->method + "')" : std::string());
+    return describe_task(id, t ? &t->method : nullptr);
 }
 
 void task_table::abandon(slot_id slot, task_id id) {

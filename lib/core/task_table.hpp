@@ -43,7 +43,6 @@ public:
     void forget(task_id id);
 
     const task* find(task_id id) const;
-    bool contains(task_id id) const { return tasks_.count(id) != 0; }
     bool empty() const noexcept { return tasks_.empty(); }
     /// Tasks waiting for a worker.
     std::size_t queued() const noexcept { return queued_; }

@@ -21,7 +21,7 @@ struct server_harness {
                  .spawn_timeout = 5000ms,
                  .stop_grace = 500ms},
           rep(events, out),
-          server(params, 8, seen, rep, out) {}
+          server(params, rep, out) {}
 
     // Started, its process up, hello said.
     void make_ready(int pid = 77) {
@@ -32,7 +32,6 @@ struct server_harness {
     }
 
     pool_params params;
-    recorder seen;
     action_queue out;
     report rep;
     fork_server_supervisor server;
@@ -47,8 +46,8 @@ TEST_CASE("the fork server starts, says hello and is ready", "[fork_server]") {
     h.server.start(false, t0);
     CHECK(take(h.out) == actions{start_server_action{}});
     CHECK(h.rep.counters.fork_server_starts == 1);
-    CHECK(h.seen.take() ==
-          std::vector<std::string>{"child 8: backoff -> starting", "child 8: timer at +5000 ms"});
+    CHECK(h.server.child().state() == child_state::starting);
+    CHECK(h.server.child().timer() == t0 + 5000ms);
 
     h.server.spawned(77, t0 + 10ms);
     CHECK(take(h.out) == actions{notify_action{{worker_event::kind::fork_server_started, 0, 77,
@@ -150,10 +149,9 @@ TEST_CASE("a fork server asked to stop gets stop_grace, then SIGKILL, and is not
 
 TEST_CASE("direct mode has no fork server: nothing starts or stops", "[fork_server]") {
     pool_params params{.worker = {.executable = "/bin/true"}};
-    recorder seen;
     action_queue out;
     report rep(false, out);
-    fork_server_supervisor server(params, 2, seen, rep, out);
+    fork_server_supervisor server(params, rep, out);
     CHECK_FALSE(server.enabled());
     server.start(false, t0);
     server.stop(true, t0);

@@ -13,7 +13,7 @@ using strings = std::vector<std::string>;
 
 TEST_CASE("a child starts, becomes ready, and each change is told once", "[child]") {
     recorder seen;
-    supervised_child c(3, 1024, seen);
+    supervised_child c(3, 1024, &seen);
 
     // It is made waiting, with no timer: waiting again changes nothing.
     c.wait_for_turn();
@@ -40,7 +40,7 @@ TEST_CASE("a child starts, becomes ready, and each change is told once", "[child
 TEST_CASE("a stop asks first with a grace period, then can only be escalated to a kill once",
           "[child]") {
     recorder seen;
-    supervised_child c(0, 1024, seen);
+    supervised_child c(0, 1024, &seen);
     c.begin_start(t0, t0 + 10s);
     c.spawned(42, t0);
     c.became_ready();
@@ -63,13 +63,13 @@ TEST_CASE("a stop asks first with a grace period, then can only be escalated to 
 
 TEST_CASE("a forced stop kills at once; a child without a process is retired", "[child]") {
     recorder seen;
-    supervised_child starting(1, 1024, seen);
+    supervised_child starting(1, 1024, &seen);
     starting.begin_start(t0, t0 + 10s);
     seen.take();
     CHECK(starting.stop(stop_reason::spawn_timeout, true, t0, 2s) == stop_step::kill);
     CHECK(seen.take() == strings{"child 1: starting -> stopping", "child 1: timer off"});
 
-    supervised_child waiting(2, 1024, seen);
+    supervised_child waiting(2, 1024, &seen);
     waiting.restart_at(t0 + 100ms);
     seen.take();
     CHECK(waiting.stop(stop_reason::shutdown, false, t0, 2s) == stop_step::none);
@@ -81,7 +81,7 @@ TEST_CASE("a forced stop kills at once; a child without a process is retired", "
 TEST_CASE("failures count in a row until the child is healthy; failed starts until it is ready",
           "[child]") {
     recorder seen;
-    supervised_child c(0, 1024, seen);
+    supervised_child c(0, 1024, &seen);
     c.count_failure();
     c.count_failure();
     CHECK(c.count_failed_start() == 1);
@@ -100,7 +100,7 @@ TEST_CASE("failures count in a row until the child is healthy; failed starts unt
 
 TEST_CASE("a new start clears what belonged to the previous process", "[child]") {
     recorder seen;
-    supervised_child c(0, 1024, seen);
+    supervised_child c(0, 1024, &seen);
     c.begin_start(t0, t0 + 10s);
     c.spawned(42, t0);
     c.append_log("old output\n");
