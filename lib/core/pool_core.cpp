@@ -13,88 +13,16 @@ namespace torchpool::core {
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-const char* to_string(worker_state s) noexcept {
-    switch (s) {
-        case worker_state::backoff:
-            return "backoff";
-        case worker_state::starting:
-            return "starting";
-        case worker_state::idle:
-            return "idle";
-        case worker_state::busy:
-            return "busy";
-        case worker_state::stopping:
-            return "stopping";
-        case worker_state::stopped:
-            return "stopped";
-    }
-    return "unknown";
-}
-
 pool_core::pool_core(const pool_params& params)
     : params_(params),
       report_(static_cast<bool>(params.on_worker_event), actions_),
       restart_(params.restart_backoff, params.spawn_failures_until_degraded, params.seed),
       tasks_(params.workers),
-      dispatch_(params.workers, params.prefetch),
-      gate_(params.workers, params.max_concurrent_starts),
-      server_(params, report_, actions_) {
-    supervised_child::observer* observer = this;
-    workers_.reserve(params.workers);
-    for (slot_id s = 0; s < params.workers; ++s) {
-        workers_.emplace_back(s, params.log_tail_bytes, observer);
-    }
-}
-
-// --- derived data ------------------------------------------------------------------------
-
-void pool_core::on_child_state(std::size_t id, child_state from, child_state to) {
-    if (from == child_state::starting) {
-        gate_.start_ended();
-    }
-    if (to == child_state::starting) {
-        gate_.start_began();
-    }
-    if (from == child_state::running) {
-        --workers_running_;
-        dispatch_.not_idle(id);
-    }
-    if (to == child_state::running) {
-        ++workers_running_;  // ready, and sent nothing yet
-        dispatch_.became_idle(id);
-    }
-    if (from == child_state::stopped) {
-        --workers_stopped_;
-    }
-    if (to == child_state::stopped) {
-        ++workers_stopped_;
-        gate_.withdraw(id);
-    }
-}
-
-void pool_core::on_child_timer(std::size_t id, time_point from, time_point to) {
-    if (from != time_point::max()) {
-        worker_timers_.erase({from, id});
-    }
-    if (to != time_point::max()) {
-        worker_timers_.emplace(to, id);
-    }
-}
+      workers_(params, tasks_),
+      server_(params, report_, actions_) {}
 
 worker_state pool_core::state_of(slot_id slot) const {
-    switch (workers_.at(slot).child.state()) {
-        case child_state::backoff:
-            return worker_state::backoff;
-        case child_state::starting:
-            return worker_state::starting;
-        case child_state::running:
-            return tasks_.sent(slot).empty() ? worker_state::idle : worker_state::busy;
-        case child_state::stopping:
-            return worker_state::stopping;
-        case child_state::stopped:
-            return worker_state::stopped;
-    }
-    return worker_state::stopped;
+    return workers_.state_of(slot);
 }
 
 // --- starts ------------------------------------------------------------------------------
@@ -112,17 +40,18 @@ bool pool_core::start(time_point now) {
 
 void pool_core::wait_for_start(slot_id s, time_point now) {
     workers_[s].child.wait_for_turn();
-    gate_.enqueue(s);
+    workers_.gate().enqueue(s);
     start_waiting(now);
 }
 
 void pool_core::start_waiting(time_point now) {
     // Called after every event that may end a start; with nobody waiting (the common
     // case) it costs nothing.
-    if (!gate_.anyone_waiting() || phase_.stopping() || (server_.enabled() && !server_.ready())) {
+    if (!workers_.gate().anyone_waiting() || phase_.stopping() ||
+        (server_.enabled() && !server_.ready())) {
         return;
     }
-    while (const auto s = gate_.next()) {
+    while (const auto s = workers_.gate().next()) {
         begin_start(*s, now);
     }
 }
@@ -161,7 +90,7 @@ void pool_core::on_spawn_error(slot_id s, std::string why, time_point now) {
 }
 
 void pool_core::count_failed_start(unsigned in_a_row, std::string why) {
-    if (restart_.failed_start(in_a_row, std::move(why), workers_running_ > 0)) {
+    if (restart_.failed_start(in_a_row, std::move(why), workers_.any_ready())) {
         fail_queued(errc::spawn_failed,
                     "No worker can be started, so the task was not run. Last start failure: " +
                         restart_.last_error());
@@ -265,13 +194,14 @@ void pool_core::reject(task_id id, boost::system::error_code error, std::string 
 
 void pool_core::dispatch(time_point now) {
     while (tasks_.queued() > 0) {
-        const auto target = dispatch_.pick([this](slot_id s) -> std::optional<std::size_t> {
-            const auto& sent = tasks_.sent(s);
-            if (sent.empty() || workers_[s].child.state() != child_state::running) {
-                return std::nullopt;  // not busy
-            }
-            return sent.size();
-        });
+        const auto target =
+            workers_.dispatch().pick([this](slot_id s) -> std::optional<std::size_t> {
+                const auto& sent = tasks_.sent(s);
+                if (sent.empty() || workers_[s].child.state() != child_state::running) {
+                    return std::nullopt;  // not busy
+                }
+                return sent.size();
+            });
         if (!target) {
             return;
         }
@@ -445,7 +375,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     w.child.healthy();
     const auto done = tasks_.answered(s);
     if (sent.empty()) {
-        dispatch_.became_idle(s);
+        workers_.dispatch().became_idle(s);
     } else {
         w.task_start = now;  // the next task sent ahead starts now
     }
@@ -525,7 +455,7 @@ void pool_core::on_log(slot_id s, std::string_view bytes) {
 void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
     auto& w = workers_[s];
     auto& counters = report_.counters;
-    const worker_state was = state_of(s);
+    const worker_state was = workers_.state_of(s);
     if (was == worker_state::backoff || was == worker_state::stopped) {
         return;  // no process; cannot happen, but must not restart anything
     }
@@ -662,8 +592,8 @@ void pool_core::shutdown(time_point now) {
     }
     if (!was_started) {
         fail_queued(errc::shutting_down, "The pool was shut down before it started.");
-        for (auto& w : workers_) {
-            w.child.retire();
+        for (slot_id s = 0; s < workers_.size(); ++s) {
+            workers_[s].child.retire();
         }
     }
     settle(now);
@@ -711,7 +641,7 @@ void pool_core::settle(time_point now) {
     if (phase_.ending()) {
         check_finished(now);
     }
-    if (gate_.anyone_waiting()) {
+    if (workers_.gate().anyone_waiting()) {
         start_waiting(now);  // a start may have ended, making room for the next
     }
 }
@@ -721,7 +651,7 @@ void pool_core::maybe_finish_drain(time_point now) {
         return;
     }
     for (slot_id s = 0; s < workers_.size(); ++s) {
-        switch (state_of(s)) {
+        switch (workers_.state_of(s)) {
             case worker_state::backoff:
                 workers_[s].child.retire();
                 break;
@@ -738,7 +668,7 @@ void pool_core::maybe_finish_drain(time_point now) {
 }
 
 void pool_core::check_finished(time_point now) {
-    if (!phase_.ending() || !tasks_.empty() || workers_stopped_ < workers_.size()) {
+    if (!phase_.ending() || !tasks_.empty() || !workers_.all_stopped()) {
         return;
     }
     if (server_.enabled() && !server_.stopped()) {
@@ -761,11 +691,7 @@ void pool_core::on_timer(time_point now) {
     }
     server_.on_timer(phase_.stopping(), now);
     // Worker timers that are due; handling one may set others, so take the due ones first.
-    std::vector<slot_id> due;
-    for (auto it = worker_timers_.begin(); it != worker_timers_.end() && it->first <= now; ++it) {
-        due.push_back(it->second);
-    }
-    for (const slot_id s : due) {
+    for (const slot_id s : workers_.due(now)) {
         if (workers_[s].child.timer() <= now) {
             on_worker_timer(s, now);
         }
@@ -798,28 +724,7 @@ void pool_core::on_worker_timer(slot_id s, time_point now) {
 
 pool_stats pool_core::stats() const {
     pool_stats st = report_.counters;
-    for (slot_id s = 0; s < workers_.size(); ++s) {
-        switch (state_of(s)) {
-            case worker_state::backoff:
-                ++(gate_.waiting(s) ? st.workers_waiting : st.workers_backoff);
-                break;
-            case worker_state::starting:
-                ++st.workers_starting;
-                break;
-            case worker_state::idle:
-                ++st.workers_idle;
-                break;
-            case worker_state::busy:
-                ++st.workers_busy;
-                break;
-            case worker_state::stopping:
-                ++st.workers_stopping;
-                break;
-            case worker_state::stopped:
-                ++st.workers_stopped;
-                break;
-        }
-    }
+    workers_.count(st);
     st.queue_depth = tasks_.queued();
     st.degraded = restart_.degraded();
     st.intra_op_threads = params_.intra_op_threads;

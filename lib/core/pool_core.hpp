@@ -4,6 +4,7 @@
 // out. Tests drive it directly with a simulated clock.
 //
 //   supervised_child   the lifecycle of one process, worker or fork server
+//   worker_set         the worker slots, and what is derived from their states
 //   fork_server        the fork server's lifecycle
 //   task_table         tasks, the queue, deadlines, who was sent what
 //   dispatch           admission, and which worker takes the next task
@@ -24,6 +25,7 @@
 #include "supervised_child.hpp"
 #include "task_table.hpp"
 #include "types.hpp"
+#include "worker_set.hpp"
 #include <torchpool/pool_params.hpp>
 #include <torchpool/stats.hpp>
 #include <torchpool/task.hpp>
@@ -39,19 +41,7 @@
 
 namespace torchpool::core {
 
-/// A worker slot's state, as the pool reports it.
-enum class worker_state {
-    backoff,   ///< no process; waiting until its restart time (or until the pool starts)
-    starting,  ///< process started, not ready (no hello yet)
-    idle,      ///< ready, no task
-    busy,      ///< running one task
-    stopping,  ///< asked or forced to exit; waiting for the exit to be reaped
-    stopped,   ///< no process, and none will be started (the pool is stopping)
-};
-
-const char* to_string(worker_state s) noexcept;
-
-class pool_core final : private supervised_child::observer {
+class pool_core final {
 public:
     explicit pool_core(const pool_params& params);
     // Its units hold references into it.
@@ -126,18 +116,6 @@ public:
     bool fork_server_mode() const noexcept { return server_.enabled(); }
 
 private:
-    struct worker {
-        worker(slot_id slot, std::size_t log_bytes, supervised_child::observer* observer)
-            : child(slot, log_bytes, observer) {}
-        supervised_child child;
-        time_point task_start{};                    // when its running task started
-        std::optional<std::string> channel_closed;  // how its channel ended, if it has
-    };
-
-    // The one place that follows every change of a child's state or timer.
-    void on_child_state(std::size_t id, child_state from, child_state to) override;
-    void on_child_timer(std::size_t id, time_point from, time_point to) override;
-
     /// A slot needs a process: it waits for its turn (start gate) and the fork server.
     void wait_for_start(slot_id s, time_point now);
     /// Starts waiting slots while the gate allows.
@@ -170,13 +148,8 @@ private:
     restart_policy restart_;
     pool_phase phase_;
     task_table tasks_;
-    dispatcher dispatch_;
-    start_gate gate_;
-    std::vector<worker> workers_;
+    worker_set workers_;
     fork_server_supervisor server_;
-    std::set<std::pair<time_point, slot_id>> worker_timers_;  // workers whose timer is set
-    std::size_t workers_running_ = 0;                         // ready: idle or busy
-    std::size_t workers_stopped_ = 0;                         // stopped for good
 };
 
 // Read after every event (the driver re-arms its timer), so inline.
@@ -185,8 +158,8 @@ inline std::optional<time_point> pool_core::next_deadline() const {
     if (const auto task_deadline = tasks_.next_deadline()) {
         next = std::min(next, *task_deadline);
     }
-    if (!worker_timers_.empty()) {
-        next = std::min(next, worker_timers_.begin()->first);
+    if (const auto worker_timer = workers_.next_timer()) {
+        next = std::min(next, *worker_timer);
     }
     if (next == time_point::max()) {
         return std::nullopt;
