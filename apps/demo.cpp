@@ -101,8 +101,7 @@ bool parse(int argc, char** argv, options& o) {
 // Images [first, first + count) as float32 [count, 1, 28, 28] in [0, 1].
 torchpool::tensor images_tensor(const torchpool::apps::labelled_images& set, std::size_t first,
                                 std::size_t count) {
-    torchpool::tensor t{.type = torchpool::dtype::float32,
-                        .shape = {static_cast<std::int64_t>(count), 1, 28, 28}};
+    torchpool::tensor t(torchpool::dtype::float32, {static_cast<std::int64_t>(count), 1, 28, 28});
     t.data.resize(count * torchpool::apps::image_pixels * sizeof(float));
     auto* out = reinterpret_cast<float*>(t.data.data());
     const auto* in = set.pixels.data() + first * torchpool::apps::image_pixels;
@@ -158,7 +157,7 @@ asio::awaitable<int> demo(torchpool::pool& pool, asio::steady_timer& wake, run_s
     std::function<void(std::size_t, bool)> submit = [&](std::size_t b, bool retry) {
         const std::size_t first = b * opt.batch;
         const std::size_t count = std::min(opt.batch, test.count - first);
-        torchpool::request req{.method = "predict", .tensors = {images_tensor(test, first, count)}};
+        torchpool::request req("predict", {}, {images_tensor(test, first, count)});
         pool.async_submit(std::move(req), [&, b, first, count, retry](error_code ec,
                                                                       torchpool::response r) {
             if (ec) {

@@ -66,33 +66,33 @@ asio::awaitable<void> demo(torchpool::pool& pool, const options& opt, int& exit_
     asio::steady_timer all_done(ex, asio::steady_timer::time_point::max());
     for (int i = 0; i < opt.tasks; ++i) {
         const std::uint64_t n = 20'000 + 100 * static_cast<std::uint64_t>(i);
-        pool.async_submit(
-            torchpool::request{.method = "count_primes", .payload = std::to_string(n)},
-            [&, n](boost::system::error_code ec, torchpool::response r) {
-                ++done;
-                if (ec) {
-                    ++failed;
-                    std::printf("  task for n=%llu failed: %s\n",
-                                static_cast<unsigned long long>(n), r.diagnostics.summary.c_str());
-                } else if (r.payload == std::to_string(expected[n])) {
-                    ++correct;
-                } else {
-                    ++wrong;
-                }
-                if (done % 100 == 0 || done == opt.tasks) {
-                    std::printf("  %d of %d tasks done\n", done, opt.tasks);
-                }
-                if (done == opt.tasks) {
-                    all_done.cancel();
-                }
-            });
+        pool.async_submit(torchpool::request("count_primes", std::to_string(n)),
+                          [&, n](boost::system::error_code ec, torchpool::response r) {
+                              ++done;
+                              if (ec) {
+                                  ++failed;
+                                  std::printf("  task for n=%llu failed: %s\n",
+                                              static_cast<unsigned long long>(n),
+                                              r.diagnostics.summary.c_str());
+                              } else if (r.payload == std::to_string(expected[n])) {
+                                  ++correct;
+                              } else {
+                                  ++wrong;
+                              }
+                              if (done % 100 == 0 || done == opt.tasks) {
+                                  std::printf("  %d of %d tasks done\n", done, opt.tasks);
+                              }
+                              if (done == opt.tasks) {
+                                  all_done.cancel();
+                              }
+                          });
         if (i == opt.tasks / 3) {
             // In the middle of the run, a task that crashes its worker.
             asio::co_spawn(
                 ex,
                 [&]() -> asio::awaitable<void> {
-                    torchpool::request crash{.method = "segfault"};
-                    auto [ec, r] = co_await pool.async_submit(crash, tuple);
+                    auto [ec, r] =
+                        co_await pool.async_submit(torchpool::request("segfault"), tuple);
                     std::printf("\nThe 'segfault' task failed, as intended. Its caller got:\n");
                     std::printf("  error:     %s\n", ec.message().c_str());
                     std::printf("  summary:   %s\n", r.diagnostics.summary.c_str());

@@ -67,7 +67,7 @@ result measure(const std::string& worker, std::size_t n, torchpool::start_mode m
     const auto start = std::chrono::steady_clock::now();
     auto server_ready = start;
     torchpool::pool* pool_ptr = nullptr;
-    torchpool::tensor image{.type = torchpool::dtype::float32, .shape = {1, 1, 28, 28}};
+    torchpool::tensor image(torchpool::dtype::float32, {1, 1, 28, 28});
     image.data.resize(784 * sizeof(float));
     auto answered = [&](boost::system::error_code ec, torchpool::response resp) {
         if (!ec) {
@@ -112,7 +112,7 @@ result measure(const std::string& worker, std::size_t n, torchpool::start_mode m
                               }
                               if (e.what == torchpool::worker_event::kind::ready) {
                                   ++ready;
-                                  torchpool::request req{.method = "forward", .tensors = {image}};
+                                  torchpool::request req("forward", {}, {image});
                                   pool_ptr->async_submit(std::move(req), answered);
                               }
                           }});

@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
     torchpool::pool pool(io.get_executor(),
                          {.worker = {.executable = worker}, .workers = 1, .queue_limit = 16});
     pool.async_run([](boost::system::error_code) {});
-    const torchpool::request noop{.method = "noop"};
+    const torchpool::request noop("noop");
     long done = 0;
     int status = 0;
     std::function<void()> submit_next = [&] {

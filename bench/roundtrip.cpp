@@ -174,7 +174,7 @@ latency pool_latency(const std::string& worker, std::size_t workers, int round_t
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
-            const torchpool::request noop{.method = "noop"};
+            const torchpool::request noop("noop");
             for (int i = 0; i < round_trips + 1000; ++i) {
                 const auto start = clock_type::now();
                 auto [ec, r] =
@@ -199,7 +199,7 @@ double pool_throughput(const std::string& worker, std::size_t workers, std::size
     asio::io_context io{1};
     torchpool::pool pool(io.get_executor(), pool_for(worker, workers, prefetch));
     pool.async_run(asio::detached);
-    const torchpool::request noop{.method = "noop"};
+    const torchpool::request noop("noop");
     long completed = 0;
     bool measuring = false, stopping = false;
     clock_type::time_point start, end;
@@ -270,7 +270,7 @@ int main(int argc, char** argv) {
                             .string();
     // The raw peers exchange exactly the bytes the pool exchanges for a no-op task.
     const std::string request =
-        frame_bytes(torchpool::wire::encode_request(1, 0, torchpool::request{.method = "noop"}));
+        frame_bytes(torchpool::wire::encode_request(1, 0, torchpool::request("noop")));
     const std::string reply =
         frame_bytes(torchpool::wire::encode(torchpool::wire::reply_msg{.id = 1}));
     const std::chrono::duration<double> window(seconds);

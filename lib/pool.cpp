@@ -52,6 +52,15 @@ pool::~pool() {
     }
 }
 
+pool& pool::operator=(pool&& other) noexcept {
+    if (this != &other) {
+        cancel();
+        executor_ = std::move(other.executor_);
+        impl_ = std::move(other.impl_);
+    }
+    return *this;
+}
+
 void pool::cancel() {
     if (impl_) {
         impl_->cancel();

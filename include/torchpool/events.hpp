@@ -12,10 +12,16 @@ struct worker_event {
         started,  ///< a worker process was created
         ready,    ///< it said hello and can take tasks
         exited,   ///< it was reaped (expectedly or not)
+        /// no process could be made for the slot (e.g. no descriptor left); the
+        /// description says why and when it is tried again; `pid` is 0
+        start_failed,
         // The same three for the fork server (start_mode::fork_server); `slot` is 0.
         fork_server_started,
         fork_server_ready,  ///< it has loaded what it shares and can make workers
         fork_server_exited,
+        /// about the pool as a whole, e.g. that it raised the open-file limit; `slot` and
+        /// `pid` are 0
+        notice,
     };
     kind what = kind::started;
     /// Index of the worker's slot in the pool, 0 .. workers-1; stable across restarts.

@@ -27,8 +27,8 @@ class pool_impl;
 /// strand of a multi-threaded one): it owns no thread, never blocks, installs no signal
 /// handler and never calls `waitpid` on anything but its own children, through pidfds.
 /// Workers are child processes started from `pool_params::worker`; each talks to the pool
-/// over a Unix socket on fd 3 with Cap'n Proto messages, and dies with the thread that
-/// started it (PR_SET_PDEATHSIG), so none outlives the host.
+/// over a Unix socket on fd 3 with Cap'n Proto messages, and dies with the host process
+/// (even a SIGKILLed one), never because the host thread that started it ended.
 ///
 /// Start it with `async_run`, submit work with `async_submit`, stop it with
 /// `async_shutdown` (graceful) or `cancel` (immediate).
@@ -47,12 +47,17 @@ public:
 
     pool(const pool&) = delete;
     pool& operator=(const pool&) = delete;
-    pool(pool&&) noexcept = default;
-    pool& operator=(pool&&) noexcept = default;
+    /// Takes over `other`'s workers and operations; `other` is left empty (only assigning
+    /// to it or destroying it is allowed).
+    pool(pool&& other) noexcept = default;
+    /// Stops this pool as the destructor does (`cancel()`), then takes over `other`'s.
+    pool& operator=(pool&& other) noexcept;
 
-    /// Calls `cancel()`. Outstanding operations keep the pool's state alive and still
-    /// complete; children are killed and reaped. The pool's execution context must outlive
-    /// the pool (destroy the pool first, as with any I/O object).
+    /// Calls `cancel()` and returns without waiting: outstanding operations keep the pool's
+    /// state alive and still complete (with `operation_aborted`), and the workers are
+    /// killed and reaped on the pool's executor. The pool's execution context must outlive
+    /// the pool (destroy the pool first, as with any I/O object); if it does not, its
+    /// destruction kills the workers and reaps them, waiting at most about 2 seconds.
     ~pool();
 
     executor_type get_executor() const noexcept { return executor_; }

@@ -1,7 +1,7 @@
 // Configuration of a pool. Every field has a documented default; set the ones you need
 // with designated initializers:
 //
-//     torchpool::pool_params{.worker = {.executable = "/usr/bin/my-worker"}, .workers = 8}
+//     torchpool::pool_params{.worker = {.executable = worker_path}, .workers = 8}
 #pragma once
 
 #include <torchpool/events.hpp>
@@ -16,8 +16,10 @@ namespace torchpool {
 
 /// How worker processes are created.
 enum class start_mode {
-    /// Each worker is a new process of `worker_params::executable` (fork + exec). Works
-    /// for any worker program.
+    /// Each worker is a new process of `worker_params::executable`, made the way
+    /// posix_spawn does (it shares the host's memory until exec, so nothing is copied and
+    /// the pool's thread waits only for the exec, however large the host). Works for any
+    /// worker program.
     direct,
     /// The executable is started once, as a fork server, and each worker is a fork of it:
     /// what the program loaded before `worker::server::serve()` (LibTorch, a model) is

@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace torchpool {
 
@@ -21,6 +22,9 @@ struct pool_stats {
     // Configuration in effect.
     unsigned intra_op_threads = 0;  ///< per worker (pool_params::intra_op_threads, resolved)
     unsigned inter_op_threads = 0;  ///< per worker (pool_params::inter_op_threads, resolved)
+    /// The soft limit on open files (RLIMIT_NOFILE) once the pool was made: the pool
+    /// raises it when its workers' descriptors would not fit (a `notice` event says so).
+    std::uint64_t open_files_limit = 0;
 
     // The fork server (start_mode::fork_server only).
     int fork_server_pid = 0;  ///< 0 when it is not running
@@ -47,6 +51,8 @@ struct pool_stats {
     std::uint64_t deaths_by_signal = 0;  ///< unexpected deaths, killed by a signal
     std::uint64_t deaths_by_exit = 0;    ///< unexpected deaths, exited on their own
     std::uint64_t killed_by_pool = 0;    ///< stopped by the pool (deadline, protocol, cancel)
+    /// Why the last failed start failed, in plain words; empty if none has.
+    std::string last_start_error;
 };
 
 }  // namespace torchpool

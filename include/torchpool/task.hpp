@@ -8,6 +8,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace torchpool {
@@ -33,7 +34,13 @@ std::size_t element_size(dtype t) noexcept;
 const char* dtype_name(dtype t) noexcept;
 
 /// A dense tensor: contiguous row-major bytes in native byte order.
+///
+/// Not an aggregate, on purpose: see `request`.
 struct tensor {
+    tensor() = default;
+    tensor(dtype type, std::vector<std::int64_t> shape, std::string data = {})
+        : type(type), shape(std::move(shape)), data(std::move(data)) {}
+
     dtype type = dtype::float32;
     std::vector<std::int64_t> shape;
     /// Exactly product(shape) * element_size(type) bytes.
@@ -59,7 +66,29 @@ struct tensor_view {
 };
 
 /// One unit of work for a worker.
+///
+///     auto result = co_await pool.async_submit(torchpool::request("echo", bytes),
+///                                              asio::use_awaitable);
+///
+/// `request` and `tensor` have constructors, so they are not aggregates, because GCC 12
+/// (Debian 12's compiler) miscompiles a braced *aggregate* temporary inside a `co_await`
+/// expression: `co_await op(my_aggregate{.a = x, .b = y}, ...)` frees the temporary's
+/// members twice (GCC bug 107288 and its duplicates; Clang is fine). Built with a
+/// constructor, as here, the same expression is safe. If you pass your own aggregate types
+/// to asynchronous operations in coroutines, build them in a variable first, or give them
+/// a constructor. A braced list inside `co_await` (`request("m", {}, {t1, t2})`) does not
+/// compile with GCC 12 ("array used as initializer"): build the tensor vector first.
 struct request {
+    request() = default;
+    request(std::string method, std::string payload = {}, std::vector<tensor> tensors = {})
+        : method(std::move(method)), payload(std::move(payload)), tensors(std::move(tensors)) {}
+
+    /// The same request with `timeout` set: `request("forward", bytes).with_timeout(2s)`.
+    request with_timeout(std::chrono::milliseconds t) && {
+        timeout = t;
+        return std::move(*this);
+    }
+
     /// Name of the handler the worker registered (e.g. "forward", "echo").
     std::string method;
     /// Opaque bytes for the handler.
@@ -68,6 +97,18 @@ struct request {
     /// Time allowed from submission (queue wait included) to reply. Zero means the pool's
     /// `pool_params::task_timeout`, and zero there means no deadline.
     std::chrono::milliseconds timeout{0};
+};
+
+/// A worker's memory, as the kernel counts it (/proc/PID/smaps_rollup).
+struct worker_memory {
+    /// Pages only this worker maps: what its death gives back. For a worker forked from
+    /// the fork server, the library and weights it shares with the others are not in it.
+    std::uint64_t private_bytes = 0;
+    /// Its proportional share: private pages, plus each shared page divided by the number
+    /// of processes that map it. The PSS of all workers adds up to what they cost together.
+    std::uint64_t pss_bytes = 0;
+    /// Every page it maps that is in memory, shared or not (what `ps` and `top` show).
+    std::uint64_t rss_bytes = 0;
 };
 
 /// Why a task failed, in enough detail that the caller never has to search a log.
@@ -82,8 +123,11 @@ struct task_diagnostics {
     /// The signal that terminated the worker, if one did.
     std::optional<int> signal;
     bool core_dumped = false;
-    /// Peak resident memory of the worker process, when it has been reaped.
-    std::optional<std::uint64_t> peak_rss_bytes;
+    /// The worker's memory, read just before the pool stopped it (deadline, cancellation,
+    /// protocol error). Empty when the worker died on its own: the pool reads a worker's
+    /// memory only while it is alive, and no longer trusts the kernel's peak figure for a
+    /// child (ru_maxrss), which counts the memory of the process it was copied from.
+    std::optional<worker_memory> memory;
     /// How long the worker process had been alive.
     std::chrono::milliseconds worker_uptime{0};
     /// How long the task had been running on the worker.

@@ -5,7 +5,7 @@
 //         server.handle("echo", [](const torchpool::worker::call& c) {
 //             return torchpool::worker::result{.payload = std::string(c.payload)};
 //         });
-//         return server.serve();
+//         return server.serve();  // hello, then requests until shutdown
 //     }
 //
 // The server talks to the pool over the channel the pool set up (fd 3); stdout and stderr

@@ -13,8 +13,9 @@ namespace torchpool::core {
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-pool_core::pool_core(const pool_params& params)
+pool_core::pool_core(const pool_params& params, memory_probe probe)
     : params_(params),
+      probe_(std::move(probe)),
       report_(static_cast<bool>(params.on_worker_event), actions_),
       restart_(params.restart_backoff, params.spawn_failures_until_degraded, params.seed),
       tasks_(params.workers),
@@ -86,7 +87,17 @@ void pool_core::on_spawn_error(slot_id s, std::string why, time_point now) {
     ++report_.counters.failed_starts;
     count_failed_start(workers_[s].child.count_failed_start(), std::move(why));
     after_exit(s, now);
+    if (report_.events_wanted()) {
+        report_.event(worker_event::kind::start_failed, s, 0,
+                      "worker slot " + std::to_string(s) +
+                          " could not be started: " + restart_.last_error() +
+                          describe_next_start(s, now));
+    }
     settle(now);
+}
+
+void pool_core::note(std::string what) {
+    report_.event(worker_event::kind::notice, 0, 0, std::move(what));
 }
 
 void pool_core::count_failed_start(unsigned in_a_row, std::string why) {
@@ -216,10 +227,13 @@ void pool_core::complete(task_id id, boost::system::error_code error, response r
     actions_.push_back(complete_action{id, error, std::make_shared<response>(std::move(result))});
 }
 
-task_diagnostics pool_core::worker_diagnostics(slot_id s, time_point now) const {
+task_diagnostics pool_core::worker_diagnostics(slot_id s, time_point now, bool alive) const {
     const auto& w = workers_[s];
     task_diagnostics d;
     d.worker_pid = w.child.pid();
+    if (alive && probe_ && d.worker_pid > 0) {
+        d.memory = probe_(d.worker_pid);
+    }
     d.worker_uptime = duration_cast<milliseconds>(now - w.child.process_start());
     if (!tasks_.sent(s).empty()) {
         d.task_run_time = duration_cast<milliseconds>(now - w.task_start);
@@ -270,9 +284,10 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
         return;  // a running task can only be abandoned by killing its worker
     }
     const int pid = workers_[s].child.pid();
-    auto d = worker_diagnostics(s, now);
+    auto d = worker_diagnostics(s, now, true);
     d.summary = "The caller cancelled " + tasks_.describe(id) + " while worker " +
-                std::to_string(pid) + " ran it; the worker was killed and replaced.";
+                std::to_string(pid) + " ran it; the worker was killed and replaced" +
+                describe_memory(d.memory) + ".";
     tasks_.forget(id);
     ++counters.cancelled;
     complete(id, boost::asio::error::operation_aborted,
@@ -305,10 +320,11 @@ void pool_core::on_deadline(task_id id, time_point now) {
                  {.worker_pid = pid, .diagnostics = {.summary = std::move(summary)}});
         return;
     }
-    auto d = worker_diagnostics(*slot, now);
+    auto d = worker_diagnostics(*slot, now, true);
     d.summary = tasks_.describe(id) + " passed its deadline after " + format_duration(waited) +
                 " (" + format_duration(d.task_run_time) + " of it running on worker " +
-                std::to_string(pid) + "); the worker was stopped and will be replaced.";
+                std::to_string(pid) + "); the worker was stopped and will be replaced" +
+                describe_memory(d.memory) + ".";
     tasks_.forget(id);
     complete(id, errc::timeout, {.worker_pid = pid, .diagnostics = std::move(d)});
     stop_worker(*slot, stop_reason::deadline, false, now);
@@ -398,7 +414,7 @@ void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, t
         ++report_.counters.task_failed;
         error = errc::task_failed;
         auto& d = result.diagnostics;
-        d = worker_diagnostics(s, now);
+        d = worker_diagnostics(s, now, false);  // it stays up; its memory is not the point
         d.summary = "Worker " + std::to_string(pid) + " reported an error in " +
                     tasks_.describe(id) + ": " + reply.error_type + ": " + reply.error_message;
         d.error_type = std::move(reply.error_type);
@@ -418,9 +434,9 @@ void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
     const int pid = w.child.pid();
     w.child.count_failure();
     if (auto id = tasks_.running(s)) {
-        auto d = worker_diagnostics(s, now);
+        auto d = worker_diagnostics(s, now, true);
         d.summary = "Worker " + std::to_string(pid) + " " + what + " while running " +
-                    tasks_.describe(*id) + "; it was killed.";
+                    tasks_.describe(*id) + "; it was killed" + describe_memory(d.memory) + ".";
         ++report_.counters.protocol_errors;
         tasks_.forget(*id);
         complete(*id, errc::protocol_error, {.worker_pid = pid, .diagnostics = std::move(d)});
@@ -482,15 +498,14 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
                 tasks_.release(s);  // it was running a task nobody waits for any more
                 break;
             }
-            auto d = worker_diagnostics(s, now);
+            auto d = worker_diagnostics(s, now, false);
             d.exit_code = status.exit_code;
             d.signal = status.signal;
             d.core_dumped = status.core_dumped;
-            d.peak_rss_bytes = status.peak_rss_bytes;
             d.summary = "Worker " + std::to_string(pid) + " " + how + " while running " +
                         tasks_.describe(*id) + ", " + format_duration(d.task_run_time) +
                         " into it; it had been up " + format_elapsed(w.child.process_start(), now) +
-                        describe_memory(status.peak_rss_bytes) + "." + describe_output(d.log_tail);
+                        "." + describe_output(d.log_tail);
             ++counters.worker_died;
             tasks_.forget(*id);
             tasks_.release(s);
@@ -513,18 +528,23 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
     }
     after_exit(s, now);
     if (report_.events_wanted()) {
-        std::string next;
-        if (w.child.state() == child_state::backoff) {
-            next = w.child.timer() == time_point::max()
-                       ? "; restarting when its turn to start comes"
-                       : "; restarting in " + format_elapsed(now, w.child.timer());
-        } else if (w.child.state() == child_state::starting) {
-            next = "; restarted at once";
-        }
         report_.event(worker_event::kind::exited, s, pid,
-                      who + " " + how + " while " + to_string(was) + next);
+                      who + " " + how + " while " + to_string(was) + describe_next_start(s, now));
     }
     settle(now);
+}
+
+std::string pool_core::describe_next_start(slot_id s, time_point now) const {
+    const auto& child = workers_[s].child;
+    if (child.state() == child_state::starting) {
+        return "; restarted at once";
+    }
+    if (child.state() != child_state::backoff) {
+        return {};
+    }
+    return child.timer() == time_point::max()
+               ? "; restarting when its turn to start comes"
+               : "; restarting in " + format_elapsed(now, child.timer());
 }
 
 void pool_core::after_exit(slot_id s, time_point now) {
@@ -731,6 +751,7 @@ pool_stats pool_core::stats() const {
     st.inter_op_threads = params_.inter_op_threads;
     st.fork_server_pid = server_.child().pid();
     st.fork_server_ready = server_.ready();
+    st.last_start_error = restart_.last_error();
     return st;
 }
 

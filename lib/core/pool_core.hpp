@@ -34,6 +34,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -42,7 +43,11 @@ namespace torchpool::core {
 
 class pool_core final {
 public:
-    explicit pool_core(const pool_params& params);
+    /// Reads the memory of the live process `pid` (injected: /proc in the driver, a fake
+    /// in tests); nullopt if it cannot.
+    using memory_probe = std::function<std::optional<worker_memory>(int pid)>;
+
+    explicit pool_core(const pool_params& params, memory_probe probe = {});
     // Its units hold references into it.
     pool_core(const pool_core&) = delete;
     pool_core& operator=(const pool_core&) = delete;
@@ -71,6 +76,8 @@ public:
     void on_spawned(slot_id slot, int pid, time_point now);
     /// The process of `slot` could not be started at all (fork or exec setup failed).
     void on_spawn_error(slot_id slot, std::string why, time_point now);
+    /// Something the host should know about the pool as a whole (a `notice` event).
+    void note(std::string what);
     void on_message(slot_id slot, wire::message&& msg, time_point now);
     /// The worker broke the protocol; `what` is a verb phrase ("sent a malformed message:
     /// ..."), used in the task's diagnostics.
@@ -139,9 +146,15 @@ private:
     void complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, time_point now);
     void on_deadline(task_id id, time_point now);
     void on_worker_timer(slot_id s, time_point now);
-    task_diagnostics worker_diagnostics(slot_id s, time_point now) const;
+    /// What the caller learns of the worker in slot `s`; `alive`: its process has not been
+    /// reaped, so its memory can be read (a reaped pid may already be another process's).
+    task_diagnostics worker_diagnostics(slot_id s, time_point now, bool alive) const;
+    /// "; restarting in 96 ms", "; restarted at once", ...: what comes next for slot `s`
+    /// after its process ended or could not be made.
+    std::string describe_next_start(slot_id s, time_point now) const;
 
     pool_params params_;
+    memory_probe probe_;
     action_queue actions_;
     report report_;
     restart_policy restart_;

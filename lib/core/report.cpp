@@ -40,13 +40,16 @@ std::string describe_exit(const exit_status& status) {
     return "ended";
 }
 
-std::string describe_memory(std::optional<std::uint64_t> bytes) {
-    if (!bytes) {
+std::string describe_memory(const std::optional<worker_memory>& memory) {
+    if (!memory) {
         return {};
     }
-    char text[48];
-    std::snprintf(text, sizeof text, "; its peak memory was %.1f MiB",
-                  static_cast<double>(*bytes) / (1024.0 * 1024.0));
+    char text[160];
+    const auto mib = [](std::uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
+    std::snprintf(text, sizeof text,
+                  "; just before, it held %.1f MiB of its own (private; PSS %.1f MiB, RSS %.1f "
+                  "MiB)",
+                  mib(memory->private_bytes), mib(memory->pss_bytes), mib(memory->rss_bytes));
     return text;
 }
 

@@ -8,6 +8,7 @@
 #include "types.hpp"
 #include <torchpool/events.hpp>
 #include <torchpool/stats.hpp>
+#include <torchpool/task.hpp>
 
 #include <chrono>
 #include <string>
@@ -39,8 +40,9 @@ std::string format_duration(std::chrono::milliseconds d);
 std::string format_elapsed(time_point from, time_point to);
 /// "was killed by signal SIGSEGV (core dumped)", "exited with code 3", ...
 std::string describe_exit(const exit_status& status);
-/// "; its peak memory was 8.0 MiB", or nothing when unknown.
-std::string describe_memory(std::optional<std::uint64_t> bytes);
+/// "; just before, it held 8.0 MiB of its own (private; PSS 9.1 MiB, RSS 20.3 MiB)", or
+/// nothing when unknown.
+std::string describe_memory(const std::optional<worker_memory>& memory);
 /// " Its last output line: \"...\"." or " It wrote nothing to stdout or stderr."
 std::string describe_output(const std::string& log);
 /// "task 7 ('crash')", or "task 7" when its method is not known.

@@ -19,7 +19,6 @@ struct exit_status {
     std::optional<int> exit_code;
     std::optional<int> signal;
     bool core_dumped = false;
-    std::optional<std::uint64_t> peak_rss_bytes;
 };
 
 /// Why the pool stops a worker process.

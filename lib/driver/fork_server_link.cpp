@@ -101,7 +101,15 @@ bool fork_server_link::take_packets(std::vector<server_packet>& out) {
         if (n == 0) {
             return false;
         }
-        if ((msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) != 0 || n % 8 != 0) {
+        if ((msg.msg_flags & MSG_CTRUNC) != 0 && (msg.msg_flags & MSG_TRUNC) == 0) {
+            // Not the server's fault: the kernel could not install the descriptors here.
+            packet.what = std::string(
+                "sent descriptors that this process could not receive (MSG_CTRUNC): it has "
+                "no descriptor left under its open-file limit (RLIMIT_NOFILE)");
+            out.push_back(std::move(packet));
+            return false;
+        }
+        if ((msg.msg_flags & MSG_TRUNC) != 0 || n % 8 != 0) {
             packet.what = std::string("sent a message that is not a whole Cap'n Proto frame");
             out.push_back(std::move(packet));
             return false;

@@ -44,6 +44,16 @@ std::vector<std::string> worker_environment(const pool_params& params) {
     return env;
 }
 
+// Descriptors the pool holds at most: three per worker (pidfd, channel, output pipe) and,
+// with a fork server, its three and a pidfd per helper.
+std::uint64_t descriptors_needed(const pool_params& params) {
+    std::uint64_t n = 3 * params.workers;
+    if (params.worker.start == start_mode::fork_server) {
+        n += 3 + usable_cores();
+    }
+    return n;
+}
+
 shared_frame share(wire::frame f) {
     return std::make_shared<const wire::frame>(std::move(f));
 }
@@ -51,9 +61,10 @@ shared_frame share(wire::frame f) {
 }  // namespace
 
 pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
-    : completion_(ex),
+    : fds_(descriptors_needed(params), "a pool of " + std::to_string(params.workers) + " workers"),
+      completion_(ex),
       params_(params),
-      core_(params),
+      core_(params, posix::read_memory),
       launcher_(params.worker, worker_environment(params),
                 params.worker.start == start_mode::fork_server ? SOCK_SEQPACKET : SOCK_STREAM),
       server_(ex),
@@ -67,11 +78,16 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
 
 pool_impl::~pool_impl() {
     // Normally every child has been reaped by now. If the execution context went away
-    // first, do not leave processes or zombies behind (side processes: their destructor).
+    // first, do not leave processes or zombies behind, without waiting long for one that
+    // will not go: all are killed at once, then reaped within one time limit.
+    std::vector<int> pidfds;
     for (auto& w : workers_) {
-        w->process.kill_and_reap();
+        pidfds.push_back(w->process.pidfd_if_alive());
     }
-    server_.process().kill_and_reap();
+    pidfds.push_back(server_.process().pidfd_if_alive());
+    std::erase(pidfds, -1);
+    side_.append_pidfds(pidfds);
+    posix::kill_and_reap(pidfds, posix::teardown_limit);
 }
 
 // --- the public operations ---------------------------------------------------------------
@@ -129,6 +145,16 @@ void pool_impl::do_run(run_handler handler) {
         return;
     }
     run_called_ = true;
+    if (fds_.room().raised()) {
+        core_.note("raised this process's soft limit on open files (RLIMIT_NOFILE) from " +
+                   std::to_string(fds_.room().soft_before) + " to " +
+                   std::to_string(fds_.room().soft_after) + " (its hard limit is " +
+                   std::to_string(fds_.room().hard) + "), since " +
+                   std::to_string(params_.workers) +
+                   " workers hold 3 descriptors each in this process; the workers themselves "
+                   "get the limit of " +
+                   std::to_string(fds_.room().soft_before) + " back");
+    }
     if (!core_.start(core::clock::now())) {
         // Shut down or cancelled before it was ever run: nothing to supervise.
         completion_.complete(std::move(handler), error_code());

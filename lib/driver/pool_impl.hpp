@@ -12,6 +12,7 @@
 #pragma once
 
 #include "../core/pool_core.hpp"
+#include "../posix/limits.hpp"
 #include "../posix/process.hpp"
 #include "completion.hpp"
 #include "fork_server_link.hpp"
@@ -50,7 +51,11 @@ public:
     void submit(submit_handler&& handler, request&& req);
     void shutdown(run_handler handler);
     void cancel();
-    pool_stats stats() const { return core_.stats(); }
+    pool_stats stats() const {
+        pool_stats s = core_.stats();
+        s.open_files_limit = fds_.room().soft_after;
+        return s;
+    }
 
 private:
     struct worker_io {
@@ -102,6 +107,9 @@ private:
     void on_helper_end(int pid, const core::exit_status& status);
     void finish_server_exit_when_read();
 
+    // Descriptors reserved under the open-file limit while the pool exists; first, so that a
+    // pool that cannot fit fails before anything else is made.
+    posix::fd_reservation fds_;
     completion_context completion_;
     pool_params params_;
     core::pool_core core_;

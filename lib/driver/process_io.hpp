@@ -58,13 +58,8 @@ public:
     }
     // Exited, whether reaped or not.
     bool has_exited() { return alive_ && posix::has_exited(pidfd_.native_handle()); }
-    // Only for destructors: no process may outlive the pool.
-    void kill_and_reap() {
-        if (alive_) {
-            posix::send_signal(pidfd_.native_handle(), SIGKILL);
-            posix::reap_blocking(pidfd_.native_handle());
-        }
-    }
+    // Only for destructors (posix::kill_and_reap): no process may outlive the pool.
+    int pidfd_if_alive() { return alive_ ? pidfd_.native_handle() : -1; }
 
     // Waits for the process to exit and reaps it (a spurious wake-up waits again); then,
     // with exit() set and the output read in flight cancelled, calls `exited()`.

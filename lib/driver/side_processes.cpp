@@ -3,15 +3,21 @@
 #include "../posix/process.hpp"
 
 #include <algorithm>
+#include <vector>
 
 #include <signal.h>
 
 namespace torchpool::detail {
 
 side_processes::~side_processes() {
+    std::vector<int> pidfds;
+    append_pidfds(pidfds);
+    posix::kill_and_reap(pidfds, posix::teardown_limit);  // at once if the pool did it
+}
+
+void side_processes::append_pidfds(std::vector<int>& out) {
     for (auto& p : processes_) {
-        posix::send_signal(p->pidfd.native_handle(), SIGKILL);
-        posix::reap_blocking(p->pidfd.native_handle());
+        out.push_back(p->pidfd.native_handle());
     }
 }
 

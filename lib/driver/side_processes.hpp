@@ -29,6 +29,9 @@ public:
     // A fork nobody wants (its slot stopped meanwhile): killed now, reaped when gone.
     void adopt_unwanted(posix::unique_fd pidfd, const std::shared_ptr<void>& keep);
     bool helpers_running() const;
+    /// The pidfds of every process not reaped yet, for a teardown that kills them all at
+    /// once (posix::kill_and_reap).
+    void append_pidfds(std::vector<int>& out);
 
 private:
     struct process {

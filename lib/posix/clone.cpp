@@ -5,12 +5,17 @@
 
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 namespace torchpool::posix {
+
+static_assert(parent_death_signal == SIGURG);
 
 void unique_fd::reset(int fd) noexcept {
     if (fd_ >= 0) {
@@ -19,26 +24,37 @@ void unique_fd::reset(int fd) noexcept {
     fd_ = fd;
 }
 
-void settle_child(int parent, int channel, int log, int stdin_fd) noexcept {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (::getppid() != parent) {
-        ::_exit(126);  // the parent died before we could ask to die with it
+// Raw system calls only: in a child that shares the host's memory (spawn_shared), the
+// wrappers that sanitizers intercept (sigaction, dup2, _exit, ...) would update the
+// sanitizer's state of the host from the child, and ThreadSanitizer's do crash there.
+[[noreturn]] TORCHPOOL_SHARED_CHILD void exit_now(int code) noexcept {
+    for (;;) {
+        ::syscall(SYS_exit_group, code);
+    }
+}
+
+TORCHPOOL_SHARED_CHILD void settle_child(int parent, int channel, int log, int stdin_fd) noexcept {
+    ::syscall(SYS_prctl, PR_SET_PDEATHSIG, parent_death_signal, 0, 0, 0);
+    if (::syscall(SYS_getppid) != parent) {
+        exit_now(126);  // the parent died before we could ask to die with it
     }
     // Move our ends above the target numbers first, in case they are 0..3 themselves.
-    const int moved_channel = ::fcntl(channel, F_DUPFD, 10);
-    const int moved_log = ::fcntl(log, F_DUPFD, 10);
-    const int moved_stdin = stdin_fd >= 0 ? ::fcntl(stdin_fd, F_DUPFD, 10) : -1;
+    auto move_up = [](int fd) { return static_cast<int>(::syscall(SYS_fcntl, fd, F_DUPFD, 10)); };
+    auto put_at = [](int fd, int target) { return ::syscall(SYS_dup3, fd, target, 0) >= 0; };
+    const int moved_channel = move_up(channel);
+    const int moved_log = move_up(log);
+    const int moved_stdin = stdin_fd >= 0 ? move_up(stdin_fd) : -1;
     if (moved_channel < 0 || moved_log < 0 || (stdin_fd >= 0 && moved_stdin < 0) ||
-        (moved_stdin >= 0 && ::dup2(moved_stdin, 0) < 0) || ::dup2(moved_log, 1) < 0 ||
-        ::dup2(moved_log, 2) < 0 || ::dup2(moved_channel, channel_fd) < 0) {
-        ::_exit(126);
+        (moved_stdin >= 0 && !put_at(moved_stdin, 0)) || !put_at(moved_log, 1) ||
+        !put_at(moved_log, 2) || !put_at(moved_channel, channel_fd)) {
+        exit_now(126);
     }
     ::syscall(SYS_close_range, channel_fd + 1, ~0U, 0);
 }
 
-bool write_all(int fd, const char* text, std::size_t size) noexcept {
+TORCHPOOL_SHARED_CHILD bool write_all(int fd, const char* text, std::size_t size) noexcept {
     while (size > 0) {
-        const ssize_t n = ::write(fd, text, size);
+        const auto n = static_cast<ssize_t>(::syscall(SYS_write, fd, text, size));
         if (n < 0 && errno == EINTR) {
             continue;
         }
@@ -56,29 +72,44 @@ bool set_nonblocking(int fd) noexcept {
     return flags >= 0 && ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) == 0;
 }
 
-long create_child(spawn_method method, int* pidfd) noexcept {
+long spawn_shared(spawn_method method, int (*child)(void*), void* arg, int* pidfd) noexcept {
     *pidfd = -1;
-    switch (method) {
-        case spawn_method::clone3: {
-            clone_args args{};
-            args.flags = CLONE_PIDFD;
-            args.pidfd = reinterpret_cast<std::uint64_t>(pidfd);
-            args.exit_signal = SIGCHLD;
-            return ::syscall(SYS_clone3, &args, sizeof args);
-        }
-        case spawn_method::clone:
-#if defined(__x86_64__)
-            // x86-64 order: flags, stack, parent_tid (receives the pidfd), child_tid, tls.
-            return ::syscall(SYS_clone, CLONE_PIDFD | SIGCHLD, nullptr, pidfd, nullptr, 0);
-#else
-            errno = ENOSYS;
-            return -1;
-#endif
-        case spawn_method::fork:
-            return ::fork();
+    // The child's stack: a guard page below 64 KiB, enough for exec and the setup before
+    // it. Freed once clone returns, since by then the child has exec'd or exited.
+    constexpr std::size_t guard = 4096, size = 64 * 1024 + guard;
+    void* stack = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+    if (stack == MAP_FAILED) {
+        return -1;
     }
-    errno = EINVAL;
-    return -1;
+    ::mprotect(stack, guard, PROT_NONE);
+    sigset_t all, old;
+    ::sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
+    int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
+    if (method == spawn_method::pidfd) {
+        flags |= CLONE_PIDFD;
+    }
+    // With CLONE_PIDFD the kernel writes the pidfd where the parent's tid would go.
+    const long pid = ::clone(child, static_cast<char*>(stack) + size, flags, arg, pidfd);
+    const int err = errno;
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    ::munmap(stack, size);
+    if (pid < 0) {
+        errno = err;
+        return -1;
+    }
+    if (method == spawn_method::pidfd_open) {
+        *pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+        if (*pidfd < 0) {
+            const int open_err = errno;
+            ::kill(static_cast<pid_t>(pid), SIGKILL);
+            ::waitpid(static_cast<pid_t>(pid), nullptr, 0);  // ours, killed: at once
+            errno = open_err;
+            return -1;
+        }
+    }
+    return pid;
 }
 
 long create_sibling(int* pidfd) noexcept {
@@ -87,7 +118,24 @@ long create_sibling(int* pidfd) noexcept {
     args.flags = CLONE_PARENT | CLONE_PIDFD;
     args.pidfd = reinterpret_cast<std::uint64_t>(pidfd);
     args.exit_signal = 0;  // must be 0 with CLONE_PARENT; the child gets our SIGCHLD
-    return ::syscall(SYS_clone3, &args, sizeof args);
+    // What glibc's fork does besides the system call. (1) The kernel writes the child's
+    // thread id where glibc keeps this thread's (the address glibc gave set_tid_address),
+    // so that pthread_self() in the child is the child's own thread: without it,
+    // pthread_setaffinity_np(pthread_self(), ...) in a worker would change the server.
+    int* tid_address = nullptr;
+    if (::prctl(PR_GET_TID_ADDRESS, &tid_address) == 0 && tid_address != nullptr) {
+        args.flags |= CLONE_CHILD_SETTID | CLONE_CHILD_CLEARTID;
+        args.child_tid = reinterpret_cast<std::uint64_t>(tid_address);
+    }
+    // (2) The kernel forgets the robust-futex list in a child; glibc registers it again.
+    void* robust_head = nullptr;
+    std::size_t robust_size = 0;
+    ::syscall(SYS_get_robust_list, 0, &robust_head, &robust_size);
+    const long pid = ::syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0 && robust_head != nullptr) {
+        ::syscall(SYS_set_robust_list, robust_head, robust_size);
+    }
+    return pid;
 }
 
 }  // namespace torchpool::posix

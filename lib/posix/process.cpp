@@ -1,5 +1,7 @@
 #include "process.hpp"
 
+#include "limits.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
@@ -10,6 +12,7 @@
 
 #include <fcntl.h>
 #include <linux/sched.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -49,26 +52,45 @@ struct child_setup {
     int devnull;
 };
 
-[[noreturn]] void run_child(const child_setup& c) noexcept {
-    sigset_t none;
-    ::sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+// The new process, until exec: it shares the host's memory (spawn_shared), with every
+// signal blocked. Handlers are reset before signals are let in, so none of the host's runs.
+// Raw system calls only (see settle_child): no wrapper a sanitizer intercepts.
+TORCHPOOL_SHARED_CHILD int run_child(void* arg) noexcept {
+    const auto& c = *static_cast<const child_setup*>(arg);
+    struct kernel_sigaction {  // the kernel's layout, for rt_sigaction
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)();
+        std::uint64_t mask;
+    };
+    const kernel_sigaction dfl{SIG_DFL, 0, nullptr, 0};
     for (int sig = 1; sig < NSIG; ++sig) {
-        struct sigaction dfl {};
-        dfl.sa_handler = SIG_DFL;
-        ::sigaction(sig, &dfl, nullptr);  // fails harmlessly for SIGKILL, SIGSTOP, ...
+        // Fails harmlessly for SIGKILL, SIGSTOP and the numbers glibc keeps for itself.
+        ::syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof dfl.mask);
     }
+    const std::uint64_t none = 0;
+    ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, nullptr, sizeof none);
     settle_child(c.parent, c.channel, c.log, c.devnull);
-    ::execve(c.executable, c.argv, c.envp);
-    const int err = errno;
+    if (const auto soft = soft_fd_limit_for_children()) {
+        // The host's own limit, which the pool raised for itself (after settle_child: the
+        // descriptors above it are closed by now).
+        rlimit limit{};
+        if (::syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, nullptr, &limit) == 0 &&
+            *soft < limit.rlim_cur) {
+            limit.rlim_cur = *soft;
+            ::syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &limit, nullptr);
+        }
+    }
+    ::syscall(SYS_execve, c.executable, c.argv, c.envp);
+    const int err = errno;  // (the host thread's errno, shared; it is suspended until now)
     write_all(2, c.exec_failure_prefix->data(), c.exec_failure_prefix->size());
     const char* why = ::strerrordesc_np(err);
     write_all(2, why, std::strlen(why));
     write_all(2, "\n", 1);
-    ::_exit(127);
+    exit_now(127);
 }
 
-core::exit_status to_exit_status(const siginfo_t& info, const rusage& usage) {
+core::exit_status to_exit_status(const siginfo_t& info) {
     core::exit_status status;
     switch (info.si_code) {
         case CLD_EXITED:
@@ -82,9 +104,6 @@ core::exit_status to_exit_status(const siginfo_t& info, const rusage& usage) {
             break;
         default:
             break;
-    }
-    if (usage.ru_maxrss > 0) {
-        status.peak_rss_bytes = static_cast<std::uint64_t>(usage.ru_maxrss) * 1024;
     }
     return status;
 }
@@ -108,6 +127,7 @@ launcher::launcher(const worker_params& params, const std::vector<std::string>& 
     env.insert(env.end(), params.env.begin(), params.env.end());
     env.push_back("TORCHPOOL_WORKER_SLOT=0000000000");  // room for any slot, rewritten by spawn
     env.push_back("TORCHPOOL_CHANNEL_FD=" + std::to_string(channel_fd));
+    env.push_back(std::string(host_pid_variable) + "=" + std::to_string(::getpid()));
     std::unordered_map<std::string_view, std::size_t> last;
     for (std::size_t i = 0; i < env.size(); ++i) {
         last[env_name(env[i])] = i;
@@ -117,7 +137,11 @@ launcher::launcher(const worker_params& params, const std::vector<std::string>& 
             strings_.push_back(env[i]);  // a copy: `last` points into env
         }
     }
-    slot_entry_ = strings_.size() - 2;
+    for (std::size_t i = argc; i < strings_.size(); ++i) {
+        if (env_name(strings_[i]) == "TORCHPOOL_WORKER_SLOT") {
+            slot_entry_ = i;
+        }
+    }
     // strings_ no longer changes size, so these pointers stay valid.
     for (std::size_t i = 0; i < strings_.size(); ++i) {
         (i < argc ? argv_ : envp_).push_back(strings_[i].data());
@@ -145,25 +169,28 @@ std::variant<spawned_process, std::string> launcher::spawn(std::size_t slot) {
         return "cannot create a worker log pipe: " + errno_text(errno);
     }
     unique_fd host_log(log[0]), child_log(log[1]);
+    if (!set_nonblocking(host_channel.get()) || !set_nonblocking(host_log.get())) {
+        return "cannot make worker descriptors non-blocking: " + errno_text(errno);
+    }
     unique_fd devnull(::open("/dev/null", O_RDONLY | O_CLOEXEC));
     if (!devnull) {
         return "cannot open /dev/null: " + errno_text(errno);
     }
 
-    const child_setup setup{executable_.c_str(),   argv_.data(), envp_.data(),
-                            &exec_failure_prefix_, ::getpid(),   child_channel.get(),
-                            child_log.get(),       devnull.get()};
+    child_setup setup{executable_.c_str(),   argv_.data(), envp_.data(),
+                      &exec_failure_prefix_, ::getpid(),   child_channel.get(),
+                      child_log.get(),       devnull.get()};
     int pidfd = -1;
     long pid = -1;
-    // Fall back, once for the process, when a method is not available here (clone3 is
-    // refused with ENOSYS by older kernels, Docker's default seccomp profile and valgrind).
-    static std::atomic<int> preferred{static_cast<int>(spawn_method::clone3)};
+    // Fall back, once for the process, where CLONE_PIDFD is refused (kernels before 5.2,
+    // some seccomp profiles).
+    static std::atomic<int> preferred{static_cast<int>(spawn_method::pidfd)};
     for (int m = preferred.load(std::memory_order_relaxed);; ++m) {
         const auto method = static_cast<spawn_method>(m);
-        pid = create_child(method, &pidfd);
-        const bool unavailable = pid < 0 && (errno == ENOSYS || errno == EPERM ||
-                                             (errno == EINVAL && method != spawn_method::fork));
-        if (!unavailable || method == spawn_method::fork) {
+        pid = spawn_shared(method, run_child, &setup, &pidfd);
+        const bool unavailable = pid < 0 && method == spawn_method::pidfd &&
+                                 (errno == ENOSYS || errno == EPERM || errno == EINVAL);
+        if (!unavailable) {
             preferred.store(m, std::memory_order_relaxed);
             break;
         }
@@ -171,38 +198,17 @@ std::variant<spawned_process, std::string> launcher::spawn(std::size_t slot) {
     if (pid < 0) {
         return "cannot create a worker process: " + errno_text(errno);
     }
-    if (pid == 0) {
-        run_child(setup);
-    }
-    if (pidfd < 0) {
-        // Created by fork(): the pidfd is opened now. Only if the host ignores SIGCHLD could
-        // the child have been reaped already (and then this fails cleanly).
-        pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-        if (pidfd < 0) {
-            const std::string why = errno_text(errno);
-            ::kill(static_cast<pid_t>(pid), SIGKILL);
-            return "cannot open a pidfd for worker " + std::to_string(pid) + ": " + why;
-        }
-    }
-    unique_fd owned_pidfd(pidfd);
-    ::fcntl(pidfd, F_SETFD, FD_CLOEXEC);
-    if (!set_nonblocking(host_channel.get()) || !set_nonblocking(host_log.get())) {
-        const std::string why = errno_text(errno);
-        send_signal(pidfd, SIGKILL);
-        reap_blocking(pidfd);
-        return "cannot make worker descriptors non-blocking: " + why;
-    }
-    return spawned_process{static_cast<int>(pid), std::move(owned_pidfd), std::move(host_channel),
+    return spawned_process{static_cast<int>(pid), unique_fd(pidfd), std::move(host_channel),
                            std::move(host_log)};
 }
 
 std::optional<core::exit_status> try_reap(int pidfd) {
     siginfo_t info{};
-    rusage usage{};
     for (;;) {
-        // The raw system call, because glibc's waitid() does not return the rusage.
-        const long r = ::syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED | WNOHANG, &usage);
-        if (r == 0) {
+        // (Not its rusage: ru_maxrss of a child counts the memory of the process it was
+        // copied from, the host's or the fork server's, so it says nothing of the worker.)
+        if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(pidfd), &info,
+                     WEXITED | WNOHANG) == 0) {
             break;
         }
         if (errno == EINTR) {
@@ -214,7 +220,7 @@ std::optional<core::exit_status> try_reap(int pidfd) {
     if (info.si_pid == 0) {
         return std::nullopt;  // a spurious wake-up: still running
     }
-    return to_exit_status(info, usage);
+    return to_exit_status(info);
 }
 
 bool has_exited(int pidfd) {
@@ -230,18 +236,64 @@ bool has_exited(int pidfd) {
     }
 }
 
-core::exit_status reap_blocking(int pidfd) {
-    siginfo_t info{};
-    rusage usage{};
+std::size_t kill_and_reap(std::span<const int> pidfds, std::chrono::milliseconds limit) {
+    for (int fd : pidfds) {
+        send_signal(fd, SIGKILL);
+    }
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    std::vector<pollfd> waiting;
+    for (int fd : pidfds) {
+        waiting.push_back({fd, POLLIN, 0});
+    }
     for (;;) {
-        const long r = ::syscall(SYS_waitid, P_PIDFD, pidfd, &info, WEXITED, &usage);
-        if (r == 0) {
-            return to_exit_status(info, usage);
+        // Reap what has exited; keep waiting for the rest.
+        std::erase_if(waiting, [](const pollfd& p) { return try_reap(p.fd).has_value(); });
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (waiting.empty() || left.count() <= 0) {
+            return waiting.size();
         }
-        if (errno != EINTR) {
-            return {};
+        if (::poll(waiting.data(), waiting.size(), static_cast<int>(left.count()) + 1) < 0 &&
+            errno != EINTR) {
+            return waiting.size();
         }
     }
+}
+
+std::optional<worker_memory> read_memory(int pid) {
+    // smaps_rollup sums the process's mappings in the kernel: one short read.
+    const std::string path = "/proc/" + std::to_string(pid) + "/smaps_rollup";
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return std::nullopt;
+    }
+    char text[4096];
+    std::size_t size = 0;
+    for (ssize_t n;
+         size < sizeof text - 1 && (n = ::read(fd, text + size, sizeof text - 1 - size)) != 0;) {
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        size += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    text[size] = '\0';
+    auto kib = [&](const char* field) -> std::optional<std::uint64_t> {
+        const char* at = std::strstr(text, field);
+        if (!at) {
+            return std::nullopt;
+        }
+        return std::strtoull(at + std::strlen(field), nullptr, 10) * 1024;
+    };
+    const auto rss = kib("\nRss:"), pss = kib("\nPss:");
+    const auto clean = kib("\nPrivate_Clean:"), dirty = kib("\nPrivate_Dirty:");
+    if (!rss || !pss || !clean || !dirty) {
+        return std::nullopt;  // a zombie, or a kernel without these fields
+    }
+    return worker_memory{.private_bytes = *clean + *dirty, .pss_bytes = *pss, .rss_bytes = *rss};
 }
 
 bool send_signal(int pidfd, int signo) noexcept {

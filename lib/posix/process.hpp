@@ -4,8 +4,11 @@
 #include "../core/types.hpp"
 #include "clone.hpp"
 #include <torchpool/pool_params.hpp>
+#include <torchpool/task.hpp>
 
+#include <chrono>
 #include <optional>
+#include <span>
 #include <string>
 #include <utility>
 #include <variant>
@@ -32,12 +35,12 @@ public:
     explicit launcher(const worker_params& params, const std::vector<std::string>& extra_env = {},
                       int channel_type = 1 /* SOCK_STREAM */);
 
-    /// Starts one worker with clone3(CLONE_PIDFD) (or, where that is refused, clone, then
-    /// fork + pidfd_open): no pid-reuse race, no SIGCHLD handler needed. In the child: signals
-    /// reset, PR_SET_PDEATHSIG(SIGKILL), the channel on fd 3, stdout and stderr into the log pipe,
-    /// stdin from /dev/null, every other fd closed, then exec. If exec fails, the child writes why
-    /// to its log and exits with 127. Returns the reason in words if the process could not be
-    /// created.
+    /// Starts one worker with spawn_shared (CLONE_VM | CLONE_VFORK | CLONE_PIDFD: nothing of
+    /// the host's memory is copied, no pid-reuse race, no SIGCHLD handler needed). In the
+    /// child: signal handlers reset, PR_SET_PDEATHSIG(parent_death_signal), the channel on
+    /// fd 3, stdout and stderr into the log pipe, stdin from /dev/null, every other fd
+    /// closed, then exec. If exec fails, the child writes why to its log and exits with 127.
+    /// Returns the reason in words if the process could not be created.
     /// The child finds `slot` in TORCHPOOL_WORKER_SLOT.
     std::variant<spawned_process, std::string> spawn(std::size_t slot = 0);
 
@@ -59,8 +62,18 @@ std::optional<core::exit_status> try_reap(int pidfd);
 /// (waitid with WNOWAIT: the one reaper still gets it).
 bool has_exited(int pidfd);
 
-/// Collects the exit status, waiting for it. Only for destructors, after SIGKILL.
-core::exit_status reap_blocking(int pidfd);
+/// Sends SIGKILL to every process of `pidfds`, then reaps them, waiting at most `limit` in
+/// all (a process in uninterruptible sleep, or dumping core, may take longer to go; it is
+/// left to exit on its own, as a zombie). Only for teardown, where no event loop is left.
+/// Returns how many were not reaped in time.
+std::size_t kill_and_reap(std::span<const int> pidfds, std::chrono::milliseconds limit);
+
+/// The time `kill_and_reap` waits in destructors.
+inline constexpr std::chrono::milliseconds teardown_limit{2'000};
+
+/// The memory of the live process `pid` (/proc/PID/smaps_rollup), or nullopt. Only for a
+/// child not yet reaped, whose pid cannot have been reused.
+std::optional<torchpool::worker_memory> read_memory(int pid);
 
 /// Sends `signo` through the pidfd (never by pid). False if the process is already gone.
 bool send_signal(int pidfd, int signo) noexcept;

@@ -76,7 +76,8 @@ std::vector<Tensor> get_tensors(capnp::List<schema::Tensor>::Reader in) {
             throw invalid_message{"tensor " + std::to_string(i) + " has unknown dtype " +
                                   std::to_string(raw_type)};
         }
-        Tensor value{.type = static_cast<dtype>(raw_type)};
+        Tensor value;
+        value.type = static_cast<dtype>(raw_type);
         for (auto d : t.getShape()) {
             value.shape.push_back(d);
         }

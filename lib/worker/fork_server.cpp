@@ -1,5 +1,7 @@
 #include "fork_server.hpp"
 
+#include "atfork.hpp"
+
 #include "../posix/clone.hpp"
 #include "../wire/codec.hpp"
 
@@ -63,6 +65,21 @@ std::size_t thread_count() {
     return n;
 }
 
+// posix::create_sibling with what glibc's fork() does around the system call: output
+// flushed (or the child would write our buffered output again) and the atfork handlers of
+// every library run, prepare before, then parent or child.
+long fork_like_glibc(int* pidfd) {
+    std::fflush(nullptr);
+    run_atfork_prepare();
+    const long pid = posix::create_sibling(pidfd);
+    if (pid == 0) {
+        run_atfork_child();
+    } else {
+        run_atfork_parent();
+    }
+    return pid;
+}
+
 struct server_context {
     int control_fd;
     pid_t pool;
@@ -85,9 +102,8 @@ outcome fork_one(const server_context& ctx, const wire::fork_request_msg& reques
     posix::unique_fd pool_channel(channel[0]), worker_channel(channel[1]);
     posix::unique_fd log_read(log[0]), log_write(log[1]);
     if (reply.error.empty()) {
-        std::fflush(nullptr);  // or the worker would write our buffered output again
         int pidfd = -1;
-        const long pid = posix::create_sibling(&pidfd);
+        const long pid = fork_like_glibc(&pidfd);
         if (pid == 0) {
             // The new worker hands itself over, with a pidfd of its own: so even if the server
             // dies right after the clone, the pool learns of it (the pool treats the server as
@@ -184,8 +200,7 @@ std::variant<int, forked_worker> serve_requests(const server_context& ctx) {
 // Returns true in the helper.
 bool start_helper(server_context& ctx, int server_pidfd) {
     int pidfd = -1;
-    std::fflush(nullptr);
-    const long pid = posix::create_sibling(&pidfd);
+    const long pid = fork_like_glibc(&pidfd);
     if (pid < 0) {
         std::fprintf(stderr, "torchpool fork server: cannot start a helper: %s\n",
                      std::strerror(errno));
@@ -195,7 +210,7 @@ bool start_helper(server_context& ctx, int server_pidfd) {
         ::close(pidfd);
         return false;
     }
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::prctl(PR_SET_PDEATHSIG, posix::parent_death_signal);  // see host_watch
     posix::unique_fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
     const wire::fork_reply_msg reply{.pid = static_cast<int>(::getpid()), .helper = true};
     const std::array<int, 1> fds = {self.get()};

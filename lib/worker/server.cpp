@@ -1,6 +1,7 @@
 #include "../wire/codec.hpp"
 #include "../wire/frame_reader.hpp"
 #include "fork_server.hpp"
+#include "host_watch.hpp"
 #include <torchpool/worker.hpp>
 
 #include <cerrno>
@@ -188,7 +189,9 @@ wire::hello_msg make_hello(const handler_table& handlers) {
 
 }  // namespace
 
-server::server() : server(channel_from_environment()) {}
+server::server() : server(channel_from_environment()) {
+    detail::die_with_host();
+}
 
 server::server(int channel_fd) : state_(std::make_unique<state>(state{channel_fd, {}, {}})) {}
 

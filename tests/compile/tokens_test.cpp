@@ -67,6 +67,43 @@ TEST_CASE("async_submit works with use_awaitable, as_tuple and awaitable operato
     });
 }
 
+// GCC 12 frees the members of a braced aggregate temporary inside a co_await expression
+// twice; request and tensor have constructors so that building them inline is safe. Each
+// shape below is one a user writes; under AddressSanitizer an aggregate would abort here.
+static_assert(!std::is_aggregate_v<request> && !std::is_aggregate_v<tensor>,
+              "request and tensor must stay non-aggregates (GCC 12 co_await bug)");
+
+TEST_CASE("requests and tensors built inside co_await expressions survive GCC 12",
+          "[tokens][gcc12]") {
+    run_coroutine([](asio::io_context& io) -> asio::awaitable<void> {
+        pool p(io.get_executor(), two_fake_workers());
+        p.async_run(asio::detached);
+        const std::string bytes(100, 'b');  // longer than the small-string buffer
+        auto [ec1, r1] = co_await p.async_submit(torchpool::request("echo", bytes),
+                                                 asio::as_tuple(asio::use_awaitable));
+        CHECK(r1.payload == bytes);
+        response r2 = co_await p.async_submit({"echo", bytes}, asio::use_awaitable);
+        CHECK(r2.payload == bytes);
+        // (A braced list such as a shape {4, 8} inside co_await does not even compile with
+        // GCC 12, "array used as initializer", so the shape is built first.)
+        const std::vector<std::int64_t> shape{4, 8};
+        response r3 = co_await p.async_submit(
+            torchpool::request(
+                "echo", bytes,
+                std::vector<tensor>(2, tensor(dtype::float32, shape, std::string(128, 'f')))),
+            asio::use_awaitable);
+        REQUIRE(r3.tensors.size() == 2);
+        CHECK(r3.tensors[1].data == std::string(128, 'f'));
+        auto [ec4, r4] = co_await p.async_submit(
+            torchpool::request("echo", bytes).with_timeout(std::chrono::milliseconds(5'000)),
+            asio::as_tuple(asio::use_awaitable));
+        CHECK(r4.payload == bytes);
+        CHECK(!ec1);
+        CHECK(!ec4);
+        co_await p.async_shutdown(asio::use_awaitable);
+    });
+}
+
 TEST_CASE("async_submit works with deferred", "[tokens]") {
     run_coroutine([](asio::io_context& io) -> asio::awaitable<void> {
         pool p(io.get_executor(), two_fake_workers());

@@ -29,6 +29,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <string>
+
+#include <pthread.h>
+#include <sched.h>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -59,6 +65,22 @@ void write_raw(const void* data, std::size_t size) {
     }
 }
 
+// What the atfork handlers registered in main saw: in a worker made by the fork server,
+// prepare ran in the server before the fork, child in the worker after it.
+int atfork_prepared = 0;
+int atfork_child_ran = 0;
+
+// The CPUs this thread may run on, as the kernel says ("0-1", "1").
+std::string own_cpus() {
+    std::ifstream in("/proc/thread-self/status");
+    for (std::string line; std::getline(in, line);) {
+        if (line.starts_with("Cpus_allowed_list:")) {
+            return line.substr(line.find_first_not_of(" \t", 18));
+        }
+    }
+    return "?";
+}
+
 int to_int(std::string_view text) {
     return std::atoi(std::string(text).c_str());
 }
@@ -85,6 +107,7 @@ int main(int argc, char** argv) {
         }
     }
 
+    ::pthread_atfork([] { ++atfork_prepared; }, nullptr, [] { atfork_child_ran = 1; });
     torchpool::worker::server server;
     std::string start_info = "start hook not run";
     server.on_start([&](const torchpool::worker::start_info& info) {
@@ -97,6 +120,23 @@ int main(int argc, char** argv) {
                      " forked=" + std::to_string(info.forked ? 1 : 0);
     });
     server.handle("start_info", [&](const call&) { return result{.payload = start_info}; });
+    server.handle("atfork", [](const call&) {
+#if defined(__SANITIZE_THREAD__)
+        return result{.payload = "not under ThreadSanitizer"};
+#else
+        return result{.payload = "prepare=" + std::to_string(atfork_prepared) +
+                                 " child=" + std::to_string(atfork_child_ran)};
+#endif
+    });
+    // Pins the calling thread to the CPU in the payload, as a LibTorch worker pinning its
+    // threads would, and answers with the CPUs the kernel now allows it.
+    server.handle("pin", [](const call& c) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(to_int(c.payload), &set);
+        const int err = ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
+        return result{.payload = err == 0 ? own_cpus() : std::string("error ") + std::strerror(err)};
+    });
     server.handle("parent",
                   [](const call&) { return result{.payload = std::to_string(::getppid())}; });
     server.handle("echo", [](const call& c) {
@@ -107,6 +147,15 @@ int main(int argc, char** argv) {
     server.handle("sleep", [](const call& c) {
         std::this_thread::sleep_for(std::chrono::milliseconds(to_int(c.payload)));
         return result{.payload = "slept"};
+    });
+    // Allocates and touches the payload's number of MiB, then blocks until killed.
+    server.handle("allocate_and_hang", [](const call& c) -> result {
+        const std::size_t bytes = static_cast<std::size_t>(to_int(c.payload)) << 20;
+        auto* block = static_cast<volatile char*>(std::malloc(bytes));
+        for (std::size_t i = 0; i < bytes; i += 4096) {
+            block[i] = 1;
+        }
+        block_forever();
     });
     server.handle("crash", [](const call& c) -> result {
         ::raise(to_int(c.payload));

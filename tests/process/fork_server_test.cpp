@@ -11,6 +11,9 @@
 #include <algorithm>
 #include <fstream>
 #include <set>
+#include <string>
+
+#include <sched.h>
 
 #include <signal.h>
 #include <unistd.h>
@@ -297,4 +300,64 @@ TEST_CASE("a fork server helper that dies alone gets the server replaced; worker
         co_await p.async_shutdown(asio::use_awaitable);
     });
     CHECK(child_pids().empty());
+}
+
+namespace {
+
+std::string cpus_of(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+    for (std::string line; std::getline(in, line);) {
+        if (line.starts_with("Cpus_allowed_list:")) {
+            return line.substr(line.find_first_not_of(" \t", 18));
+        }
+    }
+    return "?";
+}
+
+}  // namespace
+
+TEST_CASE("a forked worker is a process as fork() makes it: atfork handlers ran, and its "
+          "thread is its own (pinning it leaves the server alone)",
+          "[process][fork_server]") {
+    cpu_set_t allowed;
+    REQUIRE(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
+    int last_cpu = -1;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (CPU_ISSET(cpu, &allowed)) {
+            last_cpu = cpu;
+        }
+    }
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        pool p(io.get_executor(), {.worker = forked_fake_worker(), .workers = 2});
+        p.async_run(asio::detached);
+        auto [ec, r] = co_await p.async_submit(make_request("atfork"), tuple_awaitable);
+        REQUIRE(!ec);
+        // prepare ran in the server before each fork (the worker holds a copy of the count
+        // as it was then), child ran in the worker.
+        if (r.payload != "not under ThreadSanitizer") {
+            CHECK_THAT(r.payload, Catch::Contains("child=1"));
+            CHECK_THAT(r.payload, !Catch::Contains("prepare=0"));
+        }
+
+        const int server = p.stats().fork_server_pid;
+        REQUIRE(server > 0);
+        const std::string server_cpus = cpus_of(server);
+        auto [ec2, pinned] = co_await p.async_submit(
+            make_request("pin", std::to_string(last_cpu)), tuple_awaitable);
+        REQUIRE(!ec2);
+        CHECK(pinned.payload == std::to_string(last_cpu));
+        CHECK(cpus_of(server) == server_cpus);
+        co_await p.async_shutdown(tuple_awaitable);
+    });
+}
+
+TEST_CASE("a directly started worker runs no atfork handler", "[process]") {
+    run_coroutine([](asio::io_context& io) -> asio::awaitable<void> {
+        pool p(io.get_executor(), {.worker = fake_worker(), .workers = 1});
+        p.async_run(asio::detached);
+        auto [ec, r] = co_await p.async_submit(make_request("atfork"), tuple_awaitable);
+        CHECK(!ec);
+        CHECK((r.payload == "prepare=0 child=0" || r.payload == "not under ThreadSanitizer"));
+        co_await p.async_shutdown(tuple_awaitable);
+    });
 }

@@ -32,7 +32,7 @@ worker_params libtorch_worker(std::vector<std::string> args = {},
 tensor test_images(std::size_t n) {
     static const auto set =
         apps::read_fashion_mnist(apps::default_fashion_mnist_dir, apps::split::test);
-    tensor t{.type = dtype::float32, .shape = {static_cast<std::int64_t>(n), 1, 28, 28}};
+    tensor t(dtype::float32, {static_cast<std::int64_t>(n), 1, 28, 28});
     t.data.resize(n * apps::image_pixels * sizeof(float));
     auto* out = reinterpret_cast<float*>(t.data.data());
     for (std::size_t i = 0; i < n * apps::image_pixels; ++i) {
@@ -42,7 +42,7 @@ tensor test_images(std::size_t n) {
 }
 
 request infer(std::string method, std::vector<tensor> inputs) {
-    return {.method = std::move(method), .tensors = std::move(inputs)};
+    return request(std::move(method), {}, std::move(inputs));
 }
 
 // A model made here, with a method that runs for as long as asked.
@@ -57,7 +57,7 @@ std::string spinning_model_path() {
 }
 
 tensor scalar_int64(std::int64_t v) {
-    tensor t{.type = dtype::int64, .shape = {}};
+    tensor t(dtype::int64, {});
     t.data.assign(reinterpret_cast<const char*>(&v), sizeof v);
     return t;
 }
@@ -97,7 +97,7 @@ TEST_CASE("model errors fail the task with a message that names the problem; the
         pool p(io.get_executor(), {.worker = libtorch_worker(), .workers = 1});
         p.async_run(asio::detached);
         // Wrong shape: 100 values per image cannot be reshaped to 784.
-        tensor wrong_shape{.type = dtype::float32, .shape = {1, 100}};
+        tensor wrong_shape(dtype::float32, {1, 100});
         wrong_shape.data.resize(100 * sizeof(float));
         auto request3 = infer("forward", {wrong_shape});
         auto [ec1, r1] = co_await p.async_submit(std::move(request3), tuple_awaitable);
@@ -108,7 +108,7 @@ TEST_CASE("model errors fail the task with a message that names the problem; the
                                      "shape '[1, 784]' is invalid for input of size 100"));
 
         // Wrong dtype: booleans, which the model's arithmetic does not take.
-        tensor wrong_type{.type = dtype::boolean, .shape = {1, 784}};
+        tensor wrong_type(dtype::boolean, {1, 784});
         wrong_type.data.resize(784);
         auto request4 = infer("forward", {wrong_type});
         auto [ec2, r2] = co_await p.async_submit(std::move(request4), tuple_awaitable);
@@ -213,7 +213,7 @@ TEST_CASE("a LibTorch worker killed while it runs a model fails that task only",
                                    }});
         p.async_run(asio::detached);
         co_await changed.until([&] { return ready_pids.size() == 1; });
-        tensor x{.type = dtype::float32, .shape = {4}, .data = std::string(16, '\0')};
+        tensor x(dtype::float32, {4}, std::string(16, '\0'));
         bool done = false;
         boost::system::error_code spin_error;
         response spun;

@@ -37,7 +37,7 @@ inline worker_params fake_worker(std::vector<std::string> args = {}) {
 
 inline request make_request(std::string method, std::string payload = {},
                             std::chrono::milliseconds timeout = 0ms) {
-    return {.method = std::move(method), .payload = std::move(payload), .timeout = timeout};
+    return request(std::move(method), std::move(payload)).with_timeout(timeout);
 }
 
 /// Runs `body(io)` as a coroutine on a fresh io_context, for at most `limit`; fails the test

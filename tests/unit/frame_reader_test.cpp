@@ -100,7 +100,7 @@ TEST_CASE("a frame whose pointers leave the segment fails to decode, without thr
 }
 
 TEST_CASE("every message kind survives a round trip", "[wire]") {
-    tensor t{.type = dtype::int32, .shape = {2, 2}, .data = std::string(16, '\1')};
+    tensor t(dtype::int32, {2, 2}, std::string(16, '\1'));
     const std::vector<message> all = {
         hello_msg{.pid = 42,
                   .protocol_version = 1,
@@ -130,22 +130,22 @@ TEST_CASE("every message kind survives a round trip", "[wire]") {
 }
 
 TEST_CASE("a tensor whose bytes do not match its shape is refused by name", "[wire]") {
-    tensor bad{.type = dtype::float32, .shape = {2, 3}, .data = std::string(12, '\0')};
+    tensor bad(dtype::float32, {2, 3}, std::string(12, '\0'));
     CHECK_THAT(validate_tensor(bad), Catch::Contains("12 bytes") && Catch::Contains("[2,3]") &&
                                          Catch::Contains("float32") && Catch::Contains("24"));
     auto f = encode(reply_msg{.id = 1, .tensors = {bad}});
     auto decoded = decode(std::span<const capnp::word>(f.begin(), f.size()));
     REQUIRE(std::holds_alternative<decode_error>(decoded));
     CHECK_THAT(std::get<decode_error>(decoded).what, Catch::Contains("tensor 0"));
-    CHECK(validate_tensor(tensor{.type = dtype::int64, .shape = {-1}}) != "");
-    CHECK(validate_tensor(tensor{.type = dtype::uint8, .shape = {3}, .data = "abc"}).empty());
+    CHECK(validate_tensor(tensor(dtype::int64, {-1})) != "");
+    CHECK(validate_tensor(tensor(dtype::uint8, {3}, "abc")).empty());
 }
 
 TEST_CASE("a reply written from its segments is the same bytes as the flat encoding", "[wire]") {
     // Around 1 KiB the message moves from the stack buffer to a heap segment.
     for (std::size_t size : {0, 10, 900, 1000, 5000}) {
         reply_msg m{.id = 9, .payload = std::string(size, 'p')};
-        m.tensors.push_back({.type = dtype::uint8, .shape = {3}, .data = "abc"});
+        m.tensors.push_back(tensor(dtype::uint8, {3}, "abc"));
         const std::vector<tensor_view> views{tensor_view::of(m.tensors[0])};
         const reply_view view{.id = m.id, .payload = m.payload, .tensors = views};
         std::string written;

@@ -163,7 +163,7 @@ TEST_CASE("the SDK refuses a result tensor whose bytes do not match its shape", 
     server.handle("bad", [](const worker::call&) {
         return worker::result{
             .tensors = {tensor_view::owning(
-                {.type = dtype::float32, .shape = {4}, .data = std::string(3, 'x')})}};
+                tensor(dtype::float32, {4}, std::string(3, 'x')))}};
     });
     auto serving = pool.start(server);
     pool.send(wire::encode(request_frame(1, "bad")));

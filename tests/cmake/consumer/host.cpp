@@ -24,7 +24,7 @@ int main(int argc, char** argv) {
     asio::co_spawn(
         io,
         [&]() -> asio::awaitable<void> {
-            torchpool::request req{.method = "echo", .payload = "installed"};
+            torchpool::request req("echo", "installed");
             auto [ec, r] = co_await pool.async_submit(req, asio::as_tuple(asio::use_awaitable));
             ok = !ec && r.payload == "installed";
             std::printf("consumer: %s\n", ec ? r.diagnostics.summary.c_str() : r.payload.c_str());

@@ -19,8 +19,10 @@ namespace {
 struct harness {
     // The core is not movable (its units refer to each other); the harness is, so that
     // ready_harness can return one.
-    explicit harness(pool_params p)
-        : params(std::move(p)), owned(std::make_unique<pool_core>(params)), core(*owned) {}
+    explicit harness(pool_params p, pool_core::memory_probe probe = {})
+        : params(std::move(p)),
+          owned(std::make_unique<pool_core>(params, std::move(probe))),
+          core(*owned) {}
 
     std::vector<action> take() {
         std::vector<action> out(core.actions().begin(), core.actions().end());
@@ -144,15 +146,14 @@ TEST_CASE("a busy worker's death fails its task with the details and restarts wi
     h.now += 250ms;
 
     // The worker is killed by SIGSEGV while running task 7.
-    h.core.on_exit(slot, {.signal = SIGSEGV, .core_dumped = true, .peak_rss_bytes = 8 << 20},
-                   h.now);
+    h.core.on_exit(slot, {.signal = SIGSEGV, .core_dumped = true}, h.now);
     auto done = harness::only<complete_action>(h.take()).at(0);
     CHECK(done.error == errc::worker_died);
     const auto& d = done.result->diagnostics;
     CHECK(d.worker_pid == 100 + static_cast<int>(slot));
     CHECK(d.signal == SIGSEGV);
     CHECK(d.core_dumped);
-    CHECK(d.peak_rss_bytes == std::uint64_t{8 << 20});
+    CHECK(!d.memory);  // reaped: its memory can no longer be read
     CHECK(d.task_run_time == 250ms);
     CHECK(d.log_tail == "about to crash\n");
     CHECK_THAT(d.summary, Catch::Contains("SIGSEGV") && Catch::Contains("task 7") &&
@@ -191,7 +192,11 @@ TEST_CASE("a running task past its deadline times out, and its worker gets SIGTE
           "[core]") {
     auto params = two_workers();
     params.stop_grace = 500ms;
-    harness h(params);
+    std::vector<int> probed;  // the pids whose memory the core asked for
+    harness h(params, [&](int pid) -> std::optional<worker_memory> {
+        probed.push_back(pid);
+        return worker_memory{.private_bytes = 64 << 20, .pss_bytes = 65 << 20, .rss_bytes = 70 << 20};
+    });
     h.start_all_ready();
     h.core.submit(3, "hang", 200ms, h.now);
     const auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
@@ -206,6 +211,12 @@ TEST_CASE("a running task past its deadline times out, and its worker gets SIGTE
     auto done = harness::only<complete_action>(actions).at(0);
     CHECK(done.error == errc::timeout);
     CHECK(done.result->diagnostics.task_run_time == 200ms);
+    // Its memory, read before it is stopped.
+    CHECK(probed == std::vector<int>{100 + static_cast<int>(slot)});
+    REQUIRE(done.result->diagnostics.memory);
+    CHECK(done.result->diagnostics.memory->private_bytes == 64u << 20);
+    CHECK_THAT(done.result->diagnostics.summary,
+               Catch::Contains("64.0 MiB of its own (private; PSS 65.0 MiB, RSS 70.0 MiB)"));
     auto signals = harness::only<signal_action>(actions);
     REQUIRE(signals.size() == 1);
     CHECK(signals[0].signo == SIGTERM);
@@ -220,6 +231,7 @@ TEST_CASE("a running task past its deadline times out, and its worker gets SIGTE
     // Reaped: replaced at once, since the worker did nothing wrong by our count.
     h.core.on_exit(slot, {.signal = SIGKILL}, h.now);
     CHECK(harness::only<spawn_action>(h.take()).size() == 1);
+    CHECK(probed.size() == 1);  // a reaped pid is never read
     CHECK(h.core.stats().timed_out == 1);
     CHECK(h.core.stats().killed_by_pool == 1);
 }

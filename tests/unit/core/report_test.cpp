@@ -48,7 +48,10 @@ TEST_CASE("durations, exits, memory and output are said in plain words", "[repor
     CHECK(describe_exit({.exit_code = 3}) == "exited with code 3");
     CHECK(describe_exit({}) == "ended");
 
-    CHECK(describe_memory(std::uint64_t{8} << 20) == "; its peak memory was 8.0 MiB");
+    CHECK(describe_memory(worker_memory{.private_bytes = 8 << 20,
+                                        .pss_bytes = 9 << 20,
+                                        .rss_bytes = 20 << 20}) ==
+          "; just before, it held 8.0 MiB of its own (private; PSS 9.0 MiB, RSS 20.0 MiB)");
     CHECK(describe_memory(std::nullopt).empty());
 
     CHECK(describe_output("loading\nout of memory\n\n") ==

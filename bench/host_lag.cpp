@@ -1,0 +1,209 @@
+// How long a host's event loop stalls while its pool restarts workers that are SIGKILLed,
+// with a small heap and a large one, side by side in one run.
+//
+// The host is as a service would be: a 4-thread io_context, the pool on one strand, a 1 ms
+// steady_timer heartbeat on another. Once every worker is ready, a separate thread
+// SIGKILLs a random ready worker every few ms and the pool restarts them; the heartbeat
+// records how late each tick runs. Starting a worker must not copy the host's address
+// space (that is what made a 4 GiB host stall for hundreds of milliseconds), so the figures
+// with the large heap should match those with the small one.
+//
+// Usage: torchpool-bench-host-lag [--workers N] [--seconds S] [--kill-every-ms MS]
+//                                 [--heaps MIB,MIB,...]
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <signal.h>
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+struct options {
+    std::size_t workers = 64;
+    std::chrono::seconds duration{4};
+    std::chrono::milliseconds kill_every{5};
+    std::vector<std::size_t> heaps_mib{16, 4096};
+};
+
+struct lag {
+    double p50_ms = 0, p99_ms = 0, max_ms = 0;
+    std::size_t ticks = 0, kills = 0, restarts = 0;
+};
+
+lag measure(const std::string& worker, const options& opt, std::size_t heap_mib) {
+    // The host's heap, every page touched, as a service holding caches or models would.
+    std::vector<char> heap(heap_mib << 20);
+    for (std::size_t i = 0; i < heap.size(); i += 4096) {
+        heap[i] = 1;
+    }
+
+    asio::io_context io(4);
+    auto pool_strand = asio::make_strand(io);
+    auto beat_strand = asio::make_strand(io);
+    std::mutex m;
+    std::condition_variable changed;
+    std::vector<int> ready;  // pids of ready workers
+    torchpool::pool pool(pool_strand,
+                         {.worker = {.executable = worker},
+                          .workers = opt.workers,
+                          .restart_backoff = {.initial = 1ms, .max = 20ms},
+                          .on_worker_event = [&](const torchpool::worker_event& e) {
+                              std::lock_guard lock(m);
+                              if (e.what == torchpool::worker_event::kind::ready) {
+                                  ready.push_back(e.pid);
+                              } else if (e.what == torchpool::worker_event::kind::exited) {
+                                  std::erase(ready, e.pid);
+                              }
+                              changed.notify_all();
+                          }});
+    pool.async_run(asio::detached);
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 4; ++i) {
+        threads.emplace_back([&] { io.run(); });
+    }
+    {
+        std::unique_lock lock(m);
+        changed.wait(lock, [&] { return ready.size() == opt.workers; });
+    }
+
+    std::atomic<bool> stop{false};
+    std::vector<double> lags_ms;
+    asio::co_spawn(
+        beat_strand,
+        [&]() -> asio::awaitable<void> {
+            asio::steady_timer timer(beat_strand);
+            auto next = clock_type::now();
+            while (!stop) {
+                next += 1ms;
+                timer.expires_at(next);
+                co_await timer.async_wait(asio::use_awaitable);
+                const auto late = clock_type::now() - next;
+                lags_ms.push_back(std::chrono::duration<double, std::milli>(late).count());
+                next = std::max(next, clock_type::now());
+            }
+        },
+        asio::detached);
+
+    lag result;
+    std::mt19937 random(42);
+    const auto end = clock_type::now() + opt.duration;
+    while (clock_type::now() < end) {
+        int victim = 0;
+        {
+            std::lock_guard lock(m);
+            if (!ready.empty()) {
+                const auto i =
+                    std::uniform_int_distribution<std::size_t>(0, ready.size() - 1)(random);
+                victim = ready[i];
+                ready.erase(ready.begin() + static_cast<std::ptrdiff_t>(i));
+            }
+        }
+        if (victim > 0 && ::kill(victim, SIGKILL) == 0) {
+            ++result.kills;
+        }
+        std::this_thread::sleep_for(opt.kill_every);  // the pace of the kills
+    }
+    stop = true;
+    std::promise<torchpool::pool_stats> stats;
+    asio::post(pool_strand, [&] { stats.set_value(pool.stats()); });
+    result.restarts = stats.get_future().get().restarts;
+    std::promise<void> done;
+    pool.async_shutdown([&](boost::system::error_code) { done.set_value(); });
+    done.get_future().wait();
+    io.stop();
+    for (auto& t : threads) {
+        t.join();
+    }
+
+    std::sort(lags_ms.begin(), lags_ms.end());
+    result.ticks = lags_ms.size();
+    if (!lags_ms.empty()) {
+        auto at = [&](double q) {
+            return lags_ms[static_cast<std::size_t>(q * (lags_ms.size() - 1))];
+        };
+        result.p50_ms = at(0.50);
+        result.p99_ms = at(0.99);
+        result.max_ms = lags_ms.back();
+    }
+    return result;
+}
+
+std::vector<std::size_t> parse_list(const char* text) {
+    std::vector<std::size_t> values;
+    std::stringstream in(text);
+    for (std::string item; std::getline(in, item, ',');) {
+        values.push_back(std::stoul(item));
+    }
+    return values;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    options opt;
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (std::strcmp(argv[i], "--workers") == 0) {
+            opt.workers = std::stoul(argv[i + 1]);
+        } else if (std::strcmp(argv[i], "--seconds") == 0) {
+            opt.duration = std::chrono::seconds(std::stoul(argv[i + 1]));
+        } else if (std::strcmp(argv[i], "--kill-every-ms") == 0) {
+            opt.kill_every = std::chrono::milliseconds(std::stoul(argv[i + 1]));
+        } else if (std::strcmp(argv[i], "--heaps") == 0) {
+            opt.heaps_mib = parse_list(argv[i + 1]);
+        } else {
+            std::fprintf(stderr,
+                         "usage: %s [--workers N] [--seconds S] [--kill-every-ms MS] "
+                         "[--heaps MIB,MIB,...]\n",
+                         argv[0]);
+            return 2;
+        }
+    }
+    const auto worker =
+        (std::filesystem::canonical("/proc/self/exe").parent_path() / "torchpool-bench-noop-worker")
+            .string();
+    std::printf(
+        "Heartbeat lag (1 ms timer on another strand of a 4-thread io_context) while "
+        "%zu direct-mode workers are SIGKILLed (one every %lld ms) and restarted, for "
+        "%lld s per heap:\n\n",
+        opt.workers, static_cast<long long>(opt.kill_every.count()),
+        static_cast<long long>(opt.duration.count()));
+    std::printf("%10s %10s %10s %10s %8s %8s %9s\n", "heap", "p50 ms", "p99 ms", "max ms", "ticks",
+                "kills", "restarts");
+    std::vector<lag> results;
+    for (std::size_t mib : opt.heaps_mib) {
+        results.push_back(measure(worker, opt, mib));
+        const auto& r = results.back();
+        std::printf("%7zu MiB %10.3f %10.3f %10.3f %8zu %8zu %9zu\n", mib, r.p50_ms, r.p99_ms,
+                    r.max_ms, r.ticks, r.kills, r.restarts);
+        std::fflush(stdout);
+    }
+    if (results.size() >= 2 && results.front().p99_ms > 0) {
+        std::printf("\np99 with %zu MiB / p99 with %zu MiB: %.2fx\n", opt.heaps_mib.back(),
+                    opt.heaps_mib.front(), results.back().p99_ms / results.front().p99_ms);
+    }
+}

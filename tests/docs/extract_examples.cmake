@@ -1,0 +1,50 @@
+# Extracts the C++ examples of a Markdown file, so that they are compiled exactly as shown.
+#
+# Every ```cpp block must be preceded by a line `<!-- compiled as: NAME -->`; the block is
+# written to OUT_DIR/NAME.cpp (only when it changed, so that editing the README rebuilds
+# only what it must). A ```cpp block without that line is an error: no example may go
+# unchecked. Sets the list of names in the variable named by RESULT.
+function(torchpool_extract_examples markdown out_dir result)
+    file(READ "${markdown}" text)
+    set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${markdown}")
+    set(names)
+    set(fence_open "```cpp\n")
+    set(fence_close "\n```")
+    while(TRUE)
+        string(FIND "${text}" "${fence_open}" open)
+        if(open EQUAL -1)
+            break()
+        endif()
+        string(SUBSTRING "${text}" 0 ${open} before)
+        # The marker must be on the line just before the fence.
+        string(FIND "${before}" "\n" last_newline REVERSE)
+        string(SUBSTRING "${before}" 0 ${last_newline} before_line)
+        string(FIND "${before_line}" "\n" line_start REVERSE)
+        math(EXPR line_start "${line_start} + 1")
+        string(SUBSTRING "${before_line}" ${line_start} -1 marker_line)
+        if(NOT marker_line MATCHES "^<!-- compiled as: ([a-z_]+) -->$")
+            message(FATAL_ERROR "${markdown}: a ```cpp block is not preceded by a line "
+                                "'<!-- compiled as: NAME -->', so no test would compile it "
+                                "(the line before it is '${marker_line}')")
+        endif()
+        set(name "${CMAKE_MATCH_1}")
+        math(EXPR body_start "${open} + 7")
+        string(SUBSTRING "${text}" ${body_start} -1 text)
+        string(FIND "${text}" "${fence_close}" close)
+        if(close EQUAL -1)
+            message(FATAL_ERROR "${markdown}: the ```cpp block '${name}' is never closed")
+        endif()
+        string(SUBSTRING "${text}" 0 ${close} code)
+        string(SUBSTRING "${text}" ${close} -1 text)
+        set(path "${out_dir}/${name}.cpp")
+        set(old "")
+        if(EXISTS "${path}")
+            file(READ "${path}" old)
+        endif()
+        if(NOT old STREQUAL "${code}\n")
+            file(WRITE "${path}" "${code}\n")
+        endif()
+        list(APPEND names "${name}")
+    endwhile()
+    set(${result} "${names}" PARENT_SCOPE)
+endfunction()
