@@ -339,12 +339,19 @@ TEST_CASE("the memory attached to a failure is the worker's own", "[process][hos
         REQUIRE(r.diagnostics.memory);
         const auto& m = *r.diagnostics.memory;
         constexpr std::uint64_t mib = 1 << 20;
+#if defined(__SANITIZE_THREAD__)
+        // The worker is instrumented too: ThreadSanitizer's shadow of the 64 MiB it touched
+        // is its own memory as well (about as much again), still far from the host's.
+        constexpr std::uint64_t own_at_most = 160 * mib;
+#else
+        constexpr std::uint64_t own_at_most = 80 * mib;
+#endif
         CAPTURE(m.private_bytes / mib, m.pss_bytes / mib, m.rss_bytes / mib);
         CHECK(m.private_bytes >= 64 * mib);
-        CHECK(m.private_bytes < 80 * mib);
+        CHECK(m.private_bytes < own_at_most);
         CHECK(m.pss_bytes >= m.private_bytes);
         CHECK(m.rss_bytes >= m.pss_bytes);
-        CHECK(m.rss_bytes < 200 * mib);
+        CHECK(m.rss_bytes < own_at_most + 40 * mib);
         CHECK_THAT(r.diagnostics.summary, Catch::Contains("MiB of its own (private"));
         co_await p.async_shutdown(tuple_awaitable);
     });
