@@ -4,12 +4,14 @@
 // the memory the pool holds: the sum of PSS over its processes (/proc/PID/smaps_rollup)
 // and each worker's private memory.
 //
-// usage: torchpool-bench-fork-server [FORKED_WORKERS=256] [DIRECT_WORKERS=16] [MAX_STARTS=0]
+// usage: torchpool-bench-fork-server [FORKED_WORKERS=256] [DIRECT_WORKERS=16 (0: none)]
+//                                    [MAX_STARTS=0]
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/io_context.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -18,6 +20,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <sys/resource.h>
 
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
@@ -56,6 +60,7 @@ struct result {
     double worker_private_mib = 0;  // mean per worker
     double worker_pss_mib = 0;      // mean per worker
     std::size_t answered = 0;
+    std::uint64_t open_files_limit = 0;  // the pool's, after it raised it
 };
 
 result measure(const std::string& worker, std::size_t n, torchpool::start_mode mode,
@@ -81,6 +86,7 @@ result measure(const std::string& worker, std::size_t n, torchpool::start_mode m
             r.seconds = std::chrono::duration<double>(now - start).count();
             r.after_server_ready = std::chrono::duration<double>(now - server_ready).count();
             const auto stats = pool_ptr->stats();
+            r.open_files_limit = stats.open_files_limit;
             double worker_private = 0, worker_pss = 0;
             for (int pid : pids) {
                 const auto m = read_rollup(pid);
@@ -129,6 +135,12 @@ int main(int argc, char** argv) {
     const std::size_t direct = argc > 2 ? std::strtoul(argv[2], nullptr, 10) : 16;
     // pool_params::max_concurrent_starts; 0 = the pool's default (2 x cores, at least 4).
     const std::size_t starts = argc > 3 ? std::strtoul(argv[3], nullptr, 10) : 0;
+    rlimit files{};
+    ::getrlimit(RLIMIT_NOFILE, &files);
+    if (files.rlim_cur > 1024) {
+        files.rlim_cur = 1024;
+        ::setrlimit(RLIMIT_NOFILE, &files);
+    }
     const auto worker =
         (std::filesystem::read_symlink("/proc/self/exe").parent_path().parent_path() / "apps" /
          "torchpool-torch-worker")
@@ -141,6 +153,9 @@ int main(int argc, char** argv) {
         "worker)\n",
         f.answered, f.seconds, f.after_server_ready, f.total_pss_mib,
         f.total_pss_mib / static_cast<double>(forked), f.worker_private_mib);
+    std::printf("open files: the soft limit was %llu; the pool raised it to %llu\n",
+                static_cast<unsigned long long>(files.rlim_cur),
+                static_cast<unsigned long long>(f.open_files_limit));
     // The same without the fork server's helper processes (one fork at a time).
     const auto single = measure(worker, forked, torchpool::start_mode::fork_server, starts,
                                 {"TORCHPOOL_FORK_SERVER_HELPERS=0"});
@@ -149,24 +164,34 @@ int main(int argc, char** argv) {
         "ready); with helpers / without: %.2fx the time after ready\n",
         single.answered, single.seconds, single.after_server_ready,
         f.after_server_ready / single.after_server_ready);
-    const auto d = measure(worker, direct, torchpool::start_mode::direct, starts);
+    if (direct > 0) {  // 0: the fork server alone
+        const auto d = measure(worker, direct, torchpool::start_mode::direct, starts);
+        std::printf(
+            "direct spawn: %4zu workers answered in %6.2f s; summed PSS %7.1f MiB "
+            "(%.2f MiB per worker; %.2f MiB private per worker)\n",
+            d.answered, d.seconds, d.total_pss_mib, d.total_pss_mib / static_cast<double>(direct),
+            d.worker_private_mib);
+        const double f_per = f.seconds / static_cast<double>(forked);
+        const double d_per = d.seconds / static_cast<double>(direct);
+        std::printf(
+            "per worker, direct spawn / fork server: start-to-answer time %.1fx, memory "
+            "(PSS) %.1fx\n",
+            d_per / f_per,
+            (d.total_pss_mib / static_cast<double>(direct)) /
+                (f.total_pss_mib / static_cast<double>(forked)));
+        if (d.answered != direct) {
+            return 1;
+        }
+    }
+    // The project's targets on a 2-core machine: 256 workers in 2 s and 1 GiB, 1,024 in 4 s
+    // and 1.5 GiB.
+    const double target_seconds = forked <= 256 ? 2 : 4;
+    const double target_mib = forked <= 256 ? 1024 : 1536;
     std::printf(
-        "direct spawn: %4zu workers answered in %6.2f s; summed PSS %7.1f MiB "
-        "(%.2f MiB per worker; %.2f MiB private per worker)\n",
-        d.answered, d.seconds, d.total_pss_mib, d.total_pss_mib / static_cast<double>(direct),
-        d.worker_private_mib);
-    const double f_per = f.seconds / static_cast<double>(forked);
-    const double d_per = d.seconds / static_cast<double>(direct);
-    std::printf(
-        "per worker, direct spawn / fork server: start-to-answer time %.1fx, memory "
-        "(PSS) %.1fx\n",
-        d_per / f_per,
-        (d.total_pss_mib / static_cast<double>(direct)) /
-            (f.total_pss_mib / static_cast<double>(forked)));
-    std::printf(
-        "targets for %zu forked workers: under 2 s (%s from the start, %s once the fork "
-        "server was ready), under 1 GiB summed PSS (%s)\n",
-        forked, f.seconds < 2 ? "met" : "NOT met", f.after_server_ready < 2 ? "met" : "NOT met",
-        f.total_pss_mib < 1024 ? "met" : "NOT met");
-    return f.answered == forked && single.answered == forked && d.answered == direct ? 0 : 1;
+        "targets for %zu forked workers: under %.0f s (%s from the start, %s once the fork "
+        "server was ready), under %.1f GiB summed PSS (%s)\n",
+        forked, target_seconds, f.seconds < target_seconds ? "met" : "NOT met",
+        f.after_server_ready < target_seconds ? "met" : "NOT met", target_mib / 1024,
+        f.total_pss_mib < target_mib ? "met" : "NOT met");
+    return f.answered == forked && single.answered == forked ? 0 : 1;
 }

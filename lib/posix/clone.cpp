@@ -2,8 +2,8 @@
 
 #include <cerrno>
 #include <cstdint>
-
 #include <dlfcn.h>
+
 #include <fcntl.h>
 #include <linux/sched.h>
 #include <sched.h>

@@ -12,15 +12,14 @@
 #include <fstream>
 #include <future>
 #include <optional>
+#include <set>
 #include <sstream>
+#include <system_error>
 #include <thread>
 
-#include <set>
-#include <system_error>
-
 #include <poll.h>
-#include <sys/resource.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -85,7 +84,8 @@ TEST_CASE("workers outlive the host thread that started them", "[process][host]"
     std::thread runner([&] { io.run(); });
     std::vector<std::future<response>> results;
     for (int i = 0; i < 40; ++i) {
-        results.push_back(p.async_submit(make_request("echo", std::to_string(i)), asio::use_future));
+        results.push_back(
+            p.async_submit(make_request("echo", std::to_string(i)), asio::use_future));
     }
     for (int i = 0; i < 40; ++i) {
         CHECK(results[i].get().payload == std::to_string(i));
@@ -224,9 +224,10 @@ int in_child_process(Body body) {
 
 }  // namespace
 
-TEST_CASE("a pool whose descriptors pass the hard open-file limit fails at once, saying how "
-          "to raise it",
-          "[process][host][limits]") {
+TEST_CASE(
+    "a pool whose descriptors pass the hard open-file limit fails at once, saying how "
+    "to raise it",
+    "[process][host][limits]") {
     const int code = in_child_process([] {
         rlimit low{256, 256};
         if (::setrlimit(RLIMIT_NOFILE, &low) != 0) {
@@ -302,11 +303,12 @@ TEST_CASE("hundreds of workers start and serve under a soft open-file limit of 1
         p->async_run(asio::detached);
         io.run_for(120s);
         const auto s = p->stats();
-        std::printf("%zu answered by %zu workers; %llu failed starts; limit %llu; a worker's: "
-                    "%s; notice: %s\n",
-                    answered, pids.size(), static_cast<unsigned long long>(s.failed_starts),
-                    static_cast<unsigned long long>(s.open_files_limit), worker_limits.c_str(),
-                    notice.c_str());
+        std::printf(
+            "%zu answered by %zu workers; %llu failed starts; limit %llu; a worker's: "
+            "%s; notice: %s\n",
+            answered, pids.size(), static_cast<unsigned long long>(s.failed_starts),
+            static_cast<unsigned long long>(s.open_files_limit), worker_limits.c_str(),
+            notice.c_str());
         rlimit after{};
         ::getrlimit(RLIMIT_NOFILE, &after);
         const bool ok = answered == n && s.failed_starts == 0 && start_failures == 0 &&
