@@ -8,6 +8,11 @@
 // space (that is what made a 4 GiB host stall for hundreds of milliseconds), so the figures
 // with the large heap should match those with the small one.
 //
+// The heartbeat's lag also counts what the machine does (the restarted workers' execs
+// compete for its cores), so the pool's own part is measured directly as well: its strand
+// is wrapped in an executor that times every function it runs for the pool, which is how
+// long the pool kept a thread of the host's io_context.
+//
 // Usage: torchpool-bench-host-lag [--workers N] [--seconds S] [--kill-every-ms MS]
 //                                 [--heaps MIB,MIB,...]
 #include <torchpool/pool.hpp>
@@ -33,6 +38,8 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include <signal.h>
@@ -42,6 +49,59 @@ using namespace std::chrono_literals;
 using clock_type = std::chrono::steady_clock;
 
 namespace {
+
+// How long each function the pool's executor ran took, in ms (under a mutex: the strand
+// runs one at a time, but on any of the io_context's threads).
+struct handler_times {
+    std::mutex m;
+    std::vector<double> ms;
+    void add(clock_type::duration d) {
+        std::lock_guard lock(m);
+        ms.push_back(std::chrono::duration<double, std::milli>(d).count());
+    }
+};
+
+// An executor that forwards everything to Inner and times what it executes.
+template <typename Inner>
+class timed_executor {
+public:
+    timed_executor(Inner inner, handler_times* times) : inner_(std::move(inner)), times_(times) {}
+
+    template <typename Property>
+    auto query(const Property& p) const -> decltype(asio::query(std::declval<const Inner&>(), p)) {
+        return asio::query(inner_, p);
+    }
+    template <typename Property>
+    auto require(const Property& p) const
+        -> timed_executor<std::decay_t<decltype(asio::require(std::declval<const Inner&>(), p))>> {
+        return {asio::require(inner_, p), times_};
+    }
+    template <typename Property>
+    auto prefer(const Property& p) const
+        -> timed_executor<std::decay_t<decltype(asio::prefer(std::declval<const Inner&>(), p))>> {
+        return {asio::prefer(inner_, p), times_};
+    }
+    template <typename Function>
+    void execute(Function&& f) const {
+        inner_.execute([f = std::forward<Function>(f), times = times_]() mutable {
+            const auto start = clock_type::now();
+            std::move(f)();
+            times->add(clock_type::now() - start);
+        });
+    }
+    friend bool operator==(const timed_executor& a, const timed_executor& b) noexcept {
+        return a.inner_ == b.inner_ && a.times_ == b.times_;
+    }
+    friend bool operator!=(const timed_executor& a, const timed_executor& b) noexcept {
+        return !(a == b);
+    }
+
+private:
+    template <typename>
+    friend class timed_executor;
+    Inner inner_;
+    handler_times* times_;
+};
 
 struct options {
     std::size_t workers = 64;
@@ -53,7 +113,13 @@ struct options {
 struct lag {
     double p50_ms = 0, p99_ms = 0, max_ms = 0;
     std::size_t ticks = 0, kills = 0, restarts = 0;
+    double handler_p99_ms = 0, handler_max_ms = 0;  // the pool's own functions
+    std::size_t handlers = 0;
 };
+
+double quantile(const std::vector<double>& sorted, double q) {
+    return sorted.empty() ? 0 : sorted[static_cast<std::size_t>(q * (sorted.size() - 1))];
+}
 
 lag measure(const std::string& worker, const options& opt, std::size_t heap_mib) {
     // The host's heap, every page touched, as a service holding caches or models would.
@@ -63,7 +129,8 @@ lag measure(const std::string& worker, const options& opt, std::size_t heap_mib)
     }
 
     asio::io_context io(4);
-    auto pool_strand = asio::make_strand(io);
+    handler_times times;
+    const timed_executor pool_strand(asio::make_strand(io), &times);
     auto beat_strand = asio::make_strand(io);
     std::mutex m;
     std::condition_variable changed;
@@ -91,6 +158,10 @@ lag measure(const std::string& worker, const options& opt, std::size_t heap_mib)
         changed.wait(lock, [&] { return ready.size() == opt.workers; });
     }
 
+    {
+        std::lock_guard lock(times.m);
+        times.ms.clear();  // from the first kill on
+    }
     std::atomic<bool> stop{false};
     std::vector<double> lags_ms;
     asio::co_spawn(
@@ -142,14 +213,13 @@ lag measure(const std::string& worker, const options& opt, std::size_t heap_mib)
 
     std::sort(lags_ms.begin(), lags_ms.end());
     result.ticks = lags_ms.size();
-    if (!lags_ms.empty()) {
-        auto at = [&](double q) {
-            return lags_ms[static_cast<std::size_t>(q * (lags_ms.size() - 1))];
-        };
-        result.p50_ms = at(0.50);
-        result.p99_ms = at(0.99);
-        result.max_ms = lags_ms.back();
-    }
+    result.p50_ms = quantile(lags_ms, 0.50);
+    result.p99_ms = quantile(lags_ms, 0.99);
+    result.max_ms = quantile(lags_ms, 1.0);
+    std::sort(times.ms.begin(), times.ms.end());
+    result.handlers = times.ms.size();
+    result.handler_p99_ms = quantile(times.ms, 0.99);
+    result.handler_max_ms = quantile(times.ms, 1.0);
     return result;
 }
 
@@ -192,18 +262,27 @@ int main(int argc, char** argv) {
         "%lld s per heap:\n\n",
         opt.workers, static_cast<long long>(opt.kill_every.count()),
         static_cast<long long>(opt.duration.count()));
-    std::printf("%10s %10s %10s %10s %8s %8s %9s\n", "heap", "p50 ms", "p99 ms", "max ms", "ticks",
+    std::printf("%10s | %10s %10s %10s %8s | %12s %12s %9s | %8s %9s\n", "heap", "lag p50",
+                "lag p99", "lag max", "ticks", "pool fn p99", "pool fn max", "pool fns",
                 "kills", "restarts");
     std::vector<lag> results;
     for (std::size_t mib : opt.heaps_mib) {
         results.push_back(measure(worker, opt, mib));
         const auto& r = results.back();
-        std::printf("%7zu MiB %10.3f %10.3f %10.3f %8zu %8zu %9zu\n", mib, r.p50_ms, r.p99_ms,
-                    r.max_ms, r.ticks, r.kills, r.restarts);
+        std::printf("%6zu MiB | %10.3f %10.3f %10.3f %8zu | %12.3f %12.3f %9zu | %8zu %9zu\n",
+                    mib, r.p50_ms, r.p99_ms, r.max_ms, r.ticks, r.handler_p99_ms,
+                    r.handler_max_ms, r.handlers, r.kills, r.restarts);
         std::fflush(stdout);
     }
-    if (results.size() >= 2 && results.front().p99_ms > 0) {
-        std::printf("\np99 with %zu MiB / p99 with %zu MiB: %.2fx\n", opt.heaps_mib.back(),
-                    opt.heaps_mib.front(), results.back().p99_ms / results.front().p99_ms);
+    std::printf("(all in ms; a pool fn is one function the pool's strand ran: how long the "
+                "pool held an io thread)\n");
+    if (results.size() >= 2 && results.front().p99_ms > 0 && results.front().handler_max_ms > 0) {
+        std::printf(
+            "\nwith %zu MiB / with %zu MiB: lag p99 %.2fx, pool fn p99 %.2fx, pool fn max "
+            "%.2fx\n",
+            opt.heaps_mib.back(), opt.heaps_mib.front(),
+            results.back().p99_ms / results.front().p99_ms,
+            results.back().handler_p99_ms / results.front().handler_p99_ms,
+            results.back().handler_max_ms / results.front().handler_max_ms);
     }
 }

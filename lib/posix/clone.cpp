@@ -2,6 +2,10 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <vector>
 #include <dlfcn.h>
 
 #include <fcntl.h>
@@ -25,23 +29,24 @@ void unique_fd::reset(int fd) noexcept {
     fd_ = fd;
 }
 
-// Raw system calls only: in a child that shares the host's memory (spawn_shared), the
-// wrappers that sanitizers intercept (sigaction, dup2, _exit, ...) would update the
-// sanitizer's state of the host from the child, and ThreadSanitizer's do crash there.
+// raw_syscall only: a child that shares the host's memory (spawn_shared) runs beside the
+// host's threads, on one's thread-local storage; glibc's wrappers would write its errno,
+// and those that sanitizers intercept (sigaction, dup2, _exit, ...) the sanitizer's state
+// of that thread.
 [[noreturn]] TORCHPOOL_SHARED_CHILD void exit_now(int code) noexcept {
     for (;;) {
-        ::syscall(SYS_exit_group, code);
+        raw_syscall(SYS_exit_group, code);
     }
 }
 
 TORCHPOOL_SHARED_CHILD void settle_child(int parent, int channel, int log, int stdin_fd) noexcept {
-    ::syscall(SYS_prctl, PR_SET_PDEATHSIG, parent_death_signal, 0, 0, 0);
-    if (::syscall(SYS_getppid) != parent) {
+    raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, parent_death_signal);
+    if (raw_syscall(SYS_getppid) != parent) {
         exit_now(126);  // the parent died before we could ask to die with it
     }
     // Move our ends above the target numbers first, in case they are 0..3 themselves.
-    auto move_up = [](int fd) { return static_cast<int>(::syscall(SYS_fcntl, fd, F_DUPFD, 10)); };
-    auto put_at = [](int fd, int target) { return ::syscall(SYS_dup3, fd, target, 0) >= 0; };
+    auto move_up = [](int fd) { return static_cast<int>(raw_syscall(SYS_fcntl, fd, F_DUPFD, 10)); };
+    auto put_at = [](int fd, int target) { return raw_syscall(SYS_dup3, fd, target, 0) >= 0; };
     const int moved_channel = move_up(channel);
     const int moved_log = move_up(log);
     const int moved_stdin = stdin_fd >= 0 ? move_up(stdin_fd) : -1;
@@ -50,13 +55,14 @@ TORCHPOOL_SHARED_CHILD void settle_child(int parent, int channel, int log, int s
         !put_at(moved_log, 2) || !put_at(moved_channel, channel_fd)) {
         exit_now(126);
     }
-    ::syscall(SYS_close_range, channel_fd + 1, ~0U, 0);
+    raw_syscall(SYS_close_range, channel_fd + 1, ~0U, 0);
 }
 
 TORCHPOOL_SHARED_CHILD bool write_all(int fd, const char* text, std::size_t size) noexcept {
     while (size > 0) {
-        const auto n = static_cast<ssize_t>(::syscall(SYS_write, fd, text, size));
-        if (n < 0 && errno == EINTR) {
+        const long n = raw_syscall(SYS_write, fd, reinterpret_cast<long>(text),
+                                   static_cast<long>(size));
+        if (n == -EINTR) {
             continue;
         }
         if (n <= 0) {
@@ -97,32 +103,105 @@ clone_function glibc_clone() noexcept {
 
 }  // namespace
 
-long spawn_shared(spawn_method method, int (*child)(void*), void* arg, int* pidfd) noexcept {
-    *pidfd = -1;
-    // The child's stack: a guard page below 64 KiB, enough for exec and the setup before
-    // it. Freed once clone returns, since by then the child has exec'd or exited.
-    constexpr std::size_t guard = 4096, size = 64 * 1024 + guard;
-    void* stack = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
-    if (stack == MAP_FAILED) {
-        return -1;
+namespace {
+
+constexpr std::size_t page = 4096, guard_size = page, stack_size = 64 * 1024;
+
+// The memory of children that have not exec'd or exited yet, as far as we last looked.
+std::mutex children_memory_mutex;
+std::vector<child_memory*> children_memory;
+
+}  // namespace
+
+child_memory* child_memory::create(std::size_t data_bytes) noexcept {
+    const std::size_t header = (sizeof(child_memory) + 63) / 64 * 64;
+    const std::size_t size =
+        (guard_size + stack_size + header + data_bytes + page - 1) / page * page;
+    void* mapping = ::mmap(nullptr, size, PROT_READ | PROT_WRITE,
+                           MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+    if (mapping == MAP_FAILED) {
+        return nullptr;
     }
-    ::mprotect(stack, guard, PROT_NONE);
-    sigset_t all, old;
-    ::sigfillset(&all);
-    ::pthread_sigmask(SIG_SETMASK, &all, &old);
-    int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
+    ::mprotect(mapping, guard_size, PROT_NONE);
+    char* base = static_cast<char*>(mapping);
+    // The header sits where the stack begins (it grows down, away from it), the data after.
+    auto* memory = new (base + guard_size + stack_size) child_memory();
+    memory->mapping_ = base;
+    memory->mapping_size_ = size;
+    memory->next_ = base + guard_size + stack_size + header;
+    memory->end_ = base + size;
+    return memory;
+}
+
+void child_memory::destroy(child_memory* memory) noexcept {
+    if (memory != nullptr) {
+        ::munmap(memory->mapping_, memory->mapping_size_);
+    }
+}
+
+void* child_memory::allocate(std::size_t bytes, std::size_t align) noexcept {
+    const auto at = (reinterpret_cast<std::uintptr_t>(next_) + align - 1) / align * align;
+    if (at + bytes > reinterpret_cast<std::uintptr_t>(end_)) {
+        return nullptr;
+    }
+    next_ = reinterpret_cast<char*>(at + bytes);
+    return reinterpret_cast<void*>(at);
+}
+
+char* child_memory::copy(const char* text, std::size_t size) noexcept {
+    auto* to = static_cast<char*>(allocate(size + 1, 1));
+    if (to != nullptr) {
+        std::memcpy(to, text, size);
+        to[size] = '\0';
+    }
+    return to;
+}
+
+bool child_memory::released_by_child() const noexcept {
+    return __atomic_load_n(&child_tid_, __ATOMIC_ACQUIRE) == 0;
+}
+
+std::size_t release_child_memory() noexcept {
+    std::lock_guard lock(children_memory_mutex);
+    std::erase_if(children_memory, [](child_memory* memory) {
+        if (!memory->released_by_child()) {
+            return false;
+        }
+        child_memory::destroy(memory);
+        return true;
+    });
+    return children_memory.size();
+}
+
+long spawn_shared(spawn_method method, int (*child)(void*), void* arg, child_memory* memory,
+                  int* pidfd) noexcept {
+    *pidfd = -1;
+    release_child_memory();
+    // The kernel clears child_tid_ when the child lets go of our memory (exec or exit).
+    int flags = CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD;
+    if (spawn_waits_for_exec) {
+        flags |= CLONE_VFORK;
+    }
     if (method == spawn_method::pidfd) {
         flags |= CLONE_PIDFD;
     }
+    memory->child_tid_ = -1;
+    sigset_t all, old;
+    ::sigfillset(&all);
+    ::pthread_sigmask(SIG_SETMASK, &all, &old);
     // With CLONE_PIDFD the kernel writes the pidfd where the parent's tid would go.
-    const long pid = glibc_clone()(child, static_cast<char*>(stack) + size, flags, arg, pidfd);
+    const long pid =
+        glibc_clone()(child, memory->stack_top(), flags, arg, pidfd, nullptr, &memory->child_tid_);
     const int err = errno;
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    ::munmap(stack, size);
     if (pid < 0) {
+        child_memory::destroy(memory);
         errno = err;
         return -1;
+    }
+    {
+        std::lock_guard lock(children_memory_mutex);
+        children_memory.push_back(memory);
     }
     if (method == spawn_method::pidfd_open) {
         *pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));

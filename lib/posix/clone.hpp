@@ -2,8 +2,11 @@
 // server (worker SDK) share.
 #pragma once
 
+#include <cerrno>
 #include <cstddef>
 #include <utility>
+
+#include <unistd.h>
 
 /// Code that runs in a child sharing the host's memory is not instrumented by the
 /// sanitizers: their bookkeeping (ThreadSanitizer's shadow stack of the calling thread) is
@@ -38,20 +41,102 @@ private:
     int fd_ = -1;
 };
 
-/// How a process that will exec is created. Both share the caller's memory until the child
-/// calls execve or _exit (CLONE_VM | CLONE_VFORK, as posix_spawn does), so nothing of the
-/// caller's address space is copied, however large it is: the calling thread waits only
-/// until the child has exec'd. `pidfd`: the kernel makes the pidfd with the child
+/// A system call that leaves errno alone: the result, or -errno on failure. A child made by
+/// spawn_shared runs on the thread-local storage of the host thread that made it, so it
+/// must not write errno (the host thread is running on meanwhile); glibc's syscall() does.
+TORCHPOOL_SHARED_CHILD inline long raw_syscall(long number, long a = 0, long b = 0, long c = 0,
+                                               long d = 0, long e = 0, long f = 0) noexcept {
+#if defined(__x86_64__)
+    register long r10 __asm__("r10") = d;
+    register long r8 __asm__("r8") = e;
+    register long r9 __asm__("r9") = f;
+    long result;
+    __asm__ volatile("syscall"
+                     : "=a"(result)
+                     : "a"(number), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return result;
+#elif defined(__aarch64__)
+    register long x8 __asm__("x8") = number;
+    register long x0 __asm__("x0") = a;
+    register long x1 __asm__("x1") = b;
+    register long x2 __asm__("x2") = c;
+    register long x3 __asm__("x3") = d;
+    register long x4 __asm__("x4") = e;
+    register long x5 __asm__("x5") = f;
+    __asm__ volatile("svc 0"
+                     : "+r"(x0)
+                     : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5)
+                     : "memory");
+    return x0;
+#else
+    const long result = ::syscall(number, a, b, c, d, e, f);  // see spawn_waits_for_exec
+    return result < 0 ? -errno : result;
+#endif
+}
+
+/// Whether spawn_shared's caller waits until the child has exec'd (CLONE_VFORK): only where
+/// raw_syscall cannot leave errno alone.
+#if defined(__x86_64__) || defined(__aarch64__)
+inline constexpr bool spawn_waits_for_exec = false;
+#else
+inline constexpr bool spawn_waits_for_exec = true;
+#endif
+
+/// How a child of spawn_shared gets its pidfd. `pidfd`: the kernel makes it with the child
 /// (CLONE_PIDFD), so no pid is ever trusted; `pidfd_open`: where CLONE_PIDFD is refused, it
 /// is opened right after (the child is ours and not yet reaped, so the pid is still its).
 enum class spawn_method { pidfd, pidfd_open };
 
-/// Runs `child(arg)` in a new process made with `method` (see spawn_method), on a stack of
-/// its own, with every signal blocked (so that no handler of the caller runs in memory the
-/// caller shares). `child` may only make async-signal-safe calls, must not allocate, and
-/// should end with execve or _exit (if it returns, the child exits with its result).
+/// The memory a child of spawn_shared runs in until its exec: a stack of its own and a data
+/// area with everything it reads, which the caller fills before the spawn. The caller may
+/// change or free its own memory as soon as spawn_shared returns; this stays mapped until
+/// the child has exec'd or exited, which the kernel tells by clearing a word in it
+/// (CLONE_CHILD_CLEARTID, done when the child lets go of our memory).
+class child_memory {
+public:
+    /// Maps a 64 KiB stack (with a guard page) and `data_bytes` of room. nullptr with errno.
+    static child_memory* create(std::size_t data_bytes) noexcept;
+    /// Unmaps memory that was never given to spawn_shared.
+    static void destroy(child_memory* memory) noexcept;
+
+    /// `bytes` of the data area, aligned to `align`; nullptr if it is full.
+    void* allocate(std::size_t bytes, std::size_t align) noexcept;
+    /// A NUL-terminated copy of `size` chars at `text` in the data area; nullptr if full.
+    char* copy(const char* text, std::size_t size) noexcept;
+
+    /// True once the child has exec'd or exited (or before any spawn).
+    bool released_by_child() const noexcept;
+
+private:
+    friend long spawn_shared(spawn_method, int (*)(void*), void*, child_memory*, int*) noexcept;
+    child_memory() = default;
+    char* stack_top() noexcept { return reinterpret_cast<char*>(this); }
+
+    int child_tid_ = 0;  // the kernel clears it when the child lets go (CLONE_CHILD_CLEARTID)
+    std::size_t mapping_size_ = 0;
+    char* mapping_ = nullptr;
+    char* next_ = nullptr;  // in the data area, which follows this header
+    char* end_ = nullptr;
+};
+
+/// Runs `child(arg)` in a new process that shares our memory (CLONE_VM) until it calls
+/// execve or exits, so nothing of the caller's address space is copied, however large it
+/// is, and the caller does not wait for the exec (see spawn_waits_for_exec): the calling
+/// thread spends only the clone system call. The child runs on `memory`'s stack with every
+/// signal blocked (so no handler of the caller runs in it) and the caller's thread-local
+/// storage, concurrently with the caller: it may read only `memory` (put `arg` there) and
+/// must make raw_syscall calls only (no errno, no allocation, no sanitized function), ending
+/// with execve or exit (if `child` returns, the child exits with its result). Takes
+/// `memory`, which is unmapped once the child is done with it (release_child_memory).
 /// Returns the pid and sets `*pidfd`, or returns -1 with errno.
-long spawn_shared(spawn_method method, int (*child)(void*), void* arg, int* pidfd) noexcept;
+long spawn_shared(spawn_method method, int (*child)(void*), void* arg, child_memory* memory,
+                  int* pidfd) noexcept;
+
+/// Unmaps the memory of spawn_shared's children that have exec'd or exited since it was
+/// last called (each spawn_shared calls it). Returns how many are still in use, by children
+/// that have neither exec'd nor exited yet.
+std::size_t release_child_memory() noexcept;
 
 /// Creates a child of our own parent (clone3 with CLONE_PARENT | CLONE_PIDFD): the fork
 /// server's way to make workers that the pool, not the server, reaps. The child inherits
@@ -83,7 +168,8 @@ TORCHPOOL_SHARED_CHILD void settle_child(int parent, int channel, int log, int s
 /// Ends the process at once (exit_group), running nothing; for a child before its exec.
 [[noreturn]] TORCHPOOL_SHARED_CHILD void exit_now(int code) noexcept;
 
-/// Writes all of `size` bytes, retrying on EINTR; async-signal-safe. False on failure.
+/// Writes all of `size` bytes, retrying on EINTR; async-signal-safe, errno untouched. False
+/// on failure.
 TORCHPOOL_SHARED_CHILD bool write_all(int fd, const char* text, std::size_t size) noexcept;
 
 /// Sets O_NONBLOCK. False with errno on failure.

@@ -39,22 +39,36 @@ std::string_view env_name(std::string_view entry) {
     return entry.substr(0, entry.find('='));
 }
 
-// Everything the child needs, prepared by the parent so that the child only makes
-// async-signal-safe calls between clone3 and exec.
+}  // namespace
+
+// Everything the child reads, copied into its own memory (child_memory) by the parent, so
+// that the child needs nothing the host may change meanwhile.
 struct child_setup {
     const char* executable;
     char* const* argv;
     char* const* envp;
-    const std::string* exec_failure_prefix;
+    const char* exec_failure_prefix;
+    std::size_t exec_failure_prefix_size;
     pid_t parent;
     int channel;
     int log;
     int devnull;
+    std::uint64_t soft_fd_limit;  // 0: leave the limit as it is
 };
 
-// The new process, until exec: it shares the host's memory (spawn_shared), with every
-// signal blocked. Handlers are reset before signals are let in, so none of the host's runs.
-// Raw system calls only (see settle_child): no wrapper a sanitizer intercepts.
+namespace {
+
+TORCHPOOL_SHARED_CHILD std::size_t length_of(const char* text) noexcept {
+    std::size_t n = 0;
+    while (text[n] != '\0') {
+        ++n;
+    }
+    return n;
+}
+
+// The new process, until exec: it shares the host's memory (spawn_shared) and runs beside
+// the host's threads, with every signal blocked. Handlers are reset before signals are let
+// in, so none of the host's runs. raw_syscall only (see spawn_shared).
 TORCHPOOL_SHARED_CHILD int run_child(void* arg) noexcept {
     const auto& c = *static_cast<const child_setup*>(arg);
     struct kernel_sigaction {  // the kernel's layout, for rt_sigaction
@@ -63,31 +77,50 @@ TORCHPOOL_SHARED_CHILD int run_child(void* arg) noexcept {
         void (*restorer)();
         std::uint64_t mask;
     };
-    const kernel_sigaction dfl{SIG_DFL, 0, nullptr, 0};
-    for (int sig = 1; sig < NSIG; ++sig) {
+    kernel_sigaction dfl;
+    dfl.handler = SIG_DFL;
+    dfl.flags = 0;
+    dfl.restorer = nullptr;
+    dfl.mask = 0;
+    for (long sig = 1; sig < NSIG; ++sig) {
         // Fails harmlessly for SIGKILL, SIGSTOP and the numbers glibc keeps for itself.
-        ::syscall(SYS_rt_sigaction, sig, &dfl, nullptr, sizeof dfl.mask);
+        raw_syscall(SYS_rt_sigaction, sig, reinterpret_cast<long>(&dfl), 0, sizeof dfl.mask);
     }
     const std::uint64_t none = 0;
-    ::syscall(SYS_rt_sigprocmask, SIG_SETMASK, &none, nullptr, sizeof none);
+    raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&none), 0, sizeof none);
     settle_child(c.parent, c.channel, c.log, c.devnull);
-    if (const auto soft = soft_fd_limit_for_children()) {
+    if (c.soft_fd_limit != 0) {
         // The host's own limit, which the pool raised for itself (after settle_child: the
         // descriptors above it are closed by now).
-        rlimit limit{};
-        if (::syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, nullptr, &limit) == 0 &&
-            *soft < limit.rlim_cur) {
-            limit.rlim_cur = *soft;
-            ::syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &limit, nullptr);
+        rlimit limit;
+        if (raw_syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, reinterpret_cast<long>(&limit)) == 0 &&
+            c.soft_fd_limit < limit.rlim_cur) {
+            limit.rlim_cur = c.soft_fd_limit;
+            raw_syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, reinterpret_cast<long>(&limit), 0);
         }
     }
-    ::syscall(SYS_execve, c.executable, c.argv, c.envp);
-    const int err = errno;  // (the host thread's errno, shared; it is suspended until now)
-    write_all(2, c.exec_failure_prefix->data(), c.exec_failure_prefix->size());
-    const char* why = ::strerrordesc_np(err);
-    write_all(2, why, std::strlen(why));
+    const long failed = raw_syscall(SYS_execve, reinterpret_cast<long>(c.executable),
+                                    reinterpret_cast<long>(c.argv), reinterpret_cast<long>(c.envp));
+    write_all(2, c.exec_failure_prefix, c.exec_failure_prefix_size);
+    const char* why = ::strerrordesc_np(static_cast<int>(-failed));
+    write_all(2, why, length_of(why));
     write_all(2, "\n", 1);
     exit_now(127);
+}
+
+// Copies `strings` (a null-terminated array) into `memory`; nullptr if it does not fit.
+char** copy_strings(child_memory& memory, const std::vector<char*>& strings) {
+    auto** copy = static_cast<char**>(memory.allocate(strings.size() * sizeof(char*), alignof(char*)));
+    if (copy == nullptr) {
+        return nullptr;
+    }
+    for (std::size_t i = 0; i < strings.size(); ++i) {
+        copy[i] = strings[i] ? memory.copy(strings[i], std::strlen(strings[i])) : nullptr;
+        if (strings[i] && !copy[i]) {
+            return nullptr;
+        }
+    }
+    return copy;
 }
 
 core::exit_status to_exit_status(const siginfo_t& info) {
@@ -151,6 +184,29 @@ launcher::launcher(const worker_params& params, const std::vector<std::string>& 
     exec_failure_prefix_ = "torchpool: cannot start worker executable '" + executable_ + "': ";
 }
 
+std::pair<child_memory*, child_setup*> launcher::child_copy(const child_setup& setup) const {
+    // The child's own copy of all it reads: this launcher may start the next worker (and
+    // rewrite the slot) before this one has exec'd.
+    std::size_t bytes = sizeof(child_setup) + (argv_.size() + envp_.size()) * sizeof(char*) +
+                        executable_.size() + exec_failure_prefix_.size() + 64;
+    for (const auto& text : strings_) {
+        bytes += text.size() + 1;
+    }
+    child_memory* memory = child_memory::create(bytes);
+    if (memory == nullptr) {
+        return {nullptr, nullptr};
+    }
+    auto* copy =
+        static_cast<child_setup*>(memory->allocate(sizeof(child_setup), alignof(child_setup)));
+    *copy = setup;
+    copy->argv = copy_strings(*memory, argv_);
+    copy->envp = copy_strings(*memory, envp_);
+    copy->executable = memory->copy(executable_.data(), executable_.size());
+    copy->exec_failure_prefix = memory->copy(exec_failure_prefix_.data(), exec_failure_prefix_.size());
+    copy->exec_failure_prefix_size = exec_failure_prefix_.size();
+    return {memory, copy};  // (bytes counts all of it, so nothing above can be null)
+}
+
 std::variant<spawned_process, std::string> launcher::spawn(std::size_t slot) {
     if (::access(executable_.c_str(), X_OK) != 0) {
         return "cannot start worker executable '" + executable_ + "': " + errno_text(errno);
@@ -177,9 +233,11 @@ std::variant<spawned_process, std::string> launcher::spawn(std::size_t slot) {
         return "cannot open /dev/null: " + errno_text(errno);
     }
 
-    child_setup setup{executable_.c_str(),   argv_.data(), envp_.data(),
-                      &exec_failure_prefix_, ::getpid(),   child_channel.get(),
-                      child_log.get(),       devnull.get()};
+    const child_setup setup{.parent = ::getpid(),
+                            .channel = child_channel.get(),
+                            .log = child_log.get(),
+                            .devnull = devnull.get(),
+                            .soft_fd_limit = soft_fd_limit_for_children().value_or(0)};
     int pidfd = -1;
     long pid = -1;
     // Fall back, once for the process, where CLONE_PIDFD is refused (kernels before 5.2,
@@ -187,7 +245,11 @@ std::variant<spawned_process, std::string> launcher::spawn(std::size_t slot) {
     static std::atomic<int> preferred{static_cast<int>(spawn_method::pidfd)};
     for (int m = preferred.load(std::memory_order_relaxed);; ++m) {
         const auto method = static_cast<spawn_method>(m);
-        pid = spawn_shared(method, run_child, &setup, &pidfd);
+        auto [memory, in_memory] = child_copy(setup);
+        if (memory == nullptr) {
+            return "cannot map memory for a new worker process: " + errno_text(errno);
+        }
+        pid = spawn_shared(method, run_child, in_memory, memory, &pidfd);  // takes `memory`
         const bool unavailable = pid < 0 && method == spawn_method::pidfd &&
                                  (errno == ENOSYS || errno == EPERM || errno == EINVAL);
         if (!unavailable) {

@@ -16,6 +16,8 @@
 
 namespace torchpool::posix {
 
+struct child_setup;  // what a new worker process reads until its exec (process.cpp)
+
 /// A started worker: its pid (for messages only; never used to signal or wait), a pidfd,
 /// the host's end of its channel, and the read end of its stdout+stderr pipe. All three
 /// descriptors are non-blocking and close-on-exec.
@@ -45,6 +47,9 @@ public:
     std::variant<spawned_process, std::string> spawn(std::size_t slot = 0);
 
 private:
+    // A copy of `setup` and of everything it points to, in memory of the child's own.
+    std::pair<child_memory*, child_setup*> child_copy(const child_setup& setup) const;
+
     std::string executable_;
     std::vector<std::string> strings_;  // storage for argv_ and envp_
     std::vector<char*> argv_;

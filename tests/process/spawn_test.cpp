@@ -1,5 +1,5 @@
-// Creating a child that shares our memory until exec (CLONE_VM | CLONE_VFORK), both ways,
-// each reaped through its pidfd.
+// Creating a child that shares our memory until exec (CLONE_VM), both ways, each reaped
+// through its pidfd.
 #include "posix/process.hpp"
 
 #include <catch2/catch.hpp>
@@ -7,6 +7,7 @@
 #include <cerrno>
 
 #include <poll.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,51 +15,93 @@ using namespace torchpool;
 
 namespace {
 
-struct shared_note {
-    pid_t seen_by_child = 0;
+// What the child reads, in its own memory.
+struct child_args {
+    int* note;    // in the test's memory: the child writes its pid there
+    int read_fd;  // the child exits with the byte it reads there (99 if none comes)
 };
 
-int write_then_exit(void* arg) {
-    static_cast<shared_note*>(arg)->seen_by_child = ::getpid();
-    ::_exit(7);
+TORCHPOOL_SHARED_CHILD int wait_write_exit(void* arg) {
+    const auto& a = *static_cast<const child_args*>(arg);
+    posix::raw_syscall(SYS_close, -1);  // fails: EBADF, which must not reach our errno
+    pollfd in{a.read_fd, POLLIN, 0};
+    timespec ten_seconds{10, 0};
+    unsigned char byte = 99;
+    if (posix::raw_syscall(SYS_ppoll, reinterpret_cast<long>(&in), 1,
+                           reinterpret_cast<long>(&ten_seconds), 0, 8) == 1) {
+        posix::raw_syscall(SYS_read, a.read_fd, reinterpret_cast<long>(&byte), 1);
+    }
+    *a.note = static_cast<int>(posix::raw_syscall(SYS_getpid));
+    posix::exit_now(byte);
 }
 
 }  // namespace
 
-TEST_CASE("spawn_shared shares our memory (nothing is copied), waits for the child's exec or "
-          "exit, and gives a pidfd that reaps the exact exit status",
+TEST_CASE("spawn_shared: the child shares our memory, the caller does not wait for its exec, "
+          "its errno is not ours, and its pidfd reaps the exact exit status",
           "[process][spawn]") {
     for (auto method : {posix::spawn_method::pidfd, posix::spawn_method::pidfd_open}) {
         CAPTURE(static_cast<int>(method));
-        shared_note note;
+        int fds[2];
+        REQUIRE(::pipe(fds) == 0);
+        const std::size_t in_use_before = posix::release_child_memory();
+        auto* memory = posix::child_memory::create(sizeof(child_args));
+        REQUIRE(memory);
+        int note = 0;
+        auto* args = static_cast<child_args*>(memory->allocate(sizeof(child_args), 8));
+        *args = {&note, fds[0]};
         int pidfd = -1;
-        const long pid = posix::spawn_shared(method, write_then_exit, &note, &pidfd);
+        const long pid = posix::spawn_shared(method, wait_write_exit, args, memory, &pidfd);
         REQUIRE(pid > 0);
         REQUIRE(pidfd >= 0);
-        // The child wrote into our memory (CLONE_VM: not a copy), and spawn_shared returned
-        // only after it had exited (CLONE_VFORK), so the write is already visible.
-        CHECK(note.seen_by_child == pid);
+        if (!posix::spawn_waits_for_exec) {
+            // We are back while the child still waits for us: its memory is still in use.
+            CHECK(posix::release_child_memory() == in_use_before + 1);
+            CHECK(!memory->released_by_child());
+        }
+        errno = 0;
+        const unsigned char seven = 7;
+        REQUIRE(::write(fds[1], &seven, 1) == 1);
         pollfd exited{pidfd, POLLIN, 0};
-        REQUIRE(::poll(&exited, 1, 10'000) == 1);
+        REQUIRE(::poll(&exited, 1, 20'000) == 1);
+        CHECK(errno == 0);  // the child's failed close(-1) set no errno of ours
         auto status = posix::try_reap(pidfd);
         REQUIRE(status);
-        CHECK(status->exit_code == 7);
+        CHECK(status->exit_code == 7);  // so it read the byte we wrote after spawn_shared
         CHECK(!status->signal);
+        CHECK(note == pid);  // written into our memory (CLONE_VM: not a copy)
+        // Gone, so its memory goes at the next look.
+        CHECK(posix::release_child_memory() == in_use_before);
         ::close(pidfd);
+        ::close(fds[0]);
+        ::close(fds[1]);
     }
 }
+
+namespace {
+
+TORCHPOOL_SHARED_CHILD int exec_given(void* arg) {
+    auto* argv = static_cast<char**>(arg);
+    char* const no_env[] = {nullptr};
+    posix::raw_syscall(SYS_execve, reinterpret_cast<long>(argv[0]), reinterpret_cast<long>(argv),
+                       reinterpret_cast<long>(no_env));
+    posix::exit_now(127);
+}
+
+}  // namespace
 
 TEST_CASE("kill_and_reap kills and reaps every process, bounded in time", "[process][spawn]") {
     std::vector<int> pidfds;
     for (int i = 0; i < 3; ++i) {
+        auto* memory = posix::child_memory::create(256);
+        REQUIRE(memory);
+        auto** argv = static_cast<char**>(memory->allocate(3 * sizeof(char*), sizeof(char*)));
+        argv[0] = memory->copy("/bin/sleep", 10);
+        argv[1] = memory->copy("600", 3);
+        argv[2] = nullptr;
         int pidfd = -1;
-        const long pid = posix::spawn_shared(
-            posix::spawn_method::pidfd,
-            [](void*) -> int {
-                ::execl("/bin/sleep", "sleep", "600", static_cast<char*>(nullptr));
-                ::_exit(127);
-            },
-            nullptr, &pidfd);
+        const long pid =
+            posix::spawn_shared(posix::spawn_method::pidfd, exec_given, argv, memory, &pidfd);
         REQUIRE(pid > 0);
         pidfds.push_back(pidfd);
     }
