@@ -39,14 +39,26 @@ void unique_fd::reset(int fd) noexcept {
     }
 }
 
+namespace {
+
+// (Functions, not lambdas: a lambda does not inherit TORCHPOOL_SHARED_CHILD, and an
+// instrumented call would update the sanitizer's record of the host thread.)
+TORCHPOOL_SHARED_CHILD int move_up(int fd) noexcept {
+    return static_cast<int>(raw_syscall(SYS_fcntl, fd, F_DUPFD, 10));
+}
+
+TORCHPOOL_SHARED_CHILD bool put_at(int fd, int target) noexcept {
+    return raw_syscall(SYS_dup3, fd, target, 0) >= 0;
+}
+
+}  // namespace
+
 TORCHPOOL_SHARED_CHILD void settle_child(int parent, int channel, int log, int stdin_fd) noexcept {
     raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, parent_death_signal);
     if (raw_syscall(SYS_getppid) != parent) {
         exit_now(126);  // the parent died before we could ask to die with it
     }
     // Move our ends above the target numbers first, in case they are 0..3 themselves.
-    auto move_up = [](int fd) { return static_cast<int>(raw_syscall(SYS_fcntl, fd, F_DUPFD, 10)); };
-    auto put_at = [](int fd, int target) { return raw_syscall(SYS_dup3, fd, target, 0) >= 0; };
     const int moved_channel = move_up(channel);
     const int moved_log = move_up(log);
     const int moved_stdin = stdin_fd >= 0 ? move_up(stdin_fd) : -1;

@@ -37,8 +37,9 @@ public:
     explicit launcher(const worker_params& params, const std::vector<std::string>& extra_env = {},
                       int channel_type = 1 /* SOCK_STREAM */);
 
-    /// Starts one worker with spawn_shared (CLONE_VM | CLONE_VFORK | CLONE_PIDFD: nothing of
-    /// the host's memory is copied, no pid-reuse race, no SIGCHLD handler needed). In the
+    /// Starts one worker with spawn_shared (CLONE_VM | CLONE_PIDFD: nothing of the host's
+    /// memory is copied, the caller does not wait for the exec, no pid-reuse race, no
+    /// SIGCHLD handler needed). In the
     /// child: signal handlers reset, PR_SET_PDEATHSIG(parent_death_signal), the channel on
     /// fd 3, stdout and stderr into the log pipe, stdin from /dev/null, every other fd
     /// closed, then exec. If exec fails, the child writes why to its log and exits with 127.
