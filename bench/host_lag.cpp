@@ -263,19 +263,20 @@ int main(int argc, char** argv) {
         opt.workers, static_cast<long long>(opt.kill_every.count()),
         static_cast<long long>(opt.duration.count()));
     std::printf("%10s | %10s %10s %10s %8s | %12s %12s %9s | %8s %9s\n", "heap", "lag p50",
-                "lag p99", "lag max", "ticks", "pool fn p99", "pool fn max", "pool fns",
-                "kills", "restarts");
+                "lag p99", "lag max", "ticks", "pool fn p99", "pool fn max", "pool fns", "kills",
+                "restarts");
     std::vector<lag> results;
     for (std::size_t mib : opt.heaps_mib) {
         results.push_back(measure(worker, opt, mib));
         const auto& r = results.back();
-        std::printf("%6zu MiB | %10.3f %10.3f %10.3f %8zu | %12.3f %12.3f %9zu | %8zu %9zu\n",
-                    mib, r.p50_ms, r.p99_ms, r.max_ms, r.ticks, r.handler_p99_ms,
-                    r.handler_max_ms, r.handlers, r.kills, r.restarts);
+        std::printf("%6zu MiB | %10.3f %10.3f %10.3f %8zu | %12.3f %12.3f %9zu | %8zu %9zu\n", mib,
+                    r.p50_ms, r.p99_ms, r.max_ms, r.ticks, r.handler_p99_ms, r.handler_max_ms,
+                    r.handlers, r.kills, r.restarts);
         std::fflush(stdout);
     }
-    std::printf("(all in ms; a pool fn is one function the pool's strand ran: how long the "
-                "pool held an io thread)\n");
+    std::printf(
+        "(all in ms; a pool fn is one function the pool's strand ran: how long the "
+        "pool held an io thread)\n");
     if (results.size() >= 2 && results.front().p99_ms > 0 && results.front().handler_max_ms > 0) {
         std::printf(
             "\nwith %zu MiB / with %zu MiB: lag p99 %.2fx, pool fn p99 %.2fx, pool fn max "

@@ -3,10 +3,10 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
+#include <dlfcn.h>
 #include <mutex>
 #include <new>
 #include <vector>
-#include <dlfcn.h>
 
 #include <fcntl.h>
 #include <linux/sched.h>
@@ -72,8 +72,8 @@ TORCHPOOL_SHARED_CHILD void settle_child(int parent, int channel, int log, int s
 
 TORCHPOOL_SHARED_CHILD bool write_all(int fd, const char* text, std::size_t size) noexcept {
     while (size > 0) {
-        const long n = raw_syscall(SYS_write, fd, reinterpret_cast<long>(text),
-                                   static_cast<long>(size));
+        const long n =
+            raw_syscall(SYS_write, fd, reinterpret_cast<long>(text), static_cast<long>(size));
         if (n == -EINTR) {
             continue;
         }

@@ -110,7 +110,8 @@ TORCHPOOL_SHARED_CHILD int run_child(void* arg) noexcept {
 
 // Copies `strings` (a null-terminated array) into `memory`; nullptr if it does not fit.
 char** copy_strings(child_memory& memory, const std::vector<char*>& strings) {
-    auto** copy = static_cast<char**>(memory.allocate(strings.size() * sizeof(char*), alignof(char*)));
+    auto** copy =
+        static_cast<char**>(memory.allocate(strings.size() * sizeof(char*), alignof(char*)));
     if (copy == nullptr) {
         return nullptr;
     }
@@ -202,7 +203,8 @@ std::pair<child_memory*, child_setup*> launcher::child_copy(const child_setup& s
     copy->argv = copy_strings(*memory, argv_);
     copy->envp = copy_strings(*memory, envp_);
     copy->executable = memory->copy(executable_.data(), executable_.size());
-    copy->exec_failure_prefix = memory->copy(exec_failure_prefix_.data(), exec_failure_prefix_.size());
+    copy->exec_failure_prefix =
+        memory->copy(exec_failure_prefix_.data(), exec_failure_prefix_.size());
     copy->exec_failure_prefix_size = exec_failure_prefix_.size();
     return {memory, copy};  // (bytes counts all of it, so nothing above can be null)
 }

@@ -37,9 +37,10 @@ TORCHPOOL_SHARED_CHILD int wait_write_exit(void* arg) {
 
 }  // namespace
 
-TEST_CASE("spawn_shared: the child shares our memory, the caller does not wait for its exec, "
-          "its errno is not ours, and its pidfd reaps the exact exit status",
-          "[process][spawn]") {
+TEST_CASE(
+    "spawn_shared: the child shares our memory, the caller does not wait for its exec, "
+    "its errno is not ours, and its pidfd reaps the exact exit status",
+    "[process][spawn]") {
     for (auto method : {posix::spawn_method::pidfd, posix::spawn_method::pidfd_open}) {
         CAPTURE(static_cast<int>(method));
         int fds[2];
