@@ -16,10 +16,10 @@ namespace torchpool {
 
 /// How worker processes are created.
 enum class start_mode {
-    /// Each worker is a new process of `worker_params::executable`, made the way
-    /// posix_spawn does (it shares the host's memory until exec, so nothing is copied and
-    /// the pool's thread waits only for the exec, however large the host). Works for any
-    /// worker program.
+    /// Each worker is a new process of `worker_params::executable`. Until its exec it
+    /// shares the host's memory, as with posix_spawn, so nothing is copied however large
+    /// the host; unlike posix_spawn, the pool's thread does not wait for the exec. Works
+    /// for any worker program.
     direct,
     /// The executable is started once, as a fork server, and each worker is a fork of it:
     /// what the program loaded before `worker::server::serve()` (LibTorch, a model) is
