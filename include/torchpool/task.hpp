@@ -67,8 +67,8 @@ struct tensor_view {
 
 /// One unit of work for a worker.
 ///
-///     auto result = co_await pool.async_submit(torchpool::request("echo", bytes),
-///                                              asio::use_awaitable);
+///     auto result =
+///         co_await pool.async_submit(torchpool::request("echo", bytes), asio::use_awaitable);
 ///
 /// `request` and `tensor` have constructors, so they are not aggregates, because GCC 12
 /// (Debian 12's compiler) miscompiles a braced *aggregate* temporary inside a `co_await`

@@ -89,9 +89,8 @@ void pool_core::on_spawn_error(slot_id s, std::string why, time_point now) {
     after_exit(s, now);
     if (report_.events_wanted()) {
         report_.event(worker_event::kind::start_failed, s, 0,
-                      "worker slot " + std::to_string(s) +
-                          " could not be started: " + restart_.last_error() +
-                          describe_next_start(s, now));
+                      "worker slot " + std::to_string(s) + " could not be started: " +
+                          restart_.last_error() + describe_next_start(s, now));
     }
     settle(now);
 }

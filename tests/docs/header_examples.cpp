@@ -29,8 +29,8 @@ int main(int, char** argv) {
         io,
         [&]() -> asio::awaitable<void> {
             // task.hpp
-            auto result = co_await pool.async_submit(torchpool::request("echo", bytes),
-                                                     asio::use_awaitable);
+            auto result =
+                co_await pool.async_submit(torchpool::request("echo", bytes), asio::use_awaitable);
             got = result.payload;
             co_await pool.async_shutdown(asio::use_awaitable);
         },

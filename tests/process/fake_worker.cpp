@@ -30,15 +30,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <string>
-
 #include <pthread.h>
-#include <sched.h>
-#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <thread>
 
+#include <sched.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -135,7 +132,8 @@ int main(int argc, char** argv) {
         CPU_ZERO(&set);
         CPU_SET(to_int(c.payload), &set);
         const int err = ::pthread_setaffinity_np(::pthread_self(), sizeof set, &set);
-        return result{.payload = err == 0 ? own_cpus() : std::string("error ") + std::strerror(err)};
+        return result{.payload =
+                          err == 0 ? own_cpus() : std::string("error ") + std::strerror(err)};
     });
     server.handle("parent",
                   [](const call&) { return result{.payload = std::to_string(::getppid())}; });

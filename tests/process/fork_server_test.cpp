@@ -14,7 +14,6 @@
 #include <string>
 
 #include <sched.h>
-
 #include <signal.h>
 #include <unistd.h>
 
@@ -316,9 +315,10 @@ std::string cpus_of(int pid) {
 
 }  // namespace
 
-TEST_CASE("a forked worker is a process as fork() makes it: atfork handlers ran, and its "
-          "thread is its own (pinning it leaves the server alone)",
-          "[process][fork_server]") {
+TEST_CASE(
+    "a forked worker is a process as fork() makes it: atfork handlers ran, and its "
+    "thread is its own (pinning it leaves the server alone)",
+    "[process][fork_server]") {
     cpu_set_t allowed;
     REQUIRE(::sched_getaffinity(0, sizeof allowed, &allowed) == 0);
     int last_cpu = -1;
@@ -342,8 +342,8 @@ TEST_CASE("a forked worker is a process as fork() makes it: atfork handlers ran,
         const int server = p.stats().fork_server_pid;
         REQUIRE(server > 0);
         const std::string server_cpus = cpus_of(server);
-        auto [ec2, pinned] = co_await p.async_submit(
-            make_request("pin", std::to_string(last_cpu)), tuple_awaitable);
+        auto [ec2, pinned] =
+            co_await p.async_submit(make_request("pin", std::to_string(last_cpu)), tuple_awaitable);
         REQUIRE(!ec2);
         CHECK(pinned.payload == std::to_string(last_cpu));
         CHECK(cpus_of(server) == server_cpus);

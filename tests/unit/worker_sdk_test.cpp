@@ -162,8 +162,7 @@ TEST_CASE("the SDK refuses a result tensor whose bytes do not match its shape", 
     worker::server server(pool.worker_fd());
     server.handle("bad", [](const worker::call&) {
         return worker::result{
-            .tensors = {tensor_view::owning(
-                tensor(dtype::float32, {4}, std::string(3, 'x')))}};
+            .tensors = {tensor_view::owning(tensor(dtype::float32, {4}, std::string(3, 'x')))}};
     });
     auto serving = pool.start(server);
     pool.send(wire::encode(request_frame(1, "bad")));

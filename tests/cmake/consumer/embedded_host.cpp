@@ -66,9 +66,9 @@ int main(int argc, char** argv) {
                 const auto due = std::chrono::steady_clock::now() + 1ms;
                 timer.expires_at(due);
                 co_await timer.async_wait(asio::use_awaitable);
-                lags_ms.push_back(
-                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - due)
-                        .count());
+                lags_ms.push_back(std::chrono::duration<double, std::milli>(
+                                      std::chrono::steady_clock::now() - due)
+                                      .count());
             }
         },
         asio::detached);
@@ -98,14 +98,16 @@ int main(int argc, char** argv) {
     std::vector<std::thread> submitters;
     submitters.emplace_back([&] {  // callbacks
         for (int i = 0; i < per_submitter; ++i) {
-            pool.async_submit(torchpool::request("echo", "callback " + std::to_string(i)),
-                              [&](boost::system::error_code ec, torchpool::response) { count(ec); });
+            pool.async_submit(
+                torchpool::request("echo", "callback " + std::to_string(i)),
+                [&](boost::system::error_code ec, torchpool::response) { count(ec); });
         }
     });
     submitters.emplace_back([&] {  // futures
         std::vector<std::future<torchpool::response>> results;
         for (int i = 0; i < per_submitter; ++i) {
-            results.push_back(pool.async_submit(torchpool::request("echo", "future"), asio::use_future));
+            results.push_back(
+                pool.async_submit(torchpool::request("echo", "future"), asio::use_future));
         }
         for (auto& r : results) {
             try {
@@ -149,7 +151,8 @@ int main(int argc, char** argv) {
     }
     coroutine_done.get_future().wait();
 
-    auto stats = asio::post(pool.get_executor(), asio::use_future([&] { return pool.stats(); })).get();
+    auto stats =
+        asio::post(pool.get_executor(), asio::use_future([&] { return pool.stats(); })).get();
     std::promise<void> shut;
     pool.async_shutdown([&](boost::system::error_code) { shut.set_value(); });
     shut.get_future().wait();
@@ -161,14 +164,15 @@ int main(int argc, char** argv) {
     }
     std::sort(lags_ms.begin(), lags_ms.end());
     const double p99 = lags_ms.empty() ? 0 : lags_ms[lags_ms.size() * 99 / 100];
-    std::printf("embedded host: %d tasks completed (%d succeeded, %d lost to the %d workers we "
-                "killed); %llu unexpected deaths; heartbeat p99 %.2f ms over %zu ticks\n",
-                completed.load(), succeeded.load(), died.load(), kills,
-                static_cast<unsigned long long>(stats.deaths_by_signal + stats.deaths_by_exit),
-                p99, lags_ms.size());
-    const bool ok = completed == 3 * per_submitter && succeeded + died == completed &&
-                    stats.deaths_by_signal + stats.deaths_by_exit <=
-                        static_cast<std::uint64_t>(kills) &&
-                    stats.spawned >= workers;
+    std::printf(
+        "embedded host: %d tasks completed (%d succeeded, %d lost to the %d workers we "
+        "killed); %llu unexpected deaths; heartbeat p99 %.2f ms over %zu ticks\n",
+        completed.load(), succeeded.load(), died.load(), kills,
+        static_cast<unsigned long long>(stats.deaths_by_signal + stats.deaths_by_exit), p99,
+        lags_ms.size());
+    const bool ok =
+        completed == 3 * per_submitter && succeeded + died == completed &&
+        stats.deaths_by_signal + stats.deaths_by_exit <= static_cast<std::uint64_t>(kills) &&
+        stats.spawned >= workers;
     return ok ? 0 : 1;
 }

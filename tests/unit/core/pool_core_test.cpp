@@ -195,7 +195,8 @@ TEST_CASE("a running task past its deadline times out, and its worker gets SIGTE
     std::vector<int> probed;  // the pids whose memory the core asked for
     harness h(params, [&](int pid) -> std::optional<worker_memory> {
         probed.push_back(pid);
-        return worker_memory{.private_bytes = 64 << 20, .pss_bytes = 65 << 20, .rss_bytes = 70 << 20};
+        return worker_memory{
+            .private_bytes = 64 << 20, .pss_bytes = 65 << 20, .rss_bytes = 70 << 20};
     });
     h.start_all_ready();
     h.core.submit(3, "hang", 200ms, h.now);

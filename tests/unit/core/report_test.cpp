@@ -48,9 +48,8 @@ TEST_CASE("durations, exits, memory and output are said in plain words", "[repor
     CHECK(describe_exit({.exit_code = 3}) == "exited with code 3");
     CHECK(describe_exit({}) == "ended");
 
-    CHECK(describe_memory(worker_memory{.private_bytes = 8 << 20,
-                                        .pss_bytes = 9 << 20,
-                                        .rss_bytes = 20 << 20}) ==
+    CHECK(describe_memory(worker_memory{
+              .private_bytes = 8 << 20, .pss_bytes = 9 << 20, .rss_bytes = 20 << 20}) ==
           "; just before, it held 8.0 MiB of its own (private; PSS 9.0 MiB, RSS 20.0 MiB)");
     CHECK(describe_memory(std::nullopt).empty());
 
