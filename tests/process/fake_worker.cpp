@@ -147,13 +147,14 @@ int main(int argc, char** argv) {
         return result{.payload = "slept"};
     });
     // Allocates and touches the payload's number of MiB, then blocks until killed.
-    server.handle("allocate_and_hang", [](const call& c) -> result {
+    // Allocates and touches PAYLOAD MiB, kept until the worker exits, then answers.
+    server.handle("allocate", [](const call& c) {
         const std::size_t bytes = static_cast<std::size_t>(to_int(c.payload)) << 20;
         auto* block = static_cast<volatile char*>(std::malloc(bytes));
         for (std::size_t i = 0; i < bytes; i += 4096) {
             block[i] = 1;
         }
-        block_forever();
+        return result{};
     });
     server.handle("crash", [](const call& c) -> result {
         ::raise(to_int(c.payload));
