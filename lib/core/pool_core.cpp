@@ -254,12 +254,11 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
         if ((type & wanted) == cancellation_type::none) {
             return;
         }
-        const std::string what = tasks_.describe(id);
+        std::string summary = cancelled_in_queue(tasks_.describe(id));
         tasks_.forget(id);
         ++counters.cancelled;
         complete(id, boost::asio::error::operation_aborted,
-                 {.diagnostics = {.summary = "The caller cancelled " + what +
-                                             " while it waited in the queue."}});
+                 {.diagnostics = {.summary = std::move(summary)}});
         settle(now);
         return;
     }
@@ -269,14 +268,13 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
         if ((type & wanted) == cancellation_type::none) {
             return;
         }
-        const std::string what = tasks_.describe(id);
+        std::string summary = cancelled_before_start(tasks_.describe(id));
         tasks_.forget(id);
         tasks_.abandon(s, id);
         ++counters.cancelled;
         actions_.push_back(send_cancel_action{s, id});
-        complete(
-            id, boost::asio::error::operation_aborted,
-            {.diagnostics = {.summary = "The caller cancelled " + what + " before it started."}});
+        complete(id, boost::asio::error::operation_aborted,
+                 {.diagnostics = {.summary = std::move(summary)}});
         return;
     }
     if ((type & cancellation_type::terminal) == cancellation_type::none) {
@@ -284,9 +282,7 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
     }
     const int pid = workers_[s].child.pid();
     auto d = worker_diagnostics(s, now, true);
-    d.summary = "The caller cancelled " + tasks_.describe(id) + " while worker " +
-                std::to_string(pid) + " ran it; the worker was killed and replaced" +
-                describe_memory(d.memory) + ".";
+    d.summary = cancelled_while_running(tasks_.describe(id), d);
     tasks_.forget(id);
     ++counters.cancelled;
     complete(id, boost::asio::error::operation_aborted,
@@ -301,8 +297,7 @@ void pool_core::on_deadline(task_id id, time_point now) {
     const std::optional<slot_id> slot = t->slot;
     ++report_.counters.timed_out;
     if (!slot) {
-        std::string summary = tasks_.describe(id) + " waited " + format_duration(waited) +
-                              " in the queue and passed its deadline before a worker was free.";
+        std::string summary = deadline_in_queue(tasks_.describe(id), waited);
         tasks_.forget(id);
         complete(id, errc::timeout, {.diagnostics = {.summary = std::move(summary)}});
         return;
@@ -310,9 +305,7 @@ void pool_core::on_deadline(task_id id, time_point now) {
     const int pid = workers_[*slot].child.pid();
     if (tasks_.running(*slot) != id) {
         // Sent ahead and not started: dropped without disturbing the worker.
-        std::string summary = tasks_.describe(id) + " waited " + format_duration(waited) +
-                              " behind another task on worker " + std::to_string(pid) +
-                              " and passed its deadline before it started.";
+        std::string summary = deadline_before_start(tasks_.describe(id), waited, pid);
         tasks_.forget(id);
         tasks_.abandon(*slot, id);
         complete(id, errc::timeout,
@@ -320,10 +313,7 @@ void pool_core::on_deadline(task_id id, time_point now) {
         return;
     }
     auto d = worker_diagnostics(*slot, now, true);
-    d.summary = tasks_.describe(id) + " passed its deadline after " + format_duration(waited) +
-                " (" + format_duration(d.task_run_time) + " of it running on worker " +
-                std::to_string(pid) + "); the worker was stopped and will be replaced" +
-                describe_memory(d.memory) + ".";
+    d.summary = deadline_while_running(tasks_.describe(id), waited, d);
     tasks_.forget(id);
     complete(id, errc::timeout, {.worker_pid = pid, .diagnostics = std::move(d)});
     stop_worker(*slot, stop_reason::deadline, false, now);
@@ -434,8 +424,7 @@ void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
     w.child.count_failure();
     if (auto id = tasks_.running(s)) {
         auto d = worker_diagnostics(s, now, true);
-        d.summary = "Worker " + std::to_string(pid) + " " + what + " while running " +
-                    tasks_.describe(*id) + "; it was killed" + describe_memory(d.memory) + ".";
+        d.summary = protocol_error_while_running(tasks_.describe(*id), what, d);
         ++report_.counters.protocol_errors;
         tasks_.forget(*id);
         complete(*id, errc::protocol_error, {.worker_pid = pid, .diagnostics = std::move(d)});
@@ -501,10 +490,7 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
             d.exit_code = status.exit_code;
             d.signal = status.signal;
             d.core_dumped = status.core_dumped;
-            d.summary = "Worker " + std::to_string(pid) + " " + how + " while running " +
-                        tasks_.describe(*id) + ", " + format_duration(d.task_run_time) +
-                        " into it; it had been up " + format_elapsed(w.child.process_start(), now) +
-                        "." + describe_output(d.log_tail);
+            d.summary = died_while_running(tasks_.describe(*id), how, d);
             ++counters.worker_died;
             tasks_.forget(*id);
             tasks_.release(s);

@@ -77,4 +77,49 @@ std::string describe_task(task_id id, const std::string* method) {
     return "task " + std::to_string(id) + (method ? " ('" + *method + "')" : std::string());
 }
 
+std::string cancelled_in_queue(const std::string& task) {
+    return "The caller cancelled " + task + " while it waited in the queue.";
+}
+
+std::string cancelled_before_start(const std::string& task) {
+    return "The caller cancelled " + task + " before it started.";
+}
+
+std::string cancelled_while_running(const std::string& task, const task_diagnostics& d) {
+    return "The caller cancelled " + task + " while worker " + std::to_string(d.worker_pid) +
+           " ran it; the worker was killed and replaced" + describe_memory(d.memory) + ".";
+}
+
+std::string deadline_in_queue(const std::string& task, std::chrono::milliseconds waited) {
+    return task + " waited " + format_duration(waited) +
+           " in the queue and passed its deadline before a worker was free.";
+}
+
+std::string deadline_before_start(const std::string& task, std::chrono::milliseconds waited,
+                                  int pid) {
+    return task + " waited " + format_duration(waited) + " behind another task on worker " +
+           std::to_string(pid) + " and passed its deadline before it started.";
+}
+
+std::string deadline_while_running(const std::string& task, std::chrono::milliseconds waited,
+                                   const task_diagnostics& d) {
+    return task + " passed its deadline after " + format_duration(waited) + " (" +
+           format_duration(d.task_run_time) + " of it running on worker " +
+           std::to_string(d.worker_pid) + "); the worker was stopped and will be replaced" +
+           describe_memory(d.memory) + ".";
+}
+
+std::string protocol_error_while_running(const std::string& task, const std::string& what,
+                                         const task_diagnostics& d) {
+    return "Worker " + std::to_string(d.worker_pid) + " " + what + " while running " + task +
+           "; it was killed" + describe_memory(d.memory) + ".";
+}
+
+std::string died_while_running(const std::string& task, const std::string& how,
+                               const task_diagnostics& d) {
+    return "Worker " + std::to_string(d.worker_pid) + " " + how + " while running " + task + ", " +
+           format_duration(d.task_run_time) + " into it; it had been up " +
+           format_duration(d.worker_uptime) + "." + describe_output(d.log_tail);
+}
+
 }  // namespace torchpool::core

@@ -48,4 +48,25 @@ std::string describe_output(const std::string& log);
 /// "task 7 ('crash')", or "task 7" when its method is not known.
 std::string describe_task(task_id id, const std::string* method);
 
+// How a task ended without a reply, one sentence each, for task_diagnostics::summary.
+// `task` is describe_task's words; `d` the worker's diagnostics (pid, run time, uptime,
+// memory, output) where a worker was involved.
+
+std::string cancelled_in_queue(const std::string& task);
+std::string cancelled_before_start(const std::string& task);
+/// The worker was killed and replaced.
+std::string cancelled_while_running(const std::string& task, const task_diagnostics& d);
+std::string deadline_in_queue(const std::string& task, std::chrono::milliseconds waited);
+std::string deadline_before_start(const std::string& task, std::chrono::milliseconds waited,
+                                  int pid);
+/// The worker was stopped and will be replaced.
+std::string deadline_while_running(const std::string& task, std::chrono::milliseconds waited,
+                                   const task_diagnostics& d);
+/// `what`: what the worker did wrong ("sent a frame that ...").
+std::string protocol_error_while_running(const std::string& task, const std::string& what,
+                                         const task_diagnostics& d);
+/// `how`: describe_exit's words.
+std::string died_while_running(const std::string& task, const std::string& how,
+                               const task_diagnostics& d);
+
 }  // namespace torchpool::core
