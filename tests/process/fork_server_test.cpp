@@ -4,7 +4,9 @@
 #include <torchpool/error.hpp>
 #include <torchpool/pool.hpp>
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -34,7 +36,17 @@ TEST_CASE("workers made by the fork server are the pool's own children and serve
           "[process][fork_server]") {
     const std::size_t fds_before = open_fd_count();
     run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
-        pool p(io.get_executor(), {.worker = forked_fake_worker(), .workers = 6});
+        // The tasks may all be served before the sixth worker is ready: the stats are read
+        // once every worker is.
+        std::size_t ready = 0;
+        asio::steady_timer all_ready(io, asio::steady_timer::time_point::max());
+        pool p(io.get_executor(), {.worker = forked_fake_worker(),
+                                   .workers = 6,
+                                   .on_worker_event = [&](const worker_event& e) {
+                                       if (e.what == worker_event::kind::ready && ++ready == 6) {
+                                           all_ready.cancel();
+                                       }
+                                   }});
         p.async_run(asio::detached);
         std::set<int> pids;
         std::set<std::string> infos;
@@ -47,6 +59,9 @@ TEST_CASE("workers made by the fork server are the pool's own children and serve
             auto [ec2, info] = co_await p.async_submit(make_request("start_info"), tuple_awaitable);
             REQUIRE(!ec2);
             infos.insert(info.payload);
+        }
+        if (ready < 6) {
+            co_await all_ready.async_wait(asio::as_tuple(asio::use_awaitable));
         }
         const auto s = p.stats();
         CHECK(s.fork_server_ready);
