@@ -6,6 +6,7 @@
 //
 // usage: torchpool-bench-fork-server [FORKED_WORKERS=256] [DIRECT_WORKERS=16 (0: none)]
 //                                    [MAX_STARTS=0]
+#include "posix/process.hpp"
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -15,10 +16,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include <sys/resource.h>
@@ -27,31 +26,6 @@ namespace asio = boost::asio;
 using namespace std::chrono_literals;
 
 namespace {
-
-struct memory {
-    double pss_kib = 0;
-    double private_kib = 0;
-};
-
-memory read_rollup(int pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
-    memory m;
-    std::string line;
-    while (std::getline(in, line)) {
-        char key[64];
-        double value = 0;
-        if (std::sscanf(line.c_str(), "%63s %lf", key, &value) != 2) {
-            continue;  // the first line names the range
-        }
-        const std::string_view key_view = key;
-        if (key_view == "Pss:") {
-            m.pss_kib = value;
-        } else if (key_view == "Private_Clean:" || key_view == "Private_Dirty:") {
-            m.private_kib += value;
-        }
-    }
-    return m;
-}
 
 struct result {
     double seconds = 0;
@@ -88,14 +62,19 @@ result measure(const std::string& worker, std::size_t n, torchpool::start_mode m
             const auto stats = pool_ptr->stats();
             r.open_files_limit = stats.open_files_limit;
             double worker_private = 0, worker_pss = 0;
+            const auto mib = [](std::uint64_t bytes) {
+                return static_cast<double>(bytes) / (1 << 20);
+            };
             for (int pid : pids) {
-                const auto m = read_rollup(pid);
-                r.total_pss_mib += m.pss_kib / 1024;
-                worker_private += m.private_kib / 1024;
-                worker_pss += m.pss_kib / 1024;
+                const auto m =
+                    torchpool::posix::read_memory(pid).value_or(torchpool::worker_memory{});
+                r.total_pss_mib += mib(m.pss_bytes);
+                worker_private += mib(m.private_bytes);
+                worker_pss += mib(m.pss_bytes);
             }
             if (stats.fork_server_pid > 0) {
-                r.total_pss_mib += read_rollup(stats.fork_server_pid).pss_kib / 1024;
+                const auto m = torchpool::posix::read_memory(stats.fork_server_pid);
+                r.total_pss_mib += mib(m.value_or(torchpool::worker_memory{}).pss_bytes);
             }
             r.worker_private_mib = worker_private / static_cast<double>(pids.size());
             r.worker_pss_mib = worker_pss / static_cast<double>(pids.size());
