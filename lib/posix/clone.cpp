@@ -141,7 +141,6 @@ child_memory* child_memory::create(std::size_t data_bytes) noexcept {
     memory->mapping_ = base;
     memory->mapping_size_ = size;
     memory->next_ = base + guard_size + stack_size + header;
-    memory->end_ = base + size;
     return memory;
 }
 
@@ -153,7 +152,7 @@ void child_memory::destroy(child_memory* memory) noexcept {
 
 void* child_memory::allocate(std::size_t bytes, std::size_t align) noexcept {
     const auto at = (reinterpret_cast<std::uintptr_t>(next_) + align - 1) / align * align;
-    if (at + bytes > reinterpret_cast<std::uintptr_t>(end_)) {
+    if (at + bytes > reinterpret_cast<std::uintptr_t>(mapping_ + mapping_size_)) {
         return nullptr;
     }
     next_ = reinterpret_cast<char*>(at + bytes);

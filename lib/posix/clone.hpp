@@ -116,8 +116,7 @@ private:
     int child_tid_ = 0;  // the kernel clears it when the child lets go (CLONE_CHILD_CLEARTID)
     std::size_t mapping_size_ = 0;
     char* mapping_ = nullptr;
-    char* next_ = nullptr;  // in the data area, which follows this header
-    char* end_ = nullptr;
+    char* next_ = nullptr;  // in the data area, which follows this header to the end
 };
 
 /// Runs `child(arg)` in a new process that shares our memory (CLONE_VM) until it calls
