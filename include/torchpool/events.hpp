@@ -22,6 +22,11 @@ struct worker_event {
         /// about the pool as a whole, e.g. that it raised the open-file limit; `slot` and
         /// `pid` are 0
         notice,
+        /// the pool cannot start workers (pool_params::spawn_failures_until_degraded):
+        /// tasks fail at once with the last start error; `slot` and `pid` are 0
+        degraded,
+        /// a worker became ready after the pool was degraded; tasks are accepted again
+        recovered,
     };
     kind what = kind::started;
     /// Index of the worker's slot in the pool, 0 .. workers-1; stable across restarts.

@@ -45,14 +45,29 @@ struct worker_params {
     start_mode start = start_mode::direct;
 };
 
-/// Delay before a worker that failed is started again: `initial`, multiplied by
-/// `multiplier` for every consecutive failure of the same worker slot, capped at `max`,
-/// then spread by +/- `jitter` (a fraction) so that many workers do not restart in step.
+/// Delay before a worker that failed is started again. The first failure of a worker that
+/// had been healthy is replaced at once; each further failure of the same worker slot
+/// waits `initial`, multiplied by `multiplier` per failure, capped at `max`, spread by
+/// +/- `jitter` (a fraction) so that many workers do not restart in step. A worker is
+/// healthy again, and its count starts over, once it answers a task or has been ready for
+/// `reset_after`.
 struct backoff_params {
     std::chrono::milliseconds initial{100};
     std::chrono::milliseconds max{5000};
     double multiplier = 2.0;
     double jitter = 0.2;
+    std::chrono::milliseconds reset_after{1000};
+};
+
+/// Restart intensity, as OTP supervisors have it: at most `restarts` restarts of workers
+/// (and the fork server) in any `period`. Past it the pool does not give up; it paces
+/// further restarts to that rate, so that a crash loop or an outside killer cannot make it
+/// spend the machine on starting processes. A `notice` event says when pacing begins and
+/// ends. Planned replacements (recycling) do not count.
+struct restart_intensity {
+    /// Zero (the default): twice the number of workers, at least 10.
+    std::size_t restarts = 0;
+    std::chrono::milliseconds period{1000};
 };
 
 struct pool_params {
@@ -88,11 +103,16 @@ struct pool_params {
     /// before it gets SIGKILL.
     std::chrono::milliseconds stop_grace{2'000};
     backoff_params restart_backoff;
-    /// A worker slot whose starts failed this many times in a row, while no worker is up,
-    /// makes the pool degraded: queued and new tasks fail at once with
-    /// `errc::spawn_failed` and the last spawn error, instead of waiting forever. The pool
-    /// keeps trying, and the first worker that comes up ends the degraded state.
+    restart_intensity restart_limit;
+    /// The pool is *degraded* (it cannot start workers) when this many starts in a row, of
+    /// any worker slot or of the fork server, failed with no start succeeding in between,
+    /// no worker is ready, and no start has succeeded for `degraded_window` (or ever).
+    /// Deaths of workers that did start never count. While degraded, queued and new tasks
+    /// fail at once with `errc::spawn_failed` and the last start error instead of waiting
+    /// forever; the pool keeps trying, and the first worker that becomes ready ends it
+    /// (`degraded` and `recovered` events say so).
     std::size_t spawn_failures_until_degraded = 3;
+    std::chrono::milliseconds degraded_window{10'000};
     /// Largest message accepted from a worker; a bigger one is a protocol error.
     std::size_t max_frame_bytes = 64u << 20;
     /// Bytes of each worker's most recent stdout/stderr kept for diagnostics.

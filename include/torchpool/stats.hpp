@@ -18,6 +18,7 @@ struct pool_stats {
     std::size_t workers_stopped = 0;   ///< stopped for good (shutdown)
     std::size_t queue_depth = 0;       ///< tasks waiting for a worker
     bool degraded = false;             ///< workers cannot be started; tasks fail fast
+    bool restarts_paced = false;       ///< restart intensity reached; restarts are paced
 
     // Configuration in effect.
     unsigned intra_op_threads = 0;  ///< per worker (pool_params::intra_op_threads, resolved)
@@ -47,6 +48,8 @@ struct pool_stats {
     // Worker processes, since the pool was made.
     std::uint64_t spawned = 0;           ///< processes started
     std::uint64_t restarts = 0;          ///< starts that replaced a worker that had exited
+    /// restarts held back by the restart intensity (pool_params::restart_limit)
+    std::uint64_t paced_restarts = 0;
     std::uint64_t failed_starts = 0;     ///< processes that never became ready
     std::uint64_t deaths_by_signal = 0;  ///< unexpected deaths, killed by a signal
     std::uint64_t deaths_by_exit = 0;    ///< unexpected deaths, exited on their own

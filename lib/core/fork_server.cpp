@@ -6,6 +6,7 @@ fork_server_supervisor::fork_server_supervisor(const pool_params& params, report
                                                action_queue& out)
     : spawn_timeout_(params.spawn_timeout),
       stop_grace_(params.stop_grace),
+      healthy_after_(params.restart_backoff.reset_after),
       enabled_(params.worker.start == start_mode::fork_server),
       child_(0, enabled_ ? params.log_tail_bytes : 4096, nullptr),
       report_(report),
@@ -56,8 +57,7 @@ std::optional<std::string> fork_server_supervisor::hello(const wire::hello_msg& 
         return "sent hello with protocol version " + std::to_string(hello.protocol_version) +
                " (this pool speaks " + std::to_string(wire::protocol_version) + ")";
     }
-    child_.became_ready();
-    child_.healthy();
+    child_.became_ready(now);
     if (report_.events_wanted()) {
         report_.event(worker_event::kind::fork_server_ready, 0, child_.pid(),
                       "fork server " + std::to_string(child_.pid()) + " is ready, " +
@@ -94,11 +94,15 @@ std::string fork_server_supervisor::describe_spawn_error(const std::string& why)
     return "the fork server could not be started: " + why;
 }
 
-fork_server_supervisor::end fork_server_supervisor::gone(std::string why, bool pool_stopping) {
+fork_server_supervisor::end fork_server_supervisor::gone(std::string why, bool pool_stopping,
+                                                         time_point now) {
     const child_state was = child_.state();
     const int pid = child_.pid();
     const bool asked = child_.asked_to_stop();
     const bool unexpected = kill_reason_.empty() && !asked && !child_.killed();
+    if (was == child_state::running && unexpected && !pool_stopping) {
+        child_.count_failure(now, healthy_after_);
+    }
     child_.process_gone();
     child_.set_timer(time_point::max());
     kill_reason_.clear();
@@ -112,17 +116,16 @@ fork_server_supervisor::end fork_server_supervisor::gone(std::string why, bool p
     child_.wait_for_turn();
     if (was == child_state::running && unexpected) {
         ++report_.counters.fork_server_deaths;
-        child_.count_failure();
         return {.for_good = false, .was_failed_start = false};
     }
     return {.for_good = false, .was_failed_start = was == child_state::starting || !unexpected};
 }
 
-void fork_server_supervisor::restart_after(std::chrono::milliseconds delay, time_point now) {
-    if (delay.count() == 0) {
+void fork_server_supervisor::restart_at(time_point at, time_point now) {
+    if (at <= now) {
         start(false, now);
     } else {
-        child_.restart_at(now + delay);
+        child_.restart_at(at);
     }
 }
 

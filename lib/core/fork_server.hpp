@@ -49,12 +49,12 @@ public:
         bool was_failed_start;  ///< it never became ready, or was killed by the pool
     };
     /// Its process is gone (`why` in words, for the event). Unless for good, it waits in
-    /// backoff for `restart_after`.
-    end gone(std::string why, bool pool_stopping);
+    /// backoff for `restart_at`.
+    end gone(std::string why, bool pool_stopping, time_point now);
     /// Counts a start that never became ready; returns the count in a row.
     unsigned count_failed_start() { return child_.count_failed_start(); }
-    /// Starts again after `delay` (at once if zero).
-    void restart_after(std::chrono::milliseconds delay, time_point now);
+    /// Starts again at `at` (at once if that is not later than `now`).
+    void restart_at(time_point at, time_point now);
 
     /// Its timer is due: a start that took too long, a restart, or a stop past its grace.
     void on_timer(bool pool_stopping, time_point now);
@@ -62,6 +62,7 @@ public:
 private:
     std::chrono::milliseconds spawn_timeout_;
     std::chrono::milliseconds stop_grace_;
+    std::chrono::milliseconds healthy_after_;
     bool enabled_;
     supervised_child child_;
     std::string kill_reason_;  // why the pool killed it, if it did (a verb phrase)

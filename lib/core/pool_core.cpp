@@ -17,7 +17,7 @@ pool_core::pool_core(const pool_params& params, memory_probe probe)
     : params_(params),
       probe_(std::move(probe)),
       report_(static_cast<bool>(params.on_worker_event), actions_),
-      restart_(params.restart_backoff, params.spawn_failures_until_degraded, params.seed),
+      restart_(params),
       tasks_(params.workers),
       workers_(params, tasks_),
       server_(params, report_, actions_) {}
@@ -85,7 +85,8 @@ void pool_core::on_spawned(slot_id s, int pid, time_point now) {
 
 void pool_core::on_spawn_error(slot_id s, std::string why, time_point now) {
     ++report_.counters.failed_starts;
-    count_failed_start(workers_[s].child.count_failed_start(), std::move(why));
+    workers_[s].child.count_failed_start();
+    start_failed(std::move(why), now);
     after_exit(s, now);
     if (report_.events_wanted()) {
         report_.event(worker_event::kind::start_failed, s, 0,
@@ -99,12 +100,38 @@ void pool_core::note(std::string what) {
     report_.event(worker_event::kind::notice, 0, 0, std::move(what));
 }
 
-void pool_core::count_failed_start(unsigned in_a_row, std::string why) {
-    if (restart_.failed_start(in_a_row, std::move(why), workers_.any_ready())) {
-        fail_queued(errc::spawn_failed,
-                    "No worker can be started, so the task was not run. Last start failure: " +
-                        restart_.last_error());
+void pool_core::start_failed(std::string why, time_point now) {
+    if (!restart_.start_failed(std::move(why), workers_.any_ready(), now)) {
+        return;
     }
+    report_.event(worker_event::kind::degraded, 0, 0,
+                  "the pool is degraded: " + std::to_string(params_.spawn_failures_until_degraded) +
+                      " starts in a row failed and no worker is ready, so tasks fail at once "
+                      "until one is. Last start failure: " +
+                      restart_.last_error());
+    fail_queued(errc::spawn_failed,
+                "No worker can be started, so the task was not run. Last start failure: " +
+                    restart_.last_error());
+}
+
+time_point pool_core::restart_time(unsigned failures, bool counts, time_point now) {
+    const auto d = restart_.next_start(failures, counts, now);
+    if (d.paced) {
+        ++report_.counters.paced_restarts;
+    }
+    if (d.pacing_began) {
+        report_.event(worker_event::kind::notice, 0, 0,
+                      "restart intensity reached: more than " +
+                          std::to_string(restart_.intensity()) + " restarts in " +
+                          format_duration(restart_.period()) +
+                          " (pool_params::restart_limit), so further restarts are paced to "
+                          "that rate");
+    } else if (d.pacing_ended) {
+        report_.event(worker_event::kind::notice, 0, 0,
+                      "restarts are no longer paced: they came slower than the restart "
+                      "intensity (pool_params::restart_limit) allows");
+    }
+    return d.at;
 }
 
 // --- the fork server ---------------------------------------------------------------------
@@ -138,13 +165,14 @@ void pool_core::on_server_exit(const exit_status& status, time_point now) {
 }
 
 void pool_core::server_gone(std::string why, time_point now) {
-    const auto end = server_.gone(why, phase_.stopping());
+    const auto end = server_.gone(why, phase_.stopping(), now);
     if (!end.for_good) {
         requeue_fork_requests(now);
         if (end.was_failed_start) {
-            count_failed_start(server_.count_failed_start(), std::move(why));
+            server_.count_failed_start();
+            start_failed(std::move(why), now);
         }
-        server_.restart_after(restart_.delay(server_.child().failures_in_a_row()), now);
+        server_.restart_at(restart_time(server_.child().failures(), true, now), now);
     }
     check_finished(now);
 }
@@ -354,8 +382,12 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
                           now);
         return;
     }
-    w.child.became_ready();
-    restart_.worker_ready();
+    w.child.became_ready(now);
+    if (restart_.start_succeeded(now)) {
+        report_.event(worker_event::kind::recovered, s, w.child.pid(),
+                      "the pool has recovered: worker " + std::to_string(w.child.pid()) +
+                          " started and is ready, so tasks are accepted again");
+    }
     if (report_.events_wanted()) {
         report_.event(worker_event::kind::ready, s, w.child.pid(),
                       "worker " + std::to_string(w.child.pid()) + " is ready, " +
@@ -421,7 +453,9 @@ void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
         return;
     }
     const int pid = w.child.pid();
-    w.child.count_failure();
+    if (state == child_state::running) {
+        w.child.count_failure(now, params_.restart_backoff.reset_after);
+    }
     if (auto id = tasks_.running(s)) {
         auto d = worker_diagnostics(s, now, true);
         d.summary = protocol_error_while_running(tasks_.describe(*id), what, d);
@@ -431,8 +465,8 @@ void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
     }
     if (state == child_state::starting) {
         ++report_.counters.failed_starts;
-        count_failed_start(w.child.count_failed_start(),
-                           "worker " + std::to_string(pid) + " " + what + " before it was ready.");
+        w.child.count_failed_start();
+        start_failed("worker " + std::to_string(pid) + " " + what + " before it was ready.", now);
     }
     stop_worker(s, stop_reason::protocol, true, now);
     settle(now);
@@ -469,17 +503,18 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
     switch (was) {
         case worker_state::starting:
             ++counters.failed_starts;
-            count_failed_start(w.child.count_failed_start(),
-                               who + " " + how + " before it was ready, " +
-                                   format_elapsed(w.child.process_start(), now) +
-                                   " after it started." + describe_output(w.child.log().text()));
+            w.child.count_failed_start();
+            start_failed(who + " " + how + " before it was ready, " +
+                             format_elapsed(w.child.process_start(), now) + " after it started." +
+                             describe_output(w.child.log().text()),
+                         now);
             break;
         case worker_state::idle:
-            w.child.count_failure();
+            w.child.count_failure(now, params_.restart_backoff.reset_after);
             ++(status.signal ? counters.deaths_by_signal : counters.deaths_by_exit);
             break;
         case worker_state::busy: {
-            w.child.count_failure();
+            w.child.count_failure(now, params_.restart_backoff.reset_after);
             ++(status.signal ? counters.deaths_by_signal : counters.deaths_by_exit);
             const auto id = tasks_.running(s);
             if (!id) {
@@ -500,11 +535,12 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
         case worker_state::stopping:
             if (w.child.reason() == stop_reason::spawn_timeout) {
                 ++counters.failed_starts;
-                count_failed_start(w.child.count_failed_start(),
-                                   who + " did not become ready within " +
-                                       format_duration(params_.spawn_timeout) +
-                                       " (pool_params::spawn_timeout) and was killed." +
-                                       describe_output(w.child.log().text()));
+                w.child.count_failed_start();
+                start_failed(who + " did not become ready within " +
+                                 format_duration(params_.spawn_timeout) +
+                                 " (pool_params::spawn_timeout) and was killed." +
+                                 describe_output(w.child.log().text()),
+                             now);
             }
             break;
         case worker_state::backoff:
@@ -541,11 +577,11 @@ void pool_core::after_exit(slot_id s, time_point now) {
         w.child.retire();
         return;
     }
-    const auto delay = restart_.delay(w.child.failures_in_a_row());
-    if (delay.count() == 0) {
+    const time_point at = restart_time(w.child.failures(), true, now);
+    if (at <= now) {
         wait_for_start(s, now);
     } else {
-        w.child.restart_at(now + delay);
+        w.child.restart_at(at);
     }
 }
 
@@ -732,6 +768,7 @@ pool_stats pool_core::stats() const {
     workers_.count(st);
     st.queue_depth = tasks_.queued();
     st.degraded = restart_.degraded();
+    st.restarts_paced = restart_.pacing();
     st.intra_op_threads = params_.intra_op_threads;
     st.inter_op_threads = params_.inter_op_threads;
     st.fork_server_pid = server_.child().pid();

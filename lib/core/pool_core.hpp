@@ -135,8 +135,12 @@ private:
     /// Its process is gone: restart it after its backoff, or retire it.
     void after_exit(slot_id s, time_point now);
     void fail_queued(boost::system::error_code error, const std::string& summary);
-    /// A start that never became ready, of a worker or of the fork server.
-    void count_failed_start(unsigned in_a_row, std::string why);
+    /// A start that never became ready, of a worker or of the fork server (`why`, a
+    /// sentence): the pool may be degraded now.
+    void start_failed(std::string why, time_point now);
+    /// When a child that ended with `failures` since it was healthy starts again, by the
+    /// restart policy; reports pacing. `counts`: not a planned replacement.
+    time_point restart_time(unsigned failures, bool counts, time_point now);
     /// What follows every event that may end a start, a task or a process.
     void settle(time_point now);
     void maybe_finish_drain(time_point now);

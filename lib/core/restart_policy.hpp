@@ -1,10 +1,17 @@
-// The restart policy: how long a failed child waits before its next start (exponential
-// backoff with jitter), and when failed starts are evidence enough that no worker can be
-// started (the pool is then degraded, and tasks fail fast with the last start error). It
-// keeps the last start error for that message. Restart intensity grows here.
+// The restart policy: when a child that ended starts again, and when the pool may call
+// itself unable to start workers.
+//
+// - Backoff per child: the first failure since it was healthy restarts at once, later ones
+//   wait longer (exponential, with jitter).
+// - Intensity for the pool (OTP's "N restarts in T"), enforced as a rate (the generic cell
+//   rate algorithm): a burst of `restarts` is let through, further ones are paced to
+//   `restarts` per `period` instead of piling up.
+// - Degraded only on evidence: starts failing in a row, pool-wide, with no worker ready and
+//   no start succeeding for a window. Deaths of workers that did start never count.
 #pragma once
 
 #include "backoff.hpp"
+#include "types.hpp"
 #include <torchpool/pool_params.hpp>
 
 #include <chrono>
@@ -14,31 +21,45 @@ namespace torchpool::core {
 
 class restart_policy {
 public:
-    restart_policy(const backoff_params& backoff, unsigned failed_starts_until_degraded,
-                   std::uint64_t seed)
-        : backoff_(backoff), until_degraded_(failed_starts_until_degraded), random_(seed) {}
+    explicit restart_policy(const pool_params& params);
 
-    /// Delay before the next start of a child that failed `failures_in_a_row` times; zero
-    /// when it has not failed (it was stopped on purpose and is replaced at once).
-    std::chrono::milliseconds delay(unsigned failures_in_a_row) {
-        return restart_delay(backoff_, failures_in_a_row, random_);
-    }
+    /// When a child that failed `failures` times since it was healthy starts next (`now`
+    /// for at once). `counts` : it is a restart the intensity limits (not a planned
+    /// replacement).
+    struct decision {
+        time_point at;
+        bool paced = false;         ///< held back by the intensity
+        bool pacing_began = false;  ///< this restart was the first held back by the intensity
+        bool pacing_ended = false;  ///< restarts had been held back; this one is not
+    };
+    decision next_start(unsigned failures, bool counts, time_point now);
 
-    /// A start never became ready: `why` says how, `in_a_row` counts such starts of that
-    /// child. Returns true when this makes the pool degraded: enough failures in a row and
-    /// no worker ready.
-    bool failed_start(unsigned in_a_row, std::string why, bool any_worker_ready);
-    /// A worker became ready: workers can be started after all.
-    void worker_ready() noexcept { degraded_ = false; }
+    /// A start failed (`why`, a sentence). True when this makes the pool degraded.
+    bool start_failed(std::string why, bool any_worker_ready, time_point now);
+    /// A start succeeded (a worker or the fork server became ready). True when this ends a
+    /// degraded state.
+    bool start_succeeded(time_point now);
 
     bool degraded() const noexcept { return degraded_; }
+    bool pacing() const noexcept { return pacing_; }
     const std::string& last_error() const noexcept { return last_error_; }
+    /// Restarts allowed per period, resolved.
+    std::size_t intensity() const noexcept { return intensity_; }
+    std::chrono::milliseconds period() const noexcept { return period_; }
 
 private:
     backoff_params backoff_;
-    unsigned until_degraded_;
+    std::size_t until_degraded_;
+    std::chrono::milliseconds window_;
+    std::size_t intensity_;
+    std::chrono::milliseconds period_;
+    clock::duration interval_;        // period / intensity: the paced rate
+    time_point theoretical_arrival_;  // GCRA: when the next restart is due at the paced rate
     random_source random_;
+    std::size_t failed_in_a_row_ = 0;
+    time_point last_success_ = time_point::min();
     bool degraded_ = false;
+    bool pacing_ = false;
     std::string last_error_;
 };
 

@@ -63,16 +63,28 @@ public:
     const log_tail& log() const noexcept { return log_; }
     void append_log(std::string_view bytes) { log_.append(bytes); }
 
-    /// Deaths and protocol errors since it was last healthy.
+    /// Failures (deaths, protocol errors, failed starts) since it was last healthy: what
+    /// the restart backoff grows with.
     unsigned failures() const noexcept { return failures_; }
     /// Starts in a row that never became ready.
     unsigned failed_starts() const noexcept { return failed_starts_; }
-    /// What the restart backoff grows with.
-    unsigned failures_in_a_row() const noexcept { return std::max(failures_, failed_starts_); }
-    void count_failure() noexcept { ++failures_; }
+    /// Counts a death or protocol error of its process at `now`. A child that had been
+    /// ready for `healthy_after` was healthy: the count starts over before this one.
+    void count_failure(time_point now, clock::duration healthy_after) noexcept {
+        if (state_ == child_state::running && now - ready_since_ >= healthy_after) {
+            failures_ = 0;
+        }
+        ++failures_;
+    }
+    /// It did its work (answered a task): its failures are forgotten.
     void healthy() noexcept { failures_ = 0; }
     /// Counts a start that never became ready; returns the count in a row.
-    unsigned count_failed_start() noexcept { return ++failed_starts_; }
+    unsigned count_failed_start() noexcept {
+        ++failures_;
+        return ++failed_starts_;
+    }
+    /// When it became ready (said hello).
+    time_point ready_since() const noexcept { return ready_since_; }
 
     // Transitions.
 
@@ -94,10 +106,11 @@ public:
         process_start_ = now;
     }
     /// It said hello.
-    void became_ready() {
+    void became_ready(time_point now) {
         set_state(child_state::running);
         set_timer(time_point::max());
         failed_starts_ = 0;
+        ready_since_ = now;
     }
     /// Stops it: asks (with `grace` until it is killed) or kills. A child already stopping is
     /// only escalated to a kill; one without a process is retired.
@@ -124,6 +137,7 @@ private:
     int pid_ = 0;
     time_point timer_ = time_point::max();
     time_point process_start_{};
+    time_point ready_since_{};
     stop_reason reason_ = stop_reason::none;
     unsigned failures_ = 0;
     unsigned failed_starts_ = 0;

@@ -90,7 +90,7 @@ TEST_CASE("a fork server silent past spawn_timeout is killed, and its end says s
     CHECK(why ==
           "the fork server (pid 77) did not become ready within 5.0 s "
           "(pool_params::spawn_timeout) and was killed. It wrote nothing to stdout or stderr.");
-    const auto end = h.server.gone(why, false);
+    const auto end = h.server.gone(why, false, t0 + 5001ms);
     CHECK_FALSE(end.for_good);
     CHECK(end.was_failed_start);
     CHECK(h.server.child().state() == child_state::backoff);
@@ -104,13 +104,14 @@ TEST_CASE("a ready fork server that dies on its own is a death, not a failed sta
     CHECK(why ==
           "the fork server (pid 77) was killed by signal SIGSEGV after 3.0 s. It wrote nothing "
           "to stdout or stderr.");
-    const auto end = h.server.gone(why, false);
+    const auto end = h.server.gone(why, false, t0 + 3s);
     CHECK_FALSE(end.for_good);
     CHECK_FALSE(end.was_failed_start);
     CHECK(h.rep.counters.fork_server_deaths == 1);
-    CHECK(h.server.child().failures_in_a_row() == 1);
+    // Ready for 3 s, longer than reset_after (1 s): healthy, so this is its first failure.
+    CHECK(h.server.child().failures() == 1);
 
-    h.server.restart_after(250ms, t0 + 3s);
+    h.server.restart_at(t0 + 3250ms, t0 + 3s);
     CHECK(take(h.out).empty());
     h.server.on_timer(false, t0 + 3250ms);
     CHECK(take(h.out) == actions{start_server_action{}});
@@ -140,7 +141,7 @@ TEST_CASE("a fork server asked to stop gets stop_grace, then SIGKILL, and is not
     h.server.on_timer(false, t0 + 2500ms);
     CHECK(take(h.out) == actions{stop_server_action{true}});
 
-    const auto end = h.server.gone("stopped", false);
+    const auto end = h.server.gone("stopped", false, t0 + 2600ms);
     CHECK(end.for_good);
     CHECK(h.server.stopped());
     h.server.start(false, t0 + 3s);

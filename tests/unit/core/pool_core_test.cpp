@@ -134,7 +134,8 @@ TEST_CASE("an error reply fails the task only, and the worker stays up", "[core]
     CHECK(h.core.state_of(send.slot) == worker_state::idle);
 }
 
-TEST_CASE("a busy worker's death fails its task with the details and restarts with backoff",
+TEST_CASE("a busy worker's death fails its task with the details; it is replaced at once, and "
+          "a replacement that fails too waits with backoff",
           "[core]") {
     auto params = two_workers();
     params.restart_backoff = {.initial = 100ms, .max = 1000ms, .multiplier = 2, .jitter = 0.2};
@@ -159,7 +160,16 @@ TEST_CASE("a busy worker's death fails its task with the details and restarts wi
     CHECK_THAT(d.summary, Catch::Contains("SIGSEGV") && Catch::Contains("task 7") &&
                               Catch::Contains("about to crash"));
 
-    // It waits in backoff: 100 ms +/- 20%.
+    // Its first failure since it was healthy: replaced at once.
+    CHECK(h.core.state_of(slot) == worker_state::starting);
+    CHECK(harness::only<spawn_action>(h.take()).size() == 1);
+    h.core.on_spawned(slot, 200, h.now);
+    h.core.on_message(slot, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+
+    // The replacement dies too, 10 ms after it became ready and before it answered
+    // anything: now it waits in backoff, 100 ms +/- 20%.
+    h.now += 10ms;
+    h.core.on_exit(slot, {.signal = SIGSEGV}, h.now);
     CHECK(h.core.state_of(slot) == worker_state::backoff);
     auto next = h.core.next_deadline();
     REQUIRE(next);
@@ -170,8 +180,8 @@ TEST_CASE("a busy worker's death fails its task with the details and restarts wi
     h.now = *next;
     h.core.on_timer(h.now);
     CHECK(harness::only<spawn_action>(h.take()).size() == 1);
-    CHECK(h.core.stats().restarts == 1);
-    CHECK(h.core.stats().deaths_by_signal == 1);
+    CHECK(h.core.stats().restarts == 2);
+    CHECK(h.core.stats().deaths_by_signal == 2);
 }
 
 TEST_CASE("an idle worker's death restarts it without completing anything", "[core]") {
@@ -180,7 +190,9 @@ TEST_CASE("an idle worker's death restarts it without completing anything", "[co
     h.core.on_exit(0, {.exit_code = 1}, h.now);
     auto actions = h.take();
     CHECK(harness::only<complete_action>(actions).empty());
-    CHECK(h.core.state_of(0) == worker_state::backoff);
+    // Replaced at once: a worker that had been healthy fails for the first time.
+    CHECK(harness::only<spawn_action>(actions).size() == 1);
+    CHECK(h.core.state_of(0) == worker_state::starting);
     CHECK(h.core.stats().deaths_by_exit == 1);
     // New work goes to the other worker meanwhile.
     h.core.submit(1, "echo", 0ms, h.now);
@@ -278,17 +290,16 @@ TEST_CASE("failed starts make the pool degraded, and queued and new tasks fail f
     h.core.submit(1, "echo", 0ms, h.now);
     h.take();
 
-    // First failed start: the task keeps waiting.
+    // First failed start: the task keeps waiting, and the start is tried again at once.
     h.core.on_spawned(0, 100, h.now);
     h.core.on_log(0, "cannot load model.pt\n");
     h.core.on_exit(0, {.exit_code = 3}, h.now);
-    CHECK(harness::only<complete_action>(h.take()).empty());
+    auto actions = h.take();
+    CHECK(harness::only<complete_action>(actions).empty());
+    REQUIRE(harness::only<spawn_action>(actions).size() == 1);
     CHECK(h.core.stats().failed_starts == 1);
 
     // Second: degraded; the queued task fails with the reason.
-    h.now = *h.core.next_deadline();
-    h.core.on_timer(h.now);
-    REQUIRE(harness::only<spawn_action>(h.take()).size() == 1);
     h.core.on_spawned(0, 101, h.now);
     h.core.on_log(0, "cannot load model.pt\n");
     h.core.on_exit(0, {.exit_code = 3}, h.now);
@@ -325,7 +336,8 @@ TEST_CASE("a worker that never says hello is killed at the spawn timeout", "[cor
     CHECK(signals[0].signo == SIGKILL);
     h.core.on_exit(0, {.signal = SIGKILL}, h.now);
     CHECK(h.core.stats().failed_starts == 1);
-    CHECK(h.core.state_of(0) == worker_state::backoff);
+    // Tried again at once; a second failure would wait.
+    CHECK(h.core.state_of(0) == worker_state::starting);
 }
 
 TEST_CASE("cancelling a queued task removes it, but a running one needs terminal cancellation",
@@ -514,14 +526,17 @@ TEST_CASE("a prefetched task goes back to the head of the queue when its worker 
     h.core.submit(4, "echo", 0ms, h.now);
     h.take();
     h.core.on_exit(0, {.signal = SIGSEGV}, h.now);
-    auto done = harness::only<complete_action>(h.take());
+    auto actions = h.take();
+    auto done = harness::only<complete_action>(actions);
     REQUIRE(done.size() == 1);  // only the running task fails
     CHECK(done[0].task == 1);
     CHECK(done[0].error == errc::worker_died);
     CHECK(h.core.stats().queue_depth == 3);
 
-    // The replacement gets them in their original order.
-    h.restart_when_due(0, 200);
+    // The replacement, started at once, gets them in their original order.
+    REQUIRE(harness::only<spawn_action>(actions).size() == 1);
+    h.core.on_spawned(0, 200, h.now);
+    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
     auto sends = harness::only<send_request_action>(h.take());
     REQUIRE(sends.size() == 3);
     CHECK(sends[0].task == 2);
@@ -696,9 +711,7 @@ TEST_CASE(
     CHECK(kills[0].kill);
     h.core.on_server_exit({.signal = SIGKILL}, h.now);
     CHECK_FALSE(h.core.stats().degraded);  // one failure is not yet enough
-    // The second start fails too: the server exits before its hello.
-    h.advance(
-        std::chrono::duration_cast<std::chrono::milliseconds>(*h.core.next_deadline() - h.now));
+    // Tried again at once; the second start fails too: the server exits before its hello.
     REQUIRE(harness::only<start_server_action>(h.take()).size() == 1);
     h.core.on_server_spawned(51, h.now);
     h.core.on_server_log("cannot load the model\n");

@@ -33,7 +33,7 @@ TEST_CASE("a child starts, becomes ready, and each change is told once", "[child
     CHECK(c.process_start() == t0 + 5ms);
 
     // Hello: running, the start deadline is off.
-    c.became_ready();
+    c.became_ready(t0);
     CHECK(seen.take() == strings{"child 3: starting -> running", "child 3: timer off"});
 }
 
@@ -43,7 +43,7 @@ TEST_CASE("a stop asks first with a grace period, then can only be escalated to 
     supervised_child c(0, 1024, &seen);
     c.begin_start(t0, t0 + 10s);
     c.spawned(42, t0);
-    c.became_ready();
+    c.became_ready(t0);
     seen.take();
 
     CHECK(c.stop(stop_reason::deadline, false, t0, 2s) == stop_step::ask);
@@ -82,20 +82,27 @@ TEST_CASE("failures count in a row until the child is healthy; failed starts unt
           "[child]") {
     recorder seen;
     supervised_child c(0, 1024, &seen);
-    c.count_failure();
-    c.count_failure();
     CHECK(c.count_failed_start() == 1);
-    CHECK(c.failures_in_a_row() == 2);
     CHECK(c.count_failed_start() == 2);
-    CHECK(c.count_failed_start() == 3);
-    CHECK(c.failures_in_a_row() == 3);
+    CHECK(c.failures() == 2);
 
     c.begin_start(t0, t0 + 10s);
-    c.became_ready();
+    c.became_ready(t0 + 1s);
     CHECK(c.failed_starts() == 0);
-    CHECK(c.failures() == 2);  // a hello is not yet evidence of health
+    CHECK(c.failures() == 2);  // a hello alone is not yet evidence of health
+    // It dies 500 ms after it became ready: not healthy for long enough (1 s) to forget.
+    c.count_failure(t0 + 1500ms, 1s);
+    CHECK(c.failures() == 3);
+
+    c.begin_start(t0 + 2s, t0 + 12s);
+    c.became_ready(t0 + 3s);
+    // Ready for a whole second: healthy, so this death is the first failure again.
+    c.count_failure(t0 + 4s, 1s);
+    CHECK(c.failures() == 1);
+
+    // A task answered is health at once.
     c.healthy();
-    CHECK(c.failures_in_a_row() == 0);
+    CHECK(c.failures() == 0);
 }
 
 TEST_CASE("a new start clears what belonged to the previous process", "[child]") {

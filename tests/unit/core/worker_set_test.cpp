@@ -26,7 +26,7 @@ TEST_CASE(
     w[1].child.begin_start(t0, t0 + 10s);
     CHECK(w.gate().in_progress() == 1);
     CHECK(w.state_of(1) == worker_state::starting);
-    w[1].child.became_ready();
+    w[1].child.became_ready(t0);
     CHECK(w.gate().in_progress() == 0);
     CHECK(w.any_ready());
     CHECK(w.state_of(1) == worker_state::idle);
