@@ -65,7 +65,9 @@ struct backoff_params {
 /// spend the machine on starting processes. A `notice` event says when pacing begins and
 /// ends. Planned replacements (recycling) do not count.
 struct restart_intensity {
-    /// Zero (the default): twice the number of workers, at least 10.
+    /// Zero (the default): ten per worker, at least 20: enough that a pool keeps its
+    /// strength while workers are killed every few milliseconds, yet a bound on the
+    /// machine spent on starting processes.
     std::size_t restarts = 0;
     std::chrono::milliseconds period{1000};
 };

@@ -10,7 +10,7 @@ restart_policy::restart_policy(const pool_params& params)
       window_(params.degraded_window),
       intensity_(params.restart_limit.restarts > 0
                      ? params.restart_limit.restarts
-                     : std::max<std::size_t>(10, 2 * params.workers)),
+                     : std::max<std::size_t>(20, 10 * params.workers)),
       period_(std::max(params.restart_limit.period, std::chrono::milliseconds{1})),
       interval_(std::chrono::duration_cast<clock::duration>(period_) /
                 static_cast<clock::rep>(intensity_)),

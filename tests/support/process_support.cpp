@@ -28,4 +28,17 @@ std::vector<int> child_pids() {
     return pids;
 }
 
+std::vector<int> zombie_children() {
+    std::vector<int> zombies;
+    for (const int pid : child_pids()) {
+        std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+        std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+        const auto close = stat.rfind(')');
+        if (close != std::string::npos && stat.compare(close, 3, ") Z") == 0) {
+            zombies.push_back(pid);
+        }
+    }
+    return zombies;
+}
+
 }  // namespace torchpool::test

@@ -40,8 +40,37 @@ inline request make_request(std::string method, std::string payload = {},
     return request(std::move(method), std::move(payload)).with_timeout(timeout);
 }
 
+/// Runs the coroutine `body()` on `io` until it finishes, for at most `limit`; fails the
+/// test if it did not finish (a hang) and rethrows what it threw. Other work on `io` (a
+/// pool's async_run) may outlive it: `io` is run only until the coroutine is done.
+template <class Body>
+void run_coroutine_on(asio::io_context& io, Body body, std::chrono::seconds limit = 60s) {
+    bool finished = false;
+    std::exception_ptr failure;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            co_await body();
+            finished = true;
+        },
+        [&](std::exception_ptr e) {
+            failure = e;
+            finished = true;
+        });
+    const auto deadline = std::chrono::steady_clock::now() + limit;
+    while (!finished && std::chrono::steady_clock::now() < deadline) {
+        io.run_one_until(deadline);
+    }
+    if (failure) {
+        std::rethrow_exception(failure);
+    }
+    REQUIRE(finished);
+}
+
 /// Runs `body(io)` as a coroutine on a fresh io_context, for at most `limit`; fails the test
 /// if it did not finish (a hang) and rethrows what it threw.
+/// Unlike run_coroutine_on, `io` then runs until it has no work left (a pool's async_run
+/// has completed).
 template <class Body>
 void run_coroutine(Body body, std::chrono::seconds limit = 60s) {
     asio::io_context io{1};
@@ -73,6 +102,9 @@ inline std::size_t open_fd_count() {
 
 /// Pids of this process's children that still exist (running or zombie).
 std::vector<int> child_pids();
+
+/// Pids of this process's children that have exited and were not reaped (zombies).
+std::vector<int> zombie_children();
 
 }  // namespace torchpool::test
 

@@ -73,11 +73,13 @@ TEST_CASE("restart intensity lets a burst through, then paces restarts to its ra
     CHECK_FALSE(p.pacing());
 }
 
-TEST_CASE("the default intensity is twice the workers, at least 10", "[restart_policy]") {
+TEST_CASE("the default intensity is ten restarts per worker, at least 20", "[restart_policy]") {
     auto params = params_with(0);
-    CHECK(restart_policy(params).intensity() == 10);
+    CHECK(restart_policy(params).intensity() == 40);
+    params.workers = 1;
+    CHECK(restart_policy(params).intensity() == 20);
     params.workers = 32;
-    CHECK(restart_policy(params).intensity() == 64);
+    CHECK(restart_policy(params).intensity() == 320);
 }
 
 TEST_CASE("failed starts in a row, pool-wide, with no worker ready make the pool degraded once",

@@ -1,0 +1,127 @@
+// Chaos: tens of thousands of tasks through 32 workers while a thread of the host SIGKILLs a
+// random worker every few milliseconds. The pool must neither lie nor lose anything: every
+// task completes exactly once, with its result or with worker_died when its worker was
+// killed under it; no task is failed for want of workers (the machine can start them the
+// whole time), none outlives its deadline; afterwards the pool is at full strength, with no
+// zombie and no leaked descriptor.
+#include "../support/outside_killer.hpp"
+#include "../support/process_support.hpp"
+#include <torchpool/error.hpp>
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/detached.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <vector>
+
+using namespace torchpool;
+using namespace torchpool::test;
+
+namespace {
+
+void chaos(start_mode mode) {
+    constexpr int tasks = 20'000;
+    constexpr std::size_t workers = 32;
+    constexpr auto deadline = 30s;
+    asio::io_context io{1};
+    asio::steady_timer reactor_exists(io);
+    const std::size_t fds_before = open_fd_count();
+    outside_killer killer(2000us, 5000us);
+    std::vector<worker_event> events;
+    {
+        notifier changed(io.get_executor());
+        auto params = pool_params{.worker = fake_worker(),
+                                  .workers = workers,
+                                  .queue_limit = tasks,
+                                  .task_timeout = deadline,
+                                  .on_worker_event = [&](const worker_event& e) {
+                                      events.push_back(e);
+                                      killer.observe(e);
+                                      changed.notify();
+                                  }};
+        params.worker.start = mode;
+        pool p(io.get_executor(), params);
+        p.async_run(asio::detached);
+
+        std::vector<int> completions(tasks, 0);
+        std::map<std::string, int> outcomes;
+        int done = 0;
+        int late = 0;
+        const auto submitted = std::chrono::steady_clock::now();
+        run_coroutine_on(io, [&]() -> asio::awaitable<void> {
+            for (int i = 0; i < tasks; ++i) {
+                p.async_submit(make_request("echo", std::to_string(i)),
+                               [&, i](boost::system::error_code ec, response r) {
+                                   ++completions[static_cast<std::size_t>(i)];
+                                   if (!ec && r.payload != std::to_string(i)) {
+                                       ++outcomes["wrong payload"];
+                                   } else {
+                                       ++outcomes[ec ? ec.message() : "ok"];
+                                   }
+                                   if (std::chrono::steady_clock::now() - submitted > deadline) {
+                                       ++late;
+                                   }
+                                   ++done;
+                                   changed.notify();
+                               });
+            }
+            killer.start();
+            co_await changed.until([&] { return done == tasks; }, 240s);
+            killer.stop();
+            // Back to full strength once the killing stops and every kill has been seen.
+            co_await changed.until(
+                [&] { return killer.all_exits_seen() && p.stats().workers_idle == workers; },
+                30s);
+        });
+
+        const auto s = p.stats();
+        INFO("outcomes: " << [&] {
+            std::string text;
+            for (const auto& [what, n] : outcomes) {
+                text += what + " x" + std::to_string(n) + "; ";
+            }
+            return text;
+        }());
+        INFO("kills " << killer.kills() << ", restarts " << s.restarts << ", paced "
+                      << s.paced_restarts << ", failed starts " << s.failed_starts);
+        CHECK(std::all_of(completions.begin(), completions.end(), [](int n) { return n == 1; }));
+        CHECK(outcomes["ok"] + outcomes[make_error_code(errc::worker_died).message()] == tasks);
+        CHECK(outcomes["ok"] > tasks / 2);
+        CHECK(late == 0);
+        CHECK(s.spawn_failed == 0);
+        CHECK_FALSE(s.degraded);
+        CHECK(killer.kills() >= 100);
+        CHECK(s.worker_died == static_cast<std::uint64_t>(
+                                   outcomes[make_error_code(errc::worker_died).message()]));
+        const auto zombies = zombie_children();
+        for (const int z : zombies) {
+            for (const auto& e : events) {
+                if (e.pid == z || e.description.find(std::to_string(z)) != std::string::npos) {
+                    UNSCOPED_INFO("zombie " << z << ": slot " << e.slot << " " << e.description);
+                }
+            }
+        }
+        CHECK(zombies.empty());
+
+        run_coroutine_on(io, [&]() -> asio::awaitable<void> {
+            co_await p.async_shutdown(tuple_awaitable);
+        });
+    }
+    CHECK(child_pids().empty());
+    CHECK(open_fd_count() == fds_before);
+}
+
+}  // namespace
+
+TEST_CASE("chaos: 20,000 tasks through 32 direct workers SIGKILLed every few ms",
+          "[process][chaos]") {
+    chaos(start_mode::direct);
+}
+
+TEST_CASE("chaos: 20,000 tasks through 32 forked workers SIGKILLed every few ms",
+          "[process][chaos]") {
+    chaos(start_mode::fork_server);
+}
