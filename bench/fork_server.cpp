@@ -6,7 +6,7 @@
 //
 // usage: torchpool-bench-fork-server [FORKED_WORKERS=256] [DIRECT_WORKERS=16 (0: none)]
 //                                    [MAX_STARTS=0]
-#include "posix/process.hpp"
+#include "posix/proc.hpp"
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/io_context.hpp>

@@ -111,6 +111,26 @@ struct worker_memory {
     std::uint64_t rss_bytes = 0;
 };
 
+/// What the kernel said a worker was doing when the pool gave up on it (a missed deadline,
+/// a heartbeat left unanswered, a cancellation), read from /proc/PID just before it was
+/// stopped. Fields the kernel would not show are empty.
+struct worker_activity {
+    /// The state letter: 'R' running, 'S' sleeping, 'D' uninterruptible wait (disk, a
+    /// driver), 'T' stopped (SIGSTOP, a debugger), 'Z' exited.
+    char state = 0;
+    /// The kernel function it sleeps in (/proc/PID/wchan), e.g. "pipe_read", "futex_wait_queue"
+    /// or "hrtimer_nanosleep"; empty while it runs.
+    std::string wchan;
+    /// The system call it is blocked in, by name where known ("read", "futex"), else its
+    /// number; empty when it is not in one (running user code, or unreadable).
+    std::string syscall;
+    /// /proc/PID/syscall as the kernel wrote it: number, arguments, stack and instruction
+    /// pointers; "running" when in user code.
+    std::string syscall_line;
+    /// The kernel stack (/proc/PID/stack), one frame per line; readable by root only.
+    std::string kernel_stack;
+};
+
 /// Why a task failed, in enough detail that the caller never has to search a log.
 /// Filled in on every failed completion; empty on success.
 struct task_diagnostics {
@@ -128,6 +148,9 @@ struct task_diagnostics {
     /// memory only while it is alive, and no longer trusts the kernel's peak figure for a
     /// child (ru_maxrss), which counts the memory of the process it was copied from.
     std::optional<worker_memory> memory;
+    /// What the worker was doing in the kernel when the pool gave up on it (deadline,
+    /// unanswered heartbeat, cancellation); empty otherwise.
+    std::optional<worker_activity> activity;
     /// How long the worker process had been alive.
     std::chrono::milliseconds worker_uptime{0};
     /// How long the task had been running on the worker.

@@ -13,7 +13,7 @@ namespace torchpool::core {
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-pool_core::pool_core(const pool_params& params, memory_probe probe)
+pool_core::pool_core(const pool_params& params, process_probe probe)
     : params_(params),
       probe_(std::move(probe)),
       report_(static_cast<bool>(params.on_worker_event), actions_),
@@ -254,12 +254,19 @@ void pool_core::complete(task_id id, boost::system::error_code error, response r
     actions_.push_back(complete_action{id, error, std::make_shared<response>(std::move(result))});
 }
 
-task_diagnostics pool_core::worker_diagnostics(slot_id s, time_point now, bool alive) const {
+task_diagnostics pool_core::worker_diagnostics(slot_id s, time_point now, bool alive,
+                                               bool stuck) const {
     const auto& w = workers_[s];
     task_diagnostics d;
     d.worker_pid = w.child.pid();
-    if (alive && probe_ && d.worker_pid > 0) {
-        d.memory = probe_(d.worker_pid);
+    if (alive && d.worker_pid > 0) {
+        // What it is doing first: reading its memory takes the kernel longer.
+        if (stuck && probe_.activity) {
+            d.activity = probe_.activity(d.worker_pid);
+        }
+        if (probe_.memory) {
+            d.memory = probe_.memory(d.worker_pid);
+        }
     }
     d.worker_uptime = duration_cast<milliseconds>(now - w.child.process_start());
     if (!tasks_.sent(s).empty()) {
@@ -309,7 +316,7 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
         return;  // a running task can only be abandoned by killing its worker
     }
     const int pid = workers_[s].child.pid();
-    auto d = worker_diagnostics(s, now, true);
+    auto d = worker_diagnostics(s, now, true, true);
     d.summary = cancelled_while_running(tasks_.describe(id), d);
     tasks_.forget(id);
     ++counters.cancelled;
@@ -340,7 +347,7 @@ void pool_core::on_deadline(task_id id, time_point now) {
                  {.worker_pid = pid, .diagnostics = {.summary = std::move(summary)}});
         return;
     }
-    auto d = worker_diagnostics(*slot, now, true);
+    auto d = worker_diagnostics(*slot, now, true, true);
     d.summary = deadline_while_running(tasks_.describe(id), waited, d);
     tasks_.forget(id);
     complete(id, errc::timeout, {.worker_pid = pid, .diagnostics = std::move(d)});

@@ -43,11 +43,14 @@ namespace torchpool::core {
 
 class pool_core final {
 public:
-    /// Reads the memory of the live process `pid` (injected: /proc in the driver, a fake
-    /// in tests); nullopt if it cannot.
-    using memory_probe = std::function<std::optional<worker_memory>(int pid)>;
+    /// Reads a live worker process (injected: /proc in the driver, fakes in tests); each
+    /// returns nullopt if it cannot, and either may be empty.
+    struct process_probe {
+        std::function<std::optional<worker_memory>(int pid)> memory;
+        std::function<std::optional<worker_activity>(int pid)> activity;
+    };
 
-    explicit pool_core(const pool_params& params, memory_probe probe = {});
+    explicit pool_core(const pool_params& params, process_probe probe = {});
     // Its units hold references into it.
     pool_core(const pool_core&) = delete;
     pool_core& operator=(const pool_core&) = delete;
@@ -151,14 +154,16 @@ private:
     void on_deadline(task_id id, time_point now);
     void on_worker_timer(slot_id s, time_point now);
     /// What the caller learns of the worker in slot `s`; `alive`: its process has not been
-    /// reaped, so its memory can be read (a reaped pid may already be another process's).
-    task_diagnostics worker_diagnostics(slot_id s, time_point now, bool alive) const;
+    /// reaped, so its memory can be read (a reaped pid may already be another process's);
+    /// `stuck`: the pool gives up on it, so what it is doing in the kernel is read too.
+    task_diagnostics worker_diagnostics(slot_id s, time_point now, bool alive,
+                                        bool stuck = false) const;
     /// "; restarting in 96 ms", "; restarted at once", ...: what comes next for slot `s`
     /// after its process ended or could not be made.
     std::string describe_next_start(slot_id s, time_point now) const;
 
     pool_params params_;
-    memory_probe probe_;
+    process_probe probe_;
     action_queue actions_;
     report report_;
     restart_policy restart_;

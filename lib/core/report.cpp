@@ -53,6 +53,41 @@ std::string describe_memory(const std::optional<worker_memory>& memory) {
     return text;
 }
 
+std::string describe_activity(const std::optional<worker_activity>& a) {
+    if (!a) {
+        return {};
+    }
+    std::string text;
+    switch (a->state) {
+        case 'R':
+            text = " The kernel showed it running";
+            break;
+        case 'S':
+            text = " The kernel showed it sleeping";
+            break;
+        case 'D':
+            text = " The kernel showed it in an uninterruptible wait (D: disk, memory or a "
+                   "driver)";
+            break;
+        case 'T':
+        case 't':
+            text = " The kernel showed it stopped (by SIGSTOP or a debugger)";
+            break;
+        case 'Z':
+            return " It had already exited.";
+        default:
+            text = " The kernel showed it in state '" + std::string(1, a->state) + "'";
+            break;
+    }
+    if (!a->wchan.empty()) {
+        text += " in " + a->wchan;
+    }
+    if (!a->syscall.empty()) {
+        text += ", blocked in the system call " + a->syscall;
+    }
+    return text + ".";
+}
+
 namespace {
 
 std::string last_line(const std::string& log) {
@@ -87,7 +122,8 @@ std::string cancelled_before_start(const std::string& task) {
 
 std::string cancelled_while_running(const std::string& task, const task_diagnostics& d) {
     return "The caller cancelled " + task + " while worker " + std::to_string(d.worker_pid) +
-           " ran it; the worker was killed and replaced" + describe_memory(d.memory) + ".";
+           " ran it; the worker was killed and replaced" + describe_memory(d.memory) + "." +
+           describe_activity(d.activity);
 }
 
 std::string deadline_in_queue(const std::string& task, std::chrono::milliseconds waited) {
@@ -106,7 +142,7 @@ std::string deadline_while_running(const std::string& task, std::chrono::millise
     return task + " passed its deadline after " + format_duration(waited) + " (" +
            format_duration(d.task_run_time) + " of it running on worker " +
            std::to_string(d.worker_pid) + "); the worker was stopped and will be replaced" +
-           describe_memory(d.memory) + ".";
+           describe_memory(d.memory) + "." + describe_activity(d.activity);
 }
 
 std::string protocol_error_while_running(const std::string& task, const std::string& what,

@@ -43,6 +43,9 @@ std::string describe_exit(const exit_status& status);
 /// "; just before, it held 8.0 MiB of its own (private; PSS 9.1 MiB, RSS 20.3 MiB)", or
 /// nothing when unknown.
 std::string describe_memory(const std::optional<worker_memory>& memory);
+/// " The kernel showed it sleeping in pipe_read, blocked in the system call read.", or
+/// nothing when unknown.
+std::string describe_activity(const std::optional<worker_activity>& activity);
 /// " Its last output line: \"...\"." or " It wrote nothing to stdout or stderr."
 std::string describe_output(const std::string& log);
 /// "task 7 ('crash')", or "task 7" when its method is not known.

@@ -1,5 +1,6 @@
 #include "pool_impl.hpp"
 
+#include "../posix/proc.hpp"
 #include "../wire/codec.hpp"
 #include <torchpool/error.hpp>
 
@@ -64,7 +65,7 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
     : fds_(descriptors_needed(params), "a pool of " + std::to_string(params.workers) + " workers"),
       completion_(ex),
       params_(params),
-      core_(params, posix::read_memory),
+      core_(params, {.memory = posix::read_memory, .activity = posix::read_activity}),
       launcher_(params.worker, worker_environment(params),
                 params.worker.start == start_mode::fork_server ? SOCK_SEQPACKET : SOCK_STREAM),
       server_(ex),

@@ -325,42 +325,6 @@ std::size_t kill_and_reap(std::span<const int> pidfds, std::chrono::milliseconds
     }
 }
 
-std::optional<worker_memory> read_memory(int pid) {
-    // smaps_rollup sums the process's mappings in the kernel: one short read.
-    const std::string path = "/proc/" + std::to_string(pid) + "/smaps_rollup";
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return std::nullopt;
-    }
-    char text[4096];
-    std::size_t size = 0;
-    for (ssize_t n;
-         size < sizeof text - 1 && (n = ::read(fd, text + size, sizeof text - 1 - size)) != 0;) {
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
-            }
-            break;
-        }
-        size += static_cast<std::size_t>(n);
-    }
-    ::close(fd);
-    text[size] = '\0';
-    auto kib = [&](const char* field) -> std::optional<std::uint64_t> {
-        const char* at = std::strstr(text, field);
-        if (!at) {
-            return std::nullopt;
-        }
-        return std::strtoull(at + std::strlen(field), nullptr, 10) * 1024;
-    };
-    const auto rss = kib("\nRss:"), pss = kib("\nPss:");
-    const auto clean = kib("\nPrivate_Clean:"), dirty = kib("\nPrivate_Dirty:");
-    if (!rss || !pss || !clean || !dirty) {
-        return std::nullopt;  // a zombie, or a kernel without these fields
-    }
-    return worker_memory{.private_bytes = *clean + *dirty, .pss_bytes = *pss, .rss_bytes = *rss};
-}
-
 bool send_signal(int pidfd, int signo) noexcept {
     return ::syscall(SYS_pidfd_send_signal, pidfd, signo, nullptr, 0) == 0;
 }

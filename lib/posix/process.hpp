@@ -77,10 +77,6 @@ std::size_t kill_and_reap(std::span<const int> pidfds, std::chrono::milliseconds
 /// The time `kill_and_reap` waits in destructors.
 inline constexpr std::chrono::milliseconds teardown_limit{2'000};
 
-/// The memory of the live process `pid` (/proc/PID/smaps_rollup), or nullopt. Only for a
-/// child not yet reaped, whose pid cannot have been reused.
-std::optional<torchpool::worker_memory> read_memory(int pid);
-
 /// Sends `signo` through the pidfd (never by pid). False if the process is already gone.
 bool send_signal(int pidfd, int signo) noexcept;
 

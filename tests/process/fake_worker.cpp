@@ -13,6 +13,7 @@
 //   crash (signal no.)   raise that signal
 //   exit (code)          exit with that code at once
 //   hang                 block forever
+//   block_in_read        block forever in read() on a pipe nobody writes to
 //   ignore_term_and_hang ignore SIGTERM, then block forever
 //   throw (message)      throw std::runtime_error(message)
 //   garbage              write a frame with a valid header and a corrupt body, then block
@@ -162,6 +163,16 @@ int main(int argc, char** argv) {
     });
     server.handle("exit", [](const call& c) -> result { ::_exit(to_int(c.payload)); });
     server.handle("hang", [](const call&) -> result { block_forever(); });
+    server.handle("block_in_read", [](const call&) -> result {
+        int fds[2];
+        if (::pipe(fds) != 0) {
+            throw std::runtime_error("pipe failed");
+        }
+        char byte;
+        for (;;) {
+            (void)!::read(fds[0], &byte, 1);
+        }
+    });
     server.handle("ignore_term_and_hang", [](const call&) -> result {
         ::signal(SIGTERM, SIG_IGN);
         block_forever();

@@ -21,37 +21,6 @@
 using namespace torchpool;
 using namespace torchpool::test;
 
-namespace {
-
-// Runs a pool for the test body, then shuts it down and checks that the run completed and
-// that no child is left.
-template <class Body>
-void with_pool(pool_params params, Body body, std::chrono::seconds limit = 60s) {
-    run_coroutine(
-        [&](asio::io_context& io) -> asio::awaitable<void> {
-            pool p(io.get_executor(), std::move(params));
-            bool run_done = false;
-            p.async_run([&](boost::system::error_code ec) {
-                CHECK(!ec);
-                run_done = true;
-            });
-            co_await body(p);
-            auto [ec] = co_await p.async_shutdown(tuple_awaitable);
-            CHECK(!ec);
-            CHECK(run_done);
-            CHECK(child_pids().empty());
-        },
-        limit);
-}
-
-pool_params params_for(std::size_t workers, std::vector<std::string> args = {}) {
-    return {.worker = fake_worker(std::move(args)),
-            .workers = workers,
-            .stop_grace = 1000ms,
-            .restart_backoff = {.initial = 10ms, .max = 100ms}};
-}
-
-}  // namespace
 
 TEST_CASE("a task runs on a worker and returns its payload and tensors", "[process]") {
     with_pool(params_for(2), [](pool& p) -> asio::awaitable<void> {

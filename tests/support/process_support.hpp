@@ -90,6 +90,38 @@ void run_coroutine(Body body, std::chrono::seconds limit = 60s) {
     REQUIRE(finished);
 }
 
+/// Pids of this process's children that still exist (running or zombie).
+std::vector<int> child_pids();
+
+/// Runs a pool for the test body, then shuts it down and checks that the run completed and
+/// that no child is left.
+template <class Body>
+void with_pool(pool_params params, Body body, std::chrono::seconds limit = 60s) {
+    run_coroutine(
+        [&](asio::io_context& io) -> asio::awaitable<void> {
+            pool p(io.get_executor(), std::move(params));
+            bool run_done = false;
+            p.async_run([&](boost::system::error_code ec) {
+                CHECK(!ec);
+                run_done = true;
+            });
+            co_await body(p);
+            auto [ec] = co_await p.async_shutdown(tuple_awaitable);
+            CHECK(!ec);
+            CHECK(run_done);
+            CHECK(child_pids().empty());
+        },
+        limit);
+}
+
+/// Parameters of a pool of `workers` fake workers with short grace and backoff.
+inline pool_params params_for(std::size_t workers, std::vector<std::string> args = {}) {
+    return {.worker = fake_worker(std::move(args)),
+            .workers = workers,
+            .stop_grace = 1000ms,
+            .restart_backoff = {.initial = 10ms, .max = 100ms}};
+}
+
 /// Number of file descriptors this process has open.
 inline std::size_t open_fd_count() {
     std::size_t n = 0;
@@ -99,9 +131,6 @@ inline std::size_t open_fd_count() {
     }
     return n;
 }
-
-/// Pids of this process's children that still exist (running or zombie).
-std::vector<int> child_pids();
 
 /// Pids of this process's children that have exited and were not reaped (zombies).
 std::vector<int> zombie_children();

@@ -19,7 +19,7 @@ namespace {
 struct harness {
     // The core is not movable (its units refer to each other); the harness is, so that
     // ready_harness can return one.
-    explicit harness(pool_params p, pool_core::memory_probe probe = {})
+    explicit harness(pool_params p, pool_core::process_probe probe = {})
         : params(std::move(p)),
           owned(std::make_unique<pool_core>(params, std::move(probe))),
           core(*owned) {}
@@ -205,11 +205,16 @@ TEST_CASE("a running task past its deadline times out, and its worker gets SIGTE
     auto params = two_workers();
     params.stop_grace = 500ms;
     std::vector<int> probed;  // the pids whose memory the core asked for
-    harness h(params, [&](int pid) -> std::optional<worker_memory> {
+    pool_core::process_probe probe;
+    probe.memory = [&](int pid) -> std::optional<worker_memory> {
         probed.push_back(pid);
         return worker_memory{
             .private_bytes = 64 << 20, .pss_bytes = 65 << 20, .rss_bytes = 70 << 20};
-    });
+    };
+    probe.activity = [&](int) -> std::optional<worker_activity> {
+        return worker_activity{.state = 'S', .wchan = "pipe_read", .syscall = "read"};
+    };
+    harness h(params, probe);
     h.start_all_ready();
     h.core.submit(3, "hang", 200ms, h.now);
     const auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
@@ -230,6 +235,12 @@ TEST_CASE("a running task past its deadline times out, and its worker gets SIGTE
     CHECK(done.result->diagnostics.memory->private_bytes == 64u << 20);
     CHECK_THAT(done.result->diagnostics.summary,
                Catch::Contains("64.0 MiB of its own (private; PSS 65.0 MiB, RSS 70.0 MiB)"));
+    // And what it was doing, read before that.
+    REQUIRE(done.result->diagnostics.activity);
+    CHECK(done.result->diagnostics.activity->wchan == "pipe_read");
+    CHECK_THAT(done.result->diagnostics.summary,
+               Catch::Contains("The kernel showed it sleeping in pipe_read, blocked in the "
+                               "system call read."));
     auto signals = harness::only<signal_action>(actions);
     REQUIRE(signals.size() == 1);
     CHECK(signals[0].signo == SIGTERM);

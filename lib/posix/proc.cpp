@@ -1,0 +1,185 @@
+#include "proc.hpp"
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace torchpool::posix {
+
+namespace {
+
+// Reads at most `size - 1` bytes of `path` into `text`, NUL-terminated; returns the length,
+// or -1 if it cannot be opened.
+long read_into(const char* path, char* text, std::size_t size) {
+    const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    std::size_t used = 0;
+    for (ssize_t n; used < size - 1 && (n = ::read(fd, text + used, size - 1 - used)) != 0;) {
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        used += static_cast<std::size_t>(n);
+    }
+    ::close(fd);
+    text[used] = '\0';
+    return static_cast<long>(used);
+}
+
+std::string proc_path(int pid, const char* file) {
+    return "/proc/" + std::to_string(pid) + "/" + file;
+}
+
+std::string trimmed(std::string text) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) {
+        text.pop_back();
+    }
+    return text;
+}
+
+}  // namespace
+
+std::optional<std::string> read_small_file(const std::string& path) {
+    char text[8192];
+    const long n = read_into(path.c_str(), text, sizeof text);
+    if (n < 0) {
+        return std::nullopt;
+    }
+    return std::string(text, static_cast<std::size_t>(n));
+}
+
+std::optional<worker_memory> read_memory(int pid) {
+    // smaps_rollup sums the process's mappings in the kernel: one short read.
+    char text[4096];
+    if (read_into(proc_path(pid, "smaps_rollup").c_str(), text, sizeof text) < 0) {
+        return std::nullopt;
+    }
+    auto kib = [&](const char* field) -> std::optional<std::uint64_t> {
+        const char* at = std::strstr(text, field);
+        if (!at) {
+            return std::nullopt;
+        }
+        return std::strtoull(at + std::strlen(field), nullptr, 10) * 1024;
+    };
+    const auto rss = kib("\nRss:"), pss = kib("\nPss:");
+    const auto clean = kib("\nPrivate_Clean:"), dirty = kib("\nPrivate_Dirty:");
+    if (!rss || !pss || !clean || !dirty) {
+        return std::nullopt;  // a zombie, or a kernel without these fields
+    }
+    return worker_memory{.private_bytes = *clean + *dirty, .pss_bytes = *pss, .rss_bytes = *rss};
+}
+
+std::optional<worker_activity> read_activity(int pid) {
+    char text[4096];
+    if (read_into(proc_path(pid, "stat").c_str(), text, sizeof text) < 0) {
+        return std::nullopt;
+    }
+    worker_activity a;
+    // "pid (comm) S ...": the command may hold spaces and parentheses; it ends at the last ')'.
+    if (const char* close = std::strrchr(text, ')'); close && close[1] == ' ') {
+        a.state = close[2];
+    }
+    if (read_into(proc_path(pid, "wchan").c_str(), text, sizeof text) > 0 &&
+        std::strcmp(text, "0") != 0) {
+        a.wchan = text;
+    }
+    if (read_into(proc_path(pid, "syscall").c_str(), text, sizeof text) > 0) {
+        a.syscall_line = trimmed(text);
+        char* end = nullptr;
+        const long number = std::strtol(text, &end, 10);
+        if (end != text && number >= 0) {  // -1: blocked, but not in a system call
+            const char* name = syscall_name(number);
+            a.syscall = *name ? name : std::to_string(number);
+        }
+    }
+    if (read_into(proc_path(pid, "stack").c_str(), text, sizeof text) > 0) {
+        a.kernel_stack = trimmed(text);
+    }
+    return a;
+}
+
+const char* syscall_name(long number) noexcept {
+    switch (number) {
+        case SYS_read:
+            return "read";
+        case SYS_write:
+            return "write";
+        case SYS_readv:
+            return "readv";
+        case SYS_writev:
+            return "writev";
+        case SYS_openat:
+            return "openat";
+        case SYS_futex:
+            return "futex";
+        case SYS_ppoll:
+            return "ppoll";
+        case SYS_pselect6:
+            return "pselect6";
+        case SYS_epoll_pwait:
+            return "epoll_pwait";
+        case SYS_nanosleep:
+            return "nanosleep";
+        case SYS_clock_nanosleep:
+            return "clock_nanosleep";
+        case SYS_wait4:
+            return "wait4";
+        case SYS_waitid:
+            return "waitid";
+        case SYS_recvfrom:
+            return "recvfrom";
+        case SYS_recvmsg:
+            return "recvmsg";
+        case SYS_sendto:
+            return "sendto";
+        case SYS_sendmsg:
+            return "sendmsg";
+        case SYS_connect:
+            return "connect";
+        case SYS_accept4:
+            return "accept4";
+        case SYS_flock:
+            return "flock";
+        case SYS_fcntl:
+            return "fcntl";
+        case SYS_ioctl:
+            return "ioctl";
+        case SYS_rt_sigtimedwait:
+            return "rt_sigtimedwait";
+        case SYS_rt_sigsuspend:
+            return "rt_sigsuspend";
+#if defined(SYS_pause)
+        case SYS_pause:
+            return "pause";
+#endif
+#if defined(SYS_poll)
+        case SYS_poll:
+            return "poll";
+#endif
+#if defined(SYS_select)
+        case SYS_select:
+            return "select";
+#endif
+#if defined(SYS_epoll_wait)
+        case SYS_epoll_wait:
+            return "epoll_wait";
+#endif
+#if defined(SYS_accept)
+        case SYS_accept:
+            return "accept";
+#endif
+        default:
+            return "";
+    }
+}
+
+}  // namespace torchpool::posix

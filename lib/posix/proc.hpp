@@ -1,0 +1,27 @@
+// What /proc says about a live child process: its memory, and what it is doing in the kernel.
+// Only for a child not yet reaped, whose pid cannot have been reused. Each read is a few
+// short reads of kernel-generated text, cheap enough for the pool's thread.
+#pragma once
+
+#include <torchpool/task.hpp>
+
+#include <optional>
+#include <string>
+
+namespace torchpool::posix {
+
+/// The memory of process `pid` (/proc/PID/smaps_rollup), or nullopt.
+std::optional<torchpool::worker_memory> read_memory(int pid);
+
+/// Its state letter, wait channel, system call and kernel stack (/proc/PID/stat, wchan,
+/// syscall, stack), or nullopt if it is gone. Fields the kernel hides are left empty.
+std::optional<torchpool::worker_activity> read_activity(int pid);
+
+/// The name of system call `number` on this architecture, for the common blocking ones
+/// ("read", "futex", ...); empty for others.
+const char* syscall_name(long number) noexcept;
+
+/// The whole of a small /proc or /sys file, or nullopt if it cannot be opened.
+std::optional<std::string> read_small_file(const std::string& path);
+
+}  // namespace torchpool::posix
