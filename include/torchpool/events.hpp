@@ -27,6 +27,9 @@ struct worker_event {
         degraded,
         /// a worker became ready after the pool was degraded; tasks are accepted again
         recovered,
+        /// an idle worker did not answer a heartbeat in time (pool_params::heartbeat_timeout)
+        /// and is being replaced; the description says what the kernel showed it doing
+        unresponsive,
     };
     kind what = kind::started;
     /// Index of the worker's slot in the pool, 0 .. workers-1; stable across restarts.

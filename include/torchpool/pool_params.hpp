@@ -101,6 +101,14 @@ struct pool_params {
     /// Threads of each worker's LibTorch inter-op pool (TORCHPOOL_INTER_OP_THREADS). Zero
     /// (the default): as for `intra_op_threads`.
     unsigned inter_op_threads = 0;
+    /// An idle worker is sent a heartbeat once it has been idle this long (the worker SDK
+    /// answers it at once), and again every interval after. Zero: no heartbeats.
+    std::chrono::milliseconds heartbeat_interval{5'000};
+    /// A worker that has not answered a heartbeat within this time is unresponsive
+    /// (stopped, deadlocked, stuck in the kernel): it takes no task meanwhile, and is
+    /// stopped (SIGTERM, then SIGKILL after stop_grace) and replaced. An `unresponsive`
+    /// event says what the kernel showed it doing.
+    std::chrono::milliseconds heartbeat_timeout{5'000};
     /// Time a worker has to exit after it was asked to (shutdown message or SIGTERM)
     /// before it gets SIGKILL.
     std::chrono::milliseconds stop_grace{2'000};

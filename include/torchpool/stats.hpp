@@ -54,6 +54,7 @@ struct pool_stats {
     std::uint64_t deaths_by_signal = 0;  ///< unexpected deaths, killed by a signal
     std::uint64_t deaths_by_exit = 0;    ///< unexpected deaths, exited on their own
     std::uint64_t killed_by_pool = 0;    ///< stopped by the pool (deadline, protocol, cancel)
+    std::uint64_t unresponsive = 0;      ///< idle workers that did not answer a heartbeat
     /// Why the last failed start failed, in plain words; empty if none has.
     std::string last_start_error;
 };

@@ -27,6 +27,9 @@ bool operator==(const send_shutdown_action& a, const send_shutdown_action& b) no
 bool operator==(const send_cancel_action& a, const send_cancel_action& b) noexcept {
     return a.slot == b.slot && a.task == b.task;
 }
+bool operator==(const send_heartbeat_action& a, const send_heartbeat_action& b) noexcept {
+    return a.slot == b.slot && a.sequence == b.sequence;
+}
 bool operator==(const signal_action& a, const signal_action& b) noexcept {
     return a.slot == b.slot && a.signo == b.signo;
 }
@@ -66,6 +69,9 @@ std::ostream& operator<<(std::ostream& os, const send_shutdown_action& a) {
 }
 std::ostream& operator<<(std::ostream& os, const send_cancel_action& a) {
     return os << "send_cancel{slot " << a.slot << ", task " << a.task << "}";
+}
+std::ostream& operator<<(std::ostream& os, const send_heartbeat_action& a) {
+    return os << "send_heartbeat{slot " << a.slot << ", sequence " << a.sequence << "}";
 }
 std::ostream& operator<<(std::ostream& os, const signal_action& a) {
     return os << "signal{slot " << a.slot << ", " << signal_name(a.signo) << "}";

@@ -44,6 +44,11 @@ struct send_cancel_action {
     slot_id slot;
     task_id task;
 };
+/// Send heartbeat `sequence` to the idle worker of `slot`; it answers with the same.
+struct send_heartbeat_action {
+    slot_id slot;
+    std::uint64_t sequence;
+};
 /// Send `signo` to the worker process of `slot`.
 struct signal_action {
     slot_id slot;
@@ -66,7 +71,7 @@ struct notify_action {
 
 using action = std::variant<spawn_action, fork_action, start_server_action, stop_server_action,
                             send_request_action, send_shutdown_action, send_cancel_action,
-                            signal_action, complete_action, run_finished_action, notify_action>;
+                            send_heartbeat_action, signal_action, complete_action, run_finished_action, notify_action>;
 
 /// Where units put the actions they decide, oldest first; the driver pops them.
 using action_queue = std::deque<action>;
@@ -78,6 +83,7 @@ bool operator==(const stop_server_action&, const stop_server_action&) noexcept;
 bool operator==(const send_request_action&, const send_request_action&) noexcept;
 bool operator==(const send_shutdown_action&, const send_shutdown_action&) noexcept;
 bool operator==(const send_cancel_action&, const send_cancel_action&) noexcept;
+bool operator==(const send_heartbeat_action&, const send_heartbeat_action&) noexcept;
 bool operator==(const signal_action&, const signal_action&) noexcept;
 /// Same task, same error and the same summary (the rest of a result is the caller's data).
 bool operator==(const complete_action&, const complete_action&) noexcept;
@@ -91,6 +97,7 @@ std::ostream& operator<<(std::ostream&, const stop_server_action&);
 std::ostream& operator<<(std::ostream&, const send_request_action&);
 std::ostream& operator<<(std::ostream&, const send_shutdown_action&);
 std::ostream& operator<<(std::ostream&, const send_cancel_action&);
+std::ostream& operator<<(std::ostream&, const send_heartbeat_action&);
 std::ostream& operator<<(std::ostream&, const signal_action&);
 std::ostream& operator<<(std::ostream&, const complete_action&);
 std::ostream& operator<<(std::ostream&, const run_finished_action&);

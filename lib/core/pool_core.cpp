@@ -20,6 +20,7 @@ pool_core::pool_core(const pool_params& params, process_probe probe)
       restart_(params),
       tasks_(params.workers),
       workers_(params, tasks_),
+      heartbeat_(params.workers, params.heartbeat_interval, params.heartbeat_timeout),
       server_(params, report_, actions_) {}
 
 worker_state pool_core::state_of(slot_id slot) const {
@@ -33,6 +34,7 @@ bool pool_core::start(time_point now) {
         return false;
     }
     server_.start(false, now);
+    heartbeat_.start(now);
     for (slot_id s = 0; s < workers_.size(); ++s) {
         wait_for_start(s, now);
     }
@@ -365,8 +367,8 @@ void pool_core::on_message(slot_id s, wire::message&& msg, time_point now) {
         on_hello(s, *hello, now);
     } else if (auto* reply = std::get_if<wire::reply_msg>(&msg)) {
         on_reply(s, std::move(*reply), now);
-    } else if (std::holds_alternative<wire::heartbeat_msg>(msg)) {
-        // Liveness only; nothing to decide yet.
+    } else if (auto* beat = std::get_if<wire::heartbeat_msg>(&msg)) {
+        on_heartbeat(s, *beat, now);
     } else {
         on_protocol_error(s,
                           std::string("sent a ") + wire::message_name(msg) +
@@ -390,6 +392,10 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
         return;
     }
     w.child.became_ready(now);
+    heartbeat_.ready(s,
+                     std::find(hello.capabilities.begin(), hello.capabilities.end(),
+                               wire::answers_heartbeats) != hello.capabilities.end(),
+                     now);
     if (restart_.start_succeeded(now)) {
         report_.event(worker_event::kind::recovered, s, w.child.pid(),
                       "the pool has recovered: worker " + std::to_string(w.child.pid()) +
@@ -417,6 +423,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
         return;
     }
     w.child.healthy();
+    heartbeat_.active(s, now);
     const auto done = tasks_.answered(s);
     if (sent.empty()) {
         workers_.dispatch().became_idle(s);
@@ -578,6 +585,7 @@ std::string pool_core::describe_next_start(slot_id s, time_point now) const {
 void pool_core::after_exit(slot_id s, time_point now) {
     auto& w = workers_[s];
     w.child.process_gone();
+    heartbeat_.gone(s);
     tasks_.drop_sent(s);
     const bool no_more_work = phase_.draining() && tasks_.queued() == 0;
     if (phase_.stopping() || phase_.finished() || no_more_work) {
@@ -638,6 +646,7 @@ void pool_core::shutdown(time_point now) {
     if (!phase_.drain()) {
         return;
     }
+    heartbeat_.stop();
     if (!was_started) {
         fail_queued(errc::shutting_down, "The pool was shut down before it started.");
         for (slot_id s = 0; s < workers_.size(); ++s) {
@@ -651,6 +660,7 @@ void pool_core::stop(time_point now) {
     if (!phase_.stop()) {
         return;
     }
+    heartbeat_.stop();
     for (const task_id id : tasks_.ids()) {
         const std::string what = tasks_.describe(id);
         if (const auto slot = tasks_.find(id)->slot) {
@@ -738,6 +748,9 @@ void pool_core::on_timer(time_point now) {
         on_deadline(*id, now);
     }
     server_.on_timer(phase_.stopping(), now);
+    if (const auto sweep = heartbeat_.next_sweep(); sweep && *sweep <= now) {
+        sweep_heartbeats(now);
+    }
     // Worker timers that are due; handling one may set others, so take the due ones first.
     for (const slot_id s : workers_.due(now)) {
         if (workers_[s].child.timer() <= now) {
@@ -745,6 +758,41 @@ void pool_core::on_timer(time_point now) {
         }
     }
     settle(now);
+}
+
+void pool_core::on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now) {
+    if (heartbeat_.answered(s, beat.sequence, now) &&
+        workers_[s].child.state() == child_state::running && tasks_.sent(s).empty()) {
+        workers_.dispatch().became_idle(s);  // it may take tasks again
+        dispatch(now);
+    }
+}
+
+void pool_core::sweep_heartbeats(time_point now) {
+    auto result = heartbeat_.sweep(now, [this](slot_id s) {
+        return workers_[s].child.state() == child_state::running && tasks_.sent(s).empty();
+    });
+    for (const auto& ping : result.pings) {
+        workers_.dispatch().not_idle(ping.slot);  // no task until it answers
+        actions_.push_back(send_heartbeat_action{ping.slot, ping.sequence});
+    }
+    for (const slot_id s : result.unresponsive) {
+        unresponsive(s, now);
+    }
+}
+
+void pool_core::unresponsive(slot_id s, time_point now) {
+    if (workers_[s].child.state() != child_state::running) {
+        return;
+    }
+    ++report_.counters.unresponsive;
+    const auto d = worker_diagnostics(s, now, true, true);
+    report_.event(worker_event::kind::unresponsive, s, d.worker_pid,
+                  "worker " + std::to_string(d.worker_pid) + " did not answer a heartbeat within " +
+                      format_duration(heartbeat_.timeout()) +
+                      " while idle (pool_params::heartbeat_timeout); it is stopped and replaced" +
+                      describe_memory(d.memory) + "." + describe_activity(d.activity));
+    stop_worker(s, stop_reason::unresponsive, false, now);
 }
 
 void pool_core::on_worker_timer(slot_id s, time_point now) {

@@ -18,6 +18,7 @@
 #include "actions.hpp"
 #include "dispatch.hpp"
 #include "fork_server.hpp"
+#include "heartbeat.hpp"
 #include "pool_phase.hpp"
 #include "report.hpp"
 #include "restart_policy.hpp"
@@ -153,6 +154,10 @@ private:
     void complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, time_point now);
     void on_deadline(task_id id, time_point now);
     void on_worker_timer(slot_id s, time_point now);
+    void on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now);
+    void sweep_heartbeats(time_point now);
+    /// An idle worker did not answer its heartbeat: it is stopped and replaced.
+    void unresponsive(slot_id s, time_point now);
     /// What the caller learns of the worker in slot `s`; `alive`: its process has not been
     /// reaped, so its memory can be read (a reaped pid may already be another process's);
     /// `stuck`: the pool gives up on it, so what it is doing in the kernel is read too.
@@ -170,6 +175,7 @@ private:
     pool_phase phase_;
     task_table tasks_;
     worker_set workers_;
+    heartbeat_monitor heartbeat_;
     fork_server_supervisor server_;
 };
 
@@ -181,6 +187,9 @@ inline std::optional<time_point> pool_core::next_deadline() const {
     }
     if (const auto worker_timer = workers_.next_timer()) {
         next = std::min(next, *worker_timer);
+    }
+    if (const auto sweep = heartbeat_.next_sweep()) {
+        next = std::min(next, *sweep);
     }
     if (next == time_point::max()) {
         return std::nullopt;

@@ -22,6 +22,15 @@ struct exit_status {
 };
 
 /// Why the pool stops a worker process.
-enum class stop_reason { none, deadline, protocol, cancelled, spawn_timeout, shutdown, pool_stop };
+enum class stop_reason {
+    none,
+    deadline,
+    protocol,
+    cancelled,
+    spawn_timeout,
+    unresponsive,
+    shutdown,
+    pool_stop
+};
 
 }  // namespace torchpool::core

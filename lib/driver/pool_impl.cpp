@@ -278,6 +278,12 @@ void pool_impl::execute(core::send_cancel_action& a) {
     }
 }
 
+void pool_impl::execute(core::send_heartbeat_action& a) {
+    if (workers_[a.slot]->process.alive()) {
+        workers_[a.slot]->channel.send(share(wire::encode(wire::heartbeat_msg{a.sequence})));
+    }
+}
+
 void pool_impl::execute(core::signal_action& a) {
     workers_[a.slot]->process.signal(a.signo);
 }

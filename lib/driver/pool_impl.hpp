@@ -83,6 +83,7 @@ private:
     void execute(core::send_request_action& a);
     void execute(core::send_shutdown_action& a);
     void execute(core::send_cancel_action& a);
+    void execute(core::send_heartbeat_action& a);
     void execute(core::signal_action& a);
     void execute(core::complete_action& a);
     void execute(core::run_finished_action& a);

@@ -15,6 +15,10 @@ namespace torchpool::wire {
 
 inline constexpr std::uint32_t protocol_version = 1;
 
+/// Capability in a worker's hello: it answers a heartbeat from the pool with the same
+/// heartbeat whenever no task runs.
+inline constexpr std::string_view answers_heartbeats = "heartbeat";
+
 struct hello_msg {
     int pid = 0;
     std::uint32_t protocol_version = 0;

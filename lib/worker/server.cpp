@@ -239,7 +239,9 @@ int server::serve_worker(const start_info& info) {
         }
     }
     const int fd = state_->fd;
-    if (!write_all(fd, wire::encode(make_hello(state_->handlers)).asBytes())) {
+    auto hello = make_hello(state_->handlers);
+    hello.capabilities.emplace_back(wire::answers_heartbeats);
+    if (!write_all(fd, wire::encode(hello).asBytes())) {
         std::fprintf(stderr, "torchpool worker: cannot write to the pool's channel (fd %d): %s\n",
                      fd, std::strerror(errno));
         return 2;
@@ -300,7 +302,13 @@ int server::serve_worker(const start_info& info) {
                 if (std::holds_alternative<wire::shutdown_msg>(*msg)) {
                     return 0;
                 }
-                continue;  // heartbeat: nothing to do
+                if (const auto* beat = std::get_if<wire::heartbeat_msg>(msg)) {
+                    // Answered between tasks, so the pool knows this loop still turns.
+                    if (!write_all(fd, wire::encode(*beat).asBytes())) {
+                        return 0;
+                    }
+                }
+                continue;
             }
             const auto& req = std::get<wire::request_view>(item);
             // Every request gets exactly one reply, in order, even one that is not run.

@@ -757,3 +757,64 @@ TEST_CASE("fork-server mode: shutdown stops the workers first, then the server",
     h.core.on_server_exit({.exit_code = 0}, h.now);
     CHECK(h.core.finished());
 }
+
+TEST_CASE("an idle worker is sent heartbeats; one that stops answering takes no task and is "
+          "replaced",
+          "[core][heartbeat]") {
+    auto params = two_workers();
+    params.heartbeat_interval = 1000ms;
+    params.heartbeat_timeout = 400ms;
+    pool_core::process_probe probe;
+    probe.activity = [](int) -> std::optional<worker_activity> {
+        return worker_activity{.state = 'T'};
+    };
+    params.on_worker_event = [](const worker_event&) {};  // events wanted
+    harness h(params, probe);
+    REQUIRE(h.core.start(h.now));
+    for (const auto& s : harness::only<spawn_action>(h.take())) {
+        h.core.on_spawned(s.slot, 100 + static_cast<int>(s.slot), h.now);
+        wire::hello_msg hello{.protocol_version = wire::protocol_version,
+                              .capabilities = {std::string(wire::answers_heartbeats)}};
+        h.core.on_message(s.slot, std::move(hello), h.now);
+    }
+    h.take();
+
+    // Idle for the interval: both are sent a heartbeat (sweeps run every 200 ms).
+    h.advance(1000ms);
+    auto beats = harness::only<send_heartbeat_action>(h.take());
+    REQUIRE(beats.size() == 2);
+
+    // Slot 0 answers; slot 1 does not. A task now goes to slot 0 only.
+    h.core.on_message(beats[0].slot, wire::heartbeat_msg{beats[0].sequence}, h.now);
+    h.core.submit(1, "echo", 0ms, h.now);
+    h.core.submit(2, "echo", 0ms, h.now);
+    auto sends = harness::only<send_request_action>(h.take());
+    REQUIRE(sends.size() == 1);
+    CHECK(sends[0].slot == beats[0].slot);
+    CHECK(h.core.stats().queue_depth == 1);  // not sent to the silent one
+
+    // Past the timeout: slot 1 is unresponsive, asked to stop (SIGTERM), and the event says
+    // what the kernel showed.
+    h.advance(400ms);
+    auto actions = h.take();
+    auto signals = harness::only<signal_action>(actions);
+    REQUIRE(signals.size() == 1);
+    CHECK(signals[0] == signal_action{beats[1].slot, SIGTERM});
+    CHECK(h.core.stats().unresponsive == 1);
+    auto events = harness::only<notify_action>(actions);
+    REQUIRE(events.size() == 1);
+    CHECK(events[0].event.what == worker_event::kind::unresponsive);
+    CHECK_THAT(events[0].event.description,
+               Catch::Contains("did not answer a heartbeat within 400 ms") &&
+                   Catch::Contains("stopped (by SIGSTOP or a debugger)"));
+
+    // Reaped and replaced at once; the queued task goes to the replacement.
+    h.core.on_exit(beats[1].slot, {.signal = SIGTERM}, h.now);
+    REQUIRE(harness::only<spawn_action>(h.take()).size() == 1);
+    h.core.on_spawned(beats[1].slot, 300, h.now);
+    h.core.on_message(beats[1].slot,
+                      wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    sends = harness::only<send_request_action>(h.take());
+    REQUIRE(sends.size() == 1);
+    CHECK(sends[0].task == 2);
+}
