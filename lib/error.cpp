@@ -36,6 +36,8 @@ public:
                 return "a message is not a valid Cap'n Proto message of the torchpool schema";
             case errc::frame_truncated:
                 return "the stream ended in the middle of a message";
+            case errc::memory_limit:
+                return "the worker running the task went over its memory limit";
         }
         return "unknown torchpool error " + std::to_string(ev);
     }
@@ -47,7 +49,8 @@ public:
         const auto e = static_cast<errc>(code.value());
         switch (static_cast<condition>(cond)) {
             case condition::worker_failure:
-                return e == errc::worker_died || e == errc::timeout || e == errc::protocol_error;
+                return e == errc::worker_died || e == errc::timeout ||
+                       e == errc::protocol_error || e == errc::memory_limit;
             case condition::retryable:
                 return e == errc::overloaded || e == errc::worker_died || e == errc::spawn_failed ||
                        e == errc::protocol_error;

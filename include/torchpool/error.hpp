@@ -35,6 +35,10 @@ enum class errc {
     frame_malformed,
     /// The stream ended in the middle of a frame.
     frame_truncated,
+    /// The worker running the task went over its hard memory limit
+    /// (pool_params::memory.hard_limit_bytes): the pool killed it, or the kernel's OOM
+    /// killer did inside its memory cgroup. The diagnostics hold the figures.
+    memory_limit,
 };
 
 /// Groups of `errc` values, for callers that care about the kind of failure only.

@@ -30,6 +30,12 @@ struct worker_event {
         /// an idle worker did not answer a heartbeat in time (pool_params::heartbeat_timeout)
         /// and is being replaced; the description says what the kernel showed it doing
         unresponsive,
+        /// a worker went over its hard memory limit and was killed (by the pool, or by the
+        /// kernel in its memory cgroup); the description gives the figures
+        memory_limit,
+        /// a worker is replaced on purpose; the description says why (over its soft memory
+        /// limit, ...)
+        recycled,
     };
     kind what = kind::started;
     /// Index of the worker's slot in the pool, 0 .. workers-1; stable across restarts.

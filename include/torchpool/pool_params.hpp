@@ -72,6 +72,31 @@ struct restart_intensity {
     std::chrono::milliseconds period{1000};
 };
 
+/// Memory limits per worker, on the memory of its own (private: what its death gives back;
+/// what it shares with the fork server and other workers is not counted). Zero: no limit.
+struct memory_params {
+    /// Over this, a worker is recycled once its current task ends: it is asked to exit and
+    /// replaced; no task fails. A `recycled` event gives the figures.
+    std::uint64_t soft_limit_bytes = 0;
+    /// Over this, a worker is killed at once; its task fails with `errc::memory_limit` and
+    /// the figures, and a `memory_limit` event says so. Where the host allows memory
+    /// cgroups (cgroup v2 with the memory controller delegated to the host's cgroup, or
+    /// cgroup v1 writable by the host, as root usually), each worker slot gets one with this
+    /// limit: the kernel then enforces it exactly, even between samples, and the pool knows
+    /// an OOM kill for certain. A `notice` event says which mechanism is used.
+    std::uint64_t hard_limit_bytes = 0;
+    /// How often a busy worker's memory is read (/proc/PID/smaps_rollup, one worker at a
+    /// time); idle workers are not read, and nothing is read when no limit is set.
+    std::chrono::milliseconds sample_interval{500};
+    /// Use a memory cgroup per worker for the hard limit where the host allows it.
+    bool use_cgroups = true;
+    /// Also cap each worker's address space (RLIMIT_AS) at the hard limit, so that an
+    /// allocation past it fails inside the worker (a handler's std::bad_alloc becomes
+    /// `errc::task_failed`) rather than the process being killed. Off by default: address
+    /// space counts reservations never touched (LibTorch and allocators reserve a lot).
+    bool limit_address_space = false;
+};
+
 struct pool_params {
     worker_params worker;
     /// Number of worker processes kept running. At least 1.
@@ -109,6 +134,7 @@ struct pool_params {
     /// stopped (SIGTERM, then SIGKILL after stop_grace) and replaced. An `unresponsive`
     /// event says what the kernel showed it doing.
     std::chrono::milliseconds heartbeat_timeout{5'000};
+    memory_params memory;
     /// Time a worker has to exit after it was asked to (shutdown message or SIGTERM)
     /// before it gets SIGKILL.
     std::chrono::milliseconds stop_grace{2'000};

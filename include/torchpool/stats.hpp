@@ -40,6 +40,7 @@ struct pool_stats {
     std::uint64_t worker_died = 0;
     std::uint64_t timed_out = 0;
     std::uint64_t protocol_errors = 0;
+    std::uint64_t memory_limit = 0;  ///< failed with errc::memory_limit
     std::uint64_t overloaded = 0;
     std::uint64_t spawn_failed = 0;
     std::uint64_t cancelled = 0;
@@ -55,6 +56,8 @@ struct pool_stats {
     std::uint64_t deaths_by_exit = 0;    ///< unexpected deaths, exited on their own
     std::uint64_t killed_by_pool = 0;    ///< stopped by the pool (deadline, protocol, cancel)
     std::uint64_t unresponsive = 0;      ///< idle workers that did not answer a heartbeat
+    std::uint64_t memory_kills = 0;      ///< over the hard memory limit (pool or kernel)
+    std::uint64_t recycled = 0;          ///< replaced on purpose (soft memory limit)
     /// Why the last failed start failed, in plain words; empty if none has.
     std::string last_start_error;
 };

@@ -21,6 +21,7 @@ pool_core::pool_core(const pool_params& params, process_probe probe)
       tasks_(params.workers),
       workers_(params, tasks_),
       heartbeat_(params.workers, params.heartbeat_interval, params.heartbeat_timeout),
+      memory_(params.workers, params.memory),
       server_(params, report_, actions_) {}
 
 worker_state pool_core::state_of(slot_id slot) const {
@@ -35,6 +36,7 @@ bool pool_core::start(time_point now) {
     }
     server_.start(false, now);
     heartbeat_.start(now);
+    memory_.start(now);
     for (slot_id s = 0; s < workers_.size(); ++s) {
         wait_for_start(s, now);
     }
@@ -66,6 +68,9 @@ void pool_core::begin_start(slot_id s, time_point now) {
     }
     tasks_.drop_sent(s);
     w.channel_closed.reset();
+    w.last_sample.reset();
+    w.sampled_at = {};
+    w.recycle_reason.clear();
     w.child.begin_start(now, now + params_.spawn_timeout);
     if (server_.enabled()) {
         actions_.push_back(fork_action{s});
@@ -433,6 +438,16 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     if (!done.abandoned) {
         complete_reply(s, done.id, std::move(reply), now);
     }
+    if (memory_.enabled() && sent.empty() &&
+        (!w.last_sample || now - w.sampled_at >= memory_.params().sample_interval)) {
+        // What a task left behind is seen once it ends, not only while tasks run; at most
+        // once per interval per worker.
+        check_memory(s, now);
+    }
+    if (!w.recycle_reason.empty() && sent.empty() &&
+        w.child.state() == child_state::running) {
+        recycle(s, now);
+    }
     dispatch(now);
     settle(now);
 }
@@ -514,6 +529,13 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
     const std::string how = describe_exit(status);
     const int pid = w.child.pid();
     const std::string who = "worker " + std::to_string(pid);
+    if (status.oom_killed) {
+        ++counters.memory_kills;
+        report_.event(worker_event::kind::memory_limit, s, pid,
+                      who + " was killed by the kernel's OOM killer at the limit of its memory "
+                            "cgroup, " +
+                          format_mib(memory_.params().hard_limit_bytes));
+    }
     switch (was) {
         case worker_state::starting:
             ++counters.failed_starts;
@@ -535,11 +557,17 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
                 tasks_.release(s);  // it was running a task nobody waits for any more
                 break;
             }
+            if (status.oom_killed) {
+                fail_oom_killed(s, *id, how, now);
+                tasks_.release(s);
+                break;
+            }
             auto d = worker_diagnostics(s, now, false);
             d.exit_code = status.exit_code;
             d.signal = status.signal;
             d.core_dumped = status.core_dumped;
-            d.summary = died_while_running(tasks_.describe(*id), how, d);
+            d.summary = died_while_running(tasks_.describe(*id), how, d) +
+                        oom_evidence(status, w.last_sample, memory_.params());
             ++counters.worker_died;
             tasks_.forget(*id);
             tasks_.release(s);
@@ -592,7 +620,9 @@ void pool_core::after_exit(slot_id s, time_point now) {
         w.child.retire();
         return;
     }
-    const time_point at = restart_time(w.child.failures(), true, now);
+    // A worker replaced on purpose does not count against the restart intensity.
+    const bool planned = w.child.reason() == stop_reason::recycle;
+    const time_point at = restart_time(w.child.failures(), !planned, now);
     if (at <= now) {
         wait_for_start(s, now);
     } else {
@@ -622,7 +652,7 @@ void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_poin
     const bool already_stopping = w.child.state() == child_state::stopping;
     const stop_step step = w.child.stop(reason, force, now, params_.stop_grace);
     if (step != stop_step::none && !already_stopping && reason != stop_reason::shutdown &&
-        reason != stop_reason::pool_stop) {
+        reason != stop_reason::pool_stop && reason != stop_reason::recycle) {
         ++report_.counters.killed_by_pool;
     }
     switch (step) {
@@ -632,7 +662,7 @@ void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_poin
             actions_.push_back(signal_action{s, SIGKILL});
             break;
         case stop_step::ask:
-            if (reason == stop_reason::shutdown) {
+            if (reason == stop_reason::shutdown || reason == stop_reason::recycle) {
                 actions_.push_back(send_shutdown_action{s});
             } else {
                 actions_.push_back(signal_action{s, SIGTERM});
@@ -647,6 +677,7 @@ void pool_core::shutdown(time_point now) {
         return;
     }
     heartbeat_.stop();
+    memory_.stop();
     if (!was_started) {
         fail_queued(errc::shutting_down, "The pool was shut down before it started.");
         for (slot_id s = 0; s < workers_.size(); ++s) {
@@ -661,6 +692,7 @@ void pool_core::stop(time_point now) {
         return;
     }
     heartbeat_.stop();
+    memory_.stop();
     for (const task_id id : tasks_.ids()) {
         const std::string what = tasks_.describe(id);
         if (const auto slot = tasks_.find(id)->slot) {
@@ -751,6 +783,9 @@ void pool_core::on_timer(time_point now) {
     if (const auto sweep = heartbeat_.next_sweep(); sweep && *sweep <= now) {
         sweep_heartbeats(now);
     }
+    if (const auto sample = memory_.next_sample(); sample && *sample <= now) {
+        sample_memory(now);
+    }
     // Worker timers that are due; handling one may set others, so take the due ones first.
     for (const slot_id s : workers_.due(now)) {
         if (workers_[s].child.timer() <= now) {
@@ -793,6 +828,90 @@ void pool_core::unresponsive(slot_id s, time_point now) {
                       " while idle (pool_params::heartbeat_timeout); it is stopped and replaced" +
                       describe_memory(d.memory) + "." + describe_activity(d.activity));
     stop_worker(s, stop_reason::unresponsive, false, now);
+}
+
+void pool_core::sample_memory(time_point now) {
+    const auto s = memory_.due(now, [this](slot_id slot) {
+        return workers_[slot].child.state() == child_state::running && !tasks_.sent(slot).empty();
+    });
+    if (s) {
+        check_memory(*s, now);
+    }
+}
+
+void pool_core::check_memory(slot_id s, time_point now) {
+    auto& w = workers_[s];
+    if (!probe_.memory) {
+        return;
+    }
+    const auto m = probe_.memory(w.child.pid());
+    w.sampled_at = now;
+    if (!m) {
+        return;
+    }
+    w.last_sample = m;
+    switch (memory_.judge(m->private_bytes)) {
+        case memory_watch::verdict::fine:
+            break;
+        case memory_watch::verdict::over_soft:
+            if (w.recycle_reason.empty()) {
+                w.recycle_reason = "it held " + format_mib(m->private_bytes) +
+                                   " of its own, over its soft limit of " +
+                                   format_mib(memory_.params().soft_limit_bytes) +
+                                   " (pool_params::memory.soft_limit_bytes)";
+            }
+            break;
+        case memory_watch::verdict::over_hard:
+            memory_kill(s, *m, now);
+            break;
+    }
+}
+
+void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
+    ++report_.counters.memory_kills;
+    const int pid = workers_[s].child.pid();
+    const std::string figures = format_mib(m.private_bytes) + " of its own, over its hard limit of " +
+                                format_mib(memory_.params().hard_limit_bytes) +
+                                " (pool_params::memory.hard_limit_bytes)";
+    // The event first: the host hears of the kill no later than the task's caller does.
+    report_.event(worker_event::kind::memory_limit, s, pid,
+                  "worker " + std::to_string(pid) + " held " + figures +
+                      "; it was killed and will be replaced");
+    if (const auto id = tasks_.running(s)) {
+        auto d = worker_diagnostics(s, now, false);
+        d.memory = m;
+        d.summary = "Worker " + std::to_string(pid) + " held " + figures + " while running " +
+                    tasks_.describe(*id) + ", " + format_duration(d.task_run_time) +
+                    " into it; it was killed and will be replaced.";
+        ++report_.counters.memory_limit;
+        tasks_.forget(*id);
+        complete(*id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)});
+    }
+    stop_worker(s, stop_reason::memory, true, now);
+}
+
+void pool_core::recycle(slot_id s, time_point now) {
+    auto& w = workers_[s];
+    ++report_.counters.recycled;
+    report_.event(worker_event::kind::recycled, s, w.child.pid(),
+                  "worker " + std::to_string(w.child.pid()) + " is replaced: " +
+                      w.recycle_reason);
+    stop_worker(s, stop_reason::recycle, false, now);
+}
+
+void pool_core::fail_oom_killed(slot_id s, task_id id, const std::string& how, time_point now) {
+    auto d = worker_diagnostics(s, now, false);
+    const int pid = d.worker_pid;
+    d.signal = SIGKILL;
+    d.summary = "Worker " + std::to_string(pid) + " " + how + " while running " +
+                tasks_.describe(id) + ", " + format_duration(d.task_run_time) +
+                " into it: the kernel's OOM killer killed it when it reached the limit of its "
+                "memory cgroup, " +
+                format_mib(memory_.params().hard_limit_bytes) +
+                " (pool_params::memory.hard_limit_bytes)." + describe_output(d.log_tail);
+    ++report_.counters.memory_limit;
+    tasks_.forget(id);
+    complete(id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)});
 }
 
 void pool_core::on_worker_timer(slot_id s, time_point now) {

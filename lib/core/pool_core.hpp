@@ -19,6 +19,7 @@
 #include "dispatch.hpp"
 #include "fork_server.hpp"
 #include "heartbeat.hpp"
+#include "memory_watch.hpp"
 #include "pool_phase.hpp"
 #include "report.hpp"
 #include "restart_policy.hpp"
@@ -158,6 +159,16 @@ private:
     void sweep_heartbeats(time_point now);
     /// An idle worker did not answer its heartbeat: it is stopped and replaced.
     void unresponsive(slot_id s, time_point now);
+    /// Reads the memory of the next busy worker, and acts on its limits.
+    void sample_memory(time_point now);
+    /// Reads the memory of the worker of `s` and acts on its limits.
+    void check_memory(slot_id s, time_point now);
+    /// Over the hard limit: its task fails, it is killed.
+    void memory_kill(slot_id s, const worker_memory& m, time_point now);
+    /// Its task is done and it was marked to be replaced: it is asked to exit.
+    void recycle(slot_id s, time_point now);
+    /// The task of a worker the kernel's OOM killer killed in its cgroup fails.
+    void fail_oom_killed(slot_id s, task_id id, const std::string& how, time_point now);
     /// What the caller learns of the worker in slot `s`; `alive`: its process has not been
     /// reaped, so its memory can be read (a reaped pid may already be another process's);
     /// `stuck`: the pool gives up on it, so what it is doing in the kernel is read too.
@@ -176,6 +187,7 @@ private:
     task_table tasks_;
     worker_set workers_;
     heartbeat_monitor heartbeat_;
+    memory_watch memory_;
     fork_server_supervisor server_;
 };
 
@@ -190,6 +202,9 @@ inline std::optional<time_point> pool_core::next_deadline() const {
     }
     if (const auto sweep = heartbeat_.next_sweep()) {
         next = std::min(next, *sweep);
+    }
+    if (const auto sample = memory_.next_sample()) {
+        next = std::min(next, *sample);
     }
     if (next == time_point::max()) {
         return std::nullopt;

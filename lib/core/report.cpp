@@ -4,6 +4,8 @@
 
 #include <cstdio>
 
+#include <signal.h>
+
 namespace torchpool::core {
 
 void report::event(worker_event::kind what, slot_id slot, int pid, std::string description) {
@@ -51,6 +53,24 @@ std::string describe_memory(const std::optional<worker_memory>& memory) {
                   "MiB)",
                   mib(memory->private_bytes), mib(memory->pss_bytes), mib(memory->rss_bytes));
     return text;
+}
+
+std::string format_mib(std::uint64_t bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+    return text;
+}
+
+std::string oom_evidence(const exit_status& status, const std::optional<worker_memory>& last,
+                         const memory_params& limits) {
+    const std::uint64_t limit = limits.hard_limit_bytes;
+    if (status.signal != SIGKILL || status.oom_killed || !last || limit == 0 ||
+        last->private_bytes < limit / 10 * 8) {
+        return {};
+    }
+    return " Its memory, when last read, was " + format_mib(last->private_bytes) +
+           " of its own, near its hard limit of " + format_mib(limit) +
+           ": the kernel's OOM killer may have killed it.";
 }
 
 std::string describe_activity(const std::optional<worker_activity>& a) {

@@ -7,6 +7,7 @@
 #include "actions.hpp"
 #include "types.hpp"
 #include <torchpool/events.hpp>
+#include <torchpool/pool_params.hpp>
 #include <torchpool/stats.hpp>
 #include <torchpool/task.hpp>
 
@@ -46,6 +47,13 @@ std::string describe_memory(const std::optional<worker_memory>& memory);
 /// " The kernel showed it sleeping in pipe_read, blocked in the system call read.", or
 /// nothing when unknown.
 std::string describe_activity(const std::optional<worker_activity>& activity);
+/// "12.0 MiB".
+std::string format_mib(std::uint64_t bytes);
+/// For a worker SIGKILLed by no one in the pool, with no cgroup to say for certain: what
+/// points at the kernel's OOM killer (its last sampled memory near the hard limit), said as
+/// evidence; or nothing.
+std::string oom_evidence(const exit_status& status, const std::optional<worker_memory>& last,
+                         const memory_params& limits);
 /// " Its last output line: \"...\"." or " It wrote nothing to stdout or stderr."
 std::string describe_output(const std::string& log);
 /// "task 7 ('crash')", or "task 7" when its method is not known.

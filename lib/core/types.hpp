@@ -19,6 +19,9 @@ struct exit_status {
     std::optional<int> exit_code;
     std::optional<int> signal;
     bool core_dumped = false;
+    /// The kernel's OOM killer killed it inside its memory cgroup (known for certain only
+    /// where the pool made one).
+    bool oom_killed = false;
 };
 
 /// Why the pool stops a worker process.
@@ -29,6 +32,8 @@ enum class stop_reason {
     cancelled,
     spawn_timeout,
     unresponsive,
+    memory,    ///< over its hard memory limit
+    recycle,   ///< replaced on purpose: not a failure
     shutdown,
     pool_stop
 };

@@ -12,6 +12,7 @@
 #include "types.hpp"
 #include <torchpool/pool_params.hpp>
 #include <torchpool/stats.hpp>
+#include <torchpool/task.hpp>
 
 #include <optional>
 #include <set>
@@ -40,6 +41,9 @@ public:
         supervised_child child;
         time_point task_start{};                    // when its running task started
         std::optional<std::string> channel_closed;  // how its channel ended, if it has
+        std::optional<worker_memory> last_sample;   // its memory, last read
+        time_point sampled_at{};                    // when it was read
+        std::string recycle_reason;                 // replace it after its task, and why
     };
 
     /// `tasks` tells idle from busy.

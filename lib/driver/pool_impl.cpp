@@ -42,6 +42,11 @@ std::vector<std::string> worker_environment(const pool_params& params) {
         // helper per further core, so that a burst of starts uses every core.
         env.push_back("TORCHPOOL_FORK_SERVER_HELPERS=" + std::to_string(usable_cores() - 1));
     }
+    if (params.memory.limit_address_space && params.memory.hard_limit_bytes > 0) {
+        // Applied by the worker SDK to each worker (not to the fork server).
+        env.push_back("TORCHPOOL_ADDRESS_SPACE_LIMIT=" +
+                      std::to_string(params.memory.hard_limit_bytes));
+    }
     return env;
 }
 
@@ -71,6 +76,13 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
       server_(ex),
       side_(ex, [this](int pid, const core::exit_status& status) { on_helper_end(pid, status); }),
       timer_(ex) {
+    if (params.memory.hard_limit_bytes > 0 && params.memory.use_cgroups) {
+        if (auto made = posix::memory_cgroups::create(
+                params.workers, params.memory.hard_limit_bytes, cgroup_problem_)) {
+            cgroups_.emplace(std::move(*made));
+        }
+    }
+    oom_seen_.assign(params.workers, 0);
     workers_.reserve(params.workers);
     for (std::size_t i = 0; i < params.workers; ++i) {
         workers_.push_back(std::make_unique<worker_io>(ex, params.max_frame_bytes));
@@ -140,6 +152,34 @@ void pool_impl::cancel() {
     });
 }
 
+void pool_impl::note_memory_mechanism() {
+    const auto& m = params_.memory;
+    if (m.hard_limit_bytes == 0 && m.soft_limit_bytes == 0) {
+        return;
+    }
+    const auto mib = [](std::uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; };
+    std::string text = "memory limits per worker:";
+    if (m.soft_limit_bytes > 0) {
+        text += " soft " + mib(m.soft_limit_bytes) + " (recycle after the task),";
+    }
+    if (m.hard_limit_bytes > 0) {
+        text += " hard " + mib(m.hard_limit_bytes) + " (kill now),";
+    }
+    text += " read every " + std::to_string(m.sample_interval.count()) + " ms while busy";
+    if (cgroups_) {
+        text += "; the hard limit is enforced by the kernel in a memory cgroup per worker (" +
+                cgroups_->describe() + ")";
+    } else if (m.hard_limit_bytes > 0) {
+        text += "; the hard limit is enforced by sampling only, since " +
+                (m.use_cgroups ? cgroup_problem_
+                               : std::string("pool_params::memory.use_cgroups is off"));
+    }
+    if (m.limit_address_space && m.hard_limit_bytes > 0) {
+        text += "; each worker's address space is capped at the hard limit (RLIMIT_AS)";
+    }
+    core_.note(std::move(text));
+}
+
 void pool_impl::do_run(run_handler handler) {
     if (run_called_) {
         completion_.complete(std::move(handler), error_code(asio::error::already_started));
@@ -156,6 +196,7 @@ void pool_impl::do_run(run_handler handler) {
                    "get the limit of " +
                    std::to_string(fds_.room().soft_before) + " back");
     }
+    note_memory_mechanism();
     if (!core_.start(core::clock::now())) {
         // Shut down or cancelled before it was ever run: nothing to supervise.
         completion_.complete(std::move(handler), error_code());
@@ -323,6 +364,10 @@ void pool_impl::adopt(core::slot_id s, posix::spawned_process& p) {
     auto& w = *workers_[s];
     w.process.take(p);
     w.channel.open(std::move(p.channel), weak_from_this());
+    if (cgroups_) {
+        // Charged from here on: before its hello, so before any task it runs.
+        cgroups_->enter(s, p.pid);
+    }
     core_.on_spawned(s, p.pid, core::clock::now());
     const auto keep = shared_from_this();
     w.process.watch_exit(keep, [this, s] {
@@ -416,9 +461,15 @@ void pool_impl::finish_exit_when_read(core::slot_id s) {
             channel_ended(s, ec);
         }
     }
-    const auto status = *w.process.exit();
+    auto status = *w.process.exit();
     w.process.retire();
     w.channel.close();
+    if (cgroups_) {
+        if (const auto kills = cgroups_->oom_kills(s); kills && *kills > oom_seen_[s]) {
+            status.oom_killed = true;
+            oom_seen_[s] = *kills;
+        }
+    }
     core_.on_exit(s, status, core::clock::now());
 }
 

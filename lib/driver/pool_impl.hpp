@@ -12,6 +12,7 @@
 #pragma once
 
 #include "../core/pool_core.hpp"
+#include "../posix/cgroup.hpp"
 #include "../posix/limits.hpp"
 #include "../posix/process.hpp"
 #include "completion.hpp"
@@ -100,6 +101,8 @@ private:
     void channel_ended(core::slot_id slot, boost::system::error_code ec);
     // Completes an exit once no read is in flight: what is left in the pipes, then the core.
     void finish_exit_when_read(core::slot_id slot);
+    /// Says in a notice how the memory limits are enforced here, if any are set.
+    void note_memory_mechanism();
 
     // The fork server.
     void read_server_control();
@@ -111,6 +114,11 @@ private:
     // Descriptors reserved under the open-file limit while the pool exists; first, so that a
     // pool that cannot fit fails before anything else is made.
     posix::fd_reservation fds_;
+    // A memory cgroup per worker slot, when a hard limit is set and the host allows it, and
+    // the OOM kills already seen in each.
+    std::optional<posix::memory_cgroups> cgroups_;
+    std::string cgroup_problem_;
+    std::vector<std::uint64_t> oom_seen_;
     completion_context completion_;
     pool_params params_;
     core::pool_core core_;

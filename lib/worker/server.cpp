@@ -16,6 +16,7 @@
 
 #include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 namespace torchpool::worker {
@@ -230,6 +231,15 @@ int server::serve() {
 }
 
 int server::serve_worker(const start_info& info) {
+    // pool_params::memory.limit_address_space: allocations past the limit fail in here.
+    if (const char* limit = std::getenv("TORCHPOOL_ADDRESS_SPACE_LIMIT")) {
+        const rlim_t bytes = std::strtoull(limit, nullptr, 10);
+        const rlimit as{.rlim_cur = bytes, .rlim_max = bytes};
+        if (bytes > 0 && ::setrlimit(RLIMIT_AS, &as) != 0) {
+            std::fprintf(stderr, "torchpool worker: cannot limit the address space to %s: %s\n",
+                         limit, std::strerror(errno));
+        }
+    }
     if (state_->hook) {
         try {
             state_->hook(info);

@@ -14,6 +14,8 @@
 //   exit (code)          exit with that code at once
 //   hang                 block forever
 //   block_in_read        block forever in read() on a pipe nobody writes to
+//   allocate (MiB)       allocate and touch that much, keep it, answer (bad_alloc if refused)
+//   grow (MiB)           allocate and touch 1 MiB per millisecond up to that much, then block
 //   ignore_term_and_hang ignore SIGTERM, then block forever
 //   throw (message)      throw std::runtime_error(message)
 //   garbage              write a frame with a valid header and a corrupt body, then block
@@ -147,15 +149,29 @@ int main(int argc, char** argv) {
         std::this_thread::sleep_for(std::chrono::milliseconds(to_int(c.payload)));
         return result{.payload = "slept"};
     });
-    // Allocates and touches the payload's number of MiB, then blocks until killed.
     // Allocates and touches PAYLOAD MiB, kept until the worker exits, then answers.
     server.handle("allocate", [](const call& c) {
         const std::size_t bytes = static_cast<std::size_t>(to_int(c.payload)) << 20;
         auto* block = static_cast<volatile char*>(std::malloc(bytes));
+        if (block == nullptr) {
+            throw std::bad_alloc();
+        }
         for (std::size_t i = 0; i < bytes; i += 4096) {
             block[i] = 1;
         }
         return result{};
+    });
+    // Grows by 1 MiB (touched) every millisecond up to PAYLOAD MiB, then blocks.
+    server.handle("grow", [](const call& c) -> result {
+        for (int i = 0; i < to_int(c.payload); ++i) {
+            auto* block = static_cast<volatile char*>(std::malloc(1 << 20));
+            for (std::size_t at = 0; at < (1 << 20); at += 4096) {
+                block[at] = 1;
+            }
+            // The pace of the growth, so that the pool samples it on the way up.
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        block_forever();
     });
     server.handle("crash", [](const call& c) -> result {
         ::raise(to_int(c.payload));

@@ -77,3 +77,127 @@ TEST_CASE("an idle worker that stops answering heartbeats is replaced before it 
     });
     CHECK(child_pids().empty());
 }
+
+namespace {
+
+constexpr std::uint64_t mib = 1u << 20;
+
+// Collects the pool's events of one kind, and wakes a waiting coroutine on each.
+struct event_log {
+    std::vector<worker_event> all;
+    std::unique_ptr<notifier> changed;
+
+    worker_event_observer observer() {
+        return [this](const worker_event& e) {
+            all.push_back(e);
+            if (changed) {
+                changed->notify();
+            }
+        };
+    }
+    std::vector<worker_event> of(worker_event::kind k) const {
+        std::vector<worker_event> out;
+        for (const auto& e : all) {
+            if (e.what == k) {
+                out.push_back(e);
+            }
+        }
+        return out;
+    }
+};
+
+}  // namespace
+
+TEST_CASE("a worker over its soft memory limit is recycled after its task, which succeeds",
+          "[process][memory]") {
+    auto params = params_for(1);
+    params.memory = {.soft_limit_bytes = 32 * mib, .sample_interval = 50ms};
+    event_log events;
+    params.on_worker_event = events.observer();
+    with_pool(params, [&](pool& p) -> asio::awaitable<void> {
+        auto [ec, r] = co_await p.async_submit(make_request("allocate", "64"), tuple_awaitable);
+        CHECK(!ec);  // its task is not failed
+        auto [ec2, r2] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
+        CHECK(!ec2);
+        CHECK(std::stoi(r2.payload) != r.worker_pid);  // replaced
+        const auto recycled = events.of(worker_event::kind::recycled);
+        REQUIRE(recycled.size() == 1);
+        CHECK(recycled[0].pid == r.worker_pid);
+        CHECK_THAT(recycled[0].description,
+                   Catch::Contains("over its soft limit of 32.0 MiB"));
+        CHECK(p.stats().recycled == 1);
+        CHECK(p.stats().paced_restarts == 0);
+        CHECK(p.stats().killed_by_pool == 0);
+    });
+}
+
+TEST_CASE("a worker growing past its hard memory limit is killed and its task fails with the "
+          "figures",
+          "[process][memory]") {
+    auto params = params_for(1);
+    params.memory = {.hard_limit_bytes = 64 * mib, .sample_interval = 20ms, .use_cgroups = false};
+    event_log events;
+    params.on_worker_event = events.observer();
+    with_pool(params, [&](pool& p) -> asio::awaitable<void> {
+        auto [ec, r] = co_await p.async_submit(make_request("grow", "1000"), tuple_awaitable);
+        CHECK(ec == errc::memory_limit);
+        CHECK(ec == condition::worker_failure);
+        REQUIRE(r.diagnostics.memory);
+        CHECK(r.diagnostics.memory->private_bytes >= 64 * mib);
+        CHECK_THAT(r.diagnostics.summary, Catch::Contains("over its hard limit of 64.0 MiB"));
+        const auto notices = events.of(worker_event::kind::notice);
+        REQUIRE_FALSE(notices.empty());
+        CHECK_THAT(notices[0].description, Catch::Contains("enforced by sampling only"));
+        CHECK(events.of(worker_event::kind::memory_limit).size() == 1);
+        // The pool carries on with a new worker.
+        auto [ec2, r2] = co_await p.async_submit(make_request("echo", "next"), tuple_awaitable);
+        CHECK(!ec2);
+        CHECK(p.stats().memory_kills == 1);
+    });
+}
+
+TEST_CASE("in a memory cgroup, the kernel's OOM kill of a worker is reported for certain",
+          "[process][memory]") {
+    auto params = params_for(1);
+    // Samples too rare to act first: the kernel enforces the limit.
+    params.memory = {.hard_limit_bytes = 64 * mib, .sample_interval = 60s};
+    event_log events;
+    params.on_worker_event = events.observer();
+    with_pool(params, [&](pool& p) -> asio::awaitable<void> {
+        auto [ec0, r0] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
+        const auto notices = events.of(worker_event::kind::notice);
+        REQUIRE_FALSE(notices.empty());
+        if (notices[0].description.find("memory cgroup per worker") == std::string::npos) {
+            WARN("no memory cgroup can be made on this host: " << notices[0].description);
+            co_return;
+        }
+        auto [ec, r] = co_await p.async_submit(make_request("allocate", "256"), tuple_awaitable);
+        CHECK(ec == errc::memory_limit);
+        CHECK(r.diagnostics.signal == SIGKILL);
+        CHECK_THAT(r.diagnostics.summary, Catch::Contains("the kernel's OOM killer killed it") &&
+                                              Catch::Contains("64.0 MiB"));
+        CHECK(events.of(worker_event::kind::memory_limit).size() == 1);
+        auto [ec2, r2] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
+        CHECK(!ec2);
+    });
+}
+
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+// (The sanitizers reserve terabytes of address space, so they cannot run under RLIMIT_AS.)
+TEST_CASE("with limit_address_space, an allocation past the hard limit fails inside the worker",
+          "[process][memory]") {
+    auto params = params_for(1);
+    params.memory = {.hard_limit_bytes = 512 * mib,
+                     .use_cgroups = false,
+                     .limit_address_space = true};
+    with_pool(params, [&](pool& p) -> asio::awaitable<void> {
+        auto [ec, r] = co_await p.async_submit(make_request("allocate", "1024"), tuple_awaitable);
+        CHECK(ec == errc::task_failed);
+        CHECK(r.diagnostics.error_type == "std::bad_alloc");
+        // The same worker carries on.
+        auto [ec2, r2] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
+        CHECK(!ec2);
+        CHECK(std::stoi(r2.payload) == r.worker_pid);
+    });
+}
+#endif
