@@ -67,6 +67,10 @@ void pool::cancel() {
     }
 }
 
+pool_health pool::health() const {
+    return impl_ ? impl_->health() : pool_health{.reason = "this pool object is empty"};
+}
+
 pool_stats pool::stats() const {
     return impl_ ? impl_->stats() : pool_stats{};
 }

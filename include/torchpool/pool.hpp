@@ -3,6 +3,7 @@
 
 #include <torchpool/error.hpp>
 #include <torchpool/events.hpp>
+#include <torchpool/health.hpp>
 #include <torchpool/pool_params.hpp>
 #include <torchpool/stats.hpp>
 #include <torchpool/task.hpp>
@@ -36,7 +37,8 @@ class pool_impl;
 /// Thread safety: distinct objects: safe. Shared objects: `async_submit`, `async_run`,
 /// `async_shutdown` and `cancel` may be called from any thread; the pool's executor must
 /// not run its handlers concurrently (an `io_context` run by one thread, or a strand).
-/// `stats` must be called from the pool's executor (or when it is not running).
+/// `stats` must be called from the pool's executor (or when it is not running); `health`
+/// from anywhere.
 class pool {
 public:
     using executor_type = boost::asio::any_io_executor;
@@ -117,6 +119,12 @@ public:
 
     /// A snapshot of the workers, the queue and the counters.
     pool_stats stats() const;
+
+    /// Live, ready, degraded, from the state of the workers after the pool's last event.
+    /// Callable from any thread, at any time (a readiness probe's handler on another
+    /// executor, a signal-watching thread): it reads values the pool publishes, without
+    /// touching the pool's state. An empty (moved-from) pool is not live.
+    pool_health health() const;
 
 private:
     struct run_tag {};

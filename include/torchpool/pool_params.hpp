@@ -135,6 +135,9 @@ struct pool_params {
     /// event says what the kernel showed it doing.
     std::chrono::milliseconds heartbeat_timeout{5'000};
     memory_params memory;
+    /// Workers that must be ready (idle or busy) for `pool::health()` to say ready. At
+    /// least 1.
+    std::size_t min_ready_workers = 1;
     /// Time a worker has to exit after it was asked to (shutdown message or SIGTERM)
     /// before it gets SIGKILL.
     std::chrono::milliseconds stop_grace{2'000};

@@ -122,6 +122,19 @@ public:
     action_queue& actions() noexcept { return actions_; }
 
     pool_stats stats() const;
+    /// What health is derived from, cheap enough to read after every event.
+    struct health_inputs {
+        bool running = false;    ///< started and not finished
+        bool admitting = false;  ///< not draining or stopping
+        bool degraded = false;
+        std::size_t ready_workers = 0;
+    };
+    health_inputs health() const noexcept {
+        return {.running = phase_.started() && !phase_.finished(),
+                .admitting = phase_.admitting(),
+                .degraded = restart_.degraded(),
+                .ready_workers = workers_.ready_count()};
+    }
     worker_state state_of(slot_id slot) const;
     bool finished() const noexcept { return phase_.finished(); }
     bool fork_server_mode() const noexcept { return server_.enabled(); }

@@ -62,6 +62,7 @@ public:
     start_gate& gate() noexcept { return gate_; }
     /// Some worker is ready (idle or busy).
     bool any_ready() const noexcept { return running_ > 0; }
+    std::size_t ready_count() const noexcept { return running_; }
     bool all_stopped() const noexcept { return stopped_ == workers_.size(); }
 
     /// The first worker timer, if any is set.

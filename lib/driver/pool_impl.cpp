@@ -270,6 +270,38 @@ void pool_impl::drive() {
         std::visit([this](auto& a) { execute(a); }, next);
     }
     arm_timer();
+    publish_health();
+}
+
+void pool_impl::publish_health() noexcept {
+    const auto h = core_.health();
+    live_.store(h.running, std::memory_order_relaxed);
+    admitting_.store(h.admitting, std::memory_order_relaxed);
+    degraded_.store(h.degraded, std::memory_order_relaxed);
+    ready_workers_.store(h.ready_workers, std::memory_order_relaxed);
+}
+
+pool_health pool_impl::health() const {
+    pool_health h{.live = live_.load(std::memory_order_relaxed),
+                  .degraded = degraded_.load(std::memory_order_relaxed),
+                  .draining = !admitting_.load(std::memory_order_relaxed),
+                  .ready_workers = ready_workers_.load(std::memory_order_relaxed),
+                  .workers = params_.workers};
+    const std::size_t wanted = std::max<std::size_t>(1, params_.min_ready_workers);
+    if (!h.live) {
+        h.reason = "the pool is not running (async_run has not started it, or it has finished)";
+    } else if (h.draining) {
+        h.reason = "the pool is shutting down";
+    } else if (h.degraded) {
+        h.reason = "workers cannot be started (the pool is degraded)";
+    } else if (h.ready_workers < wanted) {
+        h.reason = std::to_string(h.ready_workers) + " of " + std::to_string(params_.workers) +
+                   " workers are ready; " + std::to_string(wanted) +
+                   " are needed (pool_params::min_ready_workers)";
+    } else {
+        h.ready = true;
+    }
+    return h;
 }
 
 inline void pool_impl::arm_timer() {
@@ -341,6 +373,7 @@ inline void pool_impl::execute(core::complete_action& a) {
 
 void pool_impl::execute(core::run_finished_action&) {
     timer_.cancel();
+    publish_health();  // not live, before anyone waiting for the end hears of it
     if (run_handler_) {
         run_handler h(std::move(*run_handler_));
         run_handler_.reset();

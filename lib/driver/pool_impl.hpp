@@ -20,6 +20,7 @@
 #include "process_io.hpp"
 #include "side_processes.hpp"
 #include "worker_channel.hpp"
+#include <torchpool/health.hpp>
 #include <torchpool/pool_params.hpp>
 #include <torchpool/stats.hpp>
 #include <torchpool/task.hpp>
@@ -52,6 +53,7 @@ public:
     void submit(submit_handler&& handler, request&& req);
     void shutdown(run_handler handler);
     void cancel();
+    pool_health health() const;
     pool_stats stats() const {
         pool_stats s = core_.stats();
         s.open_files_limit = fds_.room().soft_after;
@@ -129,7 +131,14 @@ private:
     core::time_point armed_for_ = core::time_point::max();
     std::vector<std::unique_ptr<worker_io>> workers_;
     std::unordered_map<core::task_id, pending_task> pending_;
-    std::atomic<core::task_id> next_task_id_{1};  // the one member used off the executor
+    std::atomic<core::task_id> next_task_id_{1};  // used off the executor
+    // What health() reads from any thread, published after every event (relaxed: each is a
+    // snapshot on its own; a probe needs no consistency between them).
+    std::atomic<bool> live_{false};
+    std::atomic<bool> admitting_{true};
+    std::atomic<bool> degraded_{false};
+    std::atomic<std::size_t> ready_workers_{0};
+    void publish_health() noexcept;
     bool run_called_ = false;
     // Optional rather than empty: Boost 1.81's any_completion_handler move assignment
     // recurses forever (it copies from an lvalue), so handlers are only move-constructed.

@@ -5,6 +5,7 @@
 //   --slow-start MS      wait MS milliseconds before saying hello
 //   --exit-at-start N    write a line to stderr and exit with code N before saying hello
 //   --never-ready        never say hello (block forever)
+//   --exit-at-start-while FILE  as --exit-at-start 3, while FILE exists
 //   --fail-start-hook    the SDK's start hook throws (in each worker, after a fork)
 // Methods (payload in parentheses):
 //   echo (any)           reply with the same payload and tensors
@@ -97,6 +98,11 @@ int main(int argc, char** argv) {
         } else if (arg == "--exit-at-start" && i + 1 < argc) {
             std::fprintf(stderr, "fake_worker: failing at start as asked\n");
             return std::atoi(argv[++i]);
+        } else if (arg == "--exit-at-start-while" && i + 1 < argc) {
+            if (::access(argv[++i], F_OK) == 0) {
+                std::fprintf(stderr, "fake_worker: cannot start while %s exists\n", argv[i]);
+                return 3;
+            }
         } else if (arg == "--never-ready") {
             block_forever();
         } else if (arg == "--fail-start-hook") {

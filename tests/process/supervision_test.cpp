@@ -5,7 +5,13 @@
 #include <torchpool/error.hpp>
 #include <torchpool/pool.hpp>
 
+#include <boost/asio/steady_timer.hpp>
+
 #include <catch2/catch.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
 
 #include <signal.h>
 #include <unistd.h>
@@ -201,3 +207,98 @@ TEST_CASE("with limit_address_space, an allocation past the hard limit fails ins
     });
 }
 #endif
+
+TEST_CASE("a pool that cannot start workers is degraded and says why; it recovers on its own",
+          "[process][restart]") {
+    const std::string blocker =
+        std::filesystem::temp_directory_path() / ("torchpool-blocker-" + std::to_string(::getpid()));
+    { std::ofstream(blocker) << "workers cannot start while this file exists\n"; }
+    auto params = params_for(2, {"--exit-at-start-while", blocker});
+    params.spawn_failures_until_degraded = 3;
+    event_log events;
+    params.on_worker_event = events.observer();
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        events.changed = std::make_unique<notifier>(io.get_executor());
+        pool p(io.get_executor(), params);
+        CHECK_FALSE(p.health().live);
+        p.async_run([](boost::system::error_code) {});
+        co_await events.changed->until(
+            [&] { return !events.of(worker_event::kind::degraded).empty(); });
+        CHECK_THAT(events.of(worker_event::kind::degraded)[0].description,
+                   Catch::Contains("cannot start while"));
+        // Read from another thread, as a readiness probe would.
+        pool_health h;
+        std::thread([&] { h = p.health(); }).join();
+        CHECK(h.live);
+        CHECK(h.degraded);
+        CHECK_FALSE(h.ready);
+        CHECK_THAT(h.reason, Catch::Contains("degraded"));
+
+        // Tasks fail at once with the last start error; nobody waits forever.
+        auto [ec, r] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
+        CHECK(ec == errc::spawn_failed);
+        CHECK_THAT(r.diagnostics.summary, Catch::Contains("exited with code 3") &&
+                                              Catch::Contains("cannot start while"));
+
+        // The cause goes away: the pool recovers without being told, and says so.
+        std::filesystem::remove(blocker);
+        co_await events.changed->until(
+            [&] { return !events.of(worker_event::kind::recovered).empty(); });
+        auto [ec2, r2] = co_await p.async_submit(make_request("echo", "back"), tuple_awaitable);
+        CHECK(!ec2);
+        CHECK(r2.payload == "back");
+        h = p.health();
+        CHECK(h.ready);
+        CHECK_FALSE(h.degraded);
+        CHECK(h.reason.empty());
+        co_await p.async_shutdown(tuple_awaitable);
+        CHECK_FALSE(p.health().live);
+        events.changed.reset();
+    });
+    std::filesystem::remove(blocker);
+    CHECK(child_pids().empty());
+}
+
+TEST_CASE("restarts past the restart intensity are paced, and pacing ends when they slow down",
+          "[process][restart]") {
+    auto params = params_for(1);
+    params.restart_limit = {.restarts = 2, .period = 400ms};  // then one per 200 ms
+    event_log events;
+    params.on_worker_event = events.observer();
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        events.changed = std::make_unique<notifier>(io.get_executor());
+        pool p(io.get_executor(), params);
+        p.async_run([](boost::system::error_code) {});
+        // Each worker answers a task (it is healthy, so it is replaced at once), then is
+        // killed from outside; four kills in a row.
+        for (int kill = 0; kill < 4; ++kill) {
+            auto [ec, r] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
+            REQUIRE(!ec);
+            const auto exits = events.of(worker_event::kind::exited).size();
+            ::kill(std::stoi(r.payload), SIGKILL);
+            co_await events.changed->until(
+                [&] { return events.of(worker_event::kind::exited).size() > exits; });
+        }
+        auto [ec, r] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
+        CHECK(!ec);
+        CHECK(p.stats().paced_restarts >= 1);
+        auto notices = events.of(worker_event::kind::notice);
+        REQUIRE_FALSE(notices.empty());
+        CHECK_THAT(notices[0].description, Catch::Contains("restart intensity reached"));
+
+        // A period later (the behaviour under test is the rate), a restart is not held back.
+        asio::steady_timer later(io, 800ms);
+        co_await later.async_wait(tuple_awaitable);
+        const auto exits = events.of(worker_event::kind::exited).size();
+        ::kill(std::stoi(r.payload), SIGKILL);
+        co_await events.changed->until(
+            [&] { return events.of(worker_event::kind::exited).size() > exits; });
+        notices = events.of(worker_event::kind::notice);
+        CHECK_THAT(notices.back().description, Catch::Contains("no longer paced"));
+        auto [ec2, r2] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
+        CHECK(!ec2);
+        co_await p.async_shutdown(tuple_awaitable);
+        events.changed.reset();
+    });
+    CHECK(child_pids().empty());
+}
