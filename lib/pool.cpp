@@ -19,6 +19,19 @@ pool_params checked(pool_params params) {
     if (params.workers == 0) {
         throw std::invalid_argument("torchpool::pool: pool_params::workers must be at least 1");
     }
+    if (params.min_workers > params.workers ||
+        (params.max_workers > 0 && params.max_workers < params.workers)) {
+        throw std::invalid_argument(
+            "torchpool::pool: pool_params::min_workers (" + std::to_string(params.min_workers) +
+            ") <= workers (" + std::to_string(params.workers) + ") <= max_workers (" +
+            std::to_string(params.max_workers) + ") must hold (zero means: equal to workers)");
+    }
+    if (params.memory.soft_limit_bytes > 0 && params.memory.hard_limit_bytes > 0 &&
+        params.memory.soft_limit_bytes >= params.memory.hard_limit_bytes) {
+        throw std::invalid_argument(
+            "torchpool::pool: pool_params::memory.soft_limit_bytes must be below "
+            "hard_limit_bytes (or one of them zero)");
+    }
     if (params.queue_limit == 0) {
         throw std::invalid_argument("torchpool::pool: pool_params::queue_limit must be at least 1");
     }
@@ -69,6 +82,12 @@ void pool::cancel() {
 
 pool_health pool::health() const {
     return impl_ ? impl_->health() : pool_health{.reason = "this pool object is empty"};
+}
+
+void pool::resize(std::size_t workers) {
+    if (impl_) {
+        impl_->resize(workers);
+    }
 }
 
 pool_stats pool::stats() const {

@@ -120,6 +120,14 @@ public:
     /// A snapshot of the workers, the queue and the counters.
     pool_stats stats() const;
 
+    /// Changes the number of workers the pool keeps, now: starts more, or stops idle ones
+    /// first and busy ones once their task is done (no task fails). The size is bounded by
+    /// the slots made at construction, max(workers, max_workers) (descriptors are reserved
+    /// for them); `min_workers` and `max_workers` widen to admit it. Does not wait; a
+    /// `notice` event tells the size set. Callable from any thread. Does nothing once the
+    /// pool is shutting down.
+    void resize(std::size_t workers);
+
     /// Live, ready, degraded, from the state of the workers after the pool's last event.
     /// Callable from any thread, at any time (a readiness probe's handler on another
     /// executor, a signal-watching thread): it reads values the pool publishes, without

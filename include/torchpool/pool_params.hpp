@@ -97,10 +97,32 @@ struct memory_params {
     bool limit_address_space = false;
 };
 
+/// Planned replacement of workers (recycling), a guard against slow leaks and heap
+/// fragmentation. The replacement is started first and takes over once it is ready; the old
+/// worker then finishes its task and exits. No task fails. Zero: off.
+struct recycle_params {
+    /// Replace a worker after it has answered this many tasks.
+    std::size_t max_tasks = 0;
+    /// Replace a worker after it has been ready this long, spread by +/- `jitter` per
+    /// worker, so that workers started together are not all replaced together.
+    std::chrono::milliseconds max_age{0};
+    double jitter = 0.1;
+    /// Workers being replaced at the same time (the pool keeps a spare slot for each).
+    std::size_t max_at_once = 1;
+};
+
 struct pool_params {
     worker_params worker;
-    /// Number of worker processes kept running. At least 1.
+    /// Number of worker processes kept running (the size the pool starts with). At least 1.
     std::size_t workers = 1;
+    /// Elastic size: the pool starts `workers` and, while tasks wait for a worker, starts
+    /// more, up to `max_workers` (zero: `workers`; never while degraded); workers idle for
+    /// `idle_timeout` are stopped, down to `min_workers` (zero: `workers`). `pool::resize`
+    /// changes the size at run time. Descriptors for `max_workers` are reserved up front.
+    std::size_t min_workers = 0;
+    std::size_t max_workers = 0;
+    std::chrono::milliseconds idle_timeout{60'000};
+    recycle_params recycle;
     /// Tasks that may wait for a worker; one more completes at once with `errc::overloaded`.
     std::size_t queue_limit = 1024;
     /// Tasks sent to a busy worker ahead of time, so that it never waits for the pool

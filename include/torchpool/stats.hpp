@@ -17,6 +17,8 @@ struct pool_stats {
     std::size_t workers_waiting = 0;   ///< waiting for their turn to start (or the fork server)
     std::size_t workers_stopped = 0;   ///< stopped for good (shutdown)
     std::size_t queue_depth = 0;       ///< tasks waiting for a worker
+    /// The size the pool keeps now (pool_params::workers, grown, shrunk or resized)
+    std::size_t workers_target = 0;
     bool degraded = false;             ///< workers cannot be started; tasks fail fast
     bool restarts_paced = false;       ///< restart intensity reached; restarts are paced
 

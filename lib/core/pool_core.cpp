@@ -13,15 +13,31 @@ namespace torchpool::core {
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
+namespace {
+
+// How often the pool looks for workers too old to keep and workers idle long enough to
+// shrink the pool: a tenth of the shorter of the two times, at least 10 ms.
+clock::duration housekeeping_period(const pool_params& p) {
+    milliseconds shortest = p.idle_timeout;
+    if (p.recycle.max_age.count() > 0) {
+        shortest = std::min(shortest, p.recycle.max_age);
+    }
+    return std::max(milliseconds{10}, shortest / 10);
+}
+
+}  // namespace
+
 pool_core::pool_core(const pool_params& params, process_probe probe)
     : params_(params),
       probe_(std::move(probe)),
       report_(static_cast<bool>(params.on_worker_event), actions_),
       restart_(params),
-      tasks_(params.workers),
+      tasks_(slot_capacity(params)),
       workers_(params, tasks_),
-      heartbeat_(params.workers, params.heartbeat_interval, params.heartbeat_timeout),
-      memory_(params.workers, params.memory),
+      heartbeat_(slot_capacity(params), params.heartbeat_interval, params.heartbeat_timeout),
+      memory_(slot_capacity(params), params.memory),
+      sizing_(params),
+      random_(params.seed ^ 0x5bd1e995u),
       server_(params, report_, actions_) {}
 
 worker_state pool_core::state_of(slot_id slot) const {
@@ -38,7 +54,14 @@ bool pool_core::start(time_point now) {
     heartbeat_.start(now);
     memory_.start(now);
     for (slot_id s = 0; s < workers_.size(); ++s) {
+        workers_[s].child.retire();  // parked until the pool uses the slot
+    }
+    for (const slot_id s : sizing_.start()) {
         wait_for_start(s, now);
+    }
+    if (params_.recycle.max_age.count() > 0 || sizing_.min() < sizing_.max() ||
+        params_.max_workers > params_.workers) {
+        next_housekeeping_ = now + housekeeping_period(params_);
     }
     return true;
 }
@@ -71,6 +94,10 @@ void pool_core::begin_start(slot_id s, time_point now) {
     w.last_sample.reset();
     w.sampled_at = {};
     w.recycle_reason.clear();
+    w.retire_after_task = false;
+    w.park_on_exit = false;
+    w.tasks_done = 0;
+    w.recycle_at = time_point::max();
     w.child.begin_start(now, now + params_.spawn_timeout);
     if (server_.enabled()) {
         actions_.push_back(fork_action{s});
@@ -248,12 +275,15 @@ void pool_core::dispatch(time_point now) {
                 return sent.size();
             });
         if (!target) {
-            return;
+            break;
         }
         if (tasks_.sent(*target).empty()) {
             workers_[*target].task_start = now;  // it starts now, rather than after others
         }
         actions_.push_back(send_request_action{*target, tasks_.send_next(*target)});
+    }
+    if (tasks_.queued() > 0) {
+        maybe_grow(now);
     }
 }
 
@@ -401,6 +431,17 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
                      std::find(hello.capabilities.begin(), hello.capabilities.end(),
                                wire::answers_heartbeats) != hello.capabilities.end(),
                      now);
+    w.idle_since = now;
+    if (params_.recycle.max_age.count() > 0) {
+        const double spread =
+            1.0 + std::clamp(params_.recycle.jitter, 0.0, 1.0) * (2.0 * random_.uniform() - 1.0);
+        w.recycle_at = now + std::chrono::duration_cast<clock::duration>(
+                                 params_.recycle.max_age * spread);
+    }
+    if (const auto old = sizing_.replaces(s)) {
+        sizing_.handed_over(s);
+        hand_over(*old, now);
+    }
     if (restart_.start_succeeded(now)) {
         report_.event(worker_event::kind::recovered, s, w.child.pid(),
                       "the pool has recovered: worker " + std::to_string(w.child.pid()) +
@@ -429,6 +470,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     }
     w.child.healthy();
     heartbeat_.active(s, now);
+    ++w.tasks_done;
     const auto done = tasks_.answered(s);
     if (sent.empty()) {
         workers_.dispatch().became_idle(s);
@@ -444,9 +486,17 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
         // once per interval per worker.
         check_memory(s, now);
     }
-    if (!w.recycle_reason.empty() && sent.empty() &&
-        w.child.state() == child_state::running) {
-        recycle(s, now);
+    if (params_.recycle.max_tasks > 0 && w.tasks_done == params_.recycle.max_tasks) {
+        want_recycle(s,
+                     "it answered " + std::to_string(w.tasks_done) +
+                         " tasks (pool_params::recycle.max_tasks)",
+                     now);
+    }
+    if (sent.empty()) {
+        w.idle_since = now;
+        if (w.retire_after_task && w.child.state() == child_state::running) {
+            leave(s, stop_reason::recycle, w.park_on_exit, now);
+        }
     }
     dispatch(now);
     settle(now);
@@ -620,8 +670,20 @@ void pool_core::after_exit(slot_id s, time_point now) {
         w.child.retire();
         return;
     }
+    if (w.park_on_exit || sizing_.replacement_of(s)) {
+        // It leaves the pool (shrinking, or replaced); a replacement still starting for it
+        // takes its place as an ordinary worker.
+        if (const auto r = sizing_.replacement_of(s)) {
+            sizing_.handed_over(*r);
+        }
+        w.park_on_exit = false;
+        w.child.retire();
+        sizing_.park(s);
+        return;
+    }
     // A worker replaced on purpose does not count against the restart intensity.
-    const bool planned = w.child.reason() == stop_reason::recycle;
+    const bool planned =
+        w.child.reason() == stop_reason::recycle || w.child.reason() == stop_reason::shrink;
     const time_point at = restart_time(w.child.failures(), !planned, now);
     if (at <= now) {
         wait_for_start(s, now);
@@ -652,7 +714,8 @@ void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_poin
     const bool already_stopping = w.child.state() == child_state::stopping;
     const stop_step step = w.child.stop(reason, force, now, params_.stop_grace);
     if (step != stop_step::none && !already_stopping && reason != stop_reason::shutdown &&
-        reason != stop_reason::pool_stop && reason != stop_reason::recycle) {
+        reason != stop_reason::pool_stop && reason != stop_reason::recycle &&
+        reason != stop_reason::shrink) {
         ++report_.counters.killed_by_pool;
     }
     switch (step) {
@@ -662,7 +725,8 @@ void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_poin
             actions_.push_back(signal_action{s, SIGKILL});
             break;
         case stop_step::ask:
-            if (reason == stop_reason::shutdown || reason == stop_reason::recycle) {
+            if (reason == stop_reason::shutdown || reason == stop_reason::recycle ||
+                reason == stop_reason::shrink) {
                 actions_.push_back(send_shutdown_action{s});
             } else {
                 actions_.push_back(signal_action{s, SIGTERM});
@@ -678,6 +742,7 @@ void pool_core::shutdown(time_point now) {
     }
     heartbeat_.stop();
     memory_.stop();
+    next_housekeeping_.reset();
     if (!was_started) {
         fail_queued(errc::shutting_down, "The pool was shut down before it started.");
         for (slot_id s = 0; s < workers_.size(); ++s) {
@@ -693,6 +758,7 @@ void pool_core::stop(time_point now) {
     }
     heartbeat_.stop();
     memory_.stop();
+    next_housekeeping_.reset();
     for (const task_id id : tasks_.ids()) {
         const std::string what = tasks_.describe(id);
         if (const auto slot = tasks_.find(id)->slot) {
@@ -786,6 +852,9 @@ void pool_core::on_timer(time_point now) {
     if (const auto sample = memory_.next_sample(); sample && *sample <= now) {
         sample_memory(now);
     }
+    if (next_housekeeping_ && *next_housekeeping_ <= now) {
+        housekeeping(now);
+    }
     // Worker timers that are due; handling one may set others, so take the due ones first.
     for (const slot_id s : workers_.due(now)) {
         if (workers_[s].child.timer() <= now) {
@@ -854,12 +923,12 @@ void pool_core::check_memory(slot_id s, time_point now) {
         case memory_watch::verdict::fine:
             break;
         case memory_watch::verdict::over_soft:
-            if (w.recycle_reason.empty()) {
-                w.recycle_reason = "it held " + format_mib(m->private_bytes) +
-                                   " of its own, over its soft limit of " +
-                                   format_mib(memory_.params().soft_limit_bytes) +
-                                   " (pool_params::memory.soft_limit_bytes)";
-            }
+            want_recycle(s,
+                         "it held " + format_mib(m->private_bytes) +
+                             " of its own, over its soft limit of " +
+                             format_mib(memory_.params().soft_limit_bytes) +
+                             " (pool_params::memory.soft_limit_bytes)",
+                         now);
             break;
         case memory_watch::verdict::over_hard:
             memory_kill(s, *m, now);
@@ -890,13 +959,149 @@ void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
     stop_worker(s, stop_reason::memory, true, now);
 }
 
-void pool_core::recycle(slot_id s, time_point now) {
+void pool_core::want_recycle(slot_id s, std::string reason, time_point now) {
     auto& w = workers_[s];
+    if (!w.recycle_reason.empty() || w.child.state() != child_state::running ||
+        sizing_.is_leaving(s) || phase_.ending()) {
+        return;  // already on its way
+    }
+    w.recycle_reason = std::move(reason);
+    start_replacement(s, now);
+}
+
+void pool_core::start_replacement(slot_id s, time_point now) {
+    auto& w = workers_[s];
+    if (!sizing_.may_recycle_more()) {
+        return;  // its turn comes when a replacement under way is done (resume_recycling)
+    }
     ++report_.counters.recycled;
+    if (const auto spare = sizing_.take_parked(true)) {
+        sizing_.replacing(*spare, s);
+        report_.event(worker_event::kind::recycled, s, w.child.pid(),
+                      "worker " + std::to_string(w.child.pid()) + " is being replaced, since " +
+                          w.recycle_reason + "; it leaves once its replacement is ready");
+        wait_for_start(*spare, now);
+        return;
+    }
+    // No spare slot (the pool is at its largest): replaced in place, after its task.
     report_.event(worker_event::kind::recycled, s, w.child.pid(),
-                  "worker " + std::to_string(w.child.pid()) + " is replaced: " +
-                      w.recycle_reason);
-    stop_worker(s, stop_reason::recycle, false, now);
+                  "worker " + std::to_string(w.child.pid()) + " is being replaced, since " +
+                      w.recycle_reason + "; it is restarted once its task is done");
+    w.retire_after_task = true;
+    w.park_on_exit = false;
+    if (tasks_.sent(s).empty()) {
+        leave(s, stop_reason::recycle, false, now);
+    }
+}
+
+void pool_core::resume_recycling(time_point now) {
+    for (slot_id s = 0; s < workers_.size() && sizing_.may_recycle_more(); ++s) {
+        const auto& w = workers_[s];
+        if (!w.recycle_reason.empty() && !w.retire_after_task && !sizing_.is_leaving(s) &&
+            !sizing_.replacement_of(s) && w.child.state() == child_state::running) {
+            start_replacement(s, now);
+        }
+    }
+}
+
+void pool_core::hand_over(slot_id old, time_point now) {
+    auto& w = workers_[old];
+    sizing_.leaving(old);
+    w.park_on_exit = true;
+    if (w.child.state() == child_state::running && !tasks_.sent(old).empty()) {
+        w.retire_after_task = true;  // its task finishes first
+    } else {
+        leave(old, stop_reason::recycle, true, now);
+    }
+    resume_recycling(now);
+}
+
+void pool_core::leave(slot_id s, stop_reason why, bool park, time_point now) {
+    auto& w = workers_[s];
+    w.retire_after_task = false;
+    w.park_on_exit = park;
+    if (park) {
+        sizing_.leaving(s);
+    }
+    stop_worker(s, why, false, now);
+    if (w.child.state() == child_state::stopped && park) {
+        sizing_.park(s);  // it had no process: parked at once
+    }
+}
+
+std::size_t pool_core::resize(std::size_t workers, time_point now) {
+    const std::size_t n = sizing_.resize(workers);
+    if (!phase_.admitting()) {
+        return n;
+    }
+    while (sizing_.size() < n) {
+        const auto s = sizing_.take_parked(false);
+        if (!s) {
+            break;
+        }
+        wait_for_start(*s, now);
+    }
+    // Shrinking: idle workers first, then those still starting, then busy ones after their task.
+    for (const bool busy_too : {false, true}) {
+        for (slot_id s = 0; s < workers_.size() && sizing_.size() > n; ++s) {
+            const auto& w = workers_[s];
+            if (sizing_.parked(s) || sizing_.is_leaving(s) || sizing_.replaces(s) ||
+                w.child.state() == child_state::stopping) {
+                continue;
+            }
+            const bool busy = w.child.state() == child_state::running && !tasks_.sent(s).empty();
+            if (!busy) {
+                leave(s, stop_reason::shrink, true, now);
+            } else if (busy_too) {
+                sizing_.leaving(s);
+                workers_[s].retire_after_task = true;
+                workers_[s].park_on_exit = true;
+            }
+        }
+    }
+    report_.event(worker_event::kind::notice, 0, 0,
+                  "the pool was resized to " + std::to_string(n) + " workers (pool::resize)");
+    settle(now);
+    return n;
+}
+
+void pool_core::housekeeping(time_point now) {
+    next_housekeeping_ = now + housekeeping_period(params_);
+    if (phase_.ending()) {
+        next_housekeeping_.reset();
+        return;
+    }
+    for (slot_id s = 0; s < workers_.size(); ++s) {
+        const auto& w = workers_[s];
+        if (w.child.state() != child_state::running) {
+            continue;
+        }
+        if (w.recycle_at <= now) {
+            want_recycle(s, "it has been ready for " + format_elapsed(w.child.ready_since(), now) +
+                                " (pool_params::recycle.max_age)",
+                         now);
+        }
+        const bool idle = tasks_.sent(s).empty() && !heartbeat_.waiting(s);
+        if (idle && now - w.idle_since >= sizing_.idle_timeout() &&
+            sizing_.size() > sizing_.min() && !sizing_.is_leaving(s) && !sizing_.replaces(s) &&
+            w.recycle_reason.empty()) {
+            leave(s, stop_reason::shrink, true, now);
+        }
+    }
+}
+
+void pool_core::maybe_grow(time_point now) {
+    if (sizing_.size() >= sizing_.max() || !phase_.admitting() || restart_.degraded()) {
+        return;
+    }
+    // One more worker per task that waits beyond those already starting.
+    while (tasks_.queued() > workers_.gate().in_progress() + workers_.gate().waiting_count()) {
+        const auto s = sizing_.take_parked(false);
+        if (!s) {
+            return;
+        }
+        wait_for_start(*s, now);
+    }
 }
 
 void pool_core::fail_oom_killed(slot_id s, task_id id, const std::string& how, time_point now) {
@@ -943,6 +1148,9 @@ pool_stats pool_core::stats() const {
     st.queue_depth = tasks_.queued();
     st.degraded = restart_.degraded();
     st.restarts_paced = restart_.pacing();
+    // Parked slots (in the stopped state) are not workers.
+    st.workers_stopped -= std::min(st.workers_stopped, sizing_.slots() - sizing_.in_use());
+    st.workers_target = sizing_.size();
     st.intra_op_threads = params_.intra_op_threads;
     st.inter_op_threads = params_.inter_op_threads;
     st.fork_server_pid = server_.child().pid();

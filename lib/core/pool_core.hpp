@@ -23,6 +23,7 @@
 #include "pool_phase.hpp"
 #include "report.hpp"
 #include "restart_policy.hpp"
+#include "sizing.hpp"
 #include "start_gate.hpp"
 #include "supervised_child.hpp"
 #include "task_table.hpp"
@@ -112,6 +113,9 @@ public:
     /// fork server hands over for any other slot is not wanted (kill it).
     bool awaiting_fork(slot_id slot) const;
 
+    /// The pool's size becomes `workers` (within the slots it has); returns the size set.
+    std::size_t resize(std::size_t workers, time_point now);
+
     /// Time passed; call at or after `next_deadline()`.
     void on_timer(time_point now);
 
@@ -178,8 +182,22 @@ private:
     void check_memory(slot_id s, time_point now);
     /// Over the hard limit: its task fails, it is killed.
     void memory_kill(slot_id s, const worker_memory& m, time_point now);
-    /// Its task is done and it was marked to be replaced: it is asked to exit.
-    void recycle(slot_id s, time_point now);
+    /// The worker of `s` is to be replaced on purpose (`reason`, a clause): a replacement
+    /// is started in a spare slot, and takes over once ready; without a spare, it is
+    /// replaced in place after its task.
+    void want_recycle(slot_id s, std::string reason, time_point now);
+    /// Starts the replacement of `s` if the pool may replace one more now.
+    void start_replacement(slot_id s, time_point now);
+    /// Recycles that waited for their turn.
+    void resume_recycling(time_point now);
+    /// The replacement of `old` is ready: `old` leaves, now if idle, else after its task.
+    void hand_over(slot_id old, time_point now);
+    /// It leaves now (asked to exit); `park`: its slot is parked, else restarted at once.
+    void leave(slot_id s, stop_reason why, bool park, time_point now);
+    /// Periodic: workers too old to keep, workers idle long enough to shrink the pool.
+    void housekeeping(time_point now);
+    /// Tasks wait and no worker is free: start more, up to max_workers.
+    void maybe_grow(time_point now);
     /// The task of a worker the kernel's OOM killer killed in its cgroup fails.
     void fail_oom_killed(slot_id s, task_id id, const std::string& how, time_point now);
     /// What the caller learns of the worker in slot `s`; `alive`: its process has not been
@@ -201,6 +219,9 @@ private:
     worker_set workers_;
     heartbeat_monitor heartbeat_;
     memory_watch memory_;
+    pool_sizing sizing_;
+    random_source random_;                       // jitter of the recycling age
+    std::optional<time_point> next_housekeeping_;  // set when recycling by age or shrinking
     fork_server_supervisor server_;
 };
 
@@ -218,6 +239,9 @@ inline std::optional<time_point> pool_core::next_deadline() const {
     }
     if (const auto sample = memory_.next_sample()) {
         next = std::min(next, *sample);
+    }
+    if (next_housekeeping_) {
+        next = std::min(next, *next_housekeeping_);
     }
     if (next == time_point::max()) {
         return std::nullopt;

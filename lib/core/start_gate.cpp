@@ -5,6 +5,7 @@ namespace torchpool::core {
 void start_gate::enqueue(slot_id slot) {
     if (!waiting_[slot]) {
         waiting_[slot] = true;
+        ++waiting_count_;
         queue_.push_back(slot);
     }
 }
@@ -15,6 +16,7 @@ std::optional<slot_id> start_gate::next() {
         queue_.pop_front();
         if (waiting_[slot]) {
             waiting_[slot] = false;
+            --waiting_count_;
             return slot;
         }
     }

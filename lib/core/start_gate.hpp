@@ -20,7 +20,14 @@ public:
     /// `slot` waits for its turn (once, however often it asks).
     void enqueue(slot_id slot);
     /// `slot` no longer waits (its turn, if it comes, is skipped).
-    void withdraw(slot_id slot) { waiting_[slot] = false; }
+    void withdraw(slot_id slot) {
+        if (waiting_[slot]) {
+            waiting_[slot] = false;
+            --waiting_count_;
+        }
+    }
+    /// Slots waiting for their turn.
+    std::size_t waiting_count() const noexcept { return waiting_count_; }
     bool waiting(slot_id slot) const { return waiting_[slot]; }
     bool anyone_waiting() const noexcept { return !queue_.empty(); }
 
@@ -37,6 +44,7 @@ private:
     std::vector<bool> waiting_;
     std::size_t limit_;
     std::size_t in_progress_ = 0;
+    std::size_t waiting_count_ = 0;
 };
 
 }  // namespace torchpool::core

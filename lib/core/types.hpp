@@ -34,6 +34,7 @@ enum class stop_reason {
     unresponsive,
     memory,    ///< over its hard memory limit
     recycle,   ///< replaced on purpose: not a failure
+    shrink,    ///< the pool is smaller now
     shutdown,
     pool_stop
 };

@@ -1,5 +1,7 @@
 #include "worker_set.hpp"
 
+#include "sizing.hpp"
+
 namespace torchpool::core {
 
 const char* to_string(worker_state s) noexcept {
@@ -22,11 +24,11 @@ const char* to_string(worker_state s) noexcept {
 
 worker_set::worker_set(const pool_params& params, const task_table& tasks)
     : tasks_(tasks),
-      dispatch_(params.workers, params.prefetch),
-      gate_(params.workers, params.max_concurrent_starts) {
+      dispatch_(slot_capacity(params), params.prefetch),
+      gate_(slot_capacity(params), params.max_concurrent_starts) {
     supervised_child::observer* observer = this;
-    workers_.reserve(params.workers);
-    for (slot_id s = 0; s < params.workers; ++s) {
+    workers_.reserve(slot_capacity(params));
+    for (slot_id s = 0; s < slot_capacity(params); ++s) {
         workers_.emplace_back(s, params.log_tail_bytes, observer);
     }
 }

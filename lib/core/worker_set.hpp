@@ -43,7 +43,12 @@ public:
         std::optional<std::string> channel_closed;  // how its channel ended, if it has
         std::optional<worker_memory> last_sample;   // its memory, last read
         time_point sampled_at{};                    // when it was read
-        std::string recycle_reason;                 // replace it after its task, and why
+        std::string recycle_reason;                 // it is to be replaced, and why
+        bool retire_after_task = false;             // stop it once its task is answered
+        bool park_on_exit = false;                  // once gone, its slot is parked
+        std::size_t tasks_done = 0;                 // tasks it answered
+        time_point recycle_at = time_point::max();  // replaced for its age at this time
+        time_point idle_since{};                    // when it last became idle
     };
 
     /// `tasks` tells idle from busy.

@@ -53,7 +53,7 @@ std::vector<std::string> worker_environment(const pool_params& params) {
 // Descriptors the pool holds at most: three per worker (pidfd, channel, output pipe) and,
 // with a fork server, its three and a pidfd per helper.
 std::uint64_t descriptors_needed(const pool_params& params) {
-    std::uint64_t n = 3 * params.workers;
+    std::uint64_t n = 3 * core::slot_capacity(params);
     if (params.worker.start == start_mode::fork_server) {
         n += 3 + usable_cores();
     }
@@ -78,13 +78,13 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
       timer_(ex) {
     if (params.memory.hard_limit_bytes > 0 && params.memory.use_cgroups) {
         if (auto made = posix::memory_cgroups::create(
-                params.workers, params.memory.hard_limit_bytes, cgroup_problem_)) {
+                core::slot_capacity(params), params.memory.hard_limit_bytes, cgroup_problem_)) {
             cgroups_.emplace(std::move(*made));
         }
     }
-    oom_seen_.assign(params.workers, 0);
-    workers_.reserve(params.workers);
-    for (std::size_t i = 0; i < params.workers; ++i) {
+    oom_seen_.assign(core::slot_capacity(params), 0);
+    workers_.reserve(core::slot_capacity(params));
+    for (std::size_t i = 0; i < core::slot_capacity(params); ++i) {
         workers_.push_back(std::make_unique<worker_io>(ex, params.max_frame_bytes));
     }
 }
@@ -279,6 +279,13 @@ void pool_impl::publish_health() noexcept {
     admitting_.store(h.admitting, std::memory_order_relaxed);
     degraded_.store(h.degraded, std::memory_order_relaxed);
     ready_workers_.store(h.ready_workers, std::memory_order_relaxed);
+}
+
+void pool_impl::resize(std::size_t workers) {
+    completion_.on_pool_executor([self = shared_from_this(), workers] {
+        self->core_.resize(workers, core::clock::now());
+        self->drive();
+    });
 }
 
 pool_health pool_impl::health() const {

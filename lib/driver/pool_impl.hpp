@@ -53,6 +53,7 @@ public:
     void submit(submit_handler&& handler, request&& req);
     void shutdown(run_handler handler);
     void cancel();
+    void resize(std::size_t workers);
     pool_health health() const;
     pool_stats stats() const {
         pool_stats s = core_.stats();

@@ -31,6 +31,7 @@ void chaos(start_mode mode) {
     const std::size_t fds_before = open_fd_count();
     outside_killer killer(2000us, 5000us);
     std::vector<worker_event> events;
+    std::size_t ready = 0;
     {
         notifier changed(io.get_executor());
         auto params = pool_params{.worker = fake_worker(),
@@ -39,6 +40,7 @@ void chaos(start_mode mode) {
                                   .task_timeout = deadline,
                                   .on_worker_event = [&](const worker_event& e) {
                                       events.push_back(e);
+                                      ready += e.what == worker_event::kind::ready ? 1 : 0;
                                       killer.observe(e);
                                       changed.notify();
                                   }};
@@ -52,6 +54,9 @@ void chaos(start_mode mode) {
         int late = 0;
         const auto submitted = std::chrono::steady_clock::now();
         run_coroutine_on(io, [&]() -> asio::awaitable<void> {
+            // A service that is up, then is hit: every worker ready before the killing starts
+            // (workers killed before any ever started would rightly make the pool degraded).
+            co_await changed.until([&] { return ready >= workers; }, 60s);
             for (int i = 0; i < tasks; ++i) {
                 p.async_submit(make_request("echo", std::to_string(i)),
                                [&, i](boost::system::error_code ec, response r) {

@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
+#include <set>
 #include <fstream>
 #include <thread>
 
@@ -18,6 +19,36 @@
 
 using namespace torchpool;
 using namespace torchpool::test;
+
+namespace {
+
+constexpr std::uint64_t mib = 1u << 20;
+
+// Collects the pool's events of one kind, and wakes a waiting coroutine on each.
+struct event_log {
+    std::vector<worker_event> all;
+    std::unique_ptr<notifier> changed;
+
+    worker_event_observer observer() {
+        return [this](const worker_event& e) {
+            all.push_back(e);
+            if (changed) {
+                changed->notify();
+            }
+        };
+    }
+    std::vector<worker_event> of(worker_event::kind k) const {
+        std::vector<worker_event> out;
+        for (const auto& e : all) {
+            if (e.what == k) {
+                out.push_back(e);
+            }
+        }
+        return out;
+    }
+};
+
+}  // namespace
 
 TEST_CASE("a worker stuck in a system call past its deadline: the error says which, and where",
           "[process][hang]") {
@@ -84,35 +115,6 @@ TEST_CASE("an idle worker that stops answering heartbeats is replaced before it 
     CHECK(child_pids().empty());
 }
 
-namespace {
-
-constexpr std::uint64_t mib = 1u << 20;
-
-// Collects the pool's events of one kind, and wakes a waiting coroutine on each.
-struct event_log {
-    std::vector<worker_event> all;
-    std::unique_ptr<notifier> changed;
-
-    worker_event_observer observer() {
-        return [this](const worker_event& e) {
-            all.push_back(e);
-            if (changed) {
-                changed->notify();
-            }
-        };
-    }
-    std::vector<worker_event> of(worker_event::kind k) const {
-        std::vector<worker_event> out;
-        for (const auto& e : all) {
-            if (e.what == k) {
-                out.push_back(e);
-            }
-        }
-        return out;
-    }
-};
-
-}  // namespace
 
 TEST_CASE("a worker over its soft memory limit is recycled after its task, which succeeds",
           "[process][memory]") {
@@ -120,9 +122,18 @@ TEST_CASE("a worker over its soft memory limit is recycled after its task, which
     params.memory = {.soft_limit_bytes = 32 * mib, .sample_interval = 50ms};
     event_log events;
     params.on_worker_event = events.observer();
-    with_pool(params, [&](pool& p) -> asio::awaitable<void> {
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        events.changed = std::make_unique<notifier>(io.get_executor());
+        pool p(io.get_executor(), params);
+        p.async_run([](boost::system::error_code) {});
         auto [ec, r] = co_await p.async_submit(make_request("allocate", "64"), tuple_awaitable);
         CHECK(!ec);  // its task is not failed
+        // Its replacement starts, and it leaves once that one is ready.
+        co_await events.changed->until([&] {
+            const auto exits = events.of(worker_event::kind::exited);
+            return !exits.empty() && exits[0].pid == r.worker_pid;
+        });
+        CHECK(p.stats().workers_idle == 1);
         auto [ec2, r2] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
         CHECK(!ec2);
         CHECK(std::stoi(r2.payload) != r.worker_pid);  // replaced
@@ -134,7 +145,10 @@ TEST_CASE("a worker over its soft memory limit is recycled after its task, which
         CHECK(p.stats().recycled == 1);
         CHECK(p.stats().paced_restarts == 0);
         CHECK(p.stats().killed_by_pool == 0);
+        co_await p.async_shutdown(tuple_awaitable);
+        events.changed.reset();
     });
+    CHECK(child_pids().empty());
 }
 
 TEST_CASE("a worker growing past its hard memory limit is killed and its task fails with the "
@@ -297,6 +311,141 @@ TEST_CASE("restarts past the restart intensity are paced, and pacing ends when t
         CHECK_THAT(notices.back().description, Catch::Contains("no longer paced"));
         auto [ec2, r2] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
         CHECK(!ec2);
+        co_await p.async_shutdown(tuple_awaitable);
+        events.changed.reset();
+    });
+    CHECK(child_pids().empty());
+}
+
+TEST_CASE("recycling under load: each replacement is ready before the old worker leaves, and no "
+          "task is lost",
+          "[process][recycle]") {
+    auto params = params_for(4);
+    params.recycle = {.max_tasks = 50, .max_at_once = 2};
+    params.queue_limit = 5000;
+    event_log events;
+    pool* the_pool = nullptr;
+    std::size_t short_of_workers = 0;  // times a recycled worker left with fewer than 4 ready
+    params.on_worker_event = [&](const worker_event& e) {
+        if (e.what == worker_event::kind::exited && the_pool) {
+            const auto s = the_pool->stats();
+            // The one that left is gone already; the others and its replacement are ready.
+            if (s.workers_idle + s.workers_busy < 4 && s.recycled > 0) {
+                ++short_of_workers;
+                UNSCOPED_INFO("at " << e.description << ": idle " << s.workers_idle << " busy "
+                                    << s.workers_busy << " starting " << s.workers_starting
+                                    << " waiting " << s.workers_waiting << " stopping "
+                                    << s.workers_stopping);
+            }
+        }
+        events.observer()(e);
+    };
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        events.changed = std::make_unique<notifier>(io.get_executor());
+        pool p(io.get_executor(), params);
+        the_pool = &p;
+        p.async_run([](boost::system::error_code) {});
+        constexpr int tasks = 2000;
+        int ok = 0, failed = 0;
+        for (int i = 0; i < tasks; ++i) {
+            p.async_submit(make_request("echo", std::to_string(i)),
+                           [&, i](boost::system::error_code ec, response r) {
+                               (!ec && r.payload == std::to_string(i) ? ok : failed) += 1;
+                               events.changed->notify();
+                           });
+        }
+        co_await events.changed->until([&] { return ok + failed == tasks; }, 60s);
+        CHECK(ok == tasks);
+        CHECK(failed == 0);
+        const auto s = p.stats();
+        // Fewer than tasks / 50: a worker whose turn to be replaced has not come (two at a
+        // time) keeps answering meanwhile.
+        CHECK(s.recycled >= 10);
+        CHECK(s.worker_died == 0);
+        CHECK(s.killed_by_pool == 0);
+        CHECK(s.paced_restarts == 0);
+        CHECK(short_of_workers == 0);
+        const auto recycled = events.of(worker_event::kind::recycled);
+        REQUIRE_FALSE(recycled.empty());
+        CHECK_THAT(recycled[0].description,
+                   Catch::Contains("answered 50 tasks (pool_params::recycle.max_tasks)"));
+        the_pool = nullptr;  // exits at shutdown are not recycling
+        co_await p.async_shutdown(tuple_awaitable);
+        events.changed.reset();
+    });
+    CHECK(child_pids().empty());
+}
+
+TEST_CASE("recycling by age replaces each worker after its time, spread by jitter",
+          "[process][recycle]") {
+    auto params = params_for(2);
+    params.recycle = {.max_age = 300ms, .jitter = 0.2};
+    event_log events;
+    params.on_worker_event = events.observer();
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        events.changed = std::make_unique<notifier>(io.get_executor());
+        pool p(io.get_executor(), params);
+        p.async_run([](boost::system::error_code) {});
+        co_await events.changed->until(
+            [&] { return events.of(worker_event::kind::recycled).size() >= 4; }, 20s);
+        for (const auto& e : events.of(worker_event::kind::recycled)) {
+            CHECK_THAT(e.description, Catch::Contains("(pool_params::recycle.max_age)"));
+        }
+        auto [ec, r] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
+        CHECK(!ec);
+        CHECK(p.stats().workers_target == 2);
+        co_await p.async_shutdown(tuple_awaitable);
+        events.changed.reset();
+    });
+    CHECK(child_pids().empty());
+}
+
+TEST_CASE("elastic size: grows while tasks wait, shrinks after idling, follows resize",
+          "[process][elastic]") {
+    auto params = params_for(1);
+    params.min_workers = 1;
+    params.max_workers = 4;
+    params.idle_timeout = 300ms;
+    event_log events;
+    params.on_worker_event = events.observer();
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        events.changed = std::make_unique<notifier>(io.get_executor());
+        pool p(io.get_executor(), params);
+        p.async_run([](boost::system::error_code) {});
+        // Four tasks of 200 ms at once: the pool grows to four workers to run them.
+        int done = 0;
+        std::set<int> pids;
+        for (int i = 0; i < 4; ++i) {
+            p.async_submit(make_request("sleep", "200"), [&](boost::system::error_code ec,
+                                                              response r) {
+                CHECK(!ec);
+                pids.insert(r.worker_pid);
+                ++done;
+                events.changed->notify();
+            });
+        }
+        co_await events.changed->until([&] { return done == 4; }, 20s);
+        CHECK(pids.size() == 4);
+        CHECK(p.stats().spawned == 4);
+
+        // Idle for idle_timeout: back down to min_workers.
+        co_await events.changed->until([&] { return p.stats().workers_target == 1; }, 20s);
+        co_await events.changed->until(
+            [&] { return events.of(worker_event::kind::exited).size() == 3; }, 20s);
+        CHECK(p.stats().worker_died == 0);
+
+        // resize: up to three now, then down to two.
+        p.resize(3);
+        co_await events.changed->until([&] { return p.stats().workers_idle == 3; }, 20s);
+        p.resize(2);
+        co_await events.changed->until(
+            [&] { return p.stats().workers_idle == 2 && p.stats().workers_stopping == 0; },
+            20s);
+        const auto notices = events.of(worker_event::kind::notice);
+        REQUIRE_FALSE(notices.empty());
+        CHECK_THAT(notices.back().description, Catch::Contains("resized to 2 workers"));
+        auto [ec, r] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
+        CHECK(!ec);
         co_await p.async_shutdown(tuple_awaitable);
         events.changed.reset();
     });
