@@ -17,6 +17,14 @@ std::size_t largest(const pool_params& p) noexcept {
 
 }  // namespace
 
+clock::duration housekeeping_period(const pool_params& p) noexcept {
+    std::chrono::milliseconds shortest = p.idle_timeout;
+    if (p.recycle.max_age.count() > 0) {
+        shortest = std::min(shortest, p.recycle.max_age);
+    }
+    return std::max(std::chrono::milliseconds{10}, shortest / 10);
+}
+
 std::size_t slot_capacity(const pool_params& params) noexcept {
     return largest(params) + (recycles(params) ? std::max<std::size_t>(1, params.recycle.max_at_once) : 0);
 }

@@ -22,6 +22,10 @@ namespace torchpool::core {
 /// replaced on purpose at once.
 std::size_t slot_capacity(const pool_params& params) noexcept;
 
+/// How often the pool looks for workers too old to keep and workers idle long enough to
+/// shrink the pool: a tenth of the shorter of the two times, at least 10 ms.
+clock::duration housekeeping_period(const pool_params& params) noexcept;
+
 class pool_sizing {
 public:
     explicit pool_sizing(const pool_params& params);

@@ -1,0 +1,414 @@
+// The pool core's worker and fork-server lifecycles: starts, restarts, exits and stops
+// (see pool_core.hpp).
+#include "pool_core.hpp"
+
+#include <torchpool/error.hpp>
+
+#include <boost/asio/error.hpp>
+
+#include <algorithm>
+
+#include <signal.h>
+
+namespace torchpool::core {
+
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+// --- starts ------------------------------------------------------------------------------
+
+bool pool_core::start(time_point now) {
+    if (!phase_.start()) {
+        return false;
+    }
+    server_.start(false, now);
+    heartbeat_.start(now);
+    memory_.start(now);
+    for (slot_id s = 0; s < workers_.size(); ++s) {
+        workers_[s].child.retire();  // parked until the pool uses the slot
+    }
+    for (const slot_id s : sizing_.start()) {
+        wait_for_start(s, now);
+    }
+    if (params_.recycle.max_age.count() > 0 || sizing_.min() < sizing_.max() ||
+        params_.max_workers > params_.workers) {
+        next_housekeeping_ = now + housekeeping_period(params_);
+    }
+    return true;
+}
+
+void pool_core::wait_for_start(slot_id s, time_point now) {
+    workers_[s].child.wait_for_turn();
+    workers_.gate().enqueue(s);
+    start_waiting(now);
+}
+
+void pool_core::start_waiting(time_point now) {
+    // Called after every event that may end a start; with nobody waiting (the common
+    // case) it costs nothing.
+    if (!workers_.gate().anyone_waiting() || phase_.stopping() ||
+        (server_.enabled() && !server_.ready())) {
+        return;
+    }
+    while (const auto s = workers_.gate().next()) {
+        begin_start(*s, now);
+    }
+}
+
+void pool_core::begin_start(slot_id s, time_point now) {
+    auto& w = workers_[s];
+    if (w.child.ever_started()) {
+        ++report_.counters.restarts;
+    }
+    tasks_.drop_sent(s);
+    w.channel_closed.reset();
+    w.last_sample.reset();
+    w.sampled_at = {};
+    w.recycle_reason.clear();
+    w.retire_after_task = false;
+    w.park_on_exit = false;
+    w.tasks_done = 0;
+    w.recycle_at = time_point::max();
+    w.child.begin_start(now, now + params_.spawn_timeout);
+    if (server_.enabled()) {
+        actions_.push_back(fork_action{s});
+    } else {
+        actions_.push_back(spawn_action{s});
+    }
+}
+
+bool pool_core::awaiting_fork(slot_id s) const {
+    return server_.enabled() && workers_.at(s).child.awaiting_process();
+}
+
+void pool_core::on_spawned(slot_id s, int pid, time_point now) {
+    workers_[s].child.spawned(pid, now);
+    ++report_.counters.spawned;
+    report_.event(worker_event::kind::started, s, pid,
+                  "worker " + std::to_string(pid) + " started");
+}
+
+void pool_core::on_spawn_error(slot_id s, std::string why, time_point now) {
+    ++report_.counters.failed_starts;
+    workers_[s].child.count_failed_start();
+    start_failed(std::move(why), now);
+    after_exit(s, now);
+    if (report_.events_wanted()) {
+        report_.event(worker_event::kind::start_failed, s, 0,
+                      "worker slot " + std::to_string(s) + " could not be started: " +
+                          restart_.last_error() + describe_next_start(s, now));
+    }
+    settle(now);
+}
+
+void pool_core::note(std::string what) {
+    report_.event(worker_event::kind::notice, 0, 0, std::move(what));
+}
+
+void pool_core::start_failed(std::string why, time_point now) {
+    if (!restart_.start_failed(std::move(why), workers_.any_ready(), now)) {
+        return;
+    }
+    report_.event(worker_event::kind::degraded, 0, 0,
+                  "the pool is degraded: " + std::to_string(params_.spawn_failures_until_degraded) +
+                      " starts in a row failed and no worker is ready, so tasks fail at once "
+                      "until one is. Last start failure: " +
+                      restart_.last_error());
+    fail_queued(errc::spawn_failed,
+                "No worker can be started, so the task was not run. Last start failure: " +
+                    restart_.last_error());
+}
+
+time_point pool_core::restart_time(unsigned failures, bool counts, time_point now) {
+    const auto d = restart_.next_start(failures, counts, now);
+    if (d.paced) {
+        ++report_.counters.paced_restarts;
+    }
+    if (d.pacing_began) {
+        report_.event(worker_event::kind::notice, 0, 0,
+                      "restart intensity reached: more than " +
+                          std::to_string(restart_.intensity()) + " restarts in " +
+                          format_duration(restart_.period()) +
+                          " (pool_params::restart_limit), so further restarts are paced to "
+                          "that rate");
+    } else if (d.pacing_ended) {
+        report_.event(worker_event::kind::notice, 0, 0,
+                      "restarts are no longer paced: they came slower than the restart "
+                      "intensity (pool_params::restart_limit) allows");
+    }
+    return d.at;
+}
+
+// --- the fork server ---------------------------------------------------------------------
+
+void pool_core::on_server_spawned(int pid, time_point now) {
+    server_.spawned(pid, now);
+}
+
+void pool_core::on_server_spawn_error(std::string why, time_point now) {
+    server_gone(server_.describe_spawn_error(why), now);
+}
+
+void pool_core::on_server_hello(const wire::hello_msg& hello, time_point now) {
+    if (auto problem = server_.hello(hello, now)) {
+        on_server_protocol_error(std::move(*problem), now);
+        return;
+    }
+    settle(now);  // the workers waiting for it may start
+}
+
+void pool_core::on_server_protocol_error(std::string what, time_point now) {
+    server_.protocol_error(std::move(what), now);
+}
+
+void pool_core::on_server_log(std::string_view bytes) {
+    server_.log(bytes);
+}
+
+void pool_core::on_server_exit(const exit_status& status, time_point now) {
+    server_gone(server_.describe_end(status, now), now);
+}
+
+void pool_core::server_gone(std::string why, time_point now) {
+    const auto end = server_.gone(why, phase_.stopping(), now);
+    if (!end.for_good) {
+        requeue_fork_requests(now);
+        if (end.was_failed_start) {
+            server_.count_failed_start();
+            start_failed(std::move(why), now);
+        }
+        server_.restart_at(restart_time(server_.child().failures(), true, now), now);
+    }
+    check_finished(now);
+}
+
+// Workers asked of a fork server that is gone will never come: ask again, from the next one.
+void pool_core::requeue_fork_requests(time_point now) {
+    for (slot_id s = 0; s < workers_.size(); ++s) {
+        if (awaiting_fork(s)) {
+            wait_for_start(s, now);
+        }
+    }
+}
+
+// --- exits and stops ---------------------------------------------------------------------
+
+void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
+    auto& w = workers_[s];
+    auto& counters = report_.counters;
+    const worker_state was = workers_.state_of(s);
+    if (was == worker_state::backoff || was == worker_state::stopped) {
+        return;  // no process; cannot happen, but must not restart anything
+    }
+    const std::string how = describe_exit(status);
+    const int pid = w.child.pid();
+    const std::string who = "worker " + std::to_string(pid);
+    if (status.oom_killed) {
+        ++counters.memory_kills;
+        report_.event(worker_event::kind::memory_limit, s, pid,
+                      who + " was killed by the kernel's OOM killer at the limit of its memory "
+                            "cgroup, " +
+                          format_mib(memory_.params().hard_limit_bytes));
+    }
+    switch (was) {
+        case worker_state::starting:
+            ++counters.failed_starts;
+            w.child.count_failed_start();
+            start_failed(who + " " + how + " before it was ready, " +
+                             format_elapsed(w.child.process_start(), now) + " after it started." +
+                             describe_output(w.child.log().text()),
+                         now);
+            break;
+        case worker_state::idle:
+            w.child.count_failure(now, params_.restart_backoff.reset_after);
+            ++(status.signal ? counters.deaths_by_signal : counters.deaths_by_exit);
+            break;
+        case worker_state::busy: {
+            w.child.count_failure(now, params_.restart_backoff.reset_after);
+            ++(status.signal ? counters.deaths_by_signal : counters.deaths_by_exit);
+            const auto id = tasks_.running(s);
+            if (!id) {
+                tasks_.release(s);  // it was running a task nobody waits for any more
+                break;
+            }
+            if (status.oom_killed) {
+                fail_oom_killed(s, *id, how, now);
+                tasks_.release(s);
+                break;
+            }
+            auto d = worker_diagnostics(s, now, false);
+            d.exit_code = status.exit_code;
+            d.signal = status.signal;
+            d.core_dumped = status.core_dumped;
+            d.summary = died_while_running(tasks_.describe(*id), how, d) +
+                        oom_evidence(status, w.last_sample, memory_.params());
+            ++counters.worker_died;
+            tasks_.forget(*id);
+            tasks_.release(s);
+            complete(*id, errc::worker_died, {.worker_pid = pid, .diagnostics = std::move(d)});
+            break;
+        }
+        case worker_state::stopping:
+            if (w.child.reason() == stop_reason::spawn_timeout) {
+                ++counters.failed_starts;
+                w.child.count_failed_start();
+                start_failed(who + " did not become ready within " +
+                                 format_duration(params_.spawn_timeout) +
+                                 " (pool_params::spawn_timeout) and was killed." +
+                                 describe_output(w.child.log().text()),
+                             now);
+            }
+            break;
+        case worker_state::backoff:
+        case worker_state::stopped:
+            break;
+    }
+    after_exit(s, now);
+    if (report_.events_wanted()) {
+        report_.event(worker_event::kind::exited, s, pid,
+                      who + " " + how + " while " + to_string(was) + describe_next_start(s, now));
+    }
+    settle(now);
+}
+
+std::string pool_core::describe_next_start(slot_id s, time_point now) const {
+    const auto& child = workers_[s].child;
+    if (child.state() == child_state::starting) {
+        return "; restarted at once";
+    }
+    if (child.state() != child_state::backoff) {
+        return {};
+    }
+    return child.timer() == time_point::max()
+               ? "; restarting when its turn to start comes"
+               : "; restarting in " + format_elapsed(now, child.timer());
+}
+
+void pool_core::after_exit(slot_id s, time_point now) {
+    auto& w = workers_[s];
+    w.child.process_gone();
+    heartbeat_.gone(s);
+    tasks_.drop_sent(s);
+    const bool no_more_work = phase_.draining() && tasks_.queued() == 0;
+    if (phase_.stopping() || phase_.finished() || no_more_work) {
+        w.child.retire();
+        return;
+    }
+    if (w.park_on_exit || sizing_.replacement_of(s)) {
+        // It leaves the pool (shrinking, or replaced); a replacement still starting for it
+        // takes its place as an ordinary worker.
+        if (const auto r = sizing_.replacement_of(s)) {
+            sizing_.handed_over(*r);
+        }
+        w.park_on_exit = false;
+        w.child.retire();
+        sizing_.park(s);
+        return;
+    }
+    // A worker replaced on purpose does not count against the restart intensity.
+    const bool planned =
+        w.child.reason() == stop_reason::recycle || w.child.reason() == stop_reason::shrink;
+    const time_point at = restart_time(w.child.failures(), !planned, now);
+    if (at <= now) {
+        wait_for_start(s, now);
+    } else {
+        w.child.restart_at(at);
+    }
+}
+
+void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_point now) {
+    auto& w = workers_[s];
+    if (awaiting_fork(s)) {
+        // Asked of the fork server, no process yet: nothing to signal.
+        w.child.set_timer(time_point::max());
+        if (reason == stop_reason::spawn_timeout) {
+            // The fork server has not answered in time, so it is stuck: replacing it asks
+            // again for this worker (requeue_fork_requests).
+            server_.kill_because("did not answer a request for a worker within " +
+                                     format_duration(params_.spawn_timeout) +
+                                     " (pool_params::spawn_timeout) and was killed",
+                                 now);
+            return;
+        }
+        // A worker that the fork server still hands over is killed by the driver.
+        w.child.retire();
+        return;
+    }
+    tasks_.release(s);
+    const bool already_stopping = w.child.state() == child_state::stopping;
+    const stop_step step = w.child.stop(reason, force, now, params_.stop_grace);
+    if (step != stop_step::none && !already_stopping && reason != stop_reason::shutdown &&
+        reason != stop_reason::pool_stop && reason != stop_reason::recycle &&
+        reason != stop_reason::shrink) {
+        ++report_.counters.killed_by_pool;
+    }
+    switch (step) {
+        case stop_step::none:
+            break;
+        case stop_step::kill:
+            actions_.push_back(signal_action{s, SIGKILL});
+            break;
+        case stop_step::ask:
+            if (reason == stop_reason::shutdown || reason == stop_reason::recycle ||
+                reason == stop_reason::shrink) {
+                actions_.push_back(send_shutdown_action{s});
+            } else {
+                actions_.push_back(signal_action{s, SIGTERM});
+            }
+            break;
+    }
+}
+
+void pool_core::shutdown(time_point now) {
+    const bool was_started = phase_.started();
+    if (!phase_.drain()) {
+        return;
+    }
+    heartbeat_.stop();
+    memory_.stop();
+    next_housekeeping_.reset();
+    if (!was_started) {
+        fail_queued(errc::shutting_down, "The pool was shut down before it started.");
+        for (slot_id s = 0; s < workers_.size(); ++s) {
+            workers_[s].child.retire();
+        }
+    }
+    settle(now);
+}
+
+void pool_core::stop(time_point now) {
+    if (!phase_.stop()) {
+        return;
+    }
+    heartbeat_.stop();
+    memory_.stop();
+    next_housekeeping_.reset();
+    for (const task_id id : tasks_.ids()) {
+        const std::string what = tasks_.describe(id);
+        if (const auto slot = tasks_.find(id)->slot) {
+            tasks_.drop_sent(*slot);
+        }
+        tasks_.forget(id);
+        ++report_.counters.cancelled;
+        complete(
+            id, boost::asio::error::operation_aborted,
+            {.diagnostics = {.summary = "The pool was cancelled before " + what + " finished."}});
+    }
+    for (slot_id s = 0; s < workers_.size(); ++s) {
+        if (workers_[s].child.state() != child_state::stopped) {
+            stop_worker(s, stop_reason::pool_stop, true, now);  // one in backoff is retired
+        }
+    }
+    check_finished(now);
+}
+
+void pool_core::fail_queued(boost::system::error_code error, const std::string& summary) {
+    for (const task_id id : tasks_.queued_ids()) {
+        tasks_.forget(id);
+        ++(error == errc::spawn_failed ? report_.counters.spawn_failed : report_.counters.rejected);
+        complete(id, error, {.diagnostics = {.summary = summary}});
+    }
+    tasks_.clear_queue();
+}
+
+}  // namespace torchpool::core

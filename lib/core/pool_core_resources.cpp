@@ -1,0 +1,272 @@
+// The pool core's resource policies, carried out: heartbeats to idle workers, memory
+// limits, recycling and the pool's size (see pool_core.hpp; the units that decide are
+// heartbeat, memory_watch and sizing).
+#include "pool_core.hpp"
+
+#include <torchpool/error.hpp>
+
+#include <algorithm>
+
+#include <signal.h>
+
+namespace torchpool::core {
+
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+void pool_core::on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now) {
+    if (heartbeat_.answered(s, beat.sequence, now) &&
+        workers_[s].child.state() == child_state::running && tasks_.sent(s).empty()) {
+        workers_.dispatch().became_idle(s);  // it may take tasks again
+        dispatch(now);
+    }
+}
+
+void pool_core::sweep_heartbeats(time_point now) {
+    auto result = heartbeat_.sweep(now, [this](slot_id s) {
+        return workers_[s].child.state() == child_state::running && tasks_.sent(s).empty();
+    });
+    for (const auto& ping : result.pings) {
+        workers_.dispatch().not_idle(ping.slot);  // no task until it answers
+        actions_.push_back(send_heartbeat_action{ping.slot, ping.sequence});
+    }
+    for (const slot_id s : result.unresponsive) {
+        unresponsive(s, now);
+    }
+}
+
+void pool_core::unresponsive(slot_id s, time_point now) {
+    if (workers_[s].child.state() != child_state::running) {
+        return;
+    }
+    ++report_.counters.unresponsive;
+    const auto d = worker_diagnostics(s, now, true, true);
+    report_.event(worker_event::kind::unresponsive, s, d.worker_pid,
+                  "worker " + std::to_string(d.worker_pid) + " did not answer a heartbeat within " +
+                      format_duration(heartbeat_.timeout()) +
+                      " while idle (pool_params::heartbeat_timeout); it is stopped and replaced" +
+                      describe_memory(d.memory) + "." + describe_activity(d.activity));
+    stop_worker(s, stop_reason::unresponsive, false, now);
+}
+
+void pool_core::sample_memory(time_point now) {
+    const auto s = memory_.due(now, [this](slot_id slot) {
+        return workers_[slot].child.state() == child_state::running && !tasks_.sent(slot).empty();
+    });
+    if (s) {
+        check_memory(*s, now);
+    }
+}
+
+void pool_core::check_memory(slot_id s, time_point now) {
+    auto& w = workers_[s];
+    if (!probe_.memory) {
+        return;
+    }
+    const auto m = probe_.memory(w.child.pid());
+    w.sampled_at = now;
+    if (!m) {
+        return;
+    }
+    w.last_sample = m;
+    switch (memory_.judge(m->private_bytes)) {
+        case memory_watch::verdict::fine:
+            break;
+        case memory_watch::verdict::over_soft:
+            want_recycle(s,
+                         "it held " + format_mib(m->private_bytes) +
+                             " of its own, over its soft limit of " +
+                             format_mib(memory_.params().soft_limit_bytes) +
+                             " (pool_params::memory.soft_limit_bytes)",
+                         now);
+            break;
+        case memory_watch::verdict::over_hard:
+            memory_kill(s, *m, now);
+            break;
+    }
+}
+
+void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
+    ++report_.counters.memory_kills;
+    const int pid = workers_[s].child.pid();
+    const std::string figures = format_mib(m.private_bytes) + " of its own, over its hard limit of " +
+                                format_mib(memory_.params().hard_limit_bytes) +
+                                " (pool_params::memory.hard_limit_bytes)";
+    // The event first: the host hears of the kill no later than the task's caller does.
+    report_.event(worker_event::kind::memory_limit, s, pid,
+                  "worker " + std::to_string(pid) + " held " + figures +
+                      "; it was killed and will be replaced");
+    if (const auto id = tasks_.running(s)) {
+        auto d = worker_diagnostics(s, now, false);
+        d.memory = m;
+        d.summary = "Worker " + std::to_string(pid) + " held " + figures + " while running " +
+                    tasks_.describe(*id) + ", " + format_duration(d.task_run_time) +
+                    " into it; it was killed and will be replaced.";
+        ++report_.counters.memory_limit;
+        tasks_.forget(*id);
+        complete(*id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)});
+    }
+    stop_worker(s, stop_reason::memory, true, now);
+}
+
+void pool_core::want_recycle(slot_id s, std::string reason, time_point now) {
+    auto& w = workers_[s];
+    if (!w.recycle_reason.empty() || w.child.state() != child_state::running ||
+        sizing_.is_leaving(s) || phase_.ending()) {
+        return;  // already on its way
+    }
+    w.recycle_reason = std::move(reason);
+    start_replacement(s, now);
+}
+
+void pool_core::start_replacement(slot_id s, time_point now) {
+    auto& w = workers_[s];
+    if (!sizing_.may_recycle_more()) {
+        return;  // its turn comes when a replacement under way is done (resume_recycling)
+    }
+    ++report_.counters.recycled;
+    if (const auto spare = sizing_.take_parked(true)) {
+        sizing_.replacing(*spare, s);
+        report_.event(worker_event::kind::recycled, s, w.child.pid(),
+                      "worker " + std::to_string(w.child.pid()) + " is being replaced, since " +
+                          w.recycle_reason + "; it leaves once its replacement is ready");
+        wait_for_start(*spare, now);
+        return;
+    }
+    // No spare slot (the pool is at its largest): replaced in place, after its task.
+    report_.event(worker_event::kind::recycled, s, w.child.pid(),
+                  "worker " + std::to_string(w.child.pid()) + " is being replaced, since " +
+                      w.recycle_reason + "; it is restarted once its task is done");
+    w.retire_after_task = true;
+    w.park_on_exit = false;
+    if (tasks_.sent(s).empty()) {
+        leave(s, stop_reason::recycle, false, now);
+    }
+}
+
+void pool_core::resume_recycling(time_point now) {
+    for (slot_id s = 0; s < workers_.size() && sizing_.may_recycle_more(); ++s) {
+        const auto& w = workers_[s];
+        if (!w.recycle_reason.empty() && !w.retire_after_task && !sizing_.is_leaving(s) &&
+            !sizing_.replacement_of(s) && w.child.state() == child_state::running) {
+            start_replacement(s, now);
+        }
+    }
+}
+
+void pool_core::hand_over(slot_id old, time_point now) {
+    auto& w = workers_[old];
+    sizing_.leaving(old);
+    w.park_on_exit = true;
+    if (w.child.state() == child_state::running && !tasks_.sent(old).empty()) {
+        w.retire_after_task = true;  // its task finishes first
+    } else {
+        leave(old, stop_reason::recycle, true, now);
+    }
+    resume_recycling(now);
+}
+
+void pool_core::leave(slot_id s, stop_reason why, bool park, time_point now) {
+    auto& w = workers_[s];
+    w.retire_after_task = false;
+    w.park_on_exit = park;
+    if (park) {
+        sizing_.leaving(s);
+    }
+    stop_worker(s, why, false, now);
+    if (w.child.state() == child_state::stopped && park) {
+        sizing_.park(s);  // it had no process: parked at once
+    }
+}
+
+std::size_t pool_core::resize(std::size_t workers, time_point now) {
+    const std::size_t n = sizing_.resize(workers);
+    if (!phase_.admitting()) {
+        return n;
+    }
+    while (sizing_.size() < n) {
+        const auto s = sizing_.take_parked(false);
+        if (!s) {
+            break;
+        }
+        wait_for_start(*s, now);
+    }
+    // Shrinking: idle workers first, then those still starting, then busy ones after their task.
+    for (const bool busy_too : {false, true}) {
+        for (slot_id s = 0; s < workers_.size() && sizing_.size() > n; ++s) {
+            const auto& w = workers_[s];
+            if (sizing_.parked(s) || sizing_.is_leaving(s) || sizing_.replaces(s) ||
+                w.child.state() == child_state::stopping) {
+                continue;
+            }
+            const bool busy = w.child.state() == child_state::running && !tasks_.sent(s).empty();
+            if (!busy) {
+                leave(s, stop_reason::shrink, true, now);
+            } else if (busy_too) {
+                sizing_.leaving(s);
+                workers_[s].retire_after_task = true;
+                workers_[s].park_on_exit = true;
+            }
+        }
+    }
+    report_.event(worker_event::kind::notice, 0, 0,
+                  "the pool was resized to " + std::to_string(n) + " workers (pool::resize)");
+    settle(now);
+    return n;
+}
+
+void pool_core::housekeeping(time_point now) {
+    next_housekeeping_ = now + housekeeping_period(params_);
+    if (phase_.ending()) {
+        next_housekeeping_.reset();
+        return;
+    }
+    for (slot_id s = 0; s < workers_.size(); ++s) {
+        const auto& w = workers_[s];
+        if (w.child.state() != child_state::running) {
+            continue;
+        }
+        if (w.recycle_at <= now) {
+            want_recycle(s, "it has been ready for " + format_elapsed(w.child.ready_since(), now) +
+                                " (pool_params::recycle.max_age)",
+                         now);
+        }
+        const bool idle = tasks_.sent(s).empty() && !heartbeat_.waiting(s);
+        if (idle && now - w.idle_since >= sizing_.idle_timeout() &&
+            sizing_.size() > sizing_.min() && !sizing_.is_leaving(s) && !sizing_.replaces(s) &&
+            w.recycle_reason.empty()) {
+            leave(s, stop_reason::shrink, true, now);
+        }
+    }
+}
+
+void pool_core::maybe_grow(time_point now) {
+    if (sizing_.size() >= sizing_.max() || !phase_.admitting() || restart_.degraded()) {
+        return;
+    }
+    // One more worker per task that waits beyond those already starting.
+    while (tasks_.queued() > workers_.gate().in_progress() + workers_.gate().waiting_count()) {
+        const auto s = sizing_.take_parked(false);
+        if (!s) {
+            return;
+        }
+        wait_for_start(*s, now);
+    }
+}
+
+void pool_core::fail_oom_killed(slot_id s, task_id id, const std::string& how, time_point now) {
+    auto d = worker_diagnostics(s, now, false);
+    const int pid = d.worker_pid;
+    d.signal = SIGKILL;
+    d.summary = "Worker " + std::to_string(pid) + " " + how + " while running " +
+                tasks_.describe(id) + ", " + format_duration(d.task_run_time) +
+                " into it: the kernel's OOM killer killed it when it reached the limit of its "
+                "memory cgroup, " +
+                format_mib(memory_.params().hard_limit_bytes) +
+                " (pool_params::memory.hard_limit_bytes)." + describe_output(d.log_tail);
+    ++report_.counters.memory_limit;
+    tasks_.forget(id);
+    complete(id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)});
+}
+
+}  // namespace torchpool::core
