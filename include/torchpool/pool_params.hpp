@@ -156,6 +156,7 @@ struct pool_params {
     /// stopped (SIGTERM, then SIGKILL after stop_grace) and replaced. An `unresponsive`
     /// event says what the kernel showed it doing.
     std::chrono::milliseconds heartbeat_timeout{5'000};
+    /// Memory limits per worker (none by default).
     memory_params memory;
     /// Workers that must be ready (idle or busy) for `pool::health()` to say ready. At
     /// least 1.
