@@ -425,13 +425,17 @@ TEST_CASE("elastic size: grows while tasks wait, shrinks after idling, follows r
             });
         }
         co_await events.changed->until([&] { return done == 4; }, 20s);
-        CHECK(pids.size() == 4);
-        CHECK(p.stats().spawned == 4);
+        // Usually four; fewer when a slow start (a loaded machine, a sanitizer) lets a
+        // worker finish its task before the next is ready.
+        const auto grown = p.stats().spawned;
+        CHECK(grown >= 2);
+        CHECK(grown <= 4);
+        CHECK(pids.size() <= grown);
 
         // Idle for idle_timeout: back down to min_workers.
         co_await events.changed->until([&] { return p.stats().workers_target == 1; }, 20s);
         co_await events.changed->until(
-            [&] { return events.of(worker_event::kind::exited).size() == 3; }, 20s);
+            [&] { return events.of(worker_event::kind::exited).size() == grown - 1; }, 20s);
         CHECK(p.stats().worker_died == 0);
 
         // resize: up to three now, then down to two.
