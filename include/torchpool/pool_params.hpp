@@ -117,8 +117,10 @@ struct pool_params {
     std::size_t workers = 1;
     /// Elastic size: the pool starts `workers` and, while tasks wait for a worker, starts
     /// more, up to `max_workers` (zero: `workers`; never while degraded); workers idle for
-    /// `idle_timeout` are stopped, down to `min_workers` (zero: `workers`). `pool::resize`
-    /// changes the size at run time. Descriptors for `max_workers` are reserved up front.
+    /// `idle_timeout` are stopped, down to `min_workers` (zero: `workers`). With a hard
+    /// memory limit set, the pool grows only while the machine has that much available
+    /// (MemAvailable). `pool::resize` changes the size at run time. Descriptors for
+    /// `max_workers` are reserved up front.
     std::size_t min_workers = 0;
     std::size_t max_workers = 0;
     std::chrono::milliseconds idle_timeout{60'000};

@@ -51,6 +51,8 @@ public:
     struct process_probe {
         std::function<std::optional<worker_memory>(int pid)> memory;
         std::function<std::optional<worker_activity>(int pid)> activity;
+        /// Memory the machine has available for new processes (MemAvailable), in bytes.
+        std::function<std::optional<std::uint64_t>()> available_memory;
     };
 
     explicit pool_core(const pool_params& params, process_probe probe = {});

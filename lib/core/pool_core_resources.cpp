@@ -244,8 +244,16 @@ void pool_core::maybe_grow(time_point now) {
     if (sizing_.size() >= sizing_.max() || !phase_.admitting() || restart_.degraded()) {
         return;
     }
-    // One more worker per task that waits beyond those already starting.
+    // One more worker per task that waits beyond those already starting, as long as the
+    // machine has room for one more at its hard memory limit.
+    const std::uint64_t per_worker = params_.memory.hard_limit_bytes;
     while (tasks_.queued() > workers_.gate().in_progress() + workers_.gate().waiting_count()) {
+        if (per_worker > 0 && probe_.available_memory) {
+            const auto available = probe_.available_memory();
+            if (available && *available < per_worker) {
+                return;  // within the memory budget: not now
+            }
+        }
         const auto s = sizing_.take_parked(false);
         if (!s) {
             return;

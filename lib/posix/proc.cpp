@@ -78,6 +78,18 @@ std::optional<worker_memory> read_memory(int pid) {
     return worker_memory{.private_bytes = *clean + *dirty, .pss_bytes = *pss, .rss_bytes = *rss};
 }
 
+std::optional<std::uint64_t> available_memory() {
+    char text[4096];
+    if (read_into("/proc/meminfo", text, sizeof text) < 0) {
+        return std::nullopt;
+    }
+    const char* at = std::strstr(text, "MemAvailable:");
+    if (!at) {
+        return std::nullopt;
+    }
+    return std::strtoull(at + std::strlen("MemAvailable:"), nullptr, 10) * 1024;
+}
+
 std::optional<worker_activity> read_activity(int pid) {
     char text[4096];
     if (read_into(proc_path(pid, "stat").c_str(), text, sizeof text) < 0) {

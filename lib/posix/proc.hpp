@@ -17,6 +17,10 @@ std::optional<torchpool::worker_memory> read_memory(int pid);
 /// syscall, stack), or nullopt if it is gone. Fields the kernel hides are left empty.
 std::optional<torchpool::worker_activity> read_activity(int pid);
 
+/// MemAvailable from /proc/meminfo: what the machine can give new processes without
+/// swapping, in bytes; nullopt if unreadable.
+std::optional<std::uint64_t> available_memory();
+
 /// The name of system call `number` on this architecture, for the common blocking ones
 /// ("read", "futex", ...); empty for others.
 const char* syscall_name(long number) noexcept;

@@ -818,3 +818,33 @@ TEST_CASE("an idle worker is sent heartbeats; one that stops answering takes no 
     REQUIRE(sends.size() == 1);
     CHECK(sends[0].task == 2);
 }
+
+TEST_CASE("an elastic pool grows while tasks wait, within max_workers and the memory budget",
+          "[core][elastic]") {
+    auto params = one_worker();
+    params.max_workers = 3;
+    params.memory.hard_limit_bytes = 100u << 20;
+    std::uint64_t available = 1u << 30;
+    pool_core::process_probe probe;
+    probe.available_memory = [&]() -> std::optional<std::uint64_t> { return available; };
+    harness h(params, probe);
+    h.start_all_ready();
+
+    // One busy, two waiting: two more workers are started, no more than max_workers.
+    h.core.submit(1, "sleep", 0ms, h.now);
+    h.core.submit(2, "sleep", 0ms, h.now);
+    h.core.submit(3, "sleep", 0ms, h.now);
+    h.core.submit(4, "sleep", 0ms, h.now);
+    auto spawns = harness::only<spawn_action>(h.take());
+    CHECK(spawns.size() == 2);
+    CHECK(h.core.stats().workers_target == 3);
+
+    // With less memory available than a worker may take, it does not grow.
+    harness tight(params, probe);
+    tight.start_all_ready();
+    available = 50u << 20;
+    tight.core.submit(1, "sleep", 0ms, tight.now);
+    tight.core.submit(2, "sleep", 0ms, tight.now);
+    CHECK(harness::only<spawn_action>(tight.take()).empty());
+    CHECK(tight.core.stats().workers_target == 1);
+}
