@@ -136,8 +136,7 @@ figures measure(const std::string& worker, torchpool::start_mode mode, int round
 int main(int argc, char** argv) {
     const int rounds = argc > 1 ? std::atoi(argv[1]) : 200;
     const std::string worker =
-        (std::filesystem::canonical("/proc/self/exe").parent_path() /
-         "torchpool-bench-noop-worker")
+        (std::filesystem::canonical("/proc/self/exe").parent_path() / "torchpool-bench-noop-worker")
             .string();
     const auto floor = kernel_floor(rounds);
     const auto direct = measure(worker, torchpool::start_mode::direct, rounds);
@@ -148,7 +147,8 @@ int main(int argc, char** argv) {
     std::printf("%-34s %8s %8s %8s\n", "", "p50", "p99", "p50/floor");
     std::printf("%-34s %8.3f %8.3f %8s\n", "kernel floor (pidfd readable)", floor_p50,
                 quantile(floor, 0.99), "1.00x");
-    for (const auto& [name, f] : {std::pair{"direct", &direct}, std::pair{"fork server", &forked}}) {
+    for (const auto& [name, f] :
+         {std::pair{"direct", &direct}, std::pair{"fork server", &forked}}) {
         std::printf("%-34s %8.3f %8.3f %7.2fx\n", (std::string(name) + ": caller's error").c_str(),
                     quantile(f->error_ms, 0.5), quantile(f->error_ms, 0.99),
                     quantile(f->error_ms, 0.5) / floor_p50);

@@ -49,8 +49,8 @@ public:
         const auto e = static_cast<errc>(code.value());
         switch (static_cast<condition>(cond)) {
             case condition::worker_failure:
-                return e == errc::worker_died || e == errc::timeout ||
-                       e == errc::protocol_error || e == errc::memory_limit;
+                return e == errc::worker_died || e == errc::timeout || e == errc::protocol_error ||
+                       e == errc::memory_limit;
             case condition::retryable:
                 return e == errc::overloaded || e == errc::worker_died || e == errc::spawn_failed ||
                        e == errc::protocol_error;

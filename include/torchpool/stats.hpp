@@ -19,8 +19,8 @@ struct pool_stats {
     std::size_t queue_depth = 0;       ///< tasks waiting for a worker
     /// The size the pool keeps now (pool_params::workers, grown, shrunk or resized)
     std::size_t workers_target = 0;
-    bool degraded = false;             ///< workers cannot be started; tasks fail fast
-    bool restarts_paced = false;       ///< restart intensity reached; restarts are paced
+    bool degraded = false;        ///< workers cannot be started; tasks fail fast
+    bool restarts_paced = false;  ///< restart intensity reached; restarts are paced
 
     // Configuration in effect.
     unsigned intra_op_threads = 0;  ///< per worker (pool_params::intra_op_threads, resolved)
@@ -49,8 +49,8 @@ struct pool_stats {
     std::uint64_t rejected = 0;  ///< invalid request or pool shutting down
 
     // Worker processes, since the pool was made.
-    std::uint64_t spawned = 0;           ///< processes started
-    std::uint64_t restarts = 0;          ///< starts that replaced a worker that had exited
+    std::uint64_t spawned = 0;   ///< processes started
+    std::uint64_t restarts = 0;  ///< starts that replaced a worker that had exited
     /// restarts held back by the restart intensity (pool_params::restart_limit)
     std::uint64_t paced_restarts = 0;
     std::uint64_t failed_starts = 0;     ///< processes that never became ready

@@ -71,7 +71,8 @@ struct notify_action {
 
 using action = std::variant<spawn_action, fork_action, start_server_action, stop_server_action,
                             send_request_action, send_shutdown_action, send_cancel_action,
-                            send_heartbeat_action, signal_action, complete_action, run_finished_action, notify_action>;
+                            send_heartbeat_action, signal_action, complete_action,
+                            run_finished_action, notify_action>;
 
 /// Where units put the actions they decide, oldest first; the driver pops them.
 using action_queue = std::deque<action>;

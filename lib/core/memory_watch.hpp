@@ -18,7 +18,9 @@ class memory_watch {
 public:
     memory_watch(std::size_t slots, const memory_params& params);
 
-    bool enabled() const noexcept { return params_.soft_limit_bytes > 0 || params_.hard_limit_bytes > 0; }
+    bool enabled() const noexcept {
+        return params_.soft_limit_bytes > 0 || params_.hard_limit_bytes > 0;
+    }
     const memory_params& params() const noexcept { return params_; }
 
     /// When the next worker is read, if limits are set and the pool runs.

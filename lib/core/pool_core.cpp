@@ -248,8 +248,8 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
     if (params_.recycle.max_age.count() > 0) {
         const double spread =
             1.0 + std::clamp(params_.recycle.jitter, 0.0, 1.0) * (2.0 * random_.uniform() - 1.0);
-        w.recycle_at = now + std::chrono::duration_cast<clock::duration>(
-                                 params_.recycle.max_age * spread);
+        w.recycle_at =
+            now + std::chrono::duration_cast<clock::duration>(params_.recycle.max_age * spread);
     }
     if (const auto old = sizing_.replaces(s)) {
         sizing_.handed_over(s);

@@ -222,7 +222,7 @@ private:
     heartbeat_monitor heartbeat_;
     memory_watch memory_;
     pool_sizing sizing_;
-    random_source random_;                       // jitter of the recycling age
+    random_source random_;                         // jitter of the recycling age
     std::optional<time_point> next_housekeeping_;  // set when recycling by age or shrinking
     fork_server_supervisor server_;
 };

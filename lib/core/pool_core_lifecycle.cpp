@@ -1,7 +1,6 @@
 // The pool core's worker and fork-server lifecycles: starts, restarts, exits and stops
 // (see pool_core.hpp).
 #include "pool_core.hpp"
-
 #include <torchpool/error.hpp>
 
 #include <boost/asio/error.hpp>
@@ -206,8 +205,9 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
     if (status.oom_killed) {
         ++counters.memory_kills;
         report_.event(worker_event::kind::memory_limit, s, pid,
-                      who + " was killed by the kernel's OOM killer at the limit of its memory "
-                            "cgroup, " +
+                      who +
+                          " was killed by the kernel's OOM killer at the limit of its memory "
+                          "cgroup, " +
                           format_mib(memory_.params().hard_limit_bytes));
     }
     switch (was) {

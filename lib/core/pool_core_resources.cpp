@@ -2,7 +2,6 @@
 // limits, recycling and the pool's size (see pool_core.hpp; the units that decide are
 // heartbeat, memory_watch and sizing).
 #include "pool_core.hpp"
-
 #include <torchpool/error.hpp>
 
 #include <algorithm>
@@ -89,9 +88,9 @@ void pool_core::check_memory(slot_id s, time_point now) {
 void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
     ++report_.counters.memory_kills;
     const int pid = workers_[s].child.pid();
-    const std::string figures = format_mib(m.private_bytes) + " of its own, over its hard limit of " +
-                                format_mib(memory_.params().hard_limit_bytes) +
-                                " (pool_params::memory.hard_limit_bytes)";
+    const std::string figures =
+        format_mib(m.private_bytes) + " of its own, over its hard limit of " +
+        format_mib(memory_.params().hard_limit_bytes) + " (pool_params::memory.hard_limit_bytes)";
     // The event first: the host hears of the kill no later than the task's caller does.
     report_.event(worker_event::kind::memory_limit, s, pid,
                   "worker " + std::to_string(pid) + " held " + figures +
@@ -227,8 +226,9 @@ void pool_core::housekeeping(time_point now) {
             continue;
         }
         if (w.recycle_at <= now) {
-            want_recycle(s, "it has been ready for " + format_elapsed(w.child.ready_since(), now) +
-                                " (pool_params::recycle.max_age)",
+            want_recycle(s,
+                         "it has been ready for " + format_elapsed(w.child.ready_since(), now) +
+                             " (pool_params::recycle.max_age)",
                          now);
         }
         const bool idle = tasks_.sent(s).empty() && !heartbeat_.waiting(s);

@@ -86,8 +86,9 @@ std::string describe_activity(const std::optional<worker_activity>& a) {
             text = " The kernel showed it sleeping";
             break;
         case 'D':
-            text = " The kernel showed it in an uninterruptible wait (D: disk, memory or a "
-                   "driver)";
+            text =
+                " The kernel showed it in an uninterruptible wait (D: disk, memory or a "
+                "driver)";
             break;
         case 'T':
         case 't':

@@ -26,7 +26,8 @@ clock::duration housekeeping_period(const pool_params& p) noexcept {
 }
 
 std::size_t slot_capacity(const pool_params& params) noexcept {
-    return largest(params) + (recycles(params) ? std::max<std::size_t>(1, params.recycle.max_at_once) : 0);
+    return largest(params) +
+           (recycles(params) ? std::max<std::size_t>(1, params.recycle.max_at_once) : 0);
 }
 
 pool_sizing::pool_sizing(const pool_params& params)

@@ -32,9 +32,9 @@ enum class stop_reason {
     cancelled,
     spawn_timeout,
     unresponsive,
-    memory,    ///< over its hard memory limit
-    recycle,   ///< replaced on purpose: not a failure
-    shrink,    ///< the pool is smaller now
+    memory,   ///< over its hard memory limit
+    recycle,  ///< replaced on purpose: not a failure
+    shrink,   ///< the pool is smaller now
     shutdown,
     pool_stop
 };

@@ -96,11 +96,10 @@ std::optional<memory_cgroups> memory_cgroups::create(std::size_t slots, std::uin
     version v;
     std::string parent;
     const auto v2_path = own_path("");
-    const std::string v2_mount = exists("/sys/fs/cgroup/cgroup.controllers")
-                                     ? "/sys/fs/cgroup"
-                                     : "/sys/fs/cgroup/unified";
-    const auto v2_controllers = read_small_file(v2_mount + (v2_path ? *v2_path : "") +
-                                                "/cgroup.subtree_control");
+    const std::string v2_mount =
+        exists("/sys/fs/cgroup/cgroup.controllers") ? "/sys/fs/cgroup" : "/sys/fs/cgroup/unified";
+    const auto v2_controllers =
+        read_small_file(v2_mount + (v2_path ? *v2_path : "") + "/cgroup.subtree_control");
     if (v2_path && v2_controllers && v2_controllers->find("memory") != std::string::npos) {
         v = version::v2;
         parent = v2_mount + *v2_path;
@@ -109,9 +108,10 @@ std::optional<memory_cgroups> memory_cgroups::create(std::size_t slots, std::uin
         v = version::v1;
         parent = "/sys/fs/cgroup/memory" + *v1_path;
     } else {
-        why = "no memory cgroup can be made here: cgroup v2 does not delegate the memory "
-              "controller to this process's cgroup, and there is no cgroup v1 memory "
-              "hierarchy";
+        why =
+            "no memory cgroup can be made here: cgroup v2 does not delegate the memory "
+            "controller to this process's cgroup, and there is no cgroup v1 memory "
+            "hierarchy";
         return std::nullopt;
     }
     while (!parent.empty() && parent.back() == '/') {
@@ -155,9 +155,8 @@ bool memory_cgroups::enter(std::size_t slot, int pid) const {
 }
 
 std::optional<std::uint64_t> memory_cgroups::oom_kills(std::size_t slot) const {
-    const auto text = read_small_file(slot_dir(slot) +
-                                      (version_ == version::v2 ? "/memory.events"
-                                                               : "/memory.oom_control"));
+    const auto text = read_small_file(
+        slot_dir(slot) + (version_ == version::v2 ? "/memory.events" : "/memory.oom_control"));
     if (!text) {
         return std::nullopt;
     }

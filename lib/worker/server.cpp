@@ -14,9 +14,9 @@
 #include <typeinfo>
 #include <unordered_set>
 
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 namespace torchpool::worker {

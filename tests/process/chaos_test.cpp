@@ -84,8 +84,7 @@ void chaos(start_mode mode) {
             killer.stop();
             // Back to full strength once the killing stops and every kill has been seen.
             co_await changed.until(
-                [&] { return killer.all_exits_seen() && p.stats().workers_idle == workers; },
-                30s);
+                [&] { return killer.all_exits_seen() && p.stats().workers_idle == workers; }, 30s);
         });
 
         const auto s = p.stats();
@@ -105,8 +104,8 @@ void chaos(start_mode mode) {
         CHECK(s.spawn_failed == 0);
         CHECK_FALSE(s.degraded);
         CHECK(killer.kills() >= 50);
-        CHECK(s.worker_died == static_cast<std::uint64_t>(
-                                   outcomes[make_error_code(errc::worker_died).message()]));
+        CHECK(s.worker_died ==
+              static_cast<std::uint64_t>(outcomes[make_error_code(errc::worker_died).message()]));
         const auto zombies = zombie_children();
         for (const int z : zombies) {
             for (const auto& e : events) {
@@ -117,9 +116,8 @@ void chaos(start_mode mode) {
         }
         CHECK(zombies.empty());
 
-        run_coroutine_on(io, [&]() -> asio::awaitable<void> {
-            co_await p.async_shutdown(tuple_awaitable);
-        });
+        run_coroutine_on(
+            io, [&]() -> asio::awaitable<void> { co_await p.async_shutdown(tuple_awaitable); });
     }
     CHECK(child_pids().empty());
     CHECK(open_fd_count() == fds_before);

@@ -21,7 +21,6 @@
 using namespace torchpool;
 using namespace torchpool::test;
 
-
 TEST_CASE("a task runs on a worker and returns its payload and tensors", "[process]") {
     with_pool(params_for(2), [](pool& p) -> asio::awaitable<void> {
         request req = make_request("echo", "hello");

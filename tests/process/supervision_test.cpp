@@ -10,8 +10,8 @@
 #include <catch2/catch.hpp>
 
 #include <filesystem>
-#include <set>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include <signal.h>
@@ -61,9 +61,8 @@ TEST_CASE("a worker stuck in a system call past its deadline: the error says whi
         CHECK(a.state == 'S');
         CHECK(a.syscall == "read");
         CHECK_THAT(a.wchan, Catch::Contains("pipe"));  // pipe_read (pipe_wait before 5.6)
-        CHECK_THAT(r.diagnostics.summary,
-                   Catch::Contains("sleeping in " + a.wchan) &&
-                       Catch::Contains("blocked in the system call read"));
+        CHECK_THAT(r.diagnostics.summary, Catch::Contains("sleeping in " + a.wchan) &&
+                                              Catch::Contains("blocked in the system call read"));
         if (!a.kernel_stack.empty()) {  // root with CAP_SYS_ADMIN only
             CHECK_THAT(a.kernel_stack, Catch::Contains("pipe"));
         }
@@ -115,7 +114,6 @@ TEST_CASE("an idle worker that stops answering heartbeats is replaced before it 
     CHECK(child_pids().empty());
 }
 
-
 TEST_CASE("a worker over its soft memory limit is recycled after its task, which succeeds",
           "[process][memory]") {
     auto params = params_for(1);
@@ -140,8 +138,7 @@ TEST_CASE("a worker over its soft memory limit is recycled after its task, which
         const auto recycled = events.of(worker_event::kind::recycled);
         REQUIRE(recycled.size() == 1);
         CHECK(recycled[0].pid == r.worker_pid);
-        CHECK_THAT(recycled[0].description,
-                   Catch::Contains("over its soft limit of 32.0 MiB"));
+        CHECK_THAT(recycled[0].description, Catch::Contains("over its soft limit of 32.0 MiB"));
         CHECK(p.stats().recycled == 1);
         CHECK(p.stats().paced_restarts == 0);
         CHECK(p.stats().killed_by_pool == 0);
@@ -151,9 +148,10 @@ TEST_CASE("a worker over its soft memory limit is recycled after its task, which
     CHECK(child_pids().empty());
 }
 
-TEST_CASE("a worker growing past its hard memory limit is killed and its task fails with the "
-          "figures",
-          "[process][memory]") {
+TEST_CASE(
+    "a worker growing past its hard memory limit is killed and its task fails with the "
+    "figures",
+    "[process][memory]") {
     auto params = params_for(1);
     params.memory = {.hard_limit_bytes = 64 * mib, .sample_interval = 20ms, .use_cgroups = false};
     event_log events;
@@ -207,9 +205,8 @@ TEST_CASE("in a memory cgroup, the kernel's OOM kill of a worker is reported for
 TEST_CASE("with limit_address_space, an allocation past the hard limit fails inside the worker",
           "[process][memory]") {
     auto params = params_for(1);
-    params.memory = {.hard_limit_bytes = 512 * mib,
-                     .use_cgroups = false,
-                     .limit_address_space = true};
+    params.memory = {
+        .hard_limit_bytes = 512 * mib, .use_cgroups = false, .limit_address_space = true};
     with_pool(params, [&](pool& p) -> asio::awaitable<void> {
         auto [ec, r] = co_await p.async_submit(make_request("allocate", "1024"), tuple_awaitable);
         CHECK(ec == errc::task_failed);
@@ -224,8 +221,8 @@ TEST_CASE("with limit_address_space, an allocation past the hard limit fails ins
 
 TEST_CASE("a pool that cannot start workers is degraded and says why; it recovers on its own",
           "[process][restart]") {
-    const std::string blocker =
-        std::filesystem::temp_directory_path() / ("torchpool-blocker-" + std::to_string(::getpid()));
+    const std::string blocker = std::filesystem::temp_directory_path() /
+                                ("torchpool-blocker-" + std::to_string(::getpid()));
     { std::ofstream(blocker) << "workers cannot start while this file exists\n"; }
     auto params = params_for(2, {"--exit-at-start-while", blocker});
     params.spawn_failures_until_degraded = 3;
@@ -251,8 +248,8 @@ TEST_CASE("a pool that cannot start workers is degraded and says why; it recover
         // Tasks fail at once with the last start error; nobody waits forever.
         auto [ec, r] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
         CHECK(ec == errc::spawn_failed);
-        CHECK_THAT(r.diagnostics.summary, Catch::Contains("exited with code 3") &&
-                                              Catch::Contains("cannot start while"));
+        CHECK_THAT(r.diagnostics.summary,
+                   Catch::Contains("exited with code 3") && Catch::Contains("cannot start while"));
 
         // The cause goes away: the pool recovers without being told, and says so.
         std::filesystem::remove(blocker);
@@ -317,9 +314,10 @@ TEST_CASE("restarts past the restart intensity are paced, and pacing ends when t
     CHECK(child_pids().empty());
 }
 
-TEST_CASE("recycling under load: each replacement is ready before the old worker leaves, and no "
-          "task is lost",
-          "[process][recycle]") {
+TEST_CASE(
+    "recycling under load: each replacement is ready before the old worker leaves, and no "
+    "task is lost",
+    "[process][recycle]") {
     auto params = params_for(4);
     params.recycle = {.max_tasks = 50, .max_at_once = 2};
     params.queue_limit = 5000;
@@ -416,13 +414,13 @@ TEST_CASE("elastic size: grows while tasks wait, shrinks after idling, follows r
         int done = 0;
         std::set<int> pids;
         for (int i = 0; i < 4; ++i) {
-            p.async_submit(make_request("sleep", "200"), [&](boost::system::error_code ec,
-                                                              response r) {
-                CHECK(!ec);
-                pids.insert(r.worker_pid);
-                ++done;
-                events.changed->notify();
-            });
+            p.async_submit(make_request("sleep", "200"),
+                           [&](boost::system::error_code ec, response r) {
+                               CHECK(!ec);
+                               pids.insert(r.worker_pid);
+                               ++done;
+                               events.changed->notify();
+                           });
         }
         co_await events.changed->until([&] { return done == 4; }, 20s);
         // Usually four; fewer when a slow start (a loaded machine, a sanitizer) lets a
@@ -443,8 +441,7 @@ TEST_CASE("elastic size: grows while tasks wait, shrinks after idling, follows r
         co_await events.changed->until([&] { return p.stats().workers_idle == 3; }, 20s);
         p.resize(2);
         co_await events.changed->until(
-            [&] { return p.stats().workers_idle == 2 && p.stats().workers_stopping == 0; },
-            20s);
+            [&] { return p.stats().workers_idle == 2 && p.stats().workers_stopping == 0; }, 20s);
         const auto notices = events.of(worker_event::kind::notice);
         REQUIRE_FALSE(notices.empty());
         CHECK_THAT(notices.back().description, Catch::Contains("resized to 2 workers"));

@@ -1,6 +1,7 @@
 // Heartbeats: only idle workers that answer them, one outstanding at a time, unresponsive
 // once past the timeout; memory sampling: one busy worker per tick, round robin.
 #include "core/heartbeat.hpp"
+
 #include "core/memory_watch.hpp"
 
 #include <catch2/catch.hpp>
@@ -13,15 +14,16 @@ namespace {
 const time_point t0 = time_point{} + 1000s;
 }
 
-TEST_CASE("an idle worker is sent a heartbeat after the interval, and is unresponsive past the "
-          "timeout",
-          "[heartbeat]") {
+TEST_CASE(
+    "an idle worker is sent a heartbeat after the interval, and is unresponsive past the "
+    "timeout",
+    "[heartbeat]") {
     heartbeat_monitor h(3, 1000ms, 300ms);
     h.start(t0);
     CHECK(h.next_sweep() == t0 + 150ms);  // half the shorter time
     h.ready(0, true, t0);
     h.ready(1, true, t0);
-    h.ready(2, false, t0);  // does not answer heartbeats: never sent one
+    h.ready(2, false, t0);                         // does not answer heartbeats: never sent one
     auto idle = [](slot_id s) { return s != 1; };  // slot 1 is busy
 
     CHECK(h.sweep(t0 + 999ms, idle).pings.empty());

@@ -134,9 +134,10 @@ TEST_CASE("an error reply fails the task only, and the worker stays up", "[core]
     CHECK(h.core.state_of(send.slot) == worker_state::idle);
 }
 
-TEST_CASE("a busy worker's death fails its task with the details; it is replaced at once, and "
-          "a replacement that fails too waits with backoff",
-          "[core]") {
+TEST_CASE(
+    "a busy worker's death fails its task with the details; it is replaced at once, and "
+    "a replacement that fails too waits with backoff",
+    "[core]") {
     auto params = two_workers();
     params.restart_backoff = {.initial = 100ms, .max = 1000ms, .multiplier = 2, .jitter = 0.2};
     harness h(params);
@@ -758,9 +759,10 @@ TEST_CASE("fork-server mode: shutdown stops the workers first, then the server",
     CHECK(h.core.finished());
 }
 
-TEST_CASE("an idle worker is sent heartbeats; one that stops answering takes no task and is "
-          "replaced",
-          "[core][heartbeat]") {
+TEST_CASE(
+    "an idle worker is sent heartbeats; one that stops answering takes no task and is "
+    "replaced",
+    "[core][heartbeat]") {
     auto params = two_workers();
     params.heartbeat_interval = 1000ms;
     params.heartbeat_timeout = 400ms;
@@ -812,8 +814,8 @@ TEST_CASE("an idle worker is sent heartbeats; one that stops answering takes no 
     h.core.on_exit(beats[1].slot, {.signal = SIGTERM}, h.now);
     REQUIRE(harness::only<spawn_action>(h.take()).size() == 1);
     h.core.on_spawned(beats[1].slot, 300, h.now);
-    h.core.on_message(beats[1].slot,
-                      wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    h.core.on_message(beats[1].slot, wire::hello_msg{.protocol_version = wire::protocol_version},
+                      h.now);
     sends = harness::only<send_request_action>(h.take());
     REQUIRE(sends.size() == 1);
     CHECK(sends[0].task == 2);

@@ -106,8 +106,8 @@ TEST_CASE("a start that succeeded within the window keeps failures from degradin
     CHECK_FALSE(p.start_succeeded(t0));
     // Workers killed while starting, a moment when none is ready: a transient.
     for (int i = 0; i < 10; ++i) {
-        CHECK_FALSE(p.start_failed("was killed by signal SIGKILL before it was ready", false,
-                                   t0 + 5s));
+        CHECK_FALSE(
+            p.start_failed("was killed by signal SIGKILL before it was ready", false, t0 + 5s));
     }
     CHECK_FALSE(p.degraded());
     // Past the window with nothing succeeding, the next failure is evidence enough.

@@ -8,9 +8,10 @@ using namespace torchpool;
 using namespace torchpool::core;
 using namespace std::chrono_literals;
 
-TEST_CASE("a fixed pool has exactly its slots; recycling adds a spare per concurrent "
-          "replacement",
-          "[sizing]") {
+TEST_CASE(
+    "a fixed pool has exactly its slots; recycling adds a spare per concurrent "
+    "replacement",
+    "[sizing]") {
     CHECK(slot_capacity({.workers = 4}) == 4);
     CHECK(slot_capacity({.workers = 4, .max_workers = 8}) == 8);
     CHECK(slot_capacity({.workers = 4, .recycle = {.max_tasks = 10, .max_at_once = 2}}) == 6);
@@ -44,8 +45,7 @@ TEST_CASE("growth stops at max_workers and leaves the spares to replacements", "
     CHECK(s.parked(0));
 }
 
-TEST_CASE("resize stays within the slots and widens min and max to admit the size",
-          "[sizing]") {
+TEST_CASE("resize stays within the slots and widens min and max to admit the size", "[sizing]") {
     pool_sizing s({.workers = 4, .min_workers = 2, .max_workers = 6});
     s.start();
     CHECK(s.resize(1) == 1);
