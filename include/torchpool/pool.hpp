@@ -121,11 +121,12 @@ public:
     pool_stats stats() const;
 
     /// Changes the number of workers the pool keeps, now: starts more, or stops idle ones
-    /// first and busy ones once their task is done (no task fails). The size is bounded by
-    /// the slots made at construction, max(workers, max_workers) (descriptors are reserved
-    /// for them); `min_workers` and `max_workers` widen to admit it. Does not wait; a
-    /// `notice` event tells the size set. Callable from any thread. Does nothing once the
-    /// pool is shutting down.
+    /// first and busy ones once their task is done (no task fails). The new size is the
+    /// one the pool keeps from then on: it becomes `min_workers` (the pool still grows up
+    /// to `max_workers` while tasks wait, and shrinks back to it). It is bounded by the
+    /// slots made at construction, max(workers, max_workers) (descriptors are reserved for
+    /// them). Does not wait; a `notice` event tells the size set. Callable from any thread.
+    /// Does nothing once the pool is shutting down.
     void resize(std::size_t workers);
 
     /// Live, ready, degraded, from the state of the workers after the pool's last event.

@@ -80,7 +80,7 @@ void pool_sizing::park(slot_id s) {
 
 std::size_t pool_sizing::resize(std::size_t workers) {
     const std::size_t n = std::clamp<std::size_t>(workers, 1, parked_.size() - max_recycling_);
-    min_ = std::min(min_, n);
+    min_ = n;  // the size it keeps from now on, growing under load and shrinking back to it
     max_ = std::max(max_, n);
     return n;
 }

@@ -58,7 +58,8 @@ public:
     /// Slot `s` is parked again (its process is gone and it is not restarted).
     void park(slot_id s);
 
-    /// `resize`: the new size, within what the slots allow; min and max widen to admit it.
+    /// `resize`: the new size, within what the slots allow. It becomes the size the pool
+    /// shrinks back to (min); max widens to admit it.
     std::size_t resize(std::size_t workers);
 
     // Replacement on purpose.

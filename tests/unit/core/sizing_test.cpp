@@ -45,12 +45,13 @@ TEST_CASE("growth stops at max_workers and leaves the spares to replacements", "
     CHECK(s.parked(0));
 }
 
-TEST_CASE("resize stays within the slots and widens min and max to admit the size", "[sizing]") {
+TEST_CASE("resize stays within the slots and sets the size the pool shrinks back to", "[sizing]") {
     pool_sizing s({.workers = 4, .min_workers = 2, .max_workers = 6});
     s.start();
     CHECK(s.resize(1) == 1);
-    CHECK(s.min() == 1);
+    CHECK(s.min() == 1);        // the size it shrinks back to
     CHECK(s.resize(100) == 6);  // no more slots than max_workers
+    CHECK(s.min() == 6);
     CHECK(s.max() == 6);
 }
 
