@@ -272,7 +272,7 @@ int main(int argc, char** argv) {
                                         : torchpool::start_mode::fork_server},
          .workers = opt.workers,
          .queue_limit = 100'000,
-         .spawn_timeout = 60s,
+         .load_timeout = 60s,
          .on_worker_event = [&](const torchpool::worker_event& e) {
              using kind = torchpool::worker_event::kind;
              if (e.what == kind::ready && st.ready >= opt.workers) {

@@ -88,6 +88,7 @@ result measure(const std::string& worker, std::size_t n, torchpool::start_mode m
                                      .start = mode},
                           .workers = n,
                           .spawn_timeout = 120s,
+                          .load_timeout = 120s,
                           .max_concurrent_starts = starts,
                           .on_worker_event = [&](const torchpool::worker_event& e) {
                               // Each worker gets its one inference as soon as it is ready: the time

@@ -135,9 +135,13 @@ struct pool_params {
     std::size_t prefetch = 0;
     /// Deadline of a task whose request sets none. Zero: no deadline.
     std::chrono::milliseconds task_timeout{0};
-    /// Time a new worker has to say hello before it is killed and counted as a failed
-    /// start. In fork-server mode the fork server has as long to load and say hello.
+    /// Time from asking for a worker process to having one. A direct start has it at once;
+    /// in fork-server mode, a fork server that has not handed the worker over within this
+    /// is stuck: it is killed and restarted, and the worker is asked of the next one.
     std::chrono::milliseconds spawn_timeout{10'000};
+    /// Time a worker process (or the fork server) has, once it exists, to load what it
+    /// needs and say hello; past it, it is killed and counted as a failed start.
+    std::chrono::milliseconds load_timeout{60'000};
     /// Workers being started at the same time (process up, not yet ready); the others wait
     /// their turn, so that a burst of hundreds of starts does not starve the workers that
     /// are already running tasks. Zero (the default): twice the number of cores, at least 4.

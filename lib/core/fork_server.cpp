@@ -5,6 +5,7 @@ namespace torchpool::core {
 fork_server_supervisor::fork_server_supervisor(const pool_params& params, report& report,
                                                action_queue& out)
     : spawn_timeout_(params.spawn_timeout),
+      load_timeout_(params.load_timeout),
       stop_grace_(params.stop_grace),
       healthy_after_(params.restart_backoff.reset_after),
       enabled_(params.worker.start == start_mode::fork_server),
@@ -44,6 +45,7 @@ void fork_server_supervisor::kill_because(std::string reason, time_point now) {
 
 void fork_server_supervisor::spawned(int pid, time_point now) {
     child_.spawned(pid, now);
+    child_.set_timer(now + load_timeout_);
     report_.event(worker_event::kind::fork_server_started, 0, pid,
                   "fork server " + std::to_string(pid) + " started");
 }
@@ -135,8 +137,11 @@ void fork_server_supervisor::on_timer(bool pool_stopping, time_point now) {
     }
     switch (child_.state()) {
         case child_state::starting:
-            kill_because("did not become ready within " + format_duration(spawn_timeout_) +
-                             " (pool_params::spawn_timeout) and was killed",
+            kill_because(child_.pid() == 0
+                             ? "could not be started within " + format_duration(spawn_timeout_) +
+                                   " (pool_params::spawn_timeout) and was killed"
+                             : "did not become ready within " + format_duration(load_timeout_) +
+                                   " (pool_params::load_timeout) and was killed",
                          now);
             break;
         case child_state::backoff:

@@ -1,5 +1,5 @@
 // The fork server's lifecycle (start_mode::fork_server): started before any worker, ready
-// once it said hello, killed when it stays silent past spawn_timeout or breaks its protocol,
+// once it said hello, killed when it stays silent past load_timeout or breaks its protocol,
 // restarted with backoff when it dies (the workers it made carry on), asked to stop last.
 // What its end means for the workers that were asked of it is the pool's to decide.
 #pragma once
@@ -61,6 +61,7 @@ public:
 
 private:
     std::chrono::milliseconds spawn_timeout_;
+    std::chrono::milliseconds load_timeout_;
     std::chrono::milliseconds stop_grace_;
     std::chrono::milliseconds healthy_after_;
     bool enabled_;

@@ -82,6 +82,7 @@ bool pool_core::awaiting_fork(slot_id s) const {
 
 void pool_core::on_spawned(slot_id s, int pid, time_point now) {
     workers_[s].child.spawned(pid, now);
+    workers_[s].child.set_timer(now + params_.load_timeout);  // the spawn is done; now the load
     ++report_.counters.spawned;
     report_.event(worker_event::kind::started, s, pid,
                   "worker " + std::to_string(pid) + " started");
@@ -253,8 +254,8 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
                 ++counters.failed_starts;
                 w.child.count_failed_start();
                 start_failed(who + " did not become ready within " +
-                                 format_duration(params_.spawn_timeout) +
-                                 " (pool_params::spawn_timeout) and was killed." +
+                                 format_duration(params_.load_timeout) +
+                                 " (pool_params::load_timeout) and was killed." +
                                  describe_output(w.child.log().text()),
                              now);
             }

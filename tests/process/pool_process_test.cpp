@@ -285,7 +285,7 @@ TEST_CASE("a worker executable that does not exist is a spawn failure that says 
 
 TEST_CASE("a worker that never becomes ready is killed at the spawn timeout", "[process]") {
     auto params = params_for(1, {"--never-ready"});
-    params.spawn_timeout = 300ms;
+    params.load_timeout = 300ms;
     params.spawn_failures_until_degraded = 1;
     run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
         pool p(io.get_executor(), params);

@@ -18,7 +18,7 @@ namespace {
 struct server_harness {
     explicit server_harness(bool events = false)
         : params{.worker = {.executable = "/bin/true", .start = start_mode::fork_server},
-                 .spawn_timeout = 5000ms,
+                 .load_timeout = 5000ms,
                  .stop_grace = 500ms},
           rep(events, out),
           server(params, rep, out) {}
@@ -47,9 +47,10 @@ TEST_CASE("the fork server starts, says hello and is ready", "[fork_server]") {
     CHECK(take(h.out) == actions{start_server_action{}});
     CHECK(h.rep.counters.fork_server_starts == 1);
     CHECK(h.server.child().state() == child_state::starting);
-    CHECK(h.server.child().timer() == t0 + 5000ms);
+    CHECK(h.server.child().timer() == t0 + 10s);  // spawn_timeout: to have a process
 
     h.server.spawned(77, t0 + 10ms);
+    CHECK(h.server.child().timer() == t0 + 5010ms);  // load_timeout: to say hello
     CHECK(take(h.out) == actions{notify_action{{worker_event::kind::fork_server_started, 0, 77,
                                                 "fork server 77 started"}}});
 
@@ -74,7 +75,7 @@ TEST_CASE("a fork server of another protocol version is refused at hello", "[for
     CHECK_FALSE(h.server.ready());
 }
 
-TEST_CASE("a fork server silent past spawn_timeout is killed, and its end says so",
+TEST_CASE("a fork server silent past load_timeout is killed, and its end says so",
           "[fork_server]") {
     server_harness h;
     h.server.start(false, t0);
@@ -89,7 +90,7 @@ TEST_CASE("a fork server silent past spawn_timeout is killed, and its end says s
     const auto why = h.server.describe_end({.signal = SIGKILL}, t0 + 5001ms);
     CHECK(why ==
           "the fork server (pid 77) did not become ready within 5.0 s "
-          "(pool_params::spawn_timeout) and was killed. It wrote nothing to stdout or stderr.");
+          "(pool_params::load_timeout) and was killed. It wrote nothing to stdout or stderr.");
     const auto end = h.server.gone(why, false, t0 + 5001ms);
     CHECK_FALSE(end.for_good);
     CHECK(end.was_failed_start);

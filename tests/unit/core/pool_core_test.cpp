@@ -337,7 +337,7 @@ TEST_CASE("failed starts make the pool degraded, and queued and new tasks fail f
 
 TEST_CASE("a worker that never says hello is killed at the spawn timeout", "[core]") {
     auto params = one_worker();
-    params.spawn_timeout = 1000ms;
+    params.load_timeout = 1000ms;
     harness h(params);
     REQUIRE(h.core.start(h.now));
     h.take();
@@ -717,7 +717,7 @@ TEST_CASE(
     h.take();
     h.core.on_server_spawned(50, h.now);
     h.core.submit(1, "forward", 0ms, h.now);
-    h.advance(params.spawn_timeout);
+    h.advance(params.load_timeout);
     auto kills = harness::only<stop_server_action>(h.take());
     REQUIRE(kills.size() == 1);
     CHECK(kills[0].kill);
