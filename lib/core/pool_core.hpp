@@ -53,6 +53,8 @@ public:
         std::function<std::optional<worker_activity>(int pid)> activity;
         /// Memory the machine has available for new processes (MemAvailable), in bytes.
         std::function<std::optional<std::uint64_t>()> available_memory;
+        /// The share of the last 10 s in which every task waited for memory (PSI), in %.
+        std::function<std::optional<double>()> memory_pressure;
     };
 
     explicit pool_core(const pool_params& params, process_probe probe = {});
@@ -200,6 +202,8 @@ private:
     void housekeeping(time_point now);
     /// Tasks wait and no worker is free: start more, up to max_workers.
     void maybe_grow(time_point now);
+    /// The machine's memory now, for the evidence of an OOM kill.
+    machine_memory machine_memory_now() const;
     /// The task of a worker the kernel's OOM killer killed in its cgroup fails.
     void fail_oom_killed(slot_id s, task_id id, const std::string& how, time_point now);
     /// What the caller learns of the worker in slot `s`; `alive`: its process has not been

@@ -241,8 +241,10 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
             d.exit_code = status.exit_code;
             d.signal = status.signal;
             d.core_dumped = status.core_dumped;
-            d.summary = died_while_running(tasks_.describe(*id), how, d) +
-                        oom_evidence(status, w.last_sample, memory_.params());
+            d.summary =
+                died_while_running(tasks_.describe(*id), how, d) +
+                oom_evidence(status, w.last_sample, memory_.params(),
+                             status.signal == SIGKILL ? machine_memory_now() : machine_memory{});
             ++counters.worker_died;
             tasks_.forget(*id);
             tasks_.release(s);

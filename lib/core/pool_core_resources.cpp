@@ -240,6 +240,17 @@ void pool_core::housekeeping(time_point now) {
     }
 }
 
+machine_memory pool_core::machine_memory_now() const {
+    machine_memory m;
+    if (probe_.available_memory) {
+        m.available_bytes = probe_.available_memory();
+    }
+    if (probe_.memory_pressure) {
+        m.full_pressure = probe_.memory_pressure();
+    }
+    return m;
+}
+
 void pool_core::maybe_grow(time_point now) {
     if (sizing_.size() >= sizing_.max() || !phase_.admitting() || restart_.degraded()) {
         return;

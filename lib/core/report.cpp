@@ -62,15 +62,31 @@ std::string format_mib(std::uint64_t bytes) {
 }
 
 std::string oom_evidence(const exit_status& status, const std::optional<worker_memory>& last,
-                         const memory_params& limits) {
-    const std::uint64_t limit = limits.hard_limit_bytes;
-    if (status.signal != SIGKILL || status.oom_killed || !last || limit == 0 ||
-        last->private_bytes < limit / 10 * 8) {
+                         const memory_params& limits, const machine_memory& machine) {
+    if (status.signal != SIGKILL || status.oom_killed) {
         return {};
     }
-    return " Its memory, when last read, was " + format_mib(last->private_bytes) +
-           " of its own, near its hard limit of " + format_mib(limit) +
-           ": the kernel's OOM killer may have killed it.";
+    std::string text;
+    const std::uint64_t limit = limits.hard_limit_bytes;
+    if (last && limit > 0 && last->private_bytes >= limit / 10 * 8) {
+        text = " Its memory, when last read, was " + format_mib(last->private_bytes) +
+               " of its own, near its hard limit of " + format_mib(limit) +
+               ": the kernel's OOM killer may have killed it.";
+    }
+    if (machine.available_bytes) {
+        // SIGKILL is also what the kernel's OOM killer sends: what the machine's memory was
+        // like is the evidence there is, said as such.
+        text +=
+            " When it died the machine had " + format_mib(*machine.available_bytes) + " available";
+        if (machine.full_pressure) {
+            char pct[32];
+            std::snprintf(pct, sizeof pct, "%.1f%%", *machine.full_pressure);
+            text += std::string(", and every task was stalled on memory ") + pct +
+                    " of the last 10 s (PSI)";
+        }
+        text += ".";
+    }
+    return text;
 }
 
 std::string describe_activity(const std::optional<worker_activity>& a) {

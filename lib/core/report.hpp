@@ -52,8 +52,14 @@ std::string format_mib(std::uint64_t bytes);
 /// For a worker SIGKILLed by no one in the pool, with no cgroup to say for certain: what
 /// points at the kernel's OOM killer (its last sampled memory near the hard limit), said as
 /// evidence; or nothing.
+/// The machine's memory when a worker died: MemAvailable, and the share of the last 10 s in
+/// which every task waited for memory (PSI "full avg10"), where the kernel tells.
+struct machine_memory {
+    std::optional<std::uint64_t> available_bytes;
+    std::optional<double> full_pressure;
+};
 std::string oom_evidence(const exit_status& status, const std::optional<worker_memory>& last,
-                         const memory_params& limits);
+                         const memory_params& limits, const machine_memory& machine);
 /// " Its last output line: \"...\"." or " It wrote nothing to stdout or stderr."
 std::string describe_output(const std::string& log);
 /// "task 7 ('crash')", or "task 7" when its method is not known.

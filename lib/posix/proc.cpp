@@ -90,6 +90,18 @@ std::optional<std::uint64_t> available_memory() {
     return std::strtoull(at + std::strlen("MemAvailable:"), nullptr, 10) * 1024;
 }
 
+std::optional<double> memory_pressure() {
+    char text[512];
+    if (read_into("/proc/pressure/memory", text, sizeof text) < 0) {
+        return std::nullopt;
+    }
+    const char* at = std::strstr(text, "full avg10=");
+    if (!at) {
+        return std::nullopt;
+    }
+    return std::strtod(at + std::strlen("full avg10="), nullptr);
+}
+
 std::optional<worker_activity> read_activity(int pid) {
     char text[4096];
     if (read_into(proc_path(pid, "stat").c_str(), text, sizeof text) < 0) {

@@ -21,6 +21,10 @@ std::optional<torchpool::worker_activity> read_activity(int pid);
 /// swapping, in bytes; nullopt if unreadable.
 std::optional<std::uint64_t> available_memory();
 
+/// The share (%) of the last 10 s in which every task of the machine waited for memory
+/// (/proc/pressure/memory, "full avg10"); nullopt where the kernel has no PSI.
+std::optional<double> memory_pressure();
+
 /// The name of system call `number` on this architecture, for the common blocking ones
 /// ("read", "futex", ...); empty for others.
 const char* syscall_name(long number) noexcept;

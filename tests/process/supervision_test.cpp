@@ -5,7 +5,9 @@
 #include <torchpool/error.hpp>
 #include <torchpool/pool.hpp>
 
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -453,4 +455,22 @@ TEST_CASE("elastic size: grows while tasks wait, shrinks after idling, follows r
         co_await p.async_shutdown(tuple_awaitable);
     });
     CHECK(child_pids().empty());
+}
+
+TEST_CASE(
+    "a busy worker SIGKILLed from outside: the error gives the machine's memory as "
+    "evidence",
+    "[process][memory]") {
+    with_pool(params_for(1), [](pool& p) -> asio::awaitable<void> {
+        auto [ec0, r0] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
+        REQUIRE(!ec0);
+        const int pid = std::stoi(r0.payload);
+        // The kill comes from outside once the task was sent (as the OOM killer's would):
+        // posted now, it runs after the submission below has written the request.
+        asio::post(co_await asio::this_coro::executor, [pid] { ::kill(pid, SIGKILL); });
+        auto [ec, r] = co_await p.async_submit(make_request("hang"), tuple_awaitable);
+        CHECK(ec == errc::worker_died);
+        CHECK_THAT(r.diagnostics.summary,
+                   Catch::Contains("SIGKILL") && Catch::Contains("When it died the machine had"));
+    });
 }

@@ -79,3 +79,23 @@ TEST_CASE("actions print themselves and compare by what the driver acts on", "[r
     CHECK_THAT(printed(action(done("late"))),
                Catch::StartsWith("complete{task 7, ") && Catch::EndsWith(", \"late\"}"));
 }
+
+TEST_CASE("a SIGKILL nobody in the pool sent is reported with the memory evidence there is",
+          "[report]") {
+    const memory_params limits{.hard_limit_bytes = 100u << 20};
+    const worker_memory near{.private_bytes = 90u << 20};
+    const machine_memory tight{.available_bytes = 12u << 20, .full_pressure = 37.5};
+    const exit_status killed{.signal = SIGKILL};
+
+    CHECK(oom_evidence(killed, near, limits, tight) ==
+          " Its memory, when last read, was 90.0 MiB of its own, near its hard limit of 100.0 "
+          "MiB: the kernel's OOM killer may have killed it. When it died the machine had 12.0 "
+          "MiB available, and every task was stalled on memory 37.5% of the last 10 s (PSI).");
+    // Far from its limit: only the machine's figures.
+    CHECK(oom_evidence(killed, worker_memory{.private_bytes = 10u << 20}, limits,
+                       {.available_bytes = 2048u << 20}) ==
+          " When it died the machine had 2048.0 MiB available.");
+    // Another signal, or an OOM kill known for certain: nothing to guess.
+    CHECK(oom_evidence({.signal = SIGSEGV}, near, limits, tight).empty());
+    CHECK(oom_evidence({.signal = SIGKILL, .oom_killed = true}, near, limits, tight).empty());
+}
