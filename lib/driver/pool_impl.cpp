@@ -68,6 +68,8 @@ shared_frame share(wire::frame f) {
 
 pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
     : fds_(descriptors_needed(params), "a pool of " + std::to_string(params.workers) + " workers"),
+      memory_(params.memory, core::slot_capacity(params)),
+      health_(params.workers, params.min_ready_workers),
       completion_(ex),
       params_(params),
       core_(params, {.memory = posix::read_memory,
@@ -79,13 +81,6 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
       server_(ex),
       side_(ex, [this](int pid, const core::exit_status& status) { on_helper_end(pid, status); }),
       timer_(ex) {
-    if (params.memory.hard_limit_bytes > 0 && params.memory.use_cgroups) {
-        if (auto made = posix::memory_cgroups::create(
-                core::slot_capacity(params), params.memory.hard_limit_bytes, cgroup_problem_)) {
-            cgroups_.emplace(std::move(*made));
-        }
-    }
-    oom_seen_.assign(core::slot_capacity(params), 0);
     workers_.reserve(core::slot_capacity(params));
     for (std::size_t i = 0; i < core::slot_capacity(params); ++i) {
         workers_.push_back(std::make_unique<worker_io>(ex, params.max_frame_bytes));
@@ -155,34 +150,6 @@ void pool_impl::cancel() {
     });
 }
 
-void pool_impl::note_memory_mechanism() {
-    const auto& m = params_.memory;
-    if (m.hard_limit_bytes == 0 && m.soft_limit_bytes == 0) {
-        return;
-    }
-    const auto mib = [](std::uint64_t bytes) { return std::to_string(bytes >> 20) + " MiB"; };
-    std::string text = "memory limits per worker:";
-    if (m.soft_limit_bytes > 0) {
-        text += " soft " + mib(m.soft_limit_bytes) + " (recycle after the task),";
-    }
-    if (m.hard_limit_bytes > 0) {
-        text += " hard " + mib(m.hard_limit_bytes) + " (kill now),";
-    }
-    text += " read every " + std::to_string(m.sample_interval.count()) + " ms while busy";
-    if (cgroups_) {
-        text += "; the hard limit is enforced by the kernel in a memory cgroup per worker (" +
-                cgroups_->describe() + ")";
-    } else if (m.hard_limit_bytes > 0) {
-        text += "; the hard limit is enforced by sampling only, since " +
-                (m.use_cgroups ? cgroup_problem_
-                               : std::string("pool_params::memory.use_cgroups is off"));
-    }
-    if (m.limit_address_space && m.hard_limit_bytes > 0) {
-        text += "; each worker's address space is capped at the hard limit (RLIMIT_AS)";
-    }
-    core_.note(std::move(text));
-}
-
 void pool_impl::do_run(run_handler handler) {
     if (run_called_) {
         completion_.complete(std::move(handler), error_code(asio::error::already_started));
@@ -199,7 +166,9 @@ void pool_impl::do_run(run_handler handler) {
                    "get the limit of " +
                    std::to_string(fds_.room().soft_before) + " back");
     }
-    note_memory_mechanism();
+    if (auto limits = memory_.describe(); !limits.empty()) {
+        core_.note(std::move(limits));
+    }
     if (!core_.start(core::clock::now())) {
         // Shut down or cancelled before it was ever run: nothing to supervise.
         completion_.complete(std::move(handler), error_code());
@@ -273,15 +242,7 @@ void pool_impl::drive() {
         std::visit([this](auto& a) { execute(a); }, next);
     }
     arm_timer();
-    publish_health();
-}
-
-void pool_impl::publish_health() noexcept {
-    const auto h = core_.health();
-    live_.store(h.running, std::memory_order_relaxed);
-    admitting_.store(h.admitting, std::memory_order_relaxed);
-    degraded_.store(h.degraded, std::memory_order_relaxed);
-    ready_workers_.store(h.ready_workers, std::memory_order_relaxed);
+    health_.post(core_.health());
 }
 
 void pool_impl::resize(std::size_t workers) {
@@ -289,29 +250,6 @@ void pool_impl::resize(std::size_t workers) {
         self->core_.resize(workers, core::clock::now());
         self->drive();
     });
-}
-
-pool_health pool_impl::health() const {
-    pool_health h{.live = live_.load(std::memory_order_relaxed),
-                  .degraded = degraded_.load(std::memory_order_relaxed),
-                  .draining = !admitting_.load(std::memory_order_relaxed),
-                  .ready_workers = ready_workers_.load(std::memory_order_relaxed),
-                  .workers = params_.workers};
-    const std::size_t wanted = std::max<std::size_t>(1, params_.min_ready_workers);
-    if (!h.live) {
-        h.reason = "the pool is not running (async_run has not started it, or it has finished)";
-    } else if (h.draining) {
-        h.reason = "the pool is shutting down";
-    } else if (h.degraded) {
-        h.reason = "workers cannot be started (the pool is degraded)";
-    } else if (h.ready_workers < wanted) {
-        h.reason = std::to_string(h.ready_workers) + " of " + std::to_string(params_.workers) +
-                   " workers are ready; " + std::to_string(wanted) +
-                   " are needed (pool_params::min_ready_workers)";
-    } else {
-        h.ready = true;
-    }
-    return h;
 }
 
 inline void pool_impl::arm_timer() {
@@ -383,7 +321,7 @@ inline void pool_impl::execute(core::complete_action& a) {
 
 void pool_impl::execute(core::run_finished_action&) {
     timer_.cancel();
-    publish_health();  // not live, before anyone waiting for the end hears of it
+    health_.post(core_.health());  // not live, before anyone waiting for the end hears of it
     if (run_handler_) {
         run_handler h(std::move(*run_handler_));
         run_handler_.reset();
@@ -407,10 +345,7 @@ void pool_impl::adopt(core::slot_id s, posix::spawned_process& p) {
     auto& w = *workers_[s];
     w.process.take(p);
     w.channel.open(std::move(p.channel), weak_from_this());
-    if (cgroups_) {
-        // Charged from here on: before its hello, so before any task it runs.
-        cgroups_->enter(s, p.pid);
-    }
+    memory_.adopt(s, p.pid);
     core_.on_spawned(s, p.pid, core::clock::now());
     const auto keep = shared_from_this();
     w.process.watch_exit(keep, [this, s] {
@@ -507,12 +442,7 @@ void pool_impl::finish_exit_when_read(core::slot_id s) {
     auto status = *w.process.exit();
     w.process.retire();
     w.channel.close();
-    if (cgroups_) {
-        if (const auto kills = cgroups_->oom_kills(s); kills && *kills > oom_seen_[s]) {
-            status.oom_killed = true;
-            oom_seen_[s] = *kills;
-        }
-    }
+    status.oom_killed = memory_.oom_killed(s);
     core_.on_exit(s, status, core::clock::now());
 }
 

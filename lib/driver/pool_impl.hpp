@@ -12,11 +12,12 @@
 #pragma once
 
 #include "../core/pool_core.hpp"
-#include "../posix/cgroup.hpp"
 #include "../posix/limits.hpp"
 #include "../posix/process.hpp"
 #include "completion.hpp"
 #include "fork_server_link.hpp"
+#include "health_board.hpp"
+#include "memory_limits.hpp"
 #include "process_io.hpp"
 #include "side_processes.hpp"
 #include "worker_channel.hpp"
@@ -54,7 +55,7 @@ public:
     void shutdown(run_handler handler);
     void cancel();
     void resize(std::size_t workers);
-    pool_health health() const;
+    pool_health health() const { return health_.read(); }
     pool_stats stats() const {
         pool_stats s = core_.stats();
         s.open_files_limit = fds_.room().soft_after;
@@ -104,8 +105,6 @@ private:
     void channel_ended(core::slot_id slot, boost::system::error_code ec);
     // Completes an exit once no read is in flight: what is left in the pipes, then the core.
     void finish_exit_when_read(core::slot_id slot);
-    /// Says in a notice how the memory limits are enforced here, if any are set.
-    void note_memory_mechanism();
 
     // The fork server.
     void read_server_control();
@@ -117,11 +116,8 @@ private:
     // Descriptors reserved under the open-file limit while the pool exists; first, so that a
     // pool that cannot fit fails before anything else is made.
     posix::fd_reservation fds_;
-    // A memory cgroup per worker slot, when a hard limit is set and the host allows it, and
-    // the OOM kills already seen in each.
-    std::optional<posix::memory_cgroups> cgroups_;
-    std::string cgroup_problem_;
-    std::vector<std::uint64_t> oom_seen_;
+    memory_limits memory_;
+    health_board health_;  // read off the executor too
     completion_context completion_;
     pool_params params_;
     core::pool_core core_;
@@ -132,14 +128,7 @@ private:
     core::time_point armed_for_ = core::time_point::max();
     std::vector<std::unique_ptr<worker_io>> workers_;
     std::unordered_map<core::task_id, pending_task> pending_;
-    std::atomic<core::task_id> next_task_id_{1};  // used off the executor
-    // What health() reads from any thread, published after every event (relaxed: each is a
-    // snapshot on its own; a probe needs no consistency between them).
-    std::atomic<bool> live_{false};
-    std::atomic<bool> admitting_{true};
-    std::atomic<bool> degraded_{false};
-    std::atomic<std::size_t> ready_workers_{0};
-    void publish_health() noexcept;
+    std::atomic<core::task_id> next_task_id_{1};  // the one member used off the executor
     bool run_called_ = false;
     // Optional rather than empty: Boost 1.81's any_completion_handler move assignment
     // recurses forever (it copies from an lvalue), so handlers are only move-constructed.

@@ -1,0 +1,37 @@
+// How the pool's memory limits are enforced on this host, for the driver: a memory cgroup
+// per worker slot when a hard limit is set and the host allows one (the kernel enforces the
+// limit and counts OOM kills), else nothing here (the core samples). It puts each new
+// worker in its slot's cgroup, tells whether a reaped worker was OOM-killed there, and says
+// in one sentence which mechanism is in force.
+#pragma once
+
+#include "../posix/cgroup.hpp"
+#include <torchpool/pool_params.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace torchpool::detail {
+
+class memory_limits {
+public:
+    memory_limits(const memory_params& params, std::size_t slots);
+
+    /// Puts the new worker `pid` of `slot` in its cgroup, if there is one.
+    void adopt(std::size_t slot, int pid) const;
+    /// True if the kernel OOM-killed a process in `slot`'s cgroup since the last call.
+    bool oom_killed(std::size_t slot);
+    /// "memory limits per worker: ..." for a notice; empty when no limit is set.
+    std::string describe() const;
+
+private:
+    memory_params params_;
+    std::optional<posix::memory_cgroups> cgroups_;
+    std::string cgroup_problem_;  // why there is no cgroup, when a hard limit wants one
+    std::vector<std::uint64_t> oom_seen_;
+};
+
+}  // namespace torchpool::detail
