@@ -1,7 +1,9 @@
 // The pool's decisions, without I/O: the coordinator of the core's units. It takes events
 // (a worker said hello, a reply came, a process exited, time passed), asks the units that
 // decide (one per job, below) and returns actions for the Asio driver (lib/pool.cpp) to carry
-// out. Tests drive it directly with a simulated clock.
+// out (lib/driver/pool_impl.cpp). Tests drive it directly with a simulated clock. Its own
+// code is in three files: pool_core.cpp (tasks and messages), pool_core_lifecycle.cpp
+// (starts, exits, stops) and pool_core_resources.cpp (heartbeats, memory, recycling, size).
 //
 //   supervised_child   the lifecycle of one process, worker or fork server
 //   worker_set         the worker slots, and what is derived from their states
@@ -9,7 +11,10 @@
 //   task_table         tasks, the queue, deadlines, who was sent what
 //   dispatch           admission, and which worker takes the next task
 //   start_gate         which slots may start a process now
-//   restart_policy     backoff, and when failed starts make the pool degraded
+//   restart_policy     backoff, restart intensity, and when the pool is degraded
+//   heartbeat          heartbeats to idle workers, and which are unresponsive
+//   memory_watch       which busy worker's memory to read, and what its figure means
+//   sizing             which slots are in use: growth, shrinking, resize, recycling handovers
 //   pool_phase         running, draining, stopping, finished
 //   report             counters, events and the wording of diagnostics
 #pragma once
