@@ -1,11 +1,54 @@
 // A snapshot of a pool's state and history.
 #pragma once
 
+#include <algorithm>
+#include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 
 namespace torchpool {
+
+/// A distribution of durations in fixed buckets, cheap enough to fill on every task: bucket
+/// i counts the durations below `bounds_us[i]` and not below the bound before it; the last
+/// bucket counts the rest. The bounds follow Prometheus's 1-2.5-5 steps, from 50 µs to 60 s,
+/// so that a server can export them as a histogram as they are.
+struct latency_histogram {
+    static constexpr std::size_t buckets = 20;
+    static constexpr std::array<std::uint64_t, buckets - 1> bounds_us = {
+        50,        100,       250,        500,        1'000,     2'500,   5'000,
+        10'000,    25'000,    50'000,     100'000,    250'000,   500'000, 1'000'000,
+        2'500'000, 5'000'000, 10'000'000, 30'000'000, 60'000'000};
+
+    std::array<std::uint64_t, buckets> counts{};
+    std::uint64_t count = 0;
+    std::uint64_t sum_us = 0;
+
+    void add(std::chrono::microseconds d) noexcept {
+        const auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(0, d.count()));
+        const auto at = std::upper_bound(bounds_us.begin(), bounds_us.end(), us);
+        ++counts[static_cast<std::size_t>(at - bounds_us.begin())];
+        ++count;
+        sum_us += us;
+    }
+    /// The upper bound (µs) of the bucket that holds quantile `q` (0..1): an estimate no
+    /// lower than the true value; 0 when empty, and the largest bound past it.
+    std::uint64_t quantile_us(double q) const noexcept {
+        if (count == 0) {
+            return 0;
+        }
+        const auto rank = static_cast<std::uint64_t>(q * static_cast<double>(count - 1)) + 1;
+        std::uint64_t seen = 0;
+        for (std::size_t i = 0; i < buckets - 1; ++i) {
+            seen += counts[i];
+            if (seen >= rank) {
+                return bounds_us[i];
+            }
+        }
+        return bounds_us.back();
+    }
+};
 
 struct pool_stats {
     // Workers by state, now.
@@ -62,6 +105,11 @@ struct pool_stats {
     std::uint64_t recycled = 0;          ///< replaced on purpose (soft memory limit)
     /// Why the last failed start failed, in plain words; empty if none has.
     std::string last_start_error;
+
+    // Latency distributions, since the pool was made.
+    latency_histogram start_to_ready;  ///< from a worker process's start to its hello
+    latency_histogram queue_wait;      ///< from submission to being sent to a worker
+    latency_histogram run_time;        ///< from a task's start on its worker to its reply
 };
 
 }  // namespace torchpool

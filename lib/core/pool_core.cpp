@@ -93,7 +93,9 @@ void pool_core::dispatch(time_point now) {
         if (tasks_.sent(*target).empty()) {
             workers_[*target].task_start = now;  // it starts now, rather than after others
         }
-        actions_.push_back(send_request_action{*target, tasks_.send_next(*target)});
+        time_point submitted;
+        actions_.push_back(send_request_action{*target, tasks_.send_next(*target, &submitted)});
+        report_.counters.queue_wait.add(duration_cast<std::chrono::microseconds>(now - submitted));
     }
     if (tasks_.queued() > 0) {
         maybe_grow(now);
@@ -240,6 +242,8 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
         return;
     }
     w.child.became_ready(now);
+    report_.counters.start_to_ready.add(
+        duration_cast<std::chrono::microseconds>(now - w.child.process_start()));
     heartbeat_.ready(s,
                      std::find(hello.capabilities.begin(), hello.capabilities.end(),
                                wire::answers_heartbeats) != hello.capabilities.end(),
@@ -284,6 +288,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     w.child.healthy();
     heartbeat_.active(s, now);
     ++w.tasks_done;
+    report_.counters.run_time.add(duration_cast<std::chrono::microseconds>(now - w.task_start));
     const auto done = tasks_.answered(s);
     if (sent.empty()) {
         workers_.dispatch().became_idle(s);

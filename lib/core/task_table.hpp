@@ -51,7 +51,7 @@ public:
 
     /// Takes the task at the head of the queue (there must be one) and sends it to `slot`;
     /// returns it.
-    task_id send_next(slot_id slot);
+    task_id send_next(slot_id slot, time_point* submitted = nullptr);
     /// What `slot` was sent and has not answered, oldest (running) first.
     const std::deque<sent_task>& sent(slot_id slot) const { return sent_[slot]; }
     /// The task `slot` is running, unless it runs nothing or one that was abandoned.
@@ -112,7 +112,7 @@ inline void task_table::forget(task_id id) {
     tasks_.erase(it);
 }
 
-inline task_id task_table::send_next(slot_id slot) {
+inline task_id task_table::send_next(slot_id slot, time_point* submitted) {
     for (;;) {
         const task_id id = queue_.front();
         queue_.pop_front();
@@ -121,6 +121,9 @@ inline task_id task_table::send_next(slot_id slot) {
             it->second.slot = slot;
             --queued_;
             sent_[slot].push_back({id});
+            if (submitted) {
+                *submitted = it->second.submitted;
+            }
             return id;
         }
         // Otherwise it completed (cancelled, timed out) while queued.

@@ -371,6 +371,12 @@ TEST_CASE(
         CHECK(s.killed_by_pool == 0);
         CHECK(s.paced_restarts == 0);
         CHECK(short_of_workers == 0);
+        // Every task was timed: in the queue, and on its worker.
+        CHECK(s.queue_wait.count == static_cast<std::uint64_t>(tasks));
+        CHECK(s.run_time.count == static_cast<std::uint64_t>(tasks));
+        CHECK(s.start_to_ready.count >= 4);
+        CHECK(s.start_to_ready.count <= s.spawned);
+        CHECK(s.run_time.quantile_us(0.5) <= s.run_time.quantile_us(0.99));
         const auto recycled = events.of(worker_event::kind::recycled);
         REQUIRE_FALSE(recycled.empty());
         CHECK_THAT(recycled[0].description,

@@ -99,3 +99,24 @@ TEST_CASE("a SIGKILL nobody in the pool sent is reported with the memory evidenc
     CHECK(oom_evidence({.signal = SIGSEGV}, near, limits, tight).empty());
     CHECK(oom_evidence({.signal = SIGKILL, .oom_killed = true}, near, limits, tight).empty());
 }
+
+TEST_CASE("latency histograms count durations in fixed buckets and estimate quantiles",
+          "[report][histogram]") {
+    latency_histogram h;
+    CHECK(h.quantile_us(0.5) == 0);
+    h.add(std::chrono::microseconds(30));   // below 50 µs
+    h.add(std::chrono::microseconds(50));   // at a bound: the next bucket
+    h.add(std::chrono::microseconds(700));  // below 1 ms
+    h.add(std::chrono::microseconds(-5));   // a clock step back counts as 0
+    h.add(std::chrono::seconds(100));       // past the last bound
+    CHECK(h.count == 5);
+    CHECK(h.counts[0] == 2);
+    CHECK(h.counts[1] == 1);
+    CHECK(h.counts[4] == 1);
+    CHECK(h.counts[latency_histogram::buckets - 1] == 1);
+    CHECK(h.sum_us == 30 + 50 + 700 + 100'000'000);
+    CHECK(h.quantile_us(0.0) == 50);
+    CHECK(h.quantile_us(0.5) == 100);
+    CHECK(h.quantile_us(0.75) == 1'000);
+    CHECK(h.quantile_us(1.0) == 60'000'000);
+}
