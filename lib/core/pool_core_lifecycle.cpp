@@ -309,8 +309,7 @@ void pool_core::after_exit(slot_id s, time_point now) {
         return;
     }
     // A worker replaced on purpose does not count against the restart intensity.
-    const bool planned =
-        w.child.reason() == stop_reason::recycle || w.child.reason() == stop_reason::shrink;
+    const bool planned = on_purpose(w.child.reason());
     const time_point at = restart_time(w.child.failures(), !planned, now);
     if (at <= now) {
         wait_for_start(s, now);
@@ -340,9 +339,7 @@ void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_poin
     tasks_.release(s);
     const bool already_stopping = w.child.state() == child_state::stopping;
     const stop_step step = w.child.stop(reason, force, now, params_.stop_grace);
-    if (step != stop_step::none && !already_stopping && reason != stop_reason::shutdown &&
-        reason != stop_reason::pool_stop && reason != stop_reason::recycle &&
-        reason != stop_reason::shrink) {
+    if (step != stop_step::none && !already_stopping && !on_purpose(reason)) {
         ++report_.counters.killed_by_pool;
     }
     switch (step) {
@@ -352,8 +349,7 @@ void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_poin
             actions_.push_back(signal_action{s, SIGKILL});
             break;
         case stop_step::ask:
-            if (reason == stop_reason::shutdown || reason == stop_reason::recycle ||
-                reason == stop_reason::shrink) {
+            if (on_purpose(reason)) {
                 actions_.push_back(send_shutdown_action{s});
             } else {
                 actions_.push_back(signal_action{s, SIGTERM});

@@ -14,17 +14,15 @@ using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
 void pool_core::on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now) {
-    if (heartbeat_.answered(s, beat.sequence, now) &&
-        workers_[s].child.state() == child_state::running && tasks_.sent(s).empty()) {
+    if (heartbeat_.answered(s, beat.sequence, now) && workers_.state_of(s) == worker_state::idle) {
         workers_.dispatch().became_idle(s);  // it may take tasks again
         dispatch(now);
     }
 }
 
 void pool_core::sweep_heartbeats(time_point now) {
-    auto result = heartbeat_.sweep(now, [this](slot_id s) {
-        return workers_[s].child.state() == child_state::running && tasks_.sent(s).empty();
-    });
+    auto result = heartbeat_.sweep(
+        now, [this](slot_id s) { return workers_.state_of(s) == worker_state::idle; });
     for (const auto& ping : result.pings) {
         workers_.dispatch().not_idle(ping.slot);  // no task until it answers
         actions_.push_back(send_heartbeat_action{ping.slot, ping.sequence});
@@ -49,9 +47,8 @@ void pool_core::unresponsive(slot_id s, time_point now) {
 }
 
 void pool_core::sample_memory(time_point now) {
-    const auto s = memory_.due(now, [this](slot_id slot) {
-        return workers_[slot].child.state() == child_state::running && !tasks_.sent(slot).empty();
-    });
+    const auto s = memory_.due(
+        now, [this](slot_id slot) { return workers_.state_of(slot) == worker_state::busy; });
     if (s) {
         check_memory(*s, now);
     }
@@ -157,7 +154,7 @@ void pool_core::hand_over(slot_id old, time_point now) {
     auto& w = workers_[old];
     sizing_.leaving(old);
     w.park_on_exit = true;
-    if (w.child.state() == child_state::running && !tasks_.sent(old).empty()) {
+    if (workers_.state_of(old) == worker_state::busy) {
         w.retire_after_task = true;  // its task finishes first
     } else {
         leave(old, stop_reason::recycle, true, now);
@@ -198,7 +195,7 @@ std::size_t pool_core::resize(std::size_t workers, time_point now) {
                 w.child.state() == child_state::stopping) {
                 continue;
             }
-            const bool busy = w.child.state() == child_state::running && !tasks_.sent(s).empty();
+            const bool busy = workers_.state_of(s) == worker_state::busy;
             if (!busy) {
                 leave(s, stop_reason::shrink, true, now);
             } else if (busy_too) {
@@ -231,7 +228,7 @@ void pool_core::housekeeping(time_point now) {
                              " (pool_params::recycle.max_age)",
                          now);
         }
-        const bool idle = tasks_.sent(s).empty() && !heartbeat_.waiting(s);
+        const bool idle = workers_.state_of(s) == worker_state::idle && !heartbeat_.waiting(s);
         if (idle && now - w.idle_since >= sizing_.idle_timeout() &&
             sizing_.size() > sizing_.min() && !sizing_.is_leaving(s) && !sizing_.replaces(s) &&
             w.recycle_reason.empty()) {
@@ -252,7 +249,7 @@ machine_memory pool_core::machine_memory_now() const {
 }
 
 void pool_core::maybe_grow(time_point now) {
-    if (sizing_.size() >= sizing_.max() || !phase_.admitting() || restart_.degraded()) {
+    if (!sizing_.may_grow() || !phase_.admitting() || restart_.degraded()) {
         return;
     }
     // One more worker per task that waits beyond those already starting, as long as the

@@ -51,9 +51,7 @@ std::vector<slot_id> pool_sizing::start() {
 }
 
 std::optional<slot_id> pool_sizing::take_parked(bool for_replacement) {
-    // Growth counts workers on their way out as still there (they hold their slots until
-    // they exit), so that the spares stay free for replacements.
-    if (!for_replacement && in_use_ - replacing_count_ >= max_) {
+    if (!for_replacement && !may_grow()) {
         return std::nullopt;
     }
     for (slot_id s = 0; s < parked_.size(); ++s) {

@@ -52,6 +52,10 @@ public:
     /// Puts the first `workers` slots in use and returns them; the rest stay parked.
     std::vector<slot_id> start();
 
+    /// The size may grow by one: below max, counting workers on their way out as still
+    /// there (they hold their slots until they exit), so that the spares stay free for
+    /// replacements.
+    bool may_grow() const noexcept { return in_use_ - replacing_count_ < max_; }
     /// A parked slot to start, if the size may grow by one (below max; `for_replacement`:
     /// a spare for a recycled worker, which may go past max). It is in use from now on.
     std::optional<slot_id> take_parked(bool for_replacement);

@@ -39,4 +39,12 @@ enum class stop_reason {
     pool_stop
 };
 
+/// The pool stops the worker for its own reasons, not because the worker failed: it is
+/// asked to exit (a shutdown message), is not counted as killed, and its replacement, if
+/// any, is not a restart the intensity limits.
+constexpr bool on_purpose(stop_reason r) noexcept {
+    return r == stop_reason::shutdown || r == stop_reason::pool_stop || r == stop_reason::recycle ||
+           r == stop_reason::shrink;
+}
+
 }  // namespace torchpool::core
