@@ -313,7 +313,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     if (sent.empty()) {
         w.idle_since = now;
         if (w.retire_after_task && w.child.state() == child_state::running) {
-            leave(s, stop_reason::recycle, w.park_on_exit, now);
+            leave(s, stop_reason::recycle, sizing_.is_leaving(s), now);
         }
     }
     dispatch(now);

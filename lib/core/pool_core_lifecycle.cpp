@@ -65,7 +65,6 @@ void pool_core::begin_start(slot_id s, time_point now) {
     w.sampled_at = {};
     w.recycle_reason.clear();
     w.retire_after_task = false;
-    w.park_on_exit = false;
     w.tasks_done = 0;
     w.recycle_at = time_point::max();
     w.child.begin_start(now, now + params_.spawn_timeout);
@@ -297,13 +296,12 @@ void pool_core::after_exit(slot_id s, time_point now) {
         w.child.retire();
         return;
     }
-    if (w.park_on_exit || sizing_.replacement_of(s)) {
+    if (sizing_.is_leaving(s) || sizing_.replacement_of(s)) {
         // It leaves the pool (shrinking, or replaced); a replacement still starting for it
         // takes its place as an ordinary worker.
         if (const auto r = sizing_.replacement_of(s)) {
             sizing_.handed_over(*r);
         }
-        w.park_on_exit = false;
         w.child.retire();
         sizing_.park(s);
         return;

@@ -134,7 +134,6 @@ void pool_core::start_replacement(slot_id s, time_point now) {
                   "worker " + std::to_string(w.child.pid()) + " is being replaced, since " +
                       w.recycle_reason + "; it is restarted once its task is done");
     w.retire_after_task = true;
-    w.park_on_exit = false;
     if (tasks_.sent(s).empty()) {
         leave(s, stop_reason::recycle, false, now);
     }
@@ -153,7 +152,6 @@ void pool_core::resume_recycling(time_point now) {
 void pool_core::hand_over(slot_id old, time_point now) {
     auto& w = workers_[old];
     sizing_.leaving(old);
-    w.park_on_exit = true;
     if (workers_.state_of(old) == worker_state::busy) {
         w.retire_after_task = true;  // its task finishes first
     } else {
@@ -165,7 +163,6 @@ void pool_core::hand_over(slot_id old, time_point now) {
 void pool_core::leave(slot_id s, stop_reason why, bool park, time_point now) {
     auto& w = workers_[s];
     w.retire_after_task = false;
-    w.park_on_exit = park;
     if (park) {
         sizing_.leaving(s);
     }
@@ -201,7 +198,6 @@ std::size_t pool_core::resize(std::size_t workers, time_point now) {
             } else if (busy_too) {
                 sizing_.leaving(s);
                 workers_[s].retire_after_task = true;
-                workers_[s].park_on_exit = true;
             }
         }
     }

@@ -34,6 +34,7 @@ pool_sizing::pool_sizing(const pool_params& params)
     : parked_(slot_capacity(params), true),
       leaving_(slot_capacity(params), false),
       replaces_(slot_capacity(params)),
+      replaced_by_(slot_capacity(params)),
       initial_(std::max<std::size_t>(1, params.workers)),
       min_(params.min_workers > 0 ? std::min(params.min_workers, initial_) : initial_),
       max_(largest(params)),
@@ -84,10 +85,13 @@ std::size_t pool_sizing::resize(std::size_t workers) {
 }
 
 void pool_sizing::replacing(slot_id replacement, slot_id old) {
-    if (!replaces_[replacement]) {
+    if (const auto previous = replaces_[replacement]) {
+        replaced_by_[*previous].reset();
+    } else {
         ++replacing_count_;
     }
     replaces_[replacement] = old;
+    replaced_by_[old] = replacement;
 }
 
 std::optional<slot_id> pool_sizing::replaces(slot_id replacement) const {
@@ -95,19 +99,11 @@ std::optional<slot_id> pool_sizing::replaces(slot_id replacement) const {
 }
 
 void pool_sizing::handed_over(slot_id replacement) {
-    if (replaces_[replacement]) {
+    if (const auto old = replaces_[replacement]) {
+        replaced_by_[*old].reset();
         replaces_[replacement].reset();
         --replacing_count_;
     }
-}
-
-std::optional<slot_id> pool_sizing::replacement_of(slot_id old) const {
-    for (slot_id s = 0; s < replaces_.size(); ++s) {
-        if (replaces_[s] == old) {
-            return s;
-        }
-    }
-    return std::nullopt;
 }
 
 }  // namespace torchpool::core

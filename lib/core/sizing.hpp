@@ -75,7 +75,7 @@ public:
     /// The replacement of `old` is ready, or `old` is gone before: no longer a handover.
     void handed_over(slot_id replacement);
     /// The replacement started for `old`, if one is.
-    std::optional<slot_id> replacement_of(slot_id old) const;
+    std::optional<slot_id> replacement_of(slot_id old) const { return replaced_by_[old]; }
     /// Replacements under way, and workers still leaving (they hold a slot until they
     /// exit), leave a spare slot for one more.
     bool may_recycle_more() const noexcept {
@@ -86,7 +86,8 @@ private:
     std::vector<bool> parked_;
     std::vector<bool> leaving_;
     std::size_t leaving_count_ = 0;
-    std::vector<std::optional<slot_id>> replaces_;  // by replacement slot: the old one
+    std::vector<std::optional<slot_id>> replaces_;     // by replacement slot: the old one
+    std::vector<std::optional<slot_id>> replaced_by_;  // by old slot: its replacement
     std::size_t in_use_ = 0;
     std::size_t replacing_count_ = 0;
     std::size_t initial_;

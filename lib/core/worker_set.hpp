@@ -45,7 +45,6 @@ public:
         time_point sampled_at{};                    // when it was read
         std::string recycle_reason;                 // it is to be replaced, and why
         bool retire_after_task = false;             // stop it once its task is answered
-        bool park_on_exit = false;                  // once gone, its slot is parked
         std::size_t tasks_done = 0;                 // tasks it answered
         time_point recycle_at = time_point::max();  // replaced for its age at this time
         time_point idle_since{};                    // when it last became idle
