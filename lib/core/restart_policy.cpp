@@ -14,7 +14,6 @@ restart_policy::restart_policy(const pool_params& params)
       period_(std::max(params.restart_limit.period, std::chrono::milliseconds{1})),
       interval_(std::chrono::duration_cast<clock::duration>(period_) /
                 static_cast<clock::rep>(intensity_)),
-      theoretical_arrival_(time_point::min()),
       random_(params.seed) {}
 
 restart_policy::decision restart_policy::next_start(unsigned failures, bool counts,
@@ -28,14 +27,11 @@ restart_policy::decision restart_policy::next_start(unsigned failures, bool coun
     // less the burst tolerance (period - interval), which lets `intensity_` restarts
     // through at once and paces the rest to one per interval.
     const clock::duration tolerance = clock::duration(period_) - interval_;
-    const time_point earliest =
-        theoretical_arrival_ == time_point::min() ? d.at : theoretical_arrival_ - tolerance;
+    const time_point earliest = theoretical_arrival_ - tolerance;
     const bool held_back = earliest > d.at;
     d.paced = held_back;
     d.at = std::max(d.at, earliest);
-    theoretical_arrival_ =
-        (theoretical_arrival_ == time_point::min() ? d.at : std::max(d.at, theoretical_arrival_)) +
-        interval_;
+    theoretical_arrival_ = std::max(d.at, theoretical_arrival_) + interval_;
     if (held_back && !pacing_) {
         pacing_ = d.pacing_began = true;
     } else if (!held_back && pacing_) {

@@ -53,8 +53,10 @@ private:
     std::chrono::milliseconds window_;
     std::size_t intensity_;
     std::chrono::milliseconds period_;
-    clock::duration interval_;        // period / intensity: the paced rate
-    time_point theoretical_arrival_;  // GCRA: when the next restart is due at the paced rate
+    clock::duration interval_;  // period / intensity: the paced rate
+    // GCRA: when the next restart is due at the paced rate; the clock's epoch at first, which
+    // lets the first burst through.
+    time_point theoretical_arrival_{};
     random_source random_;
     std::size_t failed_in_a_row_ = 0;
     time_point last_success_ = time_point::min();
