@@ -160,11 +160,7 @@ std::optional<std::uint64_t> memory_cgroups::oom_kills(std::size_t slot) const {
     if (!text) {
         return std::nullopt;
     }
-    const auto at = text->find("oom_kill ");
-    if (at == std::string::npos) {
-        return std::nullopt;
-    }
-    return std::stoull(text->substr(at + 9));
+    return count_after(text->c_str(), "oom_kill ");
 }
 
 }  // namespace torchpool::posix

@@ -48,6 +48,19 @@ std::string trimmed(std::string text) {
 
 }  // namespace
 
+const char* value_after(const char* text, const char* key) noexcept {
+    const char* at = std::strstr(text, key);
+    return at ? at + std::strlen(key) : nullptr;
+}
+
+std::optional<std::uint64_t> count_after(const char* text, const char* key) noexcept {
+    const char* value = value_after(text, key);
+    if (!value) {
+        return std::nullopt;
+    }
+    return std::strtoull(value, nullptr, 10);
+}
+
 std::optional<std::string> read_small_file(const std::string& path) {
     char text[8192];
     const long n = read_into(path.c_str(), text, sizeof text);
@@ -63,19 +76,16 @@ std::optional<worker_memory> read_memory(int pid) {
     if (read_into(proc_path(pid, "smaps_rollup").c_str(), text, sizeof text) < 0) {
         return std::nullopt;
     }
-    auto kib = [&](const char* field) -> std::optional<std::uint64_t> {
-        const char* at = std::strstr(text, field);
-        if (!at) {
-            return std::nullopt;
-        }
-        return std::strtoull(at + std::strlen(field), nullptr, 10) * 1024;
-    };
-    const auto rss = kib("\nRss:"), pss = kib("\nPss:");
-    const auto clean = kib("\nPrivate_Clean:"), dirty = kib("\nPrivate_Dirty:");
+    const auto rss = count_after(text, "\nRss:"), pss = count_after(text, "\nPss:");
+    const auto clean = count_after(text, "\nPrivate_Clean:");
+    const auto dirty = count_after(text, "\nPrivate_Dirty:");
     if (!rss || !pss || !clean || !dirty) {
         return std::nullopt;  // a zombie, or a kernel without these fields
     }
-    return worker_memory{.private_bytes = *clean + *dirty, .pss_bytes = *pss, .rss_bytes = *rss};
+    // In kB.
+    return worker_memory{.private_bytes = (*clean + *dirty) * 1024,
+                         .pss_bytes = *pss * 1024,
+                         .rss_bytes = *rss * 1024};
 }
 
 std::optional<std::uint64_t> available_memory() {
@@ -83,11 +93,11 @@ std::optional<std::uint64_t> available_memory() {
     if (read_into("/proc/meminfo", text, sizeof text) < 0) {
         return std::nullopt;
     }
-    const char* at = std::strstr(text, "MemAvailable:");
-    if (!at) {
+    const auto kib = count_after(text, "MemAvailable:");
+    if (!kib) {
         return std::nullopt;
     }
-    return std::strtoull(at + std::strlen("MemAvailable:"), nullptr, 10) * 1024;
+    return *kib * 1024;
 }
 
 std::optional<double> memory_pressure() {
@@ -95,11 +105,11 @@ std::optional<double> memory_pressure() {
     if (read_into("/proc/pressure/memory", text, sizeof text) < 0) {
         return std::nullopt;
     }
-    const char* at = std::strstr(text, "full avg10=");
-    if (!at) {
+    const char* value = value_after(text, "full avg10=");
+    if (!value) {
         return std::nullopt;
     }
-    return std::strtod(at + std::strlen("full avg10="), nullptr);
+    return std::strtod(value, nullptr);
 }
 
 std::optional<worker_activity> read_activity(int pid) {

@@ -5,6 +5,7 @@
 
 #include <torchpool/task.hpp>
 
+#include <cstdint>
 #include <optional>
 #include <string>
 
@@ -28,6 +29,12 @@ std::optional<double> memory_pressure();
 /// The name of system call `number` on this architecture, for the common blocking ones
 /// ("read", "futex", ...); empty for others.
 const char* syscall_name(long number) noexcept;
+
+/// In kernel-formatted text ("MemAvailable:  123 kB", "oom_kill 2", "full avg10=0.00"): where
+/// the value after the first `key` begins, or null if `key` is not there.
+const char* value_after(const char* text, const char* key) noexcept;
+/// The whole number after the first `key`, or nullopt.
+std::optional<std::uint64_t> count_after(const char* text, const char* key) noexcept;
 
 /// The whole of a small /proc or /sys file, or nullopt if it cannot be opened.
 std::optional<std::string> read_small_file(const std::string& path);
