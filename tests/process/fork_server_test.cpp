@@ -272,7 +272,7 @@ TEST_CASE("killing the fork server while it makes many workers loses none of the
     CHECK(child_pids().empty());
 }
 
-TEST_CASE("a fork server helper that dies alone gets the server replaced; workers carry on",
+TEST_CASE("a fork server helper that dies alone gets the server replaced: workers carry on",
           "[process][fork_server]") {
     run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
         notifier changed(io.get_executor());

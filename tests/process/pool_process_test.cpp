@@ -463,7 +463,7 @@ TEST_CASE("with prefetch, a crash fails only the running task, and prefetched on
     });
 }
 
-TEST_CASE("async_run completes once; a second call fails at once with already_started",
+TEST_CASE("async_run completes once: a second call fails at once with already_started",
           "[process]") {
     run_coroutine([](asio::io_context& io) -> asio::awaitable<void> {
         pool p(io.get_executor(), params_for(1));

@@ -229,7 +229,7 @@ TEST_CASE("with limit_address_space, an allocation past the hard limit fails ins
 }
 #endif
 
-TEST_CASE("a pool that cannot start workers is degraded and says why; it recovers on its own",
+TEST_CASE("a pool that cannot start workers is degraded and says why: it recovers on its own",
           "[process][restart]") {
     const std::string blocker = std::filesystem::temp_directory_path() /
                                 ("torchpool-blocker-" + std::to_string(::getpid()));

@@ -91,7 +91,7 @@ TEST_CASE("the LibTorch worker's results equal the model's forward run in this p
     CHECK(child_pids().empty());
 }
 
-TEST_CASE("model errors fail the task with a message that names the problem; the worker stays",
+TEST_CASE("model errors fail the task with a message that names the problem: the worker stays",
           "[process][torch]") {
     run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
         pool p(io.get_executor(), {.worker = libtorch_worker(), .workers = 1});

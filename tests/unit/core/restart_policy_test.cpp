@@ -24,7 +24,7 @@ pool_params params_with(std::size_t restarts = 100) {
 
 }  // namespace
 
-TEST_CASE("the first failure since a child was healthy restarts at once; later ones wait longer",
+TEST_CASE("the first failure since a child was healthy restarts at once: later ones wait longer",
           "[restart_policy]") {
     restart_policy p(params_with());
     CHECK(p.next_start(0, true, t0).at == t0);  // stopped on purpose

@@ -9,7 +9,7 @@ using namespace torchpool::core;
 using namespace std::chrono_literals;
 
 TEST_CASE(
-    "a fixed pool has exactly its slots; recycling adds a spare per concurrent "
+    "a fixed pool has exactly its slots: recycling adds a spare per concurrent "
     "replacement",
     "[sizing]") {
     CHECK(slot_capacity({.workers = 4}) == 4);

@@ -5,7 +5,7 @@
 
 using namespace torchpool::core;
 
-TEST_CASE("no more starts than the limit are in progress; each one that ends lets the next",
+TEST_CASE("no more starts than the limit are in progress: each one that ends lets the next",
           "[start_gate]") {
     start_gate g(4, 2);
     for (slot_id s : {2, 0, 3, 1}) {

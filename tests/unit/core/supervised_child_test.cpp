@@ -61,7 +61,7 @@ TEST_CASE("a stop asks first with a grace period, then can only be escalated to 
     CHECK(c.reason() == stop_reason::deadline);
 }
 
-TEST_CASE("a forced stop kills at once; a child without a process is retired", "[child]") {
+TEST_CASE("a forced stop kills at once: a child without a process is retired", "[child]") {
     recorder seen;
     supervised_child starting(1, 1024, &seen);
     starting.begin_start(t0, t0 + 10s);
@@ -78,7 +78,7 @@ TEST_CASE("a forced stop kills at once; a child without a process is retired", "
     CHECK(seen.take().empty());
 }
 
-TEST_CASE("failures count in a row until the child is healthy; failed starts until it is ready",
+TEST_CASE("failures count in a row until the child is healthy: failed starts until it is ready",
           "[child]") {
     recorder seen;
     supervised_child c(0, 1024, &seen);
