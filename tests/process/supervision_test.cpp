@@ -26,46 +26,6 @@ namespace {
 
 constexpr std::uint64_t mib = 1u << 20;
 
-// Collects the pool's events, and wakes a coroutine waiting on `changed` at each one.
-struct event_log {
-    std::vector<worker_event> all;
-    notifier* changed = nullptr;
-
-    /// While it lives (a local of the test's coroutine, made before the pool), events wake
-    /// waiting coroutines; it detaches itself however the coroutine ends.
-    class listener {
-    public:
-        listener(event_log& log, asio::any_io_executor ex) : log_(log), notifier_(std::move(ex)) {
-            log_.changed = &notifier_;
-        }
-        ~listener() { log_.changed = nullptr; }
-        listener(const listener&) = delete;
-        listener& operator=(const listener&) = delete;
-
-    private:
-        event_log& log_;
-        notifier notifier_;
-    };
-
-    worker_event_observer observer() {
-        return [this](const worker_event& e) {
-            all.push_back(e);
-            if (changed) {
-                changed->notify();
-            }
-        };
-    }
-    std::vector<worker_event> of(worker_event::kind k) const {
-        std::vector<worker_event> out;
-        for (const auto& e : all) {
-            if (e.what == k) {
-                out.push_back(e);
-            }
-        }
-        return out;
-    }
-};
-
 }  // namespace
 
 TEST_CASE("a worker stuck in a system call past its deadline: the error says which, and where",
@@ -95,10 +55,7 @@ TEST_CASE("an idle worker that stops answering heartbeats is replaced before it 
     params.stop_grace = 200ms;
     event_log events;
     params.on_worker_event = events.observer();
-    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
-        event_log::listener listening(events, io.get_executor());
-        pool p(io.get_executor(), params);
-        p.async_run([](boost::system::error_code) {});
+    with_pool(params, events, [&](pool& p) -> asio::awaitable<void> {
         auto [ec, r] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
         REQUIRE(!ec);
         const int frozen = std::stoi(r.payload);
@@ -120,9 +77,7 @@ TEST_CASE("an idle worker that stops answering heartbeats is replaced before it 
         const auto s = p.stats();
         CHECK(s.unresponsive == 1);
         CHECK(s.worker_died == 0);
-        co_await p.async_shutdown(tuple_awaitable);
     });
-    CHECK(child_pids().empty());
 }
 
 TEST_CASE("a worker over its soft memory limit is recycled after its task, which succeeds",
@@ -131,10 +86,7 @@ TEST_CASE("a worker over its soft memory limit is recycled after its task, which
     params.memory = {.soft_limit_bytes = 32 * mib, .sample_interval = 50ms};
     event_log events;
     params.on_worker_event = events.observer();
-    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
-        event_log::listener listening(events, io.get_executor());
-        pool p(io.get_executor(), params);
-        p.async_run([](boost::system::error_code) {});
+    with_pool(params, events, [&](pool& p) -> asio::awaitable<void> {
         auto [ec, r] = co_await p.async_submit(make_request("allocate", "64"), tuple_awaitable);
         CHECK(!ec);  // its task is not failed
         // Its replacement starts, and it leaves once that one is ready.
@@ -153,9 +105,7 @@ TEST_CASE("a worker over its soft memory limit is recycled after its task, which
         CHECK(p.stats().recycled == 1);
         CHECK(p.stats().paced_restarts == 0);
         CHECK(p.stats().killed_by_pool == 0);
-        co_await p.async_shutdown(tuple_awaitable);
     });
-    CHECK(child_pids().empty());
 }
 
 TEST_CASE(
@@ -285,10 +235,7 @@ TEST_CASE("restarts past the restart intensity are paced, and pacing ends when t
     params.restart_limit = {.restarts = 2, .period = 400ms};  // then one per 200 ms
     event_log events;
     params.on_worker_event = events.observer();
-    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
-        event_log::listener listening(events, io.get_executor());
-        pool p(io.get_executor(), params);
-        p.async_run([](boost::system::error_code) {});
+    with_pool(params, events, [&](pool& p) -> asio::awaitable<void> {
         // Each worker answers a task (it is healthy, so it is replaced at once), then is
         // killed from outside; four kills in a row.
         for (int kill = 0; kill < 4; ++kill) {
@@ -307,7 +254,7 @@ TEST_CASE("restarts past the restart intensity are paced, and pacing ends when t
         CHECK_THAT(notices[0].description, Catch::Contains("restart intensity reached"));
 
         // A period later (the behaviour under test is the rate), a restart is not held back.
-        asio::steady_timer later(io, 800ms);
+        asio::steady_timer later(co_await asio::this_coro::executor, 800ms);
         co_await later.async_wait(tuple_awaitable);
         const auto exits = events.of(worker_event::kind::exited).size();
         ::kill(std::stoi(r.payload), SIGKILL);
@@ -317,9 +264,7 @@ TEST_CASE("restarts past the restart intensity are paced, and pacing ends when t
         CHECK_THAT(notices.back().description, Catch::Contains("no longer paced"));
         auto [ec2, r2] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
         CHECK(!ec2);
-        co_await p.async_shutdown(tuple_awaitable);
     });
-    CHECK(child_pids().empty());
 }
 
 TEST_CASE(
@@ -346,11 +291,8 @@ TEST_CASE(
         }
         events.observer()(e);
     };
-    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
-        event_log::listener listening(events, io.get_executor());
-        pool p(io.get_executor(), params);
+    with_pool(params, events, [&](pool& p) -> asio::awaitable<void> {
         the_pool = &p;
-        p.async_run([](boost::system::error_code) {});
         constexpr int tasks = 2000;
         int ok = 0, failed = 0;
         for (int i = 0; i < tasks; ++i) {
@@ -382,9 +324,7 @@ TEST_CASE(
         CHECK_THAT(recycled[0].description,
                    Catch::Contains("answered 50 tasks (pool_params::recycle.max_tasks)"));
         the_pool = nullptr;  // exits at shutdown are not recycling
-        co_await p.async_shutdown(tuple_awaitable);
     });
-    CHECK(child_pids().empty());
 }
 
 TEST_CASE("recycling by age replaces each worker after its time, spread by jitter",
@@ -393,10 +333,7 @@ TEST_CASE("recycling by age replaces each worker after its time, spread by jitte
     params.recycle = {.max_age = 300ms, .jitter = 0.2};
     event_log events;
     params.on_worker_event = events.observer();
-    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
-        event_log::listener listening(events, io.get_executor());
-        pool p(io.get_executor(), params);
-        p.async_run([](boost::system::error_code) {});
+    with_pool(params, events, [&](pool& p) -> asio::awaitable<void> {
         co_await events.changed->until(
             [&] { return events.of(worker_event::kind::recycled).size() >= 4; }, 20s);
         for (const auto& e : events.of(worker_event::kind::recycled)) {
@@ -405,9 +342,7 @@ TEST_CASE("recycling by age replaces each worker after its time, spread by jitte
         auto [ec, r] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
         CHECK(!ec);
         CHECK(p.stats().workers_target == 2);
-        co_await p.async_shutdown(tuple_awaitable);
     });
-    CHECK(child_pids().empty());
 }
 
 TEST_CASE("elastic size: grows while tasks wait, shrinks after idling, follows resize",
@@ -418,10 +353,7 @@ TEST_CASE("elastic size: grows while tasks wait, shrinks after idling, follows r
     params.idle_timeout = 300ms;
     event_log events;
     params.on_worker_event = events.observer();
-    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
-        event_log::listener listening(events, io.get_executor());
-        pool p(io.get_executor(), params);
-        p.async_run([](boost::system::error_code) {});
+    with_pool(params, events, [&](pool& p) -> asio::awaitable<void> {
         // Four tasks of 200 ms at once: the pool grows to four workers to run them.
         int done = 0;
         std::set<int> pids;
@@ -458,9 +390,7 @@ TEST_CASE("elastic size: grows while tasks wait, shrinks after idling, follows r
         CHECK_THAT(notices.back().description, Catch::Contains("resized to 2 workers"));
         auto [ec, r] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
         CHECK(!ec);
-        co_await p.async_shutdown(tuple_awaitable);
     });
-    CHECK(child_pids().empty());
 }
 
 TEST_CASE(

@@ -1,8 +1,8 @@
 #include "outside_killer.hpp"
 
+#include "process_support.hpp"
+
 #include <algorithm>
-#include <cstdio>
-#include <fstream>
 #include <random>
 #include <string>
 
@@ -14,23 +14,6 @@ namespace torchpool::test {
 
 namespace {
 
-// The parent of `pid` as /proc says, or 0.
-int parent_of(int pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; it ends at the last ')'.
-    const auto close = stat.rfind(')');
-    if (close == std::string::npos) {
-        return 0;
-    }
-    char state = 0;
-    int ppid = 0;
-    if (std::sscanf(stat.c_str() + close + 1, " %c %d", &state, &ppid) != 2) {
-        return 0;
-    }
-    return ppid;
-}
-
 // SIGKILLs `pid` if it is still our child. The pidfd pins the process it was opened for:
 // if the pid was reused after that, the signal goes to the (dead) original, harmlessly.
 bool kill_if_child(int pid) {
@@ -39,7 +22,7 @@ bool kill_if_child(int pid) {
         return false;
     }
     bool killed = false;
-    if (parent_of(pid) == ::getpid()) {
+    if (const auto stat = read_proc_stat(pid); stat && stat->ppid == ::getpid()) {
         killed = ::syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, nullptr, 0) == 0;
     }
     ::close(pidfd);

@@ -1,5 +1,6 @@
 #include "process_support.hpp"
 
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 
@@ -28,13 +29,23 @@ std::vector<int> child_pids() {
     return pids;
 }
 
+std::optional<proc_stat> read_proc_stat(int pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses; it ends at the last ')'.
+    const auto close = stat.rfind(')');
+    proc_stat out;
+    if (close == std::string::npos ||
+        std::sscanf(stat.c_str() + close + 1, " %c %d", &out.state, &out.ppid) != 2) {
+        return std::nullopt;
+    }
+    return out;
+}
+
 std::vector<int> zombie_children() {
     std::vector<int> zombies;
     for (const int pid : child_pids()) {
-        std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-        std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-        const auto close = stat.rfind(')');
-        if (close != std::string::npos && stat.compare(close, 3, ") Z") == 0) {
+        if (const auto stat = read_proc_stat(pid); stat && stat->state == 'Z') {
             zombies.push_back(pid);
         }
     }

@@ -14,6 +14,7 @@
 #include <chrono>
 #include <exception>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -93,27 +94,6 @@ void run_coroutine(Body body, std::chrono::seconds limit = 60s) {
 /// Pids of this process's children that still exist (running or zombie).
 std::vector<int> child_pids();
 
-/// Runs a pool for the test body, then shuts it down and checks that the run completed and
-/// that no child is left.
-template <class Body>
-void with_pool(pool_params params, Body body, std::chrono::seconds limit = 60s) {
-    run_coroutine(
-        [&](asio::io_context& io) -> asio::awaitable<void> {
-            pool p(io.get_executor(), std::move(params));
-            bool run_done = false;
-            p.async_run([&](boost::system::error_code ec) {
-                CHECK(!ec);
-                run_done = true;
-            });
-            co_await body(p);
-            auto [ec] = co_await p.async_shutdown(tuple_awaitable);
-            CHECK(!ec);
-            CHECK(run_done);
-            CHECK(child_pids().empty());
-        },
-        limit);
-}
-
 /// Parameters of a pool of `workers` fake workers with short grace and backoff.
 inline pool_params params_for(std::size_t workers, std::vector<std::string> args = {}) {
     return {.worker = fake_worker(std::move(args)),
@@ -132,6 +112,13 @@ inline std::size_t open_fd_count() {
     return n;
 }
 
+/// A process's state letter and parent, from /proc/PID/stat; nullopt once it is gone.
+struct proc_stat {
+    char state = 0;
+    int ppid = 0;
+};
+std::optional<proc_stat> read_proc_stat(int pid);
+
 /// Pids of this process's children that have exited and were not reaped (zombies).
 std::vector<int> zombie_children();
 
@@ -140,6 +127,7 @@ std::vector<int> zombie_children();
 #include <boost/asio/steady_timer.hpp>
 
 #include <functional>
+#include <optional>
 
 namespace torchpool::test {
 
@@ -167,5 +155,82 @@ public:
 private:
     asio::steady_timer timer_;
 };
+
+// Collects the pool's events, and wakes a coroutine waiting on `changed` at each one.
+struct event_log {
+    std::vector<worker_event> all;
+    notifier* changed = nullptr;
+
+    /// While it lives (a local of the test's coroutine, made before the pool), events wake
+    /// waiting coroutines; it detaches itself however the coroutine ends.
+    class listener {
+    public:
+        listener(event_log& log, asio::any_io_executor ex) : log_(log), notifier_(std::move(ex)) {
+            log_.changed = &notifier_;
+        }
+        ~listener() { log_.changed = nullptr; }
+        listener(const listener&) = delete;
+        listener& operator=(const listener&) = delete;
+
+    private:
+        event_log& log_;
+        notifier notifier_;
+    };
+
+    worker_event_observer observer() {
+        return [this](const worker_event& e) {
+            all.push_back(e);
+            if (changed) {
+                changed->notify();
+            }
+        };
+    }
+    std::vector<worker_event> of(worker_event::kind k) const {
+        std::vector<worker_event> out;
+        for (const auto& e : all) {
+            if (e.what == k) {
+                out.push_back(e);
+            }
+        }
+        return out;
+    }
+};
+
+template <class Body>
+void run_pool(pool_params params, event_log* events, Body body, std::chrono::seconds limit) {
+    run_coroutine(
+        [&](asio::io_context& io) -> asio::awaitable<void> {
+            std::optional<event_log::listener> listening;
+            if (events) {
+                listening.emplace(*events, io.get_executor());
+            }
+            pool p(io.get_executor(), std::move(params));
+            bool run_done = false;
+            p.async_run([&](boost::system::error_code ec) {
+                CHECK(!ec);
+                run_done = true;
+            });
+            co_await body(p);
+            auto [ec] = co_await p.async_shutdown(tuple_awaitable);
+            CHECK(!ec);
+            CHECK(run_done);
+            CHECK(child_pids().empty());
+        },
+        limit);
+}
+
+/// Runs a pool for the test body, then shuts it down and checks that the run completed and
+/// that no child is left.
+template <class Body>
+void with_pool(pool_params params, Body body, std::chrono::seconds limit = 60s) {
+    run_pool(std::move(params), nullptr, std::move(body), limit);
+}
+
+/// As with_pool, with `events` woken by the pool's events (`params.on_worker_event` must
+/// feed it: events.observer(), or an observer that calls it).
+template <class Body>
+void with_pool(pool_params params, event_log& events, Body body, std::chrono::seconds limit = 60s) {
+    run_pool(std::move(params), &events, std::move(body), limit);
+}
 
 }  // namespace torchpool::test
