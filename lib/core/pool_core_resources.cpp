@@ -95,9 +95,8 @@ void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
     if (const auto id = tasks_.running(s)) {
         auto d = worker_diagnostics(s, now, false);
         d.memory = m;
-        d.summary = "Worker " + std::to_string(pid) + " held " + figures + " while running " +
-                    tasks_.describe(*id) + ", " + format_duration(d.task_run_time) +
-                    " into it; it was killed and will be replaced.";
+        d.summary =
+            memory_limit_while_running(tasks_.describe(*id), memory_.params().hard_limit_bytes, d);
         ++report_.counters.memory_limit;
         tasks_.forget(*id);
         complete(*id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)});
@@ -270,12 +269,8 @@ void pool_core::fail_oom_killed(slot_id s, task_id id, const std::string& how, t
     auto d = worker_diagnostics(s, now, false);
     const int pid = d.worker_pid;
     d.signal = SIGKILL;
-    d.summary = "Worker " + std::to_string(pid) + " " + how + " while running " +
-                tasks_.describe(id) + ", " + format_duration(d.task_run_time) +
-                " into it: the kernel's OOM killer killed it when it reached the limit of its "
-                "memory cgroup, " +
-                format_mib(memory_.params().hard_limit_bytes) +
-                " (pool_params::memory.hard_limit_bytes)." + describe_output(d.log_tail);
+    d.summary =
+        oom_killed_while_running(tasks_.describe(id), how, memory_.params().hard_limit_bytes, d);
     ++report_.counters.memory_limit;
     tasks_.forget(id);
     complete(id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)});

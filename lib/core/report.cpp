@@ -188,6 +188,25 @@ std::string protocol_error_while_running(const std::string& task, const std::str
            "; it was killed" + describe_memory(d.memory) + ".";
 }
 
+std::string memory_limit_while_running(const std::string& task, std::uint64_t limit,
+                                       const task_diagnostics& d) {
+    return "Worker " + std::to_string(d.worker_pid) + " held " +
+           format_mib(d.memory ? d.memory->private_bytes : 0) +
+           " of its own, over its hard limit of " + format_mib(limit) +
+           " (pool_params::memory.hard_limit_bytes) while running " + task + ", " +
+           format_duration(d.task_run_time) + " into it; it was killed and will be replaced.";
+}
+
+std::string oom_killed_while_running(const std::string& task, const std::string& how,
+                                     std::uint64_t limit, const task_diagnostics& d) {
+    return "Worker " + std::to_string(d.worker_pid) + " " + how + " while running " + task + ", " +
+           format_duration(d.task_run_time) +
+           " into it: the kernel's OOM killer killed it when it reached the limit of its memory "
+           "cgroup, " +
+           format_mib(limit) + " (pool_params::memory.hard_limit_bytes)." +
+           describe_output(d.log_tail);
+}
+
 std::string died_while_running(const std::string& task, const std::string& how,
                                const task_diagnostics& d) {
     return "Worker " + std::to_string(d.worker_pid) + " " + how + " while running " + task + ", " +

@@ -82,6 +82,14 @@ std::string deadline_while_running(const std::string& task, std::chrono::millise
 /// `what`: what the worker did wrong ("sent a frame that ...").
 std::string protocol_error_while_running(const std::string& task, const std::string& what,
                                          const task_diagnostics& d);
+/// The pool read `d.memory` over `limit` (pool_params::memory.hard_limit_bytes) and killed
+/// the worker.
+std::string memory_limit_while_running(const std::string& task, std::uint64_t limit,
+                                       const task_diagnostics& d);
+/// The kernel's OOM killer killed the worker at its memory cgroup's `limit`; `how`:
+/// describe_exit's words.
+std::string oom_killed_while_running(const std::string& task, const std::string& how,
+                                     std::uint64_t limit, const task_diagnostics& d);
 /// `how`: describe_exit's words.
 std::string died_while_running(const std::string& task, const std::string& how,
                                const task_diagnostics& d);
