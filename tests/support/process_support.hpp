@@ -69,26 +69,14 @@ void run_coroutine_on(asio::io_context& io, Body body, std::chrono::seconds limi
 }
 
 /// Runs `body(io)` as a coroutine on a fresh io_context, for at most `limit`; fails the test
-/// if it did not finish (a hang) and rethrows what it threw.
-/// Unlike run_coroutine_on, `io` then runs until it has no work left (a pool's async_run
-/// has completed).
+/// if it did not finish (a hang) and rethrows what it threw. Unlike run_coroutine_on, `io`
+/// then runs until it has no work left (a pool's async_run has completed).
 template <class Body>
 void run_coroutine(Body body, std::chrono::seconds limit = 60s) {
     asio::io_context io{1};
-    bool finished = false;
-    std::exception_ptr failure;
-    asio::co_spawn(
-        io,
-        [&]() -> asio::awaitable<void> {
-            co_await body(io);
-            finished = true;
-        },
-        [&](std::exception_ptr e) { failure = e; });
+    run_coroutine_on(
+        io, [&] { return body(io); }, limit);
     io.run_for(limit);
-    if (failure) {
-        std::rethrow_exception(failure);
-    }
-    REQUIRE(finished);
 }
 
 /// Pids of this process's children that still exist (running or zombie).
