@@ -38,6 +38,8 @@ public:
                 return "the stream ended in the middle of a message";
             case errc::memory_limit:
                 return "the worker running the task went over its memory limit";
+            case errc::poison_task:
+                return "the task made its workers fail repeatedly and will not be run again";
         }
         return "unknown torchpool error " + std::to_string(ev);
     }

@@ -108,4 +108,9 @@ void pool::async_shutdown_impl(const std::shared_ptr<detail::pool_impl>& impl,
     impl->shutdown(std::move(handler));
 }
 
+void pool::async_next_event_impl(const std::shared_ptr<detail::pool_impl>& impl,
+                                 event_handler&& handler) {
+    impl->next_event(std::move(handler));
+}
+
 }  // namespace torchpool

@@ -1,6 +1,8 @@
 #include <torchpool/task.hpp>
 
+#include <functional>
 #include <string.h>
+#include <string_view>
 
 #include <signal.h>
 
@@ -65,6 +67,54 @@ tensor_view tensor_view::owning(tensor t) {
 
 tensor tensor_view::copy() const {
     return {type, shape, std::string(reinterpret_cast<const char*>(data.data()), data.size())};
+}
+
+namespace {
+
+// boost::hash_combine's step, widened to 64 bits.
+std::uint64_t combine(std::uint64_t seed, std::uint64_t value) noexcept {
+    return seed ^ (value + 0x9e3779b97f4a7c15u + (seed << 12) + (seed >> 4));
+}
+
+std::uint64_t hash_bytes(std::string_view bytes) noexcept {
+    return std::hash<std::string_view>{}(bytes);
+}
+
+}  // namespace
+
+std::uint64_t fingerprint(const request& req) {
+    std::uint64_t h = combine(hash_bytes(req.method), hash_bytes(req.payload));
+    for (const auto& t : req.tensors) {
+        h = combine(h, static_cast<std::uint64_t>(t.type));
+        h = combine(h, t.shape.size());
+        for (const auto extent : t.shape) {
+            h = combine(h, static_cast<std::uint64_t>(extent));
+        }
+        h = combine(h, hash_bytes(t.data));
+    }
+    return h == 0 ? 1 : h;  // zero means "none" to the pool
+}
+
+std::string describe_fault(const fault& f) {
+    switch (f.what) {
+        case fault::kind::none:
+            return "no fault";
+        case fault::kind::crash:
+            return "crash with " + signal_name(static_cast<int>(f.value));
+        case fault::kind::exit:
+            return "exit with code " + std::to_string(f.value);
+        case fault::kind::hang:
+            return "hang";
+        case fault::kind::leak:
+            return "leak " + std::to_string(f.value >> 20) + " MiB";
+        case fault::kind::delay:
+            return "answer " + std::to_string(f.value) + " ms late";
+        case fault::kind::garbage:
+            return "send garbage";
+        case fault::kind::fail:
+            return "fail";
+    }
+    return "unknown fault";
 }
 
 std::string signal_name(int signo) {

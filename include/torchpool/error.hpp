@@ -39,6 +39,10 @@ enum class errc {
     /// (pool_params::memory.hard_limit_bytes): the pool killed it, or the kernel's OOM
     /// killer did inside its memory cgroup. The diagnostics hold the figures.
     memory_limit,
+    /// The task was running when `pool_params::poison.deaths` workers failed (died, were
+    /// killed for memory, broke the protocol), so it is not run again; or a task with the
+    /// same fingerprint did so before and it is quarantined. The diagnostics list each death.
+    poison_task,
 };
 
 /// Groups of `errc` values, for callers that care about the kind of failure only.

@@ -36,6 +36,12 @@ struct worker_event {
         /// a worker is replaced on purpose; the description says why (over its soft memory
         /// limit, ...)
         recycled,
+        /// a task was failed as a poison task (pool_params::poison); the description lists
+        /// the workers that died under it; `slot` and `pid` are those of the last
+        poison_task,
+        /// the event stream (pool::async_next_event) dropped events because its consumer
+        /// was slow; the description says how many; `slot` and `pid` are 0
+        events_dropped,
     };
     kind what = kind::started;
     /// Index of the worker's slot in the pool, 0 .. workers-1; stable across restarts.

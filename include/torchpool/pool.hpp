@@ -85,13 +85,22 @@ public:
     /// Handler signature: `void(boost::system::error_code, torchpool::response)`. On error
     /// `response::diagnostics` says exactly what happened (worker pid, exit code or
     /// signal name, core dump, peak memory, run times, the worker's last log lines).
-    /// Errors: `errc::overloaded` (queue full, nothing ran), `errc::worker_died`,
-    /// `errc::timeout`, `errc::task_failed`, `errc::protocol_error`, `errc::spawn_failed`
-    /// (pool degraded), `errc::shutting_down`, `errc::invalid_request`,
+    /// Errors: `errc::overloaded` (queue full, nothing ran; unless the request waits for
+    /// room, `request::wait_when_full`), `errc::worker_died`, `errc::memory_limit`,
+    /// `errc::timeout`, `errc::task_failed`, `errc::protocol_error`, `errc::poison_task`,
+    /// `errc::spawn_failed` (pool degraded), `errc::shutting_down`, `errc::invalid_request`,
     /// `boost::asio::error::operation_aborted` (cancelled by the caller or by `cancel()`).
-    /// Cancellation: a queued task supports terminal, partial and total cancellation (it is
-    /// removed from the queue and nothing else changes). A running task supports terminal
-    /// cancellation only: its worker is killed and replaced.
+    /// An idempotent request (`request::with_retries`) runs again on another worker when
+    /// its worker fails under it; `response::attempts` lists the runs.
+    /// Cancellation, by where the task is:
+    /// - waiting for room, queued, or sent ahead to a busy worker (prefetch): terminal,
+    ///   partial and total remove it; it completes at once with `operation_aborted`.
+    /// - running: the worker is sent a cancel message, which its handler sees
+    ///   (`worker::call::cancelled()`). Partial and total: the task completes when the
+    ///   worker answers: `operation_aborted` if the handler stopped on it, else its result
+    ///   (the cancellation came too late). Terminal: it completes at once with
+    ///   `operation_aborted`; a worker that has not answered within
+    ///   `pool_params::cancel_grace` is killed and replaced.
     template <class CompletionToken>
     auto async_submit(request req, CompletionToken&& token) {
         return boost::asio::async_initiate<CompletionToken,
@@ -110,6 +119,27 @@ public:
     auto async_shutdown(CompletionToken&& token) {
         return boost::asio::async_initiate<CompletionToken, void(boost::system::error_code)>(
             initiation{impl_, executor_}, token, shutdown_tag{});
+    }
+
+    /// Waits for the next lifecycle event of the pool (the same events as
+    /// `pool_params::on_worker_event`: workers started, ready, exited, restarts paced,
+    /// degraded, memory kills, poison tasks, ...), for a host that consumes them as a stream
+    /// with any completion token.
+    ///
+    /// Events are kept from the pool's construction in a buffer of `pool_params::event_buffer`;
+    /// when the consumer falls behind, the oldest are dropped and the next event it gets is
+    /// one of kind `events_dropped` saying how many (`pool_stats::events_dropped` counts
+    /// them). Handler signature: `void(boost::system::error_code, torchpool::worker_event)`.
+    /// Errors: `boost::asio::error::eof` once the pool has stopped and every event was
+    /// delivered; `boost::asio::error::already_started` if another call is still waiting (one
+    /// consumer at a time); `boost::asio::error::operation_not_supported` if event_buffer is 0;
+    /// `operation_aborted` when cancelled. Cancellation: terminal, partial and total (no event
+    /// is lost: it stays for the next call). Never completes inline.
+    template <class CompletionToken>
+    auto async_next_event(CompletionToken&& token) {
+        return boost::asio::async_initiate<CompletionToken,
+                                           void(boost::system::error_code, worker_event)>(
+            initiation{impl_, executor_}, token, event_tag{});
     }
 
     /// Stops the pool at once: every queued and running task completes with
@@ -138,10 +168,13 @@ public:
 private:
     struct run_tag {};
     struct shutdown_tag {};
+    struct event_tag {};
 
     using run_handler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
     using submit_handler =
         boost::asio::any_completion_handler<void(boost::system::error_code, response)>;
+    using event_handler =
+        boost::asio::any_completion_handler<void(boost::system::error_code, worker_event)>;
 
     // Holds the state by shared_ptr, so a deferred operation stays valid even if the pool
     // object is moved or destroyed before the operation is launched.
@@ -162,6 +195,10 @@ private:
         void operator()(Handler&& handler, shutdown_tag) const {
             async_shutdown_impl(impl, run_handler(std::forward<Handler>(handler)));
         }
+        template <class Handler>
+        void operator()(Handler&& handler, event_tag) const {
+            async_next_event_impl(impl, event_handler(std::forward<Handler>(handler)));
+        }
     };
 
     static void async_run_impl(const std::shared_ptr<detail::pool_impl>& impl, run_handler handler);
@@ -169,6 +206,8 @@ private:
                                   submit_handler&& handler, request&& req);
     static void async_shutdown_impl(const std::shared_ptr<detail::pool_impl>& impl,
                                     run_handler handler);
+    static void async_next_event_impl(const std::shared_ptr<detail::pool_impl>& impl,
+                                      event_handler&& handler);
 
     executor_type executor_;
     std::shared_ptr<detail::pool_impl> impl_;

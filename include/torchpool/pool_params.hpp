@@ -5,11 +5,15 @@
 #pragma once
 
 #include <torchpool/events.hpp>
+#include <torchpool/logger.hpp>
+#include <torchpool/task.hpp>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace torchpool {
@@ -111,6 +115,42 @@ struct recycle_params {
     std::size_t max_at_once = 1;
 };
 
+/// Poison tasks: a task that makes every worker that runs it fail (a crash in the handler on
+/// that input, a memory blow-up) must not take the pool down with retries.
+struct poison_params {
+    /// A task is a poison task once this many workers failed under it (died, were killed
+    /// for their memory, broke the protocol): it completes with `errc::poison_task` listing
+    /// each death and is not retried again. Zero: never (retries run out instead).
+    std::size_t deaths = 2;
+    /// Fingerprints (`torchpool::fingerprint`) of poison tasks remembered, the oldest
+    /// forgotten first: a task submitted again with the same fingerprint fails at once with
+    /// `errc::poison_task` (quarantined), without costing a worker. Zero (the default): off,
+    /// since a task may have been caught in a failure that was not its own (the machine ran
+    /// out of memory).
+    std::size_t quarantine = 0;
+};
+
+/// The worker and task a fault may be injected into, as the task is sent (see
+/// `fault_params::choose`).
+struct fault_target {
+    std::size_t slot = 0;
+    int worker_pid = 0;
+    std::string_view method;
+    /// 1 for the task's first run, 2 for its first retry, ...
+    std::size_t attempt = 1;
+};
+
+/// Fault injection, for testing a host's own failure handling against real failures. Off
+/// by default: with it off, a request carrying a fault is refused (`errc::invalid_request`)
+/// and workers ignore faults.
+struct fault_params {
+    bool enabled = false;
+    /// Chooses a fault for each task as it is sent to a worker (on the pool's executor; it
+    /// must not block): e.g. crash the first attempt of every tenth task, or make slot 2
+    /// hang. It wins over the request's own `request::inject` when it returns one. Optional.
+    std::function<fault(const fault_target&)> choose;
+};
+
 struct pool_params {
     worker_params worker;
     /// Number of worker processes kept running (the size the pool starts with). At least 1.
@@ -181,6 +221,19 @@ struct pool_params {
     /// (`degraded` and `recovered` events say so).
     std::size_t spawn_failures_until_degraded = 3;
     std::chrono::milliseconds degraded_window{10'000};
+    /// Time a worker has to answer after the caller of its running task cancelled it
+    /// (terminal cancellation): the worker is told at once and may stop early; if it has not
+    /// answered within this time it is killed and replaced.
+    std::chrono::milliseconds cancel_grace{1'000};
+    poison_params poison;
+    fault_params faults;
+    /// Events kept for `pool::async_next_event` until a consumer takes them; past it the
+    /// oldest are dropped and counted (a `events_dropped` event says how many). Zero: no
+    /// event stream.
+    std::size_t event_buffer = 256;
+    /// Receives every line the workers (and the fork server) write to stdout and stderr, as
+    /// it is written, with its slot and pid (on the pool's executor). Optional.
+    log_observer on_log_line;
     /// Largest message accepted from a worker; a bigger one is a protocol error.
     std::size_t max_frame_bytes = 64u << 20;
     /// Bytes of each worker's most recent stdout/stderr kept for diagnostics.

@@ -89,7 +89,16 @@ struct pool_stats {
     std::uint64_t overloaded = 0;
     std::uint64_t spawn_failed = 0;
     std::uint64_t cancelled = 0;
-    std::uint64_t rejected = 0;  ///< invalid request or pool shutting down
+    std::uint64_t rejected = 0;      ///< invalid request or pool shutting down
+    std::uint64_t poison_tasks = 0;  ///< failed with errc::poison_task (quarantined included)
+    std::uint64_t quarantined = 0;   ///< of those, refused at submission (fingerprint known)
+    /// runs of idempotent tasks again after their worker failed (request::retries)
+    std::uint64_t retried = 0;
+    /// tasks that waited for room in a full queue (when_full::wait) before being admitted
+    std::uint64_t waited_for_room = 0;
+    std::size_t waiting_for_room = 0;  ///< such tasks waiting now
+    /// events the event stream dropped because its consumer was slow
+    std::uint64_t events_dropped = 0;
 
     // Worker processes, since the pool was made.
     std::uint64_t spawned = 0;   ///< processes started

@@ -1,6 +1,8 @@
 // The values that go into and come out of a task: request, tensors, response, diagnostics.
 #pragma once
 
+#include <boost/system/error_code.hpp>
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -65,6 +67,54 @@ struct tensor_view {
     tensor copy() const;
 };
 
+/// How urgent a task is: a queued task of a higher priority is sent to a worker before any
+/// task of a lower one; tasks of one priority are sent in submission order.
+enum class task_priority : std::uint8_t { low, normal, high };
+
+/// What `async_submit` does when the queue already holds `pool_params::queue_limit` tasks.
+enum class when_full : std::uint8_t {
+    /// Complete at once with `errc::overloaded`; nothing runs.
+    fail,
+    /// Wait for room, for as long as the task's own deadline and cancellation allow.
+    wait,
+};
+
+/// A failure a worker provokes on purpose, so that a host can test its own retry, timeout
+/// and error handling against real crashes (see `pool_params::faults`, off by default). The
+/// worker SDK applies it to the task it comes with, before the handler would run, so it works
+/// for the stock LibTorch worker and every worker built with the SDK.
+struct fault {
+    enum class kind : std::uint8_t {
+        none,
+        crash,    ///< the worker raises signal `value` (SIGSEGV by default)
+        exit,     ///< the worker exits at once with code `value`
+        hang,     ///< the worker blocks forever (a deadlock), answering nothing
+        leak,     ///< the worker allocates and touches `value` bytes and keeps them, then
+                  ///< runs the task
+        delay,    ///< the worker waits `value` milliseconds, then runs the task (slow answer)
+        garbage,  ///< the worker writes bytes that are not a message instead of its reply
+        fail,     ///< the handler fails: the task completes with errc::task_failed
+    };
+    kind what = kind::none;
+    std::uint64_t value = 0;
+
+    static fault crash(int signo = 11) { return {kind::crash, static_cast<std::uint64_t>(signo)}; }
+    static fault exit(int code) { return {kind::exit, static_cast<std::uint64_t>(code)}; }
+    static fault hang() { return {kind::hang, 0}; }
+    static fault leak(std::uint64_t bytes) { return {kind::leak, bytes}; }
+    static fault delay(std::chrono::milliseconds d) {
+        return {kind::delay, static_cast<std::uint64_t>(d.count())};
+    }
+    static fault garbage() { return {kind::garbage, 0}; }
+    static fault fail() { return {kind::fail, 0}; }
+
+    explicit operator bool() const noexcept { return what != kind::none; }
+    friend bool operator==(const fault&, const fault&) = default;
+};
+
+/// "crash with SIGSEGV", "leak 64.0 MiB", ...
+std::string describe_fault(const fault& f);
+
 /// One unit of work for a worker.
 ///
 ///     auto result =
@@ -89,6 +139,28 @@ struct request {
         return std::move(*this);
     }
 
+    /// The same request, idempotent: if its worker fails under it (dies, is killed for its
+    /// memory, breaks the protocol), it runs again on another worker, up to `n` more times,
+    /// never after its deadline (see `retries`).
+    request with_retries(unsigned n) && {
+        retries = n;
+        return std::move(*this);
+    }
+    request with_priority(task_priority p) && {
+        priority = p;
+        return std::move(*this);
+    }
+    /// The same request, waiting for room when the queue is full instead of failing.
+    request wait_when_full() && {
+        if_full = when_full::wait;
+        return std::move(*this);
+    }
+    /// The same request, provoking `f` in the worker that runs it (pool_params::faults).
+    request with_fault(fault f) && {
+        inject = f;
+        return std::move(*this);
+    }
+
     /// Name of the handler the worker registered (e.g. "forward", "echo").
     std::string method;
     /// Opaque bytes for the handler.
@@ -97,7 +169,21 @@ struct request {
     /// Time allowed from submission (queue wait included) to reply. Zero means the pool's
     /// `pool_params::task_timeout`, and zero there means no deadline.
     std::chrono::milliseconds timeout{0};
+    /// Zero (the default): the task is not idempotent and runs at most once. N: it may run
+    /// N more times after a worker failed under it (death, memory kill, protocol error), on
+    /// another worker, while its deadline has not passed; `response::attempts` lists them.
+    /// A task under which `pool_params::poison.deaths` workers failed is not run again.
+    unsigned retries = 0;
+    task_priority priority = task_priority::normal;
+    when_full if_full = when_full::fail;
+    /// A failure to provoke, for tests (pool_params::faults must allow it).
+    fault inject;
 };
+
+/// A 64-bit hash of what a request asks: its method, payload and tensors (types, shapes,
+/// bytes); not its options. Two requests with the same fingerprint ask the same thing (up to
+/// hash collisions); a poison task is recognised by it when it is submitted again.
+std::uint64_t fingerprint(const request& req);
 
 /// A worker's memory, as the kernel counts it (/proc/PID/smaps_rollup).
 struct worker_memory {
@@ -162,13 +248,27 @@ struct task_diagnostics {
     std::string error_message;
 };
 
-/// What a task produced. On failure only `diagnostics` is meaningful.
+/// One run of a task on a worker.
+struct task_attempt {
+    /// The worker that ran it.
+    int worker_pid = 0;
+    /// How it ended: empty for the run that answered, else why it failed (errc::worker_died,
+    /// errc::memory_limit, errc::protocol_error, ...).
+    boost::system::error_code error;
+    /// The sentence the caller would have read had this been the last attempt.
+    std::string summary;
+};
+
+/// What a task produced. On failure only `diagnostics` and `attempts` are meaningful.
 struct response {
     std::string payload;
     std::vector<tensor> tensors;
     /// Process id of the worker that ran the task (0 if it never ran).
     int worker_pid = 0;
     task_diagnostics diagnostics;
+    /// Every run of a task that ran more than once (an idempotent task retried after its
+    /// worker failed), oldest first, the last one included; empty when it ran at most once.
+    std::vector<task_attempt> attempts;
 };
 
 /// "SIGKILL", "SIGSEGV", ...; "signal N" for a number without a name.

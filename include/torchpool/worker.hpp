@@ -15,6 +15,7 @@
 #include <torchpool/task.hpp>
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <map>
 #include <memory>
@@ -24,6 +25,22 @@
 #include <vector>
 
 namespace torchpool::worker {
+
+/// Tells a running handler whether its caller has cancelled the task (see `call::cancelled`).
+class cancellation_source {
+public:
+    /// True once the pool has sent a cancel message for task `id`.
+    virtual bool requested(std::uint64_t id) = 0;
+
+protected:
+    ~cancellation_source() = default;
+};
+
+/// Thrown by `call::throw_if_cancelled`; a handler may throw it itself. The pool's caller
+/// then gets `operation_aborted` (not `errc::task_failed`).
+struct cancelled_error : std::exception {
+    const char* what() const noexcept override { return "the caller cancelled the task"; }
+};
 
 /// One request, as a handler sees it: views into the received message, nothing copied.
 /// They stay valid until the reply to this call has been written, so a result may refer
@@ -36,6 +53,21 @@ struct call {
     std::span<const tensor_view> tensors;
     /// CLOCK_MONOTONIC nanoseconds after which the caller has given up; 0 if none.
     std::uint64_t deadline_ns = 0;
+    /// Set by the server; null in a call a test builds by hand (never cancelled).
+    cancellation_source* cancellation = nullptr;
+
+    /// True once the caller has cancelled this task (partial, total or terminal
+    /// cancellation of the pool's async_submit). Each call reads what the pool has sent,
+    /// without blocking: one system call, so poll it between pieces of work (every few
+    /// milliseconds), not in the innermost loop. A handler that sees it should stop and
+    /// throw `cancelled_error` (`throw_if_cancelled` does both); one that returns a result
+    /// anyway has it delivered.
+    bool cancelled() const { return cancellation && cancellation->requested(id); }
+    void throw_if_cancelled() const {
+        if (cancelled()) {
+            throw cancelled_error();
+        }
+    }
 };
 
 /// What a handler returns on success. To report a failure, throw: the pool's caller gets

@@ -19,7 +19,7 @@ bool operator==(const stop_server_action& a, const stop_server_action& b) noexce
     return a.kill == b.kill;
 }
 bool operator==(const send_request_action& a, const send_request_action& b) noexcept {
-    return a.slot == b.slot && a.task == b.task;
+    return a.slot == b.slot && a.task == b.task && a.attempt == b.attempt;
 }
 bool operator==(const send_shutdown_action& a, const send_shutdown_action& b) noexcept {
     return a.slot == b.slot;
@@ -62,7 +62,11 @@ std::ostream& operator<<(std::ostream& os, const stop_server_action& a) {
     return os << "stop_server{" << (a.kill ? "kill" : "ask") << "}";
 }
 std::ostream& operator<<(std::ostream& os, const send_request_action& a) {
-    return os << "send_request{slot " << a.slot << ", task " << a.task << "}";
+    os << "send_request{slot " << a.slot << ", task " << a.task;
+    if (a.attempt > 1) {
+        os << ", attempt " << a.attempt;
+    }
+    return os << "}";
 }
 std::ostream& operator<<(std::ostream& os, const send_shutdown_action& a) {
     return os << "send_shutdown{slot " << a.slot << "}";

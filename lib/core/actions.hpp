@@ -34,6 +34,8 @@ struct stop_server_action {
 struct send_request_action {
     slot_id slot;
     task_id task;
+    /// 1 for the task's first run, 2 for its first retry, ...
+    unsigned attempt = 1;
 };
 /// Ask the worker of `slot` to exit once it has answered what it was sent.
 struct send_shutdown_action {

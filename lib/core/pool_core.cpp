@@ -19,7 +19,7 @@ using std::chrono::milliseconds;
 pool_core::pool_core(const pool_params& params, process_probe probe)
     : params_(params),
       probe_(std::move(probe)),
-      report_(static_cast<bool>(params.on_worker_event), actions_),
+      report_(params.on_worker_event || params.event_buffer > 0, actions_),
       restart_(params),
       tasks_(slot_capacity(params)),
       workers_(params, tasks_),
@@ -27,7 +27,8 @@ pool_core::pool_core(const pool_params& params, process_probe probe)
       memory_(slot_capacity(params), params.memory),
       sizing_(params),
       random_(params.seed ^ 0x5bd1e995u),
-      server_(params, report_, actions_) {}
+      server_(params, report_, actions_),
+      quarantine_(params.poison.quarantine) {}
 
 worker_state pool_core::state_of(slot_id slot) const {
     return workers_.state_of(slot);
@@ -39,9 +40,18 @@ milliseconds pool_core::timeout_for(milliseconds requested) const {
     return requested.count() > 0 ? requested : params_.task_timeout;
 }
 
-void pool_core::submit(task_id id, std::string method, milliseconds timeout, time_point now) {
+void pool_core::submit(task_id id, std::string method, const task_options& options,
+                       time_point now) {
     auto& counters = report_.counters;
     ++counters.submitted;
+    if (quarantine_.holds(options.fingerprint)) {
+        ++counters.poison_tasks;
+        ++counters.quarantined;
+        complete(id, errc::poison_task,
+                 {.diagnostics = {.summary = quarantined_task(describe_task(id, &method),
+                                                              options.fingerprint)}});
+        return;
+    }
     switch (admit(phase_.admitting(), restart_.degraded(), tasks_.queued(), params_.queue_limit)) {
         case admission::shutting_down:
             ++counters.rejected;
@@ -57,6 +67,11 @@ void pool_core::submit(task_id id, std::string method, milliseconds timeout, tim
                                                  restart_.last_error()}});
             return;
         case admission::queue_full:
+            if (options.wait_for_room) {
+                ++counters.waited_for_room;
+                tasks_.add(id, std::move(method), options, now, false);
+                return;
+            }
             ++counters.overloaded;
             complete(id, errc::overloaded,
                      {.diagnostics = {.summary = "The queue already holds " +
@@ -67,7 +82,7 @@ void pool_core::submit(task_id id, std::string method, milliseconds timeout, tim
         case admission::admitted:
             break;
     }
-    tasks_.add(id, std::move(method), timeout, now);
+    tasks_.add(id, std::move(method), options, now);
     dispatch(now);
 }
 
@@ -77,7 +92,14 @@ void pool_core::reject(task_id id, boost::system::error_code error, std::string 
     complete(id, error, {.diagnostics = {.summary = std::move(summary)}});
 }
 
+void pool_core::admit_waiting() {
+    while (tasks_.waiting() > 0 && tasks_.queued() < params_.queue_limit &&
+           tasks_.admit_waiting()) {
+    }
+}
+
 void pool_core::dispatch(time_point now) {
+    requeued_ = false;
     while (tasks_.queued() > 0) {
         const auto target =
             workers_.dispatch().pick([this](slot_id s) -> std::optional<std::size_t> {
@@ -94,8 +116,12 @@ void pool_core::dispatch(time_point now) {
             workers_[*target].task_start = now;  // it starts now, rather than after others
         }
         time_point submitted;
-        actions_.push_back(send_request_action{*target, tasks_.send_next(*target, &submitted)});
+        const task_id id = tasks_.send_next(*target, &submitted);
+        actions_.push_back(send_request_action{*target, id, tasks_.find(id)->attempt});
         report_.counters.queue_wait.add(duration_cast<std::chrono::microseconds>(now - submitted));
+        if (tasks_.waiting() > 0) {
+            admit_waiting();  // there is room now
+        }
     }
     if (tasks_.queued() > 0) {
         maybe_grow(now);
@@ -103,7 +129,73 @@ void pool_core::dispatch(time_point now) {
 }
 
 void pool_core::complete(task_id id, boost::system::error_code error, response result) {
+    if (!attempts_.empty()) {
+        if (auto it = attempts_.find(id); it != attempts_.end()) {
+            if (result.worker_pid != 0 && error != errc::poison_task) {
+                it->second.push_back(
+                    {result.worker_pid, error, error ? result.diagnostics.summary : ""});
+            }
+            result.attempts = std::move(it->second);
+            attempts_.erase(it);
+        }
+    }
     actions_.push_back(complete_action{id, error, std::make_shared<response>(std::move(result))});
+}
+
+void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&& result,
+                                    time_point now) {
+    tasks_.release(s);  // what it was sent ahead goes back first, so that this task leads
+    const auto* t = tasks_.find(id);
+    auto& counters = report_.counters;
+    if (t->cancel_requested) {
+        // Its caller asked to stop it, and it has stopped: not run again.
+        ++counters.cancelled;
+        result.diagnostics.summary =
+            cancelled_then_died(tasks_.describe(id), result.diagnostics.summary);
+        tasks_.forget(id);
+        complete(id, boost::asio::error::operation_aborted, std::move(result));
+        return;
+    }
+    // Worker failures are rare: every one under a task is kept until it completes.
+    auto& deaths = attempts_[id];
+    deaths.push_back({result.worker_pid, error, result.diagnostics.summary});
+    if (params_.poison.deaths > 0 && deaths.size() >= params_.poison.deaths) {
+        ++counters.poison_tasks;
+        quarantine_.add(t->fingerprint);
+        auto& d = result.diagnostics;
+        d.summary = poison_task(tasks_.describe(id), deaths, t->fingerprint, quarantine_.enabled());
+        report_.event(worker_event::kind::poison_task, s, result.worker_pid, d.summary);
+        tasks_.forget(id);
+        complete(id, errc::poison_task, std::move(result));
+        return;
+    }
+    if (t->retries_left > 0 && t->deadline > now && !phase_.stopping()) {
+        ++counters.retried;
+        tasks_.retry(id);
+        requeued_ = true;
+        return;
+    }
+    const std::size_t runs = deaths.size();
+    if (runs == 1) {
+        attempts_.erase(id);  // it ran once: nothing to list
+    } else {
+        deaths.pop_back();  // complete() adds the last run
+        result.diagnostics.summary += " It was run " + std::to_string(runs) +
+                                      " times; no retries were left (request::retries).";
+    }
+    switch (error) {
+        case errc::memory_limit:
+            ++counters.memory_limit;
+            break;
+        case errc::protocol_error:
+            ++counters.protocol_errors;
+            break;
+        default:
+            ++counters.worker_died;
+            break;
+    }
+    tasks_.forget(id);
+    complete(id, error, std::move(result));
 }
 
 task_diagnostics pool_core::worker_diagnostics(slot_id s, time_point now, bool alive,
@@ -164,18 +256,32 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
                  {.diagnostics = {.summary = std::move(summary)}});
         return;
     }
+    // Running. Its worker is told either way; the handler may stop early.
     if ((type & cancellation_type::terminal) == cancellation_type::none) {
-        return;  // a running task can only be abandoned by killing its worker
+        if ((type & wanted) == cancellation_type::none || t->cancel_requested) {
+            return;
+        }
+        // Partial or total: the caller is completed by the worker's answer, operation_aborted
+        // if the handler stopped on it, else its result (the cancellation came too late).
+        tasks_.request_cancel(id);
+        actions_.push_back(send_cancel_action{s, id});
+        return;
     }
-    const int pid = workers_[s].child.pid();
-    auto d = worker_diagnostics(s, now, true, true);
-    d.summary = cancelled_while_running(tasks_.describe(id), d);
+    // Terminal: the caller is completed now; the worker has cancel_grace to answer, or it is
+    // killed and replaced (on_worker_timer).
+    auto& w = workers_[s];
+    const int pid = w.child.pid();
+    std::string summary = cancelled_while_running(tasks_.describe(id), pid, params_.cancel_grace);
+    if (!t->cancel_requested) {
+        actions_.push_back(send_cancel_action{s, id});
+    }
     tasks_.forget(id);
+    tasks_.abandon(s, id);
     ++counters.cancelled;
-    complete(id, boost::asio::error::operation_aborted,
-             {.worker_pid = pid, .diagnostics = std::move(d)});
-    stop_worker(s, stop_reason::cancelled, true, now);
-    settle(now);
+    complete(
+        id, boost::asio::error::operation_aborted,
+        {.worker_pid = pid, .diagnostics = {.summary = std::move(summary), .worker_pid = pid}});
+    w.child.set_timer(std::min(w.child.timer(), now + params_.cancel_grace));
 }
 
 void pool_core::on_deadline(task_id id, time_point now) {
@@ -204,6 +310,19 @@ void pool_core::on_deadline(task_id id, time_point now) {
     tasks_.forget(id);
     complete(id, errc::timeout, {.worker_pid = pid, .diagnostics = std::move(d)});
     stop_worker(*slot, stop_reason::deadline, false, now);
+}
+
+void pool_core::cancel_grace_over(slot_id s, time_point now) {
+    // Its running task was cancelled (terminal) and it has not answered: killed, and what it
+    // was doing is told to the host, since its caller has long been completed.
+    auto d = worker_diagnostics(s, now, true, true);
+    report_.event(worker_event::kind::notice, s, d.worker_pid,
+                  "worker " + std::to_string(d.worker_pid) +
+                      " did not stop the task its caller cancelled within " +
+                      format_duration(params_.cancel_grace) +
+                      " (pool_params::cancel_grace); it is killed and replaced" +
+                      describe_memory(d.memory) + "." + describe_activity(d.activity));
+    stop_worker(s, stop_reason::cancelled, true, now);
 }
 
 // --- messages from workers ---------------------------------------------------------------
@@ -290,6 +409,9 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     ++w.tasks_done;
     report_.counters.run_time.add(duration_cast<std::chrono::microseconds>(now - w.task_start));
     const auto done = tasks_.answered(s);
+    if (done.abandoned && !w.channel_closed) {
+        w.child.set_timer(time_point::max());  // it answered within its cancel grace
+    }
     if (sent.empty()) {
         workers_.dispatch().became_idle(s);
     } else {
@@ -324,6 +446,15 @@ void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, t
     const int pid = workers_[s].child.pid();
     response result{.worker_pid = pid};
     boost::system::error_code error;
+    if (!reply.ok && reply.error_type == wire::cancelled_error &&
+        tasks_.find(id)->cancel_requested) {
+        ++report_.counters.cancelled;
+        result.diagnostics.worker_pid = pid;
+        result.diagnostics.summary = stopped_on_cancel(tasks_.describe(id), pid);
+        tasks_.forget(id);
+        complete(id, boost::asio::error::operation_aborted, std::move(result));
+        return;
+    }
     if (reply.ok) {
         ++report_.counters.succeeded;
         result.payload = std::move(reply.payload);
@@ -356,9 +487,8 @@ void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
     if (auto id = tasks_.running(s)) {
         auto d = worker_diagnostics(s, now, true);
         d.summary = protocol_error_while_running(tasks_.describe(*id), what, d);
-        ++report_.counters.protocol_errors;
-        tasks_.forget(*id);
-        complete(*id, errc::protocol_error, {.worker_pid = pid, .diagnostics = std::move(d)});
+        worker_failed_under(s, *id, errc::protocol_error,
+                            {.worker_pid = pid, .diagnostics = std::move(d)}, now);
     }
     if (state == child_state::starting) {
         ++report_.counters.failed_starts;
@@ -389,6 +519,13 @@ void pool_core::on_log(slot_id s, std::string_view bytes) {
 
 void pool_core::settle(time_point now) {
     // Each check is cheap and almost always false: a running pool with nobody waiting.
+    if (tasks_.waiting() > 0) {
+        admit_waiting();  // a queued task completed or left, making room
+        requeued_ = true;
+    }
+    if (requeued_) {
+        dispatch(now);
+    }
     if (phase_.draining()) {
         maybe_finish_drain(now);
     }
@@ -401,7 +538,7 @@ void pool_core::settle(time_point now) {
 }
 
 void pool_core::maybe_finish_drain(time_point now) {
-    if (!phase_.draining() || tasks_.queued() > 0) {
+    if (!phase_.draining() || tasks_.queued() > 0 || tasks_.waiting() > 0) {
         return;
     }
     for (slot_id s = 0; s < workers_.size(); ++s) {
@@ -479,6 +616,13 @@ void pool_core::on_worker_timer(slot_id s, time_point now) {
         case child_state::stopping:
             stop_worker(s, w.child.reason(), true, now);
             break;
+        case child_state::running:
+            if (const auto& sent = tasks_.sent(s); !sent.empty() && sent.front().abandoned) {
+                cancel_grace_over(s, now);
+            } else {
+                w.child.set_timer(time_point::max());
+            }
+            break;
         default:
             w.child.set_timer(time_point::max());
             break;
@@ -489,6 +633,7 @@ pool_stats pool_core::stats() const {
     pool_stats st = report_.counters;
     workers_.count(st);
     st.queue_depth = tasks_.queued();
+    st.waiting_for_room = tasks_.waiting();
     st.degraded = restart_.degraded();
     st.restarts_paced = restart_.pacing();
     // Parked slots (in the stopped state) are not workers.

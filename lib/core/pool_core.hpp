@@ -26,6 +26,7 @@
 #include "heartbeat.hpp"
 #include "memory_watch.hpp"
 #include "pool_phase.hpp"
+#include "quarantine.hpp"
 #include "report.hpp"
 #include "restart_policy.hpp"
 #include "sizing.hpp"
@@ -34,6 +35,7 @@
 #include "task_table.hpp"
 #include "types.hpp"
 #include "worker_set.hpp"
+#include <torchpool/error.hpp>
 #include <torchpool/pool_params.hpp>
 #include <torchpool/stats.hpp>
 #include <torchpool/task.hpp>
@@ -45,6 +47,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace torchpool::core {
@@ -75,7 +78,16 @@ public:
     std::chrono::milliseconds timeout_for(std::chrono::milliseconds requested) const;
     /// A new task, with the timeout from `timeout_for` (zero: no deadline). Completes it at
     /// once (as an action) if it cannot be admitted.
-    void submit(task_id id, std::string method, std::chrono::milliseconds timeout, time_point now);
+    void submit(task_id id, std::string method, const task_options& options, time_point now);
+    void submit(task_id id, std::string method, std::chrono::milliseconds timeout, time_point now) {
+        submit(id, std::move(method), task_options{.timeout = timeout}, now);
+    }
+    /// Whether a task with `retries` needs its fingerprint: it may become a poison task, or
+    /// poison tasks are quarantined.
+    bool needs_fingerprint(unsigned retries) const noexcept {
+        return (params_.poison.deaths > 0 && retries + 1 >= params_.poison.deaths) ||
+               !quarantine_.empty();
+    }
     /// Completes a task that was never admitted (invalid request), and counts it.
     void reject(task_id id, boost::system::error_code error, std::string summary);
     /// The caller of a task asked to cancel it.
@@ -151,6 +163,12 @@ public:
     worker_state state_of(slot_id slot) const;
     bool finished() const noexcept { return phase_.finished(); }
     bool fork_server_mode() const noexcept { return server_.enabled(); }
+    int fork_server_pid() const noexcept { return server_.child().pid(); }
+    /// The method of a task that has not completed; empty if none.
+    std::string_view method_of(task_id id) const {
+        const auto* t = tasks_.find(id);
+        return t ? std::string_view(t->method) : std::string_view();
+    }
 
 private:
     /// A slot needs a process: it waits for its turn (start gate) and the fork server.
@@ -162,6 +180,13 @@ private:
     void server_gone(std::string why, time_point now);
     void dispatch(time_point now);
     void complete(task_id id, boost::system::error_code error, response result);
+    /// The worker of `s` failed under its running task `id` (`error`: worker_died,
+    /// memory_limit, protocol_error; `result` says how): the task runs again on another
+    /// worker if it may, fails as a poison task, or completes with `error`. Releases what
+    /// else `s` was sent.
+    void worker_failed_under(slot_id s, task_id id, errc error, response&& result, time_point now);
+    /// Moves tasks that wait for room into the queue while it has room.
+    void admit_waiting();
     void stop_worker(slot_id s, stop_reason reason, bool force, time_point now);
     /// Its process is gone: restart it after its backoff, or retire it.
     void after_exit(slot_id s, time_point now);
@@ -180,6 +205,9 @@ private:
     void on_reply(slot_id s, wire::reply_msg&& reply, time_point now);
     void complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, time_point now);
     void on_deadline(task_id id, time_point now);
+    /// The worker of `s` did not answer within its cancel grace after a terminal
+    /// cancellation of its running task: it is killed.
+    void cancel_grace_over(slot_id s, time_point now);
     void on_worker_timer(slot_id s, time_point now);
     void on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now);
     void sweep_heartbeats(time_point now);
@@ -234,6 +262,10 @@ private:
     random_source random_;                         // jitter of the recycling age
     std::optional<time_point> next_housekeeping_;  // set when recycling by age or shrinking
     fork_server_supervisor server_;
+    quarantine quarantine_;
+    // The earlier runs of tasks that ran more than once, until they complete.
+    std::unordered_map<task_id, std::vector<task_attempt>> attempts_;
+    bool requeued_ = false;  // a task went back to the queue: dispatch once settled
 };
 
 // Read after every event (the driver re-arms its timer), so inline.

@@ -233,7 +233,6 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
             }
             if (status.oom_killed) {
                 fail_oom_killed(s, *id, how, now);
-                tasks_.release(s);
                 break;
             }
             auto d = worker_diagnostics(s, now, false);
@@ -244,10 +243,8 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
                 died_while_running(tasks_.describe(*id), how, d) +
                 oom_evidence(status, w.last_sample, memory_.params(),
                              status.signal == SIGKILL ? machine_memory_now() : machine_memory{});
-            ++counters.worker_died;
-            tasks_.forget(*id);
-            tasks_.release(s);
-            complete(*id, errc::worker_died, {.worker_pid = pid, .diagnostics = std::move(d)});
+            worker_failed_under(s, *id, errc::worker_died,
+                                {.worker_pid = pid, .diagnostics = std::move(d)}, now);
             break;
         }
         case worker_state::stopping:

@@ -97,9 +97,8 @@ void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
         d.memory = m;
         d.summary =
             memory_limit_while_running(tasks_.describe(*id), memory_.params().hard_limit_bytes, d);
-        ++report_.counters.memory_limit;
-        tasks_.forget(*id);
-        complete(*id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)});
+        worker_failed_under(s, *id, errc::memory_limit,
+                            {.worker_pid = pid, .diagnostics = std::move(d)}, now);
     }
     stop_worker(s, stop_reason::memory, true, now);
 }
@@ -271,9 +270,8 @@ void pool_core::fail_oom_killed(slot_id s, task_id id, const std::string& how, t
     d.signal = SIGKILL;
     d.summary =
         oom_killed_while_running(tasks_.describe(id), how, memory_.params().hard_limit_bytes, d);
-    ++report_.counters.memory_limit;
-    tasks_.forget(id);
-    complete(id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)});
+    worker_failed_under(s, id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)},
+                        now);
 }
 
 }  // namespace torchpool::core

@@ -157,10 +157,53 @@ std::string cancelled_before_start(const std::string& task) {
     return "The caller cancelled " + task + " before it started.";
 }
 
-std::string cancelled_while_running(const std::string& task, const task_diagnostics& d) {
-    return "The caller cancelled " + task + " while worker " + std::to_string(d.worker_pid) +
-           " ran it; the worker was killed and replaced" + describe_memory(d.memory) + "." +
-           describe_activity(d.activity);
+std::string cancelled_while_running(const std::string& task, int pid,
+                                    std::chrono::milliseconds grace) {
+    return "The caller cancelled " + task + " while worker " + std::to_string(pid) +
+           " ran it; the worker was told to stop, and is killed and replaced if it has not "
+           "answered within " +
+           format_duration(grace) + " (pool_params::cancel_grace).";
+}
+
+std::string stopped_on_cancel(const std::string& task, int pid) {
+    return "The caller cancelled " + task + " while worker " + std::to_string(pid) +
+           " ran it, and its handler stopped; the worker stays up.";
+}
+
+std::string cancelled_then_died(const std::string& task, const std::string& death) {
+    return "The caller cancelled " + task + ", and its worker failed before it answered: " + death;
+}
+
+namespace {
+
+std::string hex(std::uint64_t value) {
+    char text[24];
+    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(value));
+    return text;
+}
+
+}  // namespace
+
+std::string poison_task(const std::string& task, const std::vector<task_attempt>& deaths,
+                        std::uint64_t fingerprint, bool quarantined) {
+    std::string text = task + " was running when " + std::to_string(deaths.size()) +
+                       " workers failed (pool_params::poison.deaths), so it is a poison task and "
+                       "is not run again.";
+    for (std::size_t i = 0; i < deaths.size(); ++i) {
+        text += " Run " + std::to_string(i + 1) + ": " + deaths[i].summary;
+    }
+    if (fingerprint != 0) {
+        text += " Its fingerprint is " + hex(fingerprint) +
+                (quarantined ? "; it is quarantined: the same task submitted again fails at once."
+                             : ".");
+    }
+    return text;
+}
+
+std::string quarantined_task(const std::string& task, std::uint64_t fingerprint) {
+    return task + " was not run: a task with the same method, payload and tensors (fingerprint " +
+           hex(fingerprint) +
+           ") was a poison task before, and is quarantined (pool_params::poison.quarantine).";
 }
 
 std::string deadline_in_queue(const std::string& task, std::chrono::milliseconds waited) {

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 namespace torchpool::core {
 
@@ -71,8 +72,19 @@ std::string describe_task(task_id id, const std::string* method);
 
 std::string cancelled_in_queue(const std::string& task);
 std::string cancelled_before_start(const std::string& task);
-/// The worker was killed and replaced.
-std::string cancelled_while_running(const std::string& task, const task_diagnostics& d);
+/// Terminal cancellation: the worker was told, and is killed if it does not answer within
+/// `grace`.
+std::string cancelled_while_running(const std::string& task, int pid,
+                                    std::chrono::milliseconds grace);
+/// Partial or total cancellation: the worker's handler stopped on it.
+std::string stopped_on_cancel(const std::string& task, int pid);
+/// The worker was asked to stop the task and died meanwhile; `death`: how, in a sentence.
+std::string cancelled_then_died(const std::string& task, const std::string& death);
+/// The task was running when each worker of `deaths` failed.
+std::string poison_task(const std::string& task, const std::vector<task_attempt>& deaths,
+                        std::uint64_t fingerprint, bool quarantined);
+/// A task whose fingerprint is quarantined was refused.
+std::string quarantined_task(const std::string& task, std::uint64_t fingerprint);
 std::string deadline_in_queue(const std::string& task, std::chrono::milliseconds waited);
 std::string deadline_before_start(const std::string& task, std::chrono::milliseconds waited,
                                   int pid);

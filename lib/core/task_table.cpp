@@ -30,12 +30,42 @@ void task_table::release(slot_id slot) {
         if (sent[i].abandoned) {
             continue;
         }
-        const task_id id = sent[i].id;
-        tasks_.at(id).slot.reset();
-        queue_.push_front(id);
+        auto& t = tasks_.at(sent[i].id);
+        t.slot.reset();
+        --t.attempt;  // it never started
+        queue_[t.priority].push_front(sent[i].id);
         ++queued_;
     }
     sent.clear();
+}
+
+void task_table::retry(task_id id) {
+    auto& t = tasks_.at(id);
+    t.slot.reset();
+    --t.retries_left;
+    t.cancel_requested = false;
+    queue_[t.priority].push_front(id);
+    ++queued_;
+}
+
+std::optional<task_id> task_table::admit_waiting() {
+    for (auto level = priorities; level-- > 0;) {
+        auto& room = room_[level];
+        while (!room.empty()) {
+            const task_id id = room.front();
+            room.pop_front();
+            auto it = tasks_.find(id);
+            if (it == tasks_.end() || !it->second.waiting_for_room) {
+                continue;  // completed (cancelled, timed out) while it waited
+            }
+            it->second.waiting_for_room = false;
+            --waiting_;
+            queue_[level].push_back(id);
+            ++queued_;
+            return id;
+        }
+    }
+    return std::nullopt;
 }
 
 std::vector<task_id> task_table::ids() const {

@@ -1,12 +1,14 @@
-// The task table: every admitted task that has not completed, the queue of those waiting
-// for a worker, their deadlines, and which worker was sent what. A worker runs the requests
-// it is sent one at a time, in order, so the first one sent is running and the others
-// (prefetched) have not started. A task that leaves (completes) is forgotten here in one
-// place, which keeps the queue count and the deadline index right.
+// The task table: every task that has not completed, the queue of those waiting for a worker
+// (one FIFO per priority), those waiting for room in a full queue, their deadlines, and which
+// worker was sent what. A worker runs the requests it is sent one at a time, in order, so the
+// first one sent is running and the others (prefetched) have not started. A task that leaves
+// (completes) is forgotten here in one place, which keeps the counts and the deadline index
+// right.
 #pragma once
 
 #include "types.hpp"
 
+#include <array>
 #include <chrono>
 #include <cstddef>
 #include <deque>
@@ -26,6 +28,12 @@ public:
         time_point submitted;
         time_point deadline = time_point::max();
         std::optional<slot_id> slot;  // the worker it was sent to, if any
+        std::uint64_t fingerprint = 0;
+        unsigned retries_left = 0;
+        unsigned attempt = 0;  // runs so far, the one under way included
+        std::uint8_t priority = 1;
+        bool waiting_for_room = false;  // not admitted to the queue yet
+        bool cancel_requested = false;  // running, and its worker was asked to stop it
     };
 
     /// A request written to a worker. An abandoned one (timed out or cancelled before it
@@ -37,20 +45,35 @@ public:
 
     explicit task_table(std::size_t slots) : sent_(slots) {}
 
-    /// Admits a task; it waits at the back of the queue. A zero timeout: no deadline.
-    void add(task_id id, std::string&& method, std::chrono::milliseconds timeout, time_point now);
+    /// Admits a task; it waits at the back of the queue of its priority. With `room`
+    /// false, it waits for room in the queue instead (`admit_waiting`).
+    void add(task_id id, std::string&& method, const task_options& options, time_point now,
+             bool room = true);
+    void add(task_id id, std::string&& method, std::chrono::milliseconds timeout, time_point now) {
+        add(id, std::move(method), task_options{.timeout = timeout}, now);
+    }
+    /// Tasks waiting for room in the queue.
+    std::size_t waiting() const noexcept { return waiting_; }
+    /// Admits the task that has waited for room longest, of the highest priority; returns
+    /// it, or nothing if none waits.
+    std::optional<task_id> admit_waiting();
+    /// A running task whose worker failed runs again: it goes back to the head of its queue
+    /// (`slot`'s other tasks must have been released first). Uses up one retry.
+    void retry(task_id id);
+    /// Its worker is asked to stop it.
+    void request_cancel(task_id id) { tasks_.at(id).cancel_requested = true; }
     /// Completed: removed from the table, the queue count and the deadlines.
     void forget(task_id id);
 
     const task* find(task_id id) const;
     bool empty() const noexcept { return tasks_.empty(); }
-    /// Tasks waiting for a worker.
+    /// Tasks admitted to the queue, waiting for a worker.
     std::size_t queued() const noexcept { return queued_; }
     /// "task 7 ('crash')".
     std::string describe(task_id id) const;
 
-    /// Takes the task at the head of the queue (there must be one) and sends it to `slot`;
-    /// returns it.
+    /// Takes the task at the head of the queue of the highest priority (there must be one)
+    /// and sends it to `slot`; returns it.
     task_id send_next(slot_id slot, time_point* submitted = nullptr);
     /// What `slot` was sent and has not answered, oldest (running) first.
     const std::deque<sent_task>& sent(slot_id slot) const { return sent_[slot]; }
@@ -70,32 +93,54 @@ public:
     std::optional<task_id> due(time_point now) const;
     std::optional<time_point> next_deadline() const;
 
-    /// Every task, or every queued task, by id.
+    /// Every task, or every task not sent to a worker (queued or waiting for room), by id.
     std::vector<task_id> ids() const;
     std::vector<task_id> queued_ids() const;
-    /// Forgets the queue order (after every queued task was completed).
-    void clear_queue() { queue_.clear(); }
+    /// Forgets the queue order (after every task not sent was completed).
+    void clear_queue() {
+        for (auto& q : queue_) {
+            q.clear();
+        }
+        for (auto& q : room_) {
+            q.clear();
+        }
+    }
 
 private:
+    using queues = std::array<std::deque<task_id>, priorities>;
+
     std::unordered_map<task_id, task> tasks_;
-    std::deque<task_id> queue_;  // may hold ids that already left; skipped on pop
-    std::size_t queued_ = 0;     // tasks without a slot
+    queues queue_;             // by priority; may hold ids that already left, skipped on pop
+    queues room_;              // waiting for room, by priority; the same
+    std::size_t queued_ = 0;   // admitted tasks without a slot
+    std::size_t waiting_ = 0;  // tasks waiting for room
     std::set<std::pair<time_point, task_id>> deadlines_;
     std::vector<std::deque<sent_task>> sent_;  // by slot
 };
 
 // The hot path (every task passes here), inline.
 
-inline void task_table::add(task_id id, std::string&& method, std::chrono::milliseconds timeout,
-                            time_point now) {
-    task t{.method = std::move(method), .submitted = now};
-    if (timeout.count() > 0) {
-        t.deadline = now + timeout;
+inline void task_table::add(task_id id, std::string&& method, const task_options& options,
+                            time_point now, bool room) {
+    task t{.method = std::move(method),
+           .submitted = now,
+           .fingerprint = options.fingerprint,
+           .retries_left = options.retries,
+           .priority = std::min<std::uint8_t>(options.priority, priorities - 1),
+           .waiting_for_room = !room};
+    if (options.timeout.count() > 0) {
+        t.deadline = now + options.timeout;
         deadlines_.emplace(t.deadline, id);
     }
+    const auto priority = t.priority;
     tasks_.emplace(id, std::move(t));
-    queue_.push_back(id);
-    ++queued_;
+    if (room) {
+        queue_[priority].push_back(id);
+        ++queued_;
+    } else {
+        room_[priority].push_back(id);
+        ++waiting_;
+    }
 }
 
 inline void task_table::forget(task_id id) {
@@ -106,7 +151,9 @@ inline void task_table::forget(task_id id) {
     if (it->second.deadline != time_point::max()) {
         deadlines_.erase({it->second.deadline, id});
     }
-    if (!it->second.slot) {
+    if (it->second.waiting_for_room) {
+        --waiting_;
+    } else if (!it->second.slot) {
         --queued_;
     }
     tasks_.erase(it);
@@ -114,11 +161,17 @@ inline void task_table::forget(task_id id) {
 
 inline task_id task_table::send_next(slot_id slot, time_point* submitted) {
     for (;;) {
-        const task_id id = queue_.front();
-        queue_.pop_front();
+        auto level = priorities;
+        while (queue_[level - 1].empty()) {
+            --level;  // a queued task is in one of them
+        }
+        auto& queue = queue_[level - 1];
+        const task_id id = queue.front();
+        queue.pop_front();
         auto it = tasks_.find(id);
-        if (it != tasks_.end() && !it->second.slot) {
+        if (it != tasks_.end() && !it->second.slot && !it->second.waiting_for_room) {
             it->second.slot = slot;
+            ++it->second.attempt;
             --queued_;
             sent_[slot].push_back({id});
             if (submitted) {

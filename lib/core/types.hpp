@@ -14,6 +14,23 @@ using time_point = clock::time_point;
 using task_id = std::uint64_t;
 using slot_id = std::size_t;
 
+/// Priorities of tasks, 0 (low) .. priorities - 1 (high).
+inline constexpr std::size_t priorities = 3;
+
+/// What a submitter asks of a task besides its method.
+struct task_options {
+    /// Zero: no deadline.
+    std::chrono::milliseconds timeout{0};
+    /// Runs allowed after a worker failed under it (0: not idempotent).
+    unsigned retries = 0;
+    /// 0 (low) .. priorities - 1 (high).
+    std::uint8_t priority = 1;
+    /// Wait for room when the queue is full, instead of failing.
+    bool wait_for_room = false;
+    /// torchpool::fingerprint of the request, 0 if not computed.
+    std::uint64_t fingerprint = 0;
+};
+
 /// How a reaped process ended.
 struct exit_status {
     std::optional<int> exit_code;

@@ -42,6 +42,9 @@ std::vector<std::string> worker_environment(const pool_params& params) {
         // helper per further core, so that a burst of starts uses every core.
         env.push_back("TORCHPOOL_FORK_SERVER_HELPERS=" + std::to_string(usable_cores() - 1));
     }
+    if (params.faults.enabled) {
+        env.push_back("TORCHPOOL_FAULT_INJECTION=1");  // the SDK ignores faults without it
+    }
     if (params.memory.limit_address_space && params.memory.hard_limit_bytes > 0) {
         // Applied by the worker SDK to each worker (not to the fork server).
         env.push_back("TORCHPOOL_ADDRESS_SPACE_LIMIT=" +
@@ -80,6 +83,7 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
                 params.worker.start == start_mode::fork_server ? SOCK_SEQPACKET : SOCK_STREAM),
       server_(ex),
       side_(ex, [this](int pid, const core::exit_status& status) { on_helper_end(pid, status); }),
+      events_(params.event_buffer, completion_),
       timer_(ex) {
     workers_.reserve(core::slot_capacity(params));
     for (std::size_t i = 0; i < core::slot_capacity(params); ++i) {
@@ -213,8 +217,12 @@ void pool_impl::do_submit(core::task_id id, submit_handler&& handler, request&& 
             invalid = "Tensor " + std::to_string(i) + " of the request " + problem + ".";
         }
     }
+    if (invalid.empty() && req.inject && !params_.faults.enabled) {
+        invalid = "The request carries a fault to inject (" + describe_fault(req.inject) +
+                  "), but fault injection is off; set pool_params::faults.enabled in tests.";
+    }
     if (!invalid.empty()) {
-        pending_.emplace(id, pending_task{std::move(handler), nullptr});
+        pending_.emplace(id, pending_task{std::move(handler), nullptr, {}});
         core_.reject(id, errc::invalid_request, std::move(invalid));
         drive();
         return;
@@ -226,9 +234,16 @@ void pool_impl::do_submit(core::task_id id, submit_handler&& handler, request&& 
             ? static_cast<std::uint64_t>(
                   std::chrono::nanoseconds((now + timeout).time_since_epoch()).count())
             : 0;
+    const core::task_options options{
+        .timeout = timeout,
+        .retries = req.retries,
+        .priority = static_cast<std::uint8_t>(req.priority),
+        .wait_for_room = req.if_full == when_full::wait,
+        .fingerprint = core_.needs_fingerprint(req.retries) ? fingerprint(req) : 0};
     pending_.emplace(
-        id, pending_task{std::move(handler), share(wire::encode_request(id, deadline_ns, req))});
-    core_.submit(id, std::move(req.method), timeout, now);
+        id, pending_task{std::move(handler), share(wire::encode_request(id, deadline_ns, req)),
+                         req.inject});
+    core_.submit(id, std::move(req.method), options, now);
     drive();
 }
 
@@ -283,8 +298,21 @@ inline void pool_impl::execute(core::send_request_action& a) {
     if (it == pending_.end() || !workers_[a.slot]->process.alive()) {
         return;
     }
+    auto& w = *workers_[a.slot];
+    if (params_.faults.enabled) {
+        fault f = it->second.inject;
+        if (params_.faults.choose) {
+            if (const fault chosen =
+                    params_.faults.choose({a.slot, w.pid, core_.method_of(a.task), a.attempt})) {
+                f = chosen;
+            }
+        }
+        if (f) {
+            w.channel.send(share(wire::encode(wire::fault_msg{a.task, f})));
+        }
+    }
     // Shared, not moved: a task sent ahead whose worker dies is sent again elsewhere.
-    workers_[a.slot]->channel.send(it->second.request_frame);
+    w.channel.send(it->second.request_frame);
 }
 
 void pool_impl::execute(core::send_shutdown_action& a) {
@@ -321,6 +349,7 @@ inline void pool_impl::execute(core::complete_action& a) {
 
 void pool_impl::execute(core::run_finished_action&) {
     timer_.cancel();
+    events_.finish();
     health_.post(core_.health());  // not live, before anyone waiting for the end hears of it
     if (run_handler_) {
         run_handler h(std::move(*run_handler_));
@@ -334,8 +363,41 @@ void pool_impl::execute(core::run_finished_action&) {
 }
 
 void pool_impl::execute(core::notify_action& a) {
+    events_.push(a.event);
     if (params_.on_worker_event) {
         params_.on_worker_event(a.event);
+    }
+}
+
+void pool_impl::next_event(event_handler&& handler) {
+    // Connected in the caller's context, as for submit; the cancellation is posted.
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    if (slot.is_connected()) {
+        slot.assign(
+            [weak = weak_from_this(), ex = completion_.executor()](asio::cancellation_type) {
+                asio::post(ex, [weak] {
+                    if (auto self = weak.lock()) {
+                        self->events_.cancel_wait();
+                    }
+                });
+            });
+    }
+    completion_.on_pool_executor([self = shared_from_this(), h = std::move(handler)]() mutable {
+        self->events_.next(std::move(h), self->core_.finished());
+    });
+}
+
+void pool_impl::log_output(core::line_splitter& lines, std::string_view bytes, std::size_t slot,
+                           int pid, bool fork_server, bool at_exit) {
+    if (!params_.on_log_line) {
+        return;
+    }
+    const auto emit = [&](std::string_view text) {
+        params_.on_log_line({.slot = slot, .pid = pid, .fork_server = fork_server, .text = text});
+    };
+    lines.feed(bytes, emit);
+    if (at_exit) {
+        lines.flush(emit);
     }
 }
 
@@ -345,6 +407,7 @@ void pool_impl::adopt(core::slot_id s, posix::spawned_process& p) {
     auto& w = *workers_[s];
     w.process.take(p);
     w.channel.open(std::move(p.channel), weak_from_this());
+    w.pid = p.pid;
     memory_.adopt(s, p.pid);
     core_.on_spawned(s, p.pid, core::clock::now());
     const auto keep = shared_from_this();
@@ -358,7 +421,11 @@ void pool_impl::adopt(core::slot_id s, posix::spawned_process& p) {
     });
     read_channel(s);
     w.process.read_output(
-        keep, [this, s](std::string_view bytes) { core_.on_log(s, bytes); },
+        keep,
+        [this, s](std::string_view bytes) {
+            core_.on_log(s, bytes);
+            log_output(workers_[s]->lines, bytes, s, workers_[s]->pid, false, false);
+        },
         [this, s] {
             finish_exit_when_read(s);
             drive();
@@ -428,7 +495,11 @@ void pool_impl::finish_exit_when_read(core::slot_id s) {
     if (!w.process.exit() || w.channel.reading() || w.process.reading_output()) {
         return;
     }
-    w.process.drain_output([this, s](std::string_view bytes) { core_.on_log(s, bytes); });
+    w.process.drain_output([this, s](std::string_view bytes) {
+        core_.on_log(s, bytes);
+        log_output(workers_[s]->lines, bytes, s, workers_[s]->pid, false, false);
+    });
+    log_output(w.lines, {}, s, w.pid, false, true);
     if (w.channel.is_open()) {
         // At exit, with no read in flight: what the channel still holds.
         error_code ec;
@@ -464,7 +535,11 @@ void pool_impl::execute(core::start_server_action&) {
     });
     read_server_control();
     server_.process().read_output(
-        keep, [this](std::string_view bytes) { core_.on_server_log(bytes); },
+        keep,
+        [this](std::string_view bytes) {
+            core_.on_server_log(bytes);
+            log_output(server_lines_, bytes, 0, core_.fork_server_pid(), true, false);
+        },
         [this] {
             finish_server_exit_when_read();
             drive();
@@ -572,7 +647,11 @@ void pool_impl::finish_server_exit_when_read() {
         side_.helpers_running()) {
         return;
     }
-    io.drain_output([this](std::string_view bytes) { core_.on_server_log(bytes); });
+    io.drain_output([this](std::string_view bytes) {
+        core_.on_server_log(bytes);
+        log_output(server_lines_, bytes, 0, core_.fork_server_pid(), true, false);
+    });
+    log_output(server_lines_, {}, 0, core_.fork_server_pid(), true, true);
     const auto status = *io.exit();
     server_.close();
     core_.on_server_exit(status, core::clock::now());

@@ -11,10 +11,12 @@
 //   completion        running on the pool's executor, completing handlers on theirs
 #pragma once
 
+#include "../core/log_lines.hpp"
 #include "../core/pool_core.hpp"
 #include "../posix/limits.hpp"
 #include "../posix/process.hpp"
 #include "completion.hpp"
+#include "event_stream.hpp"
 #include "fork_server_link.hpp"
 #include "health_board.hpp"
 #include "memory_limits.hpp"
@@ -55,10 +57,12 @@ public:
     void shutdown(run_handler handler);
     void cancel();
     void resize(std::size_t workers);
+    void next_event(event_handler&& handler);
     pool_health health() const { return health_.read(); }
     pool_stats stats() const {
         pool_stats s = core_.stats();
         s.open_files_limit = fds_.room().soft_after;
+        s.events_dropped = events_.dropped();
         return s;
     }
 
@@ -68,11 +72,14 @@ private:
             : process(ex), channel(ex, max_frame_bytes) {}
         process_io process;
         worker_channel channel;
+        int pid = 0;
+        core::line_splitter lines;  // for pool_params::on_log_line
     };
 
     struct pending_task {
         submit_handler handler;
         shared_frame request_frame;
+        fault inject;
     };
 
     void do_run(run_handler handler);
@@ -113,6 +120,10 @@ private:
     void on_helper_end(int pid, const core::exit_status& status);
     void finish_server_exit_when_read();
 
+    // pool_params::on_log_line: what a worker (slot, pid) or the fork server wrote.
+    void log_output(core::line_splitter& lines, std::string_view bytes, std::size_t slot, int pid,
+                    bool fork_server, bool at_exit);
+
     // Descriptors reserved under the open-file limit while the pool exists; first, so that a
     // pool that cannot fit fails before anything else is made.
     posix::fd_reservation fds_;
@@ -124,6 +135,8 @@ private:
     posix::launcher launcher_;
     fork_server_link server_;
     side_processes side_;
+    event_stream events_;
+    core::line_splitter server_lines_;
     boost::asio::steady_timer timer_;
     core::time_point armed_for_ = core::time_point::max();
     std::vector<std::unique_ptr<worker_io>> workers_;

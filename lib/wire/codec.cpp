@@ -212,8 +212,9 @@ std::string validate_tensor(dtype type, std::span<const std::int64_t> dims, std:
 }
 
 const char* message_name(const message& m) noexcept {
-    constexpr const char* names[] = {"hello",     "request",  "reply",        "cancel",
-                                     "heartbeat", "shutdown", "fork request", "fork reply"};
+    constexpr const char* names[] = {"hello",        "request",    "reply",
+                                     "cancel",       "heartbeat",  "shutdown",
+                                     "fork request", "fork reply", "fault"};
     return names[m.index()];
 }
 
@@ -266,6 +267,15 @@ bool encode_to(const reply_view& m, const std::function<bool(std::span<const iov
             }
             return write({parts, segments.size() + 1});
         });
+}
+
+frame encode(const fault_msg& m) {
+    return build(0, [&](schema::Envelope::Builder env) {
+        auto f = env.initFault();
+        f.setTaskId(m.task_id);
+        f.setKind(static_cast<std::uint8_t>(m.what.what));
+        f.setValue(m.what.value);
+    });
 }
 
 frame encode(const cancel_msg& m) {
@@ -364,6 +374,14 @@ Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
             case schema::Envelope::FORK_REQUEST: {
                 auto r = env.getForkRequest();
                 return message{fork_request_msg{r.getSequence(), r.getSlot()}};
+            }
+            case schema::Envelope::FAULT: {
+                auto f = env.getFault();
+                if (f.getKind() > static_cast<std::uint8_t>(fault::kind::fail)) {
+                    return decode_error{"fault has an unknown kind " + std::to_string(f.getKind())};
+                }
+                return message{fault_msg{f.getTaskId(),
+                                         {static_cast<fault::kind>(f.getKind()), f.getValue()}}};
             }
             case schema::Envelope::FORK_REPLY: {
                 auto r = env.getForkReply();

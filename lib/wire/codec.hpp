@@ -26,6 +26,7 @@ frame encode(const heartbeat_msg& m);
 frame encode(const shutdown_msg& m);
 frame encode(const fork_request_msg& m);
 frame encode(const fork_reply_msg& m);
+frame encode(const fault_msg& m);
 
 /// Encodes `m` and hands the frame to `write` as byte ranges (segment table, then the
 /// segments), without first copying it into one array. Returns what `write` returns.

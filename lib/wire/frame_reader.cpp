@@ -89,4 +89,10 @@ boost::system::error_code frame_reader::finish() const noexcept {
     return {};
 }
 
+void frame_reader::append(std::span<const std::byte> bytes) {
+    auto space = prepare(bytes.size());
+    std::memcpy(space.data(), bytes.data(), bytes.size());
+    commit(bytes.size());
+}
+
 }  // namespace torchpool::wire

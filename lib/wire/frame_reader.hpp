@@ -45,6 +45,13 @@ public:
     /// Called at end of stream: `errc::frame_truncated` if a partial frame is pending.
     boost::system::error_code finish() const noexcept;
 
+    /// The bytes received and not yet taken as frames (the start of a partial frame).
+    std::span<const std::byte> unconsumed() const noexcept {
+        return {reinterpret_cast<const std::byte*>(buffer_.data()) + begin_, end_ - begin_};
+    }
+    /// Appends `bytes` as if received.
+    void append(std::span<const std::byte> bytes);
+
     /// Size of the frame whose header was rejected, for error messages.
     std::size_t rejected_frame_bytes() const noexcept { return rejected_bytes_; }
 

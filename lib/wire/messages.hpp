@@ -19,6 +19,9 @@ inline constexpr std::uint32_t protocol_version = 1;
 /// heartbeat whenever no task runs.
 inline constexpr std::string_view answers_heartbeats = "heartbeat";
 
+/// Error type of a reply whose handler stopped because its caller cancelled the task.
+inline constexpr std::string_view cancelled_error = "torchpool::cancelled";
+
 struct hello_msg {
     int pid = 0;
     std::uint32_t protocol_version = 0;
@@ -86,8 +89,14 @@ struct fork_reply_msg {
     bool helper = false;  // a helper of the fork server hands itself over (its pidfd only)
 };
 
+/// Pool -> worker, before the request `task_id`: provoke `what` for it (fault injection).
+struct fault_msg {
+    std::uint64_t task_id = 0;
+    fault what;
+};
+
 using message = std::variant<hello_msg, request_msg, reply_msg, cancel_msg, heartbeat_msg,
-                             shutdown_msg, fork_request_msg, fork_reply_msg>;
+                             shutdown_msg, fork_request_msg, fork_reply_msg, fault_msg>;
 
 /// Name of the message kind, for error messages ("hello", "reply", ...).
 const char* message_name(const message& m) noexcept;

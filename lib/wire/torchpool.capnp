@@ -89,6 +89,15 @@ struct ForkReply {
   helper @3 :Bool;
 }
 
+struct Fault {
+  # Pool -> worker, right before the request it applies to, only when the pool's fault
+  # injection is on (for users' tests): the worker provokes this failure for that task.
+  taskId @0 :UInt64;
+  kind @1 :UInt8;
+  # The signal, exit code, bytes or milliseconds, by kind (torchpool::fault::kind).
+  value @2 :UInt64;
+}
+
 struct Envelope {
   union {
     hello @0 :Hello;
@@ -99,5 +108,6 @@ struct Envelope {
     shutdown @5 :Shutdown;
     forkRequest @6 :ForkRequest;
     forkReply @7 :ForkReply;
+    fault @8 :Fault;
   }
 }

@@ -4,7 +4,9 @@
 #include "host_watch.hpp"
 #include <torchpool/worker.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +14,7 @@
 #include <exception>
 #include <time.h>
 #include <typeinfo>
+#include <unordered_map>
 #include <unordered_set>
 
 #include <sys/resource.h>
@@ -116,8 +119,139 @@ bool past(std::uint64_t deadline_ns) {
            deadline_ns;
 }
 
+// The cancellation_source of running handlers: reads the channel without blocking while a
+// handler runs, so that a cancel message reaches it. The bytes are scanned in a copy of the
+// stream (from where the main reader stopped) and kept for the main reader, which reads them
+// once the handlers of its batch are done (their requests are views into its buffer).
+class channel_inbox final : public cancellation_source {
+public:
+    channel_inbox(int fd, const wire::frame_reader& main,
+                  std::unordered_set<std::uint64_t>& cancelled)
+        : fd_(fd), main_(main), cancelled_(cancelled), scan_(max_request_bytes) {}
+
+    bool requested(std::uint64_t id) override {
+        if (!cancelled_.contains(id)) {
+            read_more();
+        }
+        return cancelled_.contains(id);
+    }
+
+    // Gives what was read while handlers ran to the main reader; false if nothing was.
+    bool hand_over(wire::frame_reader& main) {
+        if (!scanning_) {
+            return false;
+        }
+        main.append(std::as_bytes(std::span(pending_)));
+        pending_.clear();
+        scan_ = wire::frame_reader(max_request_bytes);
+        scanning_ = false;
+        return true;
+    }
+
+private:
+    void read_more() {
+        if (!scanning_) {
+            scan_.append(main_.unconsumed());  // a partial frame the next bytes continue
+            scanning_ = true;
+        }
+        bool got = false;
+        for (;;) {
+            char chunk[16 * 1024];
+            const ssize_t n = ::recv(fd_, chunk, sizeof chunk, MSG_DONTWAIT);
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            if (n <= 0) {
+                break;  // nothing more now, or the end: the main loop will see it
+            }
+            pending_.insert(pending_.end(), chunk, chunk + n);
+            scan_.append(std::as_bytes(std::span(chunk, static_cast<std::size_t>(n))));
+            got = true;
+        }
+        while (got && !broken_) {
+            auto next = scan_.next();
+            if (next.error) {
+                broken_ = true;  // the main loop reports it
+                break;
+            }
+            if (!next.has_frame()) {
+                break;
+            }
+            auto decoded = wire::decode_view(next.words);
+            if (auto* msg = std::get_if<wire::message>(&decoded)) {
+                if (auto* cancel = std::get_if<wire::cancel_msg>(msg)) {
+                    cancelled_.insert(cancel->id);
+                }
+            }
+        }
+    }
+
+    int fd_;
+    const wire::frame_reader& main_;
+    std::unordered_set<std::uint64_t>& cancelled_;
+    wire::frame_reader scan_;
+    std::vector<char> pending_;
+    bool scanning_ = false;
+    bool broken_ = false;
+};
+
+// Memory a `leak` fault keeps for the rest of the worker's life.
+std::vector<std::unique_ptr<char[]>> leaked;
+
+// Applies a fault the pool asked for (pool_params::faults): those that end or stop the worker
+// do not return; the others return whether the handler still runs.
+bool apply_fault(int fd, const fault& f, outgoing_reply& reply) {
+    switch (f.what) {
+        case fault::kind::none:
+            return true;
+        case fault::kind::crash:
+            std::fflush(nullptr);
+            ::signal(static_cast<int>(f.value), SIG_DFL);
+            ::raise(static_cast<int>(f.value));
+            ::_exit(128 + static_cast<int>(f.value));  // a signal that does not end a process
+        case fault::kind::exit:
+            std::fflush(nullptr);
+            ::_exit(static_cast<int>(f.value));
+        case fault::kind::hang:
+            for (;;) {
+                ::pause();
+            }
+        case fault::kind::leak: {
+            auto block = std::make_unique<char[]>(f.value);
+            std::memset(block.get(), 0x5a, f.value);  // touched, so that it is resident
+            leaked.push_back(std::move(block));
+            return true;
+        }
+        case fault::kind::delay: {
+            // The behaviour asked for is a slow answer.
+            const timespec pause{static_cast<time_t>(f.value / 1000),
+                                 static_cast<long>(f.value % 1000) * 1'000'000};
+            ::nanosleep(&pause, nullptr);
+            return true;
+        }
+        case fault::kind::garbage: {
+            // A frame header for one segment of 2 words, then words that are no message.
+            const std::uint32_t header[2] = {0, 2};
+            const std::uint64_t body[2] = {0x7fffffff0000fffcu, 0xdeadbeefdeadbeefu};
+            const iovec parts[2] = {{const_cast<std::uint32_t*>(header), sizeof header},
+                                    {const_cast<std::uint64_t*>(body), sizeof body}};
+            send_all(fd, parts);
+            for (;;) {
+                ::pause();
+            }
+        }
+        case fault::kind::fail:
+            reply.ok = false;
+            reply.error_type = "torchpool::injected_fault";
+            reply.error_message = "the pool injected this failure (pool_params::faults)";
+            return false;
+    }
+    return true;
+}
+
 // Runs the handler for `req`; a thrown exception becomes an error reply.
-outgoing_reply run(const handler_table& handlers, const wire::request_view& req) {
+outgoing_reply run(const handler_table& handlers, const wire::request_view& req,
+                   cancellation_source& cancellation) {
     outgoing_reply reply{.id = req.id};
     auto it = handlers.find(req.method);
     if (it == handlers.end()) {
@@ -131,7 +265,8 @@ outgoing_reply run(const handler_table& handlers, const wire::request_view& req)
         return reply;
     }
     try {
-        result r = it->second(call{req.id, req.method, req.payload, req.tensors, req.deadline_ns});
+        result r = it->second(
+            call{req.id, req.method, req.payload, req.tensors, req.deadline_ns, &cancellation});
         for (std::size_t i = 0; i < r.tensors.size(); ++i) {
             if (auto problem = wire::validate_tensor(r.tensors[i]); !problem.empty()) {
                 return not_run(
@@ -140,6 +275,10 @@ outgoing_reply run(const handler_table& handlers, const wire::request_view& req)
             }
         }
         reply.value = std::move(r);
+    } catch (const cancelled_error& e) {
+        reply.ok = false;
+        reply.error_type = wire::cancelled_error;
+        reply.error_message = e.what();
     } catch (const std::exception& e) {
         reply.ok = false;
         reply.error_type = demangle(typeid(e).name());
@@ -261,21 +400,38 @@ int server::serve_worker(const start_info& info) {
     // Requests are views into the reader's buffer, which stays put until the next prepare().
     std::vector<std::variant<wire::message, wire::request_view>> batch;
     std::unordered_set<std::uint64_t> cancelled;
+    channel_inbox inbox(fd, reader, cancelled);
+    // pool_params::faults: faults the pool asked for, by task, honoured only when it says
+    // fault injection is on.
+    const bool faults_enabled = std::getenv("TORCHPOOL_FAULT_INJECTION") != nullptr;
+    std::unordered_map<std::uint64_t, fault> faults;
+    const auto in_batch = [&batch](std::uint64_t id) {
+        return std::any_of(batch.begin(), batch.end(), [id](const auto& item) {
+            const auto* req = std::get_if<wire::request_view>(&item);
+            return req && req->id == id;
+        });
+    };
     for (;;) {
-        auto space = reader.prepare(64 * 1024);
-        const ssize_t n = ::read(fd, space.data(), space.size());
-        if (n < 0) {
-            if (errno == EINTR) {
-                continue;
+        // Every request of the last batch was answered, so a cancel can only be for one of
+        // the next; those that arrived while handlers ran are in what the inbox hands over,
+        // and are decoded again below.
+        cancelled.clear();
+        if (!inbox.hand_over(reader)) {
+            auto space = reader.prepare(64 * 1024);
+            const ssize_t n = ::read(fd, space.data(), space.size());
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                std::fprintf(stderr, "torchpool worker: cannot read the pool's channel: %s\n",
+                             std::strerror(errno));
+                return 2;
             }
-            std::fprintf(stderr, "torchpool worker: cannot read the pool's channel: %s\n",
-                         std::strerror(errno));
-            return 2;
+            if (n == 0) {
+                return 0;  // the pool closed the channel: it is gone or done with us
+            }
+            reader.commit(static_cast<std::size_t>(n));
         }
-        if (n == 0) {
-            return 0;  // the pool closed the channel: it is gone or done with us
-        }
-        reader.commit(static_cast<std::size_t>(n));
 
         // Decode everything that has arrived first, so that a cancel sent after a request
         // that has not started yet is seen before that request runs.
@@ -302,7 +458,13 @@ int server::serve_worker(const start_info& info) {
             }
             auto& msg = std::get<wire::message>(decoded);
             if (auto* cancel = std::get_if<wire::cancel_msg>(&msg)) {
-                cancelled.insert(cancel->id);
+                if (in_batch(cancel->id)) {
+                    cancelled.insert(cancel->id);  // else it was answered already
+                }
+            } else if (auto* f = std::get_if<wire::fault_msg>(&msg)) {
+                if (faults_enabled) {
+                    faults[f->task_id] = f->what;
+                }
             } else {
                 batch.emplace_back(std::move(msg));
             }
@@ -322,12 +484,23 @@ int server::serve_worker(const start_info& info) {
             }
             const auto& req = std::get<wire::request_view>(item);
             // Every request gets exactly one reply, in order, even one that is not run.
-            const outgoing_reply reply =
-                cancelled.erase(req.id) > 0 ? not_run(req.id, "torchpool::cancelled",
-                                                      "cancelled by the caller before it started")
-                : past(req.deadline_ns)     ? not_run(req.id, "torchpool::deadline_exceeded",
-                                                      "its deadline passed before it started")
-                                            : run(state_->handlers, req);
+            outgoing_reply reply{.id = req.id};
+            if (cancelled.erase(req.id) > 0) {
+                reply = not_run(req.id, std::string(wire::cancelled_error),
+                                "cancelled by the caller before it started");
+            } else if (past(req.deadline_ns)) {
+                reply = not_run(req.id, "torchpool::deadline_exceeded",
+                                "its deadline passed before it started");
+            } else if (auto f = faults.find(req.id);
+                       f != faults.end() && !apply_fault(fd, f->second, reply)) {
+                faults.erase(f);
+            } else {
+                if (f != faults.end()) {
+                    faults.erase(f);
+                }
+                reply = run(state_->handlers, req, inbox);
+                cancelled.erase(req.id);
+            }
             if (!wire::encode_to(reply.view(), [fd](std::span<const iovec> parts) {
                     return send_all(fd, parts);
                 })) {

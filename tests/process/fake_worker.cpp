@@ -26,6 +26,12 @@
 //   print (text)         write the text to stdout and reply "printed"
 //   parent               reply with the parent's pid
 //   start_info           reply "slot=S intra=A inter=B forked=F" from the start hook
+//   cancellable (ms)     print "cancellable started", then work in 1 ms steps for up to ms,
+//                        polling call::cancelled(); stop (cancelled_error) when it is set,
+//                        else reply "finished"
+//   ignore_cancel (ms)   print "ignore_cancel started", then work ms without looking at
+//                        cancellation; reply "finished"
+//   print_lines (n)      write "line 1" .. "line n" to stdout and stderr alternately
 #include <torchpool/worker.hpp>
 
 #include <chrono>
@@ -223,6 +229,29 @@ int main(int argc, char** argv) {
     server.handle("close_channel", [](const call&) -> result {
         ::close(3);
         block_forever();
+    });
+    server.handle("cancellable", [](const call& c) {
+        std::printf("cancellable started\n");
+        std::fflush(stdout);
+        for (int i = 0; i < to_int(c.payload); ++i) {
+            c.throw_if_cancelled();
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a step of work
+        }
+        return result{.payload = "finished"};
+    });
+    server.handle("ignore_cancel", [](const call& c) {
+        std::printf("ignore_cancel started\n");
+        std::fflush(stdout);
+        std::this_thread::sleep_for(std::chrono::milliseconds(to_int(c.payload)));  // work
+        return result{.payload = "finished"};
+    });
+    server.handle("print_lines", [](const call& c) {
+        for (int i = 1; i <= to_int(c.payload); ++i) {
+            std::FILE* out = i % 2 == 0 ? stderr : stdout;
+            std::fprintf(out, "line %d\n", i);
+            std::fflush(out);
+        }
+        return result{};
     });
     server.handle("print", [](const call& c) {
         std::printf("%.*s\n", static_cast<int>(c.payload.size()), c.payload.data());

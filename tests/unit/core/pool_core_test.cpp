@@ -2,6 +2,7 @@
 // no processes. Each step says what happens and what the core must decide.
 #include "core/pool_core.hpp"
 
+#include "core_harness.hpp"
 #include <torchpool/error.hpp>
 
 #include <boost/asio/error.hpp>
@@ -12,87 +13,8 @@
 
 using namespace torchpool;
 using namespace torchpool::core;
+using namespace torchpool::core::testing;
 using namespace std::chrono_literals;
-
-namespace {
-
-struct harness {
-    // The core is not movable (its units refer to each other); the harness is, so that
-    // ready_harness can return one.
-    explicit harness(pool_params p, pool_core::process_probe probe = {})
-        : params(std::move(p)),
-          owned(std::make_unique<pool_core>(params, std::move(probe))),
-          core(*owned) {}
-
-    std::vector<action> take() {
-        std::vector<action> out(core.actions().begin(), core.actions().end());
-        core.actions().clear();
-        return out;
-    }
-
-    template <class A>
-    static std::vector<A> only(const std::vector<action>& actions) {
-        std::vector<A> out;
-        for (const auto& a : actions) {
-            if (auto* x = std::get_if<A>(&a)) {
-                out.push_back(*x);
-            }
-        }
-        return out;
-    }
-
-    // Starts the pool and brings every worker to idle, pids 100, 101, ...
-    void start_all_ready() {
-        REQUIRE(core.start(now));
-        auto spawns = only<spawn_action>(take());
-        REQUIRE(spawns.size() == params.workers);
-        for (auto& s : spawns) {
-            core.on_spawned(s.slot, 100 + static_cast<int>(s.slot), now);
-            core.on_message(s.slot, wire::hello_msg{.protocol_version = wire::protocol_version},
-                            now);
-        }
-        take();
-    }
-
-    // Time passes until the slot's restart is due; its new process starts and says hello.
-    void restart_when_due(slot_id slot, int pid) {
-        now = *core.next_deadline();
-        core.on_timer(now);
-        REQUIRE(only<spawn_action>(take()).size() == 1);
-        core.on_spawned(slot, pid, now);
-        core.on_message(slot, wire::hello_msg{.protocol_version = wire::protocol_version}, now);
-    }
-
-    void advance(std::chrono::milliseconds d) {
-        now += d;
-        core.on_timer(now);
-    }
-
-    pool_params params;
-    std::unique_ptr<pool_core> owned;
-    pool_core& core;
-    time_point now{std::chrono::seconds(1000)};
-};
-
-pool_params two_workers() {
-    return {.worker = {.executable = "/bin/true"}, .workers = 2, .queue_limit = 4};
-}
-
-pool_params one_worker(std::size_t prefetch = 0) {
-    auto params = two_workers();
-    params.workers = 1;
-    params.prefetch = prefetch;
-    return params;
-}
-
-// A pool whose workers have all started and said hello.
-harness ready_harness(pool_params params) {
-    harness h(std::move(params));
-    h.start_all_ready();
-    return h;
-}
-
-}  // namespace
 
 TEST_CASE("a submitted task goes to an idle worker and completes with its reply", "[core]") {
     harness h(two_workers());
@@ -353,8 +275,7 @@ TEST_CASE("a worker that never says hello is killed at the spawn timeout", "[cor
     CHECK(h.core.state_of(0) == worker_state::starting);
 }
 
-TEST_CASE("cancelling a queued task removes it, but a running one needs terminal cancellation",
-          "[core]") {
+TEST_CASE("cancelling a queued task removes it: a running one is asked to stop", "[core]") {
     using boost::asio::cancellation_type;
     auto h = ready_harness(one_worker());
     h.core.submit(1, "sleep", 0ms, h.now);
@@ -369,19 +290,28 @@ TEST_CASE("cancelling a queued task removes it, but a running one needs terminal
     CHECK(done[0].error == boost::asio::error::operation_aborted);
     CHECK(h.core.stats().queue_depth == 0);
 
-    // Running: partial is not supported, nothing happens.
+    // Running, partial: the worker is told; the caller waits for its answer.
     h.core.cancel_task(1, cancellation_type::partial, h.now);
+    auto actions = h.take();
+    REQUIRE(actions.size() == 1);
+    CHECK(actions[0] == action(send_cancel_action{0, 1}));
+
+    // A second request changes nothing.
+    h.core.cancel_task(1, cancellation_type::total, h.now);
     CHECK(h.take().empty());
 
-    // Running, terminal: aborted, and the worker is killed.
-    h.core.cancel_task(1, cancellation_type::terminal, h.now);
-    auto actions = h.take();
-    done = harness::only<complete_action>(actions);
+    // The handler stopped on it: the caller gets operation_aborted; the worker stays.
+    h.core.on_message(0,
+                      wire::reply_msg{.id = 1,
+                                      .ok = false,
+                                      .error_type = std::string(wire::cancelled_error),
+                                      .error_message = "stopped"},
+                      h.now);
+    done = harness::only<complete_action>(h.take());
     REQUIRE(done.size() == 1);
     CHECK(done[0].error == boost::asio::error::operation_aborted);
-    auto signals = harness::only<signal_action>(actions);
-    REQUIRE(signals.size() == 1);
-    CHECK(signals[0].signo == SIGKILL);
+    CHECK_THAT(done[0].result->diagnostics.summary, Catch::Contains("its handler stopped"));
+    CHECK(h.core.state_of(0) == worker_state::idle);
 }
 
 TEST_CASE("a reply for the wrong task is a protocol error that kills the worker", "[core]") {
