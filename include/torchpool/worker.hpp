@@ -5,6 +5,14 @@
 //         server.handle("echo", [](const torchpool::worker::call& c) {
 //             return torchpool::worker::result{.payload = std::string(c.payload)};
 //         });
+//         // A long task that stops early when its caller cancels it.
+//         server.handle("count", [](const torchpool::worker::call& c) {
+//             for (int step = 0; step < 60'000; ++step) {
+//                 c.throw_if_cancelled();  // reads the pool's cancel message, without blocking
+//                 std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a step of work
+//             }
+//             return torchpool::worker::result{.payload = "counted"};
+//         });
 //         return server.serve();  // hello, then requests until shutdown
 //     }
 //

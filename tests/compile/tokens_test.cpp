@@ -15,6 +15,7 @@
 #include <catch2/catch.hpp>
 
 #include <future>
+#include <thread>
 
 using namespace torchpool;
 using namespace torchpool::test;
@@ -187,4 +188,50 @@ TEST_CASE("the pool runs on a strand of a 4-thread io_context, fed from many thr
         t.join();
     }
     CHECK(child_pids().empty());
+}
+
+TEST_CASE("async_next_event works with a callback, use_awaitable, deferred and use_future",
+          "[tokens]") {
+    // use_future, from a thread that does not run the io_context.
+    asio::io_context io{1};
+    pool p(io.get_executor(), two_fake_workers());
+    p.async_run(asio::detached);
+    std::future<worker_event> first = p.async_next_event(asio::use_future);
+    std::thread runner([&] { io.run_for(30s); });
+    REQUIRE(first.wait_for(30s) == std::future_status::ready);
+    const auto started = first.get();
+    CHECK(started.pid > 0);
+
+    // A callback, then deferred and use_awaitable from a coroutine on the pool's executor.
+    std::promise<worker_event::kind> by_callback;
+    p.async_next_event([&](boost::system::error_code ec, worker_event e) {
+        CHECK(!ec);
+        by_callback.set_value(e.what);
+    });
+    REQUIRE(by_callback.get_future().wait_for(30s) == std::future_status::ready);
+    std::promise<void> coroutine_done;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            auto later = p.async_next_event(asio::deferred);
+            worker_event e = co_await std::move(later)(asio::use_awaitable);
+            CHECK(!e.description.empty());
+            co_await p.async_shutdown(asio::use_awaitable);
+            // After the end and every event: eof, as an exception with use_awaitable.
+            for (;;) {
+                auto [ec, rest] = co_await p.async_next_event(asio::as_tuple(asio::use_awaitable));
+                if (ec) {
+                    CHECK(ec == asio::error::eof);
+                    break;
+                }
+            }
+            CHECK_THROWS_AS(co_await p.async_next_event(asio::use_awaitable),
+                            boost::system::system_error);
+        },
+        [&](std::exception_ptr e) {
+            CHECK(!e);
+            coroutine_done.set_value();
+        });
+    REQUIRE(coroutine_done.get_future().wait_for(30s) == std::future_status::ready);
+    runner.join();
 }

@@ -1,9 +1,10 @@
 // Chaos: tens of thousands of tasks through 32 workers while a thread of the host SIGKILLs a
 // random worker every few milliseconds. The pool must neither lie nor lose anything: every
-// task completes exactly once, with its result or with worker_died when its worker was
-// killed under it; no task is failed for want of workers (the machine can start them the
-// whole time), none outlives its deadline; afterwards the pool is at full strength, with no
-// zombie and no leaked descriptor.
+// task completes exactly once; an idempotent one (half of them, request::with_retries) with
+// its result, since it is run again when its worker is killed under it; any other with its
+// result or with worker_died. No task is failed for want of workers (the machine can start
+// them the whole time), none outlives its deadline; afterwards the pool is at full strength,
+// with no zombie and no leaked descriptor.
 #include "../support/outside_killer.hpp"
 #include "../support/process_support.hpp"
 #include <torchpool/error.hpp>
@@ -44,6 +45,9 @@ void chaos(start_mode mode) {
                                   .workers = workers,
                                   .queue_limit = tasks,
                                   .task_timeout = deadline,
+                                  // The killer is random: a task killed under twice is
+                                  // unlucky, not poison. Four deaths would be poison.
+                                  .poison = {.deaths = 4},
                                   .on_worker_event = [&](const worker_event& e) {
                                       events.push_back(e);
                                       ready += e.what == worker_event::kind::ready ? 1 : 0;
@@ -56,6 +60,8 @@ void chaos(start_mode mode) {
 
         std::vector<int> completions(tasks, 0);
         std::map<std::string, int> outcomes;
+        int idempotent_failed = 0;
+        int retried = 0;  // idempotent tasks that ran more than once and succeeded
         int done = 0;
         int late = 0;
         const auto submitted = std::chrono::steady_clock::now();
@@ -64,9 +70,18 @@ void chaos(start_mode mode) {
             // (workers killed before any ever started would rightly make the pool degraded).
             co_await changed.until([&] { return ready >= workers; }, 60s);
             for (int i = 0; i < tasks; ++i) {
-                p.async_submit(make_request("echo", std::to_string(i)),
-                               [&, i](boost::system::error_code ec, response r) {
+                const bool idempotent = i % 2 == 1;
+                auto req = make_request("echo", std::to_string(i));
+                if (idempotent) {
+                    req = std::move(req).with_retries(5);
+                }
+                p.async_submit(std::move(req),
+                               [&, i, idempotent](boost::system::error_code ec, response r) {
                                    ++completions[static_cast<std::size_t>(i)];
+                                   if (idempotent) {
+                                       idempotent_failed += ec ? 1 : 0;
+                                       retried += !ec && r.attempts.size() > 1 ? 1 : 0;
+                                   }
                                    if (!ec && r.payload != std::to_string(i)) {
                                        ++outcomes["wrong payload"];
                                    } else {
@@ -95,11 +110,16 @@ void chaos(start_mode mode) {
             }
             return text;
         }());
-        INFO("kills " << killer.kills() << ", restarts " << s.restarts << ", paced "
-                      << s.paced_restarts << ", failed starts " << s.failed_starts);
+        INFO("kills " << killer.kills() << ", retried runs " << s.retried << ", restarts "
+                      << s.restarts << ", paced " << s.paced_restarts << ", failed starts "
+                      << s.failed_starts);
         CHECK(std::all_of(completions.begin(), completions.end(), [](int n) { return n == 1; }));
         CHECK(outcomes["ok"] + outcomes[make_error_code(errc::worker_died).message()] == tasks);
         CHECK(outcomes["ok"] > tasks / 2);
+        INFO("idempotent tasks that succeeded after a retry: " << retried);
+        CHECK(idempotent_failed == 0);
+        CHECK(retried > 0);
+        CHECK(s.retried >= static_cast<std::uint64_t>(retried));
         CHECK(late == 0);
         CHECK(s.spawn_failed == 0);
         CHECK_FALSE(s.degraded);

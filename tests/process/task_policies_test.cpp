@@ -82,8 +82,10 @@ TEST_CASE("a task that kills two workers is a poison task: submitted again it is
 
 TEST_CASE("a running handler sees a partial cancellation and stops: its worker stays",
           "[process]") {
+    const auto mode = GENERATE(start_mode::direct, start_mode::fork_server);
     asio::cancellation_signal cancel;
     auto params = params_for(1);
+    params.worker.start = mode;
     // The handler prints a line when it starts: that is when the caller cancels.
     params.on_log_line = [&](const log_line& line) {
         if (line.text == "cancellable started") {

@@ -241,6 +241,27 @@ TEST_CASE("a LibTorch worker killed while it runs a model fails that task only",
     CHECK(child_pids().empty());
 }
 
+TEST_CASE(
+    "fault injection crashes the stock LibTorch worker; an idempotent request succeeds "
+    "on its replacement",
+    "[process][torch]") {
+    auto params = pool_params{.worker = libtorch_worker(), .workers = 1};
+    params.faults.enabled = true;
+    params.faults.choose = [](const fault_target& t) {
+        return t.method == "forward" && t.attempt == 1 ? fault::crash(SIGSEGV) : fault{};
+    };
+    with_pool(params, [](pool& p) -> asio::awaitable<void> {
+        auto req = infer("forward", {test_images(2)});
+        auto [ec, r] = co_await p.async_submit(std::move(req).with_retries(1), tuple_awaitable);
+        CHECK(!ec);
+        REQUIRE(r.attempts.size() == 2);
+        CHECK(r.attempts[0].error == errc::worker_died);
+        CHECK_THAT(r.attempts[0].summary, Catch::Contains("SIGSEGV"));
+        REQUIRE(r.tensors.size() == 1);
+        CHECK(r.tensors[0].shape == std::vector<std::int64_t>{2, 10});
+    });
+}
+
 TEST_CASE("64 LibTorch workers from the fork server all answer", "[process][torch][scale]") {
     run_coroutine(
         [&](asio::io_context& io) -> asio::awaitable<void> {
