@@ -92,10 +92,13 @@ void pool_core::reject(task_id id, boost::system::error_code error, std::string 
     complete(id, error, {.diagnostics = {.summary = std::move(summary)}});
 }
 
-void pool_core::admit_waiting() {
+bool pool_core::admit_waiting() {
+    bool admitted = false;
     while (tasks_.waiting() > 0 && tasks_.queued() < params_.queue_limit &&
            tasks_.admit_waiting()) {
+        admitted = true;
     }
+    return admitted;
 }
 
 void pool_core::dispatch(time_point now) {
@@ -116,8 +119,9 @@ void pool_core::dispatch(time_point now) {
             workers_[*target].task_start = now;  // it starts now, rather than after others
         }
         time_point submitted;
-        const task_id id = tasks_.send_next(*target, &submitted);
-        actions_.push_back(send_request_action{*target, id, tasks_.find(id)->attempt});
+        unsigned attempt = 1;
+        const task_id id = tasks_.send_next(*target, &submitted, &attempt);
+        actions_.push_back(send_request_action{*target, id, attempt});
         report_.counters.queue_wait.add(duration_cast<std::chrono::microseconds>(now - submitted));
         if (tasks_.waiting() > 0) {
             admit_waiting();  // there is room now
@@ -519,9 +523,8 @@ void pool_core::on_log(slot_id s, std::string_view bytes) {
 
 void pool_core::settle(time_point now) {
     // Each check is cheap and almost always false: a running pool with nobody waiting.
-    if (tasks_.waiting() > 0) {
-        admit_waiting();  // a queued task completed or left, making room
-        requeued_ = true;
+    if (tasks_.waiting() > 0 && admit_waiting()) {
+        requeued_ = true;  // a queued task completed or left, making room
     }
     if (requeued_) {
         dispatch(now);

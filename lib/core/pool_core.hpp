@@ -185,8 +185,8 @@ private:
     /// worker if it may, fails as a poison task, or completes with `error`. Releases what
     /// else `s` was sent.
     void worker_failed_under(slot_id s, task_id id, errc error, response&& result, time_point now);
-    /// Moves tasks that wait for room into the queue while it has room.
-    void admit_waiting();
+    /// Moves tasks that wait for room into the queue while it has room; true if any moved.
+    bool admit_waiting();
     void stop_worker(slot_id s, stop_reason reason, bool force, time_point now);
     /// Its process is gone: restart it after its backoff, or retire it.
     void after_exit(slot_id s, time_point now);

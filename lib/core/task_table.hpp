@@ -74,7 +74,7 @@ public:
 
     /// Takes the task at the head of the queue of the highest priority (there must be one)
     /// and sends it to `slot`; returns it.
-    task_id send_next(slot_id slot, time_point* submitted = nullptr);
+    task_id send_next(slot_id slot, time_point* submitted = nullptr, unsigned* attempt = nullptr);
     /// What `slot` was sent and has not answered, oldest (running) first.
     const std::deque<sent_task>& sent(slot_id slot) const { return sent_[slot]; }
     /// The task `slot` is running, unless it runs nothing or one that was abandoned.
@@ -159,7 +159,7 @@ inline void task_table::forget(task_id id) {
     tasks_.erase(it);
 }
 
-inline task_id task_table::send_next(slot_id slot, time_point* submitted) {
+inline task_id task_table::send_next(slot_id slot, time_point* submitted, unsigned* attempt) {
     for (;;) {
         auto level = priorities;
         while (queue_[level - 1].empty()) {
@@ -176,6 +176,9 @@ inline task_id task_table::send_next(slot_id slot, time_point* submitted) {
             sent_[slot].push_back({id});
             if (submitted) {
                 *submitted = it->second.submitted;
+            }
+            if (attempt) {
+                *attempt = it->second.attempt;
             }
             return id;
         }

@@ -90,6 +90,9 @@ boost::system::error_code frame_reader::finish() const noexcept {
 }
 
 void frame_reader::append(std::span<const std::byte> bytes) {
+    if (bytes.empty()) {
+        return;  // its data may be null, which memcpy must not get
+    }
     auto space = prepare(bytes.size());
     std::memcpy(space.data(), bytes.data(), bytes.size());
     commit(bytes.size());

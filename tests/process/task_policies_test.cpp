@@ -382,3 +382,60 @@ TEST_CASE("a fault is refused when fault injection is off", "[process]") {
         CHECK(p.stats().deaths_by_signal == 0);
     });
 }
+
+TEST_CASE("every cancellation type, on a task waiting for room, queued, prefetched and running",
+          "[process]") {
+    const auto type = GENERATE(asio::cancellation_type::terminal, asio::cancellation_type::partial,
+                               asio::cancellation_type::total);
+    auto params = params_for(1);
+    params.prefetch = 1;
+    params.queue_limit = 1;
+    std::array<asio::cancellation_signal, 4> cancel;  // running, prefetched, queued, waiting
+    bool started = false;
+    notifier* wake = nullptr;
+    params.on_log_line = [&](const log_line& line) {
+        started |= line.text == "cancellable started";
+        if (wake) {
+            wake->notify();
+        }
+    };
+    with_pool(params, [&](pool& p) -> asio::awaitable<void> {
+        auto [warm, w] = co_await p.async_submit(request("pid"), tuple_awaitable);
+        REQUIRE(!warm);
+        notifier changed(co_await asio::this_coro::executor);
+        std::array<boost::system::error_code, 4> errors;
+        std::array<bool, 4> done{};
+        const auto submit = [&](std::size_t i, request req) {
+            p.async_submit(std::move(req),
+                           asio::bind_cancellation_slot(
+                               cancel[i].slot(), [&, i](boost::system::error_code ec, response) {
+                                   errors[i] = ec;
+                                   done[i] = true;
+                                   changed.notify();
+                               }));
+        };
+        submit(0, request("cancellable", "60000"));
+        submit(1, request("echo", "prefetched"));
+        submit(2, request("echo", "queued"));
+        submit(3, request("echo", "waiting").wait_when_full());
+        // The pool's state is as named once the first handler runs (it prints a line then).
+        wake = &changed;
+        co_await changed.until([&] { return started; });
+        wake = nullptr;
+        CHECK(p.stats().waiting_for_room == 1);
+        for (std::size_t i = 3; i >= 1; --i) {
+            cancel[i].emit(type);
+            co_await changed.until([&] { return done[i]; });
+            CHECK(errors[i] == asio::error::operation_aborted);
+        }
+        cancel[0].emit(type);
+        co_await changed.until([&] { return done[0]; });
+        CHECK(errors[0] == asio::error::operation_aborted);
+        // The handler stopped (within the grace, for terminal): the same worker serves on.
+        auto [ec, r] = co_await p.async_submit(request("pid"), tuple_awaitable);
+        CHECK(!ec);
+        CHECK(r.worker_pid == w.worker_pid);
+        CHECK(p.stats().cancelled == 4);
+        CHECK(p.stats().killed_by_pool == 0);
+    });
+}
