@@ -1,8 +1,8 @@
 // Memory limits per worker, decided from samples. A busy worker's memory of its own is read
 // about once per `sample_interval` (one worker per tick, round robin, so that a pool of
-// hundreds never reads them all in one go); idle workers are never read: their memory does
-// not grow without work. Over the soft limit: recycle it once its task ends. Over the hard
-// limit: kill it now. With no limit set, nothing is ever read.
+// hundreds never reads them all in one go); an idle worker is read once after its task ends,
+// and then no more: its memory does not grow without work. Over the soft limit: recycle it once its
+// task ends. Over the hard limit: kill it now. With no limit set, nothing is ever read.
 #pragma once
 
 #include "types.hpp"
@@ -28,7 +28,8 @@ public:
     void start(time_point now);
     void stop() noexcept { next_.reset(); }
 
-    /// The slot to read now, the next busy one after the last (`is_busy(slot)`), if any;
+    /// The slot to read now, the next one after the last that `is_busy(slot)` (running a task,
+    /// or idle since a task ended after its last read), if any;
     /// schedules the next tick.
     template <class IsBusy>
     std::optional<slot_id> due(time_point now, IsBusy is_busy);

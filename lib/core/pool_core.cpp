@@ -424,11 +424,15 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     if (!done.abandoned) {
         complete_reply(s, done.id, std::move(reply), now);
     }
-    if (memory_.enabled() && sent.empty() &&
-        (!w.last_sample || now - w.sampled_at >= memory_.params().sample_interval)) {
+    if (memory_.enabled() && sent.empty()) {
         // What a task left behind is seen once it ends, not only while tasks run; at most
-        // once per interval per worker.
-        check_memory(s, now);
+        // once per interval per worker: if it was read less than an interval ago (maybe
+        // before the task grew), the sampler reads it on a later tick, idle or not.
+        if (!w.last_sample || now - w.sampled_at >= memory_.params().sample_interval) {
+            check_memory(s, now);
+        } else {
+            w.memory_unread = true;
+        }
     }
     if (params_.recycle.max_tasks > 0 && w.tasks_done == params_.recycle.max_tasks) {
         want_recycle(s,

@@ -63,6 +63,7 @@ void pool_core::begin_start(slot_id s, time_point now) {
     w.channel_closed.reset();
     w.last_sample.reset();
     w.sampled_at = {};
+    w.memory_unread = false;
     w.recycle_reason.clear();
     w.retire_after_task = false;
     w.tasks_done = 0;
@@ -288,8 +289,7 @@ void pool_core::after_exit(slot_id s, time_point now) {
     w.child.process_gone();
     heartbeat_.gone(s);
     tasks_.drop_sent(s);
-    const bool no_more_work =
-        phase_.draining() && tasks_.queued() == 0 && tasks_.waiting() == 0;
+    const bool no_more_work = phase_.draining() && tasks_.queued() == 0 && tasks_.waiting() == 0;
     if (phase_.stopping() || phase_.finished() || no_more_work) {
         w.child.retire();
         return;

@@ -47,8 +47,11 @@ void pool_core::unresponsive(slot_id s, time_point now) {
 }
 
 void pool_core::sample_memory(time_point now) {
-    const auto s = memory_.due(
-        now, [this](slot_id slot) { return workers_.state_of(slot) == worker_state::busy; });
+    const auto s = memory_.due(now, [this](slot_id slot) {
+        const auto state = workers_.state_of(slot);
+        return state == worker_state::busy ||
+               (state == worker_state::idle && workers_[slot].memory_unread);
+    });
     if (s) {
         check_memory(*s, now);
     }
@@ -61,6 +64,7 @@ void pool_core::check_memory(slot_id s, time_point now) {
     }
     const auto m = probe_.memory(w.child.pid());
     w.sampled_at = now;
+    w.memory_unread = false;
     if (!m) {
         return;
     }

@@ -43,6 +43,7 @@ public:
         std::optional<std::string> channel_closed;  // how its channel ended, if it has
         std::optional<worker_memory> last_sample;   // its memory, last read
         time_point sampled_at{};                    // when it was read
+        bool memory_unread = false;                 // a task ended since it was read
         std::string recycle_reason;                 // it is to be replaced, and why
         bool retire_after_task = false;             // stop it once its task is answered
         std::size_t tasks_done = 0;                 // tasks it answered

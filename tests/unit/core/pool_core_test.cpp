@@ -784,3 +784,36 @@ TEST_CASE("an elastic pool grows while tasks wait, within max_workers and the me
     CHECK(harness::only<spawn_action>(tight.take()).empty());
     CHECK(tight.core.stats().workers_target == 1);
 }
+
+TEST_CASE("a worker read just before its task grew is read again once idle", "[core][memory]") {
+    std::uint64_t held = 8u << 20;
+    int reads = 0;
+    pool_core::process_probe probe{.memory = [&](int) {
+        ++reads;
+        return std::optional<worker_memory>(worker_memory{.private_bytes = held});
+    }};
+    auto params = one_worker();
+    params.memory = {.soft_limit_bytes = 32u << 20, .sample_interval = 100ms};
+    harness h(params, std::move(probe));
+    h.start_all_ready();
+    h.core.submit(1, "allocate", 0ms, h.now);
+    h.take();
+
+    // A tick reads it while busy: little memory.
+    h.advance(100ms);
+    REQUIRE(reads == 1);
+    // The task grows and ends 10 ms later: too soon after that read to read it again now.
+    held = 64u << 20;
+    h.now += 10ms;
+    h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
+    CHECK(reads == 1);
+    CHECK(h.core.stats().recycled == 0);
+    // The next tick reads it, idle as it is: over its soft limit, it is recycled.
+    h.advance(100ms);
+    CHECK(reads == 2);
+    CHECK(h.core.stats().recycled == 1);
+    // Idle and read since: never read again.
+    h.advance(100ms);
+    h.advance(100ms);
+    CHECK(reads == 2);
+}
