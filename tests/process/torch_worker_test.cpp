@@ -242,7 +242,7 @@ TEST_CASE("a LibTorch worker killed while it runs a model fails that task only",
 }
 
 TEST_CASE(
-    "fault injection crashes the stock LibTorch worker; an idempotent request succeeds "
+    "fault injection crashes the stock LibTorch worker: an idempotent request succeeds "
     "on its replacement",
     "[process][torch]") {
     auto params = pool_params{.worker = libtorch_worker(), .workers = 1};
