@@ -32,6 +32,11 @@ pool_params checked(pool_params params) {
             "torchpool::pool: pool_params::memory.soft_limit_bytes must be below "
             "hard_limit_bytes (or one of them zero)");
     }
+    if (params.faults.choose && !params.faults.enabled) {
+        throw std::invalid_argument(
+            "torchpool::pool: pool_params::faults.choose is set but faults.enabled is false; "
+            "enable fault injection (in tests only) or leave choose empty");
+    }
     if (params.queue_limit == 0) {
         throw std::invalid_argument("torchpool::pool: pool_params::queue_limit must be at least 1");
     }

@@ -37,7 +37,7 @@ worker_event event_stream::take() {
     return e;
 }
 
-void event_stream::next(event_handler&& handler, bool finished) {
+void event_stream::next(event_handler&& handler, std::uint64_t wait, bool finished) {
     namespace asio = boost::asio;
     if (!enabled()) {
         completion_.complete(std::move(handler),
@@ -61,6 +61,7 @@ void event_stream::next(event_handler&& handler, bool finished) {
         return;
     }
     waiting_.emplace(std::move(handler));
+    waiting_number_ = wait;
 }
 
 void event_stream::deliver(boost::system::error_code ec, worker_event e) {
@@ -69,8 +70,8 @@ void event_stream::deliver(boost::system::error_code ec, worker_event e) {
     completion_.complete(std::move(h), ec, std::move(e));
 }
 
-void event_stream::cancel_wait() {
-    if (waiting_) {
+void event_stream::cancel_wait(std::uint64_t wait) {
+    if (waiting_ && waiting_number_ == wait) {
         deliver(boost::asio::error::operation_aborted, worker_event{});
     }
 }

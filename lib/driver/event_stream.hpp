@@ -31,11 +31,12 @@ public:
 
     /// An event happened.
     void push(const worker_event& e);
-    /// A consumer wants the next event. `finished`: the pool has stopped for good, so no
-    /// event will follow the ones buffered.
-    void next(event_handler&& handler, bool finished);
-    /// The consumer's waiting operation was cancelled.
-    void cancel_wait();
+    /// A consumer wants the next event; `wait` numbers the call. `finished`: the pool has
+    /// stopped for good, so no event will follow the ones buffered.
+    void next(event_handler&& handler, std::uint64_t wait, bool finished);
+    /// The consumer's call `wait` was cancelled (nothing happens if it has completed: the
+    /// cancellation came after, and must not abort a later call).
+    void cancel_wait(std::uint64_t wait);
     /// The pool has stopped for good: a waiting consumer learns the stream has ended.
     void finish();
 
@@ -51,6 +52,7 @@ private:
     std::uint64_t dropped_total_ = 0;
     // Optional: see pool_impl's run handler (any_completion_handler's move assignment).
     std::optional<event_handler> waiting_;
+    std::uint64_t waiting_number_ = 0;
 };
 
 }  // namespace torchpool::detail

@@ -370,21 +370,23 @@ void pool_impl::execute(core::notify_action& a) {
 }
 
 void pool_impl::next_event(event_handler&& handler) {
+    const std::uint64_t wait = next_event_wait_.fetch_add(1, std::memory_order_relaxed);
     // Connected in the caller's context, as for submit; the cancellation is posted.
     auto slot = asio::get_associated_cancellation_slot(handler);
     if (slot.is_connected()) {
         slot.assign(
-            [weak = weak_from_this(), ex = completion_.executor()](asio::cancellation_type) {
-                asio::post(ex, [weak] {
+            [weak = weak_from_this(), ex = completion_.executor(), wait](asio::cancellation_type) {
+                asio::post(ex, [weak, wait] {
                     if (auto self = weak.lock()) {
-                        self->events_.cancel_wait();
+                        self->events_.cancel_wait(wait);
                     }
                 });
             });
     }
-    completion_.on_pool_executor([self = shared_from_this(), h = std::move(handler)]() mutable {
-        self->events_.next(std::move(h), self->core_.finished());
-    });
+    completion_.on_pool_executor(
+        [self = shared_from_this(), wait, h = std::move(handler)]() mutable {
+            self->events_.next(std::move(h), wait, self->core_.finished());
+        });
 }
 
 void pool_impl::log_output(core::line_splitter& lines, std::string_view bytes, std::size_t slot,

@@ -141,7 +141,9 @@ private:
     core::time_point armed_for_ = core::time_point::max();
     std::vector<std::unique_ptr<worker_io>> workers_;
     std::unordered_map<core::task_id, pending_task> pending_;
-    std::atomic<core::task_id> next_task_id_{1};  // the one member used off the executor
+    // The members used off the executor.
+    std::atomic<core::task_id> next_task_id_{1};
+    std::atomic<std::uint64_t> next_event_wait_{1};  // numbers async_next_event calls
     bool run_called_ = false;
     // Optional rather than empty: Boost 1.81's any_completion_handler move assignment
     // recurses forever (it copies from an lvalue), so handlers are only move-constructed.

@@ -1,8 +1,12 @@
-// Small sans-io pieces: the log tail, restart delays, the error category.
+// Small pieces: the log tail, restart delays, the error category, parameter checks,
+// fingerprints and faults.
 #include "core/backoff.hpp"
 #include "core/log_tail.hpp"
 #include <torchpool/error.hpp>
+#include <torchpool/pool.hpp>
 #include <torchpool/task.hpp>
+
+#include <boost/asio/io_context.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -66,4 +70,55 @@ TEST_CASE("signal and dtype names read as people expect", "[task]") {
     CHECK(element_size(dtype::float64) == 8);
     CHECK(element_size(dtype::bfloat16) == 2);
     CHECK(std::string(dtype_name(dtype::boolean)) == "bool");
+}
+
+TEST_CASE("parameters that cannot work are refused, naming the field", "[params]") {
+    boost::asio::io_context io;
+    const auto refused = [&](pool_params p) -> std::string {
+        try {
+            pool(io.get_executor(), std::move(p));
+        } catch (const std::invalid_argument& e) {
+            return e.what();
+        }
+        return "accepted";
+    };
+    const pool_params good{.worker = {.executable = "/bin/true"}};
+    auto p = good;
+    p.worker.executable.clear();
+    CHECK_THAT(refused(p), Catch::Contains("executable"));
+    p = good;
+    p.workers = 0;
+    CHECK_THAT(refused(p), Catch::Contains("workers"));
+    p = good;
+    p.queue_limit = 0;
+    CHECK_THAT(refused(p), Catch::Contains("queue_limit"));
+    p = good;
+    p.faults.choose = [](const fault_target&) { return fault::hang(); };
+    CHECK_THAT(refused(p), Catch::Contains("faults.enabled"));
+    p.faults.enabled = true;
+    CHECK(refused(p) == "accepted");
+}
+
+TEST_CASE("a fingerprint depends on what a request asks, not on its options", "[task]") {
+    tensor t(dtype::float32, {2}, std::string(8, '\1'));
+    const auto base = fingerprint(request("forward", "p", {t}));
+    CHECK(fingerprint(request("forward", "p", {t}).with_retries(3).with_timeout(5ms)) == base);
+    CHECK(fingerprint(request("forward", "q", {t})) != base);
+    CHECK(fingerprint(request("other", "p", {t})) != base);
+    tensor u = t;
+    u.data[3] = '\2';
+    CHECK(fingerprint(request("forward", "p", {u})) != base);
+    u = t;
+    u.shape = {1, 2};
+    CHECK(fingerprint(request("forward", "p", {u})) != base);
+    CHECK(base != 0);
+}
+
+TEST_CASE("faults say what they do", "[task]") {
+    CHECK(describe_fault(fault::crash(SIGSEGV)) == "crash with SIGSEGV");
+    CHECK(describe_fault(fault::exit(3)) == "exit with code 3");
+    CHECK(describe_fault(fault::leak(64u << 20)) == "leak 64 MiB");
+    CHECK(describe_fault(fault::delay(250ms)) == "answer 250 ms late");
+    CHECK_FALSE(fault{});
+    CHECK(fault::hang());
 }
