@@ -1,5 +1,6 @@
-// The pool core's tasks: admission, dispatch, deadlines, cancellation, the messages of
-// workers, and what follows every event (see pool_core.hpp). Lifecycles are in
+// The pool core's tasks: admission, dispatch, completion, the messages of workers, and what
+// follows every event (see pool_core.hpp). How a task ends otherwise (cancelled, past its
+// deadline, under a failed worker) is in pool_core_task_ends.cpp, lifecycles in
 // pool_core_lifecycle.cpp, resource policies in pool_core_resources.cpp.
 #include "pool_core.hpp"
 
@@ -92,15 +93,6 @@ void pool_core::reject(task_id id, boost::system::error_code error, std::string 
     complete(id, error, {.diagnostics = {.summary = std::move(summary)}});
 }
 
-bool pool_core::admit_waiting() {
-    bool admitted = false;
-    while (tasks_.waiting() > 0 && tasks_.queued() < params_.queue_limit &&
-           tasks_.admit_waiting()) {
-        admitted = true;
-    }
-    return admitted;
-}
-
 void pool_core::dispatch(time_point now) {
     requeued_ = false;
     while (tasks_.queued() > 0) {
@@ -146,62 +138,6 @@ void pool_core::complete(task_id id, boost::system::error_code error, response r
     actions_.push_back(complete_action{id, error, std::make_shared<response>(std::move(result))});
 }
 
-void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&& result,
-                                    time_point now) {
-    tasks_.release(s);  // what it was sent ahead goes back first, so that this task leads
-    const auto* t = tasks_.find(id);
-    auto& counters = report_.counters;
-    if (t->cancel_requested) {
-        // Its caller asked to stop it, and it has stopped: not run again.
-        ++counters.cancelled;
-        result.diagnostics.summary =
-            cancelled_then_died(tasks_.describe(id), result.diagnostics.summary);
-        tasks_.forget(id);
-        complete(id, boost::asio::error::operation_aborted, std::move(result));
-        return;
-    }
-    // Worker failures are rare: every one under a task is kept until it completes.
-    auto& deaths = attempts_[id];
-    deaths.push_back({result.worker_pid, error, result.diagnostics.summary});
-    if (params_.poison.deaths > 0 && deaths.size() >= params_.poison.deaths) {
-        ++counters.poison_tasks;
-        quarantine_.add(t->fingerprint);
-        auto& d = result.diagnostics;
-        d.summary = poison_task(tasks_.describe(id), deaths, t->fingerprint, quarantine_.enabled());
-        report_.event(worker_event::kind::poison_task, s, result.worker_pid, d.summary);
-        tasks_.forget(id);
-        complete(id, errc::poison_task, std::move(result));
-        return;
-    }
-    if (t->retries_left > 0 && t->deadline > now && !phase_.stopping()) {
-        ++counters.retried;
-        tasks_.retry(id);
-        requeued_ = true;
-        return;
-    }
-    const std::size_t runs = deaths.size();
-    if (runs == 1) {
-        attempts_.erase(id);  // it ran once: nothing to list
-    } else {
-        deaths.pop_back();  // complete() adds the last run
-        result.diagnostics.summary += " It was run " + std::to_string(runs) +
-                                      " times; no retries were left (request::retries).";
-    }
-    switch (error) {
-        case errc::memory_limit:
-            ++counters.memory_limit;
-            break;
-        case errc::protocol_error:
-            ++counters.protocol_errors;
-            break;
-        default:
-            ++counters.worker_died;
-            break;
-    }
-    tasks_.forget(id);
-    complete(id, error, std::move(result));
-}
-
 task_diagnostics pool_core::worker_diagnostics(slot_id s, time_point now, bool alive,
                                                bool stuck) const {
     const auto& w = workers_[s];
@@ -222,111 +158,6 @@ task_diagnostics pool_core::worker_diagnostics(slot_id s, time_point now, bool a
     }
     d.log_tail = w.child.log().text();
     return d;
-}
-
-void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, time_point now) {
-    using boost::asio::cancellation_type;
-    const auto* t = tasks_.find(id);
-    if (!t) {
-        return;  // already completed; the cancellation raced with the completion
-    }
-    const auto wanted =
-        cancellation_type::terminal | cancellation_type::partial | cancellation_type::total;
-    auto& counters = report_.counters;
-    if (!t->slot) {
-        if ((type & wanted) == cancellation_type::none) {
-            return;
-        }
-        std::string summary = cancelled_in_queue(tasks_.describe(id));
-        tasks_.forget(id);
-        ++counters.cancelled;
-        complete(id, boost::asio::error::operation_aborted,
-                 {.diagnostics = {.summary = std::move(summary)}});
-        settle(now);
-        return;
-    }
-    const slot_id s = *t->slot;
-    if (tasks_.running(s) != id) {
-        // Sent ahead, not started: the worker is told, and its reply will be dropped.
-        if ((type & wanted) == cancellation_type::none) {
-            return;
-        }
-        std::string summary = cancelled_before_start(tasks_.describe(id));
-        tasks_.forget(id);
-        tasks_.abandon(s, id);
-        ++counters.cancelled;
-        actions_.push_back(send_cancel_action{s, id});
-        complete(id, boost::asio::error::operation_aborted,
-                 {.diagnostics = {.summary = std::move(summary)}});
-        return;
-    }
-    // Running. Its worker is told either way; the handler may stop early.
-    if ((type & cancellation_type::terminal) == cancellation_type::none) {
-        if ((type & wanted) == cancellation_type::none || t->cancel_requested) {
-            return;
-        }
-        // Partial or total: the caller is completed by the worker's answer, operation_aborted
-        // if the handler stopped on it, else its result (the cancellation came too late).
-        tasks_.request_cancel(id);
-        actions_.push_back(send_cancel_action{s, id});
-        return;
-    }
-    // Terminal: the caller is completed now; the worker has cancel_grace to answer, or it is
-    // killed and replaced (on_worker_timer).
-    auto& w = workers_[s];
-    const int pid = w.child.pid();
-    std::string summary = cancelled_while_running(tasks_.describe(id), pid, params_.cancel_grace);
-    if (!t->cancel_requested) {
-        actions_.push_back(send_cancel_action{s, id});
-    }
-    tasks_.forget(id);
-    tasks_.abandon(s, id);
-    ++counters.cancelled;
-    complete(
-        id, boost::asio::error::operation_aborted,
-        {.worker_pid = pid, .diagnostics = {.summary = std::move(summary), .worker_pid = pid}});
-    w.child.set_timer(std::min(w.child.timer(), now + params_.cancel_grace));
-}
-
-void pool_core::on_deadline(task_id id, time_point now) {
-    const auto* t = tasks_.find(id);
-    const auto waited = duration_cast<milliseconds>(now - t->submitted);
-    const std::optional<slot_id> slot = t->slot;
-    ++report_.counters.timed_out;
-    if (!slot) {
-        std::string summary = deadline_in_queue(tasks_.describe(id), waited);
-        tasks_.forget(id);
-        complete(id, errc::timeout, {.diagnostics = {.summary = std::move(summary)}});
-        return;
-    }
-    const int pid = workers_[*slot].child.pid();
-    if (tasks_.running(*slot) != id) {
-        // Sent ahead and not started: dropped without disturbing the worker.
-        std::string summary = deadline_before_start(tasks_.describe(id), waited, pid);
-        tasks_.forget(id);
-        tasks_.abandon(*slot, id);
-        complete(id, errc::timeout,
-                 {.worker_pid = pid, .diagnostics = {.summary = std::move(summary)}});
-        return;
-    }
-    auto d = worker_diagnostics(*slot, now, true, true);
-    d.summary = deadline_while_running(tasks_.describe(id), waited, d);
-    tasks_.forget(id);
-    complete(id, errc::timeout, {.worker_pid = pid, .diagnostics = std::move(d)});
-    stop_worker(*slot, stop_reason::deadline, false, now);
-}
-
-void pool_core::cancel_grace_over(slot_id s, time_point now) {
-    // Its running task was cancelled (terminal) and it has not answered: killed, and what it
-    // was doing is told to the host, since its caller has long been completed.
-    auto d = worker_diagnostics(s, now, true, true);
-    report_.event(worker_event::kind::notice, s, d.worker_pid,
-                  "worker " + std::to_string(d.worker_pid) +
-                      " did not stop the task its caller cancelled within " +
-                      format_duration(params_.cancel_grace) +
-                      " (pool_params::cancel_grace); it is killed and replaced" +
-                      describe_memory(d.memory) + "." + describe_activity(d.activity));
-    stop_worker(s, stop_reason::cancelled, true, now);
 }
 
 // --- messages from workers ---------------------------------------------------------------

@@ -2,8 +2,9 @@
 // (a worker said hello, a reply came, a process exited, time passed), asks the units that
 // decide (one per job, below) and returns actions for the Asio driver (lib/pool.cpp) to carry
 // out (lib/driver/pool_impl.cpp). Tests drive it directly with a simulated clock. Its own
-// code is in three files: pool_core.cpp (tasks and messages), pool_core_lifecycle.cpp
-// (starts, exits, stops) and pool_core_resources.cpp (heartbeats, memory, recycling, size).
+// code is in four files: pool_core.cpp (tasks and messages), pool_core_task_ends.cpp
+// (cancellation, deadlines, retries and poison tasks), pool_core_lifecycle.cpp (starts,
+// exits, stops) and pool_core_resources.cpp (heartbeats, memory, recycling, size).
 //
 //   supervised_child   the lifecycle of one process, worker or fork server
 //   worker_set         the worker slots, and what is derived from their states

@@ -1,12 +1,13 @@
 #include "../wire/codec.hpp"
 #include "../wire/frame_reader.hpp"
+#include "faults.hpp"
 #include "fork_server.hpp"
 #include "host_watch.hpp"
+#include "inbox.hpp"
 #include <torchpool/worker.hpp>
 
 #include <algorithm>
 #include <cerrno>
-#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -117,136 +118,6 @@ bool past(std::uint64_t deadline_ns) {
     return static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000u +
                static_cast<std::uint64_t>(now.tv_nsec) >
            deadline_ns;
-}
-
-// The cancellation_source of running handlers: reads the channel without blocking while a
-// handler runs, so that a cancel message reaches it. The bytes are scanned in a copy of the
-// stream (from where the main reader stopped) and kept for the main reader, which reads them
-// once the handlers of its batch are done (their requests are views into its buffer).
-class channel_inbox final : public cancellation_source {
-public:
-    channel_inbox(int fd, const wire::frame_reader& main,
-                  std::unordered_set<std::uint64_t>& cancelled)
-        : fd_(fd), main_(main), cancelled_(cancelled), scan_(max_request_bytes) {}
-
-    bool requested(std::uint64_t id) override {
-        if (!cancelled_.contains(id)) {
-            read_more();
-        }
-        return cancelled_.contains(id);
-    }
-
-    // Gives what was read while handlers ran to the main reader; false if nothing was.
-    bool hand_over(wire::frame_reader& main) {
-        if (!scanning_) {
-            return false;
-        }
-        main.append(std::as_bytes(std::span(pending_)));
-        pending_.clear();
-        scan_ = wire::frame_reader(max_request_bytes);
-        scanning_ = false;
-        return true;
-    }
-
-private:
-    void read_more() {
-        if (!scanning_) {
-            scan_.append(main_.unconsumed());  // a partial frame the next bytes continue
-            scanning_ = true;
-        }
-        bool got = false;
-        for (;;) {
-            char chunk[16 * 1024];
-            const ssize_t n = ::recv(fd_, chunk, sizeof chunk, MSG_DONTWAIT);
-            if (n < 0 && errno == EINTR) {
-                continue;
-            }
-            if (n <= 0) {
-                break;  // nothing more now, or the end: the main loop will see it
-            }
-            pending_.insert(pending_.end(), chunk, chunk + n);
-            scan_.append(std::as_bytes(std::span(chunk, static_cast<std::size_t>(n))));
-            got = true;
-        }
-        while (got && !broken_) {
-            auto next = scan_.next();
-            if (next.error) {
-                broken_ = true;  // the main loop reports it
-                break;
-            }
-            if (!next.has_frame()) {
-                break;
-            }
-            auto decoded = wire::decode_view(next.words);
-            if (auto* msg = std::get_if<wire::message>(&decoded)) {
-                if (auto* cancel = std::get_if<wire::cancel_msg>(msg)) {
-                    cancelled_.insert(cancel->id);
-                }
-            }
-        }
-    }
-
-    int fd_;
-    const wire::frame_reader& main_;
-    std::unordered_set<std::uint64_t>& cancelled_;
-    wire::frame_reader scan_;
-    std::vector<char> pending_;
-    bool scanning_ = false;
-    bool broken_ = false;
-};
-
-// Memory a `leak` fault keeps for the rest of the worker's life.
-std::vector<std::unique_ptr<char[]>> leaked;
-
-// Applies a fault the pool asked for (pool_params::faults): those that end or stop the worker
-// do not return; the others return whether the handler still runs.
-bool apply_fault(int fd, const fault& f, outgoing_reply& reply) {
-    switch (f.what) {
-        case fault::kind::none:
-            return true;
-        case fault::kind::crash:
-            std::fflush(nullptr);
-            ::signal(static_cast<int>(f.value), SIG_DFL);
-            ::raise(static_cast<int>(f.value));
-            ::_exit(128 + static_cast<int>(f.value));  // a signal that does not end a process
-        case fault::kind::exit:
-            std::fflush(nullptr);
-            ::_exit(static_cast<int>(f.value));
-        case fault::kind::hang:
-            for (;;) {
-                ::pause();
-            }
-        case fault::kind::leak: {
-            auto block = std::make_unique<char[]>(f.value);
-            std::memset(block.get(), 0x5a, f.value);  // touched, so that it is resident
-            leaked.push_back(std::move(block));
-            return true;
-        }
-        case fault::kind::delay: {
-            // The behaviour asked for is a slow answer.
-            const timespec pause{static_cast<time_t>(f.value / 1000),
-                                 static_cast<long>(f.value % 1000) * 1'000'000};
-            ::nanosleep(&pause, nullptr);
-            return true;
-        }
-        case fault::kind::garbage: {
-            // A frame header for one segment of 2 words, then words that are no message.
-            const std::uint32_t header[2] = {0, 2};
-            const std::uint64_t body[2] = {0x7fffffff0000fffcu, 0xdeadbeefdeadbeefu};
-            const iovec parts[2] = {{const_cast<std::uint32_t*>(header), sizeof header},
-                                    {const_cast<std::uint64_t*>(body), sizeof body}};
-            send_all(fd, parts);
-            for (;;) {
-                ::pause();
-            }
-        }
-        case fault::kind::fail:
-            reply.ok = false;
-            reply.error_type = "torchpool::injected_fault";
-            reply.error_message = "the pool injected this failure (pool_params::faults)";
-            return false;
-    }
-    return true;
 }
 
 // Runs the handler for `req`; a thrown exception becomes an error reply.
@@ -400,7 +271,7 @@ int server::serve_worker(const start_info& info) {
     // Requests are views into the reader's buffer, which stays put until the next prepare().
     std::vector<std::variant<wire::message, wire::request_view>> batch;
     std::unordered_set<std::uint64_t> cancelled;
-    channel_inbox inbox(fd, reader, cancelled);
+    detail::channel_inbox inbox(fd, reader, cancelled, max_request_bytes);
     // pool_params::faults: faults the pool asked for, by task, honoured only when it says
     // fault injection is on.
     const bool faults_enabled = std::getenv("TORCHPOOL_FAULT_INJECTION") != nullptr;
@@ -492,8 +363,10 @@ int server::serve_worker(const start_info& info) {
                 reply = not_run(req.id, "torchpool::deadline_exceeded",
                                 "its deadline passed before it started");
             } else if (auto f = faults.find(req.id);
-                       f != faults.end() && !apply_fault(fd, f->second, reply)) {
+                       f != faults.end() && !detail::provoke(fd, f->second)) {
                 faults.erase(f);
+                reply = not_run(req.id, "torchpool::injected_fault",
+                                "the pool injected this failure (pool_params::faults)");
             } else {
                 if (f != faults.end()) {
                     faults.erase(f);
