@@ -439,3 +439,29 @@ TEST_CASE("every cancellation type, on a task waiting for room, queued, prefetch
         CHECK(p.stats().killed_by_pool == 0);
     });
 }
+
+TEST_CASE("the fork server's output reaches the log observer as its own", "[process]") {
+    std::vector<log_line> lines;
+    std::vector<std::string> texts;
+    notifier* wake = nullptr;
+    auto params = params_for(1, {"--exit-at-start", "3"});  // the server says why, and exits
+    params.worker.start = start_mode::fork_server;
+    params.on_log_line = [&](const log_line& l) {
+        lines.push_back(l);
+        texts.emplace_back(l.text);
+        if (wake) {
+            wake->notify();
+        }
+    };
+    with_pool(params, [&](pool& p) -> asio::awaitable<void> {
+        notifier changed(co_await asio::this_coro::executor);
+        wake = &changed;
+        co_await changed.until([&] { return !lines.empty(); });
+        wake = nullptr;
+        CHECK(lines[0].fork_server);
+        CHECK(lines[0].slot == 0);
+        CHECK(lines[0].pid > 0);
+        CHECK(texts[0] == "fake_worker: failing at start as asked");
+        CHECK(p.stats().fork_server_starts >= 1);
+    });
+}
