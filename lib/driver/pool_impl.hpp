@@ -1,14 +1,16 @@
 // The pool's driver: the thin loop between the sans-io core and the system. It feeds the
 // core the events its I/O objects report (a process exited, a message or log output came,
 // a timer fired) and carries out the actions the core decides (start or signal a process,
-// send a message, complete a task). Everything here runs on the pool's executor; the
-// I/O objects it owns do the system calls:
+// send a message, complete a task). Everything here runs on the pool's executor; its
+// fork-server side is in pool_impl_fork_server.cpp. The I/O objects it owns do the system
+// calls:
 //
 //   process_io        one process's pidfd and output pipe (the one reaper)
 //   worker_channel    a worker's channel: frames read and written without blocking
 //   fork_server_link  the fork server's process and control socket
 //   side_processes    the fork server's helpers and unwanted forks
 //   completion        running on the pool's executor, completing handlers on theirs
+//   event_stream      the bounded buffer of events behind async_next_event
 #pragma once
 
 #include "../core/log_lines.hpp"

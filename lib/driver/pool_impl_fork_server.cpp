@@ -1,0 +1,147 @@
+// The pool's driver, its fork-server side (start_mode::fork_server): starting and stopping the
+// fork server, asking it for workers, adopting the workers and helpers it hands over, and its
+// exit (see pool_impl.hpp).
+#include "pool_impl.hpp"
+#include <torchpool/error.hpp>
+
+namespace torchpool::detail {
+
+void pool_impl::execute(core::start_server_action&) {
+    auto started = launcher_.spawn(0);
+    if (auto* why = std::get_if<std::string>(&started)) {
+        core_.on_server_spawn_error(std::move(*why), core::clock::now());
+        return;
+    }
+    auto& p = std::get<posix::spawned_process>(started);
+    server_.open(p);
+    core_.on_server_spawned(p.pid, core::clock::now());
+    const auto keep = shared_from_this();
+    server_.process().watch_exit(keep, [this] {
+        finish_server_exit_when_read();
+        drive();
+    });
+    read_server_control();
+    server_.process().read_output(
+        keep,
+        [this](std::string_view bytes) {
+            core_.on_server_log(bytes);
+            log_output(server_lines_, bytes, 0, core_.fork_server_pid(), true, false);
+        },
+        [this] {
+            finish_server_exit_when_read();
+            drive();
+        });
+}
+
+void pool_impl::execute(core::stop_server_action& a) {
+    if (a.kill) {
+        server_.kill();
+    } else {
+        server_.ask_to_exit();
+    }
+}
+
+void pool_impl::execute(core::fork_action& a) {
+    if (auto problem = server_.request_worker(a.slot)) {
+        // The slot retries after its backoff.
+        core_.on_spawn_error(a.slot, std::move(*problem), core::clock::now());
+    }
+}
+
+void pool_impl::read_server_control() {
+    server_.read(shared_from_this(), [this](std::vector<server_packet> packets, bool more) {
+        for (auto& packet : packets) {
+            on_server_packet(packet);
+        }
+        if (more) {
+            read_server_control();  // on to the end, even after the exit
+        }
+        finish_server_exit_when_read();
+        drive();
+    });
+}
+
+void pool_impl::on_server_packet(server_packet& packet) {
+    const auto now = core::clock::now();
+    if (auto* problem = std::get_if<std::string>(&packet.what)) {
+        core_.on_server_protocol_error(std::move(*problem), now);
+    } else if (auto* hello = std::get_if<wire::hello_msg>(&packet.what)) {
+        core_.on_server_hello(*hello, now);
+    } else {
+        const auto& reply = std::get<wire::fork_reply_msg>(packet.what);
+        if (reply.helper && packet.fds.size() == 1) {
+            side_.adopt_helper(reply.pid, std::move(packet.fds[0]), shared_from_this());
+        } else {
+            on_fork_reply(reply, packet.fds);
+        }
+    }
+}
+
+void pool_impl::on_fork_reply(const wire::fork_reply_msg& reply,
+                              std::vector<posix::unique_fd>& fds) {
+    const auto now = core::clock::now();
+    const auto slot = server_.answered(reply.sequence);
+    const bool wanted = slot && core_.awaiting_fork(*slot);
+    if (fds.size() == 3 && !wanted) {
+        // Asked for by a slot that stopped in the meantime: not ours to keep.
+        side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
+    }
+    if (!wanted) {
+        return;
+    }
+    if (!reply.error.empty()) {
+        core_.on_spawn_error(*slot, "the fork server could not make a worker: " + reply.error, now);
+        return;
+    }
+    if (fds.size() != 3 || reply.pid <= 0) {
+        if (!fds.empty()) {
+            side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
+        }
+        core_.on_server_protocol_error(
+            "handed over a worker without its pidfd, channel and log pipe (" +
+                std::to_string(fds.size()) + " descriptors)",
+            now);
+        return;
+    }
+    if (!posix::set_nonblocking(fds[1].get()) || !posix::set_nonblocking(fds[2].get())) {
+        side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
+        core_.on_spawn_error(*slot, "cannot make a forked worker's descriptors non-blocking", now);
+        return;
+    }
+    posix::spawned_process p{reply.pid, std::move(fds[0]), std::move(fds[1]), std::move(fds[2])};
+    adopt(*slot, p);
+}
+
+void pool_impl::on_helper_end(int pid, const core::exit_status& status) {
+    // A helper that ends alone took the requests it was working on with it: the server is
+    // replaced, which asks for those workers again.
+    auto& io = server_.process();
+    if (io.alive() && !io.exit() && server_.control_open() && !io.has_exited()) {
+        core_.on_server_protocol_error("lost its helper process " + std::to_string(pid) +
+                                           ", which " + core::describe_exit(status),
+                                       core::clock::now());
+    }
+    finish_server_exit_when_read();
+    drive();
+}
+
+// As for workers: the exit is told only when no read is in flight, after what the pipes
+// still hold, and once the control socket has ended, so that every worker the server made
+// has handed itself over.
+void pool_impl::finish_server_exit_when_read() {
+    auto& io = server_.process();
+    if (!io.exit() || server_.control_open() || server_.control_reading() || io.reading_output() ||
+        side_.helpers_running()) {
+        return;
+    }
+    io.drain_output([this](std::string_view bytes) {
+        core_.on_server_log(bytes);
+        log_output(server_lines_, bytes, 0, core_.fork_server_pid(), true, false);
+    });
+    log_output(server_lines_, {}, 0, core_.fork_server_pid(), true, true);
+    const auto status = *io.exit();
+    server_.close();
+    core_.on_server_exit(status, core::clock::now());
+}
+
+}  // namespace torchpool::detail
