@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <string>
 #include <thread>
@@ -241,6 +242,17 @@ int main(int argc, char** argv) {
             std::filesystem::create_directories(out.parent_path());
         }
         model.save(partial);
+        // What a server needs to know to serve it (apps/serve/model_config.hpp): its method,
+        // its input (images as float32 in [0, 1]) and its output (one logit per class).
+        auto config = out;
+        config.replace_extension(".json");
+        std::ofstream(config.string() + ".partial")
+            << R"({"method": "forward",)" << '\n'
+            << R"( "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],)"
+            << '\n'
+            << R"( "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]})"
+            << '\n';
+        std::filesystem::rename(config.string() + ".partial", config);
         std::filesystem::rename(partial, out);  // never leave a half-written model behind
     } catch (const std::exception& e) {
         std::fprintf(stderr, "torchpool-train-fashion-mnist: cannot write %s: %s\n",

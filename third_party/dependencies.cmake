@@ -2,7 +2,9 @@
 # installed by scripts/setup.sh; nothing is vendored and nothing is downloaded.
 #
 #   Boost 1.81 (Asio, Beast, System) ... libboost1.81-dev
-#   Boost.JSON 1.81 .................... libboost-json1.81-dev (the inference server, later)
+#   Boost.JSON 1.81 .................... libboost-json1.81-dev (the inference server)
+#   CLI11 2.1 .......................... libcli11-dev (the inference server's command line)
+#   curl ............................... curl (the inference server's end-to-end tests)
 #   Cap'n Proto 0.9.2 .................. libcapnp-dev, capnproto (schema compiler)
 #   Catch2 2.13 ........................ catch2 (tests only)
 #   LibTorch 1.13.1 (CPU) .............. libtorch-dev (worker side only: the LibTorch worker,
@@ -20,6 +22,8 @@ if(TORCHPOOL_BUILD_TESTS)
     find_package(Catch2 2.13 REQUIRED CONFIG)
 endif()
 find_package(Threads REQUIRED)
+find_package(boost_json 1.81 REQUIRED CONFIG)
+find_package(CLI11 2.1 REQUIRED CONFIG)
 
 if(TORCHPOOL_WITH_TORCH)
     # Debian's TorchConfig.cmake; its `torch` target carries the C++ ABI flag LibTorch needs.

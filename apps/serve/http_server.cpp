@@ -1,0 +1,266 @@
+#include "http_server.hpp"
+
+#include "oip.hpp"
+#include <torchpool/error.hpp>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+
+#include <optional>
+
+namespace torchpool::serve {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+constexpr auto as_tuple = asio::as_tuple(asio::use_awaitable);
+
+// Not an aggregate: GCC 12 miscompiles braced aggregate temporaries in coroutines.
+struct http_server::response {
+    response() = default;
+    response(http::status s, std::string b, std::string a = {}, bool retry = false)
+        : status(s), body(std::move(b)), allow(std::move(a)), retry_after(retry) {}
+
+    http::status status = http::status::ok;
+    std::string body;
+    std::string allow;         // for 405
+    bool retry_after = false;  // for 503
+};
+
+http_server::http_server(tcp::acceptor& acceptor, std::vector<served_model>& models,
+                         http_limits limits)
+    : acceptor_(acceptor), models_(models), limits_(limits) {}
+
+void http_server::stop() {
+    stopping_ = true;
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+}
+
+bool http_server::ready() const {
+    if (stopping_) {
+        return false;
+    }
+    for (const auto& m : models_) {
+        if (!m.workers->health().ready) {
+            return false;
+        }
+    }
+    return true;
+}
+
+served_model* http_server::find(std::string_view name) {
+    for (auto& m : models_) {
+        if (m.config.name == name) {
+            return &m;
+        }
+    }
+    return nullptr;
+}
+
+asio::awaitable<void> http_server::run() {
+    while (!stopping_) {
+        auto [ec, socket] = co_await acceptor_.async_accept(as_tuple);
+        if (ec) {
+            if (stopping_ || ec == asio::error::operation_aborted) {
+                break;
+            }
+            continue;  // e.g. EMFILE: the next accept may succeed
+        }
+        asio::co_spawn(acceptor_.get_executor(), session(std::move(socket)), asio::detached);
+    }
+}
+
+asio::awaitable<void> http_server::session(tcp::socket socket) {
+    ++connections_;
+    struct leave {
+        std::size_t& n;
+        ~leave() { --n; }
+    } counted{connections_};
+    beast::tcp_stream stream(std::move(socket));
+    beast::flat_buffer buffer;
+    const bool over_limit = connections_ > limits_.max_connections;
+    for (;;) {
+        http::request_parser<http::string_body> parser;
+        parser.body_limit(limits_.max_body_bytes);
+        stream.expires_after(limits_.read_timeout);
+        auto [ec, n] = co_await http::async_read(stream, buffer, parser, as_tuple);
+        if (ec == http::error::end_of_stream || ec == beast::error::timeout) {
+            break;  // the client is done, or too slow: close
+        }
+        response res;
+        bool close = false;
+        if (ec == http::error::body_limit) {
+            res = {
+                http::status::payload_too_large,
+                error_json("the request body is over the limit of " +
+                           std::to_string(limits_.max_body_bytes) + " bytes (--max-body-bytes)")};
+            close = true;
+        } else if (ec) {
+            if (ec != asio::error::eof && ec != asio::error::connection_reset &&
+                ec != asio::error::operation_aborted) {
+                res = {http::status::bad_request,
+                       error_json("malformed HTTP request: " + ec.message())};
+                close = true;
+            } else {
+                break;
+            }
+        } else if (over_limit) {
+            res = {http::status::service_unavailable,
+                   error_json("too many connections (--max-connections " +
+                              std::to_string(limits_.max_connections) + "); try again"),
+                   {},
+                   true};
+            close = true;
+        } else {
+            auto req = parser.release();
+            close = !req.keep_alive();
+            stream.expires_never();
+            res = co_await route(std::string(req.method_string()), req.target(),
+                                 std::move(req.body()));
+        }
+        http::response<http::string_body> out{res.status, 11};
+        out.set(http::field::server, "torchpool-serve");
+        out.set(http::field::content_type, "application/json");
+        if (!res.allow.empty()) {
+            out.set(http::field::allow, res.allow);
+        }
+        if (res.retry_after) {
+            out.set(http::field::retry_after, "1");
+        }
+        out.keep_alive(!close && !stopping_);
+        out.body() = std::move(res.body);
+        out.prepare_payload();
+        stream.expires_after(limits_.read_timeout);
+        auto [wec, written] = co_await http::async_write(stream, out, as_tuple);
+        if (wec || !out.keep_alive()) {
+            break;
+        }
+    }
+    boost::system::error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+asio::awaitable<http_server::response> http_server::route(const std::string& method,
+                                                          std::string_view target,
+                                                          std::string body) {
+    if (const auto q = target.find('?'); q != std::string_view::npos) {
+        target = target.substr(0, q);
+    }
+    const auto only = [&](std::string_view allowed) -> std::optional<response> {
+        if (method == allowed) {
+            return std::nullopt;
+        }
+        return response{http::status::method_not_allowed,
+                        error_json("use " + std::string(allowed) + " for " + std::string(target)),
+                        std::string(allowed)};
+    };
+    if (target == "/v2") {
+        if (auto no = only("GET")) {
+            co_return *no;
+        }
+        co_return response{http::status::ok, server_metadata_json()};
+    }
+    if (target == "/v2/health/live") {
+        if (auto no = only("GET")) {
+            co_return *no;
+        }
+        co_return response{http::status::ok, R"({"live":true})"};
+    }
+    if (target == "/v2/health/ready") {
+        if (auto no = only("GET")) {
+            co_return *no;
+        }
+        const bool r = ready();
+        co_return response{r ? http::status::ok : http::status::service_unavailable,
+                           r ? R"({"ready":true})" : R"({"ready":false})"};
+    }
+    constexpr std::string_view models_prefix = "/v2/models/";
+    if (!target.starts_with(models_prefix)) {
+        co_return response{http::status::not_found,
+                           error_json("no such endpoint: " + std::string(target))};
+    }
+    // {name}[/versions/{v}][/ready|/infer]
+    std::string_view rest = target.substr(models_prefix.size());
+    const auto slash = rest.find('/');
+    const std::string_view name = rest.substr(0, slash);
+    rest = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
+    served_model* model = find(name);
+    if (!model) {
+        co_return response{http::status::not_found,
+                           error_json("no model named '" + std::string(name) + "' is served")};
+    }
+    if (rest.starts_with("/versions/")) {
+        rest.remove_prefix(std::string_view("/versions/").size());
+        const auto end = rest.find('/');
+        const std::string_view version = rest.substr(0, end);
+        if (version != model->config.version) {
+            co_return response{
+                http::status::not_found,
+                error_json("model '" + model->config.name + "' has no version '" +
+                           std::string(version) + "'; it has version " + model->config.version)};
+        }
+        rest = end == std::string_view::npos ? std::string_view() : rest.substr(end);
+    }
+    if (rest.empty()) {
+        if (auto no = only("GET")) {
+            co_return *no;
+        }
+        co_return response{http::status::ok, model_metadata_json(model->config)};
+    }
+    if (rest == "/ready") {
+        if (auto no = only("GET")) {
+            co_return *no;
+        }
+        const bool r = !stopping_ && model->workers->health().ready;
+        co_return response{r ? http::status::ok : http::status::service_unavailable,
+                           r ? R"({"ready":true})" : R"({"ready":false})"};
+    }
+    if (rest == "/infer") {
+        if (auto no = only("POST")) {
+            co_return *no;
+        }
+        co_return co_await infer(*model, std::move(body));
+    }
+    co_return response{http::status::not_found,
+                       error_json("no such endpoint: " + std::string(target))};
+}
+
+asio::awaitable<http_server::response> http_server::infer(served_model& model, std::string body) {
+    auto parsed = parse_infer_request(body, model.config);
+    if (auto* problem = std::get_if<http_error>(&parsed)) {
+        co_return response{static_cast<http::status>(problem->status),
+                           error_json(problem->message)};
+    }
+    auto& req = std::get<infer_request>(parsed);
+    // Built in a variable, not inside the co_await (GCC 12, see torchpool::request).
+    auto task = request(model.config.method, {}, std::move(req.inputs))
+                    .with_timeout(limits_.request_timeout);
+    auto [ec, result] = co_await model.workers->async_submit(std::move(task), as_tuple);
+    if (ec) {
+        const std::string why =
+            result.diagnostics.summary.empty() ? ec.message() : result.diagnostics.summary;
+        if (ec == errc::overloaded || ec == errc::spawn_failed || ec == errc::shutting_down) {
+            co_return response{http::status::service_unavailable, error_json(why), {}, true};
+        }
+        if (ec == errc::timeout) {
+            co_return response{http::status::gateway_timeout, error_json(why)};
+        }
+        co_return response{http::status::internal_server_error, error_json(why)};
+    }
+    auto encoded = infer_response(model.config, req, result.tensors);
+    if (auto* problem = std::get_if<http_error>(&encoded)) {
+        co_return response{static_cast<http::status>(problem->status),
+                           error_json(problem->message)};
+    }
+    co_return response{http::status::ok, std::move(std::get<std::string>(encoded))};
+}
+
+}  // namespace torchpool::serve

@@ -1,0 +1,61 @@
+// torchpool-serve's HTTP side: Boost.Beast HTTP/1.1 with keep-alive on the pools' own
+// executor, routing the Open Inference Protocol's endpoints to the model pools.
+#pragma once
+
+#include "model_config.hpp"
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace torchpool::serve {
+
+struct served_model {
+    model_config config;
+    std::unique_ptr<pool> workers;
+};
+
+struct http_limits {
+    std::size_t max_body_bytes = 16u << 20;
+    std::size_t max_connections = 256;
+    /// A request must arrive whole within this, or the connection is closed (slow clients).
+    std::chrono::milliseconds read_timeout{10'000};
+    /// Deadline of an inference task (queue wait included).
+    std::chrono::milliseconds request_timeout{30'000};
+};
+
+class http_server {
+public:
+    http_server(boost::asio::ip::tcp::acceptor& acceptor, std::vector<served_model>& models,
+                http_limits limits);
+
+    /// Accepts connections until `stop()`.
+    boost::asio::awaitable<void> run();
+    /// Stops accepting; readiness turns false.
+    void stop();
+    bool stopping() const noexcept { return stopping_; }
+    std::size_t connections() const noexcept { return connections_; }
+
+private:
+    struct response;
+    boost::asio::awaitable<void> session(boost::asio::ip::tcp::socket socket);
+    boost::asio::awaitable<response> route(const std::string& method, std::string_view target,
+                                           std::string body);
+    boost::asio::awaitable<response> infer(served_model& model, std::string body);
+    served_model* find(std::string_view name);
+    bool ready() const;
+
+    boost::asio::ip::tcp::acceptor& acceptor_;
+    std::vector<served_model>& models_;
+    http_limits limits_;
+    std::size_t connections_ = 0;
+    bool stopping_ = false;
+};
+
+}  // namespace torchpool::serve

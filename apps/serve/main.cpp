@@ -1,0 +1,231 @@
+// torchpool-serve: an inference server over torchpool pools of LibTorch workers, speaking the
+// Open Inference Protocol (KServe v2 REST). Everything runs on one io_context thread: HTTP
+// sessions, the pools, their workers' channels and exits, and the timers.
+#include "http_server.hpp"
+#include "model_config.hpp"
+#include "oip.hpp"
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace asio = boost::asio;
+using namespace torchpool;
+using namespace torchpool::serve;
+
+namespace {
+
+struct options {
+    std::string host = "127.0.0.1";
+    unsigned short port = 8000;
+    std::vector<std::string> models;
+    std::string worker;
+    std::size_t workers = 0;
+    std::size_t queue_limit = 1024;
+    unsigned timeout_ms = 30'000;
+    std::uint64_t soft_memory_mib = 0;
+    std::uint64_t hard_memory_mib = 0;
+    http_limits limits;
+    unsigned read_timeout_ms = 10'000;
+};
+
+// The stock LibTorch worker, installed beside this program.
+std::string default_worker(const char* argv0) {
+    std::error_code ec;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    const auto beside =
+        (ec ? std::filesystem::path(argv0) : self).parent_path() / "torchpool-torch-worker";
+    if (std::filesystem::exists(beside)) {
+        return beside.string();
+    }
+    return TORCHPOOL_TORCH_WORKER_PATH;
+}
+
+// A request a person can send with curl: zeros of each input's shape (a batch of 1 where the
+// size is free), written to a file beside the others of this process.
+std::string write_sample_request(const model_config& model) {
+    std::string json = R"({"id":"try-me","inputs":[)";
+    for (std::size_t i = 0; i < model.inputs.size(); ++i) {
+        const auto& in = model.inputs[i];
+        std::size_t n = 1;
+        std::string shape = "[";
+        for (std::size_t d = 0; d < in.shape.size(); ++d) {
+            const auto size = in.shape[d] < 0 ? 1 : in.shape[d];
+            n *= static_cast<std::size_t>(size);
+            shape += (d ? "," : "") + std::to_string(size);
+        }
+        shape += "]";
+        std::string data = "[";
+        const char* zero = in.type == dtype::boolean ? "false" : "0";
+        for (std::size_t e = 0; e < n; ++e) {
+            data += (e ? "," : "") + std::string(zero);
+        }
+        data += "]";
+        json += (i ? "," : "") + std::string(R"({"name":")") + in.name + R"(","datatype":")" +
+                std::string(oip_datatype(in.type)) + R"(","shape":)" + shape + R"(,"data":)" +
+                data + "}";
+    }
+    json += "]}";
+    const auto path = std::filesystem::temp_directory_path() /
+                      ("torchpool-serve-" + model.name + "-request.json");
+    std::ofstream(path) << json;
+    return path.string();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    options opt;
+    CLI::App app{
+        "torchpool-serve: an inference server for TorchScript models, speaking the Open "
+        "Inference Protocol (KServe v2 REST) over HTTP/1.1. Each model is served by a pool of "
+        "LibTorch worker processes made by a fork server; a worker that dies fails only the "
+        "requests it was running, and is replaced."};
+    app.add_option("--host", opt.host, "address to listen on")->capture_default_str();
+    app.add_option("--port", opt.port, "port to listen on; 0 picks a free one")
+        ->capture_default_str();
+    app.add_option("--model", opt.models,
+                   "a model to serve, as NAME=PATH of a TorchScript file with its PATH.json "
+                   "beside it (repeatable; default: the Fashion-MNIST model as 'fashion')");
+    app.add_option("--worker", opt.worker, "the worker program (default: torchpool-torch-worker)");
+    app.add_option("--workers", opt.workers, "worker processes per model (default: one per core)");
+    app.add_option("--queue-limit", opt.queue_limit,
+                   "requests that may wait per model; past it, 503 with Retry-After")
+        ->capture_default_str();
+    app.add_option("--timeout-ms", opt.timeout_ms,
+                   "deadline of a request, queue wait included; past it, 504")
+        ->capture_default_str();
+    app.add_option("--soft-memory-mib", opt.soft_memory_mib,
+                   "a worker over this much memory of its own is replaced after its request");
+    app.add_option("--hard-memory-mib", opt.hard_memory_mib,
+                   "a worker over this much memory of its own is killed (its request fails)");
+    app.add_option("--max-body-bytes", opt.limits.max_body_bytes,
+                   "largest request body; past it, 413")
+        ->capture_default_str();
+    app.add_option("--max-connections", opt.limits.max_connections,
+                   "connections served at once; more are answered 503 and closed")
+        ->capture_default_str();
+    app.add_option("--read-timeout-ms", opt.read_timeout_ms,
+                   "time a client has to send a whole request before it is disconnected")
+        ->capture_default_str();
+    CLI11_PARSE(app, argc, argv);
+    if (opt.models.empty()) {
+        opt.models.push_back(std::string("fashion=") + TORCHPOOL_DEFAULT_MODEL_PATH);
+    }
+    if (opt.worker.empty()) {
+        opt.worker = default_worker(argv[0]);
+    }
+    opt.limits.request_timeout = std::chrono::milliseconds(opt.timeout_ms);
+    opt.limits.read_timeout = std::chrono::milliseconds(opt.read_timeout_ms);
+
+    asio::io_context io(1);
+    std::vector<served_model> models;
+    std::size_t ready = 0;
+    std::size_t wanted = 0;
+    std::function<void()> announce;  // once every worker is ready: where to send requests
+    try {
+        for (const auto& spec : opt.models) {
+            const auto eq = spec.find('=');
+            if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size()) {
+                throw std::runtime_error("--model wants NAME=PATH, got '" + spec + "'");
+            }
+            auto config = load_model_config(spec.substr(0, eq), spec.substr(eq + 1));
+            if (!std::filesystem::exists(config.path)) {
+                throw std::runtime_error("model '" + config.name + "': " + config.path +
+                                         " does not exist");
+            }
+            pool_params params{
+                .worker = {.executable = opt.worker,
+                           .args = {"--model", config.path},
+                           .start = start_mode::fork_server},
+                .workers = opt.workers > 0
+                               ? opt.workers
+                               : std::max<std::size_t>(1, std::thread::hardware_concurrency()),
+                .queue_limit = opt.queue_limit,
+                .memory = {.soft_limit_bytes = opt.soft_memory_mib << 20,
+                           .hard_limit_bytes = opt.hard_memory_mib << 20},
+                .on_worker_event =
+                    [&, name = config.name](const worker_event& e) {
+                        if (e.what == worker_event::kind::ready && ready < wanted) {
+                            ++ready;
+                            std::printf("workers ready: %zu of %zu\n", ready, wanted);
+                            if (ready == wanted) {
+                                announce();
+                            }
+                            std::fflush(stdout);
+                        } else if (e.what != worker_event::kind::started &&
+                                   e.what != worker_event::kind::ready) {
+                            std::fprintf(stderr, "torchpool-serve: model '%s': %s\n", name.c_str(),
+                                         e.description.c_str());
+                        }
+                    },
+            };
+            wanted += params.workers;
+            models.push_back(
+                {std::move(config), std::make_unique<pool>(io.get_executor(), params)});
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "torchpool-serve: %s\n", e.what());
+        return 2;
+    }
+
+    asio::ip::tcp::acceptor acceptor(io);
+    try {
+        const asio::ip::tcp::endpoint at(asio::ip::make_address(opt.host), opt.port);
+        acceptor.open(at.protocol());
+        acceptor.set_option(asio::socket_base::reuse_address(true));
+        acceptor.bind(at);
+        acceptor.listen();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "torchpool-serve: cannot listen on %s:%u: %s\n", opt.host.c_str(),
+                     static_cast<unsigned>(opt.port), e.what());
+        return 2;
+    }
+    http_server server(acceptor, models, opt.limits);
+    for (auto& m : models) {
+        m.workers->async_run(asio::detached);
+    }
+    const auto port = acceptor.local_endpoint().port();
+    announce = [&] {
+        const auto& first = models.front().config;
+        std::printf("listening on http://%s:%u (models: ", opt.host.c_str(),
+                    static_cast<unsigned>(port));
+        for (std::size_t i = 0; i < models.size(); ++i) {
+            std::printf("%s%s", i ? ", " : "", models[i].config.name.c_str());
+        }
+        std::printf(")\ntry: curl -s -d @%s http://%s:%u/v2/models/%s/infer\n",
+                    write_sample_request(first).c_str(), opt.host.c_str(),
+                    static_cast<unsigned>(port), first.name.c_str());
+    };
+    std::printf("starting %zu workers; requests are accepted on port %u already\n", wanted,
+                static_cast<unsigned>(port));
+    std::fflush(stdout);
+
+    asio::co_spawn(io, server.run(), asio::detached);
+    asio::signal_set signals(io, SIGINT, SIGTERM);
+    signals.async_wait([&](boost::system::error_code ec, int) {
+        if (ec) {
+            return;
+        }
+        std::printf("stopping: no new connections; the workers finish their requests\n");
+        std::fflush(stdout);
+        server.stop();
+        for (auto& m : models) {
+            m.workers->async_shutdown(asio::detached);
+        }
+    });
+    io.run();
+    return 0;
+}

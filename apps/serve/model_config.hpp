@@ -1,0 +1,58 @@
+// What the inference server knows of a model it serves: its tensors' names, datatypes and
+// shapes, and the method to run, read from a small JSON file beside the TorchScript file
+// (model.pt -> model.json), written by whoever made the model (the trainer writes one for the
+// default model). Nothing here is specific to one model.
+//
+//     {"method": "forward",
+//      "inputs":  [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
+//      "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]}
+//
+// A -1 in a shape is a size the request chooses (the batch).
+#pragma once
+
+#include <torchpool/task.hpp>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace torchpool::serve {
+
+/// Open Inference Protocol datatype names ("FP32", "INT64", "BOOL", ...).
+std::string_view oip_datatype(dtype t) noexcept;
+/// The dtype of an Open Inference Protocol datatype name; nullopt if unknown (e.g. BYTES).
+std::optional<dtype> from_oip_datatype(std::string_view name) noexcept;
+
+struct tensor_spec {
+    std::string name;
+    dtype type = dtype::float32;
+    std::vector<std::int64_t> shape;  // -1: any size
+};
+
+struct model_config {
+    std::string name;  // as served (--model NAME=PATH)
+    std::string path;  // the TorchScript file
+    std::string version = "1";
+    std::string method = "forward";
+    std::vector<tensor_spec> inputs;
+    std::vector<tensor_spec> outputs;
+};
+
+/// Reads `path`'s config (same path, extension .json). Throws std::runtime_error naming the
+/// file and what is wrong.
+model_config load_model_config(std::string name, const std::string& path);
+
+/// Parses a config's JSON text; `where` names it in errors.
+model_config parse_model_config(std::string name, std::string path, std::string_view json,
+                                const std::string& where);
+
+/// Empty when `shape` fits `spec` (same rank, equal sizes where the spec fixes one), else
+/// what is wrong, e.g. "has shape [1, 28, 28], but model 'fashion' wants [-1, 1, 28, 28]".
+std::string check_shape(const tensor_spec& spec, const std::vector<std::int64_t>& shape,
+                        const std::string& model);
+
+std::string format_shape(const std::vector<std::int64_t>& shape);
+
+}  // namespace torchpool::serve

@@ -1,0 +1,357 @@
+#include "oip.hpp"
+
+#include <boost/json.hpp>
+
+#include <cstring>
+#include <limits>
+
+namespace torchpool::serve {
+
+namespace json = boost::json;
+
+namespace {
+
+// Appends the numbers of `v` (a number, or arrays of them nested any way) in row-major order.
+bool flatten(const json::value& v, std::vector<const json::value*>& out, int depth = 0) {
+    if (const auto* a = v.if_array()) {
+        if (depth > 32) {
+            return false;
+        }
+        for (const auto& e : *a) {
+            if (!flatten(e, out, depth + 1)) {
+                return false;
+            }
+        }
+        return true;
+    }
+    out.push_back(&v);
+    return true;
+}
+
+template <class T>
+void put(std::string& bytes, std::size_t i, T value) {
+    std::memcpy(bytes.data() + i * sizeof(T), &value, sizeof(T));
+}
+
+// Writes element `i` of a tensor of `type` from JSON value `v`; empty, or what is wrong.
+std::string store(dtype type, const json::value& v, std::string& bytes, std::size_t i) {
+    switch (type) {
+        case dtype::boolean:
+            if (!v.is_bool()) {
+                return "true or false";
+            }
+            put<std::uint8_t>(bytes, i, v.as_bool() ? 1 : 0);
+            return {};
+        case dtype::float32:
+        case dtype::float64: {
+            double d = 0;
+            if (v.is_double()) {
+                d = v.as_double();
+            } else if (v.is_int64()) {
+                d = static_cast<double>(v.as_int64());
+            } else if (v.is_uint64()) {
+                d = static_cast<double>(v.as_uint64());
+            } else {
+                return "a number";
+            }
+            if (type == dtype::float32) {
+                put<float>(bytes, i, static_cast<float>(d));
+            } else {
+                put<double>(bytes, i, d);
+            }
+            return {};
+        }
+        case dtype::int8:
+        case dtype::int16:
+        case dtype::int32:
+        case dtype::int64:
+        case dtype::uint8: {
+            std::int64_t n = 0;
+            if (v.is_int64()) {
+                n = v.as_int64();
+            } else if (v.is_uint64() && v.as_uint64() <= std::numeric_limits<std::int64_t>::max()) {
+                n = static_cast<std::int64_t>(v.as_uint64());
+            } else {
+                return "an integer";
+            }
+            const auto in = [&](auto lo, auto hi) { return n >= lo && n <= hi; };
+            switch (type) {
+                case dtype::int8:
+                    if (!in(-128, 127))
+                        return "an integer in [-128, 127]";
+                    put<std::int8_t>(bytes, i, static_cast<std::int8_t>(n));
+                    return {};
+                case dtype::uint8:
+                    if (!in(0, 255))
+                        return "an integer in [0, 255]";
+                    put<std::uint8_t>(bytes, i, static_cast<std::uint8_t>(n));
+                    return {};
+                case dtype::int16:
+                    if (!in(-32768, 32767))
+                        return "an integer in [-32768, 32767]";
+                    put<std::int16_t>(bytes, i, static_cast<std::int16_t>(n));
+                    return {};
+                case dtype::int32:
+                    if (!in(std::numeric_limits<std::int32_t>::min(),
+                            std::numeric_limits<std::int32_t>::max())) {
+                        return "a 32-bit integer";
+                    }
+                    put<std::int32_t>(bytes, i, static_cast<std::int32_t>(n));
+                    return {};
+                default:
+                    put<std::int64_t>(bytes, i, n);
+                    return {};
+            }
+        }
+        case dtype::float16:
+        case dtype::bfloat16:
+            return "FP16 and BF16 data in JSON are not supported; send them as binary data";
+    }
+    return "a value";
+}
+
+template <class T>
+T get(const std::string& bytes, std::size_t i) {
+    T value;
+    std::memcpy(&value, bytes.data() + i * sizeof(T), sizeof(T));
+    return value;
+}
+
+json::value load(dtype type, const std::string& bytes, std::size_t i) {
+    switch (type) {
+        case dtype::boolean:
+            return get<std::uint8_t>(bytes, i) != 0;
+        case dtype::float32:
+            return static_cast<double>(get<float>(bytes, i));
+        case dtype::float64:
+            return get<double>(bytes, i);
+        case dtype::int8:
+            return get<std::int8_t>(bytes, i);
+        case dtype::uint8:
+            return get<std::uint8_t>(bytes, i);
+        case dtype::int16:
+            return get<std::int16_t>(bytes, i);
+        case dtype::int32:
+            return get<std::int32_t>(bytes, i);
+        case dtype::int64:
+            return get<std::int64_t>(bytes, i);
+        case dtype::float16:
+        case dtype::bfloat16:
+            return nullptr;  // not produced as JSON (see store)
+    }
+    return nullptr;
+}
+
+json::object spec_json(const tensor_spec& s) {
+    json::array shape;
+    for (const auto d : s.shape) {
+        shape.push_back(d);
+    }
+    return {{"name", s.name}, {"datatype", oip_datatype(s.type)}, {"shape", std::move(shape)}};
+}
+
+http_error bad(std::string message) {
+    return {400, std::move(message)};
+}
+
+}  // namespace
+
+std::variant<infer_request, http_error> parse_infer_request(std::string_view body,
+                                                            const model_config& model) {
+    boost::system::error_code ec;
+    const json::value v = json::parse(body, ec);
+    if (ec) {
+        return bad("the request body is not valid JSON: " + ec.message());
+    }
+    const auto* o = v.if_object();
+    if (!o) {
+        return bad("the request body must be a JSON object with \"inputs\"");
+    }
+    infer_request req;
+    if (const auto* id = o->if_contains("id")) {
+        if (!id->is_string()) {
+            return bad("\"id\" must be text");
+        }
+        req.id = std::string(id->as_string());
+    }
+    const auto* inputs = o->if_contains("inputs");
+    if (!inputs || !inputs->is_array() || inputs->as_array().empty()) {
+        return bad("\"inputs\" must be a non-empty list of tensors");
+    }
+    std::vector<const json::object*> by_position(model.inputs.size(), nullptr);
+    for (const auto& input : inputs->as_array()) {
+        const auto* t = input.if_object();
+        const auto* name = t ? t->if_contains("name") : nullptr;
+        if (!name || !name->is_string()) {
+            return bad("each input must be an object with a \"name\"");
+        }
+        std::size_t at = 0;
+        while (at < model.inputs.size() && model.inputs[at].name != name->as_string()) {
+            ++at;
+        }
+        if (at == model.inputs.size()) {
+            std::string names;
+            for (const auto& s : model.inputs) {
+                names += (names.empty() ? "" : ", ") + s.name;
+            }
+            return bad("model '" + model.name + "' has no input named '" +
+                       std::string(name->as_string()) + "'; its inputs: " + names);
+        }
+        if (by_position[at]) {
+            return bad("input '" + model.inputs[at].name + "' is given twice");
+        }
+        by_position[at] = t;
+    }
+    for (std::size_t at = 0; at < model.inputs.size(); ++at) {
+        const auto& spec = model.inputs[at];
+        const auto* t = by_position[at];
+        if (!t) {
+            return bad("input '" + spec.name + "' of model '" + model.name + "' is missing");
+        }
+        const auto* datatype = t->if_contains("datatype");
+        const auto* shape = t->if_contains("shape");
+        const auto* data = t->if_contains("data");
+        if (!datatype || !datatype->is_string() || !shape || !shape->is_array() || !data) {
+            return bad("input '" + spec.name + "' needs \"datatype\", \"shape\" and \"data\"");
+        }
+        const auto type = from_oip_datatype(datatype->as_string());
+        if (!type) {
+            return bad("input '" + spec.name + "' has datatype \"" +
+                       std::string(datatype->as_string()) + "\", which this server does not know");
+        }
+        if (*type != spec.type) {
+            return bad("input '" + spec.name + "' has datatype " +
+                       std::string(datatype->as_string()) + ", but model '" + model.name +
+                       "' wants " + std::string(oip_datatype(spec.type)));
+        }
+        std::vector<std::int64_t> dims;
+        std::uint64_t elements = 1;
+        for (const auto& d : shape->as_array()) {
+            if (!d.is_int64() || d.as_int64() < 0) {
+                return bad("the shape of input '" + spec.name + "' must hold sizes >= 0");
+            }
+            dims.push_back(d.as_int64());
+            elements *= static_cast<std::uint64_t>(d.as_int64());
+            if (elements > (1u << 28)) {
+                return http_error{413, "input '" + spec.name + "' is too large"};
+            }
+        }
+        if (auto problem = check_shape(spec, dims, model.name); !problem.empty()) {
+            return bad(problem);
+        }
+        std::vector<const json::value*> values;
+        if (!flatten(*data, values)) {
+            return bad("the data of input '" + spec.name + "' is nested too deeply");
+        }
+        if (values.size() != elements) {
+            return bad("input '" + spec.name + "' has shape " + format_shape(dims) +
+                       ", which holds " + std::to_string(elements) +
+                       " elements, but its data has " + std::to_string(values.size()));
+        }
+        tensor value(spec.type, dims);
+        value.data.resize(values.size() * element_size(spec.type));
+        for (std::size_t i = 0; i < values.size(); ++i) {
+            if (auto wanted = store(spec.type, *values[i], value.data, i); !wanted.empty()) {
+                return bad("element " + std::to_string(i) + " of input '" + spec.name +
+                           "' is not " + wanted);
+            }
+        }
+        req.inputs.push_back(std::move(value));
+    }
+    if (const auto* outputs = o->if_contains("outputs")) {
+        if (!outputs->is_array()) {
+            return bad("\"outputs\" must be a list of {\"name\": ...}");
+        }
+        for (const auto& out : outputs->as_array()) {
+            const auto* t = out.if_object();
+            const auto* name = t ? t->if_contains("name") : nullptr;
+            if (!name || !name->is_string()) {
+                return bad("each requested output must be an object with a \"name\"");
+            }
+            bool known = false;
+            for (const auto& s : model.outputs) {
+                known = known || s.name == name->as_string();
+            }
+            if (!known) {
+                return bad("model '" + model.name + "' has no output named '" +
+                           std::string(name->as_string()) + "'");
+            }
+            req.outputs.emplace_back(name->as_string());
+        }
+    }
+    return req;
+}
+
+std::variant<std::string, http_error> infer_response(const model_config& model,
+                                                     const infer_request& request,
+                                                     const std::vector<tensor>& results) {
+    if (results.size() != model.outputs.size()) {
+        return http_error{500, "model '" + model.name + "' returned " +
+                                   std::to_string(results.size()) +
+                                   " tensors, but its config lists " +
+                                   std::to_string(model.outputs.size()) + " outputs"};
+    }
+    json::array outputs;
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        const auto& spec = model.outputs[i];
+        if (!request.outputs.empty() && std::find(request.outputs.begin(), request.outputs.end(),
+                                                  spec.name) == request.outputs.end()) {
+            continue;
+        }
+        const auto& t = results[i];
+        if (t.type == dtype::float16 || t.type == dtype::bfloat16) {
+            return http_error{500, "output '" + spec.name +
+                                       "' is FP16 or BF16, which this "
+                                       "server cannot write as JSON yet"};
+        }
+        json::array shape;
+        std::size_t elements = 1;
+        for (const auto d : t.shape) {
+            shape.push_back(d);
+            elements *= static_cast<std::size_t>(d);
+        }
+        json::array data;
+        data.reserve(elements);
+        for (std::size_t e = 0; e < elements; ++e) {
+            data.push_back(load(t.type, t.data, e));
+        }
+        outputs.push_back(json::object{{"name", spec.name},
+                                       {"datatype", oip_datatype(t.type)},
+                                       {"shape", std::move(shape)},
+                                       {"data", std::move(data)}});
+    }
+    json::object body{{"model_name", model.name},
+                      {"model_version", model.version},
+                      {"outputs", std::move(outputs)}};
+    if (!request.id.empty()) {
+        body["id"] = request.id;
+    }
+    return json::serialize(body);
+}
+
+std::string error_json(std::string_view message) {
+    return json::serialize(json::object{{"error", message}});
+}
+
+std::string server_metadata_json() {
+    return json::serialize(
+        json::object{{"name", "torchpool"}, {"version", "0.1"}, {"extensions", json::array{}}});
+}
+
+std::string model_metadata_json(const model_config& model) {
+    json::array inputs;
+    json::array outputs;
+    for (const auto& s : model.inputs) {
+        inputs.push_back(spec_json(s));
+    }
+    for (const auto& s : model.outputs) {
+        outputs.push_back(spec_json(s));
+    }
+    return json::serialize(json::object{{"name", model.name},
+                                        {"versions", json::array{model.version}},
+                                        {"platform", "pytorch_torchscript"},
+                                        {"inputs", std::move(inputs)},
+                                        {"outputs", std::move(outputs)}});
+}
+
+}  // namespace torchpool::serve

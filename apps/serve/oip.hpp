@@ -1,0 +1,48 @@
+// The Open Inference Protocol (KServe v2 REST), as the server speaks it: parsing an infer
+// request's JSON into tensors for a model, and writing the JSON of responses, metadata and
+// errors. Sans-io: text in, values out, so that every bad input has a unit test.
+#pragma once
+
+#include "model_config.hpp"
+#include <torchpool/task.hpp>
+
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+namespace torchpool::serve {
+
+/// A request the server refuses: the HTTP status and what was wrong, for {"error": ...}.
+struct http_error {
+    unsigned status = 400;
+    std::string message;
+};
+
+struct infer_request {
+    std::string id;  // echoed in the response; empty if none
+    /// One per model input, in the model's order.
+    std::vector<tensor> inputs;
+    /// Outputs asked for by name; empty: all of them.
+    std::vector<std::string> outputs;
+};
+
+/// Parses the body of POST /v2/models/{name}/infer for `model`: JSON tensors with name,
+/// shape, datatype and data (flat or nested, row-major), each checked against the model.
+std::variant<infer_request, http_error> parse_infer_request(std::string_view body,
+                                                            const model_config& model);
+
+/// The response to an infer request: the model's outputs (`results`, in the config's order),
+/// those asked for, as JSON tensors. An error if the model returned something else.
+std::variant<std::string, http_error> infer_response(const model_config& model,
+                                                     const infer_request& request,
+                                                     const std::vector<tensor>& results);
+
+/// {"error": message}
+std::string error_json(std::string_view message);
+/// GET /v2
+std::string server_metadata_json();
+/// GET /v2/models/{name}
+std::string model_metadata_json(const model_config& model);
+
+}  // namespace torchpool::serve

@@ -1,0 +1,168 @@
+// The inference server's Open Inference Protocol: every bad input gets a specific error, and
+// good ones become exactly the tensors the model wants.
+#include "oip.hpp"
+
+#include "model_config.hpp"
+
+#include <boost/json.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+using namespace torchpool;
+using namespace torchpool::serve;
+
+namespace {
+
+model_config images_model() {
+    return parse_model_config("fashion", "/models/fashion.pt", R"({
+        "method": "forward",
+        "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 2, 2]}],
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 3]},
+                    {"name": "label", "datatype": "INT64", "shape": [-1]}]})",
+                              "fashion.json");
+}
+
+// The error of parsing `body`, or "" if it parsed.
+std::string error_of(std::string_view body, unsigned* status = nullptr) {
+    auto parsed = parse_infer_request(body, images_model());
+    if (auto* e = std::get_if<http_error>(&parsed)) {
+        if (status) {
+            *status = e->status;
+        }
+        return e->message;
+    }
+    return "";
+}
+
+}  // namespace
+
+TEST_CASE("an infer request becomes the model's input tensors, flat or nested", "[serve]") {
+    for (const char* data : {"[0, 0.5, 1, 2]", "[[[[0, 0.5], [1, 2]]]]"}) {
+        const std::string body =
+            std::string(R"({"id": "r1", "inputs": [{"name": "images", "datatype": "FP32",)") +
+            R"( "shape": [1, 1, 2, 2], "data": )" + data + "}]}";
+        auto parsed = parse_infer_request(body, images_model());
+        REQUIRE(std::holds_alternative<infer_request>(parsed));
+        const auto& req = std::get<infer_request>(parsed);
+        CHECK(req.id == "r1");
+        REQUIRE(req.inputs.size() == 1);
+        CHECK(req.inputs[0].type == dtype::float32);
+        CHECK(req.inputs[0].shape == std::vector<std::int64_t>{1, 1, 2, 2});
+        float values[4];
+        REQUIRE(req.inputs[0].data.size() == sizeof values);
+        std::memcpy(values, req.inputs[0].data.data(), sizeof values);
+        CHECK(values[1] == 0.5f);
+        CHECK(values[3] == 2.0f);
+    }
+}
+
+TEST_CASE("every bad infer request gets an error that names the problem", "[serve]") {
+    const auto with = [](std::string input) { return R"({"inputs": [)" + input + "]}"; };
+    CHECK_THAT(error_of("{not json"), Catch::Contains("not valid JSON"));
+    CHECK_THAT(error_of("[1, 2]"), Catch::Contains("JSON object"));
+    CHECK_THAT(error_of("{}"), Catch::Contains("\"inputs\""));
+    CHECK_THAT(error_of(R"({"id": 7, "inputs": []})"), Catch::Contains("\"id\" must be text"));
+    CHECK_THAT(error_of(with(R"({"name": "pixels", "datatype": "FP32", "shape": [1,1,2,2],
+                                 "data": [1,2,3,4]})")),
+               Catch::Contains("no input named 'pixels'; its inputs: images"));
+    CHECK_THAT(error_of(with(R"({"name": "images", "datatype": "INT64", "shape": [1,1,2,2],
+                                 "data": [1,2,3,4]})")),
+               Catch::Contains("has datatype INT64, but model 'fashion' wants FP32"));
+    CHECK_THAT(error_of(with(R"({"name": "images", "datatype": "BYTES", "shape": [1,1,2,2],
+                                 "data": [1,2,3,4]})")),
+               Catch::Contains("does not know"));
+    CHECK_THAT(error_of(with(R"({"name": "images", "datatype": "FP32", "shape": [1,2,2],
+                                 "data": [1,2,3,4]})")),
+               Catch::Contains("has shape [1, 2, 2], but model 'fashion' wants [-1, 1, 2, 2]"));
+    CHECK_THAT(error_of(with(R"({"name": "images", "datatype": "FP32", "shape": [2,1,2,2],
+                                 "data": [1,2,3,4]})")),
+               Catch::Contains("holds 8 elements, but its data has 4"));
+    CHECK_THAT(error_of(with(R"({"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+                                 "data": [1,"two",3,4]})")),
+               Catch::Contains("element 1 of input 'images' is not a number"));
+    CHECK_THAT(error_of(with(R"({"name": "images", "datatype": "FP32", "shape": [1,1,2,-2],
+                                 "data": []})")),
+               Catch::Contains("sizes >= 0"));
+    CHECK_THAT(error_of(with(R"({"name": "images", "shape": [1,1,2,2], "data": [1,2,3,4]})")),
+               Catch::Contains("needs \"datatype\", \"shape\" and \"data\""));
+    const std::string one = R"({"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+                                "data": [1,2,3,4]})";
+    CHECK_THAT(error_of(with(one + "," + one)), Catch::Contains("given twice"));
+    CHECK_THAT(error_of(R"({"inputs": [)" + one + R"(], "outputs": [{"name": "probs"}]})"),
+               Catch::Contains("no output named 'probs'"));
+    unsigned status = 0;
+    CHECK_THAT(error_of(with(R"({"name": "images", "datatype": "FP32",
+                                 "shape": [100000,1,2000,2000], "data": []})"),
+                        &status),
+               Catch::Contains("too large"));
+    CHECK(status == 413);
+}
+
+TEST_CASE("a response carries the outputs asked for, and echoes the id", "[serve]") {
+    const auto model = images_model();
+    tensor logits(dtype::float32, {1, 3});
+    const float l[3] = {0.25f, -1.0f, 2.0f};
+    logits.data.assign(reinterpret_cast<const char*>(l), sizeof l);
+    tensor label(dtype::int64, {1});
+    const std::int64_t k = 2;
+    label.data.assign(reinterpret_cast<const char*>(&k), sizeof k);
+
+    infer_request all{.id = "abc"};
+    auto text = std::get<std::string>(infer_response(model, all, {logits, label}));
+    auto v = boost::json::parse(text).as_object();
+    CHECK(v["id"] == "abc");
+    CHECK(v["model_name"] == "fashion");
+    auto& outputs = v["outputs"].as_array();
+    REQUIRE(outputs.size() == 2);
+    CHECK(outputs[0].as_object()["name"] == "logits");
+    CHECK(outputs[0].as_object()["data"].as_array()[2].as_double() == 2.0);
+    CHECK(outputs[1].as_object()["datatype"] == "INT64");
+    CHECK(outputs[1].as_object()["data"].as_array()[0].as_int64() == 2);
+
+    infer_request some{.outputs = {"label"}};
+    v = boost::json::parse(std::get<std::string>(infer_response(model, some, {logits, label})))
+            .as_object();
+    CHECK(v["outputs"].as_array().size() == 1);
+    CHECK_FALSE(v.contains("id"));
+
+    auto wrong = infer_response(model, all, {logits});
+    REQUIRE(std::holds_alternative<http_error>(wrong));
+    CHECK(std::get<http_error>(wrong).status == 500);
+    CHECK_THAT(std::get<http_error>(wrong).message, Catch::Contains("returned 1 tensors"));
+}
+
+TEST_CASE("a model config that cannot work is refused, naming the file and the problem",
+          "[serve]") {
+    const auto refused = [](std::string_view json) -> std::string {
+        try {
+            parse_model_config("m", "m.pt", json, "m.json");
+        } catch (const std::runtime_error& e) {
+            return e.what();
+        }
+        return "accepted";
+    };
+    CHECK_THAT(refused("{"), Catch::Contains("m.json is not valid JSON"));
+    CHECK_THAT(refused(R"({"inputs": []})"), Catch::Contains("\"inputs\" must list"));
+    CHECK_THAT(refused(R"({"inputs": [{"name": "x", "datatype": "FP99", "shape": [1]}],
+                           "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]})"),
+               Catch::Contains("unknown datatype \"FP99\""));
+    CHECK_THAT(refused(R"({"inputs": [{"name": "x", "datatype": "FP32", "shape": [0]}],
+                           "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]})"),
+               Catch::Contains("positive sizes or -1"));
+    CHECK(refused(R"({"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
+                      "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]})") ==
+          "accepted");
+    CHECK_THROWS_WITH(load_model_config("m", "/nonexistent/m.pt"),
+                      Catch::Contains("cannot read /nonexistent/m.json"));
+}
+
+TEST_CASE("model metadata lists the config's tensors", "[serve]") {
+    auto v = boost::json::parse(model_metadata_json(images_model())).as_object();
+    CHECK(v["name"] == "fashion");
+    CHECK(v["inputs"].as_array()[0].as_object()["datatype"] == "FP32");
+    CHECK(v["inputs"].as_array()[0].as_object()["shape"].as_array()[0].as_int64() == -1);
+    CHECK(v["outputs"].as_array().size() == 2);
+    CHECK(boost::json::parse(error_json("bad \"x\"")).as_object()["error"] == "bad \"x\"");
+}
