@@ -1,0 +1,265 @@
+// torchpool-serve end to end: the real server on a free loopback port, the real HTTP client
+// (curl), real Fashion-MNIST test images, and predictions compared with the same model run in
+// this process.
+#include "../process/torch_reference.hpp"
+#include "fashion_mnist.hpp"
+
+#include <boost/json.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <spawn.h>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char** environ;
+
+using namespace torchpool;
+namespace json = boost::json;
+
+namespace {
+
+// The server, started with `args`, until it says where it listens (it does once its
+// workers are ready).
+class server_process {
+public:
+    explicit server_process(std::vector<std::string> args) {
+        int out[2];
+        REQUIRE(::pipe(out) == 0);
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+        posix_spawn_file_actions_addclose(&actions, out[0]);
+        std::vector<std::string> all = {TORCHPOOL_SERVE, "--port", "0", "--workers", "2"};
+        all.insert(all.end(), args.begin(), args.end());
+        std::vector<char*> argv;
+        for (auto& a : all) {
+            argv.push_back(a.data());
+        }
+        argv.push_back(nullptr);
+        REQUIRE(::posix_spawn(&pid_, TORCHPOOL_SERVE, &actions, nullptr, argv.data(), environ) ==
+                0);
+        posix_spawn_file_actions_destroy(&actions);
+        ::close(out[1]);
+        out_ = out[0];
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+        std::string text;
+        while (port_ == 0 && std::chrono::steady_clock::now() < deadline) {
+            pollfd p{out_, POLLIN, 0};
+            if (::poll(&p, 1, 1000) <= 0) {
+                continue;
+            }
+            char buf[4096];
+            const ssize_t n = ::read(out_, buf, sizeof buf);
+            if (n <= 0) {
+                break;
+            }
+            text.append(buf, static_cast<std::size_t>(n));
+            const auto at = text.find("listening on http://127.0.0.1:");
+            if (at != std::string::npos && text.find('\n', at) != std::string::npos) {
+                port_ = std::stoi(text.substr(at + 30));
+            }
+        }
+        INFO("server output: " << text);
+        REQUIRE(port_ > 0);
+        output_ = text;
+    }
+    ~server_process() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            ::waitpid(pid_, nullptr, 0);
+        }
+        ::close(out_);
+    }
+    std::string url(const std::string& path) const {
+        return "http://127.0.0.1:" + std::to_string(port_) + path;
+    }
+    const std::string& output() const { return output_; }
+    /// SIGTERM, then its exit status (it must exit within the limit).
+    int terminate() {
+        ::kill(pid_, SIGTERM);
+        int status = 0;
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        while (::waitpid(pid_, &status, WNOHANG) == 0) {
+            REQUIRE(std::chrono::steady_clock::now() < deadline);
+            pollfd p{out_, POLLIN, 0};
+            ::poll(&p, 1, 100);  // waits for output or 100 ms; the exit is polled
+            char buf[4096];
+            if (p.revents & POLLIN) {
+                (void)!::read(out_, buf, sizeof buf);
+            }
+        }
+        pid_ = 0;
+        return status;
+    }
+
+private:
+    pid_t pid_ = 0;
+    int out_ = -1;
+    int port_ = 0;
+    std::string output_;
+};
+
+struct http_reply {
+    long status = 0;
+    std::string body;
+};
+
+// One request with curl, the body from a file (bodies of megabytes do not fit a command line).
+http_reply curl(const std::string& method, const std::string& url, const std::string& body = {}) {
+    const auto dir = std::filesystem::temp_directory_path();
+    const auto in = dir / ("torchpool-serve-test-in-" + std::to_string(::getpid()));
+    const auto out = dir / ("torchpool-serve-test-out-" + std::to_string(::getpid()));
+    std::ofstream(in, std::ios::binary) << body;
+    std::string command = "curl -s -o " + out.string() + " -w '%{http_code}' -X " + method;
+    if (!body.empty()) {
+        command += " -H 'Content-Type: application/json' --data-binary @" + in.string();
+    }
+    command += " '" + url + "'";
+    std::FILE* p = ::popen(command.c_str(), "r");
+    REQUIRE(p != nullptr);
+    char code[16] = {};
+    const std::size_t n = std::fread(code, 1, sizeof code - 1, p);
+    REQUIRE(::pclose(p) == 0);
+    http_reply r{std::strtol(std::string(code, n).c_str(), nullptr, 10), {}};
+    std::stringstream text;
+    text << std::ifstream(out).rdbuf();
+    r.body = text.str();
+    std::filesystem::remove(in);
+    std::filesystem::remove(out);
+    return r;
+}
+
+// The first `n` test images as float32 [n, 1, 28, 28] in [0, 1].
+tensor test_images(std::size_t n) {
+    static const auto set =
+        apps::read_fashion_mnist(apps::default_fashion_mnist_dir, apps::split::test);
+    tensor t(dtype::float32, {static_cast<std::int64_t>(n), 1, 28, 28});
+    t.data.resize(n * apps::image_pixels * sizeof(float));
+    auto* out = reinterpret_cast<float*>(t.data.data());
+    for (std::size_t i = 0; i < n * apps::image_pixels; ++i) {
+        out[i] = static_cast<float>(set.pixels[i]) / 255.0f;
+    }
+    return t;
+}
+
+std::string infer_body(const tensor& images, const std::string& id) {
+    json::array data;
+    const auto* p = reinterpret_cast<const float*>(images.data.data());
+    for (std::size_t i = 0; i < images.data.size() / sizeof(float); ++i) {
+        data.push_back(static_cast<double>(p[i]));
+    }
+    json::array shape;
+    for (auto d : images.shape) {
+        shape.push_back(d);
+    }
+    return json::serialize(
+        json::object{{"id", id},
+                     {"inputs", json::array{json::object{{"name", "images"},
+                                                         {"datatype", "FP32"},
+                                                         {"shape", std::move(shape)},
+                                                         {"data", std::move(data)}}}}});
+}
+
+}  // namespace
+
+TEST_CASE("the server answers every endpoint, and its predictions equal the model's own",
+          "[serve][e2e]") {
+    server_process server({});
+    CHECK_THAT(server.output(), Catch::Contains("workers ready: 2 of 2"));
+    CHECK_THAT(server.output(), Catch::Contains("try: curl -s -d @"));
+
+    auto r = curl("GET", server.url("/v2"));
+    CHECK(r.status == 200);
+    CHECK(json::parse(r.body).as_object()["name"] == "torchpool");
+    CHECK(curl("GET", server.url("/v2/health/live")).status == 200);
+    CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
+    CHECK(curl("GET", server.url("/v2/models/fashion/ready")).status == 200);
+    CHECK(curl("GET", server.url("/v2/models/fashion/versions/1/ready")).status == 200);
+    r = curl("GET", server.url("/v2/models/fashion"));
+    CHECK(r.status == 200);
+    auto meta = json::parse(r.body).as_object();
+    CHECK(meta["inputs"].as_array()[0].as_object()["name"] == "images");
+    CHECK(meta["outputs"].as_array()[0].as_object()["shape"].as_array()[1].as_int64() == 10);
+
+    // 32 real images: the server's logits are the model's own, run in this process.
+    const tensor images = test_images(32);
+    r = curl("POST", server.url("/v2/models/fashion/infer"), infer_body(images, "batch-1"));
+    REQUIRE(r.status == 200);
+    auto answer = json::parse(r.body).as_object();
+    CHECK(answer["id"] == "batch-1");
+    auto& out = answer["outputs"].as_array()[0].as_object();
+    CHECK(out["name"] == "logits");
+    CHECK(out["shape"].as_array()[0].as_int64() == 32);
+    const tensor expected = test::run_in_process(TORCHPOOL_DEFAULT_MODEL, "forward", {images});
+    const auto* want = reinterpret_cast<const float*>(expected.data.data());
+    auto& got = out["data"].as_array();
+    REQUIRE(got.size() == 320);
+    for (std::size_t i = 0; i < got.size(); ++i) {
+        CHECK(std::abs(got[i].to_number<double>() - want[i]) < 1e-4);
+    }
+    // The same through a versioned path, one image.
+    r = curl("POST", server.url("/v2/models/fashion/versions/1/infer"),
+             infer_body(test_images(1), "one"));
+    CHECK(r.status == 200);
+
+    // The sample request the server printed works as printed.
+    const auto at = server.output().find("try: ");
+    const auto line = server.output().substr(at + 5, server.output().find('\n', at) - at - 5);
+    std::FILE* p = ::popen((line + " -w ' %{http_code}'").c_str(), "r");
+    REQUIRE(p != nullptr);
+    char buf[8192] = {};
+    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, p);
+    ::pclose(p);
+    CHECK_THAT(std::string(buf, n), Catch::EndsWith(" 200"));
+
+    CHECK(WIFEXITED(server.terminate()));
+}
+
+TEST_CASE("bad requests get a 4xx with a JSON error naming the problem; the server stays up",
+          "[serve][e2e]") {
+    server_process server({"--max-body-bytes", "100000"});
+    const auto infer = server.url("/v2/models/fashion/infer");
+    const auto error_of = [](const http_reply& r) {
+        return std::string(json::parse(r.body).as_object()["error"].as_string());
+    };
+    auto r = curl("POST", infer, "{not json");
+    CHECK(r.status == 400);
+    CHECK_THAT(error_of(r), Catch::Contains("not valid JSON"));
+    r = curl("POST", infer,
+             R"({"inputs":[{"name":"images","datatype":"INT64","shape":[1,1,28,28],"data":[]}]})");
+    CHECK(r.status == 400);
+    CHECK_THAT(error_of(r), Catch::Contains("wants FP32"));
+    r = curl("POST", infer,
+             R"({"inputs":[{"name":"images","datatype":"FP32","shape":[1,28,28],"data":[0]}]})");
+    CHECK(r.status == 400);
+    CHECK_THAT(error_of(r), Catch::Contains("wants [-1, 1, 28, 28]"));
+    r = curl("POST", server.url("/v2/models/shoes/infer"), "{}");
+    CHECK(r.status == 404);
+    CHECK_THAT(error_of(r), Catch::Contains("no model named 'shoes'"));
+    r = curl("GET", infer);
+    CHECK(r.status == 405);
+    r = curl("POST", infer, infer_body(test_images(20), "too big"));  // ~300 KB of JSON
+    CHECK(r.status == 413);
+    CHECK_THAT(error_of(r), Catch::Contains("--max-body-bytes"));
+    r = curl("GET", server.url("/metrics/nothing"));
+    CHECK(r.status == 404);
+    // Still serving.
+    r = curl("POST", infer, infer_body(test_images(2), "after"));
+    CHECK(r.status == 200);
+    CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
+    const int status = server.terminate();
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+}
