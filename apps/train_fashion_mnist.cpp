@@ -253,6 +253,20 @@ int main(int argc, char** argv) {
             << R"( "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]})"
             << '\n';
         std::filesystem::rename(config.string() + ".partial", config);
+        // A request a person can send as it is (curl -d @...): the first test image.
+        auto sample = out;
+        sample.replace_extension(".sample.json");
+        const auto first = test_images[0].contiguous();
+        const auto* pixels = first.data_ptr<float>();
+        std::ofstream request(sample);
+        request << R"({"id": "Fashion-MNIST test image 0 (labelled )"
+                << torchpool::apps::fashion_mnist_classes[test_labels[0].item<std::int64_t>()]
+                << R"x()", "inputs": [{"name": "images", "datatype": "FP32", )x"
+                << R"x("shape": [1, 1, 28, 28], "data": [)x";
+        for (std::int64_t i = 0; i < first.numel(); ++i) {
+            request << (i ? "," : "") << pixels[i];
+        }
+        request << "]}]}\n";
         std::filesystem::rename(partial, out);  // never leave a half-written model behind
     } catch (const std::exception& e) {
         std::fprintf(stderr, "torchpool-train-fashion-mnist: cannot write %s: %s\n",

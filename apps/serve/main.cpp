@@ -53,9 +53,15 @@ std::string default_worker(const char* argv0) {
     return TORCHPOOL_TORCH_WORKER_PATH;
 }
 
-// A request a person can send with curl: zeros of each input's shape (a batch of 1 where the
-// size is free), written to a file beside the others of this process.
+// A request a person can send with curl: the model's own sample (PATH.sample.json beside it),
+// else zeros of each input's shape (a batch of 1 where the size is free), written to a
+// temporary file.
 std::string write_sample_request(const model_config& model) {
+    // The model's maker may have left one beside it (the trainer does: a real test image).
+    if (auto made = std::filesystem::path(model.path).replace_extension(".sample.json");
+        std::filesystem::exists(made)) {
+        return made.string();
+    }
     std::string json = R"({"id":"try-me","inputs":[)";
     for (std::size_t i = 0; i < model.inputs.size(); ++i) {
         const auto& in = model.inputs[i];

@@ -214,20 +214,33 @@ TEST_CASE("the server answers every endpoint, and its predictions equal the mode
              infer_body(test_images(1), "one"));
     CHECK(r.status == 200);
 
-    // The sample request the server printed works as printed.
+    // The request the server printed works as printed: a real test image (the trainer left
+    // it beside the model), classified as the model does here.
     const auto at = server.output().find("try: ");
     const auto line = server.output().substr(at + 5, server.output().find('\n', at) - at - 5);
-    std::FILE* p = ::popen((line + " -w ' %{http_code}'").c_str(), "r");
+    CHECK_THAT(line, Catch::Contains("fashion_mnist.sample.json"));
+    std::FILE* p = ::popen(line.c_str(), "r");
     REQUIRE(p != nullptr);
-    char buf[8192] = {};
-    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, p);
+    std::string printed;
+    char buf[8192];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) {
+        printed.append(buf, n);
+    }
     ::pclose(p);
-    CHECK_THAT(std::string(buf, n), Catch::EndsWith(" 200"));
+    auto sample = json::parse(printed).as_object();
+    CHECK_THAT(std::string(sample["id"].as_string()), Catch::Contains("test image 0"));
+    const auto& logits = sample["outputs"].as_array()[0].as_object()["data"].as_array();
+    const tensor first = test::run_in_process(TORCHPOOL_DEFAULT_MODEL, "forward", test_images(1));
+    const auto* first_logits = reinterpret_cast<const float*>(first.data.data());
+    REQUIRE(logits.size() == 10);
+    for (std::size_t i = 0; i < logits.size(); ++i) {
+        CHECK(std::abs(logits[i].to_number<double>() - first_logits[i]) < 1e-4);
+    }
 
     CHECK(WIFEXITED(server.terminate()));
 }
 
-TEST_CASE("bad requests get a 4xx with a JSON error naming the problem; the server stays up",
+TEST_CASE("bad requests get a 4xx with a JSON error naming the problem, and the server stays up",
           "[serve][e2e]") {
     server_process server({"--max-body-bytes", "100000"});
     const auto infer = server.url("/v2/models/fashion/infer");
