@@ -240,13 +240,15 @@ asio::awaitable<http_server::response> http_server::infer(served_model& model, s
                            error_json(problem->message)};
     }
     auto& req = std::get<infer_request>(parsed);
-    // Built in a variable, not inside the co_await (GCC 12, see torchpool::request).
-    auto task = request(model.config.method, {}, std::move(req.inputs))
-                    .with_timeout(limits_.request_timeout);
-    auto [ec, result] = co_await model.workers->async_submit(std::move(task), as_tuple);
-    if (ec) {
-        const std::string why =
-            result.diagnostics.summary.empty() ? ec.message() : result.diagnostics.summary;
+    if (req.inject && !limits_.fault_injection) {
+        co_return response{http::status::bad_request,
+                           error_json("parameters.torchpool_fault asks for a fault, but this "
+                                      "server was not started with --fault-injection")};
+    }
+    auto result =
+        co_await model.batches->async_infer(std::move(req.inputs), req.inject, asio::use_awaitable);
+    if (const auto ec = result.error) {
+        const std::string& why = result.why;
         if (ec == errc::overloaded || ec == errc::spawn_failed || ec == errc::shutting_down) {
             co_return response{http::status::service_unavailable, error_json(why), {}, true};
         }
@@ -255,7 +257,7 @@ asio::awaitable<http_server::response> http_server::infer(served_model& model, s
         }
         co_return response{http::status::internal_server_error, error_json(why)};
     }
-    auto encoded = infer_response(model.config, req, result.tensors);
+    auto encoded = infer_response(model.config, req, result.outputs, result.batch_rows);
     if (auto* problem = std::get_if<http_error>(&encoded)) {
         co_return response{static_cast<http::status>(problem->status),
                            error_json(problem->message)};

@@ -2,6 +2,7 @@
 // executor, routing the Open Inference Protocol's endpoints to the model pools.
 #pragma once
 
+#include "batcher.hpp"
 #include "model_config.hpp"
 #include <torchpool/pool.hpp>
 
@@ -19,6 +20,7 @@ namespace torchpool::serve {
 struct served_model {
     model_config config;
     std::unique_ptr<pool> workers;
+    std::unique_ptr<batcher> batches;
 };
 
 struct http_limits {
@@ -28,6 +30,8 @@ struct http_limits {
     std::chrono::milliseconds read_timeout{10'000};
     /// Deadline of an inference task (queue wait included).
     std::chrono::milliseconds request_timeout{30'000};
+    /// parameters.torchpool_fault is honoured (tests only; the pools must allow faults).
+    bool fault_injection = false;
 };
 
 class http_server {

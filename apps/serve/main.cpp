@@ -39,6 +39,8 @@ struct options {
     std::uint64_t hard_memory_mib = 0;
     http_limits limits;
     unsigned read_timeout_ms = 10'000;
+    std::size_t max_batch = 32;
+    unsigned batch_delay_us = 200;
 };
 
 // The stock LibTorch worker, installed beside this program.
@@ -117,6 +119,16 @@ int main(int argc, char** argv) {
                    "a worker over this much memory of its own is replaced after its request");
     app.add_option("--hard-memory-mib", opt.hard_memory_mib,
                    "a worker over this much memory of its own is killed (its request fails)");
+    app.add_option("--max-batch", opt.max_batch,
+                   "requests of a model are stacked into batches of up to this many rows (1: no "
+                   "batching)")
+        ->capture_default_str();
+    app.add_option("--batch-delay-us", opt.batch_delay_us,
+                   "a batch is sent when full, or this long after its oldest request arrived")
+        ->capture_default_str();
+    app.add_flag("--fault-injection", opt.limits.fault_injection,
+                 "honour parameters.torchpool_fault in requests (crash, exit, hang, leak, delay, "
+                 "garbage, fail), to test clients' failure handling; never in production");
     app.add_option("--max-body-bytes", opt.limits.max_body_bytes,
                    "largest request body; past it, 413")
         ->capture_default_str();
@@ -178,9 +190,15 @@ int main(int argc, char** argv) {
                         }
                     },
             };
+            params.faults.enabled = opt.limits.fault_injection;
             wanted += params.workers;
-            models.push_back(
-                {std::move(config), std::make_unique<pool>(io.get_executor(), params)});
+            auto workers = std::make_unique<pool>(io.get_executor(), params);
+            auto batches = std::make_unique<batcher>(
+                *workers, batcher::params{.method = config.method,
+                                          .max_batch = std::max<std::size_t>(1, opt.max_batch),
+                                          .delay = std::chrono::microseconds(opt.batch_delay_us),
+                                          .timeout = opt.limits.request_timeout});
+            models.push_back({std::move(config), std::move(workers), std::move(batches)});
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "torchpool-serve: %s\n", e.what());

@@ -258,6 +258,33 @@ std::variant<infer_request, http_error> parse_infer_request(std::string_view bod
         }
         req.inputs.push_back(std::move(value));
     }
+    if (const auto* parameters = o->if_contains("parameters")) {
+        if (!parameters->is_object()) {
+            return bad("\"parameters\" must be an object");
+        }
+        if (const auto* f = parameters->as_object().if_contains("torchpool_fault")) {
+            const std::string_view kind = f->is_string() ? f->as_string() : "";
+            if (kind == "crash") {
+                req.inject = fault::crash(11);
+            } else if (kind == "exit") {
+                req.inject = fault::exit(1);
+            } else if (kind == "hang") {
+                req.inject = fault::hang();
+            } else if (kind == "leak") {
+                req.inject = fault::leak(64u << 20);
+            } else if (kind == "delay") {
+                req.inject = fault::delay(std::chrono::milliseconds(100));
+            } else if (kind == "garbage") {
+                req.inject = fault::garbage();
+            } else if (kind == "fail") {
+                req.inject = fault::fail();
+            } else {
+                return bad(
+                    "parameters.torchpool_fault must be one of crash, exit, hang, leak, "
+                    "delay, garbage, fail");
+            }
+        }
+    }
     if (const auto* outputs = o->if_contains("outputs")) {
         if (!outputs->is_array()) {
             return bad("\"outputs\" must be a list of {\"name\": ...}");
@@ -284,7 +311,8 @@ std::variant<infer_request, http_error> parse_infer_request(std::string_view bod
 
 std::variant<std::string, http_error> infer_response(const model_config& model,
                                                      const infer_request& request,
-                                                     const std::vector<tensor>& results) {
+                                                     const std::vector<tensor>& results,
+                                                     std::size_t batch_rows) {
     if (results.size() != model.outputs.size()) {
         return http_error{500, "model '" + model.name + "' returned " +
                                    std::to_string(results.size()) +
@@ -325,6 +353,9 @@ std::variant<std::string, http_error> infer_response(const model_config& model,
                       {"outputs", std::move(outputs)}};
     if (!request.id.empty()) {
         body["id"] = request.id;
+    }
+    if (batch_rows > 0) {
+        body["parameters"] = json::object{{"torchpool_batch_rows", batch_rows}};
     }
     return json::serialize(body);
 }

@@ -25,6 +25,9 @@ struct infer_request {
     std::vector<tensor> inputs;
     /// Outputs asked for by name; empty: all of them.
     std::vector<std::string> outputs;
+    /// parameters.torchpool_fault ("crash", "exit", "hang", "leak", "delay", "garbage",
+    /// "fail"): a failure to provoke, for tests; refused unless the server allows it.
+    fault inject;
 };
 
 /// Parses the body of POST /v2/models/{name}/infer for `model`: JSON tensors with name,
@@ -34,9 +37,11 @@ std::variant<infer_request, http_error> parse_infer_request(std::string_view bod
 
 /// The response to an infer request: the model's outputs (`results`, in the config's order),
 /// those asked for, as JSON tensors. An error if the model returned something else.
+/// `batch_rows`: the rows of the task the request ran in (parameters.torchpool_batch_rows).
 std::variant<std::string, http_error> infer_response(const model_config& model,
                                                      const infer_request& request,
-                                                     const std::vector<tensor>& results);
+                                                     const std::vector<tensor>& results,
+                                                     std::size_t batch_rows = 0);
 
 /// {"error": message}
 std::string error_json(std::string_view message);

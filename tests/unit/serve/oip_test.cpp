@@ -1,7 +1,8 @@
 // The inference server's Open Inference Protocol: every bad input gets a specific error, and
-// good ones become exactly the tensors the model wants.
+// good ones become exactly the tensors the model wants; and how batches are stacked and split.
 #include "oip.hpp"
 
+#include "batcher.hpp"
 #include "model_config.hpp"
 
 #include <boost/json.hpp>
@@ -165,4 +166,46 @@ TEST_CASE("model metadata lists the config's tensors", "[serve]") {
     CHECK(v["inputs"].as_array()[0].as_object()["shape"].as_array()[0].as_int64() == -1);
     CHECK(v["outputs"].as_array().size() == 2);
     CHECK(boost::json::parse(error_json("bad \"x\"")).as_object()["error"] == "bad \"x\"");
+}
+
+TEST_CASE("requests are stacked along the batch dimension and split back", "[serve][batch]") {
+    const auto images = [](std::int64_t rows, char fill) {
+        return std::vector<tensor>{
+            tensor(dtype::float32, {rows, 1, 2, 2}, std::string(rows * 16, fill))};
+    };
+    const auto a = images(1, 'a');
+    const auto b = images(3, 'b');
+    CHECK(rows_of(a) == 1);
+    CHECK(rows_of(b) == 3);
+    CHECK(stackable(a, b));
+    CHECK_FALSE(stackable(a, {tensor(dtype::float32, {1, 2, 2, 1}, std::string(16, 'c'))}));
+    CHECK_FALSE(stackable(a, {tensor(dtype::float64, {1, 1, 2, 2}, std::string(32, 'c'))}));
+
+    const auto stacked = stack({&a, &b});
+    REQUIRE(stacked.size() == 1);
+    CHECK(stacked[0].shape == std::vector<std::int64_t>{4, 1, 2, 2});
+    CHECK(stacked[0].data == std::string(16, 'a') + std::string(48, 'b'));
+
+    // The model's output for the 4 rows: 3 values each; split back 1 and 3 rows.
+    const tensor out(dtype::int32, {4, 3}, std::string(12, '1') + std::string(36, '2'));
+    auto parts = split({out}, {1, 3});
+    REQUIRE(parts.size() == 2);
+    CHECK(parts[0][0].shape == std::vector<std::int64_t>{1, 3});
+    CHECK(parts[0][0].data == std::string(12, '1'));
+    CHECK(parts[1][0].shape == std::vector<std::int64_t>{3, 3});
+    CHECK(parts[1][0].data == std::string(36, '2'));
+    // An output that lost the batch dimension cannot be split.
+    CHECK(split({tensor(dtype::int32, {3}, std::string(12, '1'))}, {1, 3}).empty());
+}
+
+TEST_CASE("a request may ask for a fault to be injected, by name", "[serve]") {
+    const auto body = [](std::string kind) {
+        return R"({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+                   "data": [1,2,3,4]}], "parameters": {"torchpool_fault": ")" +
+               kind + R"("}})";
+    };
+    auto parsed = parse_infer_request(body("crash"), images_model());
+    REQUIRE(std::holds_alternative<infer_request>(parsed));
+    CHECK(std::get<infer_request>(parsed).inject == fault::crash(11));
+    CHECK_THAT(error_of(body("explode")), Catch::Contains("must be one of crash, exit"));
 }

@@ -1,0 +1,195 @@
+#include "batcher.hpp"
+
+#include <torchpool/error.hpp>
+
+#include <algorithm>
+
+namespace torchpool::serve {
+
+namespace asio = boost::asio;
+
+std::int64_t rows_of(const std::vector<tensor>& inputs) {
+    return inputs.empty() || inputs[0].shape.empty() ? 1 : inputs[0].shape[0];
+}
+
+bool stackable(const std::vector<tensor>& a, const std::vector<tensor>& b) {
+    if (a.size() != b.size()) {
+        return false;
+    }
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        if (a[i].type != b[i].type || a[i].shape.size() != b[i].shape.size() ||
+            a[i].shape.empty() ||
+            !std::equal(a[i].shape.begin() + 1, a[i].shape.end(), b[i].shape.begin() + 1)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+std::vector<tensor> stack(const std::vector<const std::vector<tensor>*>& requests) {
+    std::vector<tensor> out = *requests.front();
+    for (std::size_t r = 1; r < requests.size(); ++r) {
+        for (std::size_t i = 0; i < out.size(); ++i) {
+            const auto& more = (*requests[r])[i];
+            out[i].shape[0] += more.shape[0];
+            out[i].data += more.data;
+        }
+    }
+    return out;
+}
+
+std::vector<std::vector<tensor>> split(const std::vector<tensor>& outputs,
+                                       const std::vector<std::int64_t>& rows) {
+    std::int64_t total = 0;
+    for (const auto r : rows) {
+        total += r;
+    }
+    std::vector<std::vector<tensor>> parts(rows.size());
+    for (const auto& out : outputs) {
+        if (out.shape.empty() || out.shape[0] != total) {
+            return {};
+        }
+        const std::size_t row_bytes = out.data.size() / static_cast<std::size_t>(total);
+        std::size_t at = 0;
+        for (std::size_t r = 0; r < rows.size(); ++r) {
+            auto shape = out.shape;
+            shape[0] = rows[r];
+            const std::size_t bytes = row_bytes * static_cast<std::size_t>(rows[r]);
+            parts[r].emplace_back(out.type, std::move(shape), out.data.substr(at, bytes));
+            at += bytes;
+        }
+    }
+    return parts;
+}
+
+batcher::batcher(pool& workers, params p)
+    : workers_(workers), params_(std::move(p)), timer_(workers.get_executor()) {}
+
+void batcher::enqueue(std::vector<tensor> inputs, fault inject, handler_type handler) {
+    auto it = std::make_shared<item>(
+        item{std::move(inputs), inject, std::move(handler), std::chrono::steady_clock::now()});
+    if (params_.max_batch <= 1 ||
+        rows_of(it->inputs) >= static_cast<std::int64_t>(params_.max_batch)) {
+        run_alone(std::move(it));  // no batching, or a batch on its own
+        return;
+    }
+    waiting_rows_ += rows_of(it->inputs);
+    waiting_.push_back(std::move(it));
+    if (waiting_rows_ >= static_cast<std::int64_t>(params_.max_batch)) {
+        flush();
+    }
+    arm_timer();
+}
+
+void batcher::arm_timer() {
+    if (timer_armed_ || waiting_.empty()) {
+        return;
+    }
+    // From the oldest waiting request: none waits longer than the delay for others.
+    timer_armed_ = true;
+    timer_.expires_at(waiting_.front()->arrived + params_.delay);
+    timer_.async_wait([this](boost::system::error_code) {
+        timer_armed_ = false;
+        while (!waiting_.empty() &&
+               waiting_.front()->arrived + params_.delay <= std::chrono::steady_clock::now()) {
+            flush();
+        }
+        arm_timer();
+    });
+}
+
+void batcher::flush() {
+    std::vector<std::shared_ptr<item>> batch;
+    std::int64_t rows = 0;
+    const auto& first = waiting_.front()->inputs;
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+        const auto r = rows_of((*it)->inputs);
+        if (!batch.empty() && (rows + r > static_cast<std::int64_t>(params_.max_batch) ||
+                               !stackable(first, (*it)->inputs))) {
+            ++it;
+            continue;
+        }
+        rows += r;
+        batch.push_back(std::move(*it));
+        it = waiting_.erase(it);
+    }
+    waiting_rows_ -= rows;
+    if (batch.size() == 1) {
+        run_alone(std::move(batch.front()));
+    } else {
+        run_batch(std::move(batch));
+    }
+}
+
+namespace {
+
+// The worker failed under the task, not the task itself: its requests may be run again.
+bool worker_failed(const boost::system::error_code& ec) {
+    return ec == errc::worker_died || ec == errc::memory_limit || ec == errc::protocol_error;
+}
+
+batch_result failed(const boost::system::error_code& ec, const response& r, std::size_t rows) {
+    return {ec, {}, r.diagnostics.summary.empty() ? ec.message() : r.diagnostics.summary, rows};
+}
+
+}  // namespace
+
+void batcher::run_alone(std::shared_ptr<item> one) {
+    const auto rows = static_cast<std::size_t>(rows_of(one->inputs));
+    auto req = request(params_.method, {}, one->inputs)
+                   .with_timeout(params_.timeout)
+                   .with_fault(one->inject);
+    workers_.async_submit(std::move(req), [one, rows](boost::system::error_code ec, response r) {
+        auto handler = std::move(one->handler);
+        if (ec) {
+            std::move(handler)(failed(ec, r, rows));
+        } else {
+            std::move(handler)(batch_result{{}, std::move(r.tensors), {}, rows});
+        }
+    });
+}
+
+void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
+    std::vector<const std::vector<tensor>*> inputs;
+    std::vector<std::int64_t> rows;
+    fault inject;
+    for (const auto& b : batch) {
+        inputs.push_back(&b->inputs);
+        rows.push_back(rows_of(b->inputs));
+        inject = inject ? inject : b->inject;
+    }
+    auto stacked = stack(inputs);
+    const auto total = static_cast<std::size_t>(rows_of(stacked));
+    auto req = request(params_.method, {}, std::move(stacked))
+                   .with_timeout(params_.timeout)
+                   .with_fault(inject);
+    workers_.async_submit(std::move(req), [this, batch = std::move(batch), rows, total](
+                                              boost::system::error_code ec, response r) {
+        if (ec && worker_failed(ec)) {
+            // One of them may be poison: each runs again alone, once, and fails alone.
+            for (const auto& b : batch) {
+                run_alone(b);
+            }
+            return;
+        }
+        auto parts = ec ? std::vector<std::vector<tensor>>{} : split(r.tensors, rows);
+        for (std::size_t i = 0; i < batch.size(); ++i) {
+            auto handler = std::move(batch[i]->handler);
+            if (ec) {
+                std::move(handler)(failed(ec, r, total));
+            } else if (parts.empty()) {
+                std::move(handler)(batch_result{
+                    make_error_code(errc::task_failed),
+                    {},
+                    "the model's outputs do not keep the batch dimension (their first size is "
+                    "not the number of rows sent), so a batch cannot be split; run with "
+                    "--max-batch 1",
+                    total});
+            } else {
+                std::move(handler)(batch_result{{}, std::move(parts[i]), {}, total});
+            }
+        }
+    });
+}
+
+}  // namespace torchpool::serve

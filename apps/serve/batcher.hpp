@@ -1,0 +1,95 @@
+// Dynamic batching for one model: requests are stacked along their first (batch) dimension
+// into one task of up to `max_batch` rows, sent once it is full or once `delay` has passed
+// since the *oldest* waiting request arrived, and the outputs are split back. When a worker
+// fails under a batch (dies, is killed for memory, breaks the protocol), each request of it
+// runs again on its own, once: a poison request then fails alone, with its cause, and the
+// others get their answers.
+#pragma once
+
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/any_completion_handler.hpp>
+#include <boost/asio/async_result.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace torchpool::serve {
+
+/// What a request of a batch gets: its outputs, or the error and the pool's words for it.
+struct batch_result {
+    boost::system::error_code error;
+    std::vector<tensor> outputs;
+    std::string why;
+    std::size_t batch_rows = 0;  // rows of the task it ran in
+};
+
+// Sans-io helpers, unit-tested.
+
+/// Rows of a request: the first dimension of its first input (1 for a scalar).
+std::int64_t rows_of(const std::vector<tensor>& inputs);
+/// Whether two requests can share a batch: same number of inputs, same types, and the same
+/// sizes past the first dimension.
+bool stackable(const std::vector<tensor>& a, const std::vector<tensor>& b);
+/// The inputs of several requests stacked along the first dimension.
+std::vector<tensor> stack(const std::vector<const std::vector<tensor>*>& requests);
+/// Splits a batch's outputs back: request i gets `rows[i]` rows of each. Empty if an output's
+/// first dimension is not the sum of the rows (the model did not keep the batch).
+std::vector<std::vector<tensor>> split(const std::vector<tensor>& outputs,
+                                       const std::vector<std::int64_t>& rows);
+
+class batcher {
+public:
+    struct params {
+        std::string method = "forward";
+        std::size_t max_batch = 1;  // rows; 1: no batching
+        std::chrono::microseconds delay{0};
+        std::chrono::milliseconds timeout{30'000};
+    };
+
+    batcher(pool& workers, params p);
+
+    /// Runs `inputs` (checked against the model already), alone or in a batch; `inject`: a
+    /// fault for tests (the pool must allow them). Handler signature: `void(batch_result)`.
+    template <class Token>
+    auto async_infer(std::vector<tensor> inputs, fault inject, Token&& token) {
+        return boost::asio::async_initiate<Token, void(batch_result)>(
+            [this](auto handler, std::vector<tensor> in, fault f) {
+                enqueue(std::move(in), f, handler_type(std::move(handler)));
+            },
+            token, std::move(inputs), inject);
+    }
+
+    std::size_t waiting() const noexcept { return waiting_.size(); }
+
+private:
+    using handler_type = boost::asio::any_completion_handler<void(batch_result)>;
+    struct item {
+        std::vector<tensor> inputs;
+        fault inject;
+        handler_type handler;
+        std::chrono::steady_clock::time_point arrived;
+    };
+
+    void enqueue(std::vector<tensor> inputs, fault inject, handler_type handler);
+    void arm_timer();
+    /// Sends the oldest request and those that can join it, up to max_batch rows.
+    void flush();
+    void run_batch(std::vector<std::shared_ptr<item>> batch);
+    void run_alone(std::shared_ptr<item> one);
+
+    pool& workers_;
+    params params_;
+    std::deque<std::shared_ptr<item>> waiting_;
+    std::int64_t waiting_rows_ = 0;
+    boost::asio::steady_timer timer_;
+    bool timer_armed_ = false;
+};
+
+}  // namespace torchpool::serve
