@@ -1,6 +1,6 @@
 // Chaos: tens of thousands of tasks through 32 workers while a thread of the host SIGKILLs a
 // random worker every few milliseconds. The pool must neither lie nor lose anything: every
-// task completes exactly once; an idempotent one (half of them, request::with_retries) with
+// task completes exactly once; an idempotent one (half of them, request::with_retries(10)) with
 // its result, since it is run again when its worker is killed under it; any other with its
 // result or with worker_died. No task is failed for want of workers (the machine can start
 // them the whole time), none outlives its deadline; afterwards the pool is at full strength,
@@ -45,9 +45,11 @@ void chaos(start_mode mode) {
                                   .workers = workers,
                                   .queue_limit = tasks,
                                   .task_timeout = deadline,
-                                  // The killer is random: a task killed under twice is
-                                  // unlucky, not poison. Four deaths would be poison.
-                                  .poison = {.deaths = 4},
+                                  // The killer is random: a task killed under several times
+                                  // is unlucky, not poison. On a loaded machine the pool
+                                  // slows down while the killer does not, and a task may be
+                                  // hit four times in 20,000, so poison detection is off.
+                                  .poison = {.deaths = 0},
                                   .on_worker_event = [&](const worker_event& e) {
                                       events.push_back(e);
                                       ready += e.what == worker_event::kind::ready ? 1 : 0;
@@ -73,7 +75,7 @@ void chaos(start_mode mode) {
                 const bool idempotent = i % 2 == 1;
                 auto req = make_request("echo", std::to_string(i));
                 if (idempotent) {
-                    req = std::move(req).with_retries(5);
+                    req = std::move(req).with_retries(10);
                 }
                 p.async_submit(std::move(req),
                                [&, i, idempotent](boost::system::error_code ec, response r) {
