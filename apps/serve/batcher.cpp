@@ -98,6 +98,13 @@ void batcher::arm_timer() {
     });
 }
 
+void batcher::flush_all() {
+    while (!waiting_.empty()) {
+        flush();
+    }
+    timer_.cancel();
+}
+
 void batcher::flush() {
     std::vector<std::shared_ptr<item>> batch;
     std::int64_t rows = 0;

@@ -67,6 +67,9 @@ public:
     }
 
     std::size_t waiting() const noexcept { return waiting_.size(); }
+    /// Sends every waiting request now (the server drains: the pool is about to stop taking
+    /// tasks).
+    void flush_all();
 
 private:
     using handler_type = boost::asio::any_completion_handler<void(batch_result)>;

@@ -39,9 +39,28 @@ http_server::http_server(tcp::acceptor& acceptor, std::vector<served_model>& mod
     : acceptor_(acceptor), models_(models), limits_(limits) {}
 
 void http_server::stop() {
+    if (stopping_) {
+        return;
+    }
     stopping_ = true;
     boost::system::error_code ignored;
     acceptor_.close(ignored);
+    for (auto& s : sessions_) {
+        boost::system::error_code unknown;
+        if (s.idle && s.stream->socket().available(unknown) == 0 && !unknown) {
+            s.stream->cancel();  // its read ends; a busy one closes after its response
+        }
+    }
+    if (sessions_.empty() && drained_) {
+        std::exchange(drained_, {})();
+    }
+}
+
+void http_server::close_all() {
+    for (auto& s : sessions_) {
+        boost::system::error_code ignored;
+        s.stream->socket().close(ignored);
+    }
 }
 
 bool http_server::ready() const {
@@ -79,21 +98,31 @@ asio::awaitable<void> http_server::run() {
 }
 
 asio::awaitable<void> http_server::session(tcp::socket socket) {
-    ++connections_;
-    struct leave {
-        std::size_t& n;
-        ~leave() { --n; }
-    } counted{connections_};
     beast::tcp_stream stream(std::move(socket));
+    sessions_.push_back({&stream, false});
+    const auto self = std::prev(sessions_.end());
+    struct leave {
+        http_server& server;
+        std::list<session_state>::iterator at;
+        ~leave() {
+            server.sessions_.erase(at);
+            if (server.stopping_ && server.sessions_.empty() && server.drained_) {
+                std::exchange(server.drained_, {})();
+            }
+        }
+    } counted{*this, self};
     beast::flat_buffer buffer;
-    const bool over_limit = connections_ > limits_.max_connections;
-    for (;;) {
+    const bool over_limit = sessions_.size() > limits_.max_connections;
+    while (!stopping_ || buffer.size() > 0) {
         http::request_parser<http::string_body> parser;
         parser.body_limit(limits_.max_body_bytes);
         stream.expires_after(limits_.read_timeout);
+        self->idle = buffer.size() == 0;
         auto [ec, n] = co_await http::async_read(stream, buffer, parser, as_tuple);
-        if (ec == http::error::end_of_stream || ec == beast::error::timeout) {
-            break;  // the client is done, or too slow: close
+        self->idle = false;
+        if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+            (ec == asio::error::operation_aborted && stopping_)) {
+            break;  // the client is done, too slow, or the server drains: close
         }
         response res;
         bool close = false;

@@ -8,9 +8,12 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
 
 #include <chrono>
 #include <cstddef>
+#include <functional>
+#include <list>
 #include <memory>
 #include <string>
 #include <vector>
@@ -41,10 +44,15 @@ public:
 
     /// Accepts connections until `stop()`.
     boost::asio::awaitable<void> run();
-    /// Stops accepting; readiness turns false.
+    /// The drain: readiness turns false, no new connection is accepted, connections waiting
+    /// for a request are closed, and the others are closed once their response is written.
     void stop();
+    /// Closes every connection now (the drain took too long).
+    void close_all();
+    /// `f` runs once no connection is left after stop().
+    void when_drained(std::function<void()> f) { drained_ = std::move(f); }
     bool stopping() const noexcept { return stopping_; }
-    std::size_t connections() const noexcept { return connections_; }
+    std::size_t connections() const noexcept { return sessions_.size(); }
 
 private:
     struct response;
@@ -55,10 +63,17 @@ private:
     served_model* find(std::string_view name);
     bool ready() const;
 
+    // A connection, as the drain sees it: idle while it waits for a request's first byte.
+    struct session_state {
+        boost::beast::tcp_stream* stream = nullptr;
+        bool idle = false;
+    };
+
     boost::asio::ip::tcp::acceptor& acceptor_;
     std::vector<served_model>& models_;
     http_limits limits_;
-    std::size_t connections_ = 0;
+    std::list<session_state> sessions_;
+    std::function<void()> drained_;
     bool stopping_ = false;
 };
 

@@ -10,6 +10,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -96,6 +97,7 @@ std::string write_sample_request(const model_config& model) {
 
 int main(int argc, char** argv) {
     options opt;
+    unsigned drain_timeout_ms = 20'000;
     CLI::App app{
         "torchpool-serve: an inference server for TorchScript models, speaking the Open "
         "Inference Protocol (KServe v2 REST) over HTTP/1.1. Each model is served by a pool of "
@@ -134,6 +136,10 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--max-connections", opt.limits.max_connections,
                    "connections served at once; more are answered 503 and closed")
+        ->capture_default_str();
+    app.add_option("--drain-timeout-ms", drain_timeout_ms,
+                   "on SIGTERM, time allowed for requests in flight before they are cut; keep it "
+                   "below the orchestrator's grace (Kubernetes: terminationGracePeriodSeconds)")
         ->capture_default_str();
     app.add_option("--read-timeout-ms", opt.read_timeout_ms,
                    "time a client has to send a whole request before it is disconnected")
@@ -238,18 +244,53 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
 
     asio::co_spawn(io, server.run(), asio::detached);
+    // The drain, on SIGTERM (or SIGINT): readiness turns 503 and no connection is accepted;
+    // requests in flight are answered (waiting ones are sent at once) and their connections
+    // closed; then the pools stop. Past --drain-timeout-ms whatever is left is cut.
     asio::signal_set signals(io, SIGINT, SIGTERM);
-    signals.async_wait([&](boost::system::error_code ec, int) {
+    asio::steady_timer drain_limit(io);
+    std::size_t pools_running = models.size();
+    bool connections_closed = false;
+    const auto maybe_done = [&] {
+        if (pools_running == 0 && connections_closed) {
+            drain_limit.cancel();
+        }
+    };
+    signals.async_wait([&](boost::system::error_code ec, int signo) {
         if (ec) {
             return;
         }
-        std::printf("stopping: no new connections; the workers finish their requests\n");
+        std::printf("%s: draining: no new connections; requests in flight are answered\n",
+                    signo == SIGTERM ? "SIGTERM" : "SIGINT");
         std::fflush(stdout);
+        server.when_drained([&] {
+            connections_closed = true;
+            maybe_done();
+        });
         server.stop();
         for (auto& m : models) {
-            m.workers->async_shutdown(asio::detached);
+            m.batches->flush_all();
+            m.workers->async_shutdown([&](boost::system::error_code) {
+                --pools_running;
+                maybe_done();
+            });
         }
+        drain_limit.expires_after(std::chrono::milliseconds(drain_timeout_ms));
+        drain_limit.async_wait([&](boost::system::error_code timer_ec) {
+            if (timer_ec) {
+                return;  // drained in time
+            }
+            std::fprintf(stderr,
+                         "torchpool-serve: the drain took longer than --drain-timeout-ms (%u); "
+                         "closing what is left\n",
+                         drain_timeout_ms);
+            server.close_all();
+            for (auto& m : models) {
+                m.workers->cancel();
+            }
+        });
     });
     io.run();
+    std::printf("stopped\n");
     return 0;
 }

@@ -8,11 +8,13 @@
 
 #include <catch2/catch.hpp>
 
+#include <arpa/inet.h>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <netinet/in.h>
 #include <spawn.h>
 #include <sstream>
 #include <string>
@@ -20,6 +22,8 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -82,24 +86,37 @@ public:
         }
         ::close(out_);
     }
+    int port() const { return port_; }
     std::string url(const std::string& path) const {
         return "http://127.0.0.1:" + std::to_string(port_) + path;
     }
     const std::string& output() const { return output_; }
-    /// SIGTERM, then its exit status (it must exit within the limit).
+    /// SIGTERM, then its exit status (it must exit within a minute); what it printed
+    /// meanwhile is added to output().
     int terminate() {
+        const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid_, 0));
+        REQUIRE(pidfd >= 0);
         ::kill(pid_, SIGTERM);
-        int status = 0;
         const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-        while (::waitpid(pid_, &status, WNOHANG) == 0) {
-            REQUIRE(std::chrono::steady_clock::now() < deadline);
-            pollfd p{out_, POLLIN, 0};
-            ::poll(&p, 1, 100);  // waits for output or 100 ms; the exit is polled
+        for (bool exited = false; !exited;) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                deadline - std::chrono::steady_clock::now());
+            REQUIRE(left.count() > 0);
+            pollfd p[2] = {{pidfd, POLLIN, 0}, {out_, POLLIN, 0}};
+            ::poll(p, 2, static_cast<int>(left.count()));
             char buf[4096];
-            if (p.revents & POLLIN) {
-                (void)!::read(out_, buf, sizeof buf);
+            if (p[1].revents & POLLIN) {
+                const ssize_t n = ::read(out_, buf, sizeof buf);
+                output_.append(buf, static_cast<std::size_t>(std::max<ssize_t>(n, 0)));
+            } else if (p[1].revents & POLLHUP) {
+                p[1].fd = -1;  // no writer left: only the exit is awaited
+                ::poll(p, 1, static_cast<int>(left.count()));
             }
+            exited = (p[0].revents & POLLIN) != 0;
         }
+        int status = 0;
+        ::waitpid(pid_, &status, 0);  // it has exited: at once
+        ::close(pidfd);
         pid_ = 0;
         return status;
     }
@@ -367,4 +384,82 @@ TEST_CASE("a poison request in a batch fails alone, with its cause, and the othe
           200);
     // Without --fault-injection such a request is refused: see the bad-request test.
     CHECK(WIFEXITED(server.terminate()));
+}
+
+// A plain keep-alive HTTP/1.1 connection, for what curl cannot time: requests written by
+// this thread, responses read whole.
+class connection {
+public:
+    explicit connection(int port) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in at{};
+        at.sin_family = AF_INET;
+        at.sin_port = htons(static_cast<std::uint16_t>(port));
+        at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0);
+    }
+    ~connection() { ::close(fd_); }
+    /// Writes the request; when send() returns, its bytes are in the server's socket.
+    void send(const std::string& method, const std::string& path, const std::string& body = {}) {
+        const std::string text =
+            method + " " + path + " HTTP/1.1\r\nHost: test\r\n" +
+            "Content-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
+            "\r\n\r\n" + body;
+        REQUIRE(::send(fd_, text.data(), text.size(), MSG_NOSIGNAL) ==
+                static_cast<ssize_t>(text.size()));
+    }
+    /// The next response's status line and headers, and its body; "" at end of stream.
+    std::string receive() {
+        for (;;) {
+            const auto end = data_.find("\r\n\r\n");
+            if (end != std::string::npos) {
+                const auto length_at = data_.find("Content-Length: ");
+                const std::size_t length =
+                    length_at < end ? std::stoul(data_.substr(length_at + 16)) : 0;
+                if (data_.size() >= end + 4 + length) {
+                    std::string whole = data_.substr(0, end + 4 + length);
+                    data_.erase(0, end + 4 + length);
+                    return whole;
+                }
+            }
+            char buf[8192];
+            const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+            if (n <= 0) {
+                return {};
+            }
+            data_.append(buf, static_cast<std::size_t>(n));
+        }
+    }
+
+private:
+    int fd_ = -1;
+    std::string data_;
+};
+
+TEST_CASE("SIGTERM drains: a request in flight is answered, idle connections close, exit 0",
+          "[serve][e2e]") {
+    server_process server({"--fault-injection", "--max-batch", "1"});
+    // Two keep-alive connections, each past one request (so the server has accepted them).
+    connection busy(server.port()), idle(server.port());
+    busy.send("GET", "/v2/health/live");
+    CHECK_THAT(busy.receive(), Catch::StartsWith("HTTP/1.1 200"));
+    idle.send("GET", "/v2/health/live");
+    CHECK_THAT(idle.receive(), Catch::StartsWith("HTTP/1.1 200"));
+    // A request that takes 100 ms (a delay fault) is sent, then SIGTERM at once.
+    auto body = json::parse(infer_body(test_images(1), "slow")).as_object();
+    body["parameters"] = json::object{{"torchpool_fault", "delay"}};
+    busy.send("POST", "/v2/models/fashion/infer", json::serialize(body));
+    const int status = server.terminate();
+    // The request in flight was answered, and its connection then closed; the idle one was
+    // closed without a word.
+    const auto answer = busy.receive();
+    CHECK_THAT(answer, Catch::StartsWith("HTTP/1.1 200"));
+    CHECK_THAT(answer, Catch::Contains("Connection: close"));
+    CHECK_THAT(answer, Catch::Contains("\"slow\""));
+    CHECK(busy.receive().empty());
+    CHECK(idle.receive().empty());
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK_THAT(server.output(), Catch::Contains("draining"));
+    CHECK_THAT(server.output(), Catch::Contains("stopped"));
 }
