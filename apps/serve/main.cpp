@@ -44,16 +44,23 @@ struct options {
     unsigned batch_delay_us = 200;
 };
 
-// The stock LibTorch worker, installed beside this program.
-std::string default_worker(const char* argv0) {
+std::filesystem::path own_directory(const char* argv0) {
     std::error_code ec;
     const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
-    const auto beside =
-        (ec ? std::filesystem::path(argv0) : self).parent_path() / "torchpool-torch-worker";
-    if (std::filesystem::exists(beside)) {
-        return beside.string();
-    }
-    return TORCHPOOL_TORCH_WORKER_PATH;
+    return (ec ? std::filesystem::path(argv0) : self).parent_path();
+}
+
+// The stock LibTorch worker: installed beside this program, else the one of its build.
+std::string default_worker(const char* argv0) {
+    const auto beside = own_directory(argv0) / "torchpool-torch-worker";
+    return std::filesystem::exists(beside) ? beside.string() : TORCHPOOL_TORCH_WORKER_PATH;
+}
+
+// The default model: installed (share/torchpool/models), else the one of its build.
+std::string default_model(const char* argv0) {
+    const auto installed =
+        own_directory(argv0).parent_path() / "share/torchpool/models/fashion_mnist.pt";
+    return std::filesystem::exists(installed) ? installed.string() : TORCHPOOL_DEFAULT_MODEL_PATH;
 }
 
 // A request a person can send with curl: the model's own sample (PATH.sample.json beside it),
@@ -146,7 +153,7 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     CLI11_PARSE(app, argc, argv);
     if (opt.models.empty()) {
-        opt.models.push_back(std::string("fashion=") + TORCHPOOL_DEFAULT_MODEL_PATH);
+        opt.models.push_back("fashion=" + default_model(argv[0]));
     }
     if (opt.worker.empty()) {
         opt.worker = default_worker(argv[0]);
