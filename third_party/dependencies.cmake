@@ -5,6 +5,7 @@
 #   Boost.JSON 1.81 .................... libboost-json1.81-dev (the inference server)
 #   CLI11 2.1 .......................... libcli11-dev (the inference server's command line)
 #   curl ............................... curl (the inference server's end-to-end tests)
+#   prometheus-cpp 1.0 ................. prometheus-cpp-dev (the inference server's /metrics)
 #   Cap'n Proto 0.9.2 .................. libcapnp-dev, capnproto (schema compiler)
 #   Catch2 2.13 ........................ catch2 (tests only)
 #   LibTorch 1.13.1 (CPU) .............. libtorch-dev (worker side only: the LibTorch worker,
@@ -24,6 +25,8 @@ endif()
 find_package(Threads REQUIRED)
 find_package(boost_json 1.81 REQUIRED CONFIG)
 find_package(CLI11 2.1 REQUIRED CONFIG)
+# (Debian ships no version file for it.)
+find_package(prometheus-cpp REQUIRED CONFIG)
 
 if(TORCHPOOL_WITH_TORCH)
     # Debian's TorchConfig.cmake; its `torch` target carries the C++ ABI flag LibTorch needs.

@@ -143,6 +143,9 @@ batch_result failed(const boost::system::error_code& ec, const response& r, std:
 
 void batcher::run_alone(std::shared_ptr<item> one) {
     const auto rows = static_cast<std::size_t>(rows_of(one->inputs));
+    if (params_.on_send) {
+        params_.on_send(rows);
+    }
     auto req = request(params_.method, {}, one->inputs)
                    .with_timeout(params_.timeout)
                    .with_fault(one->inject);
@@ -167,6 +170,9 @@ void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
     }
     auto stacked = stack(inputs);
     const auto total = static_cast<std::size_t>(rows_of(stacked));
+    if (params_.on_send) {
+        params_.on_send(total);
+    }
     auto req = request(params_.method, {}, std::move(stacked))
                    .with_timeout(params_.timeout)
                    .with_fault(inject);

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,6 +52,8 @@ public:
         std::size_t max_batch = 1;  // rows; 1: no batching
         std::chrono::microseconds delay{0};
         std::chrono::milliseconds timeout{30'000};
+        /// Told the rows of each task sent (for metrics). Optional.
+        std::function<void(std::size_t rows)> on_send;
     };
 
     batcher(pool& workers, params p);
@@ -67,6 +70,7 @@ public:
     }
 
     std::size_t waiting() const noexcept { return waiting_.size(); }
+    void on_send(std::function<void(std::size_t rows)> f) { params_.on_send = std::move(f); }
     /// Sends every waiting request now (the server drains: the pool is about to stop taking
     /// tasks).
     void flush_all();

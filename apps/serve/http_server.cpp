@@ -32,11 +32,12 @@ struct http_server::response {
     std::string body;
     std::string allow;         // for 405
     bool retry_after = false;  // for 503
+    const char* content_type = "application/json";
 };
 
 http_server::http_server(tcp::acceptor& acceptor, std::vector<served_model>& models,
-                         http_limits limits)
-    : acceptor_(acceptor), models_(models), limits_(limits) {}
+                         server_metrics& metrics, http_limits limits)
+    : acceptor_(acceptor), models_(models), metrics_(metrics), limits_(limits) {}
 
 void http_server::stop() {
     if (stopping_) {
@@ -157,7 +158,7 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
         }
         http::response<http::string_body> out{res.status, 11};
         out.set(http::field::server, "torchpool-serve");
-        out.set(http::field::content_type, "application/json");
+        out.set(http::field::content_type, res.content_type);
         if (!res.allow.empty()) {
             out.set(http::field::allow, res.allow);
         }
@@ -211,6 +212,14 @@ asio::awaitable<http_server::response> http_server::route(const std::string& met
         co_return response{r ? http::status::ok : http::status::service_unavailable,
                            r ? R"({"ready":true})" : R"({"ready":false})"};
     }
+    if (target == "/metrics") {
+        if (auto no = only("GET")) {
+            co_return *no;
+        }
+        response res{http::status::ok, metrics_.scrape()};
+        res.content_type = "text/plain; version=0.0.4";
+        co_return res;
+    }
     constexpr std::string_view models_prefix = "/v2/models/";
     if (!target.starts_with(models_prefix)) {
         co_return response{http::status::not_found,
@@ -256,7 +265,12 @@ asio::awaitable<http_server::response> http_server::route(const std::string& met
         if (auto no = only("POST")) {
             co_return *no;
         }
-        co_return co_await infer(*model, std::move(body));
+        const auto began = std::chrono::steady_clock::now();
+        response res = co_await infer(*model, std::move(body));
+        metrics_.request_done(model->config.name, static_cast<unsigned>(res.status),
+                              std::chrono::duration_cast<std::chrono::microseconds>(
+                                  std::chrono::steady_clock::now() - began));
+        co_return res;
     }
     co_return response{http::status::not_found,
                        error_json("no such endpoint: " + std::string(target))};

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "batcher.hpp"
+#include "metrics.hpp"
 #include "model_config.hpp"
 #include <torchpool/pool.hpp>
 
@@ -40,7 +41,7 @@ struct http_limits {
 class http_server {
 public:
     http_server(boost::asio::ip::tcp::acceptor& acceptor, std::vector<served_model>& models,
-                http_limits limits);
+                server_metrics& metrics, http_limits limits);
 
     /// Accepts connections until `stop()`.
     boost::asio::awaitable<void> run();
@@ -71,6 +72,7 @@ private:
 
     boost::asio::ip::tcp::acceptor& acceptor_;
     std::vector<served_model>& models_;
+    server_metrics& metrics_;
     http_limits limits_;
     std::list<session_state> sessions_;
     std::function<void()> drained_;

@@ -230,7 +230,16 @@ int main(int argc, char** argv) {
                      static_cast<unsigned>(opt.port), e.what());
         return 2;
     }
-    http_server server(acceptor, models, opt.limits);
+    std::vector<std::pair<std::string, const pool*>> pools;
+    for (const auto& m : models) {
+        pools.emplace_back(m.config.name, m.workers.get());
+    }
+    server_metrics metrics(std::move(pools));
+    for (auto& m : models) {
+        m.batches->on_send(
+            [&metrics, name = m.config.name](std::size_t rows) { metrics.batch_sent(name, rows); });
+    }
+    http_server server(acceptor, models, metrics, opt.limits);
     for (auto& m : models) {
         m.workers->async_run(asio::detached);
     }
@@ -252,17 +261,12 @@ int main(int argc, char** argv) {
 
     asio::co_spawn(io, server.run(), asio::detached);
     // The drain, on SIGTERM (or SIGINT): readiness turns 503 and no connection is accepted;
-    // requests in flight are answered (waiting ones are sent at once) and their connections
-    // closed; then the pools stop. Past --drain-timeout-ms whatever is left is cut.
+    // idle connections close; requests already sent are answered (waiting batches go at once)
+    // and their connections closed; then the pools stop. Past --drain-timeout-ms whatever is
+    // left is cut.
     asio::signal_set signals(io, SIGINT, SIGTERM);
     asio::steady_timer drain_limit(io);
     std::size_t pools_running = models.size();
-    bool connections_closed = false;
-    const auto maybe_done = [&] {
-        if (pools_running == 0 && connections_closed) {
-            drain_limit.cancel();
-        }
-    };
     signals.async_wait([&](boost::system::error_code ec, int signo) {
         if (ec) {
             return;
@@ -271,16 +275,18 @@ int main(int argc, char** argv) {
                     signo == SIGTERM ? "SIGTERM" : "SIGINT");
         std::fflush(stdout);
         server.when_drained([&] {
-            connections_closed = true;
-            maybe_done();
+            for (auto& m : models) {
+                m.batches->flush_all();
+                m.workers->async_shutdown([&](boost::system::error_code) {
+                    if (--pools_running == 0) {
+                        drain_limit.cancel();
+                    }
+                });
+            }
         });
         server.stop();
         for (auto& m : models) {
             m.batches->flush_all();
-            m.workers->async_shutdown([&](boost::system::error_code) {
-                --pools_running;
-                maybe_done();
-            });
         }
         drain_limit.expires_after(std::chrono::milliseconds(drain_timeout_ms));
         drain_limit.async_wait([&](boost::system::error_code timer_ec) {

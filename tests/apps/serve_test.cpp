@@ -257,6 +257,24 @@ TEST_CASE("the server answers every endpoint, and its predictions equal the mode
     r = curl("POST", server.url("/v2/models/fashion/versions/1/infer"),
              infer_body(test_images(1), "one"));
     CHECK(r.status == 200);
+    CHECK(curl("POST", server.url("/v2/models/fashion/infer"), "{").status == 400);
+
+    // Metrics, in the Prometheus text format: the requests above, the workers, the pool's
+    // latency histograms.
+    r = curl("GET", server.url("/metrics"));
+    CHECK(r.status == 200);
+    CHECK_THAT(r.body,
+               Catch::Contains(R"(torchpool_http_requests_total{code="200",model="fashion"} 2)"));
+    CHECK_THAT(r.body,
+               Catch::Contains(R"(torchpool_http_requests_total{code="400",model="fashion"} 1)"));
+    CHECK_THAT(r.body, Catch::Contains(R"(torchpool_workers{model="fashion",state="idle"} 2)"));
+    CHECK_THAT(r.body,
+               Catch::Contains(R"(torchpool_tasks_total{model="fashion",outcome="succeeded"} 2)"));
+    CHECK_THAT(r.body, Catch::Contains(R"(torchpool_batch_rows_count{model="fashion"} 2)"));
+    CHECK_THAT(r.body, Catch::Contains(R"(torchpool_queue_seconds_count{model="fashion"} 2)"));
+    CHECK_THAT(r.body,
+               Catch::Contains(R"(torchpool_request_seconds_bucket{model="fashion",le="+Inf"} 3)"));
+    CHECK_THAT(r.body, Catch::Contains("# TYPE torchpool_compute_seconds histogram"));
 
     // The request the server printed works as printed: a real test image (the trainer left
     // it beside the model), classified as the model does here.

@@ -1,0 +1,165 @@
+#include "metrics.hpp"
+
+#include <prometheus/text_serializer.h>
+#include <sstream>
+
+namespace torchpool::serve {
+
+namespace prom = prometheus;
+
+namespace {
+
+prom::Histogram::BucketBoundaries seconds_buckets() {
+    prom::Histogram::BucketBoundaries b;
+    for (const auto us : latency_histogram::bounds_us) {
+        b.push_back(static_cast<double>(us) / 1e6);
+    }
+    return b;
+}
+
+prom::ClientMetric::Label model_label(const std::string& model) {
+    return {"model", model};
+}
+
+// A pool's histogram (fixed buckets, µs) as a Prometheus histogram in seconds.
+prom::ClientMetric histogram_of(const latency_histogram& h, const std::string& model) {
+    prom::ClientMetric m;
+    m.label = {model_label(model)};
+    m.histogram.sample_count = h.count;
+    m.histogram.sample_sum = static_cast<double>(h.sum_us) / 1e6;
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < latency_histogram::buckets; ++i) {
+        cumulative += h.counts[i];
+        m.histogram.bucket.push_back(
+            {cumulative, i + 1 < latency_histogram::buckets
+                             ? static_cast<double>(latency_histogram::bounds_us[i]) / 1e6
+                             : std::numeric_limits<double>::infinity()});
+    }
+    return m;
+}
+
+prom::MetricFamily family(std::string name, std::string help, prom::MetricType type) {
+    return {std::move(name), std::move(help), type, {}};
+}
+
+void add(prom::MetricFamily& f, const std::string& model, double value,
+         std::vector<prom::ClientMetric::Label> more = {}) {
+    prom::ClientMetric m;
+    m.label = {model_label(model)};
+    m.label.insert(m.label.end(), more.begin(), more.end());
+    if (f.type == prom::MetricType::Counter) {
+        m.counter.value = value;
+    } else {
+        m.gauge.value = value;
+    }
+    f.metric.push_back(std::move(m));
+}
+
+}  // namespace
+
+server_metrics::server_metrics(std::vector<std::pair<std::string, const pool*>> models)
+    : registry_(std::make_shared<prom::Registry>()),
+      requests_(prom::BuildCounter()
+                    .Name("torchpool_http_requests_total")
+                    .Help("Infer requests answered, by model and HTTP status")
+                    .Register(*registry_)),
+      latency_(prom::BuildHistogram()
+                   .Name("torchpool_request_seconds")
+                   .Help("Time from an infer request's arrival to its response, by model")
+                   .Register(*registry_)),
+      batch_rows_(prom::BuildHistogram()
+                      .Name("torchpool_batch_rows")
+                      .Help("Rows of each task sent to the workers (a batch, or one request)")
+                      .Register(*registry_)) {
+    for (auto& [name, workers] : models) {
+        models_.push_back({name, workers, &latency_.Add({{"model", name}}, seconds_buckets()),
+                           &batch_rows_.Add({{"model", name}}, prom::Histogram::BucketBoundaries{
+                                                                   1, 2, 4, 8, 16, 32, 64, 128})});
+    }
+}
+
+server_metrics::per_model& server_metrics::find(const std::string& model) {
+    for (auto& m : models_) {
+        if (m.name == model) {
+            return m;
+        }
+    }
+    return models_.front();
+}
+
+void server_metrics::request_done(const std::string& model, unsigned status,
+                                  std::chrono::microseconds elapsed) {
+    requests_.Add({{"model", model}, {"code", std::to_string(status)}}).Increment();
+    find(model).latency->Observe(static_cast<double>(elapsed.count()) / 1e6);
+}
+
+void server_metrics::batch_sent(const std::string& model, std::size_t rows) {
+    find(model).batch_rows->Observe(static_cast<double>(rows));
+}
+
+std::string server_metrics::scrape() const {
+    auto families = registry_->Collect();
+    auto workers =
+        family("torchpool_workers", "Worker processes by state, now", prom::MetricType::Gauge);
+    auto queue = family("torchpool_queue_depth", "Requests waiting for a worker, now",
+                        prom::MetricType::Gauge);
+    auto tasks = family("torchpool_tasks_total", "Tasks by outcome", prom::MetricType::Counter);
+    auto deaths = family("torchpool_worker_deaths_total",
+                         "Workers that died or were stopped by the pool, by cause",
+                         prom::MetricType::Counter);
+    auto restarts =
+        family("torchpool_worker_restarts_total",
+               "Worker processes started to replace one that exited", prom::MetricType::Counter);
+    auto queue_wait =
+        family("torchpool_queue_seconds", "Time a task waited in the pool's queue for a worker",
+               prom::MetricType::Histogram);
+    auto compute = family("torchpool_compute_seconds", "Time a task ran on its worker",
+                          prom::MetricType::Histogram);
+    auto start =
+        family("torchpool_worker_start_seconds",
+               "Time from a worker process's start to its readiness", prom::MetricType::Histogram);
+    for (const auto& m : models_) {
+        const pool_stats s = m.workers->stats();
+        for (const auto& [state, n] : {std::pair{"starting", s.workers_starting},
+                                       {"idle", s.workers_idle},
+                                       {"busy", s.workers_busy},
+                                       {"stopping", s.workers_stopping},
+                                       {"backoff", s.workers_backoff},
+                                       {"waiting", s.workers_waiting}}) {
+            add(workers, m.name, static_cast<double>(n), {{"state", state}});
+        }
+        add(queue, m.name, static_cast<double>(s.queue_depth + s.waiting_for_room));
+        for (const auto& [outcome, n] : {std::pair{"succeeded", s.succeeded},
+                                         {"task_failed", s.task_failed},
+                                         {"worker_died", s.worker_died},
+                                         {"timeout", s.timed_out},
+                                         {"protocol_error", s.protocol_errors},
+                                         {"memory_limit", s.memory_limit},
+                                         {"poison_task", s.poison_tasks},
+                                         {"overloaded", s.overloaded},
+                                         {"spawn_failed", s.spawn_failed},
+                                         {"cancelled", s.cancelled}}) {
+            add(tasks, m.name, static_cast<double>(n), {{"outcome", outcome}});
+        }
+        for (const auto& [cause, n] : {std::pair{"signal", s.deaths_by_signal},
+                                       {"exit", s.deaths_by_exit},
+                                       {"killed_by_pool", s.killed_by_pool},
+                                       {"memory", s.memory_kills},
+                                       {"unresponsive", s.unresponsive},
+                                       {"failed_start", s.failed_starts}}) {
+            add(deaths, m.name, static_cast<double>(n), {{"cause", cause}});
+        }
+        add(restarts, m.name, static_cast<double>(s.restarts));
+        queue_wait.metric.push_back(histogram_of(s.queue_wait, m.name));
+        compute.metric.push_back(histogram_of(s.run_time, m.name));
+        start.metric.push_back(histogram_of(s.start_to_ready, m.name));
+    }
+    for (auto* f : {&workers, &queue, &tasks, &deaths, &restarts, &queue_wait, &compute, &start}) {
+        families.push_back(std::move(*f));
+    }
+    std::ostringstream out;
+    prom::TextSerializer().Serialize(out, families);
+    return out.str();
+}
+
+}  // namespace torchpool::serve

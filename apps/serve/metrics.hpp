@@ -1,0 +1,50 @@
+// GET /metrics: the server's and its pools' figures in the Prometheus text format, through
+// Debian's prometheus-cpp (its registry and text serializer). The server's own series are
+// prometheus-cpp metrics updated as requests end; the pools' are read from pool::stats() at
+// each scrape (workers by state, queue depth, outcomes, deaths by cause, restarts, and the
+// latency histograms the pool keeps), so nothing is counted twice.
+#pragma once
+
+#include <torchpool/pool.hpp>
+
+#include <chrono>
+#include <memory>
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <string>
+#include <vector>
+
+namespace torchpool::serve {
+
+class server_metrics {
+public:
+    /// `models`: (name, pool) of each model served.
+    explicit server_metrics(std::vector<std::pair<std::string, const pool*>> models);
+
+    /// An infer request of `model` ended with HTTP `status` after `elapsed`.
+    void request_done(const std::string& model, unsigned status, std::chrono::microseconds elapsed);
+    /// A task of `rows` rows (a batch, or one request alone) was sent for `model`.
+    void batch_sent(const std::string& model, std::size_t rows);
+
+    /// The text exposition format (version 0.0.4).
+    std::string scrape() const;
+
+private:
+    struct per_model {
+        std::string name;
+        const pool* workers;
+        prometheus::Histogram* latency;
+        prometheus::Histogram* batch_rows;
+    };
+    per_model& find(const std::string& model);
+
+    std::shared_ptr<prometheus::Registry> registry_;
+    prometheus::Family<prometheus::Counter>& requests_;
+    prometheus::Family<prometheus::Histogram>& latency_;
+    prometheus::Family<prometheus::Histogram>& batch_rows_;
+    std::vector<per_model> models_;
+};
+
+}  // namespace torchpool::serve
