@@ -2,6 +2,8 @@
 
 #include <torchpool/error.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+
 #include <algorithm>
 
 namespace torchpool::serve {
@@ -65,9 +67,49 @@ std::vector<std::vector<tensor>> split(const std::vector<tensor>& outputs,
 batcher::batcher(pool& workers, params p)
     : workers_(workers), params_(std::move(p)), timer_(workers.get_executor()) {}
 
+void batcher::finish(item& it, batch_result r) {
+    if (!it.handler) {
+        return;  // cancelled already
+    }
+    auto slot = asio::get_associated_cancellation_slot(*it.handler);
+    if (slot.is_connected()) {
+        slot.clear();
+    }
+    handler_type handler(std::move(*it.handler));
+    it.handler.reset();
+    std::move(handler)(std::move(r));
+}
+
+void batcher::cancel(const std::shared_ptr<item>& it) {
+    switch (it->at) {
+        case item::where::waiting:
+            if (auto pos = std::find(waiting_.begin(), waiting_.end(), it); pos != waiting_.end()) {
+                waiting_rows_ -= rows_of(it->inputs);
+                waiting_.erase(pos);
+            }
+            break;
+        case item::where::alone:
+            it->cancel_task.emit(asio::cancellation_type::terminal);
+            return;  // the pool completes the task with operation_aborted
+        case item::where::in_batch:
+            break;
+    }
+    finish(*it, {asio::error::operation_aborted, {}, "the client went away", 0});
+}
+
 void batcher::enqueue(std::vector<tensor> inputs, fault inject, handler_type handler) {
-    auto it = std::make_shared<item>(
-        item{std::move(inputs), inject, std::move(handler), std::chrono::steady_clock::now()});
+    auto it = std::make_shared<item>();
+    it->inputs = std::move(inputs);
+    it->inject = inject;
+    it->handler.emplace(std::move(handler));
+    it->arrived = std::chrono::steady_clock::now();
+    if (auto slot = asio::get_associated_cancellation_slot(*it->handler); slot.is_connected()) {
+        slot.assign([this, weak = std::weak_ptr<item>(it)](asio::cancellation_type) {
+            if (auto alive = weak.lock()) {
+                cancel(alive);
+            }
+        });
+    }
     if (params_.max_batch <= 1 ||
         rows_of(it->inputs) >= static_cast<std::int64_t>(params_.max_batch)) {
         run_alone(std::move(it));  // no batching, or a batch on its own
@@ -142,6 +184,10 @@ batch_result failed(const boost::system::error_code& ec, const response& r, std:
 }  // namespace
 
 void batcher::run_alone(std::shared_ptr<item> one) {
+    if (!one->handler) {
+        return;  // cancelled while its batch ran
+    }
+    one->at = item::where::alone;
     const auto rows = static_cast<std::size_t>(rows_of(one->inputs));
     if (params_.on_send) {
         params_.on_send(rows);
@@ -149,14 +195,16 @@ void batcher::run_alone(std::shared_ptr<item> one) {
     auto req = request(params_.method, {}, one->inputs)
                    .with_timeout(params_.timeout)
                    .with_fault(one->inject);
-    workers_.async_submit(std::move(req), [one, rows](boost::system::error_code ec, response r) {
-        auto handler = std::move(one->handler);
-        if (ec) {
-            std::move(handler)(failed(ec, r, rows));
-        } else {
-            std::move(handler)(batch_result{{}, std::move(r.tensors), {}, rows});
-        }
-    });
+    workers_.async_submit(
+        std::move(req),
+        asio::bind_cancellation_slot(one->cancel_task.slot(),
+                                     [one, rows](boost::system::error_code ec, response r) {
+                                         if (ec) {
+                                             finish(*one, failed(ec, r, rows));
+                                         } else {
+                                             finish(*one, {{}, std::move(r.tensors), {}, rows});
+                                         }
+                                     }));
 }
 
 void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
@@ -164,6 +212,7 @@ void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
     std::vector<std::int64_t> rows;
     fault inject;
     for (const auto& b : batch) {
+        b->at = item::where::in_batch;
         inputs.push_back(&b->inputs);
         rows.push_back(rows_of(b->inputs));
         inject = inject ? inject : b->inject;
@@ -187,19 +236,21 @@ void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
         }
         auto parts = ec ? std::vector<std::vector<tensor>>{} : split(r.tensors, rows);
         for (std::size_t i = 0; i < batch.size(); ++i) {
-            auto handler = std::move(batch[i]->handler);
+            auto& it = *batch[i];
             if (ec) {
-                std::move(handler)(failed(ec, r, total));
+                finish(it, failed(ec, r, total));
             } else if (parts.empty()) {
-                std::move(handler)(batch_result{
-                    make_error_code(errc::task_failed),
-                    {},
-                    "the model's outputs do not keep the batch dimension (their first size is "
-                    "not the number of rows sent), so a batch cannot be split; run with "
-                    "--max-batch 1",
-                    total});
+                finish(
+                    it,
+                    batch_result{
+                        make_error_code(errc::task_failed),
+                        {},
+                        "the model's outputs do not keep the batch dimension (their first size is "
+                        "not the number of rows sent), so a batch cannot be split; run with "
+                        "--max-batch 1",
+                        total});
             } else {
-                std::move(handler)(batch_result{{}, std::move(parts[i]), {}, total});
+                finish(it, batch_result{{}, std::move(parts[i]), {}, total});
             }
         }
     });

@@ -10,6 +10,7 @@
 
 #include <boost/asio/any_completion_handler.hpp>
 #include <boost/asio/async_result.hpp>
+#include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/system/error_code.hpp>
 
@@ -18,6 +19,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -60,6 +62,9 @@ public:
 
     /// Runs `inputs` (checked against the model already), alone or in a batch; `inject`: a
     /// fault for tests (the pool must allow them). Handler signature: `void(batch_result)`.
+    /// Cancellation (any type): a waiting request is removed; one running alone has its task
+    /// cancelled (terminal: its worker is told, and replaced if it does not stop); one in a
+    /// batch completes at once and its rows are dropped. It completes with operation_aborted.
     template <class Token>
     auto async_infer(std::vector<tensor> inputs, fault inject, Token&& token) {
         return boost::asio::async_initiate<Token, void(batch_result)>(
@@ -80,9 +85,19 @@ private:
     struct item {
         std::vector<tensor> inputs;
         fault inject;
-        handler_type handler;
+        // Empty once completed (or cancelled). Optional rather than assigned: Boost 1.81's
+        // any_completion_handler move assignment recurses forever.
+        std::optional<handler_type> handler;
         std::chrono::steady_clock::time_point arrived;
+        enum class where { waiting, alone, in_batch } at = where::waiting;
+        boost::asio::cancellation_signal cancel_task;  // of the pool task it runs alone in
     };
+
+    /// Its caller cancelled it (its client went away): removed if it waits; its pool task
+    /// cancelled if it runs alone; its rows dropped if it runs in a batch.
+    void cancel(const std::shared_ptr<item>& it);
+    /// Completes it, once.
+    static void finish(item& it, batch_result r);
 
     void enqueue(std::vector<tensor> inputs, fault inject, handler_type handler);
     void arm_timer();

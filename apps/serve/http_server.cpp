@@ -6,12 +6,18 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <cerrno>
+#include <cstdio>
 #include <optional>
+
+#include <sys/socket.h>
 
 namespace torchpool::serve {
 
@@ -154,7 +160,10 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
             close = !req.keep_alive();
             stream.expires_never();
             res = co_await route(std::string(req.method_string()), req.target(),
-                                 std::move(req.body()));
+                                 std::move(req.body()), stream);
+        }
+        if (res.status == http::status{499}) {
+            break;  // the client went away while its request ran: nobody to answer
         }
         http::response<http::string_body> out{res.status, 11};
         out.set(http::field::server, "torchpool-serve");
@@ -178,9 +187,35 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
     stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
 }
 
+namespace {
+
+// Completes with true once the client has closed its side of the connection, while a request
+// of it runs; waits until cancelled if the client sends more first (a pipelined request).
+asio::awaitable<bool> client_gone(tcp::socket& socket) {
+    for (;;) {
+        auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, as_tuple);
+        if (ec) {
+            co_return false;  // cancelled: the request ended first
+        }
+        char byte;
+        const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+            co_return true;
+        }
+        if (n > 0) {
+            // More from the client, not its end: nothing to watch until the response.
+            asio::steady_timer never(socket.get_executor(), asio::steady_timer::time_point::max());
+            co_await never.async_wait(as_tuple);
+            co_return false;
+        }
+    }
+}
+
+}  // namespace
+
 asio::awaitable<http_server::response> http_server::route(const std::string& method,
-                                                          std::string_view target,
-                                                          std::string body) {
+                                                          std::string_view target, std::string body,
+                                                          beast::tcp_stream& client) {
     if (const auto q = target.find('?'); q != std::string_view::npos) {
         target = target.substr(0, q);
     }
@@ -266,7 +301,20 @@ asio::awaitable<http_server::response> http_server::route(const std::string& met
             co_return *no;
         }
         const auto began = std::chrono::steady_clock::now();
-        response res = co_await infer(*model, std::move(body));
+        using namespace asio::experimental::awaitable_operators;
+        auto outcome = co_await (infer(*model, std::move(body)) || client_gone(client.socket()));
+        if (outcome.index() == 1) {
+            // Its client went away: the request was cancelled (499, as nginx counts it).
+            std::fprintf(stderr,
+                         "torchpool-serve: model '%s': a client went away before its answer; "
+                         "its request was cancelled\n",
+                         model->config.name.c_str());
+            metrics_.request_done(model->config.name, 499,
+                                  std::chrono::duration_cast<std::chrono::microseconds>(
+                                      std::chrono::steady_clock::now() - began));
+            co_return response{http::status{499}, {}};
+        }
+        response res = std::move(std::get<0>(outcome));
         metrics_.request_done(model->config.name, static_cast<unsigned>(res.status),
                               std::chrono::duration_cast<std::chrono::microseconds>(
                                   std::chrono::steady_clock::now() - began));

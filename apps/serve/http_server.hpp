@@ -58,8 +58,10 @@ public:
 private:
     struct response;
     boost::asio::awaitable<void> session(boost::asio::ip::tcp::socket socket);
+    /// `client`: the connection, watched while an inference runs (a client that goes away
+    /// cancels its request).
     boost::asio::awaitable<response> route(const std::string& method, std::string_view target,
-                                           std::string body);
+                                           std::string body, boost::beast::tcp_stream& client);
     boost::asio::awaitable<response> infer(served_model& model, std::string body);
     served_model* find(std::string_view name);
     bool ready() const;

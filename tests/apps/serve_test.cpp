@@ -44,6 +44,7 @@ public:
         posix_spawn_file_actions_t actions;
         posix_spawn_file_actions_init(&actions);
         posix_spawn_file_actions_adddup2(&actions, out[1], 1);
+        posix_spawn_file_actions_adddup2(&actions, out[1], 2);
         posix_spawn_file_actions_addclose(&actions, out[0]);
         std::vector<std::string> all = {TORCHPOOL_SERVE, "--port", "0", "--workers", "2"};
         all.insert(all.end(), args.begin(), args.end());
@@ -87,6 +88,26 @@ public:
         ::close(out_);
     }
     int port() const { return port_; }
+    /// Reads what the server prints (stdout and stderr) until `text` appears, for at most a
+    /// minute; true if it did.
+    bool wait_for(const std::string& text) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        while (output_.find(text) == std::string::npos) {
+            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                deadline - std::chrono::steady_clock::now());
+            pollfd p{out_, POLLIN, 0};
+            if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) {
+                return false;
+            }
+            char buf[4096];
+            const ssize_t n = ::read(out_, buf, sizeof buf);
+            if (n <= 0) {
+                return false;
+            }
+            output_.append(buf, static_cast<std::size_t>(n));
+        }
+        return true;
+    }
     std::string url(const std::string& path) const {
         return "http://127.0.0.1:" + std::to_string(port_) + path;
     }
@@ -480,4 +501,33 @@ TEST_CASE("SIGTERM drains: a request in flight is answered, idle connections clo
     CHECK(WEXITSTATUS(status) == 0);
     CHECK_THAT(server.output(), Catch::Contains("draining"));
     CHECK_THAT(server.output(), Catch::Contains("stopped"));
+}
+
+TEST_CASE("a client that goes away cancels its request", "[serve][e2e]") {
+    server_process server({"--fault-injection", "--max-batch", "1"});
+    auto body = json::parse(infer_body(test_images(1), "abandoned")).as_object();
+    body["parameters"] = json::object{{"torchpool_fault", "hang"}};
+    {
+        // A request whose worker would hang in it; its client leaves at once.
+        connection client(server.port());
+        client.send("POST", "/v2/models/fashion/infer", json::serialize(body));
+    }
+    // Cancelled (terminal): its worker is told. If the cancel reached it before the request
+    // ran, it answers at once; if it was hanging in it, it is killed after the pool's cancel
+    // grace (the pool's own tests provoke each case). Either way nothing stays stuck.
+    const bool told = server.wait_for("a client went away before its answer");
+    INFO("server output: " << server.output());
+    REQUIRE(told);
+    auto r = curl("GET", server.url("/metrics"));
+    CHECK_THAT(r.body,
+               Catch::Contains(R"(torchpool_http_requests_total{code="499",model="fashion"} 1)"));
+    CHECK_THAT(r.body,
+               Catch::Contains(R"(torchpool_tasks_total{model="fashion",outcome="cancelled"} 1)"));
+    // The others are served, by both workers.
+    const auto replies =
+        curl_at_once(server.url("/v2/models/fashion/infer"),
+                     {infer_body(test_images(1), "a"), infer_body(test_images(1), "b")});
+    CHECK(replies[0].status == 200);
+    CHECK(replies[1].status == 200);
+    CHECK(WIFEXITED(server.terminate()));
 }
