@@ -531,3 +531,55 @@ TEST_CASE("a client that goes away cancels its request", "[serve][e2e]") {
     CHECK(replies[1].status == 200);
     CHECK(WIFEXITED(server.terminate()));
 }
+
+TEST_CASE("the drain ends inside the grace the Kubernetes manifest gives the pod",
+          "[serve][e2e][k8s]") {
+    // The manifest's numbers: the pod's grace, its preStop sleep, the server's drain bound.
+    std::stringstream text;
+    text << std::ifstream(TORCHPOOL_SOURCE_DIR "/deploy/kubernetes/deployment.yaml").rdbuf();
+    const std::string manifest = text.str();
+    const auto number_after = [&](const std::string& key) {
+        const auto at = manifest.find(key);
+        REQUIRE(at != std::string::npos);
+        return std::stol(manifest.substr(manifest.find_first_of("0123456789", at + key.size())));
+    };
+    const long grace_s = number_after("terminationGracePeriodSeconds:");
+    const long pre_stop_s = number_after(R"(command: ["sleep", ")");
+    const long drain_ms = number_after("--drain-timeout-ms=");
+    const long request_ms = number_after("--timeout-ms=");
+    CHECK(pre_stop_s * 1000 + drain_ms < grace_s * 1000);
+    // The server as the manifest runs it (its address, port and size aside), with a request
+    // that never ends in flight: the drain waits for it until its deadline (--timeout-ms) or
+    // the drain's bound, whichever comes first.
+    std::vector<std::string> args = {"--fault-injection"};
+    for (std::size_t at = manifest.find("- --"); at != std::string::npos;
+         at = manifest.find("- --", at + 1)) {
+        const std::string arg = manifest.substr(at + 2, manifest.find('\n', at) - at - 2);
+        if (!arg.starts_with("--host") && !arg.starts_with("--port") &&
+            !arg.starts_with("--workers")) {
+            args.push_back(arg);
+        }
+    }
+    server_process server(args);
+    connection busy(server.port());
+    busy.send("GET", "/v2/health/live");
+    REQUIRE_THAT(busy.receive(), Catch::StartsWith("HTTP/1.1 200"));
+    auto body = json::parse(infer_body(test_images(1), "endless")).as_object();
+    body["parameters"] = json::object{{"torchpool_fault", "hang"}};
+    busy.send("POST", "/v2/models/fashion/infer", json::serialize(body));
+    const auto before = std::chrono::steady_clock::now();
+    const int status = server.terminate();
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
+        std::chrono::steady_clock::now() - before);
+    INFO("drain took " << took.count() << " ms; the pod has " << (grace_s - pre_stop_s) * 1000
+                       << " ms after its preStop");
+    CHECK(took.count() >= std::min(drain_ms, request_ms) - 100);  // it waited for the request
+    CHECK(took.count() < (grace_s - pre_stop_s) * 1000);
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    if (request_ms < drain_ms) {
+        CHECK_THAT(busy.receive(), Catch::StartsWith("HTTP/1.1 504"));  // its deadline
+    } else {
+        CHECK_THAT(server.output(), Catch::Contains("longer than --drain-timeout-ms"));
+    }
+}
