@@ -14,7 +14,9 @@
 #include <boost/beast/http.hpp>
 
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
+#include <limits>
 #include <optional>
 
 #include <sys/socket.h>
@@ -39,6 +41,7 @@ struct http_server::response {
     std::string allow;         // for 405
     bool retry_after = false;  // for 503
     const char* content_type = "application/json";
+    std::optional<std::size_t> header_length;  // Inference-Header-Content-Length
 };
 
 http_server::http_server(tcp::acceptor& acceptor, std::vector<served_model>& models,
@@ -159,8 +162,20 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
             auto req = parser.release();
             close = !req.keep_alive();
             stream.expires_never();
+            std::optional<std::size_t> header_length;
+            if (const auto h = req.find("Inference-Header-Content-Length"); h != req.end()) {
+                std::size_t bytes = 0;
+                const auto text = h->value();
+                const auto [end, err] =
+                    std::from_chars(text.data(), text.data() + text.size(), bytes);
+                if (err == std::errc{} && end == text.data() + text.size()) {
+                    header_length = bytes;
+                } else {
+                    header_length = std::numeric_limits<std::size_t>::max();  // refused below
+                }
+            }
             res = co_await route(std::string(req.method_string()), req.target(),
-                                 std::move(req.body()), stream);
+                                 std::move(req.body()), header_length, stream);
         }
         if (res.status == http::status{499}) {
             break;  // the client went away while its request ran: nobody to answer
@@ -173,6 +188,9 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
         }
         if (res.retry_after) {
             out.set(http::field::retry_after, "1");
+        }
+        if (res.header_length) {
+            out.set("Inference-Header-Content-Length", std::to_string(*res.header_length));
         }
         out.keep_alive(!close && !stopping_);
         out.body() = std::move(res.body);
@@ -215,6 +233,7 @@ asio::awaitable<bool> client_gone(tcp::socket& socket) {
 
 asio::awaitable<http_server::response> http_server::route(const std::string& method,
                                                           std::string_view target, std::string body,
+                                                          std::optional<std::size_t> header_length,
                                                           beast::tcp_stream& client) {
     if (const auto q = target.find('?'); q != std::string_view::npos) {
         target = target.substr(0, q);
@@ -302,7 +321,8 @@ asio::awaitable<http_server::response> http_server::route(const std::string& met
         }
         const auto began = std::chrono::steady_clock::now();
         using namespace asio::experimental::awaitable_operators;
-        auto outcome = co_await (infer(*model, std::move(body)) || client_gone(client.socket()));
+        auto outcome = co_await (infer(*model, std::move(body), header_length) ||
+                                 client_gone(client.socket()));
         if (outcome.index() == 1) {
             // Its client went away: the request was cancelled (499, as nginx counts it).
             std::fprintf(stderr,
@@ -324,8 +344,9 @@ asio::awaitable<http_server::response> http_server::route(const std::string& met
                        error_json("no such endpoint: " + std::string(target))};
 }
 
-asio::awaitable<http_server::response> http_server::infer(served_model& model, std::string body) {
-    auto parsed = parse_infer_request(body, model.config);
+asio::awaitable<http_server::response> http_server::infer(
+    served_model& model, std::string body, std::optional<std::size_t> header_length) {
+    auto parsed = parse_infer_request(body, model.config, header_length);
     if (auto* problem = std::get_if<http_error>(&parsed)) {
         co_return response{static_cast<http::status>(problem->status),
                            error_json(problem->message)};
@@ -353,7 +374,13 @@ asio::awaitable<http_server::response> http_server::infer(served_model& model, s
         co_return response{static_cast<http::status>(problem->status),
                            error_json(problem->message)};
     }
-    co_return response{http::status::ok, std::move(std::get<std::string>(encoded))};
+    auto& out = std::get<encoded_response>(encoded);
+    response res{http::status::ok, std::move(out.body)};
+    if (out.header_length) {
+        res.header_length = out.header_length;
+        res.content_type = "application/octet-stream";
+    }
+    co_return res;
 }
 
 }  // namespace torchpool::serve

@@ -16,6 +16,7 @@
 #include <functional>
 #include <list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,8 +62,12 @@ private:
     /// `client`: the connection, watched while an inference runs (a client that goes away
     /// cancels its request).
     boost::asio::awaitable<response> route(const std::string& method, std::string_view target,
-                                           std::string body, boost::beast::tcp_stream& client);
-    boost::asio::awaitable<response> infer(served_model& model, std::string body);
+                                           std::string body,
+                                           std::optional<std::size_t> header_length,
+                                           boost::beast::tcp_stream& client);
+    /// `header_length`: Inference-Header-Content-Length (Triton's binary tensor extension).
+    boost::asio::awaitable<response> infer(served_model& model, std::string body,
+                                           std::optional<std::size_t> header_length);
     served_model* find(std::string_view name);
     bool ready() const;
 

@@ -156,8 +156,17 @@ http_error bad(std::string message) {
 
 }  // namespace
 
-std::variant<infer_request, http_error> parse_infer_request(std::string_view body,
-                                                            const model_config& model) {
+std::variant<infer_request, http_error> parse_infer_request(
+    std::string_view body, const model_config& model, std::optional<std::size_t> header_length) {
+    std::string_view binary;
+    if (header_length) {
+        if (*header_length > body.size()) {
+            return bad("Inference-Header-Content-Length is " + std::to_string(*header_length) +
+                       ", but the body has only " + std::to_string(body.size()) + " bytes");
+        }
+        binary = body.substr(*header_length);
+        body = body.substr(0, *header_length);
+    }
     boost::system::error_code ec;
     const json::value v = json::parse(body, ec);
     if (ec) {
@@ -179,6 +188,10 @@ std::variant<infer_request, http_error> parse_infer_request(std::string_view bod
         return bad("\"inputs\" must be a non-empty list of tensors");
     }
     std::vector<const json::object*> by_position(model.inputs.size(), nullptr);
+    // Triton's binary tensor extension: an input's bytes follow the JSON header, in the order
+    // of the inputs that have parameters.binary_data_size.
+    std::vector<std::optional<std::string_view>> bytes_of(model.inputs.size());
+    std::size_t binary_at = 0;
     for (const auto& input : inputs->as_array()) {
         const auto* t = input.if_object();
         const auto* name = t ? t->if_contains("name") : nullptr;
@@ -201,6 +214,31 @@ std::variant<infer_request, http_error> parse_infer_request(std::string_view bod
             return bad("input '" + model.inputs[at].name + "' is given twice");
         }
         by_position[at] = t;
+        const auto* params = t->if_contains("parameters");
+        const auto* size = params && params->is_object()
+                               ? params->as_object().if_contains("binary_data_size")
+                               : nullptr;
+        if (size) {
+            if (!size->is_int64() || size->as_int64() < 0) {
+                return bad("parameters.binary_data_size of input '" + model.inputs[at].name +
+                           "' must be a byte count");
+            }
+            const auto n = static_cast<std::size_t>(size->as_int64());
+            if (binary_at + n > binary.size()) {
+                return bad("input '" + model.inputs[at].name + "' announces " + std::to_string(n) +
+                           " bytes of binary data, but " +
+                           (header_length ? std::to_string(binary.size() - binary_at) +
+                                                " remain after the JSON header"
+                                          : std::string("the request has no "
+                                                        "Inference-Header-Content-Length")));
+            }
+            bytes_of[at] = binary.substr(binary_at, n);
+            binary_at += n;
+        }
+    }
+    if (binary_at != binary.size()) {
+        return bad(std::to_string(binary.size() - binary_at) +
+                   " bytes after the JSON header belong to no input (binary_data_size)");
     }
     for (std::size_t at = 0; at < model.inputs.size(); ++at) {
         const auto& spec = model.inputs[at];
@@ -211,8 +249,10 @@ std::variant<infer_request, http_error> parse_infer_request(std::string_view bod
         const auto* datatype = t->if_contains("datatype");
         const auto* shape = t->if_contains("shape");
         const auto* data = t->if_contains("data");
-        if (!datatype || !datatype->is_string() || !shape || !shape->is_array() || !data) {
-            return bad("input '" + spec.name + "' needs \"datatype\", \"shape\" and \"data\"");
+        if (!datatype || !datatype->is_string() || !shape || !shape->is_array() ||
+            (!data && !bytes_of[at])) {
+            return bad("input '" + spec.name +
+                       "' needs \"datatype\", \"shape\" and \"data\" (or binary data)");
         }
         const auto type = from_oip_datatype(datatype->as_string());
         if (!type) {
@@ -238,6 +278,17 @@ std::variant<infer_request, http_error> parse_infer_request(std::string_view bod
         }
         if (auto problem = check_shape(spec, dims, model.name); !problem.empty()) {
             return bad(problem);
+        }
+        if (bytes_of[at]) {
+            const std::size_t want = elements * element_size(spec.type);
+            if (bytes_of[at]->size() != want) {
+                return bad("input '" + spec.name + "' has shape " + format_shape(dims) + " of " +
+                           std::string(oip_datatype(spec.type)) + ", which takes " +
+                           std::to_string(want) + " bytes, but its binary data has " +
+                           std::to_string(bytes_of[at]->size()));
+            }
+            req.inputs.emplace_back(spec.type, dims, std::string(*bytes_of[at]));
+            continue;
         }
         std::vector<const json::value*> values;
         if (!flatten(*data, values)) {
@@ -285,6 +336,12 @@ std::variant<infer_request, http_error> parse_infer_request(std::string_view bod
             }
         }
     }
+    if (const auto* parameters = o->if_contains("parameters");
+        parameters && parameters->is_object()) {
+        if (const auto* all = parameters->as_object().if_contains("binary_data_output")) {
+            req.binary_outputs = all->is_bool() && all->as_bool();
+        }
+    }
     if (const auto* outputs = o->if_contains("outputs")) {
         if (!outputs->is_array()) {
             return bad("\"outputs\" must be a list of {\"name\": ...}");
@@ -294,6 +351,13 @@ std::variant<infer_request, http_error> parse_infer_request(std::string_view bod
             const auto* name = t ? t->if_contains("name") : nullptr;
             if (!name || !name->is_string()) {
                 return bad("each requested output must be an object with a \"name\"");
+            }
+            if (const auto* p = t->if_contains("parameters"); p && p->is_object()) {
+                if (const auto* b = p->as_object().if_contains("binary_data")) {
+                    if (b->is_bool() && b->as_bool()) {
+                        req.binary_output_names.emplace_back(name->as_string());
+                    }
+                }
             }
             bool known = false;
             for (const auto& s : model.outputs) {
@@ -309,10 +373,11 @@ std::variant<infer_request, http_error> parse_infer_request(std::string_view bod
     return req;
 }
 
-std::variant<std::string, http_error> infer_response(const model_config& model,
-                                                     const infer_request& request,
-                                                     const std::vector<tensor>& results,
-                                                     std::size_t batch_rows) {
+std::variant<encoded_response, http_error> infer_response(const model_config& model,
+                                                          const infer_request& request,
+                                                          const std::vector<tensor>& results,
+                                                          std::size_t batch_rows) {
+    std::string binary;
     if (results.size() != model.outputs.size()) {
         return http_error{500, "model '" + model.name + "' returned " +
                                    std::to_string(results.size()) +
@@ -327,6 +392,23 @@ std::variant<std::string, http_error> infer_response(const model_config& model,
             continue;
         }
         const auto& t = results[i];
+        const bool as_binary =
+            request.binary_outputs ||
+            std::find(request.binary_output_names.begin(), request.binary_output_names.end(),
+                      spec.name) != request.binary_output_names.end();
+        if (as_binary) {
+            json::array shape;
+            for (const auto d : t.shape) {
+                shape.push_back(d);
+            }
+            outputs.push_back(
+                json::object{{"name", spec.name},
+                             {"datatype", oip_datatype(t.type)},
+                             {"shape", std::move(shape)},
+                             {"parameters", json::object{{"binary_data_size", t.data.size()}}}});
+            binary += t.data;
+            continue;
+        }
         if (t.type == dtype::float16 || t.type == dtype::bfloat16) {
             return http_error{500, "output '" + spec.name +
                                        "' is FP16 or BF16, which this "
@@ -357,7 +439,12 @@ std::variant<std::string, http_error> infer_response(const model_config& model,
     if (batch_rows > 0) {
         body["parameters"] = json::object{{"torchpool_batch_rows", batch_rows}};
     }
-    return json::serialize(body);
+    encoded_response out{json::serialize(body), std::nullopt};
+    if (!binary.empty() || request.binary_outputs || !request.binary_output_names.empty()) {
+        out.header_length = out.body.size();
+        out.body += binary;
+    }
+    return out;
 }
 
 std::string error_json(std::string_view message) {

@@ -6,6 +6,7 @@
 #include "model_config.hpp"
 #include <torchpool/task.hpp>
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -25,6 +26,10 @@ struct infer_request {
     std::vector<tensor> inputs;
     /// Outputs asked for by name; empty: all of them.
     std::vector<std::string> outputs;
+    /// Outputs to send as binary data (Triton's extension): all (parameters.
+    /// binary_data_output), or those named with parameters.binary_data.
+    bool binary_outputs = false;
+    std::vector<std::string> binary_output_names;
     /// parameters.torchpool_fault ("crash", "exit", "hang", "leak", "delay", "garbage",
     /// "fail"): a failure to provoke, for tests; refused unless the server allows it.
     fault inject;
@@ -32,16 +37,27 @@ struct infer_request {
 
 /// Parses the body of POST /v2/models/{name}/infer for `model`: JSON tensors with name,
 /// shape, datatype and data (flat or nested, row-major), each checked against the model.
-std::variant<infer_request, http_error> parse_infer_request(std::string_view body,
-                                                            const model_config& model);
+/// With `header_length` (the Inference-Header-Content-Length header of Triton's binary tensor
+/// extension), the JSON is that many bytes and inputs with parameters.binary_data_size take
+/// their raw bytes from what follows, in order.
+std::variant<infer_request, http_error> parse_infer_request(
+    std::string_view body, const model_config& model,
+    std::optional<std::size_t> header_length = std::nullopt);
+
+/// A response body; with binary outputs, the JSON is its first `header_length` bytes (sent as
+/// Inference-Header-Content-Length) and the outputs' bytes follow.
+struct encoded_response {
+    std::string body;
+    std::optional<std::size_t> header_length;
+};
 
 /// The response to an infer request: the model's outputs (`results`, in the config's order),
 /// those asked for, as JSON tensors. An error if the model returned something else.
 /// `batch_rows`: the rows of the task the request ran in (parameters.torchpool_batch_rows).
-std::variant<std::string, http_error> infer_response(const model_config& model,
-                                                     const infer_request& request,
-                                                     const std::vector<tensor>& results,
-                                                     std::size_t batch_rows = 0);
+std::variant<encoded_response, http_error> infer_response(const model_config& model,
+                                                          const infer_request& request,
+                                                          const std::vector<tensor>& results,
+                                                          std::size_t batch_rows = 0);
 
 /// {"error": message}
 std::string error_json(std::string_view message);

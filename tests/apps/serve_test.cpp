@@ -583,3 +583,45 @@ TEST_CASE("the drain ends inside the grace the Kubernetes manifest gives the pod
         CHECK_THAT(server.output(), Catch::Contains("longer than --drain-timeout-ms"));
     }
 }
+
+TEST_CASE("binary tensors (Triton's extension) round trip through curl", "[serve][e2e][binary]") {
+    server_process server({});
+    const tensor images = test_images(4);
+    const std::string header =
+        R"({"id": "binary", "inputs": [{"name": "images", "datatype": "FP32",)"
+        R"( "shape": [4, 1, 28, 28], "parameters": {"binary_data_size": )" +
+        std::to_string(images.data.size()) + R"(}}], "parameters": {"binary_data_output": true}})";
+    const auto dir = std::filesystem::temp_directory_path() /
+                     ("torchpool-serve-binary-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir / "in", std::ios::binary) << header << images.data;
+    const std::string command =
+        "curl -s -o " + (dir / "out").string() + " -D " + (dir / "headers").string() +
+        " -H 'Inference-Header-Content-Length: " + std::to_string(header.size()) +
+        "' -H 'Content-Type: application/octet-stream' --data-binary @" + (dir / "in").string() +
+        " '" + server.url("/v2/models/fashion/infer") + "'";
+    REQUIRE(std::system(command.c_str()) == 0);
+    std::stringstream headers, body;
+    headers << std::ifstream(dir / "headers").rdbuf();
+    body << std::ifstream(dir / "out", std::ios::binary).rdbuf();
+    std::filesystem::remove_all(dir);
+    INFO("headers: " << headers.str());
+    CHECK_THAT(headers.str(), Catch::StartsWith("HTTP/1.1 200"));
+    const auto at = headers.str().find("Inference-Header-Content-Length: ");
+    REQUIRE(at != std::string::npos);
+    const std::size_t json_length = std::stoul(headers.str().substr(at + 33));
+    const std::string all = body.str();
+    auto v = json::parse(all.substr(0, json_length)).as_object();
+    CHECK(v["id"] == "binary");
+    auto& out = v["outputs"].as_array()[0].as_object();
+    CHECK(out["parameters"].as_object()["binary_data_size"].as_int64() == 4 * 10 * 4);
+    const std::string raw = all.substr(json_length);
+    REQUIRE(raw.size() == 4 * 10 * sizeof(float));
+    const tensor expected = test::run_in_process(TORCHPOOL_DEFAULT_MODEL, "forward", images);
+    const auto* want = reinterpret_cast<const float*>(expected.data.data());
+    const auto* got = reinterpret_cast<const float*>(raw.data());
+    for (std::size_t i = 0; i < 40; ++i) {
+        CHECK(std::abs(got[i] - want[i]) < 1e-4);
+    }
+    CHECK(WIFEXITED(server.terminate()));
+}

@@ -111,7 +111,7 @@ TEST_CASE("a response carries the outputs asked for, and echoes the id", "[serve
     label.data.assign(reinterpret_cast<const char*>(&k), sizeof k);
 
     infer_request all{.id = "abc"};
-    auto text = std::get<std::string>(infer_response(model, all, {logits, label}));
+    auto text = std::get<encoded_response>(infer_response(model, all, {logits, label})).body;
     auto v = boost::json::parse(text).as_object();
     CHECK(v["id"] == "abc");
     CHECK(v["model_name"] == "fashion");
@@ -123,7 +123,8 @@ TEST_CASE("a response carries the outputs asked for, and echoes the id", "[serve
     CHECK(outputs[1].as_object()["data"].as_array()[0].as_int64() == 2);
 
     infer_request some{.outputs = {"label"}};
-    v = boost::json::parse(std::get<std::string>(infer_response(model, some, {logits, label})))
+    v = boost::json::parse(
+            std::get<encoded_response>(infer_response(model, some, {logits, label})).body)
             .as_object();
     CHECK(v["outputs"].as_array().size() == 1);
     CHECK_FALSE(v.contains("id"));
@@ -208,4 +209,56 @@ TEST_CASE("a request may ask for a fault to be injected, by name", "[serve]") {
     REQUIRE(std::holds_alternative<infer_request>(parsed));
     CHECK(std::get<infer_request>(parsed).inject == fault::crash(11));
     CHECK_THAT(error_of(body("explode")), Catch::Contains("must be one of crash, exit"));
+}
+
+TEST_CASE(
+    "Triton's binary tensor extension: raw input bytes after the JSON header, and "
+    "binary outputs on request",
+    "[serve][binary]") {
+    const auto model = images_model();
+    const float pixels[4] = {0.0f, 0.25f, 0.5f, 1.0f};
+    const std::string raw(reinterpret_cast<const char*>(pixels), sizeof pixels);
+    const std::string header =
+        R"({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 1, 2, 2],)"
+        R"( "parameters": {"binary_data_size": 16}}],)"
+        R"( "outputs": [{"name": "logits", "parameters": {"binary_data": true}},)"
+        R"( {"name": "label"}]})";
+    auto parsed = parse_infer_request(header + raw, model, header.size());
+    REQUIRE(std::holds_alternative<infer_request>(parsed));
+    const auto& req = std::get<infer_request>(parsed);
+    CHECK(req.inputs[0].data == raw);
+    CHECK(req.binary_output_names == std::vector<std::string>{"logits"});
+
+    // The response: JSON first (its length is the header to send), then logits' raw bytes;
+    // the label output, not asked as binary, stays JSON.
+    tensor logits(dtype::float32, {1, 3}, std::string(12, 'L'));
+    const std::int64_t k = 1;
+    tensor label(dtype::int64, {1}, std::string(reinterpret_cast<const char*>(&k), 8));
+    auto out = std::get<encoded_response>(infer_response(model, req, {logits, label}));
+    REQUIRE(out.header_length);
+    CHECK(out.body.substr(*out.header_length) == std::string(12, 'L'));
+    auto v = boost::json::parse(out.body.substr(0, *out.header_length)).as_object();
+    auto& first = v["outputs"].as_array()[0].as_object();
+    CHECK(first["parameters"].as_object()["binary_data_size"].as_int64() == 12);
+    CHECK_FALSE(first.contains("data"));
+    REQUIRE(v["outputs"].as_array().size() == 2);
+    CHECK(v["outputs"].as_array()[1].as_object()["data"].as_array()[0].as_int64() == 1);
+
+    // What can go wrong, each said.
+    const auto problem = [&](std::string body, std::optional<std::size_t> length) {
+        auto p = parse_infer_request(body, model, length);
+        return std::holds_alternative<http_error>(p) ? std::get<http_error>(p).message
+                                                     : std::string("accepted");
+    };
+    CHECK_THAT(problem(header + raw, header.size() + 100), Catch::Contains("has only"));
+    CHECK_THAT(problem(header + raw.substr(0, 8), header.size()),
+               Catch::Contains("announces 16 bytes of binary data, but 8 remain"));
+    CHECK_THAT(problem(header + raw + "xx", header.size()),
+               Catch::Contains("2 bytes after the JSON header belong to no input"));
+    CHECK_THAT(problem(header, std::nullopt),
+               Catch::Contains("no Inference-Header-Content-Length"));
+    std::string wrong = header;
+    wrong.replace(wrong.find("16"), 2, "12");
+    CHECK_THAT(problem(wrong + raw.substr(0, 12), wrong.size()),
+               Catch::Contains("takes 16 bytes, but its binary data has 12"));
 }
