@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Load on torchpool-serve with wrk over loopback: batch-1 infer requests of one real
+# Fashion-MNIST image, JSON and binary (Triton's extension), batching off and on, at several
+# connection counts; beside the ceiling measured in the same run, the model's own batch-1
+# forward in a tight in-process loop on one thread (bench/model_ceiling.cpp). The client
+# shares the machine with the server and its workers.
+#
+# Usage: bench/serve_load.sh [BUILD_DIR] [SECONDS]   (default: build/release 5)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+build=${1:-build/release}
+seconds=${2:-5}
+serve="$build/apps/torchpool-serve"
+ceiling="$build/bench/torchpool-bench-model-ceiling"
+model="$build/models/fashion_mnist.pt"
+for f in "$serve" "$ceiling" "$model" "$build/bench/torchpool-bench-serve-bodies"; do
+    [ -e "$f" ] || { echo "serve_load.sh: $f is missing; build first (cmake --preset release && cmake --build --preset release)" >&2; exit 1; }
+done
+command -v wrk >/dev/null || { echo "serve_load.sh: wrk is missing (scripts/setup.sh installs it)" >&2; exit 1; }
+
+work=$(mktemp -d)
+server_pid=
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+# The request bodies: the model's sample (one real test image) as JSON, and the same image as
+# binary data after a JSON header.
+json_body="$build/models/fashion_mnist.sample.json"
+"$build/bench/torchpool-bench-serve-bodies" "$json_body" "$work/binary.body" >"$work/binary.length"
+cat >"$work/json.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local f = io.open("$json_body", "rb"); wrk.body = f:read("*a"); f:close()
+LUA
+cat >"$work/binary.lua" <<LUA
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/octet-stream"
+wrk.headers["Inference-Header-Content-Length"] = "$(cat "$work/binary.length")"
+local f = io.open("$work/binary.body", "rb"); wrk.body = f:read("*a"); f:close()
+LUA
+
+echo "== ceiling (same run)"
+"$ceiling" "$model" 3 | tee "$work/ceiling"
+ceiling_rate=$(sed -n 's/.*batch 1, 1 thread: \([0-9]*\) images.*/\1/p' "$work/ceiling")
+
+printf "\n%-34s %6s %10s %9s %9s %9s\n" "configuration" "conns" "images/s" "p50 ms" "p99 ms" "/ceiling"
+for batching in "--max-batch 1" "--max-batch 32 --batch-delay-us 500"; do
+    "$serve" --port 0 $batching >"$work/server.out" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 600); do
+        grep -q '^listening on' "$work/server.out" && break
+        kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.out" >&2; exit 1; }
+        sleep 0.1  # waiting for the server's workers to start (not a synchronization of results)
+    done
+    port=$(sed -n 's|^listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/server.out")
+    url="http://127.0.0.1:$port/v2/models/fashion/infer"
+    for format in json binary; do
+        for conns in 1 8 32; do
+            out=$(wrk -t1 -c"$conns" -d"${seconds}s" --latency -s "$work/$format.lua" "$url")
+            rate=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+            p50=$(echo "$out" | awk '$1=="50%"{print $2}')
+            p99=$(echo "$out" | awk '$1=="99%"{print $2}')
+            errors=$(echo "$out" | sed -n 's/.*Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p')
+            ms() { awk -v t="$1" 'BEGIN { v = t + 0; if (t ~ /us$/) v /= 1000; else if (t ~ /[0-9]s$/) v *= 1000; print v }'; }
+            printf "%-34s %6d %10.0f %9.2f %9.2f %8.2fx%s\n" "${batching#--} $format" "$conns" "$rate" \
+                "$(ms "$p50")" "$(ms "$p99")" "$(awk -v a="$rate" -v b="$ceiling_rate" 'BEGIN { print a / b }')" \
+                "${errors:+  ($errors non-2xx)}"
+        done
+    done
+    kill -TERM "$server_pid"
+    wait "$server_pid" || true
+    server_pid=
+done
