@@ -117,10 +117,18 @@ void batcher::enqueue(std::vector<tensor> inputs, fault inject, handler_type han
     }
     waiting_rows_ += rows_of(it->inputs);
     waiting_.push_back(std::move(it));
-    if (waiting_rows_ >= static_cast<std::int64_t>(params_.max_batch)) {
+    while (!waiting_.empty() && (waiting_rows_ >= static_cast<std::int64_t>(params_.max_batch) ||
+                                 tasks_out_ < params_.workers)) {
         flush();
     }
     arm_timer();
+}
+
+void batcher::task_done() {
+    --tasks_out_;
+    if (!waiting_.empty() && tasks_out_ < params_.workers) {
+        flush();
+    }
 }
 
 void batcher::arm_timer() {
@@ -195,15 +203,17 @@ void batcher::run_alone(std::shared_ptr<item> one) {
     auto req = request(params_.method, {}, one->inputs)
                    .with_timeout(params_.timeout)
                    .with_fault(one->inject);
+    ++tasks_out_;
     workers_.async_submit(
         std::move(req),
         asio::bind_cancellation_slot(one->cancel_task.slot(),
-                                     [one, rows](boost::system::error_code ec, response r) {
+                                     [this, one, rows](boost::system::error_code ec, response r) {
                                          if (ec) {
                                              finish(*one, failed(ec, r, rows));
                                          } else {
                                              finish(*one, {{}, std::move(r.tensors), {}, rows});
                                          }
+                                         task_done();
                                      }));
 }
 
@@ -225,6 +235,7 @@ void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
     auto req = request(params_.method, {}, std::move(stacked))
                    .with_timeout(params_.timeout)
                    .with_fault(inject);
+    ++tasks_out_;
     workers_.async_submit(std::move(req), [this, batch = std::move(batch), rows, total](
                                               boost::system::error_code ec, response r) {
         if (ec && worker_failed(ec)) {
@@ -232,6 +243,7 @@ void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
             for (const auto& b : batch) {
                 run_alone(b);
             }
+            task_done();
             return;
         }
         auto parts = ec ? std::vector<std::vector<tensor>>{} : split(r.tensors, rows);
@@ -253,6 +265,7 @@ void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
                 finish(it, batch_result{{}, std::move(parts[i]), {}, total});
             }
         }
+        task_done();  // a worker is free: what waits goes now
     });
 }
 

@@ -1,6 +1,8 @@
 // Dynamic batching for one model: requests are stacked along their first (batch) dimension
-// into one task of up to `max_batch` rows, sent once it is full or once `delay` has passed
-// since the *oldest* waiting request arrived, and the outputs are split back. When a worker
+// into one task of up to `max_batch` rows, sent once it is full, once a worker is free (fewer
+// tasks out than `workers`: nothing is gained by waiting), or once `delay` has passed since
+// the *oldest* waiting request arrived; the outputs are split back. So a lone request goes at
+// once, and batches grow by themselves while every worker is busy. When a worker
 // fails under a batch (dies, is killed for memory, breaks the protocol), each request of it
 // runs again on its own, once: a poison request then fails alone, with its cause, and the
 // others get their answers.
@@ -53,6 +55,8 @@ public:
         std::string method = "forward";
         std::size_t max_batch = 1;  // rows; 1: no batching
         std::chrono::microseconds delay{0};
+        /// Workers of the pool: with fewer tasks out than this, one is free.
+        std::size_t workers = 1;
         std::chrono::milliseconds timeout{30'000};
         /// Told the rows of each task sent (for metrics). Optional.
         std::function<void(std::size_t rows)> on_send;
@@ -104,12 +108,15 @@ private:
     /// Sends the oldest request and those that can join it, up to max_batch rows.
     void flush();
     void run_batch(std::vector<std::shared_ptr<item>> batch);
+    /// A task completed: a worker is free, so what waits goes now.
+    void task_done();
     void run_alone(std::shared_ptr<item> one);
 
     pool& workers_;
     params params_;
     std::deque<std::shared_ptr<item>> waiting_;
     std::int64_t waiting_rows_ = 0;
+    std::size_t tasks_out_ = 0;  // sent to the pool, not completed
     boost::asio::steady_timer timer_;
     bool timer_armed_ = false;
 };

@@ -177,31 +177,31 @@ int main(int argc, char** argv) {
                 throw std::runtime_error("model '" + config.name + "': " + config.path +
                                          " does not exist");
             }
-            pool_params params{
-                .worker = {.executable = opt.worker,
-                           .args = {"--model", config.path},
-                           .start = start_mode::fork_server},
-                .workers = opt.workers > 0
-                               ? opt.workers
-                               : std::max<std::size_t>(1, std::thread::hardware_concurrency()),
-                .queue_limit = opt.queue_limit,
-                .memory = {.soft_limit_bytes = opt.soft_memory_mib << 20,
-                           .hard_limit_bytes = opt.hard_memory_mib << 20},
-                .on_worker_event =
-                    [&, name = config.name](const worker_event& e) {
-                        if (e.what == worker_event::kind::ready && ready < wanted) {
-                            ++ready;
-                            std::printf("workers ready: %zu of %zu\n", ready, wanted);
-                            if (ready == wanted) {
-                                announce();
-                            }
-                            std::fflush(stdout);
-                        } else if (e.what != worker_event::kind::started &&
-                                   e.what != worker_event::kind::ready) {
-                            std::fprintf(stderr, "torchpool-serve: model '%s': %s\n", name.c_str(),
-                                         e.description.c_str());
-                        }
-                    },
+            // Field by field: GCC 12 at -O2 warns of a default std::function member of a
+            // designated-initializer aggregate as maybe uninitialized (a false positive).
+            pool_params params;
+            params.worker = {.executable = opt.worker,
+                             .args = {"--model", config.path},
+                             .start = start_mode::fork_server};
+            params.workers = opt.workers > 0
+                                 ? opt.workers
+                                 : std::max<std::size_t>(1, std::thread::hardware_concurrency());
+            params.queue_limit = opt.queue_limit;
+            params.memory = {.soft_limit_bytes = opt.soft_memory_mib << 20,
+                             .hard_limit_bytes = opt.hard_memory_mib << 20};
+            params.on_worker_event = [&, name = config.name](const worker_event& e) {
+                if (e.what == worker_event::kind::ready && ready < wanted) {
+                    ++ready;
+                    std::printf("workers ready: %zu of %zu\n", ready, wanted);
+                    if (ready == wanted) {
+                        announce();
+                    }
+                    std::fflush(stdout);
+                } else if (e.what != worker_event::kind::started &&
+                           e.what != worker_event::kind::ready) {
+                    std::fprintf(stderr, "torchpool-serve: model '%s': %s\n", name.c_str(),
+                                 e.description.c_str());
+                }
             };
             params.faults.enabled = opt.limits.fault_injection;
             wanted += params.workers;
@@ -210,6 +210,7 @@ int main(int argc, char** argv) {
                 *workers, batcher::params{.method = config.method,
                                           .max_batch = std::max<std::size_t>(1, opt.max_batch),
                                           .delay = std::chrono::microseconds(opt.batch_delay_us),
+                                          .workers = params.workers,
                                           .timeout = opt.limits.request_timeout});
             models.push_back({std::move(config), std::move(workers), std::move(batches)});
         }
