@@ -447,6 +447,11 @@ public:
         REQUIRE(::send(fd_, text.data(), text.size(), MSG_NOSIGNAL) ==
                 static_cast<ssize_t>(text.size()));
     }
+    /// Writes `text` as it is (a partial request).
+    void send_raw(const std::string& text) {
+        REQUIRE(::send(fd_, text.data(), text.size(), MSG_NOSIGNAL) ==
+                static_cast<ssize_t>(text.size()));
+    }
     /// The next response's status line and headers, and its body; "" at end of stream.
     std::string receive() {
         for (;;) {
@@ -623,5 +628,35 @@ TEST_CASE("binary tensors (Triton's extension) round trip through curl", "[serve
     for (std::size_t i = 0; i < 40; ++i) {
         CHECK(std::abs(got[i] - want[i]) < 1e-4);
     }
+    CHECK(WIFEXITED(server.terminate()));
+}
+
+TEST_CASE("slow and half-open clients are cut off, and connections past the limit refused",
+          "[serve][e2e]") {
+    server_process server({"--read-timeout-ms", "300", "--max-connections", "2"});
+    {
+        // Half-open: connects and says nothing. Slow: sends part of a request and stops.
+        connection silent(server.port());
+        connection slow(server.port());
+        slow.send_raw("POST /v2/models/fashion/infer HTTP/1.1\r\nContent-Length: 100\r\n\r\n{");
+        CHECK(silent.receive().empty());  // closed by the server after its read timeout
+        CHECK(slow.receive().empty());
+    }
+    {
+        // Two connections are served; a third, past --max-connections, is answered 503.
+        connection a(server.port()), b(server.port());
+        a.send("GET", "/v2/health/live");
+        CHECK_THAT(a.receive(), Catch::StartsWith("HTTP/1.1 200"));
+        b.send("GET", "/v2/health/live");
+        CHECK_THAT(b.receive(), Catch::StartsWith("HTTP/1.1 200"));
+        connection c(server.port());
+        c.send("GET", "/v2/health/live");
+        const auto refused = c.receive();
+        CHECK_THAT(refused, Catch::StartsWith("HTTP/1.1 503"));
+        CHECK_THAT(refused, Catch::Contains("--max-connections"));
+        CHECK(c.receive().empty());
+    }
+    // Still serving.
+    CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
     CHECK(WIFEXITED(server.terminate()));
 }
