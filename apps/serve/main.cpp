@@ -275,9 +275,10 @@ int main(int argc, char** argv) {
         std::printf("%s: draining: no new connections; requests in flight are answered\n",
                     signo == SIGTERM ? "SIGTERM" : "SIGINT");
         std::fflush(stdout);
+        // Nothing waits in a batch once every connection is done: the flush below, at the
+        // drain's start, sent what waited then.
         server.when_drained([&] {
             for (auto& m : models) {
-                m.batches->flush_all();
                 m.workers->async_shutdown([&](boost::system::error_code) {
                     if (--pools_running == 0) {
                         drain_limit.cancel();

@@ -313,6 +313,9 @@ std::variant<infer_request, http_error> parse_infer_request(
         if (!parameters->is_object()) {
             return bad("\"parameters\" must be an object");
         }
+        if (const auto* all = parameters->as_object().if_contains("binary_data_output")) {
+            req.binary_outputs = all->is_bool() && all->as_bool();
+        }
         if (const auto* f = parameters->as_object().if_contains("torchpool_fault")) {
             const std::string_view kind = f->is_string() ? f->as_string() : "";
             if (kind == "crash") {
@@ -334,12 +337,6 @@ std::variant<infer_request, http_error> parse_infer_request(
                     "parameters.torchpool_fault must be one of crash, exit, hang, leak, "
                     "delay, garbage, fail");
             }
-        }
-    }
-    if (const auto* parameters = o->if_contains("parameters");
-        parameters && parameters->is_object()) {
-        if (const auto* all = parameters->as_object().if_contains("binary_data_output")) {
-            req.binary_outputs = all->is_bool() && all->as_bool();
         }
     }
     if (const auto* outputs = o->if_contains("outputs")) {

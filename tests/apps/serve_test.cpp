@@ -2,7 +2,6 @@
 // (curl), real Fashion-MNIST test images, and predictions compared with the same model run in
 // this process.
 #include "../process/torch_reference.hpp"
-#include "fashion_mnist.hpp"
 
 #include <boost/json.hpp>
 
@@ -206,19 +205,6 @@ std::vector<http_reply> curl_at_once(const std::string& url,
     return replies;
 }
 
-// The first `n` test images as float32 [n, 1, 28, 28] in [0, 1].
-tensor test_images(std::size_t n) {
-    static const auto set =
-        apps::read_fashion_mnist(apps::default_fashion_mnist_dir, apps::split::test);
-    tensor t(dtype::float32, {static_cast<std::int64_t>(n), 1, 28, 28});
-    t.data.resize(n * apps::image_pixels * sizeof(float));
-    auto* out = reinterpret_cast<float*>(t.data.data());
-    for (std::size_t i = 0; i < n * apps::image_pixels; ++i) {
-        out[i] = static_cast<float>(set.pixels[i]) / 255.0f;
-    }
-    return t;
-}
-
 std::string infer_body(const tensor& images, const std::string& id) {
     json::array data;
     const auto* p = reinterpret_cast<const float*>(images.data.data());
@@ -259,7 +245,7 @@ TEST_CASE("the server answers every endpoint, and its predictions equal the mode
     CHECK(meta["outputs"].as_array()[0].as_object()["shape"].as_array()[1].as_int64() == 10);
 
     // 32 real images: the server's logits are the model's own, run in this process.
-    const tensor images = test_images(32);
+    const tensor images = test::fashion_test_images(32);
     r = curl("POST", server.url("/v2/models/fashion/infer"), infer_body(images, "batch-1"));
     REQUIRE(r.status == 200);
     auto answer = json::parse(r.body).as_object();
@@ -276,7 +262,7 @@ TEST_CASE("the server answers every endpoint, and its predictions equal the mode
     }
     // The same through a versioned path, one image.
     r = curl("POST", server.url("/v2/models/fashion/versions/1/infer"),
-             infer_body(test_images(1), "one"));
+             infer_body(test::fashion_test_images(1), "one"));
     CHECK(r.status == 200);
     CHECK(curl("POST", server.url("/v2/models/fashion/infer"), "{").status == 400);
 
@@ -313,7 +299,8 @@ TEST_CASE("the server answers every endpoint, and its predictions equal the mode
     auto sample = json::parse(printed).as_object();
     CHECK_THAT(std::string(sample["id"].as_string()), Catch::Contains("test image 0"));
     const auto& logits = sample["outputs"].as_array()[0].as_object()["data"].as_array();
-    const tensor first = test::run_in_process(TORCHPOOL_DEFAULT_MODEL, "forward", test_images(1));
+    const tensor first =
+        test::run_in_process(TORCHPOOL_DEFAULT_MODEL, "forward", test::fashion_test_images(1));
     const auto* first_logits = reinterpret_cast<const float*>(first.data.data());
     REQUIRE(logits.size() == 10);
     for (std::size_t i = 0; i < logits.size(); ++i) {
@@ -346,7 +333,8 @@ TEST_CASE("bad requests get a 4xx with a JSON error naming the problem, and the 
     CHECK_THAT(error_of(r), Catch::Contains("no model named 'shoes'"));
     r = curl("GET", infer);
     CHECK(r.status == 405);
-    r = curl("POST", infer, infer_body(test_images(20), "too big"));  // ~300 KB of JSON
+    r = curl("POST", infer,
+             infer_body(test::fashion_test_images(20), "too big"));  // ~300 KB of JSON
     CHECK(r.status == 413);
     CHECK_THAT(error_of(r), Catch::Contains("--max-body-bytes"));
     r = curl("POST", infer,
@@ -356,7 +344,7 @@ TEST_CASE("bad requests get a 4xx with a JSON error naming the problem, and the 
     r = curl("GET", server.url("/metrics/nothing"));
     CHECK(r.status == 404);
     // Still serving.
-    r = curl("POST", infer, infer_body(test_images(2), "after"));
+    r = curl("POST", infer, infer_body(test::fashion_test_images(2), "after"));
     CHECK(r.status == 200);
     CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
     const int status = server.terminate();
@@ -367,7 +355,7 @@ TEST_CASE("bad requests get a 4xx with a JSON error naming the problem, and the 
 TEST_CASE("concurrent requests are batched, and each gets its own rows back", "[serve][e2e]") {
     // A long delay, so that the eight requests (sent at once) wait for each other.
     server_process server({"--max-batch", "8", "--batch-delay-us", "300000"});
-    const tensor images = test_images(8);
+    const tensor images = test::fashion_test_images(8);
     const std::size_t bytes = images.data.size() / 8;
     std::vector<std::string> bodies;
     for (std::size_t i = 0; i < 8; ++i) {
@@ -398,7 +386,7 @@ TEST_CASE("concurrent requests are batched, and each gets its own rows back", "[
 TEST_CASE("a poison request in a batch fails alone, with its cause, and the others are answered",
           "[serve][e2e]") {
     server_process server({"--max-batch", "8", "--batch-delay-us", "300000", "--fault-injection"});
-    const tensor image = test_images(1);
+    const tensor image = test::fashion_test_images(1);
     std::vector<std::string> bodies;
     for (int i = 0; i < 4; ++i) {
         auto body = json::parse(infer_body(image, "r" + std::to_string(i))).as_object();
@@ -490,7 +478,7 @@ TEST_CASE("SIGTERM drains: a request in flight is answered, idle connections clo
     idle.send("GET", "/v2/health/live");
     CHECK_THAT(idle.receive(), Catch::StartsWith("HTTP/1.1 200"));
     // A request that takes 100 ms (a delay fault) is sent, then SIGTERM at once.
-    auto body = json::parse(infer_body(test_images(1), "slow")).as_object();
+    auto body = json::parse(infer_body(test::fashion_test_images(1), "slow")).as_object();
     body["parameters"] = json::object{{"torchpool_fault", "delay"}};
     busy.send("POST", "/v2/models/fashion/infer", json::serialize(body));
     const int status = server.terminate();
@@ -510,7 +498,7 @@ TEST_CASE("SIGTERM drains: a request in flight is answered, idle connections clo
 
 TEST_CASE("a client that goes away cancels its request", "[serve][e2e]") {
     server_process server({"--fault-injection", "--max-batch", "1"});
-    auto body = json::parse(infer_body(test_images(1), "abandoned")).as_object();
+    auto body = json::parse(infer_body(test::fashion_test_images(1), "abandoned")).as_object();
     body["parameters"] = json::object{{"torchpool_fault", "hang"}};
     {
         // A request whose worker would hang in it; its client leaves at once.
@@ -529,9 +517,9 @@ TEST_CASE("a client that goes away cancels its request", "[serve][e2e]") {
     CHECK_THAT(r.body,
                Catch::Contains(R"(torchpool_tasks_total{model="fashion",outcome="cancelled"} 1)"));
     // The others are served, by both workers.
-    const auto replies =
-        curl_at_once(server.url("/v2/models/fashion/infer"),
-                     {infer_body(test_images(1), "a"), infer_body(test_images(1), "b")});
+    const auto replies = curl_at_once(server.url("/v2/models/fashion/infer"),
+                                      {infer_body(test::fashion_test_images(1), "a"),
+                                       infer_body(test::fashion_test_images(1), "b")});
     CHECK(replies[0].status == 200);
     CHECK(replies[1].status == 200);
     CHECK(WIFEXITED(server.terminate()));
@@ -569,7 +557,7 @@ TEST_CASE("the drain ends inside the grace the Kubernetes manifest gives the pod
     connection busy(server.port());
     busy.send("GET", "/v2/health/live");
     REQUIRE_THAT(busy.receive(), Catch::StartsWith("HTTP/1.1 200"));
-    auto body = json::parse(infer_body(test_images(1), "endless")).as_object();
+    auto body = json::parse(infer_body(test::fashion_test_images(1), "endless")).as_object();
     body["parameters"] = json::object{{"torchpool_fault", "hang"}};
     busy.send("POST", "/v2/models/fashion/infer", json::serialize(body));
     const auto before = std::chrono::steady_clock::now();
@@ -591,7 +579,7 @@ TEST_CASE("the drain ends inside the grace the Kubernetes manifest gives the pod
 
 TEST_CASE("binary tensors (Triton's extension) round trip through curl", "[serve][e2e][binary]") {
     server_process server({});
-    const tensor images = test_images(4);
+    const tensor images = test::fashion_test_images(4);
     const std::string header =
         R"({"id": "binary", "inputs": [{"name": "images", "datatype": "FP32",)"
         R"( "shape": [4, 1, 28, 28], "parameters": {"binary_data_size": )" +

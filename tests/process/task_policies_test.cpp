@@ -10,12 +10,34 @@
 
 #include <catch2/catch.hpp>
 
+#include <algorithm>
+
 #include <signal.h>
 
 using namespace torchpool;
 using namespace torchpool::test;
 
 namespace {
+
+// Collects what the workers write, line by line, and wakes a coroutine waiting on `wake`.
+struct line_log {
+    std::vector<log_line> lines;  // their `text` views are gone after the call: see `texts`
+    std::vector<std::string> texts;
+    notifier* wake = nullptr;
+
+    log_observer observer() {
+        return [this](const log_line& l) {
+            lines.push_back(l);
+            texts.emplace_back(l.text);
+            if (wake) {
+                wake->notify();
+            }
+        };
+    }
+    bool saw(std::string_view text) const {
+        return std::find(texts.begin(), texts.end(), text) != texts.end();
+    }
+};
 
 pool_params with_faults(pool_params p) {
     p.faults.enabled = true;
@@ -297,17 +319,12 @@ TEST_CASE("a waiting event consumer is woken by the next event and can be cancel
 
 TEST_CASE("worker output reaches the log observer line by line, in order, with slot and pid",
           "[process]") {
-    std::vector<log_line> lines;
-    std::vector<std::string> texts;
-    notifier* wake = nullptr;
+    line_log log;
+    auto& lines = log.lines;
+    auto& texts = log.texts;
+    auto& wake = log.wake;
     auto params = params_for(2);
-    params.on_log_line = [&](const log_line& l) {
-        lines.push_back(l);
-        texts.emplace_back(l.text);
-        if (wake) {
-            wake->notify();
-        }
-    };
+    params.on_log_line = log.observer();
     with_pool(params, [&](pool& p) -> asio::awaitable<void> {
         notifier changed(co_await asio::this_coro::executor);
         wake = &changed;
@@ -391,14 +408,9 @@ TEST_CASE("every cancellation type, on a task waiting for room, queued, prefetch
     params.prefetch = 1;
     params.queue_limit = 1;
     std::array<asio::cancellation_signal, 4> cancel;  // running, prefetched, queued, waiting
-    bool started = false;
-    notifier* wake = nullptr;
-    params.on_log_line = [&](const log_line& line) {
-        started |= line.text == "cancellable started";
-        if (wake) {
-            wake->notify();
-        }
-    };
+    line_log log;
+    auto& wake = log.wake;
+    params.on_log_line = log.observer();
     with_pool(params, [&](pool& p) -> asio::awaitable<void> {
         auto [warm, w] = co_await p.async_submit(request("pid"), tuple_awaitable);
         REQUIRE(!warm);
@@ -420,7 +432,7 @@ TEST_CASE("every cancellation type, on a task waiting for room, queued, prefetch
         submit(3, request("echo", "waiting").wait_when_full());
         // The pool's state is as named once the first handler runs (it prints a line then).
         wake = &changed;
-        co_await changed.until([&] { return started; });
+        co_await changed.until([&] { return log.saw("cancellable started"); });
         wake = nullptr;
         CHECK(p.stats().waiting_for_room == 1);
         for (std::size_t i = 3; i >= 1; --i) {
@@ -441,18 +453,13 @@ TEST_CASE("every cancellation type, on a task waiting for room, queued, prefetch
 }
 
 TEST_CASE("the fork server's output reaches the log observer as its own", "[process]") {
-    std::vector<log_line> lines;
-    std::vector<std::string> texts;
-    notifier* wake = nullptr;
+    line_log log;
+    auto& lines = log.lines;
+    auto& texts = log.texts;
+    auto& wake = log.wake;
     auto params = params_for(1, {"--exit-at-start", "3"});  // the server says why, and exits
     params.worker.start = start_mode::fork_server;
-    params.on_log_line = [&](const log_line& l) {
-        lines.push_back(l);
-        texts.emplace_back(l.text);
-        if (wake) {
-            wake->notify();
-        }
-    };
+    params.on_log_line = log.observer();
     with_pool(params, [&](pool& p) -> asio::awaitable<void> {
         notifier changed(co_await asio::this_coro::executor);
         wake = &changed;

@@ -1,5 +1,6 @@
 #include "torch_reference.hpp"
 
+#include "../../apps/fashion_mnist.hpp"
 #include "torch/runtime.hpp"
 
 #include <torch/script.h>
@@ -7,6 +8,18 @@
 #include <ATen/Parallel.h>
 
 namespace torchpool::test {
+
+tensor fashion_test_images(std::size_t n) {
+    static const auto set =
+        apps::read_fashion_mnist(apps::default_fashion_mnist_dir, apps::split::test);
+    tensor t(dtype::float32, {static_cast<std::int64_t>(n), 1, 28, 28});
+    t.data.resize(n * apps::image_pixels * sizeof(float));
+    auto* out = reinterpret_cast<float*>(t.data.data());
+    for (std::size_t i = 0; i < n * apps::image_pixels; ++i) {
+        out[i] = static_cast<float>(set.pixels[i]) / 255.0f;
+    }
+    return t;
+}
 
 tensor run_in_process(const std::string& model_path, const std::string& method,
                       const tensor& input) {

@@ -4,6 +4,7 @@
 
 #include <torchpool/task.hpp>
 
+#include <cstddef>
 #include <string>
 
 namespace torchpool::test {
@@ -11,6 +12,10 @@ namespace torchpool::test {
 /// `method` of the TorchScript model at `model_path` run here, on one thread, on `input`.
 tensor run_in_process(const std::string& model_path, const std::string& method,
                       const tensor& input);
+
+/// The first `n` Fashion-MNIST test images as float32 [n, 1, 28, 28] in [0, 1], the input
+/// the default model expects.
+tensor fashion_test_images(std::size_t n);
 
 /// Writes a model whose `spin(x, n)` loops n times and whose `forward(x)` doubles x.
 void write_spinning_model(const std::string& path);

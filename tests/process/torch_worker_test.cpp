@@ -1,6 +1,5 @@
 // The stock LibTorch worker (apps/torch_worker.cpp) under a real pool: results, every kind
 // of model error, deaths while a model runs, and many workers from the fork server.
-#include "../../apps/fashion_mnist.hpp"
 #include "../support/process_support.hpp"
 #include "torch_reference.hpp"
 #include <torchpool/error.hpp>
@@ -28,19 +27,6 @@ worker_params libtorch_worker(std::vector<std::string> args = {},
     return {.executable = TORCHPOOL_TORCH_WORKER, .args = std::move(args), .start = mode};
 }
 
-// The first `n` Fashion-MNIST test images as float32 [n, 1, 28, 28] in [0, 1].
-tensor test_images(std::size_t n) {
-    static const auto set =
-        apps::read_fashion_mnist(apps::default_fashion_mnist_dir, apps::split::test);
-    tensor t(dtype::float32, {static_cast<std::int64_t>(n), 1, 28, 28});
-    t.data.resize(n * apps::image_pixels * sizeof(float));
-    auto* out = reinterpret_cast<float*>(t.data.data());
-    for (std::size_t i = 0; i < n * apps::image_pixels; ++i) {
-        out[i] = static_cast<float>(set.pixels[i]) / 255.0f;
-    }
-    return t;
-}
-
 request infer(std::string method, std::vector<tensor> inputs) {
     return request(std::move(method), {}, std::move(inputs));
 }
@@ -66,7 +52,7 @@ tensor scalar_int64(std::int64_t v) {
 
 TEST_CASE("the LibTorch worker's results equal the model's forward run in this process",
           "[process][torch]") {
-    const tensor images = test_images(32);
+    const tensor images = test::fashion_test_images(32);
     const tensor expected = run_in_process(TORCHPOOL_DEFAULT_MODEL, "forward", images);
     for (auto mode : {start_mode::direct, start_mode::fork_server}) {
         run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
@@ -124,7 +110,7 @@ TEST_CASE("model errors fail the task with a message that names the problem: the
                    Catch::Contains("takes 1 tensor(s) (images); the request has 0"));
 
         // A method the model does not have.
-        auto request6 = infer("backward", {test_images(1)});
+        auto request6 = infer("backward", {test::fashion_test_images(1)});
         auto [ec4, r4] = co_await p.async_submit(std::move(request6), tuple_awaitable);
         CHECK(ec4 == errc::task_failed);
         CHECK_THAT(r4.diagnostics.error_message, Catch::Contains("'backward'") &&
@@ -132,7 +118,7 @@ TEST_CASE("model errors fail the task with a message that names the problem: the
                                                      Catch::Contains("predict"));
 
         // The same worker still serves.
-        auto request7 = infer("predict", {test_images(4)});
+        auto request7 = infer("predict", {test::fashion_test_images(4)});
         auto [ec5, r5] = co_await p.async_submit(std::move(request7), tuple_awaitable);
         CHECK(!ec5);
         CHECK(r5.worker_pid == r1.worker_pid);
@@ -159,7 +145,7 @@ TEST_CASE("a model file that is missing or will not load is a start failure that
                                            .workers = 1,
                                            .restart_backoff = {.initial = 1ms, .max = 5ms}});
                 p.async_run(asio::detached);
-                auto request8 = infer("forward", {test_images(1)});
+                auto request8 = infer("forward", {test::fashion_test_images(1)});
                 auto [ec, r] = co_await p.async_submit(std::move(request8), tuple_awaitable);
                 CHECK(ec == errc::spawn_failed);
                 CHECK_THAT(r.diagnostics.summary, Catch::Contains(words));
@@ -181,14 +167,14 @@ TEST_CASE("asking for a CUDA device on this CPU-only LibTorch fails clearly, and
                  {.worker = libtorch_worker({"--device", "round-robin"}), .workers = 1});
         gpu.async_run(asio::detached);
         cpu.async_run(asio::detached);
-        auto request9 = infer("forward", {test_images(1)});
+        auto request9 = infer("forward", {test::fashion_test_images(1)});
         auto [ec, r] = co_await gpu.async_submit(std::move(request9), tuple_awaitable);
         CHECK(ec == errc::spawn_failed);
         CHECK_THAT(r.diagnostics.summary,
                    Catch::Contains("device 'cuda:0'") && Catch::Contains("CUDA is not available"));
         CHECK(gpu.stats().fork_server_ready);  // the server is fine; only the device is not
         // round-robin over no GPU is the CPU; this pool answers.
-        auto request10 = infer("predict", {test_images(2)});
+        auto request10 = infer("predict", {test::fashion_test_images(2)});
         auto [ec2, r2] = co_await cpu.async_submit(std::move(request10), tuple_awaitable);
         CHECK(!ec2);
         gpu.cancel();
@@ -251,7 +237,7 @@ TEST_CASE(
         return t.method == "forward" && t.attempt == 1 ? fault::crash(SIGSEGV) : fault{};
     };
     with_pool(params, [](pool& p) -> asio::awaitable<void> {
-        auto req = infer("forward", {test_images(2)});
+        auto req = infer("forward", {test::fashion_test_images(2)});
         auto [ec, r] = co_await p.async_submit(std::move(req).with_retries(1), tuple_awaitable);
         CHECK(!ec);
         REQUIRE(r.attempts.size() == 2);
@@ -279,7 +265,7 @@ TEST_CASE("64 LibTorch workers from the fork server all answer", "[process][torc
             // Submitted together to 64 idle workers: one task each.
             int finished = 0;
             for (int i = 0; i < 64; ++i) {
-                p.async_submit(infer("predict", {test_images(1)}),
+                p.async_submit(infer("predict", {test::fashion_test_images(1)}),
                                [&](boost::system::error_code ec, response r) {
                                    CHECK(!ec);
                                    pids.insert(r.worker_pid);
