@@ -119,8 +119,8 @@ public:
     client(asio::io_context& io, const options& o) : io_(io), opt_(o) {
         http::request<http::string_body> req{http::verb::post, o.target, 11};
         req.set(http::field::host, o.host);
-        req.set(http::field::content_type, o.header_length >= 0 ? "application/octet-stream"
-                                                                 : "application/json");
+        req.set(http::field::content_type,
+                o.header_length >= 0 ? "application/octet-stream" : "application/json");
         if (o.header_length >= 0) {
             req.set("Inference-Header-Content-Length", std::to_string(o.header_length));
         }
@@ -133,8 +133,8 @@ public:
 
     asio::awaitable<void> connection(int index) {
         tcp::socket socket(io_);
-        co_await asio::async_connect(
-            socket, tcp::resolver(io_).resolve(opt_.host, opt_.port), asio::use_awaitable);
+        co_await asio::async_connect(socket, tcp::resolver(io_).resolve(opt_.host, opt_.port),
+                                     asio::use_awaitable);
         socket.set_option(tcp::no_delay(true));
         boost::beast::flat_buffer buffer;
         asio::steady_timer timer(io_);
@@ -147,8 +147,9 @@ public:
                 ++sent_;
                 due = clock_type::now();
             } else {
-                due = start_ + std::chrono::duration_cast<clock_type::duration>(
-                                   std::chrono::duration<double>(static_cast<double>(i) / opt_.rate));
+                due =
+                    start_ + std::chrono::duration_cast<clock_type::duration>(
+                                 std::chrono::duration<double>(static_cast<double>(i) / opt_.rate));
                 if (due >= end_) {
                     break;
                 }
@@ -191,7 +192,8 @@ public:
         auto& l = results_.latency_ms;
         std::sort(l.begin(), l.end());
         const auto at = [&](double q) {
-            return l.empty() ? 0.0 : l[std::min(l.size() - 1, static_cast<std::size_t>(q * l.size()))];
+            return l.empty() ? 0.0
+                             : l[std::min(l.size() - 1, static_cast<std::size_t>(q * l.size()))];
         };
         std::printf(
             "requests %zu non-200 %ld broken %ld seconds %.3f rate %.0f p50_ms %.3f p90_ms %.3f "

@@ -20,9 +20,9 @@ for f in "$serve" "$client" "$build/bench/torchpool-bench-serve-bodies"; do
 done
 command -v valgrind >/dev/null || { echo "serve_instructions.sh: valgrind is missing" >&2; exit 1; }
 
-work=$(mktemp -d)
+work=${SERVE_INSTRUCTIONS_KEEP:-$(mktemp -d)}
 server_pid=
-cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; [ -n "${SERVE_INSTRUCTIONS_KEEP:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
 
 json_body="$build/models/fashion_mnist.sample.json"

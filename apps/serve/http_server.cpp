@@ -4,19 +4,21 @@
 #include <torchpool/error.hpp>
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <limits>
+#include <memory>
 #include <optional>
 
 #include <sys/socket.h>
@@ -46,7 +48,11 @@ struct http_server::response {
 
 http_server::http_server(tcp::acceptor& acceptor, std::vector<served_model>& models,
                          server_metrics& metrics, http_limits limits)
-    : acceptor_(acceptor), models_(models), metrics_(metrics), limits_(limits) {}
+    : acceptor_(acceptor),
+      models_(models),
+      metrics_(metrics),
+      limits_(limits),
+      deadline_timer_(acceptor.get_executor()) {}
 
 void http_server::stop() {
     if (stopping_) {
@@ -57,8 +63,8 @@ void http_server::stop() {
     acceptor_.close(ignored);
     for (auto& s : sessions_) {
         boost::system::error_code unknown;
-        if (s.idle && s.stream->socket().available(unknown) == 0 && !unknown) {
-            s.stream->cancel();  // its read ends; a busy one closes after its response
+        if (s.idle && s.socket->available(unknown) == 0 && !unknown) {
+            s.socket->cancel(unknown);  // its read ends; a busy one closes after its response
         }
     }
     if (sessions_.empty() && drained_) {
@@ -69,7 +75,7 @@ void http_server::stop() {
 void http_server::close_all() {
     for (auto& s : sessions_) {
         boost::system::error_code ignored;
-        s.stream->socket().close(ignored);
+        s.socket->close(ignored);
     }
 }
 
@@ -107,10 +113,35 @@ asio::awaitable<void> http_server::run() {
     }
 }
 
+asio::awaitable<void> http_server::enforce_deadlines() {
+    using namespace std::chrono_literals;
+    const auto period = std::clamp<clock::duration>(limits_.read_timeout / 8, 1ms, 1s);
+    enforcing_ = true;
+    while (!sessions_.empty()) {
+        deadline_timer_.expires_after(period);
+        co_await deadline_timer_.async_wait(as_tuple);
+        const auto now = clock::now();
+        for (auto& s : sessions_) {
+            if (s.deadline <= now && !s.timed_out) {
+                s.timed_out = true;
+                boost::system::error_code ignored;
+                s.socket->cancel(ignored);  // its read or write ends, and it closes
+            }
+        }
+    }
+    enforcing_ = false;
+}
+
 asio::awaitable<void> http_server::session(tcp::socket socket) {
-    beast::tcp_stream stream(std::move(socket));
-    sessions_.push_back({&stream, false});
+    sessions_.push_back({&socket});
     const auto self = std::prev(sessions_.end());
+    if (!enforcing_) {
+        asio::co_spawn(acceptor_.get_executor(), enforce_deadlines(), asio::detached);
+    }
+    const auto read_or_write_from_now = [&] {
+        self->deadline = clock::now() + limits_.read_timeout;
+        self->timed_out = false;
+    };
     struct leave {
         http_server& server;
         std::list<session_state>::iterator at;
@@ -126,11 +157,12 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
     while (!stopping_ || buffer.size() > 0) {
         http::request_parser<http::string_body> parser;
         parser.body_limit(limits_.max_body_bytes);
-        stream.expires_after(limits_.read_timeout);
+        read_or_write_from_now();
         self->idle = buffer.size() == 0;
-        auto [ec, n] = co_await http::async_read(stream, buffer, parser, as_tuple);
+        auto [ec, n] = co_await http::async_read(socket, buffer, parser, as_tuple);
         self->idle = false;
-        if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
+        self->deadline = clock::time_point::max();
+        if (ec == http::error::end_of_stream || self->timed_out ||
             (ec == asio::error::operation_aborted && stopping_)) {
             break;  // the client is done, too slow, or the server drains: close
         }
@@ -161,7 +193,6 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
         } else {
             auto req = parser.release();
             close = !req.keep_alive();
-            stream.expires_never();
             std::optional<std::size_t> header_length;
             if (const auto h = req.find("Inference-Header-Content-Length"); h != req.end()) {
                 std::size_t bytes = 0;
@@ -175,7 +206,7 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
                 }
             }
             res = co_await route(std::string(req.method_string()), req.target(),
-                                 std::move(req.body()), header_length, stream);
+                                 std::move(req.body()), header_length, socket);
         }
         if (res.status == http::status{499}) {
             break;  // the client went away while its request ran: nobody to answer
@@ -195,46 +226,61 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
         out.keep_alive(!close && !stopping_);
         out.body() = std::move(res.body);
         out.prepare_payload();
-        stream.expires_after(limits_.read_timeout);
-        auto [wec, written] = co_await http::async_write(stream, out, as_tuple);
+        read_or_write_from_now();
+        auto [wec, written] = co_await http::async_write(socket, out, as_tuple);
+        self->deadline = clock::time_point::max();
         if (wec || !out.keep_alive()) {
             break;
         }
     }
     boost::system::error_code ignored;
-    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    socket.shutdown(tcp::socket::shutdown_send, ignored);
 }
 
 namespace {
 
-// Completes with true once the client has closed its side of the connection, while a request
-// of it runs; waits until cancelled if the client sends more first (a pipelined request).
-asio::awaitable<bool> client_gone(tcp::socket& socket) {
-    for (;;) {
-        auto [ec] = co_await socket.async_wait(tcp::socket::wait_read, as_tuple);
-        if (ec) {
-            co_return false;  // cancelled: the request ended first
-        }
-        char byte;
-        const ssize_t n = ::recv(socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
-            co_return true;
-        }
-        if (n > 0) {
-            // More from the client, not its end: nothing to watch until the response.
-            asio::steady_timer never(socket.get_executor(), asio::steady_timer::time_point::max());
-            co_await never.async_wait(as_tuple);
-            co_return false;
-        }
+// Watches a client while its request runs: once it closes its side of the connection, `gone`
+// is emitted, which cancels the request. Data from the client first (a pipelined request)
+// ends the watch: there is nothing to watch until the response.
+struct client_watch : std::enable_shared_from_this<client_watch> {
+    explicit client_watch(tcp::socket& s) : socket(s) {}
+
+    void arm() {
+        socket.async_wait(
+            tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
+                if (ec || self->done) {
+                    return;  // cancelled: the request ended first
+                }
+                char byte;
+                const ssize_t n =
+                    ::recv(self->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                    self->client_left = true;
+                    self->gone.emit(asio::cancellation_type::terminal);
+                } else if (n < 0) {
+                    self->arm();  // nothing after all
+                }
+            });
     }
-}
+    /// The request ended: the watch stops.
+    void stop() {
+        done = true;
+        boost::system::error_code ignored;
+        socket.cancel(ignored);
+    }
+
+    tcp::socket& socket;
+    asio::cancellation_signal gone;
+    bool client_left = false;
+    bool done = false;
+};
 
 }  // namespace
 
 asio::awaitable<http_server::response> http_server::route(const std::string& method,
                                                           std::string_view target, std::string body,
                                                           std::optional<std::size_t> header_length,
-                                                          beast::tcp_stream& client) {
+                                                          tcp::socket& client) {
     if (const auto q = target.find('?'); q != std::string_view::npos) {
         target = target.substr(0, q);
     }
@@ -319,33 +365,26 @@ asio::awaitable<http_server::response> http_server::route(const std::string& met
         if (auto no = only("POST")) {
             co_return *no;
         }
-        const auto began = std::chrono::steady_clock::now();
-        using namespace asio::experimental::awaitable_operators;
-        auto outcome = co_await (infer(*model, std::move(body), header_length) ||
-                                 client_gone(client.socket()));
-        if (outcome.index() == 1) {
-            // Its client went away: the request was cancelled (499, as nginx counts it).
+        const auto began = clock::now();
+        response res = co_await infer(*model, std::move(body), header_length, client);
+        if (res.status == http::status{499}) {
             std::fprintf(stderr,
                          "torchpool-serve: model '%s': a client went away before its answer; "
                          "its request was cancelled\n",
                          model->config.name.c_str());
-            metrics_.request_done(model->config.name, 499,
-                                  std::chrono::duration_cast<std::chrono::microseconds>(
-                                      std::chrono::steady_clock::now() - began));
-            co_return response{http::status{499}, {}};
         }
-        response res = std::move(std::get<0>(outcome));
-        metrics_.request_done(model->config.name, static_cast<unsigned>(res.status),
-                              std::chrono::duration_cast<std::chrono::microseconds>(
-                                  std::chrono::steady_clock::now() - began));
+        metrics_.request_done(
+            model->config.name, static_cast<unsigned>(res.status),
+            std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - began));
         co_return res;
     }
     co_return response{http::status::not_found,
                        error_json("no such endpoint: " + std::string(target))};
 }
 
-asio::awaitable<http_server::response> http_server::infer(
-    served_model& model, std::string body, std::optional<std::size_t> header_length) {
+asio::awaitable<http_server::response> http_server::infer(served_model& model, std::string body,
+                                                          std::optional<std::size_t> header_length,
+                                                          tcp::socket& client) {
     auto parsed = parse_infer_request(body, model.config, header_length);
     if (auto* problem = std::get_if<http_error>(&parsed)) {
         co_return response{static_cast<http::status>(problem->status),
@@ -357,8 +396,16 @@ asio::awaitable<http_server::response> http_server::infer(
                            error_json("parameters.torchpool_fault asks for a fault, but this "
                                       "server was not started with --fault-injection")};
     }
-    auto result =
-        co_await model.batches->async_infer(std::move(req.inputs), req.inject, asio::use_awaitable);
+    const auto watch = std::make_shared<client_watch>(client);
+    watch->arm();
+    auto result = co_await model.batches->async_infer(
+        std::move(req.inputs), req.inject,
+        asio::bind_cancellation_slot(watch->gone.slot(), asio::use_awaitable));
+    watch->stop();
+    if (watch->client_left) {
+        // Its client went away: the request was cancelled (499, as nginx counts it).
+        co_return response{http::status{499}, {}};
+    }
     if (const auto ec = result.error) {
         const std::string& why = result.why;
         if (ec == errc::overloaded || ec == errc::spawn_failed || ec == errc::shutting_down) {

@@ -9,7 +9,7 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
 #include <cstddef>
@@ -44,7 +44,7 @@ public:
     http_server(boost::asio::ip::tcp::acceptor& acceptor, std::vector<served_model>& models,
                 server_metrics& metrics, http_limits limits);
 
-    /// Accepts connections until `stop()`.
+    /// Accepts connections until `stop()`; also enforces the read timeout of every connection.
     boost::asio::awaitable<void> run();
     /// The drain: readiness turns false, no new connection is accepted, connections waiting
     /// for a request are closed, and the others are closed once their response is written.
@@ -58,23 +58,32 @@ public:
 
 private:
     struct response;
+    using clock = std::chrono::steady_clock;
+
     boost::asio::awaitable<void> session(boost::asio::ip::tcp::socket socket);
     /// `client`: the connection, watched while an inference runs (a client that goes away
     /// cancels its request).
     boost::asio::awaitable<response> route(const std::string& method, std::string_view target,
                                            std::string body,
                                            std::optional<std::size_t> header_length,
-                                           boost::beast::tcp_stream& client);
+                                           boost::asio::ip::tcp::socket& client);
     /// `header_length`: Inference-Header-Content-Length (Triton's binary tensor extension).
     boost::asio::awaitable<response> infer(served_model& model, std::string body,
-                                           std::optional<std::size_t> header_length);
+                                           std::optional<std::size_t> header_length,
+                                           boost::asio::ip::tcp::socket& client);
+    /// Closes the connections whose read or write has outlived its deadline; runs while
+    /// connections are open (one timer for all, rather than a timer armed and cancelled around
+    /// every read and write: a connection is cut between `read_timeout` and 1.125 times it).
+    boost::asio::awaitable<void> enforce_deadlines();
     served_model* find(std::string_view name);
     bool ready() const;
 
-    // A connection, as the drain sees it: idle while it waits for a request's first byte.
+    // A connection, as the drain and the deadlines see it.
     struct session_state {
-        boost::beast::tcp_stream* stream = nullptr;
-        bool idle = false;
+        boost::asio::ip::tcp::socket* socket = nullptr;
+        bool idle = false;  // waiting for a request's first byte
+        clock::time_point deadline = clock::time_point::max();  // of its read or write
+        bool timed_out = false;
     };
 
     boost::asio::ip::tcp::acceptor& acceptor_;
@@ -84,6 +93,8 @@ private:
     std::list<session_state> sessions_;
     std::function<void()> drained_;
     bool stopping_ = false;
+    boost::asio::steady_timer deadline_timer_;
+    bool enforcing_ = false;
 };
 
 }  // namespace torchpool::serve

@@ -1,6 +1,7 @@
 #include "oip.hpp"
 
 #include <boost/json.hpp>
+#include <boost/json/basic_parser_impl.hpp>
 
 #include <cstring>
 #include <limits>
@@ -11,46 +12,259 @@ namespace json = boost::json;
 
 namespace {
 
-// Appends the numbers of `v` (a number, or arrays of them nested any way) in row-major order.
-bool flatten(const json::value& v, std::vector<const json::value*>& out, int depth = 0) {
-    if (const auto* a = v.if_array()) {
-        if (depth > 32) {
-            return false;
+// An element of an input's "data", as the JSON had it: the tensor's datatype may come after
+// its data in the object, so the conversion waits for the end of the document.
+struct number {
+    enum class kind : std::uint8_t { int64, uint64, real, boolean, other } what;
+    union {
+        std::int64_t i;
+        std::uint64_t u;
+        double d;
+        bool b;
+    };
+};
+
+// A Boost.JSON SAX handler for infer requests. The numbers of every inputs[i].data (flat or
+// nested any way) go straight into one flat list, without a JSON value each: they are nearly
+// all of a request, and building and freeing a DOM of them cost more than the model's forward.
+// Everything else becomes a small DOM as json::parser would build it, with each captured
+// "data" replaced by the index of its run of numbers.
+class infer_handler {
+public:
+    static constexpr std::size_t max_object_size = json::object::max_size();
+    static constexpr std::size_t max_array_size = json::array::max_size();
+    static constexpr std::size_t max_key_size = json::string::max_size();
+    static constexpr std::size_t max_string_size = json::string::max_size();
+
+    struct run {
+        std::size_t begin, end;
+    };
+
+    explicit infer_handler(json::storage_ptr storage) { dom_.reset(std::move(storage)); }
+
+    json::value release() { return dom_.release(); }
+    const std::vector<number>& numbers() const noexcept { return numbers_; }
+    const std::vector<run>& runs() const noexcept { return runs_; }
+
+    bool on_document_begin(json::error_code&) { return true; }
+    bool on_document_end(json::error_code&) { return true; }
+    bool on_object_begin(json::error_code&) {
+        if (capturing()) {
+            if (skip_++ == 0) {
+                element(number::kind::other);  // an object among the numbers
+            }
+            return true;
         }
-        for (const auto& e : *a) {
-            if (!flatten(e, out, depth + 1)) {
-                return false;
+        enter(container::object);
+        return true;
+    }
+    bool on_object_end(std::size_t n, json::error_code&) {
+        if (skip_ > 0) {
+            if (--skip_ == 0) {
+                captured_value_done();
+            }
+            return true;
+        }
+        leave();
+        dom_.push_object(n);
+        return true;
+    }
+    bool on_array_begin(json::error_code&) {
+        if (skip_ > 0) {
+            ++skip_;
+        } else if (capturing()) {
+            ++capture_depth_;
+            capture_next_ = false;
+        } else {
+            enter(container::array);
+        }
+        return true;
+    }
+    bool on_array_end(std::size_t n, json::error_code&) {
+        if (skip_ > 0) {
+            --skip_;
+        } else if (capture_depth_ > 0) {
+            if (--capture_depth_ == 0) {
+                end_capture();
+            }
+        } else {
+            leave();
+            dom_.push_array(n);
+        }
+        return true;
+    }
+    bool on_key_part(json::string_view s, std::size_t, json::error_code&) {
+        if (skip_ == 0) {
+            dom_.push_chars(s);
+            if (depth_ <= 3) {
+                key_.append(s.data(), s.size());
             }
         }
         return true;
     }
-    out.push_back(&v);
-    return true;
-}
+    bool on_key(json::string_view s, std::size_t, json::error_code&) {
+        if (skip_ > 0) {
+            return true;
+        }
+        dom_.push_key(s);
+        if (depth_ <= 3) {
+            key_.append(s.data(), s.size());
+            if (depth_ == 1) {
+                in_inputs_ = key_ == "inputs";
+            } else if (depth_ == 3) {
+                // root.inputs[i].data: its numbers are captured.
+                capture_next_ = in_inputs_ && kinds_[1] == container::array &&
+                                kinds_[2] == container::object && key_ == "data";
+            }
+            key_.clear();
+        }
+        return true;
+    }
+    bool on_string_part(json::string_view s, std::size_t, json::error_code&) {
+        if (!capturing()) {
+            dom_.push_chars(s);
+        }
+        return true;
+    }
+    bool on_string(json::string_view s, std::size_t, json::error_code&) {
+        if (capturing()) {
+            scalar(number::kind::other);
+        } else {
+            dom_.push_string(s);
+        }
+        return true;
+    }
+    bool on_number_part(json::string_view, json::error_code&) { return true; }
+    bool on_int64(std::int64_t i, json::string_view, json::error_code&) {
+        if (capturing()) {
+            scalar(number::kind::int64).i = i;
+        } else {
+            dom_.push_int64(i);
+        }
+        return true;
+    }
+    bool on_uint64(std::uint64_t u, json::string_view, json::error_code&) {
+        if (capturing()) {
+            scalar(number::kind::uint64).u = u;
+        } else {
+            dom_.push_uint64(u);
+        }
+        return true;
+    }
+    bool on_double(double d, json::string_view, json::error_code&) {
+        if (capturing()) {
+            scalar(number::kind::real).d = d;
+        } else {
+            dom_.push_double(d);
+        }
+        return true;
+    }
+    bool on_bool(bool b, json::error_code&) {
+        if (capturing()) {
+            scalar(number::kind::boolean).b = b;
+        } else {
+            dom_.push_bool(b);
+        }
+        return true;
+    }
+    bool on_null(json::error_code&) {
+        if (capturing()) {
+            scalar(number::kind::other);
+        } else {
+            dom_.push_null();
+        }
+        return true;
+    }
+    bool on_comment_part(json::string_view, json::error_code&) { return true; }
+    bool on_comment(json::string_view, json::error_code&) { return true; }
+
+private:
+    enum class container : std::uint8_t { object, array };
+
+    bool capturing() const noexcept { return capture_next_ || capture_depth_ > 0 || skip_ > 0; }
+    void enter(container c) {
+        if (depth_ < std::size(kinds_)) {
+            kinds_[depth_] = c;
+        }
+        ++depth_;
+    }
+    void leave() {
+        --depth_;
+        if (depth_ == 1) {
+            in_inputs_ = false;
+        }
+    }
+    number& element(number::kind k) {
+        if (capture_begin_ == npos) {
+            capture_begin_ = numbers_.size();
+        }
+        auto& n = numbers_.emplace_back();
+        n.what = k;
+        return n;
+    }
+    // A scalar inside a captured "data" (skipped if inside an object there).
+    number& scalar(number::kind k) {
+        if (skip_ > 0) {
+            return ignored_;
+        }
+        number& n = element(k);
+        if (capture_depth_ == 0) {
+            end_capture();  // "data" was this one scalar
+        }
+        return n;
+    }
+    void captured_value_done() {
+        if (capture_depth_ == 0) {
+            end_capture();  // "data" was one object
+        }
+    }
+    void end_capture() {
+        const std::size_t begin = capture_begin_ == npos ? numbers_.size() : capture_begin_;
+        runs_.push_back({begin, numbers_.size()});
+        dom_.push_int64(static_cast<std::int64_t>(runs_.size() - 1));
+        capture_begin_ = npos;
+        capture_next_ = false;
+    }
+
+    static constexpr std::size_t npos = static_cast<std::size_t>(-1);
+    json::value_stack dom_;
+    std::vector<number> numbers_;
+    std::vector<run> runs_;
+    std::string key_;
+    container kinds_[4]{};
+    std::size_t depth_ = 0;
+    bool in_inputs_ = false;
+    bool capture_next_ = false;
+    std::size_t capture_depth_ = 0;  // arrays open inside a captured "data"
+    std::size_t skip_ = 0;           // containers open inside an object inside "data"
+    std::size_t capture_begin_ = npos;
+    number ignored_{};
+};
 
 template <class T>
 void put(std::string& bytes, std::size_t i, T value) {
     std::memcpy(bytes.data() + i * sizeof(T), &value, sizeof(T));
 }
 
-// Writes element `i` of a tensor of `type` from JSON value `v`; empty, or what is wrong.
-std::string store(dtype type, const json::value& v, std::string& bytes, std::size_t i) {
+// Writes element `i` of a tensor of `type` from `v`; empty, or what is wrong.
+std::string store(dtype type, const number& v, std::string& bytes, std::size_t i) {
+    using k = number::kind;
     switch (type) {
         case dtype::boolean:
-            if (!v.is_bool()) {
+            if (v.what != k::boolean) {
                 return "true or false";
             }
-            put<std::uint8_t>(bytes, i, v.as_bool() ? 1 : 0);
+            put<std::uint8_t>(bytes, i, v.b ? 1 : 0);
             return {};
         case dtype::float32:
         case dtype::float64: {
             double d = 0;
-            if (v.is_double()) {
-                d = v.as_double();
-            } else if (v.is_int64()) {
-                d = static_cast<double>(v.as_int64());
-            } else if (v.is_uint64()) {
-                d = static_cast<double>(v.as_uint64());
+            if (v.what == k::real) {
+                d = v.d;
+            } else if (v.what == k::int64) {
+                d = static_cast<double>(v.i);
+            } else if (v.what == k::uint64) {
+                d = static_cast<double>(v.u);
             } else {
                 return "a number";
             }
@@ -67,10 +281,12 @@ std::string store(dtype type, const json::value& v, std::string& bytes, std::siz
         case dtype::int64:
         case dtype::uint8: {
             std::int64_t n = 0;
-            if (v.is_int64()) {
-                n = v.as_int64();
-            } else if (v.is_uint64() && v.as_uint64() <= std::numeric_limits<std::int64_t>::max()) {
-                n = static_cast<std::int64_t>(v.as_uint64());
+            if (v.what == k::int64) {
+                n = v.i;
+            } else if (v.what == k::uint64 &&
+                       v.u <=
+                           static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+                n = static_cast<std::int64_t>(v.u);
             } else {
                 return "an integer";
             }
@@ -167,11 +383,22 @@ std::variant<infer_request, http_error> parse_infer_request(
         binary = body.substr(*header_length);
         body = body.substr(0, *header_length);
     }
+    // The small DOM lives in this buffer (or, past it, in blocks of the monotonic resource), so
+    // freeing it is one step.
+    unsigned char first_block[4096];
+    json::monotonic_resource memory(first_block, sizeof first_block);
+    json::basic_parser<infer_handler> parser(json::parse_options{}, json::storage_ptr(&memory));
     boost::system::error_code ec;
-    const json::value v = json::parse(body, ec);
+    const std::size_t used = parser.write_some(false, body.data(), body.size(), ec);
+    if (!ec && used < body.size()) {
+        ec = json::error::extra_data;
+    }
     if (ec) {
         return bad("the request body is not valid JSON: " + ec.message());
     }
+    const json::value v = parser.handler().release();
+    const auto& numbers = parser.handler().numbers();
+    const auto& runs = parser.handler().runs();
     const auto* o = v.if_object();
     if (!o) {
         return bad("the request body must be a JSON object with \"inputs\"");
@@ -290,19 +517,19 @@ std::variant<infer_request, http_error> parse_infer_request(
             req.inputs.emplace_back(spec.type, dims, std::string(*bytes_of[at]));
             continue;
         }
-        std::vector<const json::value*> values;
-        if (!flatten(*data, values)) {
-            return bad("the data of input '" + spec.name + "' is nested too deeply");
-        }
-        if (values.size() != elements) {
+        // The parser replaced "data" by the index of its run of numbers.
+        const auto& run = runs[static_cast<std::size_t>(data->as_int64())];
+        const std::size_t count = run.end - run.begin;
+        if (count != elements) {
             return bad("input '" + spec.name + "' has shape " + format_shape(dims) +
                        ", which holds " + std::to_string(elements) +
-                       " elements, but its data has " + std::to_string(values.size()));
+                       " elements, but its data has " + std::to_string(count));
         }
         tensor value(spec.type, dims);
-        value.data.resize(values.size() * element_size(spec.type));
-        for (std::size_t i = 0; i < values.size(); ++i) {
-            if (auto wanted = store(spec.type, *values[i], value.data, i); !wanted.empty()) {
+        value.data.resize(count * element_size(spec.type));
+        for (std::size_t i = 0; i < count; ++i) {
+            if (auto wanted = store(spec.type, numbers[run.begin + i], value.data, i);
+                !wanted.empty()) {
                 return bad("element " + std::to_string(i) + " of input '" + spec.name +
                            "' is not " + wanted);
             }

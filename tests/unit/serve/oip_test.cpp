@@ -59,6 +59,57 @@ TEST_CASE("an infer request becomes the model's input tensors, flat or nested", 
     }
 }
 
+TEST_CASE("the streaming parser finds each input's data wherever the keys put it", "[serve]") {
+    const auto first_value = [](const std::string& body) {
+        auto parsed = parse_infer_request(body, images_model());
+        REQUIRE(std::holds_alternative<infer_request>(parsed));
+        const auto& req = std::get<infer_request>(parsed);
+        REQUIRE(req.inputs.size() == 1);
+        float values[4];
+        REQUIRE(req.inputs[0].data.size() == sizeof values);
+        std::memcpy(values, req.inputs[0].data.data(), sizeof values);
+        return values[0];
+    };
+    // Data before the datatype and shape, an escaped key, and "data" keys elsewhere (in
+    // parameters, in outputs, and in an input's parameters) that are not the input's data.
+    CHECK(first_value(R"({"inputs": [{"data": [7, 0, 0, 0], "name": "images",
+                          "shape": [1,1,2,2], "datatype": "FP32"}]})") == 7.0f);
+    CHECK(first_value(R"({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+                          "d\u0061ta": [6, 0, 0, 0]}]})") == 6.0f);
+    CHECK(first_value(R"({"parameters": {"data": [1], "inputs": [{"data": [9]}]},
+                          "inputs": [{"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+                          "parameters": {"data": [5, 5]}, "data": [[3, 0], [0, 0]]}],
+                          "outputs": [{"name": "logits", "data": [1, 2]}]})") == 3.0f);
+    // Two inputs' data in one document keep apart.
+    auto two = parse_infer_request(
+        R"({"inputs": [{"name": "a", "datatype": "INT64", "shape": [2], "data": [1, 2]},
+                       {"name": "b", "datatype": "BOOL", "shape": [3], "data": [true, false, true]}]})",
+        parse_model_config("two", "/m.pt", R"({"inputs": [{"name": "a", "datatype": "INT64",
+            "shape": [2]}, {"name": "b", "datatype": "BOOL", "shape": [3]}],
+            "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]})",
+                           "two.json"));
+    REQUIRE(std::holds_alternative<infer_request>(two));
+    const auto& inputs = std::get<infer_request>(two).inputs;
+    REQUIRE(inputs.size() == 2);
+    CHECK(inputs[0].data.size() == 2 * sizeof(std::int64_t));
+    CHECK(inputs[1].data == std::string("\1\0\1", 3));
+    // Things that are not numbers among the numbers are counted, and named.
+    const std::string with_object =
+        R"({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+            "data": [1, {"x": [2, 3], "y": {}}, 4, 5]}]})";
+    CHECK_THAT(error_of(with_object),
+               Catch::Contains("element 1 of input 'images' is not a number"));
+    CHECK_THAT(error_of(R"({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+                           "data": [1, 2, null, "4"]}]})"),
+               Catch::Contains("element 2 of input 'images' is not a number"));
+    CHECK_THAT(error_of(R"({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+                           "data": 1}]})"),
+               Catch::Contains("holds 4 elements, but its data has 1"));
+    CHECK_THAT(error_of(R"({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+                           "data": [1, 2, 3, 4]}]} trailing)"),
+               Catch::Contains("not valid JSON"));
+}
+
 TEST_CASE("every bad infer request gets an error that names the problem", "[serve]") {
     const auto with = [](std::string input) { return R"({"inputs": [)" + input + "]}"; };
     CHECK_THAT(error_of("{not json"), Catch::Contains("not valid JSON"));
