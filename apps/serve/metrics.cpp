@@ -1,5 +1,6 @@
 #include "metrics.hpp"
 
+#include <algorithm>
 #include <prometheus/text_serializer.h>
 #include <sstream>
 
@@ -72,9 +73,13 @@ server_metrics::server_metrics(std::vector<std::pair<std::string, const pool*>> 
                       .Help("Rows of each task sent to the workers (a batch, or one request)")
                       .Register(*registry_)) {
     for (auto& [name, workers] : models) {
-        models_.push_back({name, workers, &latency_.Add({{"model", name}}, seconds_buckets()),
-                           &batch_rows_.Add({{"model", name}}, prom::Histogram::BucketBoundaries{
-                                                                   1, 2, 4, 8, 16, 32, 64, 128})});
+        models_.push_back(
+            {name,
+             workers,
+             &latency_.Add({{"model", name}}, seconds_buckets()),
+             &batch_rows_.Add({{"model", name}},
+                              prom::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128}),
+             {}});
     }
 }
 
@@ -89,8 +94,16 @@ server_metrics::per_model& server_metrics::find(const std::string& model) {
 
 void server_metrics::request_done(const std::string& model, unsigned status,
                                   std::chrono::microseconds elapsed) {
-    requests_.Add({{"model", model}, {"code", std::to_string(status)}}).Increment();
-    find(model).latency->Observe(static_cast<double>(elapsed.count()) / 1e6);
+    auto& m = find(model);
+    auto known = std::find_if(m.by_status.begin(), m.by_status.end(),
+                              [&](const auto& s) { return s.first == status; });
+    if (known == m.by_status.end()) {
+        known = m.by_status.emplace(
+            m.by_status.end(), status,
+            &requests_.Add({{"model", model}, {"code", std::to_string(status)}}));
+    }
+    known->second->Increment();
+    m.latency->Observe(static_cast<double>(elapsed.count()) / 1e6);
 }
 
 void server_metrics::batch_sent(const std::string& model, std::size_t rows) {

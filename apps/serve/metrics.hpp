@@ -14,6 +14,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace torchpool::serve {
@@ -37,6 +38,9 @@ private:
         const pool* workers;
         prometheus::Histogram* latency;
         prometheus::Histogram* batch_rows;
+        // The request counter of each HTTP status seen, found once (a registry lookup builds
+        // a label map and takes a lock).
+        std::vector<std::pair<unsigned, prometheus::Counter*>> by_status;
     };
     per_model& find(const std::string& model);
 

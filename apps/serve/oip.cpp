@@ -3,8 +3,11 @@
 #include <boost/json.hpp>
 #include <boost/json/basic_parser_impl.hpp>
 
+#include <charconv>
+#include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 
 namespace torchpool::serve {
 
@@ -333,29 +336,76 @@ T get(const std::string& bytes, std::size_t i) {
     return value;
 }
 
-json::value load(dtype type, const std::string& bytes, std::size_t i) {
-    switch (type) {
-        case dtype::boolean:
-            return get<std::uint8_t>(bytes, i) != 0;
-        case dtype::float32:
-            return static_cast<double>(get<float>(bytes, i));
-        case dtype::float64:
-            return get<double>(bytes, i);
-        case dtype::int8:
-            return get<std::int8_t>(bytes, i);
-        case dtype::uint8:
-            return get<std::uint8_t>(bytes, i);
-        case dtype::int16:
-            return get<std::int16_t>(bytes, i);
-        case dtype::int32:
-            return get<std::int32_t>(bytes, i);
-        case dtype::int64:
-            return get<std::int64_t>(bytes, i);
-        case dtype::float16:
-        case dtype::bfloat16:
-            return nullptr;  // not produced as JSON (see store)
+// The response is written straight to text rather than built as a DOM and serialized: it is
+// on every request's path.
+
+void append_string(std::string& out, std::string_view text) {
+    out += '"';
+    for (const char c : text) {
+        if (c == '"' || c == '\\') {
+            out += '\\';
+            out += c;
+        } else if (static_cast<unsigned char>(c) < 0x20) {
+            static constexpr char hex[] = "0123456789abcdef";
+            out += "\\u00";
+            out += hex[(c >> 4) & 0xf];
+            out += hex[c & 0xf];
+        } else {
+            out += c;
+        }
     }
-    return nullptr;
+    out += '"';
+}
+
+template <class T>
+void append_number(std::string& out, T value) {
+    if constexpr (std::is_floating_point_v<T>) {
+        // JSON has no NaN or infinity: null, and a number too large for a double (as
+        // Boost.JSON writes them).
+        if (std::isnan(value)) {
+            out += "null";
+            return;
+        }
+        if (std::isinf(value)) {
+            out += value < 0 ? "-1e99999" : "1e99999";
+            return;
+        }
+    }
+    char text[32];
+    // The shortest text that reads back as the same value (of T: a float32 logit is written
+    // as a float, not as the double it widens to).
+    const auto [end, ec] = std::to_chars(text, text + sizeof text, value);
+    out.append(text, end);
+    if constexpr (std::is_floating_point_v<T>) {
+        if (std::find_if(text, end, [](char c) { return c == '.' || c == 'e'; }) == end) {
+            out += ".0";  // 2.0, not 2: a client that types by the text reads a float
+        }
+    }
+}
+
+template <class T>
+void append_data(std::string& out, const std::string& bytes, std::size_t elements) {
+    for (std::size_t e = 0; e < elements; ++e) {
+        if (e > 0) {
+            out += ',';
+        }
+        if constexpr (std::is_same_v<T, bool>) {
+            out += get<std::uint8_t>(bytes, e) != 0 ? "true" : "false";
+        } else {
+            append_number(out, get<T>(bytes, e));
+        }
+    }
+}
+
+void append_shape(std::string& out, const std::vector<std::int64_t>& shape) {
+    out += '[';
+    for (std::size_t d = 0; d < shape.size(); ++d) {
+        if (d > 0) {
+            out += ',';
+        }
+        append_number(out, shape[d]);
+    }
+    out += ']';
 }
 
 json::object spec_json(const tensor_spec& s) {
@@ -608,7 +658,21 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
                                    " tensors, but its config lists " +
                                    std::to_string(model.outputs.size()) + " outputs"};
     }
-    json::array outputs;
+    std::string text = "{\"model_name\":";
+    append_string(text, model.name);
+    text += ",\"model_version\":";
+    append_string(text, model.version);
+    if (!request.id.empty()) {
+        text += ",\"id\":";
+        append_string(text, request.id);
+    }
+    if (batch_rows > 0) {
+        text += ",\"parameters\":{\"torchpool_batch_rows\":";
+        append_number(text, batch_rows);
+        text += '}';
+    }
+    text += ",\"outputs\":[";
+    bool first = true;
     for (std::size_t i = 0; i < results.size(); ++i) {
         const auto& spec = model.outputs[i];
         if (!request.outputs.empty() && std::find(request.outputs.begin(), request.outputs.end(),
@@ -620,50 +684,68 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
             request.binary_outputs ||
             std::find(request.binary_output_names.begin(), request.binary_output_names.end(),
                       spec.name) != request.binary_output_names.end();
-        if (as_binary) {
-            json::array shape;
-            for (const auto d : t.shape) {
-                shape.push_back(d);
-            }
-            outputs.push_back(
-                json::object{{"name", spec.name},
-                             {"datatype", oip_datatype(t.type)},
-                             {"shape", std::move(shape)},
-                             {"parameters", json::object{{"binary_data_size", t.data.size()}}}});
-            binary += t.data;
-            continue;
-        }
-        if (t.type == dtype::float16 || t.type == dtype::bfloat16) {
+        if (!as_binary && (t.type == dtype::float16 || t.type == dtype::bfloat16)) {
             return http_error{500, "output '" + spec.name +
                                        "' is FP16 or BF16, which this "
                                        "server cannot write as JSON yet"};
         }
-        json::array shape;
+        text += first ? "{\"name\":" : ",{\"name\":";
+        first = false;
+        append_string(text, spec.name);
+        text += ",\"datatype\":";
+        append_string(text, oip_datatype(t.type));
+        text += ",\"shape\":";
+        append_shape(text, t.shape);
+        if (as_binary) {
+            text += ",\"parameters\":{\"binary_data_size\":";
+            append_number(text, t.data.size());
+            text += "}}";
+            binary += t.data;
+            continue;
+        }
         std::size_t elements = 1;
         for (const auto d : t.shape) {
-            shape.push_back(d);
             elements *= static_cast<std::size_t>(d);
         }
-        json::array data;
-        data.reserve(elements);
-        for (std::size_t e = 0; e < elements; ++e) {
-            data.push_back(load(t.type, t.data, e));
+        if (t.data.size() != elements * element_size(t.type)) {
+            return http_error{500, "output '" + spec.name + "' has " +
+                                       std::to_string(t.data.size()) + " bytes for shape " +
+                                       format_shape(t.shape)};
         }
-        outputs.push_back(json::object{{"name", spec.name},
-                                       {"datatype", oip_datatype(t.type)},
-                                       {"shape", std::move(shape)},
-                                       {"data", std::move(data)}});
+        text += ",\"data\":[";
+        switch (t.type) {
+            case dtype::boolean:
+                append_data<bool>(text, t.data, elements);
+                break;
+            case dtype::float32:
+                append_data<float>(text, t.data, elements);
+                break;
+            case dtype::float64:
+                append_data<double>(text, t.data, elements);
+                break;
+            case dtype::int8:
+                append_data<std::int8_t>(text, t.data, elements);
+                break;
+            case dtype::uint8:
+                append_data<std::uint8_t>(text, t.data, elements);
+                break;
+            case dtype::int16:
+                append_data<std::int16_t>(text, t.data, elements);
+                break;
+            case dtype::int32:
+                append_data<std::int32_t>(text, t.data, elements);
+                break;
+            case dtype::int64:
+                append_data<std::int64_t>(text, t.data, elements);
+                break;
+            case dtype::float16:
+            case dtype::bfloat16:
+                break;  // refused above
+        }
+        text += "]}";
     }
-    json::object body{{"model_name", model.name},
-                      {"model_version", model.version},
-                      {"outputs", std::move(outputs)}};
-    if (!request.id.empty()) {
-        body["id"] = request.id;
-    }
-    if (batch_rows > 0) {
-        body["parameters"] = json::object{{"torchpool_batch_rows", batch_rows}};
-    }
-    encoded_response out{json::serialize(body), std::nullopt};
+    text += "]}";
+    encoded_response out{std::move(text), std::nullopt};
     if (!binary.empty() || request.binary_outputs || !request.binary_output_names.empty()) {
         out.header_length = out.body.size();
         out.body += binary;

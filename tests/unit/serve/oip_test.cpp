@@ -9,7 +9,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstring>
+#include <limits>
 
 using namespace torchpool;
 using namespace torchpool::serve;
@@ -184,6 +186,41 @@ TEST_CASE("a response carries the outputs asked for, and echoes the id", "[serve
     REQUIRE(std::holds_alternative<http_error>(wrong));
     CHECK(std::get<http_error>(wrong).status == 500);
     CHECK_THAT(std::get<http_error>(wrong).message, Catch::Contains("returned 1 tensors"));
+}
+
+TEST_CASE("a response's text is valid JSON whatever the values and the id", "[serve]") {
+    const auto model = parse_model_config("m", "/m.pt", R"({
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1]},
+                    {"name": "flags", "datatype": "BOOL", "shape": [-1]},
+                    {"name": "small", "datatype": "INT8", "shape": [-1]}]})",
+                                          "m.json");
+    const float values[] = {0.1f,      -3.4028235e38f, 1e-45f,
+                            2.0f,      std::nanf(""),  std::numeric_limits<float>::infinity(),
+                            123456.79f};
+    tensor y(dtype::float32, {7});
+    y.data.assign(reinterpret_cast<const char*>(values), sizeof values);
+    tensor flags(dtype::boolean, {2});
+    flags.data = std::string("\1\0", 2);
+    tensor small(dtype::int8, {2});
+    small.data = std::string("\x80\x7f", 2);
+    infer_request req{.id = "quote \" backslash \\ tab \t nul " + std::string(1, '\0') + " é"};
+    const auto text =
+        std::get<encoded_response>(infer_response(model, req, {y, flags, small})).body;
+    auto v = boost::json::parse(text).as_object();
+    CHECK(v["id"].as_string() == req.id);
+    auto& outputs = v["outputs"].as_array();
+    auto& data = outputs[0].as_object()["data"].as_array();
+    REQUIRE(data.size() == 7);
+    for (const std::size_t i : {0u, 1u, 2u, 3u, 6u}) {
+        INFO("element " << i << ": " << data[i]);
+        CHECK(data[i].is_double());  // 2.0 stays a float in the text
+        CHECK(static_cast<float>(data[i].as_double()) == values[i]);  // exact, as float32
+    }
+    CHECK(data[4].is_null());  // NaN
+    CHECK(data[5].as_double() == std::numeric_limits<double>::infinity());
+    CHECK(outputs[1].as_object()["data"] == boost::json::parse("[true, false]"));
+    CHECK(outputs[2].as_object()["data"] == boost::json::parse("[-128, 127]"));
 }
 
 TEST_CASE("a model config that cannot work is refused, naming the file and the problem",
