@@ -13,7 +13,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <netinet/in.h>
+#include <random>
 #include <spawn.h>
 #include <sstream>
 #include <string>
@@ -87,6 +89,7 @@ public:
         ::close(out_);
     }
     int port() const { return port_; }
+    pid_t pid() const { return pid_; }
     /// Reads what the server prints (stdout and stderr) until `text` appears, for at most a
     /// minute; true if it did.
     bool wait_for(const std::string& text) {
@@ -426,6 +429,7 @@ public:
         REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0);
     }
     ~connection() { ::close(fd_); }
+    int fd() const { return fd_; }
     /// Writes the request; when send() returns, its bytes are in the server's socket.
     void send(const std::string& method, const std::string& path, const std::string& body = {}) {
         const std::string text =
@@ -646,5 +650,117 @@ TEST_CASE("slow and half-open clients are cut off, and connections past the limi
     }
     // Still serving.
     CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
+    CHECK(WIFEXITED(server.terminate()));
+}
+
+namespace {
+
+// The processes whose parent is `parent` (the server's workers, its fork server and the fork
+// server's helpers: the fork server starts workers as its siblings).
+std::vector<pid_t> children_of(pid_t parent) {
+    std::vector<pid_t> found;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+        const auto name = entry.path().filename().string();
+        if (name.find_first_not_of("0123456789") != std::string::npos) {
+            continue;
+        }
+        std::ifstream stat(entry.path() / "stat");
+        std::string line;
+        std::getline(stat, line);
+        const auto close = line.rfind(')');
+        if (close == std::string::npos) {
+            continue;
+        }
+        std::istringstream rest(line.substr(close + 2));
+        char state = 0;
+        pid_t ppid = 0;
+        rest >> state >> ppid;
+        if (ppid == parent && state != 'Z') {
+            found.push_back(std::stoi(name));
+        }
+    }
+    return found;
+}
+
+}  // namespace
+
+TEST_CASE("processes SIGKILLed at random under load fail only the requests they ran",
+          "[serve][e2e][chaos]") {
+    // Every request takes 100 ms in its worker (a delay fault), so the workers are busy when
+    // the kills come: a kill nearly always lands on a batch that runs.
+    server_process server({"--max-batch", "8", "--fault-injection"});
+    const tensor image = test::fashion_test_images(1);
+    const tensor expected = test::run_in_process(TORCHPOOL_DEFAULT_MODEL, "forward", image);
+    const auto* want = reinterpret_cast<const float*>(expected.data.data());
+    auto body = json::parse(infer_body(image, "load")).as_object();
+    body["parameters"] = json::object{{"torchpool_fault", "delay"}};
+    const std::string request = json::serialize(body);
+
+    constexpr int clients = 16, total = 240, kill_every = 16;
+    std::vector<std::unique_ptr<connection>> open;
+    for (int c = 0; c < clients; ++c) {
+        open.push_back(std::make_unique<connection>(server.port()));
+        open.back()->send("POST", "/v2/models/fashion/infer", request);
+    }
+    std::mt19937 random(20261126);
+    int sent = clients, answered = 0, ok = 0, died = 0, kills = 0;
+    while (answered < total) {
+        std::vector<pollfd> waiting;
+        for (const auto& c : open) {
+            waiting.push_back({c->fd(), POLLIN, 0});
+        }
+        // No answer within a minute is a hang: the test fails rather than waits forever.
+        REQUIRE(::poll(waiting.data(), waiting.size(), 60'000) > 0);
+        for (std::size_t c = 0; c < open.size(); ++c) {
+            if (!(waiting[c].revents & (POLLIN | POLLHUP))) {
+                continue;
+            }
+            const std::string answer = open[c]->receive();
+            INFO("answer: " << answer);
+            REQUIRE(!answer.empty());  // the server never drops a connection
+            ++answered;
+            const auto json_at = answer.find("\r\n\r\n") + 4;
+            if (answer.starts_with("HTTP/1.1 200")) {
+                ++ok;
+                auto v = json::parse(answer.substr(json_at)).as_object();
+                const auto& logits = v["outputs"].as_array()[0].as_object()["data"].as_array();
+                REQUIRE(logits.size() == 10);
+                for (std::size_t i = 0; i < 10; ++i) {
+                    CHECK(std::abs(logits[i].to_number<double>() - want[i]) < 1e-4);
+                }
+            } else {
+                // Only a death fails a request, and its answer says which.
+                CHECK_THAT(answer, Catch::StartsWith("HTTP/1.1 500"));
+                CHECK_THAT(answer, Catch::Contains("SIGKILL"));
+                ++died;
+            }
+            if (sent < total) {
+                open[c]->send("POST", "/v2/models/fashion/infer", request);
+                ++sent;
+            }
+            if (answered % kill_every == 0 && answered < total - clients) {
+                // A random process of the server's: a worker, the fork server or its helper.
+                const auto victims = children_of(server.pid());
+                REQUIRE(!victims.empty());
+                ::kill(victims[random() % victims.size()], SIGKILL);
+                ++kills;
+            }
+        }
+    }
+    INFO("server output: " << server.output());
+    // The server stays up and ready, and serves.
+    const auto after = curl("POST", server.url("/v2/models/fashion/infer"), infer_body(image, "x"));
+    CHECK(after.status == 200);
+    CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
+    const auto metrics = curl("GET", server.url("/metrics")).body;
+    INFO("metrics: " << metrics);
+    // Kills landed on running batches (whose requests then ran again alone, each once).
+    CHECK_THAT(metrics, !Catch::Contains(
+                            R"(torchpool_tasks_total{model="fashion",outcome="worker_died"} 0)"));
+    CHECK(ok + died == total);
+    CHECK(ok > died);
+    std::printf(
+        "chaos over HTTP: %d requests, %d kills, %d answered 200, %d failed with the death\n",
+        total, kills, ok, died);
     CHECK(WIFEXITED(server.terminate()));
 }
