@@ -5,6 +5,11 @@
 # forward in a tight in-process loop on one thread (bench/model_ceiling.cpp). The client
 # shares the machine with the server and its workers.
 #
+# With batching on, it also measures latency under a steady load: the unloaded p50 (one
+# connection, one request at a time), then p99 with requests sent at half the saturation rate
+# (the best images/s wrk reached above) on a fixed schedule by torchpool-bench-serve-client,
+# which counts each request's latency from when it was due (no coordinated omission).
+#
 # Usage: bench/serve_load.sh [BUILD_DIR] [SECONDS]   (default: build/release 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +19,14 @@ seconds=${2:-5}
 serve="$build/apps/torchpool-serve"
 ceiling="$build/bench/torchpool-bench-model-ceiling"
 model="$build/models/fashion_mnist.pt"
-for f in "$serve" "$ceiling" "$model" "$build/bench/torchpool-bench-serve-bodies"; do
+client="$build/bench/torchpool-bench-serve-client"
+for f in "$serve" "$ceiling" "$model" "$build/bench/torchpool-bench-serve-bodies" "$client"; do
     [ -e "$f" ] || { echo "serve_load.sh: $f is missing; build first (cmake --preset release && cmake --build --preset release)" >&2; exit 1; }
 done
 command -v wrk >/dev/null || { echo "serve_load.sh: wrk is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 
 work=$(mktemp -d)
+latency_lines=()
 server_pid=
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
@@ -28,6 +35,7 @@ trap cleanup EXIT
 # binary data after a JSON header.
 json_body="$build/models/fashion_mnist.sample.json"
 "$build/bench/torchpool-bench-serve-bodies" "$json_body" "$work/binary.body" >"$work/binary.length"
+cp "$json_body" "$work/json.body"
 cat >"$work/json.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -56,7 +64,8 @@ for batching in "--max-batch 1" "--max-batch 32 --batch-delay-us 500"; do
     port=$(sed -n 's|^listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/server.out")
     url="http://127.0.0.1:$port/v2/models/fashion/infer"
     for format in json binary; do
-        for conns in 1 8 32; do
+        best=0
+        for conns in 1 8 32 128; do
             out=$(wrk -t1 -c"$conns" -d"${seconds}s" --latency -s "$work/$format.lua" "$url")
             rate=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
             p50=$(echo "$out" | awk '$1=="50%"{print $2}')
@@ -66,9 +75,28 @@ for batching in "--max-batch 1" "--max-batch 32 --batch-delay-us 500"; do
             printf "%-34s %6d %10.0f %9.2f %9.2f %8.2fx%s\n" "${batching#--} $format" "$conns" "$rate" \
                 "$(ms "$p50")" "$(ms "$p99")" "$(awk -v a="$rate" -v b="$ceiling_rate" 'BEGIN { print a / b }')" \
                 "${errors:+  ($errors non-2xx)}"
+            best=$(awk -v a="$rate" -v b="$best" 'BEGIN { print (a > b) ? a : b }')
         done
+        if [ "$batching" != "--max-batch 1" ]; then
+            header=()
+            [ "$format" = binary ] && header=(--header-length "$(cat "$work/binary.length")")
+            unloaded=$("$client" "$url" "$work/$format.body" "${header[@]}" --connections 1 --requests 2000)
+            half=$(awk -v b="$best" 'BEGIN { printf "%.0f", b / 2 }')
+            loaded=$("$client" "$url" "$work/$format.body" "${header[@]}" --connections 64 \
+                --rate "$half" --seconds "$seconds")
+            field() { echo "$1" | sed -n "s/.* $2 \([0-9.]*\).*/\1/p"; }
+            latency_lines+=("$(printf "%-6s unloaded p50 %.3f ms; at %s/s (half of %.0f): p50 %.3f ms, p99 %.3f ms = %.1fx the unloaded p50%s" \
+                "$format" "$(field "$unloaded" p50_ms)" "$half" "$best" "$(field "$loaded" p50_ms)" \
+                "$(field "$loaded" p99_ms)" \
+                "$(awk -v a="$(field "$loaded" p99_ms)" -v b="$(field "$unloaded" p50_ms)" 'BEGIN { print a / b }')" \
+                "$(echo "$loaded" | awk '$4 != 0 || $6 != 0 { print "  (" $4 " non-200, " $6 " broken)" }')")")
+        fi
     done
     kill -TERM "$server_pid"
     wait "$server_pid" || true
     server_pid=
 done
+if [ ${#latency_lines[@]} -gt 0 ]; then
+    printf "\nlatency with batching (target: p99 at half saturation <= 3x the unloaded p50)\n"
+    printf "%s\n" "${latency_lines[@]}"
+fi
