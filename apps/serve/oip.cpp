@@ -1,12 +1,14 @@
 #include "oip.hpp"
 
+#include "infer_json.hpp"
+
 #include <boost/json.hpp>
-#include <boost/json/basic_parser_impl.hpp>
 
 #include <charconv>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <type_traits>
 
 namespace torchpool::serve {
@@ -15,318 +17,106 @@ namespace json = boost::json;
 
 namespace {
 
-// An element of an input's "data", as the JSON had it: the tensor's datatype may come after
-// its data in the object, so the conversion waits for the end of the document.
-struct number {
-    enum class kind : std::uint8_t { int64, uint64, real, boolean, other } what;
-    union {
-        std::int64_t i;
-        std::uint64_t u;
-        double d;
-        bool b;
-    };
-};
-
-// A Boost.JSON SAX handler for infer requests. The numbers of every inputs[i].data (flat or
-// nested any way) go straight into one flat list, without a JSON value each: they are nearly
-// all of a request, and building and freeing a DOM of them cost more than the model's forward.
-// Everything else becomes a small DOM as json::parser would build it, with each captured
-// "data" replaced by the index of its run of numbers.
-class infer_handler {
-public:
-    static constexpr std::size_t max_object_size = json::object::max_size();
-    static constexpr std::size_t max_array_size = json::array::max_size();
-    static constexpr std::size_t max_key_size = json::string::max_size();
-    static constexpr std::size_t max_string_size = json::string::max_size();
-
-    struct run {
-        std::size_t begin, end;
-    };
-
-    explicit infer_handler(json::storage_ptr storage) { dom_.reset(std::move(storage)); }
-
-    json::value release() { return dom_.release(); }
-    const std::vector<number>& numbers() const noexcept { return numbers_; }
-    const std::vector<run>& runs() const noexcept { return runs_; }
-
-    bool on_document_begin(json::error_code&) { return true; }
-    bool on_document_end(json::error_code&) { return true; }
-    bool on_object_begin(json::error_code&) {
-        if (capturing()) {
-            if (skip_++ == 0) {
-                element(number::kind::other);  // an object among the numbers
-            }
-            return true;
-        }
-        enter(container::object);
-        return true;
-    }
-    bool on_object_end(std::size_t n, json::error_code&) {
-        if (skip_ > 0) {
-            if (--skip_ == 0) {
-                captured_value_done();
-            }
-            return true;
-        }
-        leave();
-        dom_.push_object(n);
-        return true;
-    }
-    bool on_array_begin(json::error_code&) {
-        if (skip_ > 0) {
-            ++skip_;
-        } else if (capturing()) {
-            ++capture_depth_;
-            capture_next_ = false;
-        } else {
-            enter(container::array);
-        }
-        return true;
-    }
-    bool on_array_end(std::size_t n, json::error_code&) {
-        if (skip_ > 0) {
-            --skip_;
-        } else if (capture_depth_ > 0) {
-            if (--capture_depth_ == 0) {
-                end_capture();
-            }
-        } else {
-            leave();
-            dom_.push_array(n);
-        }
-        return true;
-    }
-    bool on_key_part(json::string_view s, std::size_t, json::error_code&) {
-        if (skip_ == 0) {
-            dom_.push_chars(s);
-            if (depth_ <= 3) {
-                key_.append(s.data(), s.size());
-            }
-        }
-        return true;
-    }
-    bool on_key(json::string_view s, std::size_t, json::error_code&) {
-        if (skip_ > 0) {
-            return true;
-        }
-        dom_.push_key(s);
-        if (depth_ <= 3) {
-            key_.append(s.data(), s.size());
-            if (depth_ == 1) {
-                in_inputs_ = key_ == "inputs";
-            } else if (depth_ == 3) {
-                // root.inputs[i].data: its numbers are captured.
-                capture_next_ = in_inputs_ && kinds_[1] == container::array &&
-                                kinds_[2] == container::object && key_ == "data";
-            }
-            key_.clear();
-        }
-        return true;
-    }
-    bool on_string_part(json::string_view s, std::size_t, json::error_code&) {
-        if (!capturing()) {
-            dom_.push_chars(s);
-        }
-        return true;
-    }
-    bool on_string(json::string_view s, std::size_t, json::error_code&) {
-        if (capturing()) {
-            scalar(number::kind::other);
-        } else {
-            dom_.push_string(s);
-        }
-        return true;
-    }
-    bool on_number_part(json::string_view, json::error_code&) { return true; }
-    bool on_int64(std::int64_t i, json::string_view, json::error_code&) {
-        if (capturing()) {
-            scalar(number::kind::int64).i = i;
-        } else {
-            dom_.push_int64(i);
-        }
-        return true;
-    }
-    bool on_uint64(std::uint64_t u, json::string_view, json::error_code&) {
-        if (capturing()) {
-            scalar(number::kind::uint64).u = u;
-        } else {
-            dom_.push_uint64(u);
-        }
-        return true;
-    }
-    bool on_double(double d, json::string_view, json::error_code&) {
-        if (capturing()) {
-            scalar(number::kind::real).d = d;
-        } else {
-            dom_.push_double(d);
-        }
-        return true;
-    }
-    bool on_bool(bool b, json::error_code&) {
-        if (capturing()) {
-            scalar(number::kind::boolean).b = b;
-        } else {
-            dom_.push_bool(b);
-        }
-        return true;
-    }
-    bool on_null(json::error_code&) {
-        if (capturing()) {
-            scalar(number::kind::other);
-        } else {
-            dom_.push_null();
-        }
-        return true;
-    }
-    bool on_comment_part(json::string_view, json::error_code&) { return true; }
-    bool on_comment(json::string_view, json::error_code&) { return true; }
-
-private:
-    enum class container : std::uint8_t { object, array };
-
-    bool capturing() const noexcept { return capture_next_ || capture_depth_ > 0 || skip_ > 0; }
-    void enter(container c) {
-        if (depth_ < std::size(kinds_)) {
-            kinds_[depth_] = c;
-        }
-        ++depth_;
-    }
-    void leave() {
-        --depth_;
-        if (depth_ == 1) {
-            in_inputs_ = false;
-        }
-    }
-    number& element(number::kind k) {
-        if (capture_begin_ == npos) {
-            capture_begin_ = numbers_.size();
-        }
-        auto& n = numbers_.emplace_back();
-        n.what = k;
-        return n;
-    }
-    // A scalar inside a captured "data" (skipped if inside an object there).
-    number& scalar(number::kind k) {
-        if (skip_ > 0) {
-            return ignored_;
-        }
-        number& n = element(k);
-        if (capture_depth_ == 0) {
-            end_capture();  // "data" was this one scalar
-        }
-        return n;
-    }
-    void captured_value_done() {
-        if (capture_depth_ == 0) {
-            end_capture();  // "data" was one object
-        }
-    }
-    void end_capture() {
-        const std::size_t begin = capture_begin_ == npos ? numbers_.size() : capture_begin_;
-        runs_.push_back({begin, numbers_.size()});
-        dom_.push_int64(static_cast<std::int64_t>(runs_.size() - 1));
-        capture_begin_ = npos;
-        capture_next_ = false;
-    }
-
-    static constexpr std::size_t npos = static_cast<std::size_t>(-1);
-    json::value_stack dom_;
-    std::vector<number> numbers_;
-    std::vector<run> runs_;
-    std::string key_;
-    container kinds_[4]{};
-    std::size_t depth_ = 0;
-    bool in_inputs_ = false;
-    bool capture_next_ = false;
-    std::size_t capture_depth_ = 0;  // arrays open inside a captured "data"
-    std::size_t skip_ = 0;           // containers open inside an object inside "data"
-    std::size_t capture_begin_ = npos;
-    number ignored_{};
-};
-
+// An element as a value of type T; false if it is not one (or out of T's range).
 template <class T>
-void put(std::string& bytes, std::size_t i, T value) {
-    std::memcpy(bytes.data() + i * sizeof(T), &value, sizeof(T));
+bool element_as(const json_number& v, T& out) {
+    using k = json_number::kind;
+    if constexpr (std::is_same_v<T, bool>) {
+        out = v.b;
+        return v.what == k::boolean;
+    } else if constexpr (std::is_floating_point_v<T>) {
+        switch (v.what) {
+            case k::real:
+                out = static_cast<T>(v.d);
+                return true;
+            case k::int64:
+                out = static_cast<T>(v.i);
+                return true;
+            case k::uint64:
+                out = static_cast<T>(v.u);
+                return true;
+            default:
+                return false;
+        }
+    } else {
+        std::int64_t n = 0;
+        if (v.what == k::int64) {
+            n = v.i;
+        } else if (v.what == k::uint64 &&
+                   v.u <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+            n = static_cast<std::int64_t>(v.u);
+        } else {
+            return false;
+        }
+        out = static_cast<T>(n);
+        return n >= std::numeric_limits<T>::min() && n <= std::numeric_limits<T>::max();
+    }
 }
 
-// Writes element `i` of a tensor of `type` from `v`; empty, or what is wrong.
-std::string store(dtype type, const number& v, std::string& bytes, std::size_t i) {
-    using k = number::kind;
+// Writes `count` elements as T's into `bytes`; the index of the first that is not one.
+template <class T>
+std::optional<std::size_t> convert_as(const json_number* values, std::size_t count,
+                                      std::string& bytes) {
+    bytes.resize(count * sizeof(T));
+    char* out = bytes.data();
+    for (std::size_t i = 0; i < count; ++i) {
+        T value;
+        if (!element_as(values[i], value)) {
+            return i;
+        }
+        std::memcpy(out + i * sizeof(T), &value, sizeof(T));
+    }
+    return std::nullopt;
+}
+
+// The elements of input `name` as a tensor's bytes of `type`: an error naming the first that
+// is not one.
+std::optional<std::string> convert(dtype type, const json_number* values, std::size_t count,
+                                   std::string& bytes, const std::string& name) {
+    std::optional<std::size_t> bad;
+    const char* wanted = "";
     switch (type) {
         case dtype::boolean:
-            if (v.what != k::boolean) {
-                return "true or false";
-            }
-            put<std::uint8_t>(bytes, i, v.b ? 1 : 0);
-            return {};
+            bad = convert_as<bool>(values, count, bytes);
+            wanted = "true or false";
+            break;
         case dtype::float32:
-        case dtype::float64: {
-            double d = 0;
-            if (v.what == k::real) {
-                d = v.d;
-            } else if (v.what == k::int64) {
-                d = static_cast<double>(v.i);
-            } else if (v.what == k::uint64) {
-                d = static_cast<double>(v.u);
-            } else {
-                return "a number";
-            }
-            if (type == dtype::float32) {
-                put<float>(bytes, i, static_cast<float>(d));
-            } else {
-                put<double>(bytes, i, d);
-            }
-            return {};
-        }
+            bad = convert_as<float>(values, count, bytes);
+            wanted = "a number";
+            break;
+        case dtype::float64:
+            bad = convert_as<double>(values, count, bytes);
+            wanted = "a number";
+            break;
         case dtype::int8:
+            bad = convert_as<std::int8_t>(values, count, bytes);
+            wanted = "an integer in [-128, 127]";
+            break;
+        case dtype::uint8:
+            bad = convert_as<std::uint8_t>(values, count, bytes);
+            wanted = "an integer in [0, 255]";
+            break;
         case dtype::int16:
+            bad = convert_as<std::int16_t>(values, count, bytes);
+            wanted = "an integer in [-32768, 32767]";
+            break;
         case dtype::int32:
+            bad = convert_as<std::int32_t>(values, count, bytes);
+            wanted = "a 32-bit integer";
+            break;
         case dtype::int64:
-        case dtype::uint8: {
-            std::int64_t n = 0;
-            if (v.what == k::int64) {
-                n = v.i;
-            } else if (v.what == k::uint64 &&
-                       v.u <=
-                           static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
-                n = static_cast<std::int64_t>(v.u);
-            } else {
-                return "an integer";
-            }
-            const auto in = [&](auto lo, auto hi) { return n >= lo && n <= hi; };
-            switch (type) {
-                case dtype::int8:
-                    if (!in(-128, 127))
-                        return "an integer in [-128, 127]";
-                    put<std::int8_t>(bytes, i, static_cast<std::int8_t>(n));
-                    return {};
-                case dtype::uint8:
-                    if (!in(0, 255))
-                        return "an integer in [0, 255]";
-                    put<std::uint8_t>(bytes, i, static_cast<std::uint8_t>(n));
-                    return {};
-                case dtype::int16:
-                    if (!in(-32768, 32767))
-                        return "an integer in [-32768, 32767]";
-                    put<std::int16_t>(bytes, i, static_cast<std::int16_t>(n));
-                    return {};
-                case dtype::int32:
-                    if (!in(std::numeric_limits<std::int32_t>::min(),
-                            std::numeric_limits<std::int32_t>::max())) {
-                        return "a 32-bit integer";
-                    }
-                    put<std::int32_t>(bytes, i, static_cast<std::int32_t>(n));
-                    return {};
-                default:
-                    put<std::int64_t>(bytes, i, n);
-                    return {};
-            }
-        }
+            bad = convert_as<std::int64_t>(values, count, bytes);
+            wanted = "an integer";
+            break;
         case dtype::float16:
         case dtype::bfloat16:
-            return "FP16 and BF16 data in JSON are not supported; send them as binary data";
+            return "input '" + name +
+                   "' is FP16 or BF16, which JSON data cannot carry; send it as binary data";
     }
-    return "a value";
+    if (bad) {
+        return "element " + std::to_string(*bad) + " of input '" + name + "' is not " + wanted;
+    }
+    return std::nullopt;
 }
 
 template <class T>
@@ -423,7 +213,8 @@ http_error bad(std::string message) {
 }  // namespace
 
 std::variant<infer_request, http_error> parse_infer_request(
-    std::string_view body, const model_config& model, std::optional<std::size_t> header_length) {
+    std::string_view body, const model_config& model, std::optional<std::size_t> header_length,
+    json_reading reading) {
     std::string_view binary;
     if (header_length) {
         if (*header_length > body.size()) {
@@ -437,18 +228,13 @@ std::variant<infer_request, http_error> parse_infer_request(
     // freeing it is one step.
     unsigned char first_block[4096];
     json::monotonic_resource memory(first_block, sizeof first_block);
-    json::basic_parser<infer_handler> parser(json::parse_options{}, json::storage_ptr(&memory));
-    boost::system::error_code ec;
-    const std::size_t used = parser.write_some(false, body.data(), body.size(), ec);
-    if (!ec && used < body.size()) {
-        ec = json::error::extra_data;
-    }
-    if (ec) {
+    request_document document(&memory);
+    if (const auto ec = read_request_document(body, document, reading)) {
         return bad("the request body is not valid JSON: " + ec.message());
     }
-    const json::value v = parser.handler().release();
-    const auto& numbers = parser.handler().numbers();
-    const auto& runs = parser.handler().runs();
+    const json::value& v = document.dom;
+    const auto& numbers = document.numbers;
+    const auto& runs = document.runs;
     const auto* o = v.if_object();
     if (!o) {
         return bad("the request body must be a JSON object with \"inputs\"");
@@ -576,13 +362,9 @@ std::variant<infer_request, http_error> parse_infer_request(
                        " elements, but its data has " + std::to_string(count));
         }
         tensor value(spec.type, dims);
-        value.data.resize(count * element_size(spec.type));
-        for (std::size_t i = 0; i < count; ++i) {
-            if (auto wanted = store(spec.type, numbers[run.begin + i], value.data, i);
-                !wanted.empty()) {
-                return bad("element " + std::to_string(i) + " of input '" + spec.name +
-                           "' is not " + wanted);
-            }
+        if (auto problem =
+                convert(spec.type, numbers.data() + run.begin, count, value.data, spec.name)) {
+            return bad(*problem);
         }
         req.inputs.push_back(std::move(value));
     }

@@ -3,6 +3,7 @@
 // errors. Sans-io: text in, values out, so that every bad input has a unit test.
 #pragma once
 
+#include "infer_json.hpp"
 #include "model_config.hpp"
 #include <torchpool/task.hpp>
 
@@ -40,9 +41,11 @@ struct infer_request {
 /// With `header_length` (the Inference-Header-Content-Length header of Triton's binary tensor
 /// extension), the JSON is that many bytes and inputs with parameters.binary_data_size take
 /// their raw bytes from what follows, in order.
+/// `reading`: the JSON's fast path when it can be taken (tests compare it with the other).
 std::variant<infer_request, http_error> parse_infer_request(
     std::string_view body, const model_config& model,
-    std::optional<std::size_t> header_length = std::nullopt);
+    std::optional<std::size_t> header_length = std::nullopt,
+    json_reading reading = json_reading::fast_when_possible);
 
 /// A response body; with binary outputs, the JSON is its first `header_length` bytes (sent as
 /// Inference-Header-Content-Length) and the outputs' bytes follow.

@@ -1,0 +1,290 @@
+// The infer request's JSON reader: its fast path (a scan and a strict number reader) must read
+// every text exactly as the streaming path (Boost.JSON's SAX parser over all of it) does, or
+// leave it to that path. Checked on chosen texts, and on thousands of random requests, good
+// and broken.
+#include "infer_json.hpp"
+
+#include <boost/json.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+
+using namespace torchpool::serve;
+namespace json = boost::json;
+
+namespace {
+
+struct both {
+    request_document fast, streaming;
+    json::error_code fast_error, streaming_error;
+};
+
+both read_both(std::string_view text) {
+    both r;
+    r.fast_error = read_request_document(text, r.fast, json_reading::fast_when_possible);
+    r.streaming_error = read_request_document(text, r.streaming, json_reading::streaming_only);
+    return r;
+}
+
+bool same_number(const json_number& a, const json_number& b) {
+    if (a.what != b.what) {
+        return false;
+    }
+    switch (a.what) {
+        case json_number::kind::int64:
+            return a.i == b.i;
+        case json_number::kind::uint64:
+            return a.u == b.u;
+        case json_number::kind::real:
+            // The fast path rounds correctly; Boost.JSON 1.81's default reading can be one unit
+            // in the last place off (a double's; the float32 a model gets is the same).
+            return (a.d == b.d || std::nextafter(a.d, b.d) == b.d) &&
+                   static_cast<float>(a.d) == static_cast<float>(b.d);
+        case json_number::kind::boolean:
+            return a.b == b.b;
+        case json_number::kind::other:
+            return true;
+    }
+    return false;
+}
+
+// The two paths agree: both refuse the text, or both read the same document.
+void check_same(const std::string& text) {
+    INFO("text: " << text);
+    const both r = read_both(text);
+    REQUIRE(static_cast<bool>(r.fast_error) == static_cast<bool>(r.streaming_error));
+    if (r.streaming_error) {
+        return;
+    }
+    CHECK(r.fast.dom == r.streaming.dom);
+    REQUIRE(r.fast.runs.size() == r.streaming.runs.size());
+    for (std::size_t k = 0; k < r.fast.runs.size(); ++k) {
+        CHECK(r.fast.runs[k].begin == r.streaming.runs[k].begin);
+        CHECK(r.fast.runs[k].end == r.streaming.runs[k].end);
+    }
+    REQUIRE(r.fast.numbers.size() == r.streaming.numbers.size());
+    for (std::size_t i = 0; i < r.fast.numbers.size(); ++i) {
+        INFO("element " << i);
+        CHECK(same_number(r.fast.numbers[i], r.streaming.numbers[i]));
+    }
+}
+
+// Random infer-request-like texts: keys in any order, white space anywhere, data flat or
+// nested, numbers of every JSON form, sometimes things that are not numbers, "data" keys in
+// other places, escaped keys.
+class request_maker {
+public:
+    explicit request_maker(unsigned seed) : random_(seed) {}
+
+    std::string make() {
+        std::string t = "{";
+        bool first = true;
+        const auto key = [&](const std::string& k) {
+            t += first ? "" : ",";
+            first = false;
+            t += space() + "\"" + k + "\"" + space() + ":" + space();
+        };
+        if (chance(0.3)) {
+            key("id");
+            t += "\"request " + std::to_string(random_() % 100) + "\"";
+        }
+        if (chance(0.2)) {
+            key("parameters");
+            t += R"({"data": [1, 2], "inputs": [{"data": [3]}]})";
+        }
+        key(chance(0.05) ? "in\\u0070uts" : "inputs");
+        t += "[";
+        const int inputs = 1 + static_cast<int>(random_() % 3);
+        for (int i = 0; i < inputs; ++i) {
+            t += (i ? "," : "") + space() + input() + space();
+        }
+        t += "]";
+        if (chance(0.2)) {
+            key("outputs");
+            t += R"([{"name": "y", "data": [5]}])";
+        }
+        return t + space() + "}";
+    }
+
+private:
+    bool chance(double p) { return std::uniform_real_distribution<double>(0, 1)(random_) < p; }
+    std::string space() {
+        static const char* spaces[] = {"", "", "", " ", "\n  ", "\t", " \r\n"};
+        return spaces[random_() % std::size(spaces)];
+    }
+    std::string number() {
+        std::string n = chance(0.3) ? "-" : "";
+        switch (chance(0.01) ? 5 : random_() % 5) {
+            case 0:
+                return n + "0";
+            case 1:
+                return n + std::to_string(random_() % 1000);
+            case 2: {  // a float32 written as text, as clients do
+                char text[32];
+                const float f = std::uniform_real_distribution<float>(0, 1)(random_);
+                const auto [end, ec] = std::to_chars(text, text + sizeof text, f);
+                return n + std::string(text, end);
+            }
+            case 3:
+                return n + std::to_string(random_() % 100) + "." +
+                       std::to_string(random_() % 1000) +
+                       (chance(0.5) ? "e" + std::to_string(static_cast<int>(random_() % 40) - 20)
+                                    : "");
+            case 4:
+                return n + "0.000" + std::to_string(random_() % 100000) + "E+2";
+            default:
+                return n + std::to_string(random_()) + std::to_string(random_());  // long
+        }
+    }
+    std::string element() {
+        if (chance(0.02)) {
+            static const char* odd[] = {"null", "true", "\"7\"", "{\"x\": [1]}", "[]"};
+            return odd[random_() % std::size(odd)];
+        }
+        return number();
+    }
+    std::string data(int depth) {
+        if (depth == 0 && chance(0.02)) {
+            return element();  // a scalar "data"
+        }
+        std::string t = "[";
+        const int n = static_cast<int>(random_() % 12);
+        for (int i = 0; i < n; ++i) {
+            t += (i ? "," : "") + space() +
+                 (depth < 3 && chance(0.15) ? data(depth + 1) : element()) + space();
+        }
+        return t + "]";
+    }
+    std::string input() {
+        std::vector<std::string> fields = {
+            R"("name": "x)" + std::to_string(random_() % 3) + "\"", R"("datatype": "FP32")",
+            R"("shape": [1, 2])", (chance(0.05) ? R"("d\u0061ta": )" : R"("data": )") + data(0)};
+        if (chance(0.2)) {
+            fields.push_back(R"("parameters": {"data": [9, 9]})");
+        }
+        std::shuffle(fields.begin(), fields.end(), random_);
+        std::string t = "{";
+        for (std::size_t i = 0; i < fields.size(); ++i) {
+            t += (i ? "," : "") + space() + fields[i];
+        }
+        return t + "}";
+    }
+
+    std::mt19937 random_;
+};
+
+}  // namespace
+
+TEST_CASE("the fast JSON path reads a plain request, and exactly as the streaming path does",
+          "[serve][json]") {
+    const std::string text =
+        R"({"id": "a", "inputs": [{"name": "images", "datatype": "FP32", "shape": [1, 4],
+            "data": [0, 0.0117647, -1.5e3, 12]}]})";
+    const both r = read_both(text);
+    REQUIRE_FALSE(r.fast_error);
+    CHECK(r.fast.fast);  // taken
+    CHECK_FALSE(r.streaming.fast);
+    check_same(text);
+    REQUIRE(r.fast.numbers.size() == 4);
+    CHECK(r.fast.numbers[1].d == 0.0117647);
+    CHECK(r.fast.numbers[2].d == -1500.0);
+    CHECK(r.fast.numbers[3].i == 12);
+}
+
+TEST_CASE("the fast path reads each number as std::from_chars does: correctly rounded",
+          "[serve][json]") {
+    std::mt19937 random(11);
+    for (int i = 0; i < 20000; ++i) {
+        std::string number = random() % 2 ? "-" : "";
+        number += std::to_string(random() % 100000);
+        if (random() % 4) {
+            number += "." + std::to_string(random() % 100000000);
+        }
+        if (random() % 3 == 0) {
+            number += "e" + std::to_string(static_cast<int>(random() % 60) - 30);
+        }
+        request_document doc;
+        REQUIRE_FALSE(read_request_document(R"({"inputs": [{"data": [)" + number + "]}]}", doc));
+        REQUIRE(doc.numbers.size() == 1);
+        INFO("number: " << number);
+        if (doc.numbers[0].what == json_number::kind::int64) {
+            CHECK(doc.numbers[0].i == std::stoll(number));
+            continue;
+        }
+        double want = 0;
+        std::from_chars(number.data(), number.data() + number.size(), want);
+        CHECK(doc.numbers[0].d == want);
+    }
+}
+
+TEST_CASE("texts the fast path leaves to the streaming path are read all the same",
+          "[serve][json]") {
+    for (const char* text : {
+             R"({"inputs": [{"data": 5}]})",                               // a scalar data
+             R"({"inputs": [{"data": [1, "2", null, true, {"a": 1}]}]})",  // not only numbers
+             R"({"inputs": [{"d\u0061ta": [1, 2]}]})",                     // an escaped key
+             R"({"inp\u0075ts": [{"data": [1, 2]}]})",
+             R"({"inputs": [{"data": [12345678901234567890, -0, 1]}]})",  // left to Boost
+             R"({"inputs": [{"data": [1.7976931348623157e308, 5e-324, 1e400]}]})",
+             R"({"inputs": [{"data": [1, 2]}, {"data": [[3], [4]]}], "x": "data"})",
+             R"({"inputs": {"data": [1]}})",  // inputs an object: not captured
+         }) {
+        check_same(text);
+    }
+}
+
+TEST_CASE("broken texts are refused by both paths", "[serve][json]") {
+    for (const char* text : {
+             R"({"inputs": [{"data": [1, 2,]}]})",
+             R"({"inputs": [{"data": [1 2]}]})",
+             R"({"inputs": [{"data": [01]}]})",
+             R"({"inputs": [{"data": [1.]}]})",
+             R"({"inputs": [{"data": [.5]}]})",
+             R"({"inputs": [{"data": [1e]}]})",
+             R"({"inputs": [{"data": [+1]}]})",
+             R"({"inputs": [{"data": [1]]}]})",
+             R"({"inputs": [{"data" [1]}]})",
+             R"({"inputs": [{"data": [1]}]} [])",
+             R"({"inputs": [{"data": [1]})",
+             R"({"inputs": [{"data": [NaN]}]})",
+             R"({"inputs": [{"data": [1], "name": "x}]})",
+             "",
+         }) {
+        INFO("text: " << text);
+        const both r = read_both(text);
+        CHECK(r.fast_error);
+        CHECK(r.streaming_error);
+    }
+}
+
+TEST_CASE("thousands of random requests, whole and broken, read the same both ways",
+          "[serve][json]") {
+    request_maker maker(20261126);
+    std::mt19937 random(7);
+    int fast = 0;
+    for (int i = 0; i < 3000; ++i) {
+        std::string text = maker.make();
+        fast += read_both(text).fast.fast ? 1 : 0;
+        check_same(text);
+        // The same text broken at one place: a character removed, or one put in.
+        const auto at = random() % text.size();
+        static const char inserts[] = "[]{},:\"0-.e \\";
+        std::string broken = text;
+        if (random() % 2) {
+            broken.erase(at, 1);
+        } else {
+            broken.insert(broken.begin() + static_cast<std::ptrdiff_t>(at),
+                          inserts[random() % (sizeof inserts - 1)]);
+        }
+        check_same(broken);
+    }
+    // Both paths are well exercised (the maker leans to the unusual: -0, escapes, odd elements).
+    CHECK(fast > 500);
+    CHECK(fast < 2500);
+}
