@@ -13,7 +13,8 @@ namespace {
 
 void usage(std::FILE* to) {
     std::fprintf(to,
-                 "usage: torchpool-torch-worker [--model PATH] [--device DEVICE] [--warmup SHAPE]\n"
+                 "usage: torchpool-torch-worker [--model PATH] [--device DEVICE] [--warmup SHAPE\n"
+                 "                              [--warmup-batches N]]\n"
                  "\n"
                  "A torchpool worker that serves every method of a TorchScript model: a task's\n"
                  "method names the model method (e.g. forward), its tensors are the arguments,\n"
@@ -24,7 +25,11 @@ void usage(std::FILE* to) {
                  "  --device DEVICE  cpu (default), cuda, cuda:N, or round-robin (GPU slot mod\n"
                  "                   GPUs, CPU when there is none); applied in each worker\n"
                  "  --warmup SHAPE   run forward once on zeros of SHAPE (e.g. 1,1,28,28) before\n"
-                 "                   the worker counts as ready\n",
+                 "                   the worker counts as ready\n"
+                 "  --warmup-batches N  also run it with each first size 1..N (once, shared by\n"
+                 "                   every worker in fork-server mode), for a server that\n"
+                 "                   batches requests: each new batch size costs TorchScript's\n"
+                 "                   executor a profiling run and an optimization\n",
                  TORCHPOOL_DEFAULT_MODEL_PATH);
 }
 
@@ -54,6 +59,7 @@ int main(int argc, char** argv) {
     std::string model = TORCHPOOL_DEFAULT_MODEL_PATH;
     std::string device = "cpu";
     std::vector<std::int64_t> warmup;
+    std::int64_t warmup_batches = 1;
     try {
         for (int i = 1; i < argc; ++i) {
             const std::string arg = argv[i];
@@ -63,7 +69,7 @@ int main(int argc, char** argv) {
             }
             if (i + 1 >= argc) {
                 throw std::invalid_argument(arg == "--model" || arg == "--device" ||
-                                                    arg == "--warmup"
+                                                    arg == "--warmup" || arg == "--warmup-batches"
                                                 ? arg + " needs a value"
                                                 : "unknown option '" + arg + "'");
             }
@@ -73,6 +79,14 @@ int main(int argc, char** argv) {
                 device = argv[++i];
             } else if (arg == "--warmup") {
                 warmup = parse_shape(argv[++i]);
+            } else if (arg == "--warmup-batches") {
+                const std::string value = argv[++i];
+                char* end = nullptr;
+                warmup_batches = std::strtoll(value.c_str(), &end, 10);
+                if (value.empty() || *end != '\0' || warmup_batches < 1 || warmup_batches > 4096) {
+                    throw std::invalid_argument(
+                        "--warmup-batches wants a count from 1 to 4096; got '" + value + "'");
+                }
             } else {
                 throw std::invalid_argument("unknown option '" + arg + "'");
             }
@@ -87,7 +101,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<torchpool::torch_worker::model_runner> runner;
     try {
         runner = std::make_unique<torchpool::torch_worker::model_runner>(model);
-        runner->warm_up_shared(warmup);
+        runner->warm_up_shared(warmup, warmup_batches);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "torchpool-torch-worker: %s\n", e.what());
         return 3;

@@ -131,11 +131,7 @@ public:
         wire_ = wire.str();
     }
 
-    asio::awaitable<void> connection(int index) {
-        tcp::socket socket(io_);
-        co_await asio::async_connect(socket, tcp::resolver(io_).resolve(opt_.host, opt_.port),
-                                     asio::use_awaitable);
-        socket.set_option(tcp::no_delay(true));
+    asio::awaitable<void> connection(int index, tcp::socket socket) {
         boost::beast::flat_buffer buffer;
         asio::steady_timer timer(io_);
         for (long i = index;; i += opt_.connections) {
@@ -177,11 +173,19 @@ public:
     }
 
     void run() {
+        // Every connection is open before the clock starts: connecting is not a request's time.
+        const auto endpoints = tcp::resolver(io_).resolve(opt_.host, opt_.port);
+        std::vector<tcp::socket> sockets;
+        for (int c = 0; c < opt_.connections; ++c) {
+            auto& s = sockets.emplace_back(io_);
+            asio::connect(s, endpoints);
+            s.set_option(tcp::no_delay(true));
+        }
         start_ = clock_type::now();
         end_ = start_ + std::chrono::duration_cast<clock_type::duration>(
                             std::chrono::duration<double>(opt_.seconds));
         for (int c = 0; c < opt_.connections; ++c) {
-            asio::co_spawn(io_, connection(c), [](std::exception_ptr e) {
+            asio::co_spawn(io_, connection(c, std::move(sockets[c])), [](std::exception_ptr e) {
                 if (e) {
                     std::rethrow_exception(e);
                 }

@@ -109,6 +109,10 @@ asio::awaitable<void> http_server::run() {
             }
             continue;  // e.g. EMFILE: the next accept may succeed
         }
+        // Responses go out at once: with Nagle's algorithm a response written in two segments
+        // waits for the client's delayed acknowledgement of the first (up to 40 ms).
+        boost::system::error_code ignored;
+        socket.set_option(tcp::no_delay(true), ignored);
         asio::co_spawn(acceptor_.get_executor(), session(std::move(socket)), asio::detached);
     }
 }

@@ -100,6 +100,31 @@ std::string write_sample_request(const model_config& model) {
     return path.string();
 }
 
+// The stock worker's warm-up for a model of one FP32 input: forward on zeros of the input's
+// shape for each batch size 1..max_batch, once in the fork server (so shared by every worker),
+// before the workers count as ready. TorchScript's executor profiles and optimizes each new
+// shape on its first runs (tens of milliseconds each), which requests would otherwise wait.
+// Nothing for other models (zeros of the right type and shapes cannot be made for them here).
+std::vector<std::string> warmup_args(const model_config& model, std::size_t max_batch) {
+    if (model.inputs.size() != 1 || model.inputs[0].type != dtype::float32 ||
+        model.inputs[0].shape.empty()) {
+        return {};
+    }
+    std::string shape;
+    for (std::size_t d = 0; d < model.inputs[0].shape.size(); ++d) {
+        const auto size = model.inputs[0].shape[d];
+        if (d > 0 && size < 1) {
+            return {};  // a free size past the batch's: no one shape to warm
+        }
+        if (d > 0) {
+            shape += ',';
+        }
+        shape += std::to_string(d == 0 ? 1 : size);
+    }
+    return {"--warmup", shape, "--warmup-batches",
+            std::to_string(model.inputs[0].shape[0] < 0 ? std::max<std::size_t>(1, max_batch) : 1)};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -155,7 +180,8 @@ int main(int argc, char** argv) {
     if (opt.models.empty()) {
         opt.models.push_back("fashion=" + default_model(argv[0]));
     }
-    if (opt.worker.empty()) {
+    const bool stock_worker = opt.worker.empty();
+    if (stock_worker) {
         opt.worker = default_worker(argv[0]);
     }
     opt.limits.request_timeout = std::chrono::milliseconds(opt.timeout_ms);
@@ -183,6 +209,11 @@ int main(int argc, char** argv) {
             params.worker = {.executable = opt.worker,
                              .args = {"--model", config.path},
                              .start = start_mode::fork_server};
+            if (stock_worker) {
+                for (auto& a : warmup_args(config, opt.max_batch)) {
+                    params.worker.args.push_back(std::move(a));
+                }
+            }
             params.workers = opt.workers > 0
                                  ? opt.workers
                                  : std::max<std::size_t>(1, std::thread::hardware_concurrency());
@@ -231,9 +262,10 @@ int main(int argc, char** argv) {
                      static_cast<unsigned>(opt.port), e.what());
         return 2;
     }
-    std::vector<std::pair<std::string, const pool*>> pools;
+    std::vector<metrics_source> pools;
     for (const auto& m : models) {
-        pools.emplace_back(m.config.name, m.workers.get());
+        pools.push_back({m.config.name, m.workers.get(),
+                         [batches = m.batches.get()] { return batches->waiting(); }});
     }
     server_metrics metrics(std::move(pools));
     for (auto& m : models) {

@@ -58,7 +58,7 @@ void add(prom::MetricFamily& f, const std::string& model, double value,
 
 }  // namespace
 
-server_metrics::server_metrics(std::vector<std::pair<std::string, const pool*>> models)
+server_metrics::server_metrics(std::vector<metrics_source> models)
     : registry_(std::make_shared<prom::Registry>()),
       requests_(prom::BuildCounter()
                     .Name("torchpool_http_requests_total")
@@ -72,10 +72,11 @@ server_metrics::server_metrics(std::vector<std::pair<std::string, const pool*>> 
                       .Name("torchpool_batch_rows")
                       .Help("Rows of each task sent to the workers (a batch, or one request)")
                       .Register(*registry_)) {
-    for (auto& [name, workers] : models) {
+    for (auto& [name, workers, waiting] : models) {
         models_.push_back(
             {name,
              workers,
+             std::move(waiting),
              &latency_.Add({{"model", name}}, seconds_buckets()),
              &batch_rows_.Add({{"model", name}},
                               prom::Histogram::BucketBoundaries{1, 2, 4, 8, 16, 32, 64, 128}),
@@ -114,8 +115,14 @@ std::string server_metrics::scrape() const {
     auto families = registry_->Collect();
     auto workers =
         family("torchpool_workers", "Worker processes by state, now", prom::MetricType::Gauge);
-    auto queue = family("torchpool_queue_depth", "Requests waiting for a worker, now",
+    auto queue = family("torchpool_queue_depth",
+                        "Requests waiting for a worker, now: in the pool's queue, waiting for room "
+                        "in it, or waiting to be sent in a batch",
                         prom::MetricType::Gauge);
+    auto batch_waiting = family("torchpool_batch_waiting",
+                                "Requests waiting to be sent in a batch, now (part of the queue "
+                                "depth)",
+                                prom::MetricType::Gauge);
     auto tasks = family("torchpool_tasks_total", "Tasks by outcome", prom::MetricType::Counter);
     auto deaths = family("torchpool_worker_deaths_total",
                          "Workers that died or were stopped by the pool, by cause",
@@ -141,7 +148,9 @@ std::string server_metrics::scrape() const {
                                        {"waiting", s.workers_waiting}}) {
             add(workers, m.name, static_cast<double>(n), {{"state", state}});
         }
-        add(queue, m.name, static_cast<double>(s.queue_depth + s.waiting_for_room));
+        const std::size_t batching = m.waiting_for_batch ? m.waiting_for_batch() : 0;
+        add(queue, m.name, static_cast<double>(s.queue_depth + s.waiting_for_room + batching));
+        add(batch_waiting, m.name, static_cast<double>(batching));
         for (const auto& [outcome, n] : {std::pair{"succeeded", s.succeeded},
                                          {"task_failed", s.task_failed},
                                          {"worker_died", s.worker_died},
@@ -167,7 +176,8 @@ std::string server_metrics::scrape() const {
         compute.metric.push_back(histogram_of(s.run_time, m.name));
         start.metric.push_back(histogram_of(s.start_to_ready, m.name));
     }
-    for (auto* f : {&workers, &queue, &tasks, &deaths, &restarts, &queue_wait, &compute, &start}) {
+    for (auto* f : {&workers, &queue, &batch_waiting, &tasks, &deaths, &restarts, &queue_wait,
+                    &compute, &start}) {
         families.push_back(std::move(*f));
     }
     std::ostringstream out;

@@ -8,6 +8,7 @@
 #include <torchpool/pool.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
@@ -19,10 +20,17 @@
 
 namespace torchpool::serve {
 
+/// A model served, as the metrics see it.
+struct metrics_source {
+    std::string name;
+    const pool* workers = nullptr;
+    /// Requests waiting to be sent in a batch, now (optional).
+    std::function<std::size_t()> waiting_for_batch;
+};
+
 class server_metrics {
 public:
-    /// `models`: (name, pool) of each model served.
-    explicit server_metrics(std::vector<std::pair<std::string, const pool*>> models);
+    explicit server_metrics(std::vector<metrics_source> models);
 
     /// An infer request of `model` ended with HTTP `status` after `elapsed`.
     void request_done(const std::string& model, unsigned status, std::chrono::microseconds elapsed);
@@ -36,6 +44,7 @@ private:
     struct per_model {
         std::string name;
         const pool* workers;
+        std::function<std::size_t()> waiting_for_batch;
         prometheus::Histogram* latency;
         prometheus::Histogram* batch_rows;
         // The request counter of each HTTP status seen, found once (a registry lookup builds

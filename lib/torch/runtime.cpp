@@ -3,6 +3,7 @@
 #include <torch/cuda.h>
 
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 
@@ -68,7 +69,10 @@ std::string describe(const tensor_view& t) {
     std::string text = dtype_name(t.type);
     text += '[';
     for (std::size_t i = 0; i < t.shape.size(); ++i) {
-        text += (i ? "," : "") + std::to_string(t.shape[i]);
+        if (i > 0) {
+            text += ',';
+        }
+        text += std::to_string(t.shape[i]);
     }
     return text + ']';
 }
@@ -215,15 +219,21 @@ void model_runner::start(const worker::start_info& info, const std::string& devi
     }
 }
 
-void model_runner::warm_up_shared(const std::vector<std::int64_t>& warmup_shape) {
+void model_runner::warm_up_shared(const std::vector<std::int64_t>& warmup_shape,
+                                  std::int64_t batches) {
     if (warmup_shape.empty()) {
         return;
     }
     at::set_num_threads(1);
     try {
         c10::InferenceMode guard;
-        for (int run = 0; run < 2; ++run) {  // the first run profiles, the second optimizes
-            module_.forward({torch::zeros(warmup_shape)});
+        auto shape = warmup_shape;
+        for (std::int64_t b = batches > 1 ? 1 : shape[0]; b <= std::max<std::int64_t>(batches, 1);
+             ++b) {
+            shape[0] = b;
+            for (int run = 0; run < 2; ++run) {  // the first run profiles, the second optimizes
+                module_.forward({torch::zeros(shape)});
+            }
         }
     } catch (const std::exception& e) {
         throw model_error("the warm-up run of forward on zeros failed: " + std::string(e.what()));

@@ -46,7 +46,10 @@ public:
     /// thread, twice, so that the TorchScript executor's optimized plan exists once and is
     /// shared by every fork instead of being built again in each worker. One thread starts
     /// no thread pool, as a fork server must not. Nothing if the shape is empty.
-    void warm_up_shared(const std::vector<std::int64_t>& warmup_shape);
+    /// `batches` > 1: each first size 1..batches in turn (a server that batches requests
+    /// sends every one of them; each new shape costs the executor a profiling run and an
+    /// optimization, tens of milliseconds, which the first requests would otherwise wait).
+    void warm_up_shared(const std::vector<std::int64_t>& warmup_shape, std::int64_t batches = 1);
 
     /// In each worker, before it says hello: thread counts (before LibTorch starts a pool),
     /// the device (the model is moved there), then a warm-up run of `forward` on zeros of

@@ -355,67 +355,6 @@ TEST_CASE("bad requests get a 4xx with a JSON error naming the problem, and the 
     CHECK(WEXITSTATUS(status) == 0);
 }
 
-TEST_CASE("concurrent requests are batched, and each gets its own rows back", "[serve][e2e]") {
-    // A long delay, so that the eight requests (sent at once) wait for each other.
-    server_process server({"--max-batch", "8", "--batch-delay-us", "300000"});
-    const tensor images = test::fashion_test_images(8);
-    const std::size_t bytes = images.data.size() / 8;
-    std::vector<std::string> bodies;
-    for (std::size_t i = 0; i < 8; ++i) {
-        tensor one(dtype::float32, {1, 1, 28, 28}, images.data.substr(i * bytes, bytes));
-        bodies.push_back(infer_body(one, "image " + std::to_string(i)));
-    }
-    const auto replies = curl_at_once(server.url("/v2/models/fashion/infer"), bodies);
-    const tensor expected = test::run_in_process(TORCHPOOL_DEFAULT_MODEL, "forward", images);
-    const auto* want = reinterpret_cast<const float*>(expected.data.data());
-    std::int64_t largest_batch = 0;
-    for (std::size_t i = 0; i < replies.size(); ++i) {
-        INFO("reply " << i << ": " << replies[i].body);
-        REQUIRE(replies[i].status == 200);
-        auto v = json::parse(replies[i].body).as_object();
-        CHECK(v["id"].as_string() == ("image " + std::to_string(i)).c_str());
-        largest_batch =
-            std::max(largest_batch, v["parameters"].as_object()["torchpool_batch_rows"].as_int64());
-        const auto& logits = v["outputs"].as_array()[0].as_object()["data"].as_array();
-        REQUIRE(logits.size() == 10);
-        for (std::size_t k = 0; k < 10; ++k) {
-            CHECK(std::abs(logits[k].to_number<double>() - want[i * 10 + k]) < 1e-4);
-        }
-    }
-    CHECK(largest_batch > 1);
-    CHECK(WIFEXITED(server.terminate()));
-}
-
-TEST_CASE("a poison request in a batch fails alone, with its cause, and the others are answered",
-          "[serve][e2e]") {
-    server_process server({"--max-batch", "8", "--batch-delay-us", "300000", "--fault-injection"});
-    const tensor image = test::fashion_test_images(1);
-    std::vector<std::string> bodies;
-    for (int i = 0; i < 4; ++i) {
-        auto body = json::parse(infer_body(image, "r" + std::to_string(i))).as_object();
-        if (i == 2) {
-            body["parameters"] = json::object{{"torchpool_fault", "crash"}};
-        }
-        bodies.push_back(json::serialize(body));
-    }
-    const auto replies = curl_at_once(server.url("/v2/models/fashion/infer"), bodies);
-    for (std::size_t i = 0; i < replies.size(); ++i) {
-        INFO("reply " << i << ": " << replies[i].body);
-        if (i == 2) {
-            CHECK(replies[i].status == 500);
-            CHECK_THAT(replies[i].body, Catch::Contains("SIGSEGV"));
-        } else {
-            CHECK(replies[i].status == 200);
-        }
-    }
-    // Still ready, and serving.
-    CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
-    CHECK(curl("POST", server.url("/v2/models/fashion/infer"), infer_body(image, "after")).status ==
-          200);
-    // Without --fault-injection such a request is refused: see the bad-request test.
-    CHECK(WIFEXITED(server.terminate()));
-}
-
 // A plain keep-alive HTTP/1.1 connection, for what curl cannot time: requests written by
 // this thread, responses read whole.
 class connection {
@@ -471,6 +410,116 @@ private:
     int fd_ = -1;
     std::string data_;
 };
+
+namespace {
+
+// Reads the server's metrics until `line` is among them, for at most a minute; true if it was.
+bool wait_for_metric(const server_process& server, const std::string& line) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (curl("GET", server.url("/metrics")).body.find(line) != std::string::npos) {
+            return true;
+        }
+    }
+    return false;
+}
+
+// Both of the server's workers kept busy, each by a request that hangs in it, from a
+// connection of its own, so that requests sent meanwhile wait to be batched. release() lets
+// them go: the first hanging request's client leaves, its task is cancelled, and the batcher
+// sends what waits (to the worker that replaces the hung one). The server needs
+// --fault-injection.
+class busy_workers {
+public:
+    explicit busy_workers(const server_process& server) {
+        auto body = json::parse(infer_body(test::fashion_test_images(1), "hang")).as_object();
+        body["parameters"] = json::object{{"torchpool_fault", "hang"}};
+        for (auto& c : hanging_) {
+            c = std::make_unique<connection>(server.port());
+            c->send("POST", "/v2/models/fashion/infer", json::serialize(body));
+        }
+        REQUIRE(wait_for_metric(server, R"(torchpool_workers{model="fashion",state="busy"} 2)"));
+    }
+    void release() { hanging_[0].reset(); }
+    ~busy_workers() { hanging_[1].reset(); }
+
+private:
+    std::unique_ptr<connection> hanging_[2];
+};
+
+}  // namespace
+
+TEST_CASE("concurrent requests are batched, and each gets its own rows back", "[serve][e2e]") {
+    // Room for more than the eight (a full batch would go at once).
+    server_process server(
+        {"--max-batch", "16", "--batch-delay-us", "60000000", "--fault-injection"});
+    const tensor images = test::fashion_test_images(8);
+    const std::size_t bytes = images.data.size() / 8;
+    busy_workers busy(server);
+    // Eight requests, one image each, wait while both workers are busy; then go as one batch.
+    std::vector<std::unique_ptr<connection>> clients;
+    for (std::size_t i = 0; i < 8; ++i) {
+        tensor one(dtype::float32, {1, 1, 28, 28}, images.data.substr(i * bytes, bytes));
+        clients.push_back(std::make_unique<connection>(server.port()));
+        clients.back()->send("POST", "/v2/models/fashion/infer",
+                             infer_body(one, "image " + std::to_string(i)));
+    }
+    REQUIRE(wait_for_metric(server, R"(torchpool_batch_waiting{model="fashion"} 8)"));
+    busy.release();
+    const tensor expected = test::run_in_process(TORCHPOOL_DEFAULT_MODEL, "forward", images);
+    const auto* want = reinterpret_cast<const float*>(expected.data.data());
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+        const std::string answer = clients[i]->receive();
+        INFO("reply " << i << ": " << answer);
+        REQUIRE_THAT(answer, Catch::StartsWith("HTTP/1.1 200"));
+        auto v = json::parse(answer.substr(answer.find("\r\n\r\n") + 4)).as_object();
+        CHECK(v["id"].as_string() == ("image " + std::to_string(i)).c_str());
+        CHECK(v["parameters"].as_object()["torchpool_batch_rows"].as_int64() == 8);
+        const auto& logits = v["outputs"].as_array()[0].as_object()["data"].as_array();
+        REQUIRE(logits.size() == 10);
+        for (std::size_t k = 0; k < 10; ++k) {
+            CHECK(std::abs(logits[k].to_number<double>() - want[i * 10 + k]) < 1e-4);
+        }
+    }
+    auto r = curl("GET", server.url("/metrics"));
+    CHECK_THAT(r.body, Catch::Contains(R"(torchpool_batch_rows_bucket{model="fashion",le="8"})"));
+}
+
+TEST_CASE("a poison request in a batch fails alone, with its cause, and the others are answered",
+          "[serve][e2e]") {
+    server_process server(
+        {"--max-batch", "8", "--batch-delay-us", "60000000", "--fault-injection"});
+    const tensor image = test::fashion_test_images(1);
+    busy_workers busy(server);
+    std::vector<std::unique_ptr<connection>> clients;
+    for (int i = 0; i < 4; ++i) {
+        auto body = json::parse(infer_body(image, "r" + std::to_string(i))).as_object();
+        if (i == 2) {
+            body["parameters"] = json::object{{"torchpool_fault", "crash"}};
+        }
+        clients.push_back(std::make_unique<connection>(server.port()));
+        clients.back()->send("POST", "/v2/models/fashion/infer", json::serialize(body));
+    }
+    // The four go as one batch, which crashes its worker; each then runs alone, once.
+    REQUIRE(wait_for_metric(server, R"(torchpool_batch_waiting{model="fashion"} 4)"));
+    busy.release();
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+        const std::string answer = clients[i]->receive();
+        INFO("reply " << i << ": " << answer);
+        if (i == 2) {
+            CHECK_THAT(answer, Catch::StartsWith("HTTP/1.1 500"));
+            CHECK_THAT(answer, Catch::Contains("SIGSEGV"));
+        } else {
+            CHECK_THAT(answer, Catch::StartsWith("HTTP/1.1 200"));
+            CHECK_THAT(answer, Catch::Contains(R"("torchpool_batch_rows":1)"));  // ran again alone
+        }
+    }
+    // Still ready, and serving.
+    CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
+    CHECK(curl("POST", server.url("/v2/models/fashion/infer"), infer_body(image, "after")).status ==
+          200);
+    // Without --fault-injection such a request is refused: see the bad-request test.
+}
 
 TEST_CASE("SIGTERM drains: a request in flight is answered, idle connections close, exit 0",
           "[serve][e2e]") {
