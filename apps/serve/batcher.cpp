@@ -129,18 +129,23 @@ void batcher::task_done() {
     if (!waiting_.empty() && tasks_out_ < params_.workers) {
         flush();
     }
+    arm_timer();  // a batch may be due, and there is room for it again
+}
+
+bool batcher::room_ahead() const noexcept {
+    return tasks_out_ < 2 * params_.workers;
 }
 
 void batcher::arm_timer() {
-    if (timer_armed_ || waiting_.empty()) {
-        return;
+    if (timer_armed_ || waiting_.empty() || !room_ahead()) {
+        return;  // without room, the next task to complete sends what waits
     }
     // From the oldest waiting request: none waits longer than the delay for others.
     timer_armed_ = true;
     timer_.expires_at(waiting_.front()->arrived + params_.delay);
     timer_.async_wait([this](boost::system::error_code) {
         timer_armed_ = false;
-        while (!waiting_.empty() &&
+        while (!waiting_.empty() && room_ahead() &&
                waiting_.front()->arrived + params_.delay <= std::chrono::steady_clock::now()) {
             flush();
         }

@@ -1,8 +1,10 @@
 // Dynamic batching for one model: requests are stacked along their first (batch) dimension
 // into one task of up to `max_batch` rows, sent once it is full, once a worker is free (fewer
 // tasks out than `workers`: nothing is gained by waiting), or once `delay` has passed since
-// the *oldest* waiting request arrived; the outputs are split back. So a lone request goes at
-// once, and batches grow by themselves while every worker is busy. When a worker
+// the *oldest* waiting request arrived while at most one batch waits behind each busy worker
+// (so that it starts its next batch at once; more would only wait in the pool's queue); the
+// outputs are split back. So a lone request goes at once, and batches grow by themselves
+// while every worker is busy. When a worker
 // fails under a batch (dies, is killed for memory, breaks the protocol), each request of it
 // runs again on its own, once: a poison request then fails alone, with its cause, and the
 // others get their answers.
@@ -105,6 +107,10 @@ private:
 
     void enqueue(std::vector<tensor> inputs, fault inject, handler_type handler);
     void arm_timer();
+    /// Whether a batch due by the delay may go while every worker is busy: one may wait behind
+    /// each (so that a worker starts its next batch at once), no more. A batch sent beyond that
+    /// would only wait in the pool's queue, where it can no longer grow.
+    bool room_ahead() const noexcept;
     /// Sends the oldest request and those that can join it, up to max_batch rows.
     void flush();
     void run_batch(std::vector<std::shared_ptr<item>> batch);

@@ -158,7 +158,9 @@ int main(int argc, char** argv) {
                    "batching)")
         ->capture_default_str();
     app.add_option("--batch-delay-us", opt.batch_delay_us,
-                   "a batch is sent when full, or this long after its oldest request arrived")
+                   "a batch is sent when full, when a worker is free, or this long after its "
+                   "oldest request arrived (if no more than one batch waits for each busy "
+                   "worker)")
         ->capture_default_str();
     app.add_flag("--fault-injection", opt.limits.fault_injection,
                  "honour parameters.torchpool_fault in requests (crash, exit, hang, leak, delay, "

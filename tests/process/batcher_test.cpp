@@ -1,0 +1,95 @@
+// torchpool-serve's batcher over a real pool of fake workers ("echo" returns its tensors, so a
+// batch keeps its rows): how batches form while every worker is busy.
+#include "batcher.hpp"
+
+#include "../support/process_support.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <functional>
+#include <optional>
+
+using namespace torchpool;
+using namespace torchpool::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// One request of one row.
+std::vector<tensor> one_row(float value) {
+    return {tensor(dtype::float32, {1, 2},
+                   std::string(reinterpret_cast<const char*>(&value), sizeof value) +
+                       std::string(reinterpret_cast<const char*>(&value), sizeof value))};
+}
+
+// Runs the io_context's handlers until `done()`, for at most ten seconds.
+asio::awaitable<bool> until(std::function<bool()> done) {
+    asio::steady_timer tick(co_await asio::this_coro::executor);
+    for (int i = 0; i < 10'000 && !done(); ++i) {
+        tick.expires_after(1ms);
+        co_await tick.async_wait(asio::use_awaitable);
+    }
+    co_return done();
+}
+
+}  // namespace
+
+TEST_CASE("while every worker is busy, one batch waits behind it and the rest keep growing",
+          "[serve][batcher]") {
+    auto params = params_for(1);
+    params.faults.enabled = true;
+    params.cancel_grace = 50ms;
+    with_pool(params, [](pool& p) -> asio::awaitable<void> {
+        serve::batcher batches(p, {.method = "echo",
+                                   .max_batch = 8,
+                                   .delay = std::chrono::microseconds(1000),
+                                   .workers = 1});
+        std::array<std::optional<serve::batch_result>, 6> results;
+        const auto keep = [&](std::size_t i) {
+            return [&results, i](serve::batch_result r) { results[i] = std::move(r); };
+        };
+        // The only worker hangs in request 0 (alone: the worker was free).
+        asio::cancellation_signal cancel_hang;
+        batches.async_infer(one_row(0), fault::hang(),
+                            asio::bind_cancellation_slot(cancel_hang.slot(), keep(0)));
+        // Requests 1 and 2 arrive together: after the delay they go as one batch, to wait
+        // behind the busy worker (so that it starts them at once).
+        batches.async_infer(one_row(1), {}, keep(1));
+        batches.async_infer(one_row(2), {}, keep(2));
+        CHECK(batches.waiting() == 2);
+        REQUIRE(co_await until([&] { return batches.waiting() == 0; }));
+        // Requests 3, 4 and 5 arrive apart, each past the delay: with a batch already waiting
+        // behind the worker, none is sent on its own; they wait and grow into one batch.
+        asio::steady_timer apart(co_await asio::this_coro::executor);
+        for (std::size_t i = 3; i < 6; ++i) {
+            batches.async_infer(one_row(static_cast<float>(i)), {}, keep(i));
+            apart.expires_after(5ms);  // the arrivals' spacing, the input of this test
+            co_await apart.async_wait(asio::use_awaitable);
+        }
+        CHECK(batches.waiting() == 3);
+        // The hung request is cancelled: its worker is replaced, and runs both batches.
+        cancel_hang.emit(asio::cancellation_type::terminal);
+        REQUIRE(co_await until([&] {
+            return std::all_of(results.begin(), results.end(),
+                               [](auto& r) { return r.has_value(); });
+        }));
+        CHECK(results[0]->error == asio::error::operation_aborted);
+        for (std::size_t i = 1; i < 6; ++i) {
+            INFO("request " << i << ": " << results[i]->why);
+            REQUIRE(!results[i]->error);
+            CHECK(results[i]->batch_rows == (i < 3 ? 2u : 3u));
+            REQUIRE(results[i]->outputs.size() == 1);
+            float value = 0;
+            std::memcpy(&value, results[i]->outputs[0].data.data(), sizeof value);
+            CHECK(value == static_cast<float>(i));  // its own row back
+        }
+    });
+}
