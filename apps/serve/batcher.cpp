@@ -115,10 +115,22 @@ void batcher::enqueue(std::vector<tensor> inputs, fault inject, handler_type han
         run_alone(std::move(it));  // no batching, or a batch on its own
         return;
     }
+    // The pace of requests that arrive while others are in the server (a lone client's
+    // request after its previous answer says nothing of how soon another comes).
+    const bool others = tasks_out_ > 0 || !waiting_.empty();
+    if (others && last_arrival_) {
+        const auto gap = it->arrived - *last_arrival_;
+        gap_ = gap_ ? *gap_ + (gap - *gap_) / 8 : gap;
+    }
+    last_arrival_ = it->arrived;
+    // A free worker takes a request at once, unless others are in flight and requests come
+    // faster than one per half the delay: then it is held up to the delay, for company (a
+    // batch of several costs a model little more than one request alone).
+    const bool hold = others && gap_ && *gap_ * 2 < params_.delay;
     waiting_rows_ += rows_of(it->inputs);
     waiting_.push_back(std::move(it));
     while (!waiting_.empty() && (waiting_rows_ >= static_cast<std::int64_t>(params_.max_batch) ||
-                                 tasks_out_ < params_.workers)) {
+                                 (tasks_out_ < params_.workers && !hold))) {
         flush();
     }
     arm_timer();
@@ -136,17 +148,33 @@ bool batcher::room_ahead() const noexcept {
     return tasks_out_ < 2 * params_.workers;
 }
 
+std::chrono::steady_clock::time_point batcher::send_by() const {
+    auto limit = std::chrono::duration_cast<std::chrono::steady_clock::duration>(params_.delay);
+    if (tasks_out_ < params_.workers && gap_) {
+        // Held while a worker is free: only for the company expected soon (about four more
+        // arrivals at the recent pace), never past the delay.
+        limit = std::min(limit, 4 * *gap_);
+    }
+    return waiting_.front()->arrived + limit;
+}
+
 void batcher::arm_timer() {
-    if (timer_armed_ || waiting_.empty() || !room_ahead()) {
+    if (waiting_.empty() || !room_ahead()) {
         return;  // without room, the next task to complete sends what waits
     }
-    // From the oldest waiting request: none waits longer than the delay for others.
+    const auto due = send_by();
+    if (timer_armed_ && armed_for_ <= due) {
+        return;
+    }
     timer_armed_ = true;
-    timer_.expires_at(waiting_.front()->arrived + params_.delay);
-    timer_.async_wait([this](boost::system::error_code) {
+    armed_for_ = due;
+    timer_.expires_at(due);  // an earlier wait, if any, ends with operation_aborted
+    timer_.async_wait([this](boost::system::error_code ec) {
+        if (ec) {
+            return;  // re-armed for an earlier time, or flush_all
+        }
         timer_armed_ = false;
-        while (!waiting_.empty() && room_ahead() &&
-               waiting_.front()->arrived + params_.delay <= std::chrono::steady_clock::now()) {
+        while (!waiting_.empty() && room_ahead() && send_by() <= std::chrono::steady_clock::now()) {
             flush();
         }
         arm_timer();
@@ -158,6 +186,7 @@ void batcher::flush_all() {
         flush();
     }
     timer_.cancel();
+    timer_armed_ = false;
 }
 
 void batcher::flush() {
