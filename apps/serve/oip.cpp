@@ -376,7 +376,12 @@ std::variant<infer_request, http_error> parse_infer_request(
             req.binary_outputs = all->is_bool() && all->as_bool();
         }
         if (const auto* f = parameters->as_object().if_contains("torchpool_fault")) {
-            const std::string_view kind = f->is_string() ? f->as_string() : "";
+            // Not `is_string() ? as_string() : ""`: that makes a temporary json::string, and
+            // the view would outlive it (AddressSanitizer: stack-use-after-scope).
+            std::string_view kind;
+            if (f->is_string()) {
+                kind = f->as_string();
+            }
             if (kind == "crash") {
                 req.inject = fault::crash(11);
             } else if (kind == "exit") {
