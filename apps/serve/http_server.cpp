@@ -151,6 +151,9 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
         std::list<session_state>::iterator at;
         ~leave() {
             server.sessions_.erase(at);
+            if (server.sessions_.empty()) {
+                server.deadline_timer_.cancel();  // nothing to watch: its loop ends now
+            }
             if (server.stopping_ && server.sessions_.empty() && server.drained_) {
                 std::exchange(server.drained_, {})();
             }
