@@ -227,10 +227,11 @@ void model_runner::warm_up_shared(const std::vector<std::int64_t>& warmup_shape,
     at::set_num_threads(1);
     try {
         c10::InferenceMode guard;
+        // The shape as given; with batches > 1, its first size from 1 to batches instead.
         auto shape = warmup_shape;
-        for (std::int64_t b = batches > 1 ? 1 : shape[0]; b <= std::max<std::int64_t>(batches, 1);
-             ++b) {
-            shape[0] = b;
+        const std::int64_t first = batches > 1 ? 1 : shape[0];
+        const std::int64_t last = batches > 1 ? batches : shape[0];
+        for (shape[0] = first; shape[0] <= last; ++shape[0]) {
             for (int run = 0; run < 2; ++run) {  // the first run profiles, the second optimizes
                 module_.forward({torch::zeros(shape)});
             }

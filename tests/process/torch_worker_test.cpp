@@ -157,6 +157,50 @@ TEST_CASE("a model file that is missing or will not load is a start failure that
     CHECK(child_pids().empty());
 }
 
+TEST_CASE("the fork server warms the model on the shape given, or on each batch size asked",
+          "[process][torch]") {
+    // A shape the model cannot take fails the fork server's own warm-up (before any fork): as
+    // given (first size 4), or counted from 1 up to --warmup-batches. The model's error names
+    // the batch size it was run with.
+    struct expectation {
+        std::vector<std::string> args;
+        std::string words;
+    };
+    for (const auto& [warmup, words] :
+         {expectation{{"--warmup", "4,3"}, "shape '[4, 784]' is invalid"},
+          expectation{{"--warmup", "1,3", "--warmup-batches", "3"},
+                      "shape '[1, 784]' is invalid"}}) {
+        run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+            pool p(io.get_executor(), {.worker = libtorch_worker(warmup),
+                                       .workers = 1,
+                                       .restart_backoff = {.initial = 1ms, .max = 5ms}});
+            p.async_run(asio::detached);
+            auto one = infer("forward", {test::fashion_test_images(1)});  // not in co_await: GCC 12
+            auto [ec, r] = co_await p.async_submit(std::move(one), tuple_awaitable);
+            CHECK(ec == errc::spawn_failed);
+            CHECK_THAT(r.diagnostics.summary, Catch::Contains("the fork server") &&
+                                                  Catch::Contains("before it was ready") &&
+                                                  Catch::Contains(words));
+            CHECK_FALSE(p.stats().fork_server_ready);
+            p.cancel();
+        });
+    }
+    // Every batch size up to 8 on the model's own shape: the workers start and answer.
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        pool p(io.get_executor(),
+               {.worker = libtorch_worker({"--warmup", "1,1,28,28", "--warmup-batches", "8"}),
+                .workers = 2});
+        p.async_run(asio::detached);
+        auto three = infer("forward", {test::fashion_test_images(3)});
+        auto [ec, r] = co_await p.async_submit(std::move(three), tuple_awaitable);
+        CHECK(!ec);
+        REQUIRE(r.tensors.size() == 1);
+        CHECK(r.tensors[0].shape == std::vector<std::int64_t>{3, 10});
+        co_await p.async_shutdown(asio::use_awaitable);
+    });
+    CHECK(child_pids().empty());
+}
+
 TEST_CASE("asking for a CUDA device on this CPU-only LibTorch fails clearly, and only that pool",
           "[process][torch]") {
     run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
