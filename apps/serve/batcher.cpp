@@ -163,17 +163,16 @@ void batcher::arm_timer() {
         return;  // without room, the next task to complete sends what waits
     }
     const auto due = send_by();
-    if (timer_armed_ && armed_for_ <= due) {
+    if (armed_for_ && *armed_for_ <= due) {
         return;
     }
-    timer_armed_ = true;
     armed_for_ = due;
     timer_.expires_at(due);  // an earlier wait, if any, ends with operation_aborted
     timer_.async_wait([this](boost::system::error_code ec) {
         if (ec) {
             return;  // re-armed for an earlier time, or flush_all
         }
-        timer_armed_ = false;
+        armed_for_.reset();
         while (!waiting_.empty() && room_ahead() && send_by() <= std::chrono::steady_clock::now()) {
             flush();
         }
@@ -186,7 +185,7 @@ void batcher::flush_all() {
         flush();
     }
     timer_.cancel();
-    timer_armed_ = false;
+    armed_for_.reset();
 }
 
 void batcher::flush() {

@@ -134,8 +134,8 @@ private:
     std::optional<std::chrono::steady_clock::time_point> last_arrival_;
     std::optional<std::chrono::steady_clock::duration> gap_;
     boost::asio::steady_timer timer_;
-    bool timer_armed_ = false;
-    std::chrono::steady_clock::time_point armed_for_;
+    // When the timer fires; empty while it is not armed.
+    std::optional<std::chrono::steady_clock::time_point> armed_for_;
 };
 
 }  // namespace torchpool::serve

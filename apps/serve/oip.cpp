@@ -17,6 +17,62 @@ namespace json = boost::json;
 
 namespace {
 
+// Calls f(std::type_identity<T>{}) with T the C++ type of an element of `type`; false for
+// FP16 and BF16, which JSON does not carry here (they travel as binary data).
+template <class F>
+bool with_element_type(dtype type, F&& f) {
+    switch (type) {
+        case dtype::boolean:
+            f(std::type_identity<bool>{});
+            return true;
+        case dtype::float32:
+            f(std::type_identity<float>{});
+            return true;
+        case dtype::float64:
+            f(std::type_identity<double>{});
+            return true;
+        case dtype::int8:
+            f(std::type_identity<std::int8_t>{});
+            return true;
+        case dtype::uint8:
+            f(std::type_identity<std::uint8_t>{});
+            return true;
+        case dtype::int16:
+            f(std::type_identity<std::int16_t>{});
+            return true;
+        case dtype::int32:
+            f(std::type_identity<std::int32_t>{});
+            return true;
+        case dtype::int64:
+            f(std::type_identity<std::int64_t>{});
+            return true;
+        case dtype::float16:
+        case dtype::bfloat16:
+            return false;
+    }
+    return false;
+}
+
+// What a JSON element of a tensor of T's must be, for an error.
+template <class T>
+constexpr const char* wanted_element() {
+    if constexpr (std::is_same_v<T, bool>) {
+        return "true or false";
+    } else if constexpr (std::is_floating_point_v<T>) {
+        return "a number";
+    } else if constexpr (std::is_same_v<T, std::int8_t>) {
+        return "an integer in [-128, 127]";
+    } else if constexpr (std::is_same_v<T, std::uint8_t>) {
+        return "an integer in [0, 255]";
+    } else if constexpr (std::is_same_v<T, std::int16_t>) {
+        return "an integer in [-32768, 32767]";
+    } else if constexpr (std::is_same_v<T, std::int32_t>) {
+        return "a 32-bit integer";
+    } else {
+        return "an integer";
+    }
+}
+
 // An element as a value of type T; false if it is not one (or out of T's range).
 template <class T>
 bool element_as(const json_number& v, T& out) {
@@ -75,43 +131,14 @@ std::optional<std::string> convert(dtype type, const json_number* values, std::s
                                    std::string& bytes, const std::string& name) {
     std::optional<std::size_t> bad;
     const char* wanted = "";
-    switch (type) {
-        case dtype::boolean:
-            bad = convert_as<bool>(values, count, bytes);
-            wanted = "true or false";
-            break;
-        case dtype::float32:
-            bad = convert_as<float>(values, count, bytes);
-            wanted = "a number";
-            break;
-        case dtype::float64:
-            bad = convert_as<double>(values, count, bytes);
-            wanted = "a number";
-            break;
-        case dtype::int8:
-            bad = convert_as<std::int8_t>(values, count, bytes);
-            wanted = "an integer in [-128, 127]";
-            break;
-        case dtype::uint8:
-            bad = convert_as<std::uint8_t>(values, count, bytes);
-            wanted = "an integer in [0, 255]";
-            break;
-        case dtype::int16:
-            bad = convert_as<std::int16_t>(values, count, bytes);
-            wanted = "an integer in [-32768, 32767]";
-            break;
-        case dtype::int32:
-            bad = convert_as<std::int32_t>(values, count, bytes);
-            wanted = "a 32-bit integer";
-            break;
-        case dtype::int64:
-            bad = convert_as<std::int64_t>(values, count, bytes);
-            wanted = "an integer";
-            break;
-        case dtype::float16:
-        case dtype::bfloat16:
-            return "input '" + name +
-                   "' is FP16 or BF16, which JSON data cannot carry; send it as binary data";
+    const bool carried = with_element_type(type, [&](auto element) {
+        using T = typename decltype(element)::type;
+        bad = convert_as<T>(values, count, bytes);
+        wanted = wanted_element<T>();
+    });
+    if (!carried) {
+        return "input '" + name +
+               "' is FP16 or BF16, which JSON data cannot carry; send it as binary data";
     }
     if (bad) {
         return "element " + std::to_string(*bad) + " of input '" + name + "' is not " + wanted;
@@ -471,7 +498,7 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
             request.binary_outputs ||
             std::find(request.binary_output_names.begin(), request.binary_output_names.end(),
                       spec.name) != request.binary_output_names.end();
-        if (!as_binary && (t.type == dtype::float16 || t.type == dtype::bfloat16)) {
+        if (!as_binary && !with_element_type(t.type, [](auto) {})) {
             return http_error{500, "output '" + spec.name +
                                        "' is FP16 or BF16, which this "
                                        "server cannot write as JSON yet"};
@@ -500,35 +527,9 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
                                        format_shape(t.shape)};
         }
         text += ",\"data\":[";
-        switch (t.type) {
-            case dtype::boolean:
-                append_data<bool>(text, t.data, elements);
-                break;
-            case dtype::float32:
-                append_data<float>(text, t.data, elements);
-                break;
-            case dtype::float64:
-                append_data<double>(text, t.data, elements);
-                break;
-            case dtype::int8:
-                append_data<std::int8_t>(text, t.data, elements);
-                break;
-            case dtype::uint8:
-                append_data<std::uint8_t>(text, t.data, elements);
-                break;
-            case dtype::int16:
-                append_data<std::int16_t>(text, t.data, elements);
-                break;
-            case dtype::int32:
-                append_data<std::int32_t>(text, t.data, elements);
-                break;
-            case dtype::int64:
-                append_data<std::int64_t>(text, t.data, elements);
-                break;
-            case dtype::float16:
-            case dtype::bfloat16:
-                break;  // refused above
-        }
+        with_element_type(t.type, [&](auto element) {  // carried: checked above
+            append_data<typename decltype(element)::type>(text, t.data, elements);
+        });
         text += "]}";
     }
     text += "]}";
