@@ -10,14 +10,13 @@
 # Usage: bench/serve_instructions.sh [BUILD_DIR] [N]   (default: build/release 2000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/serve_common.sh
 
 build=${1:-build/release}
 n=${2:-2000}
 serve="$build/apps/torchpool-serve"
 client="$build/bench/torchpool-bench-serve-client"
-for f in "$serve" "$client" "$build/bench/torchpool-bench-serve-bodies"; do
-    [ -e "$f" ] || { echo "serve_instructions.sh: $f is missing; build first (cmake --preset release && cmake --build --preset release)" >&2; exit 1; }
-done
+require_built serve_instructions.sh "$serve" "$client" "$build/bench/torchpool-bench-serve-bodies"
 command -v valgrind >/dev/null || { echo "serve_instructions.sh: valgrind is missing" >&2; exit 1; }
 
 work=${SERVE_INSTRUCTIONS_KEEP:-$(mktemp -d)}
@@ -28,16 +27,8 @@ trap cleanup EXIT
 json_body="$build/models/fashion_mnist.sample.json"
 header_length=$("$build/bench/torchpool-bench-serve-bodies" "$json_body" "$work/binary.body")
 
-valgrind --tool=callgrind --callgrind-out-file="$work/serve.%p" "$serve" --port 0 --max-batch 1 \
-    >"$work/server.out" 2>&1 &
-server_pid=$!
-for _ in $(seq 1200); do
-    grep -q '^listening on' "$work/server.out" && break
-    kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.out" >&2; exit 1; }
-    sleep 0.1  # waiting for the workers to start under valgrind (not a synchronization of results)
-done
-port=$(sed -n 's|^listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/server.out")
-url="http://127.0.0.1:$port/v2/models/fashion/infer"
+start_server "$work/server.out" 120 \
+    valgrind --tool=callgrind --callgrind-out-file="$work/serve.%p" "$serve" --port 0 --max-batch 1
 
 count() {  # FORMAT CLIENT_ARGS...: instructions for N requests
     local format=$1

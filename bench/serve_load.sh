@@ -13,6 +13,7 @@
 # Usage: bench/serve_load.sh [BUILD_DIR] [SECONDS]   (default: build/release 5)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source bench/serve_common.sh
 
 build=${1:-build/release}
 seconds=${2:-5}
@@ -20,9 +21,7 @@ serve="$build/apps/torchpool-serve"
 ceiling="$build/bench/torchpool-bench-model-ceiling"
 model="$build/models/fashion_mnist.pt"
 client="$build/bench/torchpool-bench-serve-client"
-for f in "$serve" "$ceiling" "$model" "$build/bench/torchpool-bench-serve-bodies" "$client"; do
-    [ -e "$f" ] || { echo "serve_load.sh: $f is missing; build first (cmake --preset release && cmake --build --preset release)" >&2; exit 1; }
-done
+require_built serve_load.sh "$serve" "$ceiling" "$model" "$build/bench/torchpool-bench-serve-bodies" "$client"
 command -v wrk >/dev/null || { echo "serve_load.sh: wrk is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 
 work=$(mktemp -d)
@@ -54,15 +53,8 @@ ceiling_rate=$(sed -n 's/.*batch 1, 1 thread: \([0-9]*\) images.*/\1/p' "$work/c
 
 printf "\n%-34s %6s %10s %9s %9s %9s\n" "configuration" "conns" "images/s" "p50 ms" "p99 ms" "/ceiling"
 for batching in "--max-batch 1" "--max-batch 32 --batch-delay-us 500"; do
-    "$serve" --port 0 $batching >"$work/server.out" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 600); do
-        grep -q '^listening on' "$work/server.out" && break
-        kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.out" >&2; exit 1; }
-        sleep 0.1  # waiting for the server's workers to start (not a synchronization of results)
-    done
-    port=$(sed -n 's|^listening on http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/server.out")
-    url="http://127.0.0.1:$port/v2/models/fashion/infer"
+    # shellcheck disable=SC2086  # $batching is several options
+    start_server "$work/server.out" 60 "$serve" --port 0 $batching
     for format in json binary; do
         best=0
         for conns in 1 8 32 128; do
