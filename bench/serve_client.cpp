@@ -9,7 +9,9 @@
 //   hidden by the requests it delayed: no coordinated omission). This is how p99 "at half the
 //   saturation rate" is measured.
 //
-// Prints one line: requests, non-200 answers, seconds, rate, and latency p50/p90/p99/max.
+// Prints one line: requests, non-200 answers, seconds, rate, latency p50/p90/p99/max, and
+// the p99 of how late requests left the client (its own stalls, or a connection still busy
+// with the previous answer), which tells the client's share of a bad p99 from the server's.
 //
 // Usage: torchpool-bench-serve-client URL BODY [--header-length N] [--connections C]
 //                                     (--requests N | --rate R --seconds S)
@@ -55,8 +57,9 @@ struct options {
 
 struct results {
     std::vector<double> latency_ms;
-    long failed = 0;  // answered, but not 200
-    long broken = 0;  // connection lost
+    std::vector<double> late_ms;  // how late each request left the client (its own stalls)
+    long failed = 0;              // answered, but not 200
+    long broken = 0;              // connection lost
 };
 
 [[noreturn]] void usage(const char* self, const char* why) {
@@ -154,6 +157,8 @@ public:
                     co_await timer.async_wait(asio::use_awaitable);
                 }
             }
+            results_.late_ms.push_back(
+                std::chrono::duration<double, std::milli>(clock_type::now() - due).count());
             co_await asio::async_write(socket, asio::buffer(wire_), asio::use_awaitable);
             http::response_parser<http::string_body> parser;
             parser.body_limit(64u << 20);
@@ -195,16 +200,17 @@ public:
         const double elapsed = std::chrono::duration<double>(clock_type::now() - start_).count();
         auto& l = results_.latency_ms;
         std::sort(l.begin(), l.end());
-        const auto at = [&](double q) {
-            return l.empty() ? 0.0
-                             : l[std::min(l.size() - 1, static_cast<std::size_t>(q * l.size()))];
+        std::sort(results_.late_ms.begin(), results_.late_ms.end());
+        const auto quantile = [](const std::vector<double>& v, double q) {
+            return v.empty() ? 0.0
+                             : v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))];
         };
         std::printf(
             "requests %zu non-200 %ld broken %ld seconds %.3f rate %.0f p50_ms %.3f p90_ms %.3f "
-            "p99_ms %.3f max_ms %.3f\n",
+            "p99_ms %.3f max_ms %.3f sent_late_p99_ms %.3f\n",
             l.size(), results_.failed, results_.broken, elapsed,
-            static_cast<double>(l.size()) / elapsed, at(0.50), at(0.90), at(0.99),
-            l.empty() ? 0.0 : l.back());
+            static_cast<double>(l.size()) / elapsed, quantile(l, 0.50), quantile(l, 0.90),
+            quantile(l, 0.99), l.empty() ? 0.0 : l.back(), quantile(results_.late_ms, 0.99));
     }
 
 private:
