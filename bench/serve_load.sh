@@ -83,7 +83,8 @@ for batching in "--max-batch 1" "--max-batch 32 --batch-delay-us 500"; do
             for _ in 1 2 3 4 5; do
                 loaded=$("$client" "$url" "$work/$format.body" "${header[@]}" --connections 64 \
                     --rate "$half" --seconds "$seconds")
-                echo "$loaded" | awk '$4 != 0 || $6 != 0 { print "  (" $4 " non-200, " $6 " broken)" }'
+                echo "$loaded" | awk -v f="$format" -v r="$half" \
+                    '$4 != 0 || $6 != 0 { print f " at " r "/s: " $4 " non-200 answers, " $6 " connections broken" }'
                 p99s+=("$(field "$loaded" p99_ms)")
             done
             sorted=$(printf "%s\n" "${p99s[@]}" | sort -g | tr '\n' ' ')
