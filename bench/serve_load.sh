@@ -27,6 +27,10 @@ require_built serve_load.sh "$serve" "$ceiling" "$model" "$build/bench/torchpool
 command -v wrk >/dev/null || { echo "serve_load.sh: wrk is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 
 work=$(mktemp -d)
+# wrk's latency text (e.g. 812.00us, 1.20ms, 1.02s) in milliseconds.
+ms() { awk -v t="$1" 'BEGIN { v = t + 0; if (t ~ /us$/) v /= 1000; else if (t ~ /[0-9]s$/) v *= 1000; print v }'; }
+# The value after NAME in a line of torchpool-bench-serve-client's output.
+field() { echo "$1" | sed -n "s/.* $2 \([0-9.]*\).*/\1/p"; }
 latency_lines=()
 server_pid=
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; rm -rf "$work"; }
@@ -65,14 +69,12 @@ for batching in "--max-batch 1" "--max-batch 32 --batch-delay-us 500"; do
             p50=$(echo "$out" | awk '$1=="50%"{print $2}')
             p99=$(echo "$out" | awk '$1=="99%"{print $2}')
             errors=$(echo "$out" | sed -n 's/.*Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p')
-            ms() { awk -v t="$1" 'BEGIN { v = t + 0; if (t ~ /us$/) v /= 1000; else if (t ~ /[0-9]s$/) v *= 1000; print v }'; }
             printf "%-34s %6d %10.0f %9.2f %9.2f %8.2fx%s\n" "${batching#--} $format" "$conns" "$rate" \
                 "$(ms "$p50")" "$(ms "$p99")" "$(awk -v a="$rate" -v b="$ceiling_rate" 'BEGIN { print a / b }')" \
                 "${errors:+  ($errors non-2xx)}"
             best=$(awk -v a="$rate" -v b="$best" 'BEGIN { print (a > b) ? a : b }')
         done
         if [ "$batching" != "--max-batch 1" ]; then
-            field() { echo "$1" | sed -n "s/.* $2 \([0-9.]*\).*/\1/p"; }
             header=()
             [ "$format" = binary ] && header=(--header-length "$(cat "$work/binary.length")")
             unloaded=$("$client" "$url" "$work/$format.body" "${header[@]}" --connections 1 --requests 2000)
