@@ -14,6 +14,18 @@ std::int64_t rows_of(const std::vector<tensor>& inputs) {
     return inputs.empty() || inputs[0].shape.empty() ? 1 : inputs[0].shape[0];
 }
 
+bool batchable(const std::vector<tensor>& inputs) {
+    if (inputs.empty()) {
+        return false;
+    }
+    for (const auto& t : inputs) {
+        if (t.shape.empty() || t.shape[0] < 1 || t.shape[0] != inputs[0].shape[0]) {
+            return false;
+        }
+    }
+    return true;
+}
+
 bool stackable(const std::vector<tensor>& a, const std::vector<tensor>& b) {
     if (a.size() != b.size()) {
         return false;
@@ -46,9 +58,13 @@ std::vector<std::vector<tensor>> split(const std::vector<tensor>& outputs,
     for (const auto r : rows) {
         total += r;
     }
+    if (total <= 0) {
+        return {};
+    }
     std::vector<std::vector<tensor>> parts(rows.size());
     for (const auto& out : outputs) {
-        if (out.shape.empty() || out.shape[0] != total) {
+        if (out.shape.empty() || out.shape[0] != total ||
+            out.data.size() % static_cast<std::size_t>(total) != 0) {
             return {};
         }
         const std::size_t row_bytes = out.data.size() / static_cast<std::size_t>(total);
@@ -110,9 +126,9 @@ void batcher::enqueue(std::vector<tensor> inputs, fault inject, handler_type han
             }
         });
     }
-    if (params_.max_batch <= 1 ||
+    if (params_.max_batch <= 1 || !batchable(it->inputs) ||
         rows_of(it->inputs) >= static_cast<std::int64_t>(params_.max_batch)) {
-        run_alone(std::move(it));  // no batching, or a batch on its own
+        run_alone(std::move(it));  // no batching, not batchable, or a batch on its own
         return;
     }
     // The pace of requests that arrive while others are in the server (a lone client's

@@ -45,13 +45,19 @@ struct batch_result {
 
 /// Rows of a request: the first dimension of its first input (1 for a scalar).
 std::int64_t rows_of(const std::vector<tensor>& inputs);
+/// Whether a request can join a batch at all: at least one row, and every input has the same
+/// first (batch) dimension. A request of 0 rows, or whose inputs disagree on their rows, runs
+/// alone, so that the model itself answers it (a model whose batch may be empty returns
+/// outputs of 0 rows).
+bool batchable(const std::vector<tensor>& inputs);
 /// Whether two requests can share a batch: same number of inputs, same types, and the same
 /// sizes past the first dimension.
 bool stackable(const std::vector<tensor>& a, const std::vector<tensor>& b);
 /// The inputs of several requests stacked along the first dimension.
 std::vector<tensor> stack(const std::vector<const std::vector<tensor>*>& requests);
 /// Splits a batch's outputs back: request i gets `rows[i]` rows of each. Empty if an output's
-/// first dimension is not the sum of the rows (the model did not keep the batch).
+/// first dimension is not the sum of the rows (the model did not keep the batch), or if there
+/// are no rows at all.
 std::vector<std::vector<tensor>> split(const std::vector<tensor>& outputs,
                                        const std::vector<std::int64_t>& rows);
 

@@ -98,6 +98,24 @@ std::string check_shape(const tensor_spec& spec, const std::vector<std::int64_t>
            "' wants " + format_shape(spec.shape) + " (-1: any size)";
 }
 
+std::optional<std::uint64_t> element_count(const std::vector<std::int64_t>& shape,
+                                           std::uint64_t limit) {
+    std::uint64_t elements = 1;
+    for (const auto d : shape) {
+        if (d == 0) {
+            return 0;  // whatever follows: and [0, 2^62] is no overflow
+        }
+    }
+    for (const auto d : shape) {
+        const auto size = static_cast<std::uint64_t>(d);
+        if (d < 0 || size > limit / elements) {
+            return std::nullopt;
+        }
+        elements *= size;
+    }
+    return elements;
+}
+
 model_config parse_model_config(std::string name, std::string path, std::string_view text,
                                 const std::string& where) {
     boost::system::error_code ec;

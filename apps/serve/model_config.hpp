@@ -55,4 +55,12 @@ std::string check_shape(const tensor_spec& spec, const std::vector<std::int64_t>
 
 std::string format_shape(const std::vector<std::int64_t>& shape);
 
+/// The most elements an input of a request may have (1 GiB of FP32).
+inline constexpr std::uint64_t max_input_elements = std::uint64_t{1} << 28;
+
+/// The number of elements of a tensor of `shape` (sizes >= 0), checked before each
+/// multiplication; nullopt past `limit` (so that no product can wrap around).
+std::optional<std::uint64_t> element_count(const std::vector<std::int64_t>& shape,
+                                           std::uint64_t limit = max_input_elements);
+
 }  // namespace torchpool::serve

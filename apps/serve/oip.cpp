@@ -78,8 +78,11 @@ template <class T>
 bool element_as(const json_number& v, T& out) {
     using k = json_number::kind;
     if constexpr (std::is_same_v<T, bool>) {
+        if (v.what != k::boolean) {
+            return false;  // and v.b is not the union's member to read
+        }
         out = v.b;
-        return v.what == k::boolean;
+        return true;
     } else if constexpr (std::is_floating_point_v<T>) {
         switch (v.what) {
             case k::real:
@@ -355,22 +358,23 @@ std::variant<infer_request, http_error> parse_infer_request(
                        "' wants " + std::string(oip_datatype(spec.type)));
         }
         std::vector<std::int64_t> dims;
-        std::uint64_t elements = 1;
         for (const auto& d : shape->as_array()) {
             if (!d.is_int64() || d.as_int64() < 0) {
                 return bad("the shape of input '" + spec.name + "' must hold sizes >= 0");
             }
             dims.push_back(d.as_int64());
-            elements *= static_cast<std::uint64_t>(d.as_int64());
-            if (elements > (1u << 28)) {
-                return http_error{413, "input '" + spec.name + "' is too large"};
-            }
+        }
+        const auto elements = element_count(dims);
+        if (!elements) {
+            return http_error{413, "input '" + spec.name + "' is too large: shape " +
+                                       format_shape(dims) + " holds more than " +
+                                       std::to_string(max_input_elements) + " elements"};
         }
         if (auto problem = check_shape(spec, dims, model.name); !problem.empty()) {
             return bad(problem);
         }
         if (bytes_of[at]) {
-            const std::size_t want = elements * element_size(spec.type);
+            const std::size_t want = *elements * element_size(spec.type);
             if (bytes_of[at]->size() != want) {
                 return bad("input '" + spec.name + "' has shape " + format_shape(dims) + " of " +
                            std::string(oip_datatype(spec.type)) + ", which takes " +
@@ -383,9 +387,9 @@ std::variant<infer_request, http_error> parse_infer_request(
         // The parser replaced "data" by the index of its run of numbers.
         const auto& run = runs[static_cast<std::size_t>(data->as_int64())];
         const std::size_t count = run.end - run.begin;
-        if (count != elements) {
+        if (count != *elements) {
             return bad("input '" + spec.name + "' has shape " + format_shape(dims) +
-                       ", which holds " + std::to_string(elements) +
+                       ", which holds " + std::to_string(*elements) +
                        " elements, but its data has " + std::to_string(count));
         }
         tensor value(spec.type, dims);
@@ -517,11 +521,9 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
             binary += t.data;
             continue;
         }
-        std::size_t elements = 1;
-        for (const auto d : t.shape) {
-            elements *= static_cast<std::size_t>(d);
-        }
-        if (t.data.size() != elements * element_size(t.type)) {
+        const auto count = element_count(t.shape, std::numeric_limits<std::uint64_t>::max() / 8);
+        const std::size_t elements = count ? *count : 0;
+        if (!count || t.data.size() != elements * element_size(t.type)) {
             return http_error{500, "output '" + spec.name + "' has " +
                                        std::to_string(t.data.size()) + " bytes for shape " +
                                        format_shape(t.shape)};

@@ -13,8 +13,6 @@
 
 namespace torchpool::wire {
 
-namespace schema = torchpool::wire::schema;
-
 namespace {
 
 capnp::Text::Reader text(const std::string& s) {

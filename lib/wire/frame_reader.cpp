@@ -25,7 +25,7 @@ std::uint32_t load_le32(const std::byte* p) noexcept {
 frame_reader::frame_reader(std::size_t max_frame_bytes) : max_frame_bytes_(max_frame_bytes) {}
 
 std::span<std::byte> frame_reader::prepare(std::size_t n) {
-    const std::size_t capacity = buffer_.size() * word_bytes;
+    const std::size_t capacity = capacity_words_ * word_bytes;
     if (begin_ == end_) {
         begin_ = end_ = 0;
     }
@@ -39,10 +39,16 @@ std::span<std::byte> frame_reader::prepare(std::size_t n) {
         }
         if (capacity - end_ < n) {
             const std::size_t needed = end_ + n;
-            buffer_.resize(std::max(needed / word_bytes + 1, buffer_.size() * 2));
+            const std::size_t words = std::max(needed / word_bytes + 1, capacity_words_ * 2);
+            auto grown = std::make_unique_for_overwrite<capnp::word[]>(words);
+            if (end_ > 0) {
+                std::memcpy(grown.get(), buffer_.get(), end_);
+            }
+            buffer_ = std::move(grown);
+            capacity_words_ = words;
         }
     }
-    return {bytes() + end_, buffer_.size() * word_bytes - end_};
+    return {bytes() + end_, capacity_words_ * word_bytes - end_};
 }
 
 frame_reader::result frame_reader::next() {

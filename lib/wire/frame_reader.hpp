@@ -6,8 +6,8 @@
 #include <capnp/common.h>
 
 #include <cstddef>
+#include <memory>
 #include <span>
-#include <vector>
 
 namespace torchpool::wire {
 
@@ -47,7 +47,7 @@ public:
 
     /// The bytes received and not yet taken as frames (the start of a partial frame).
     std::span<const std::byte> unconsumed() const noexcept {
-        return {reinterpret_cast<const std::byte*>(buffer_.data()) + begin_, end_ - begin_};
+        return {reinterpret_cast<const std::byte*>(buffer_.get()) + begin_, end_ - begin_};
     }
     /// Appends `bytes` as if received.
     void append(std::span<const std::byte> bytes);
@@ -56,10 +56,14 @@ public:
     std::size_t rejected_frame_bytes() const noexcept { return rejected_bytes_; }
 
 private:
-    std::byte* bytes() noexcept { return reinterpret_cast<std::byte*>(buffer_.data()); }
+    std::byte* bytes() noexcept { return reinterpret_cast<std::byte*>(buffer_.get()); }
 
     std::size_t max_frame_bytes_;
-    std::vector<capnp::word> buffer_;
+    // Words, so that frames handed out are aligned as Cap'n Proto requires. Not a
+    // std::vector: capnp::word is copyable only under GCC (Cap'n Proto 0.9.2), and growing
+    // never needs to copy the bytes already taken as frames.
+    std::unique_ptr<capnp::word[]> buffer_;
+    std::size_t capacity_words_ = 0;
     std::size_t begin_ = 0;  // byte offset of the first unconsumed byte; a multiple of 8
     std::size_t end_ = 0;    // byte offset past the last received byte
     std::size_t rejected_bytes_ = 0;

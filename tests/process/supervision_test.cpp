@@ -89,10 +89,12 @@ TEST_CASE("a worker over its soft memory limit is recycled after its task, which
     with_pool(params, events, [&](pool& p) -> asio::awaitable<void> {
         auto [ec, r] = co_await p.async_submit(make_request("allocate", "64"), tuple_awaitable);
         CHECK(!ec);  // its task is not failed
-        // Its replacement starts, and it leaves once that one is ready.
+        // Its replacement starts, and it leaves once that one is ready. (A copy of the pid:
+        // C++20 lets no lambda capture a structured binding, and Clang 14 enforces it.)
+        const auto first_pid = r.worker_pid;
         co_await events.changed->until([&] {
             const auto exits = events.of(worker_event::kind::exited);
-            return !exits.empty() && exits[0].pid == r.worker_pid;
+            return !exits.empty() && exits[0].pid == first_pid;
         });
         CHECK(p.stats().workers_idle == 1);
         auto [ec2, r2] = co_await p.async_submit(make_request("pid"), tuple_awaitable);

@@ -350,3 +350,71 @@ TEST_CASE(
     CHECK_THAT(problem(wrong + raw.substr(0, 12), wrong.size()),
                Catch::Contains("takes 16 bytes, but its binary data has 12"));
 }
+
+TEST_CASE("a shape's element count is checked before each multiplication", "[serve]") {
+    CHECK(element_count({}) == 1u);
+    CHECK(element_count({2, 3, 4}) == 24u);
+    CHECK(element_count({0, std::int64_t{1} << 62}) == 0u);  // empty, however large the rest
+    CHECK(element_count({std::int64_t{1} << 62, 0}) == 0u);
+    CHECK(element_count({1 << 14, 1 << 14}) == std::uint64_t{1} << 28);
+    CHECK_FALSE(element_count({1 << 14, (1 << 14) + 1}));
+    // 2^28 * 2^36 is 2^64: it wrapped to 0 elements and passed every check.
+    CHECK_FALSE(element_count({std::int64_t{1} << 28, std::int64_t{1} << 36}));
+    CHECK_FALSE(element_count({std::int64_t{1} << 32, std::int64_t{1} << 32}));
+
+    unsigned status = 0;
+    const auto model = parse_model_config("wide", "/m.pt", R"({
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [-1, -1]}],
+        "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1]}]})",
+                                          "wide.json");
+    auto parsed = parse_infer_request(
+        R"({"inputs": [{"name": "x", "datatype": "FP32", "shape": [268435456, 68719476736],
+            "data": []}]})",
+        model);
+    REQUIRE(std::holds_alternative<http_error>(parsed));
+    status = std::get<http_error>(parsed).status;
+    CHECK(status == 413);
+    CHECK_THAT(std::get<http_error>(parsed).message, Catch::Contains("more than 268435456"));
+}
+
+TEST_CASE("a BOOL input takes true and false only, and no other element", "[serve]") {
+    const auto model = parse_model_config("flags", "/m.pt", R"({
+        "inputs": [{"name": "f", "datatype": "BOOL", "shape": [-1]}],
+        "outputs": [{"name": "y", "datatype": "BOOL", "shape": [-1]}]})",
+                                          "flags.json");
+    const auto body = [](const char* data) {
+        return std::string(R"({"inputs": [{"name": "f", "datatype": "BOOL", "shape": [3],)") +
+               R"( "data": )" + data + "}]}";
+    };
+    auto good = parse_infer_request(body("[true, false, true]"), model);
+    REQUIRE(std::holds_alternative<infer_request>(good));
+    CHECK(std::get<infer_request>(good).inputs[0].data == std::string("\1\0\1", 3));
+    // Numbers are not booleans (reading one through the union's bool was undefined behaviour).
+    for (const char* data : {"[true, 1, false]", "[0, 0, 0]", "[true, 2.5, false]"}) {
+        auto bad = parse_infer_request(body(data), model);
+        REQUIRE(std::holds_alternative<http_error>(bad));
+        CHECK_THAT(std::get<http_error>(bad).message, Catch::Contains("is not true or false"));
+    }
+}
+
+TEST_CASE("a request of 0 rows, or whose inputs disagree on rows, is never stacked",
+          "[serve][batch]") {
+    const auto rows = [](std::int64_t n) {
+        return std::vector<tensor>{tensor(dtype::float32, {n, 2}, std::string(n * 8, 'x'))};
+    };
+    CHECK(batchable(rows(1)));
+    CHECK(batchable(rows(5)));
+    CHECK_FALSE(batchable(rows(0)));
+    CHECK_FALSE(batchable({}));
+    CHECK_FALSE(batchable({tensor(dtype::float32, {}, std::string(4, 'x'))}));  // a scalar
+    CHECK_FALSE(batchable({tensor(dtype::float32, {2, 1}, std::string(8, 'x')),
+                           tensor(dtype::float32, {3, 1}, std::string(12, 'x'))}));
+    CHECK(batchable({tensor(dtype::float32, {2, 1}, std::string(8, 'x')),
+                     tensor(dtype::int64, {2}, std::string(16, 'x'))}));
+
+    // Split has nothing to divide by with 0 rows in all (it divided by zero: SIGFPE).
+    CHECK(split({tensor(dtype::float32, {0, 10}, "")}, {0, 0}).empty());
+    CHECK(split({tensor(dtype::float32, {0, 10}, "")}, {}).empty());
+    // An output whose bytes do not divide into its rows is not split.
+    CHECK(split({tensor(dtype::float32, {2, 1}, std::string(7, 'x'))}, {1, 1}).empty());
+}
