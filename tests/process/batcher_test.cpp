@@ -93,3 +93,49 @@ TEST_CASE("while every worker is busy, one batch waits behind it and the rest ke
         }
     });
 }
+
+TEST_CASE("requests of 0 rows behind a busy worker each run alone and get the model's answer",
+          "[serve][batcher]") {
+    // Two of them stacked into a batch of 0 rows once crashed the server (SIGFPE in split).
+    auto params = params_for(1);
+    params.faults.enabled = true;
+    params.cancel_grace = 50ms;
+    with_pool(params, [](pool& p) -> asio::awaitable<void> {
+        serve::batcher batches(p, {.method = "echo",
+                                   .max_batch = 8,
+                                   .delay = std::chrono::microseconds(1000),
+                                   .workers = 1});
+        std::array<std::optional<serve::batch_result>, 5> results;
+        const auto keep = [&](std::size_t i) {
+            return [&results, i](serve::batch_result r) { results[i] = std::move(r); };
+        };
+        const auto no_rows = [] { return std::vector<tensor>{tensor(dtype::float32, {0, 2})}; };
+        asio::cancellation_signal cancel_hang;
+        batches.async_infer(one_row(0), fault::hang(),
+                            asio::bind_cancellation_slot(cancel_hang.slot(), keep(0)));
+        batches.async_infer(no_rows(), {}, keep(1));
+        batches.async_infer(no_rows(), {}, keep(2));
+        batches.async_infer(one_row(3), {}, keep(3));
+        batches.async_infer(one_row(4), {}, keep(4));
+        // The two empty requests went to the pool on their own; the others wait to be stacked.
+        CHECK(batches.waiting() == 2);
+        cancel_hang.emit(asio::cancellation_type::terminal);
+        REQUIRE(co_await until([&] {
+            return std::all_of(results.begin(), results.end(),
+                               [](auto& r) { return r.has_value(); });
+        }));
+        CHECK(results[0]->error == asio::error::operation_aborted);
+        for (std::size_t i = 1; i < 3; ++i) {
+            INFO("request " << i << ": " << results[i]->why);
+            REQUIRE(!results[i]->error);
+            CHECK(results[i]->batch_rows == 0u);
+            REQUIRE(results[i]->outputs.size() == 1);
+            CHECK(results[i]->outputs[0].shape == std::vector<std::int64_t>{0, 2});
+        }
+        for (std::size_t i = 3; i < 5; ++i) {
+            INFO("request " << i << ": " << results[i]->why);
+            REQUIRE(!results[i]->error);
+            CHECK(results[i]->batch_rows == 2u);
+        }
+    });
+}
