@@ -241,7 +241,9 @@ int main(int argc, char** argv) {
             auto workers = std::make_unique<pool>(io.get_executor(), params);
             auto batches = std::make_unique<batcher>(
                 *workers, batcher::params{.method = config.method,
-                                          .max_batch = std::max<std::size_t>(1, opt.max_batch),
+                                          .max_batch = keeps_batch_dimension(config)
+                                                           ? std::max<std::size_t>(1, opt.max_batch)
+                                                           : 1,
                                           .delay = std::chrono::microseconds(opt.batch_delay_us),
                                           .workers = params.workers,
                                           .timeout = opt.limits.request_timeout});

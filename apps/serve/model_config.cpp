@@ -98,6 +98,17 @@ std::string check_shape(const tensor_spec& spec, const std::vector<std::int64_t>
            "' wants " + format_shape(spec.shape) + " (-1: any size)";
 }
 
+bool keeps_batch_dimension(const model_config& model) noexcept {
+    for (const auto* list : {&model.inputs, &model.outputs}) {
+        for (const auto& spec : *list) {
+            if (spec.shape.empty() || spec.shape[0] != -1) {
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
 std::optional<std::uint64_t> element_count(const std::vector<std::int64_t>& shape,
                                            std::uint64_t limit) {
     std::uint64_t elements = 1;
@@ -148,6 +159,12 @@ model_config parse_model_config(std::string name, std::string path, std::string_
         auto& into = std::string_view(key) == "inputs" ? config.inputs : config.outputs;
         for (const auto& spec : list->as_array()) {
             into.push_back(parse_spec(spec, where));
+            for (std::size_t i = 0; i + 1 < into.size(); ++i) {
+                if (into[i].name == into.back().name) {
+                    throw std::runtime_error(where + ": two " + key + " are named '" +
+                                             into.back().name + "'");
+                }
+            }
         }
     }
     return config;

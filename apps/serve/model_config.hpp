@@ -40,6 +40,11 @@ struct model_config {
     std::vector<tensor_spec> outputs;
 };
 
+/// Whether requests for `model` can be stacked into batches: every input and output has a
+/// first dimension, and it is free (-1). A model with a fixed first size (or a scalar) takes
+/// each request as it is, never a batch.
+bool keeps_batch_dimension(const model_config& model) noexcept;
+
 /// Reads `path`'s config (same path, extension .json). Throws std::runtime_error naming the
 /// file and what is wrong.
 model_config load_model_config(std::string name, const std::string& path);

@@ -521,6 +521,36 @@ TEST_CASE("a poison request in a batch fails alone, with its cause, and the othe
     // Without --fault-injection such a request is refused: see the bad-request test.
 }
 
+TEST_CASE("requests of 0 rows, alone or waiting together, get the model's empty answer",
+          "[serve][e2e]") {
+    // Two of them stacked into a batch of 0 rows killed the server (SIGFPE splitting it).
+    server_process server(
+        {"--max-batch", "8", "--batch-delay-us", "60000000", "--fault-injection"});
+    const std::string empty =
+        R"({"id":"none","inputs":[{"name":"images","datatype":"FP32","shape":[0,1,28,28],)"
+        R"("data":[]}]})";
+    auto r = curl("POST", server.url("/v2/models/fashion/infer"), empty);  // alone
+    REQUIRE(r.status == 200);
+    CHECK_THAT(r.body, Catch::Contains(R"("shape":[0,10],"data":[])"));
+    busy_workers busy(server);
+    std::vector<std::unique_ptr<connection>> clients;
+    for (int i = 0; i < 3; ++i) {
+        clients.push_back(std::make_unique<connection>(server.port()));
+        clients.back()->send("POST", "/v2/models/fashion/infer",
+                             i < 2 ? empty : infer_body(test::fashion_test_images(1), "one"));
+    }
+    // The empty ones are not held for a batch: only the image waits.
+    REQUIRE(wait_for_metric(server, R"(torchpool_batch_waiting{model="fashion"} 1)"));
+    busy.release();
+    for (std::size_t i = 0; i < clients.size(); ++i) {
+        const std::string answer = clients[i]->receive();
+        INFO("reply " << i << ": " << answer);
+        CHECK_THAT(answer, Catch::StartsWith("HTTP/1.1 200"));
+        CHECK_THAT(answer, Catch::Contains(i < 2 ? R"("shape":[0,10])" : R"("shape":[1,10])"));
+    }
+    CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
+}
+
 TEST_CASE("SIGTERM drains: a request in flight is answered, idle connections close, exit 0",
           "[serve][e2e]") {
     server_process server({"--fault-injection", "--max-batch", "1"});

@@ -244,6 +244,10 @@ TEST_CASE("a model config that cannot work is refused, naming the file and the p
     CHECK(refused(R"({"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
                       "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]})") ==
           "accepted");
+    CHECK_THAT(refused(R"({"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]},
+                                      {"name": "x", "datatype": "INT64", "shape": [-1]}],
+                           "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]})"),
+               Catch::Contains("two inputs are named 'x'"));
     CHECK_THROWS_WITH(load_model_config("m", "/nonexistent/m.pt"),
                       Catch::Contains("cannot read /nonexistent/m.json"));
 }
@@ -417,4 +421,21 @@ TEST_CASE("a request of 0 rows, or whose inputs disagree on rows, is never stack
     CHECK(split({tensor(dtype::float32, {0, 10}, "")}, {}).empty());
     // An output whose bytes do not divide into its rows is not split.
     CHECK(split({tensor(dtype::float32, {2, 1}, std::string(7, 'x'))}, {1, 1}).empty());
+}
+
+TEST_CASE("only a model whose tensors all have a free first dimension is batched", "[serve]") {
+    const auto config = [](const char* in, const char* out) {
+        return parse_model_config("m", "/m.pt",
+                                  std::string(R"({"inputs": [{"name": "x", "datatype": "FP32",)") +
+                                      R"( "shape": )" + in +
+                                      R"(}], "outputs": [{"name": "y", "datatype": "FP32",)" +
+                                      R"( "shape": )" + out + "}]}",
+                                  "m.json");
+    };
+    CHECK(keeps_batch_dimension(images_model()));
+    CHECK(keeps_batch_dimension(config("[-1, 3]", "[-1]")));
+    CHECK_FALSE(keeps_batch_dimension(config("[3]", "[-1]")));   // stacking two makes [6]
+    CHECK_FALSE(keeps_batch_dimension(config("[-1, 3]", "[]")));  // nothing to split
+    CHECK_FALSE(keeps_batch_dimension(config("[]", "[-1]")));
+    CHECK_FALSE(keeps_batch_dimension(config("[-1]", "[2, -1]")));
 }
