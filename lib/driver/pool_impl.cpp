@@ -1,5 +1,7 @@
 #include "pool_impl.hpp"
 
+#include "channel_intake.hpp"
+
 #include "../posix/proc.hpp"
 #include "../wire/codec.hpp"
 #include <torchpool/error.hpp>
@@ -455,35 +457,10 @@ inline void pool_impl::on_channel_read(core::slot_id s, error_code ec, std::size
 }
 
 inline bool pool_impl::take_messages(core::slot_id s) {
-    auto& reader = workers_[s]->channel.reader();
-    for (;;) {
-        auto next = reader.next();
-        if (next.error) {
-            const auto now = core::clock::now();
-            if (next.error == errc::frame_too_large) {
-                core_.on_protocol_error(
-                    s,
-                    "sent a message of " + std::to_string(reader.rejected_frame_bytes()) +
-                        " bytes, over the limit of " + std::to_string(params_.max_frame_bytes) +
-                        " bytes (pool_params::max_frame_bytes)",
-                    now);
-            } else {
-                core_.on_protocol_error(
-                    s, "sent bytes that are not a message (invalid segment table)", now);
-            }
-            return false;
-        }
-        if (!next.has_frame()) {
-            return true;
-        }
-        auto decoded = wire::decode(next.words);
-        if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
-            core_.on_protocol_error(s, "sent a malformed message: " + bad->what,
-                                    core::clock::now());
-            return false;
-        }
-        core_.on_message(s, std::move(std::get<wire::message>(decoded)), core::clock::now());
-    }
+    return detail::take_messages(
+        workers_[s]->channel.reader(), params_.max_frame_bytes,
+        [&](wire::message&& m) { core_.on_message(s, std::move(m), core::clock::now()); },
+        [&](std::string what) { core_.on_protocol_error(s, std::move(what), core::clock::now()); });
 }
 
 void pool_impl::channel_ended(core::slot_id s, error_code ec) {
