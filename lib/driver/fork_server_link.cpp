@@ -9,6 +9,7 @@
 #include <cstring>
 #include <span>
 
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -65,12 +66,25 @@ void fork_server_link::ask_to_exit() {
 }
 
 bool fork_server_link::take_packets(std::vector<server_packet>& out) {
-    if (!control_.is_open()) {
-        return false;
-    }
+    return control_.is_open() && read_server_packets(control_.native_handle(), out);
+}
+
+namespace {
+
+// Most descriptors a message carries (a worker comes with three).
+constexpr std::size_t max_descriptors = 8;
+
+bool peer_hung_up(int socket) {
+    pollfd p{socket, POLLRDHUP, 0};
+    return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP)) != 0;
+}
+
+}  // namespace
+
+bool read_server_packets(int socket, std::vector<server_packet>& out) {
     for (;;) {
         alignas(capnp::word) std::array<char, 4096> buffer;
-        alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * 8)> control;
+        alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * max_descriptors)> control;
         iovec iov{buffer.data(), buffer.size()};
         msghdr msg{};
         msg.msg_iov = &iov;
@@ -78,7 +92,7 @@ bool fork_server_link::take_packets(std::vector<server_packet>& out) {
         msg.msg_control = control.data();
         msg.msg_controllen = control.size();
         const ssize_t n =
-            ::recvmsg(control_.native_handle(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+            ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0 && (errno == EINTR || errno == ECONNRESET)) {
             // ECONNRESET: the server died with requests unread. It is reported once, and
             // what the workers it made sent is still queued behind it: read on.
@@ -99,6 +113,19 @@ bool fork_server_link::take_packets(std::vector<server_packet>& out) {
             }
         }
         if (n == 0) {
+            // The end of the stream, or an empty packet (SOCK_SEQPACKET reads both as 0
+            // bytes): at the end, the peer has hung up.
+            if (packet.fds.empty() && peer_hung_up(socket)) {
+                return false;
+            }
+            packet.what = std::string("sent an empty message");
+            out.push_back(std::move(packet));
+            return false;
+        }
+        if ((msg.msg_flags & MSG_CTRUNC) != 0 && packet.fds.size() >= max_descriptors) {
+            packet.what = "sent more than " + std::to_string(max_descriptors) +
+                          " descriptors with one message";
+            out.push_back(std::move(packet));
             return false;
         }
         if ((msg.msg_flags & MSG_CTRUNC) != 0 && (msg.msg_flags & MSG_TRUNC) == 0) {

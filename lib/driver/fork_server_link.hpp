@@ -30,6 +30,11 @@ struct server_packet {
     std::vector<posix::unique_fd> fds;
 };
 
+/// Reads every packet the fork server's control socket (SOCK_SEQPACKET, non-blocking reads)
+/// holds into `out`, each with the descriptors it carried. False at end of stream or after a
+/// packet that breaks the protocol, which is the last one in `out` (its `what` says how).
+bool read_server_packets(int socket, std::vector<server_packet>& out);
+
 class fork_server_link {
 public:
     explicit fork_server_link(const boost::asio::any_io_executor& ex)
