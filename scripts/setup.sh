@@ -11,6 +11,7 @@ packages=(
     catch2
     libtorch-dev libopenblas0-openmp zlib1g-dev dataset-fashion-mnist
     libcli11-dev curl prometheus-cpp-dev wrk
+    clang-14 libclang-rt-14-dev
 )
 
 missing=()

@@ -16,6 +16,8 @@
 #                                        needs)
 #   zlib ............................... zlib1g-dev (reads the gzip'd dataset files)
 #   Fashion-MNIST ...................... dataset-fashion-mnist (data, trains the default model)
+#   Clang 14, libFuzzer ................ clang-14, libclang-rt-14-dev (the clang and fuzz presets:
+#                                        the second compiler; fuzz targets with ASan + UBSan)
 
 find_package(Boost 1.81 REQUIRED CONFIG)
 find_package(CapnProto 0.9 REQUIRED CONFIG)
