@@ -180,8 +180,14 @@ struct pool_params {
     /// is stuck: it is killed and restarted, and the worker is asked of the next one.
     std::chrono::milliseconds spawn_timeout{10'000};
     /// Time a worker process (or the fork server) has, once it exists, to load what it
-    /// needs and say hello; past it, it is killed and counted as a failed start.
+    /// needs and say hello; past it, it is killed and counted as a failed start. Unless it
+    /// is making progress: a worker that used CPU time since it started (or since the last
+    /// look) gets load_timeout again, up to `load_extensions` times, because a machine whose
+    /// cores are busy with other work slows every start; one that used none is stuck.
     std::chrono::milliseconds load_timeout{60'000};
+    /// Times a worker still loading, but using CPU, gets load_timeout again (see there).
+    /// 0: never.
+    std::size_t load_extensions = 3;
     /// Workers being started at the same time (process up, not yet ready); the others wait
     /// their turn, so that a burst of hundreds of starts does not starve the workers that
     /// are already running tasks. Zero (the default): twice the number of cores, at least 4.

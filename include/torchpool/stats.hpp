@@ -106,6 +106,9 @@ struct pool_stats {
     /// restarts held back by the restart intensity (pool_params::restart_limit)
     std::uint64_t paced_restarts = 0;
     std::uint64_t failed_starts = 0;     ///< processes that never became ready
+    /// times a loading worker past load_timeout was given more time for using CPU (a busy
+    /// machine slows starts; pool_params::load_extensions)
+    std::uint64_t load_extensions = 0;
     std::uint64_t deaths_by_signal = 0;  ///< unexpected deaths, killed by a signal
     std::uint64_t deaths_by_exit = 0;    ///< unexpected deaths, exited on their own
     std::uint64_t killed_by_pool = 0;    ///< stopped by the pool (deadline, protocol, cancel)

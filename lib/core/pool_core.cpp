@@ -437,6 +437,22 @@ void pool_core::on_timer(time_point now) {
     settle(now);
 }
 
+bool pool_core::loading_with_progress(slot_id s) {
+    auto& w = workers_[s];
+    if (w.child.awaiting_process() || !probe_.cpu_time ||
+        w.load_extensions >= params_.load_extensions) {
+        return false;
+    }
+    const auto used = probe_.cpu_time(w.child.pid());
+    if (!used || *used <= w.load_cpu) {
+        return false;  // gone, or stuck: no CPU time since the last look
+    }
+    w.load_cpu = *used;
+    ++w.load_extensions;
+    ++report_.counters.load_extensions;
+    return true;
+}
+
 void pool_core::on_worker_timer(slot_id s, time_point now) {
     auto& w = workers_[s];
     const auto state = w.child.state();
@@ -446,7 +462,11 @@ void pool_core::on_worker_timer(slot_id s, time_point now) {
     }
     switch (state) {
         case child_state::starting:
-            stop_worker(s, stop_reason::spawn_timeout, true, now);
+            if (loading_with_progress(s)) {
+                w.child.set_timer(now + params_.load_timeout);
+            } else {
+                stop_worker(s, stop_reason::spawn_timeout, true, now);
+            }
             break;
         case child_state::backoff:
             wait_for_start(s, now);

@@ -60,6 +60,8 @@ public:
     struct process_probe {
         std::function<std::optional<worker_memory>(int pid)> memory;
         std::function<std::optional<worker_activity>(int pid)> activity;
+        /// The CPU time a process has used; a loading worker that uses more gets more time.
+        std::function<std::optional<std::chrono::nanoseconds>(int pid)> cpu_time;
         /// Memory the machine has available for new processes (MemAvailable), in bytes.
         std::function<std::optional<std::uint64_t>()> available_memory;
         /// The share of the last 10 s in which every task waited for memory (PSI), in %.
@@ -210,6 +212,9 @@ private:
     /// cancellation of its running task: it is killed.
     void cancel_grace_over(slot_id s, time_point now);
     void on_worker_timer(slot_id s, time_point now);
+    /// A loading worker past its load_timeout used CPU time since the last look (and has
+    /// extensions left): it gets more time, which this counts.
+    bool loading_with_progress(slot_id s);
     void on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now);
     void sweep_heartbeats(time_point now);
     /// An idle worker did not answer its heartbeat: it is stopped and replaced.
@@ -248,6 +253,9 @@ private:
     /// "; restarting in 96 ms", "; restarted at once", ...: what comes next for slot `s`
     /// after its process ended or could not be made.
     std::string describe_next_start(slot_id s, time_point now) const;
+    /// How long a worker killed while loading had: "1.0 s (pool_params::load_timeout)", or
+    /// more with its extensions.
+    std::string describe_load_time(std::size_t extensions) const;
 
     pool_params params_;
     process_probe probe_;

@@ -49,6 +49,10 @@ public:
         std::size_t tasks_done = 0;                 // tasks it answered
         time_point recycle_at = time_point::max();  // replaced for its age at this time
         time_point idle_since{};                    // when it last became idle
+        // While it loads: the CPU time it had used at the last look, and how many times it
+        // was given load_timeout again for using more (pool_params::load_extensions).
+        std::chrono::nanoseconds load_cpu{0};
+        std::size_t load_extensions = 0;
     };
 
     /// `tasks` tells idle from busy.

@@ -79,6 +79,7 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
       params_(params),
       core_(params, {.memory = posix::read_memory,
                      .activity = posix::read_activity,
+                     .cpu_time = posix::read_cpu_time,
                      .available_memory = posix::available_memory,
                      .memory_pressure = posix::memory_pressure}),
       launcher_(params.worker, worker_environment(params),

@@ -112,6 +112,34 @@ std::optional<double> memory_pressure() {
     return std::strtod(value, nullptr);
 }
 
+std::optional<std::chrono::nanoseconds> read_cpu_time(int pid) {
+    char text[4096];
+    if (read_into(proc_path(pid, "stat").c_str(), text, sizeof text) < 0) {
+        return std::nullopt;
+    }
+    // After "pid (comm) ", the fields from state (3rd) on; utime and stime are the 14th
+    // and 15th, in clock ticks.
+    const char* close = std::strrchr(text, ')');
+    if (!close) {
+        return std::nullopt;
+    }
+    const char* at = close + 1;
+    for (int field = 3; field < 14 && at; ++field) {
+        at = std::strchr(at + 1, ' ');
+    }
+    if (!at) {
+        return std::nullopt;
+    }
+    char* end = nullptr;
+    const unsigned long long user = std::strtoull(at, &end, 10);
+    const unsigned long long system = std::strtoull(end, nullptr, 10);
+    static const long ticks = ::sysconf(_SC_CLK_TCK);
+    if (ticks <= 0) {
+        return std::nullopt;
+    }
+    return std::chrono::nanoseconds((user + system) * (1'000'000'000ULL / ticks));
+}
+
 std::optional<worker_activity> read_activity(int pid) {
     char text[4096];
     if (read_into(proc_path(pid, "stat").c_str(), text, sizeof text) < 0) {

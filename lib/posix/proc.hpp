@@ -5,6 +5,7 @@
 
 #include <torchpool/task.hpp>
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -17,6 +18,10 @@ std::optional<torchpool::worker_memory> read_memory(int pid);
 /// Its state letter, wait channel, system call and kernel stack (/proc/PID/stat, wchan,
 /// syscall, stack), or nullopt if it is gone. Fields the kernel hides are left empty.
 std::optional<torchpool::worker_activity> read_activity(int pid);
+
+/// The CPU time process `pid` has used, user and system (/proc/PID/stat), or nullopt if it
+/// is gone.
+std::optional<std::chrono::nanoseconds> read_cpu_time(int pid);
 
 /// MemAvailable from /proc/meminfo: what the machine can give new processes without
 /// swapping, in bytes; nullopt if unreadable.

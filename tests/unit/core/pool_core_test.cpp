@@ -817,3 +817,57 @@ TEST_CASE("a worker read just before its task grew is read again once idle", "[c
     h.advance(100ms);
     CHECK(reads == 2);
 }
+
+TEST_CASE("a loading worker past its load_timeout gets more time while it uses CPU, and no more",
+          "[core]") {
+    auto params = one_worker();
+    params.load_timeout = 1000ms;
+    params.load_extensions = 2;
+    std::chrono::nanoseconds cpu{0};
+    harness h(params, {.cpu_time = [&](int) { return std::optional(cpu); }});
+    REQUIRE(h.core.start(h.now));
+    REQUIRE(harness::only<spawn_action>(h.take()).size() == 1);
+    h.core.on_spawned(0, 100, h.now);
+    h.take();
+
+    SECTION("slow, but making progress: it becomes ready") {
+        // A busy machine: the worker computed for 40 ms in its first second.
+        cpu = 40ms;
+        h.advance(1000ms);
+        CHECK(harness::only<signal_action>(h.take()).empty());
+        CHECK(h.core.state_of(0) == worker_state::starting);
+        cpu = 90ms;
+        h.advance(1000ms);
+        CHECK(harness::only<signal_action>(h.take()).empty());
+        h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+        CHECK(h.core.state_of(0) == worker_state::idle);
+        CHECK(h.core.stats().failed_starts == 0);
+        CHECK(h.core.stats().load_extensions == 2);
+    }
+    SECTION("stuck: no CPU time since the last look, so it is killed as a failed start") {
+        cpu = 40ms;
+        h.advance(1000ms);  // progress: more time
+        CHECK(harness::only<signal_action>(h.take()).empty());
+        h.advance(1000ms);  // none since: killed
+        auto kills = harness::only<signal_action>(h.take());
+        REQUIRE(kills.size() == 1);
+        CHECK(kills[0].signo == SIGKILL);
+        h.core.on_exit(0, {.signal = SIGKILL}, h.now);
+        CHECK(h.core.stats().failed_starts == 1);
+        CHECK_THAT(h.core.stats().last_start_error,
+                   Catch::Contains("did not become ready within 2.0 s (pool_params::load_timeout, "
+                                   "given again 1 time for using CPU: "
+                                   "pool_params::load_extensions), then used no CPU time for "
+                                   "1.0 s and was killed"));
+    }
+    SECTION("busy forever: the extensions run out") {
+        for (int i = 1; i <= 2; ++i) {
+            cpu += 500ms;
+            h.advance(1000ms);
+            CHECK(harness::only<signal_action>(h.take()).empty());
+        }
+        cpu += 500ms;
+        h.advance(1000ms);
+        CHECK(harness::only<signal_action>(h.take()).size() == 1);
+    }
+}
