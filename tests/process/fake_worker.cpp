@@ -3,6 +3,7 @@
 //
 // Start-up options:
 //   --slow-start MS      wait MS milliseconds before saying hello
+//   --busy-start MS      compute for MS milliseconds of CPU time before saying hello
 //   --exit-at-start N    write a line to stderr and exit with code N before saying hello
 //   --never-ready        never say hello (block forever)
 //   --exit-at-start-while FILE  as --exit-at-start 3, while FILE exists
@@ -94,6 +95,12 @@ int to_int(std::string_view text) {
 
 }  // namespace
 
+std::chrono::nanoseconds process_cpu_time() {
+    timespec t{};
+    ::clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
+}
+
 int main(int argc, char** argv) {
     bool fail_start_hook = false;
     for (int i = 1; i < argc; ++i) {
@@ -101,6 +108,15 @@ int main(int argc, char** argv) {
         if (arg == "--slow-start" && i + 1 < argc) {
             // The behaviour under test is a slow start-up, not synchronization.
             std::this_thread::sleep_for(std::chrono::milliseconds(std::atoi(argv[++i])));
+        } else if (arg == "--busy-start" && i + 1 < argc) {
+            // A start that takes CPU time, as loading a model does.
+            const auto want = std::chrono::milliseconds(std::atoi(argv[++i]));
+            volatile std::uint64_t sink = 0;
+            while (process_cpu_time() < want) {
+                for (int k = 0; k < 100'000; ++k) {
+                    sink = sink + static_cast<std::uint64_t>(k);
+                }
+            }
         } else if (arg == "--exit-at-start" && i + 1 < argc) {
             std::fprintf(stderr, "fake_worker: failing at start as asked\n");
             return std::atoi(argv[++i]);
