@@ -50,6 +50,18 @@ bool outside_killer::all_exits_seen() {
     return killed_.empty();
 }
 
+std::size_t outside_killer::kill_now(std::size_t n) {
+    std::mt19937 random(seed_ + 1);
+    std::size_t killed = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        if (const int victim = pick(random); victim > 0 && kill_if_child(victim)) {
+            ++killed;
+            ++kills_;
+        }
+    }
+    return killed;
+}
+
 void outside_killer::start() {
     thread_ = std::thread([this] { run(); });
 }

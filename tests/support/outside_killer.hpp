@@ -29,6 +29,13 @@ public:
     /// Feed it the pool's events (from the pool's executor): started adds a victim, exited
     /// removes one. Fork-server events are ignored: only workers are killed.
     void observe(const worker_event& e);
+    /// Sets the pause between kills (before start()).
+    void set_pace(std::chrono::microseconds min_pause, std::chrono::microseconds max_pause) {
+        min_pause_ = min_pause;
+        max_pause_ = max_pause;
+    }
+    /// Kills up to `n` of its victims now, from the calling thread; returns how many.
+    std::size_t kill_now(std::size_t n);
     void start();
     /// Stops killing; returns once the thread has ended. Idempotent.
     void stop();
