@@ -10,6 +10,7 @@ fork_server_supervisor::fork_server_supervisor(const pool_params& params, report
       healthy_after_(params.restart_backoff.reset_after),
       enabled_(params.worker.start == start_mode::fork_server),
       child_(0, enabled_ ? params.log_tail_bytes : 4096, nullptr),
+      load_(params.load_extensions),
       report_(report),
       out_(out) {}
 
@@ -18,6 +19,7 @@ void fork_server_supervisor::start(bool pool_stopping, time_point now) {
         return;
     }
     child_.begin_start(now, now + spawn_timeout_);
+    load_.reset();
     ++report_.counters.fork_server_starts;
     out_.push_back(start_server_action{});
 }
@@ -131,17 +133,23 @@ void fork_server_supervisor::restart_at(time_point at, time_point now) {
     }
 }
 
-void fork_server_supervisor::on_timer(bool pool_stopping, time_point now) {
+void fork_server_supervisor::on_timer(bool pool_stopping, const cpu_probe& cpu_time,
+                                      time_point now) {
     if (child_.timer() > now) {
         return;
     }
     switch (child_.state()) {
         case child_state::starting:
+            if (child_.pid() != 0 && cpu_time && load_.extend(cpu_time(child_.pid()))) {
+                ++report_.counters.load_extensions;
+                child_.set_timer(now + load_timeout_);  // loading, and computing: more time
+                break;
+            }
             kill_because(child_.pid() == 0
                              ? "could not be started within " + format_duration(spawn_timeout_) +
                                    " (pool_params::spawn_timeout) and was killed"
-                             : "did not become ready within " + format_duration(load_timeout_) +
-                                   " (pool_params::load_timeout) and was killed",
+                             : "did not become ready within " +
+                                   describe_load_time(load_timeout_, load_) + " and was killed",
                          now);
             break;
         case child_state::backoff:

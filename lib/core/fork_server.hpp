@@ -6,11 +6,13 @@
 
 #include "../wire/messages.hpp"
 #include "actions.hpp"
+#include "load_progress.hpp"
 #include "report.hpp"
 #include "supervised_child.hpp"
 #include <torchpool/pool_params.hpp>
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -56,8 +58,11 @@ public:
     /// Starts again at `at` (at once if that is not later than `now`).
     void restart_at(time_point at, time_point now);
 
-    /// Its timer is due: a start that took too long, a restart, or a stop past its grace.
-    void on_timer(bool pool_stopping, time_point now);
+    /// The CPU time process `pid` has used, if known.
+    using cpu_probe = std::function<std::optional<std::chrono::nanoseconds>(int pid)>;
+    /// Its timer is due: a start that took too long (unless it used CPU since the last look:
+    /// load_progress), a restart, or a stop past its grace.
+    void on_timer(bool pool_stopping, const cpu_probe& cpu_time, time_point now);
 
 private:
     std::chrono::milliseconds spawn_timeout_;
@@ -66,6 +71,7 @@ private:
     std::chrono::milliseconds healthy_after_;
     bool enabled_;
     supervised_child child_;
+    load_progress load_;
     std::string kill_reason_;  // why the pool killed it, if it did (a verb phrase)
     report& report_;
     action_queue& out_;

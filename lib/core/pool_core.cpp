@@ -418,7 +418,7 @@ void pool_core::on_timer(time_point now) {
     while (const auto id = tasks_.due(now)) {
         on_deadline(*id, now);
     }
-    server_.on_timer(phase_.stopping(), now);
+    server_.on_timer(phase_.stopping(), probe_.cpu_time, now);
     if (const auto sweep = heartbeat_.next_sweep(); sweep && *sweep <= now) {
         sweep_heartbeats(now);
     }
@@ -437,18 +437,18 @@ void pool_core::on_timer(time_point now) {
     settle(now);
 }
 
+std::optional<std::chrono::nanoseconds> pool_core::cpu_time_of(const supervised_child& child) const {
+    if (child.awaiting_process() || !probe_.cpu_time) {
+        return std::nullopt;
+    }
+    return probe_.cpu_time(child.pid());
+}
+
 bool pool_core::loading_with_progress(slot_id s) {
     auto& w = workers_[s];
-    if (w.child.awaiting_process() || !probe_.cpu_time ||
-        w.load_extensions >= params_.load_extensions) {
+    if (!w.load.extend(cpu_time_of(w.child))) {
         return false;
     }
-    const auto used = probe_.cpu_time(w.child.pid());
-    if (!used || *used <= w.load_cpu) {
-        return false;  // gone, or stuck: no CPU time since the last look
-    }
-    w.load_cpu = *used;
-    ++w.load_extensions;
     ++report_.counters.load_extensions;
     return true;
 }

@@ -215,6 +215,8 @@ private:
     /// A loading worker past its load_timeout used CPU time since the last look (and has
     /// extensions left): it gets more time, which this counts.
     bool loading_with_progress(slot_id s);
+    /// The CPU time a child's process has used; nullopt before it has one, or if unknown.
+    std::optional<std::chrono::nanoseconds> cpu_time_of(const supervised_child& child) const;
     void on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now);
     void sweep_heartbeats(time_point now);
     /// An idle worker did not answer its heartbeat: it is stopped and replaced.
@@ -253,9 +255,6 @@ private:
     /// "; restarting in 96 ms", "; restarted at once", ...: what comes next for slot `s`
     /// after its process ended or could not be made.
     std::string describe_next_start(slot_id s, time_point now) const;
-    /// How long a worker killed while loading had: "1.0 s (pool_params::load_timeout)", or
-    /// more with its extensions.
-    std::string describe_load_time(std::size_t extensions) const;
 
     pool_params params_;
     process_probe probe_;

@@ -68,8 +68,7 @@ void pool_core::begin_start(slot_id s, time_point now) {
     w.retire_after_task = false;
     w.tasks_done = 0;
     w.recycle_at = time_point::max();
-    w.load_cpu = std::chrono::nanoseconds(0);
-    w.load_extensions = 0;
+    w.load.reset();
     w.child.begin_start(now, now + params_.spawn_timeout);
     if (server_.enabled()) {
         actions_.push_back(fork_action{s});
@@ -255,7 +254,8 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
                 ++counters.failed_starts;
                 w.child.count_failed_start();
                 start_failed(who + " did not become ready within " +
-                                 describe_load_time(w.load_extensions) + " and was killed." +
+                                 describe_load_time(params_.load_timeout, w.load) +
+                                 " and was killed." +
                                  describe_output(w.child.log().text()),
                              now);
             }
@@ -270,18 +270,6 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
                       who + " " + how + " while " + to_string(was) + describe_next_start(s, now));
     }
     settle(now);
-}
-
-std::string pool_core::describe_load_time(std::size_t extensions) const {
-    if (extensions == 0) {
-        return format_duration(params_.load_timeout) + " (pool_params::load_timeout)";
-    }
-    const bool stuck = extensions < params_.load_extensions;
-    return format_duration(params_.load_timeout * static_cast<long>(extensions + 1)) +
-           " (pool_params::load_timeout, given again " + std::to_string(extensions) +
-           (extensions == 1 ? " time" : " times") +
-           " for using CPU: pool_params::load_extensions)" +
-           (stuck ? ", then used no CPU time for " + format_duration(params_.load_timeout) : "");
 }
 
 std::string pool_core::describe_next_start(slot_id s, time_point now) const {

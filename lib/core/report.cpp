@@ -24,6 +24,18 @@ std::string format_duration(std::chrono::milliseconds d) {
     return text;
 }
 
+std::string describe_load_time(std::chrono::milliseconds load_timeout, const load_progress& load) {
+    const auto extensions = load.extensions();
+    if (extensions == 0) {
+        return format_duration(load_timeout) + " (pool_params::load_timeout)";
+    }
+    return format_duration(load_timeout * static_cast<long>(extensions + 1)) +
+           " (pool_params::load_timeout, given again " + std::to_string(extensions) +
+           (extensions == 1 ? " time" : " times") +
+           " for using CPU: pool_params::load_extensions)" +
+           (load.stuck() ? ", then used no CPU time for " + format_duration(load_timeout) : "");
+}
+
 std::string format_elapsed(time_point from, time_point to) {
     return format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(to - from));
 }

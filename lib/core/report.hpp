@@ -5,6 +5,7 @@
 #pragma once
 
 #include "actions.hpp"
+#include "load_progress.hpp"
 #include "types.hpp"
 #include <torchpool/events.hpp>
 #include <torchpool/pool_params.hpp>
@@ -38,6 +39,9 @@ private:
 
 /// "250 ms", "1.5 s".
 std::string format_duration(std::chrono::milliseconds d);
+/// How long a process killed while loading had: "1.0 s (pool_params::load_timeout)", or
+/// more, with the extensions it was given for using CPU (and whether it then stopped using it).
+std::string describe_load_time(std::chrono::milliseconds load_timeout, const load_progress& load);
 /// Milliseconds from `from` to `to`, formatted.
 std::string format_elapsed(time_point from, time_point to);
 /// "was killed by signal SIGSEGV (core dumped)", "exited with code 3", ...

@@ -29,7 +29,7 @@ worker_set::worker_set(const pool_params& params, const task_table& tasks)
     supervised_child::observer* observer = this;
     workers_.reserve(slot_capacity(params));
     for (slot_id s = 0; s < slot_capacity(params); ++s) {
-        workers_.emplace_back(s, params.log_tail_bytes, observer);
+        workers_.emplace_back(s, params.log_tail_bytes, params.load_extensions, observer);
     }
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "dispatch.hpp"
+#include "load_progress.hpp"
 #include "start_gate.hpp"
 #include "supervised_child.hpp"
 #include "task_table.hpp"
@@ -36,8 +37,9 @@ const char* to_string(worker_state s) noexcept;
 class worker_set final : private supervised_child::observer {
 public:
     struct worker {
-        worker(slot_id slot, std::size_t log_bytes, supervised_child::observer* observer)
-            : child(slot, log_bytes, observer) {}
+        worker(slot_id slot, std::size_t log_bytes, std::size_t load_extensions,
+               supervised_child::observer* observer)
+            : child(slot, log_bytes, observer), load(load_extensions) {}
         supervised_child child;
         time_point task_start{};                    // when its running task started
         std::optional<std::string> channel_closed;  // how its channel ended, if it has
@@ -49,10 +51,7 @@ public:
         std::size_t tasks_done = 0;                 // tasks it answered
         time_point recycle_at = time_point::max();  // replaced for its age at this time
         time_point idle_since{};                    // when it last became idle
-        // While it loads: the CPU time it had used at the last look, and how many times it
-        // was given load_timeout again for using more (pool_params::load_extensions).
-        std::chrono::nanoseconds load_cpu{0};
-        std::size_t load_extensions = 0;
+        load_progress load;                         // more time while it loads, if it computes
     };
 
     /// `tasks` tells idle from busy.

@@ -82,9 +82,9 @@ TEST_CASE("a fork server silent past load_timeout is killed, and its end says so
     h.server.spawned(77, t0);
     take(h.out);
 
-    h.server.on_timer(false, t0 + 4999ms);
+    h.server.on_timer(false, {}, t0 + 4999ms);
     CHECK(take(h.out).empty());
-    h.server.on_timer(false, t0 + 5000ms);
+    h.server.on_timer(false, {}, t0 + 5000ms);
     CHECK(take(h.out) == actions{stop_server_action{true}});
 
     const auto why = h.server.describe_end({.signal = SIGKILL}, t0 + 5001ms);
@@ -95,6 +95,46 @@ TEST_CASE("a fork server silent past load_timeout is killed, and its end says so
     CHECK_FALSE(end.for_good);
     CHECK(end.was_failed_start);
     CHECK(h.server.child().state() == child_state::backoff);
+}
+
+TEST_CASE("a fork server loading past load_timeout gets more time while it uses CPU",
+          "[fork_server]") {
+    server_harness h;
+    h.server.start(false, t0);
+    h.server.spawned(77, t0);
+    take(h.out);
+    std::chrono::nanoseconds cpu = 3s;  // loading LibTorch and a model, on a busy machine
+    const auto probe = [&](int pid) {
+        CHECK(pid == 77);
+        return std::optional(cpu);
+    };
+    h.server.on_timer(false, probe, t0 + 5000ms);
+    CHECK(take(h.out).empty());  // computing: 5 s more
+    CHECK(h.server.child().timer() == t0 + 10000ms);
+    h.server.on_timer(false, probe, t0 + 10000ms);  // no CPU since: stuck
+    CHECK(take(h.out) == actions{stop_server_action{true}});
+    CHECK(h.server.describe_end({.signal = SIGKILL}, t0 + 10001ms) ==
+          "the fork server (pid 77) did not become ready within 10.0 s "
+          "(pool_params::load_timeout, given again 1 time for using CPU: "
+          "pool_params::load_extensions), then used no CPU time for 5.0 s and was killed. It "
+          "wrote nothing to stdout or stderr.");
+}
+
+TEST_CASE("load progress: more time only for CPU used since the last look, a bounded number of times",
+          "[fork_server]") {
+    load_progress load(2);
+    CHECK_FALSE(load.extend(std::nullopt));  // unknown: no more time
+    CHECK_FALSE(load.extend(0ns));           // no CPU at all
+    CHECK(load.extend(5ms));
+    CHECK_FALSE(load.extend(5ms));  // none since
+    CHECK(load.stuck());
+    CHECK(load.extend(6ms));
+    CHECK_FALSE(load.extend(1s));  // out of extensions
+    CHECK_FALSE(load.stuck());
+    CHECK(load.extensions() == 2);
+    load.reset();
+    CHECK(load.extensions() == 0);
+    CHECK(load.extend(1ms));
 }
 
 TEST_CASE("a ready fork server that dies on its own is a death, not a failed start, and restarts",
@@ -114,7 +154,7 @@ TEST_CASE("a ready fork server that dies on its own is a death, not a failed sta
 
     h.server.restart_at(t0 + 3250ms, t0 + 3s);
     CHECK(take(h.out).empty());
-    h.server.on_timer(false, t0 + 3250ms);
+    h.server.on_timer(false, {}, t0 + 3250ms);
     CHECK(take(h.out) == actions{start_server_action{}});
 }
 
@@ -137,9 +177,9 @@ TEST_CASE("a fork server asked to stop gets stop_grace, then SIGKILL, and is not
     h.make_ready();
     h.server.stop(false, t0 + 2s);
     CHECK(take(h.out) == actions{stop_server_action{false}});
-    h.server.on_timer(false, t0 + 2499ms);
+    h.server.on_timer(false, {}, t0 + 2499ms);
     CHECK(take(h.out).empty());
-    h.server.on_timer(false, t0 + 2500ms);
+    h.server.on_timer(false, {}, t0 + 2500ms);
     CHECK(take(h.out) == actions{stop_server_action{true}});
 
     const auto end = h.server.gone("stopped", false, t0 + 2600ms);
