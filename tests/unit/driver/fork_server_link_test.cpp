@@ -68,7 +68,7 @@ std::string problem_of(const detail::server_packet& p) {
 
 }  // namespace
 
-TEST_CASE("a fork reply arrives with its descriptors; reading goes on until none is left",
+TEST_CASE("a fork reply arrives with its descriptors, and reading goes on until none is left",
           "[driver]") {
     socket_pair s;
     s.send(reply_packet(1), 3);
