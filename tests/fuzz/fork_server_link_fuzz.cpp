@@ -11,7 +11,9 @@
 #include "driver/fork_server_link.hpp"
 #include "wire/codec.hpp"
 
-#include <array>
+#include "../support/seqpacket.hpp"
+#include "fuzz_input.hpp"
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -38,27 +40,6 @@ int lowest_free_descriptor() {
     return fd;
 }
 
-// Sends `bytes` as one packet with `count` descriptors (duplicates of /dev/null).
-bool send_packet(int socket, const std::string& bytes, std::size_t count, int null_fd) {
-    iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * 16)> control{};
-    if (count > 0) {
-        msg.msg_control = control.data();
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * count);
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * count);
-        for (std::size_t i = 0; i < count; ++i) {
-            std::memcpy(CMSG_DATA(c) + i * sizeof(int), &null_fd, sizeof null_fd);
-        }
-    }
-    return ::sendmsg(socket, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) >= 0;
-}
-
 std::string as_string(const wire::frame& f) {
     const auto bytes = f.asBytes();
     return {reinterpret_cast<const char*>(bytes.begin()), bytes.size()};
@@ -74,17 +55,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         fail("socketpair");
     }
     ::fcntl(pair[0], F_SETFL, O_NONBLOCK);
-    std::size_t at = 0;
-    const auto byte = [&]() -> std::uint8_t { return at < size ? data[at++] : 0; };
-    const auto bytes = [&](std::size_t n) {
-        n = std::min(n, size - std::min(at, size));
-        std::string out(reinterpret_cast<const char*>(data) + at, n);
-        at += n;
-        return out;
-    };
+    fuzz::input in(data, size);
+    const auto byte = [&] { return in.byte(); };
+    const auto bytes = [&](std::size_t n) { return in.bytes(n); };
     std::vector<std::size_t> sent_fds;  // per packet, in order
     bool ended = false;
-    for (int packets = 0; at < size && packets < 32; ++packets) {
+    for (int packets = 0; !in.empty() && packets < 32; ++packets) {
         const std::uint8_t kind = byte();
         const std::size_t fds = byte() % 11;
         std::string packet;
@@ -113,7 +89,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if ((kind & 0x80) != 0 && packet.size() >= 8) {
             packet[byte() % packet.size()] ^= static_cast<char>(byte() | 1);  // one bad byte
         }
-        if (send_packet(pair[1], packet, fds, null_fd)) {
+        if (test::send_with_descriptors(pair[1], packet, fds, null_fd)) {
             sent_fds.push_back(fds);
         }
     }

@@ -13,6 +13,8 @@
 #include "driver/channel_intake.hpp"
 #include "wire/codec.hpp"
 
+#include "fuzz_input.hpp"
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -37,24 +39,7 @@ constexpr std::size_t max_frame = 4096;
     std::abort();
 }
 
-// The input, read a field at a time; zeros once it runs out.
-class input {
-public:
-    input(const std::uint8_t* data, std::size_t size) : data_(data), size_(size) {}
-    bool empty() const noexcept { return at_ >= size_; }
-    std::uint8_t byte() { return at_ < size_ ? data_[at_++] : 0; }
-    std::string bytes(std::size_t n) {
-        n = std::min(n, size_ - std::min(at_, size_));
-        std::string out(reinterpret_cast<const char*>(data_) + at_, n);
-        at_ += n;
-        return out;
-    }
-
-private:
-    const std::uint8_t* data_;
-    std::size_t size_;
-    std::size_t at_ = 0;
-};
+using fuzz::input;
 
 struct process {
     bool alive = false;    // spawned and not reaped

@@ -7,6 +7,8 @@
 // everything it wrote back must be whole messages the host can decode.
 #include "wire/codec.hpp"
 #include "wire/frame_reader.hpp"
+
+#include "fuzz_input.hpp"
 #include <torchpool/worker.hpp>
 
 #include <cstdint>
@@ -46,17 +48,12 @@ worker::result echo(const worker::call& c) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-    std::size_t at = 0;
-    const auto byte = [&]() -> std::uint8_t { return at < size ? data[at++] : 0; };
-    const auto bytes = [&](std::size_t n) {
-        n = std::min(n, size - std::min(at, size));
-        std::string out(reinterpret_cast<const char*>(data) + at, n);
-        at += n;
-        return out;
-    };
+    fuzz::input in(data, size);
+    const auto byte = [&] { return in.byte(); };
+    const auto bytes = [&](std::size_t n) { return in.bytes(n); };
     static const char* const methods[] = {"echo", "throw", "invalid", "poll", "nothing"};
     std::string stream;
-    for (int messages = 0; at < size && messages < 64; ++messages) {
+    for (int messages = 0; !in.empty() && messages < 64; ++messages) {
         switch (byte() % 8) {
             case 0:
                 stream += bytes(byte());

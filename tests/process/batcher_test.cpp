@@ -40,22 +40,34 @@ asio::awaitable<bool> until(std::function<bool()> done) {
     co_return done();
 }
 
+// One fake worker that can be made to hang (fault injection), replaced soon when cancelled.
+pool_params hangable_worker() {
+    auto params = params_for(1);
+    params.faults.enabled = true;
+    params.cancel_grace = 50ms;
+    return params;
+}
+
+serve::batcher::params up_to_8_rows() {
+    return {.method = "echo", .max_batch = 8, .delay = std::chrono::microseconds(1000), .workers = 1};
+}
+
+// Where each request's result lands: keep(i) is request i's handler.
+template <std::size_t N>
+struct result_slots : std::array<std::optional<serve::batch_result>, N> {
+    auto keep(std::size_t i) {
+        return [this, i](serve::batch_result r) { (*this)[i] = std::move(r); };
+    }
+};
+
 }  // namespace
 
 TEST_CASE("while every worker is busy, one batch waits behind it and the rest keep growing",
           "[serve][batcher]") {
-    auto params = params_for(1);
-    params.faults.enabled = true;
-    params.cancel_grace = 50ms;
-    with_pool(params, [](pool& p) -> asio::awaitable<void> {
-        serve::batcher batches(p, {.method = "echo",
-                                   .max_batch = 8,
-                                   .delay = std::chrono::microseconds(1000),
-                                   .workers = 1});
-        std::array<std::optional<serve::batch_result>, 6> results;
-        const auto keep = [&](std::size_t i) {
-            return [&results, i](serve::batch_result r) { results[i] = std::move(r); };
-        };
+    with_pool(hangable_worker(), [](pool& p) -> asio::awaitable<void> {
+        serve::batcher batches(p, up_to_8_rows());
+        result_slots<6> results;
+        const auto keep = [&](std::size_t i) { return results.keep(i); };
         // The only worker hangs in request 0 (alone: the worker was free).
         asio::cancellation_signal cancel_hang;
         batches.async_infer(one_row(0), fault::hang(),
@@ -97,18 +109,10 @@ TEST_CASE("while every worker is busy, one batch waits behind it and the rest ke
 TEST_CASE("requests of 0 rows behind a busy worker each run alone and get the model's answer",
           "[serve][batcher]") {
     // Two of them stacked into a batch of 0 rows once crashed the server (SIGFPE in split).
-    auto params = params_for(1);
-    params.faults.enabled = true;
-    params.cancel_grace = 50ms;
-    with_pool(params, [](pool& p) -> asio::awaitable<void> {
-        serve::batcher batches(p, {.method = "echo",
-                                   .max_batch = 8,
-                                   .delay = std::chrono::microseconds(1000),
-                                   .workers = 1});
-        std::array<std::optional<serve::batch_result>, 5> results;
-        const auto keep = [&](std::size_t i) {
-            return [&results, i](serve::batch_result r) { results[i] = std::move(r); };
-        };
+    with_pool(hangable_worker(), [](pool& p) -> asio::awaitable<void> {
+        serve::batcher batches(p, up_to_8_rows());
+        result_slots<5> results;
+        const auto keep = [&](std::size_t i) { return results.keep(i); };
         const auto no_rows = [] { return std::vector<tensor>{tensor(dtype::float32, {0, 2})}; };
         asio::cancellation_signal cancel_hang;
         batches.async_infer(one_row(0), fault::hang(),

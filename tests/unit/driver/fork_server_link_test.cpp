@@ -4,10 +4,10 @@
 #include "driver/fork_server_link.hpp"
 #include "wire/codec.hpp"
 
+#include "../../support/seqpacket.hpp"
+
 #include <catch2/catch.hpp>
 
-#include <array>
-#include <cstring>
 #include <string>
 #include <vector>
 
@@ -33,23 +33,7 @@ struct socket_pair {
     // Sends a packet with `count` descriptors (of /dev/null).
     void send(const std::string& bytes, std::size_t count = 0) const {
         const int null_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
-        iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * 16)> control{};
-        if (count > 0) {
-            msg.msg_control = control.data();
-            msg.msg_controllen = CMSG_SPACE(sizeof(int) * count);
-            cmsghdr* c = CMSG_FIRSTHDR(&msg);
-            c->cmsg_level = SOL_SOCKET;
-            c->cmsg_type = SCM_RIGHTS;
-            c->cmsg_len = CMSG_LEN(sizeof(int) * count);
-            for (std::size_t i = 0; i < count; ++i) {
-                std::memcpy(CMSG_DATA(c) + i * sizeof(int), &null_fd, sizeof null_fd);
-            }
-        }
-        REQUIRE(::sendmsg(fds[1], &msg, MSG_NOSIGNAL) >= 0);
+        REQUIRE(test::send_with_descriptors(fds[1], bytes, count, null_fd));
         ::close(null_fd);
     }
     int fds[2];
