@@ -86,6 +86,11 @@ void pool_impl::on_fork_reply(const wire::fork_reply_msg& reply,
         // Asked for by a slot that stopped in the meantime: not ours to keep.
         side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
     }
+    if (!reply.error.empty() && fds.size() == 1) {
+        // A worker that died before it could hand itself over (killed from outside): the
+        // server sent its pidfd in its place, so that it is reaped.
+        side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
+    }
     if (!wanted) {
         return;
     }

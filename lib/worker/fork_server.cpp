@@ -129,6 +129,67 @@ struct server_context {
 
 enum class outcome { served, failed, new_worker };
 
+// A new child's word to the server that its hand-over packet is in the pool's socket: a pipe
+// whose write end only the child keeps.
+struct hand_over_word {
+    posix::unique_fd read, write;
+
+    static hand_over_word make() {
+        int fds[2] = {-1, -1};
+        if (::pipe2(fds, O_CLOEXEC) != 0) {
+            return {};  // no word: the server does not wait (as before the word existed)
+        }
+        return {posix::unique_fd(fds[0]), posix::unique_fd(fds[1])};
+    }
+    // In the child, once its packet is sent.
+    void give() {
+        read.reset();
+        if (write) {
+            const char done = 1;
+            [[maybe_unused]] const auto n = ::write(write.get(), &done, 1);
+            write.reset();
+        }
+    }
+    // In the server: true once the child gave its word, false if it died without (the end of
+    // the pipe, once the child's copy of the write end is gone).
+    bool await() {
+        write.reset();
+        if (!read) {
+            return true;
+        }
+        char done = 0;
+        ssize_t n;
+        do {
+            n = ::read(read.get(), &done, 1);
+        } while (n < 0 && errno == EINTR);
+        read.reset();
+        return n == 1;
+    }
+};
+
+// For the tests of what follows: the first new child (worker or helper) that finds the file
+// named by TORCHPOOL_TEST_DIE_BEFORE_HAND_OVER removes it and is SIGKILLed, as if from outside,
+// before it can hand itself over.
+void die_here_if_asked() {
+    if (const char* file = std::getenv("TORCHPOOL_TEST_DIE_BEFORE_HAND_OVER");
+        file && ::unlink(file) == 0) {
+        ::raise(SIGKILL);
+    }
+}
+
+// In the server, after a clone: a child killed from outside (an OOM killer, an operator)
+// before it could hand itself over would be a zombie the pool never heard of, and the pool
+// would wait for it in vain. So the server waits for the child's word and, failing it, sends
+// `in_its_place` with the child's pidfd, so that the pool reaps it and learns it is gone.
+bool hand_over_if_it_could_not(const server_context& ctx, hand_over_word& word,
+                               posix::unique_fd pidfd, const wire::fork_reply_msg& in_its_place) {
+    if (word.await()) {
+        return true;
+    }
+    const std::array<int, 1> fds = {pidfd.get()};
+    return send_packet(ctx.control_fd, wire::encode(in_its_place), fds);
+}
+
 // Handles one fork request. In a new worker, returns new_worker with `made` set.
 outcome fork_one(const server_context& ctx, const wire::fork_request_msg& request,
                  forked_worker& made) {
@@ -143,18 +204,21 @@ outcome fork_one(const server_context& ctx, const wire::fork_request_msg& reques
     posix::unique_fd pool_channel(channel[0]), worker_channel(channel[1]);
     posix::unique_fd log_read(log[0]), log_write(log[1]);
     if (reply.error.empty()) {
+        auto word = hand_over_word::make();
         int pidfd = -1;
         const long pid = fork_like_glibc(&pidfd);
         if (pid == 0) {
             // The new worker hands itself over, with a pidfd of its own: so even if the server
             // dies right after the clone, the pool learns of it (the pool treats the server as
             // gone only once every holder of this socket has closed it).
+            die_here_if_asked();
             reply.pid = static_cast<int>(::getpid());
             posix::unique_fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
             const std::array<int, 3> fds = {self.get(), pool_channel.get(), log_read.get()};
             if (!self || !send_packet(ctx.control_fd, wire::encode(reply), fds)) {
                 ::_exit(126);  // the pool is gone: nobody to work for
             }
+            word.give();
             // Its stdin stays the server's (/dev/null); the server's control socket, fd 3, is
             // replaced by the worker's channel.
             posix::settle_child(ctx.pool, worker_channel.get(), log_write.get(), -1);
@@ -167,8 +231,14 @@ outcome fork_one(const server_context& ctx, const wire::fork_request_msg& reques
             return outcome::new_worker;
         }
         if (pid >= 0) {
-            ::close(pidfd);  // the worker sends its own
-            return outcome::served;
+            // The worker sends its own pidfd, unless it died first.
+            wire::fork_reply_msg died = reply;
+            died.pid = static_cast<int>(pid);
+            died.error = "the new worker (pid " + std::to_string(pid) +
+                         ") died before it could hand itself over to the pool";
+            return hand_over_if_it_could_not(ctx, word, posix::unique_fd(pidfd), died)
+                       ? outcome::served
+                       : outcome::failed;
         }
         reply.error =
             std::string("clone3(CLONE_PARENT | CLONE_PIDFD) failed: ") + std::strerror(errno);
@@ -240,6 +310,7 @@ std::variant<int, forked_worker> serve_requests(const server_context& ctx) {
 // more than one core. It hands itself over like a worker and dies with the server.
 // Returns true in the helper.
 bool start_helper(server_context& ctx, int server_pidfd) {
+    auto word = hand_over_word::make();
     int pidfd = -1;
     const long pid = fork_like_glibc(&pidfd);
     if (pid < 0) {
@@ -248,10 +319,14 @@ bool start_helper(server_context& ctx, int server_pidfd) {
         return false;
     }
     if (pid > 0) {
-        ::close(pidfd);
+        // It hands itself over, unless it died first.
+        hand_over_if_it_could_not(
+            ctx, word, posix::unique_fd(pidfd),
+            wire::fork_reply_msg{.pid = static_cast<int>(pid), .helper = true});
         return false;
     }
     ::prctl(PR_SET_PDEATHSIG, posix::parent_death_signal);  // see host_watch
+    die_here_if_asked();
     posix::unique_fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
     const wire::fork_reply_msg reply{.pid = static_cast<int>(::getpid()), .helper = true};
     const std::array<int, 1> fds = {self.get()};
@@ -259,6 +334,7 @@ bool start_helper(server_context& ctx, int server_pidfd) {
         !send_packet(ctx.control_fd, wire::encode(reply), fds)) {
         ::_exit(126);
     }
+    word.give();
     ctx.watch_pidfd = server_pidfd;
     return true;
 }

@@ -11,6 +11,7 @@
 #include <catch2/catch.hpp>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <set>
 #include <string>
@@ -123,6 +124,8 @@ TEST_CASE("when the fork server dies, running workers carry on and it is restart
         p.async_run(asio::detached);
         auto [ec0, first] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
         REQUIRE(!ec0);
+        // Both workers running (one answering is not both made, on a busy machine).
+        co_await changed.until([&] { return workers_ready == 2; });
         const int server = p.stats().fork_server_pid;
         REQUIRE(server > 0);
         REQUIRE(::kill(server, SIGKILL) == 0);
@@ -311,6 +314,87 @@ TEST_CASE("a fork server helper that dies alone gets the server replaced: worker
         CHECK(ec == errc::worker_died);
         co_await changed.until([&] { return workers_ready == 3; });
         CHECK(p.stats().spawned == 3);
+        co_await p.async_shutdown(asio::use_awaitable);
+    });
+    CHECK(child_pids().empty());
+}
+
+// A file whose existence asks the first child the fork server makes to be SIGKILLed before it
+// can hand itself over (TORCHPOOL_TEST_DIE_BEFORE_HAND_OVER), as an OOM killer or an
+// operator could in that window.
+struct die_before_hand_over {
+    die_before_hand_over()
+        : path(std::filesystem::temp_directory_path() /
+               ("torchpool-die-" + std::to_string(::getpid()))) {
+        std::ofstream(path.string()) << "the first child dies\n";
+    }
+    ~die_before_hand_over() { std::filesystem::remove(path); }
+    bool taken() const { return !std::filesystem::exists(path); }
+    std::string env() const { return "TORCHPOOL_TEST_DIE_BEFORE_HAND_OVER=" + path.string(); }
+    std::filesystem::path path;
+};
+
+TEST_CASE("a forked worker killed before it hands itself over is reaped, and its slot restarts",
+          "[process][fork_server]") {
+    die_before_hand_over first;
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        notifier changed(io.get_executor());
+        std::vector<std::string> start_failures;
+        std::string all_events;
+        int workers_ready = 0;
+        auto params = forked_fake_worker();
+        params.env.push_back("TORCHPOOL_FORK_SERVER_HELPERS=0");  // the first child: a worker
+        params.env.push_back(first.env());
+        pool p(io.get_executor(),
+               {.worker = params, .workers = 1, .on_worker_event = [&](const worker_event& e) {
+                    all_events += e.description + "\n";
+                    if (e.what == worker_event::kind::start_failed) {
+                        start_failures.push_back(e.description);
+                    }
+                    workers_ready += e.what == worker_event::kind::ready;
+                    changed.notify();
+                }});
+        p.async_run(asio::detached);
+        auto [ec, r] = co_await p.async_submit(make_request("echo", "still"), tuple_awaitable);
+        CHECK(!ec);
+        CHECK(r.payload == "still");
+        CHECK(first.taken());
+        // The server handed the dead worker's pidfd over in its place: a failed start in
+        // words, not a wait for the spawn timeout, and no zombie.
+        INFO(all_events);
+        REQUIRE(start_failures.size() == 1);
+        CHECK_THAT(start_failures[0], Catch::Contains("died before it could hand itself over"));
+        CHECK(p.stats().failed_starts == 1);
+        CHECK(zombie_children().empty());
+        co_await p.async_shutdown(asio::use_awaitable);
+    });
+    CHECK(child_pids().empty());
+}
+
+TEST_CASE("a fork server helper killed before it hands itself over gets the server replaced",
+          "[process][fork_server]") {
+    die_before_hand_over first;
+    run_coroutine([&](asio::io_context& io) -> asio::awaitable<void> {
+        notifier changed(io.get_executor());
+        int server_ready = 0, workers_ready = 0;
+        auto params = forked_fake_worker();
+        params.env.push_back("TORCHPOOL_FORK_SERVER_HELPERS=1");
+        params.env.push_back(first.env());
+        pool p(io.get_executor(),
+               {.worker = params, .workers = 2, .on_worker_event = [&](const worker_event& e) {
+                    server_ready += e.what == worker_event::kind::fork_server_ready;
+                    workers_ready += e.what == worker_event::kind::ready;
+                    changed.notify();
+                }});
+        p.async_run(asio::detached);
+        // The pool learns of the helper (from the server) and that it is gone: the server is
+        // replaced, as for a helper that dies later.
+        co_await changed.until([&] { return server_ready == 2 && workers_ready >= 2; });
+        CHECK(first.taken());
+        CHECK(p.stats().fork_server_starts == 2);
+        auto [ec, r] = co_await p.async_submit(make_request("echo", "served"), tuple_awaitable);
+        CHECK(!ec);
+        CHECK(zombie_children().empty());
         co_await p.async_shutdown(asio::use_awaitable);
     });
     CHECK(child_pids().empty());
