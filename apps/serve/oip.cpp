@@ -381,6 +381,16 @@ std::variant<infer_request, http_error> parse_infer_request(
                            std::to_string(want) + " bytes, but its binary data has " +
                            std::to_string(bytes_of[at]->size()));
             }
+            if (spec.type == dtype::boolean) {
+                // A bool is one byte, 0 or 1; any other byte is no value a model can take.
+                const auto bad_byte = bytes_of[at]->find_first_not_of(std::string_view("\0\1", 2));
+                if (bad_byte != std::string_view::npos) {
+                    return bad("element " + std::to_string(bad_byte) + " of input '" + spec.name +
+                               "' (BOOL binary data) is byte " +
+                               std::to_string(static_cast<unsigned char>((*bytes_of[at])[bad_byte])) +
+                               ", not 0 or 1");
+                }
+            }
             req.inputs.emplace_back(spec.type, dims, std::string(*bytes_of[at]));
             continue;
         }

@@ -8,8 +8,8 @@
 // 2-5, little-endian); the rest is the body.
 //
 // Oracles beyond "no crash, no sanitizer report": the fast JSON path and the streaming one
-// agree; an accepted request has tensors whose bytes match their shapes; every response's
-// JSON part is valid JSON.
+// agree; an accepted request has tensors whose bytes match their shapes (and BOOL bytes that
+// are 0 or 1); every response's JSON part is valid JSON.
 #include "batcher.hpp"
 #include "model_config.hpp"
 #include "oip.hpp"
@@ -166,6 +166,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     req->inputs[i].data == other.inputs[i].data,
                 "the paths read different tensors");
         require(consistent(req->inputs[i]), "an accepted input's bytes do not match its shape");
+        require(req->inputs[i].type != dtype::boolean ||
+                    req->inputs[i].data.find_first_not_of(std::string_view("\0\1", 2)) ==
+                        std::string::npos,
+                "an accepted BOOL input holds a byte other than 0 or 1");
     }
     // Alone: the model's outputs for its rows.
     const auto rows = rows_of(req->inputs);

@@ -393,6 +393,16 @@ TEST_CASE("a BOOL input takes true and false only, and no other element", "[serv
     auto good = parse_infer_request(body("[true, false, true]"), model);
     REQUIRE(std::holds_alternative<infer_request>(good));
     CHECK(std::get<infer_request>(good).inputs[0].data == std::string("\1\0\1", 3));
+    // As binary data, each element is one byte, 0 or 1.
+    const std::string header =
+        R"({"inputs": [{"name": "f", "datatype": "BOOL", "shape": [3],)"
+        R"( "parameters": {"binary_data_size": 3}}]})";
+    auto binary = parse_infer_request(header + std::string("\1\0\1", 3), model, header.size());
+    REQUIRE(std::holds_alternative<infer_request>(binary));
+    auto two = parse_infer_request(header + std::string("\1\2\1", 3), model, header.size());
+    REQUIRE(std::holds_alternative<http_error>(two));
+    CHECK(std::get<http_error>(two).message ==
+          "element 1 of input 'f' (BOOL binary data) is byte 2, not 0 or 1");
     // Numbers are not booleans (reading one through the union's bool was undefined behaviour).
     for (const char* data : {"[true, 1, false]", "[0, 0, 0]", "[true, 2.5, false]"}) {
         auto bad = parse_infer_request(body(data), model);
