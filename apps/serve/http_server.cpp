@@ -1,5 +1,6 @@
 #include "http_server.hpp"
 
+#include "http_rules.hpp"
 #include "oip.hpp"
 #include <torchpool/error.hpp>
 
@@ -14,12 +15,14 @@
 #include <boost/beast/http.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <limits>
 #include <memory>
 #include <optional>
+#include <tuple>
 
 #include <sys/socket.h>
 
@@ -31,6 +34,9 @@ namespace http = beast::http;
 using tcp = asio::ip::tcp;
 
 constexpr auto as_tuple = asio::as_tuple(asio::use_awaitable);
+
+// The most bytes a request's line and header fields may take (Beast's default is 8 KiB).
+constexpr std::uint32_t max_head_bytes = 16 * 1024;
 
 // Not an aggregate: GCC 12 miscompiles braced aggregate temporaries in coroutines.
 struct http_server::response {
@@ -164,29 +170,65 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
     while (!stopping_ || buffer.size() > 0) {
         http::request_parser<http::string_body> parser;
         parser.body_limit(limits_.max_body_bytes);
+        parser.header_limit(max_head_bytes);
         read_or_write_from_now();
         self->idle = buffer.size() == 0;
-        auto [ec, n] = co_await http::async_read(socket, buffer, parser, as_tuple);
+        // The head first: what it asks is checked before any of the body is read.
+        auto [ec, n] = co_await http::async_read_header(socket, buffer, parser, as_tuple);
         self->idle = false;
+        response res;
+        bool refused = false;  // answered from the head: the body is not read, so close
+        if (!ec) {
+            const auto verdict = check_head(parser.get(), limits_.max_body_bytes);
+            if (verdict.refuse) {
+                res = {verdict.refuse->status, error_json(verdict.refuse->message)};
+                refused = true;
+            } else {
+                if (verdict.expect_continue && !over_limit) {
+                    static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+                    auto [cec, cn] =
+                        co_await asio::async_write(socket, asio::buffer(go_on), as_tuple);
+                    ec = cec;
+                }
+                if (!ec && !parser.is_done()) {
+                    auto [bec, bn] = co_await http::async_read(socket, buffer, parser, as_tuple);
+                    ec = bec;
+                }
+            }
+        }
         self->deadline = clock::time_point::max();
         if (ec == http::error::end_of_stream || self->timed_out ||
             (ec == asio::error::operation_aborted && stopping_)) {
             break;  // the client is done, too slow, or the server drains: close
         }
-        response res;
-        bool close = false;
-        if (ec == http::error::body_limit) {
+        bool close = refused;
+        bool head_only = false;
+        if (refused) {
+            // answered from the head already
+        } else if (ec == http::error::body_limit) {
             res = {
                 http::status::payload_too_large,
                 error_json("the request body is over the limit of " +
                            std::to_string(limits_.max_body_bytes) + " bytes (--max-body-bytes)")};
-            close = true;
+            close = refused = true;
+        } else if (ec == http::error::header_limit) {
+            // The request line alone past the limit: its target is too long (414).
+            const std::string_view got(static_cast<const char*>(buffer.data().data()),
+                                       buffer.size());
+            const bool line_too_long = got.find("\r\n") == std::string_view::npos;
+            res = {line_too_long ? http::status::uri_too_long
+                                 : http::status::request_header_fields_too_large,
+                   error_json(std::string(line_too_long ? "the request target"
+                                                        : "the request's header fields") +
+                              " are over the limit of " + std::to_string(max_head_bytes) +
+                              " bytes")};
+            close = refused = true;
         } else if (ec) {
             if (ec != asio::error::eof && ec != asio::error::connection_reset &&
                 ec != asio::error::operation_aborted) {
                 res = {http::status::bad_request,
                        error_json("malformed HTTP request: " + ec.message())};
-                close = true;
+                close = refused = true;
             } else {
                 break;
             }
@@ -200,6 +242,7 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
         } else {
             auto req = parser.release();
             close = !req.keep_alive();
+            head_only = req.method() == http::verb::head;
             std::optional<std::size_t> header_length;
             if (const auto h = req.find("Inference-Header-Content-Length"); h != req.end()) {
                 std::size_t bytes = 0;
@@ -212,8 +255,9 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
                     header_length = std::numeric_limits<std::size_t>::max();  // refused below
                 }
             }
-            res = co_await route(std::string(req.method_string()), req.target(),
-                                 std::move(req.body()), header_length, socket);
+            res = co_await route(std::string(head_only ? "GET" : req.method_string()),
+                                 origin_form(req.target()), std::move(req.body()), header_length,
+                                 socket);
         }
         if (res.status == http::status{499}) {
             break;  // the client went away while its request ran: nobody to answer
@@ -230,12 +274,39 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
         if (res.header_length) {
             out.set("Inference-Header-Content-Length", std::to_string(*res.header_length));
         }
+        out.set(http::field::date, http_date(std::chrono::system_clock::now()));
         out.keep_alive(!close && !stopping_);
         out.body() = std::move(res.body);
         out.prepare_payload();
         read_or_write_from_now();
-        auto [wec, written] = co_await http::async_write(socket, out, as_tuple);
+        boost::system::error_code wec;
+        if (head_only) {
+            // HEAD: the head a GET would get, Content-Length included, and no body.
+            http::response_serializer<http::string_body> head(out);
+            std::tie(wec, std::ignore) =
+                co_await http::async_write_header(socket, head, as_tuple);
+        } else {
+            std::tie(wec, std::ignore) = co_await http::async_write(socket, out, as_tuple);
+        }
         self->deadline = clock::time_point::max();
+        if (!wec && refused) {
+            // A staged close: the client may still be writing the body the server did not
+            // read; closing now would reset the connection before it reads the answer. So
+            // the server stops writing and reads what still comes, for a bounded time.
+            boost::system::error_code ignored;
+            socket.shutdown(tcp::socket::shutdown_send, ignored);
+            self->deadline = clock::now() + std::min<clock::duration>(limits_.read_timeout,
+                                                                      std::chrono::seconds(2));
+            std::array<char, 16384> sink;
+            for (std::size_t drained = 0; drained < (64u << 20);) {
+                auto [dec, dn] = co_await socket.async_read_some(asio::buffer(sink), as_tuple);
+                if (dec) {
+                    break;  // the client's end, or the deadline
+                }
+                drained += dn;
+            }
+            break;
+        }
         if (wec || !out.keep_alive()) {
             break;
         }
@@ -291,13 +362,14 @@ asio::awaitable<http_server::response> http_server::route(const std::string& met
     if (const auto q = target.find('?'); q != std::string_view::npos) {
         target = target.substr(0, q);
     }
+    // HEAD arrives here as GET (the session sends the head only).
     const auto only = [&](std::string_view allowed) -> std::optional<response> {
         if (method == allowed) {
             return std::nullopt;
         }
+        const std::string allow = allowed == "GET" ? "GET, HEAD" : std::string(allowed);
         return response{http::status::method_not_allowed,
-                        error_json("use " + std::string(allowed) + " for " + std::string(target)),
-                        std::string(allowed)};
+                        error_json("use " + allow + " for " + std::string(target)), allow};
     };
     if (target == "/v2") {
         if (auto no = only("GET")) {

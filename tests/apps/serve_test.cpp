@@ -383,6 +383,22 @@ public:
         REQUIRE(::send(fd_, text.data(), text.size(), MSG_NOSIGNAL) ==
                 static_cast<ssize_t>(text.size()));
     }
+    /// The next response's status line and headers only (a response to HEAD, a 100 Continue).
+    std::string receive_head() {
+        for (;;) {
+            if (const auto end = data_.find("\r\n\r\n"); end != std::string::npos) {
+                std::string head = data_.substr(0, end + 4);
+                data_.erase(0, end + 4);
+                return head;
+            }
+            char buf[8192];
+            const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+            if (n <= 0) {
+                return {};
+            }
+            data_.append(buf, static_cast<std::size_t>(n));
+        }
+    }
     /// The next response's status line and headers, and its body; "" at end of stream.
     std::string receive() {
         for (;;) {
@@ -702,6 +718,78 @@ TEST_CASE("binary tensors (Triton's extension) round trip through curl", "[serve
     CHECK(WIFEXITED(server.terminate()));
 }
 
+TEST_CASE("HTTP/1.1 as clients and proxies rely on it (RFC 9110, 9112)", "[serve][e2e]") {
+    server_process server({"--max-body-bytes", "100000"});
+    using Catch::Contains;
+    using Catch::StartsWith;
+    {
+        // HEAD: the head a GET gets, Content-Length and all, and no body, so the next
+        // response on the connection is read whole. Every response has a Date.
+        connection c(server.port());
+        c.send("HEAD", "/v2");
+        const auto head = c.receive_head();
+        CHECK_THAT(head, StartsWith("HTTP/1.1 200") && Contains("Content-Length: ") &&
+                             Contains("Date: "));
+        c.send("GET", "/v2/health/live");
+        CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 200") && Contains(R"({"live":true})"));
+        c.send("DELETE", "/v2/health/live");
+        CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 405") && Contains("Allow: GET, HEAD"));
+    }
+    {
+        // Expect: 100-continue: a 100 first, then the body is read and answered.
+        connection c(server.port());
+        const auto body = infer_body(test::fashion_test_images(1), "expect");
+        c.send_raw("POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\n"
+                   "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                   "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n");
+        CHECK_THAT(c.receive_head(), StartsWith("HTTP/1.1 100 Continue"));
+        c.send_raw(body);
+        CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 200"));
+    }
+    {
+        // An unsupported transfer coding: 501 and the connection closed; what follows is
+        // never read as a second request (the shape of request smuggling behind a proxy).
+        connection c(server.port());
+        c.send_raw("POST /v2/health/live HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: foo\r\n\r\n"
+                   "GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n");
+        CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 501") && Contains("transfer coding 'foo'"));
+        CHECK(c.receive().empty());
+    }
+    const auto one_shot = [&](const std::string& request) {
+        connection c(server.port());
+        c.send_raw(request);
+        return c.receive();
+    };
+    CHECK_THAT(one_shot("GET /v2 HTTP/1.1\r\n\r\n"),
+               StartsWith("HTTP/1.1 400") && Contains("needs a Host header"));
+    CHECK_THAT(one_shot("GET /v2 HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"),
+               StartsWith("HTTP/1.1 400") && Contains("only one Host"));
+    CHECK_THAT(one_shot("GET http://127.0.0.1:" + std::to_string(server.port()) +
+                        "/v2/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+               StartsWith("HTTP/1.1 200"));
+    CHECK_THAT(one_shot("GET /" + std::string(100'000, 'a') + " HTTP/1.1\r\nHost: t\r\n\r\n"),
+               StartsWith("HTTP/1.1 414"));
+    CHECK_THAT(one_shot("GET /v2 HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(20'000, 'b') +
+                        "\r\n\r\n"),
+               StartsWith("HTTP/1.1 431"));
+    CHECK_THAT(one_shot("BREW /v2 HTTP/1.1\r\nHost: t\r\n\r\n"), StartsWith("HTTP/1.1 501"));
+    CHECK_THAT(one_shot("POST /v2/models/fashion/infer HTTP/1.1\r\nHost: t\r\n"
+                        "Content-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc"),
+               StartsWith("HTTP/1.1 415"));
+    {
+        // A client that writes its whole body before reading still reads the 413: the
+        // server answers from the head, then reads and drops what comes before it closes.
+        connection c(server.port());
+        const std::string big(20u << 20, 'x');
+        c.send_raw("POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\n"
+                   "Content-Length: " + std::to_string(big.size()) + "\r\n\r\n");
+        c.send_raw(big);  // all of it written: the server did not close on it
+        CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 413") && Contains("--max-body-bytes"));
+    }
+    CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
+    CHECK(WIFEXITED(server.terminate()));
+}
+
 TEST_CASE("slow and half-open clients are cut off, and connections past the limit refused",
           "[serve][e2e]") {
     server_process server({"--read-timeout-ms", "300", "--max-connections", "2"});
@@ -709,7 +797,8 @@ TEST_CASE("slow and half-open clients are cut off, and connections past the limi
         // Half-open: connects and says nothing. Slow: sends part of a request and stops.
         connection silent(server.port());
         connection slow(server.port());
-        slow.send_raw("POST /v2/models/fashion/infer HTTP/1.1\r\nContent-Length: 100\r\n\r\n{");
+        slow.send_raw(
+            "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n{");
         CHECK(silent.receive().empty());  // closed by the server after its read timeout
         CHECK(slow.receive().empty());
     }
