@@ -391,12 +391,9 @@ public:
                 data_.erase(0, end + 4);
                 return head;
             }
-            char buf[8192];
-            const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-            if (n <= 0) {
+            if (!read_more()) {
                 return {};
             }
-            data_.append(buf, static_cast<std::size_t>(n));
         }
     }
     /// The next response's status line and headers, and its body; "" at end of stream.
@@ -413,16 +410,24 @@ public:
                     return whole;
                 }
             }
-            char buf[8192];
-            const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-            if (n <= 0) {
+            if (!read_more()) {
                 return {};
             }
-            data_.append(buf, static_cast<std::size_t>(n));
         }
     }
 
 private:
+    // What the server sent next, appended; false at the end of the stream.
+    bool read_more() {
+        char buf[8192];
+        const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+        if (n <= 0) {
+            return false;
+        }
+        data_.append(buf, static_cast<std::size_t>(n));
+        return true;
+    }
+
     int fd_ = -1;
     std::string data_;
 };
