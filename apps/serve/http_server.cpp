@@ -362,6 +362,9 @@ asio::awaitable<http_server::response> http_server::route(const std::string& met
     if (const auto q = target.find('?'); q != std::string_view::npos) {
         target = target.substr(0, q);
     }
+    if (target.size() > 1 && target.back() == '/') {
+        target.remove_suffix(1);  // "/v2/" is "/v2"
+    }
     // HEAD arrives here as GET (the session sends the head only).
     const auto only = [&](std::string_view allowed) -> std::optional<response> {
         if (method == allowed) {
@@ -438,7 +441,7 @@ asio::awaitable<http_server::response> http_server::route(const std::string& met
         }
         const bool r = !stopping_ && model->workers->health().ready;
         co_return response{r ? http::status::ok : http::status::service_unavailable,
-                           r ? R"({"ready":true})" : R"({"ready":false})"};
+                           model_ready_json(model->config, r)};
     }
     if (rest == "/infer") {
         if (auto no = only("POST")) {

@@ -456,9 +456,12 @@ std::variant<infer_request, http_error> parse_infer_request(
             }
             if (const auto* p = t->if_contains("parameters"); p && p->is_object()) {
                 if (const auto* b = p->as_object().if_contains("binary_data")) {
-                    if (b->is_bool() && b->as_bool()) {
-                        req.binary_output_names.emplace_back(name->as_string());
+                    if (!b->is_bool()) {
+                        return bad("parameters.binary_data of output '" +
+                                   std::string(name->as_string()) + "' must be true or false");
                     }
+                    (b->as_bool() ? req.binary_output_names : req.json_output_names)
+                        .emplace_back(name->as_string());
                 }
             }
             bool known = false;
@@ -490,9 +493,9 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
     append_string(text, model.name);
     text += ",\"model_version\":";
     append_string(text, model.version);
-    if (!request.id.empty()) {
+    if (request.id) {
         text += ",\"id\":";
-        append_string(text, request.id);
+        append_string(text, *request.id);
     }
     if (batch_rows > 0) {
         text += ",\"parameters\":{\"torchpool_batch_rows\":";
@@ -508,10 +511,11 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
             continue;
         }
         const auto& t = results[i];
-        const bool as_binary =
-            request.binary_outputs ||
-            std::find(request.binary_output_names.begin(), request.binary_output_names.end(),
-                      spec.name) != request.binary_output_names.end();
+        const auto named = [&](const std::vector<std::string>& names) {
+            return std::find(names.begin(), names.end(), spec.name) != names.end();
+        };
+        const bool as_binary = (request.binary_outputs && !named(request.json_output_names)) ||
+                               named(request.binary_output_names);
         if (!as_binary && !with_element_type(t.type, [](auto) {})) {
             return http_error{500, "output '" + spec.name +
                                        "' is FP16 or BF16, which this "
@@ -559,7 +563,13 @@ std::string error_json(std::string_view message) {
 
 std::string server_metadata_json() {
     return json::serialize(
-        json::object{{"name", "torchpool"}, {"version", "0.1"}, {"extensions", json::array{}}});
+        json::object{{"name", "torchpool"},
+                     {"version", "0.1"},
+                     {"extensions", json::array{"binary_tensor_data"}}});
+}
+
+std::string model_ready_json(const model_config& model, bool ready) {
+    return json::serialize(json::object{{"name", model.name}, {"ready", ready}});
 }
 
 std::string model_metadata_json(const model_config& model) {

@@ -22,15 +22,17 @@ struct http_error {
 };
 
 struct infer_request {
-    std::string id;  // echoed in the response; empty if none
+    std::optional<std::string> id;  // echoed in the response, even if empty; none if not given
     /// One per model input, in the model's order.
     std::vector<tensor> inputs;
     /// Outputs asked for by name; empty: all of them.
     std::vector<std::string> outputs;
     /// Outputs to send as binary data (Triton's extension): all (parameters.
-    /// binary_data_output), or those named with parameters.binary_data.
+    /// binary_data_output), or those named with parameters.binary_data: true; an output's own
+    /// binary_data: false overrides binary_data_output (json_output_names).
     bool binary_outputs = false;
     std::vector<std::string> binary_output_names;
+    std::vector<std::string> json_output_names;
     /// parameters.torchpool_fault ("crash", "exit", "hang", "leak", "delay", "garbage",
     /// "fail"): a failure to provoke, for tests; refused unless the server allows it.
     fault inject;
@@ -68,5 +70,7 @@ std::string error_json(std::string_view message);
 std::string server_metadata_json();
 /// GET /v2/models/{name}
 std::string model_metadata_json(const model_config& model);
+/// GET /v2/models/{name}/ready: {"name": ..., "ready": ...}
+std::string model_ready_json(const model_config& model, bool ready);
 
 }  // namespace torchpool::serve

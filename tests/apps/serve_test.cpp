@@ -778,6 +778,12 @@ TEST_CASE("HTTP/1.1 as clients and proxies rely on it (RFC 9110, 9112)", "[serve
                         "\r\n\r\n"),
                StartsWith("HTTP/1.1 431"));
     CHECK_THAT(one_shot("BREW /v2 HTTP/1.1\r\nHost: t\r\n\r\n"), StartsWith("HTTP/1.1 501"));
+    // The protocol's details: a trailing slash, the extension implemented, a model's readiness
+    // with its name.
+    CHECK_THAT(one_shot("GET /v2/ HTTP/1.1\r\nHost: t\r\n\r\n"),
+               StartsWith("HTTP/1.1 200") && Contains(R"("extensions":["binary_tensor_data"])"));
+    CHECK_THAT(one_shot("GET /v2/models/fashion/ready HTTP/1.1\r\nHost: t\r\n\r\n"),
+               StartsWith("HTTP/1.1 200") && Contains(R"({"name":"fashion","ready":true})"));
     CHECK_THAT(one_shot("POST /v2/models/fashion/infer HTTP/1.1\r\nHost: t\r\n"
                         "Content-Encoding: gzip\r\nContent-Length: 3\r\n\r\nabc"),
                StartsWith("HTTP/1.1 415"));

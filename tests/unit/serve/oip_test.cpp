@@ -182,6 +182,20 @@ TEST_CASE("a response carries the outputs asked for, and echoes the id", "[serve
     CHECK(v["outputs"].as_array().size() == 1);
     CHECK_FALSE(v.contains("id"));
 
+    // An empty id given is an id: echoed (the protocol: "if specified ... must be returned").
+    auto parsed = parse_infer_request(
+        R"({"id": "", "inputs": [{"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+            "data": [1,2,3,4]}]})",
+        model);
+    REQUIRE(std::holds_alternative<infer_request>(parsed));
+    v = boost::json::parse(std::get<encoded_response>(infer_response(
+                                                         model, std::get<infer_request>(parsed),
+                                                         {logits, label}))
+                               .body)
+            .as_object();
+    REQUIRE(v.contains("id"));
+    CHECK(v["id"] == "");
+
     auto wrong = infer_response(model, all, {logits});
     REQUIRE(std::holds_alternative<http_error>(wrong));
     CHECK(std::get<http_error>(wrong).status == 500);
@@ -208,7 +222,7 @@ TEST_CASE("a response's text is valid JSON whatever the values and the id", "[se
     const auto text =
         std::get<encoded_response>(infer_response(model, req, {y, flags, small})).body;
     auto v = boost::json::parse(text).as_object();
-    CHECK(v["id"].as_string() == req.id);
+    CHECK(v["id"].as_string() == *req.id);
     auto& outputs = v["outputs"].as_array();
     auto& data = outputs[0].as_object()["data"].as_array();
     REQUIRE(data.size() == 7);
@@ -289,6 +303,43 @@ TEST_CASE("requests are stacked along the batch dimension and split back", "[ser
     CHECK(parts[1][0].data == std::string(36, '2'));
     // An output that lost the batch dimension cannot be split.
     CHECK(split({tensor(dtype::int32, {3}, std::string(12, '1'))}, {1, 3}).empty());
+}
+
+TEST_CASE("an output's binary_data: false overrides binary_data_output: true", "[serve]") {
+    const auto model = images_model();
+    auto parsed = parse_infer_request(
+        R"({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+            "data": [1,2,3,4]}],
+            "outputs": [{"name": "logits", "parameters": {"binary_data": false}}, {"name": "label"}],
+            "parameters": {"binary_data_output": true}})",
+        model);
+    REQUIRE(std::holds_alternative<infer_request>(parsed));
+    tensor logits(dtype::float32, {1, 3}, std::string(12, '\0'));
+    tensor label(dtype::int64, {1}, std::string(8, '\0'));
+    const auto out = std::get<encoded_response>(
+        infer_response(model, std::get<infer_request>(parsed), {logits, label}));
+    REQUIRE(out.header_length);
+    auto v = boost::json::parse(out.body.substr(0, *out.header_length)).as_object();
+    auto& outputs = v["outputs"].as_array();
+    CHECK(outputs[0].as_object().contains("data"));  // logits as JSON
+    CHECK(outputs[1].as_object()["parameters"].as_object()["binary_data_size"] == 8);
+    CHECK(out.body.size() == *out.header_length + 8);  // label alone as binary
+    // And a binary_data that is not true or false is refused.
+    auto bad = parse_infer_request(
+        R"({"inputs": [{"name": "images", "datatype": "FP32", "shape": [1,1,2,2],
+            "data": [1,2,3,4]}], "outputs": [{"name": "label", "parameters": {"binary_data": 1}}]})",
+        model);
+    REQUIRE(std::holds_alternative<http_error>(bad));
+    CHECK_THAT(std::get<http_error>(bad).message, Catch::Contains("must be true or false"));
+}
+
+TEST_CASE("server metadata lists the binary tensor extension, and model readiness names the model",
+          "[serve]") {
+    auto v = boost::json::parse(server_metadata_json()).as_object();
+    CHECK(v["extensions"].as_array() == boost::json::array{"binary_tensor_data"});
+    v = boost::json::parse(model_ready_json(images_model(), true)).as_object();
+    CHECK(v["name"] == "fashion");
+    CHECK(v["ready"] == true);
 }
 
 TEST_CASE("a request may ask for a fault to be injected, by name", "[serve]") {
