@@ -50,6 +50,7 @@ struct http_server::response {
     bool retry_after = false;  // for 503
     const char* content_type = "application/json";
     std::optional<std::size_t> header_length;  // Inference-Header-Content-Length
+    std::string model;  // the served model of an infer request, for the metrics
 };
 
 http_server::http_server(tcp::acceptor& acceptor, std::vector<served_model>& models,
@@ -259,6 +260,8 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
                                  origin_form(req.target()), std::move(req.body()), header_length,
                                  socket);
         }
+        // Every answer counts, in this one place, including those given before routing.
+        metrics_.answered(res.model, static_cast<unsigned>(res.status));
         if (res.status == http::status{499}) {
             break;  // the client went away while its request ran: nobody to answer
         }
@@ -445,6 +448,7 @@ asio::awaitable<http_server::response> http_server::route(const std::string& met
     }
     if (rest == "/infer") {
         if (auto no = only("POST")) {
+            no->model = model->config.name;
             co_return *no;
         }
         const auto began = clock::now();
@@ -455,8 +459,9 @@ asio::awaitable<http_server::response> http_server::route(const std::string& met
                          "its request was cancelled\n",
                          model->config.name.c_str());
         }
-        metrics_.request_done(
-            model->config.name, static_cast<unsigned>(res.status),
+        res.model = model->config.name;
+        metrics_.infer_latency(
+            model->config.name,
             std::chrono::duration_cast<std::chrono::microseconds>(clock::now() - began));
         co_return res;
     }

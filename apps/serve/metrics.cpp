@@ -62,7 +62,8 @@ server_metrics::server_metrics(std::vector<metrics_source> models)
     : registry_(std::make_shared<prom::Registry>()),
       requests_(prom::BuildCounter()
                     .Name("torchpool_http_requests_total")
-                    .Help("Infer requests answered, by model and HTTP status")
+                    .Help("Answers the server gave, by HTTP status; model: the served model of "
+                          "an infer request, empty for every other answer")
                     .Register(*registry_)),
       latency_(prom::BuildHistogram()
                    .Name("torchpool_request_seconds")
@@ -84,31 +85,41 @@ server_metrics::server_metrics(std::vector<metrics_source> models)
     }
 }
 
-server_metrics::per_model& server_metrics::find(const std::string& model) {
+server_metrics::per_model* server_metrics::find(const std::string& model) {
     for (auto& m : models_) {
         if (m.name == model) {
-            return m;
+            return &m;
         }
     }
-    return models_.front();
+    return nullptr;
 }
 
-void server_metrics::request_done(const std::string& model, unsigned status,
-                                  std::chrono::microseconds elapsed) {
-    auto& m = find(model);
-    auto known = std::find_if(m.by_status.begin(), m.by_status.end(),
+prom::Counter& server_metrics::counter(std::vector<std::pair<unsigned, prom::Counter*>>& by_status,
+                                       const std::string& model, unsigned status) {
+    auto known = std::find_if(by_status.begin(), by_status.end(),
                               [&](const auto& s) { return s.first == status; });
-    if (known == m.by_status.end()) {
-        known = m.by_status.emplace(
-            m.by_status.end(), status,
-            &requests_.Add({{"model", model}, {"code", std::to_string(status)}}));
+    if (known == by_status.end()) {
+        known = by_status.emplace(by_status.end(), status,
+                                  &requests_.Add({{"model", model}, {"code", std::to_string(status)}}));
     }
-    known->second->Increment();
-    m.latency->Observe(static_cast<double>(elapsed.count()) / 1e6);
+    return *known->second;
+}
+
+void server_metrics::answered(const std::string& model, unsigned status) {
+    auto* m = model.empty() ? nullptr : find(model);
+    counter(m ? m->by_status : other_by_status_, m ? model : std::string(), status).Increment();
+}
+
+void server_metrics::infer_latency(const std::string& model, std::chrono::microseconds elapsed) {
+    if (auto* m = find(model)) {
+        m->latency->Observe(static_cast<double>(elapsed.count()) / 1e6);
+    }
 }
 
 void server_metrics::batch_sent(const std::string& model, std::size_t rows) {
-    find(model).batch_rows->Observe(static_cast<double>(rows));
+    if (auto* m = find(model)) {
+        m->batch_rows->Observe(static_cast<double>(rows));
+    }
 }
 
 std::string server_metrics::scrape() const {

@@ -32,8 +32,12 @@ class server_metrics {
 public:
     explicit server_metrics(std::vector<metrics_source> models);
 
-    /// An infer request of `model` ended with HTTP `status` after `elapsed`.
-    void request_done(const std::string& model, unsigned status, std::chrono::microseconds elapsed);
+    /// The server gave an answer of HTTP `status`: `model` names the served model of an
+    /// infer request (its /infer endpoint), empty for every other answer (health, metadata,
+    /// metrics, unknown models, answers given before a request was routed).
+    void answered(const std::string& model, unsigned status);
+    /// An infer request of `model` was answered `elapsed` after it arrived.
+    void infer_latency(const std::string& model, std::chrono::microseconds elapsed);
     /// A task of `rows` rows (a batch, or one request alone) was sent for `model`.
     void batch_sent(const std::string& model, std::size_t rows);
 
@@ -51,13 +55,17 @@ private:
         // a label map and takes a lock).
         std::vector<std::pair<unsigned, prometheus::Counter*>> by_status;
     };
-    per_model& find(const std::string& model);
+    per_model* find(const std::string& model);
+    // The counter of `status` in `by_status`, found once.
+    prometheus::Counter& counter(std::vector<std::pair<unsigned, prometheus::Counter*>>& by_status,
+                                 const std::string& model, unsigned status);
 
     std::shared_ptr<prometheus::Registry> registry_;
     prometheus::Family<prometheus::Counter>& requests_;
     prometheus::Family<prometheus::Histogram>& latency_;
     prometheus::Family<prometheus::Histogram>& batch_rows_;
     std::vector<per_model> models_;
+    std::vector<std::pair<unsigned, prometheus::Counter*>> other_by_status_;  // model=""
 };
 
 }  // namespace torchpool::serve

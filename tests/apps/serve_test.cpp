@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <memory>
 #include <netinet/in.h>
 #include <random>
@@ -798,6 +799,54 @@ TEST_CASE("HTTP/1.1 as clients and proxies rely on it (RFC 9110, 9112)", "[serve
         CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 413") && Contains("--max-body-bytes"));
     }
     CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
+    CHECK(WIFEXITED(server.terminate()));
+}
+
+TEST_CASE("the metrics count every answer the clients received, by model and status",
+          "[serve][e2e]") {
+    server_process server({"--max-body-bytes", "100000"});
+    const auto infer = server.url("/v2/models/fashion/infer");
+    const auto image = infer_body(test::fashion_test_images(1), "m");
+    // What the clients received, by (model label, status): the model is that of an infer
+    // request for a served model, "" for every other answer.
+    std::map<std::pair<std::string, unsigned>, int> received;
+    const auto count = [&](const std::string& model, unsigned status) {
+        ++received[{model, status}];
+    };
+    count("fashion", curl("POST", infer, image).status);
+    count("fashion", curl("POST", infer, image).status);
+    count("fashion", curl("POST", infer, "{not json").status);
+    count("fashion", curl("GET", infer).status);
+    count("", curl("POST", server.url("/v2/models/shoes/infer"), "{}").status);
+    count("", curl("GET", server.url("/v2/health/live")).status);
+    count("", curl("GET", server.url("/nowhere")).status);
+    count("", curl("POST", infer, infer_body(test::fashion_test_images(20), "big")).status);
+    const auto raw_status = [&](const std::string& request) {
+        connection c(server.port());
+        c.send_raw(request);
+        const auto answer = c.receive();
+        return static_cast<unsigned>(std::stoul(answer.substr(9, 3)));
+    };
+    count("", raw_status("POST /v2/health/live HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: foo\r\n\r\n"));
+    count("", raw_status("GET /v2 HTTP/1.1\r\n\r\n"));
+    CHECK(received[{"fashion", 200}] == 2);
+    CHECK(received[{"", 413}] == 1);
+    const auto text = curl("GET", server.url("/metrics")).body;
+    for (const auto& [key, n] : received) {
+        const std::string line = "torchpool_http_requests_total{code=\"" +
+                                 std::to_string(key.second) + "\",model=\"" + key.first +
+                                 "\"} " + std::to_string(n) + "\n";
+        INFO("expected the line " << line);
+        CHECK_THAT(text, Catch::Contains(line));
+    }
+    // And nothing else was counted.
+    int lines = 0;
+    for (std::size_t at = 0; (at = text.find("\ntorchpool_http_requests_total{", at)) !=
+                             std::string::npos;
+         ++at) {
+        ++lines;
+    }
+    CHECK(lines == static_cast<int>(received.size()));
     CHECK(WIFEXITED(server.terminate()));
 }
 
