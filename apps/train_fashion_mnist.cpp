@@ -246,12 +246,20 @@ int main(int argc, char** argv) {
         // its input (images as float32 in [0, 1]) and its output (one logit per class).
         auto config = out;
         config.replace_extension(".json");
-        std::ofstream(config.string() + ".partial")
-            << R"({"method": "forward",)" << '\n'
-            << R"( "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],)"
-            << '\n'
-            << R"( "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]})"
-            << '\n';
+        {
+            // The class names let a client ask for a classification ("9.27:9:Ankle boot").
+            std::ofstream text(config.string() + ".partial");
+            text << R"({"method": "forward",)" << '\n'
+                 << R"( "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],)"
+                 << '\n'
+                 << R"( "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10],)"
+                 << '\n'
+                 << R"(              "labels": [)";
+            for (std::size_t c = 0; c < torchpool::apps::fashion_mnist_classes.size(); ++c) {
+                text << (c ? ", " : "") << '"' << torchpool::apps::fashion_mnist_classes[c] << '"';
+            }
+            text << "]}]}\n";
+        }
         std::filesystem::rename(config.string() + ".partial", config);
         // A request a person can send as it is (curl -d @...): the first test image.
         auto sample = out;
@@ -266,7 +274,9 @@ int main(int argc, char** argv) {
         for (std::int64_t i = 0; i < first.numel(); ++i) {
             request << (i ? "," : "") << pixels[i];
         }
-        request << "]}]}\n";
+        // Asked as Triton's classification: the three likeliest classes, by name.
+        request << R"x(]}], "outputs": [{"name": "logits", "parameters": {"classification": 3}}]})x"
+                << '\n';
         std::filesystem::rename(partial, out);  // never leave a half-written model behind
     } catch (const std::exception& e) {
         std::fprintf(stderr, "torchpool-train-fashion-mnist: cannot write %s: %s\n",

@@ -54,6 +54,19 @@ tensor_spec parse_spec(const json::value& v, const std::string& where) {
         }
         spec.shape.push_back(d.as_int64());
     }
+    if (const auto* labels = o->if_contains("labels")) {
+        if (!labels->is_array()) {
+            throw std::runtime_error(where + ": the labels of " + spec.name +
+                                     " must be a list of class names");
+        }
+        for (const auto& l : labels->as_array()) {
+            if (!l.is_string()) {
+                throw std::runtime_error(where + ": the labels of " + spec.name +
+                                         " must be a list of class names");
+            }
+            spec.labels.emplace_back(l.as_string());
+        }
+    }
     return spec;
 }
 

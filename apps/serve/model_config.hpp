@@ -5,7 +5,8 @@
 //
 //     {"method": "forward",
 //      "inputs":  [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],
-//      "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10]}]}
+//      "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10],
+//                   "labels": ["T-shirt/top", "Trouser", ...]}]}
 //
 // A -1 in a shape is a size the request chooses (the batch).
 #pragma once
@@ -29,6 +30,9 @@ struct tensor_spec {
     std::string name;
     dtype type = dtype::float32;
     std::vector<std::int64_t> shape;  // -1: any size
+    /// An output's class names, by index ("labels": [...]), for Triton's classification
+    /// extension; empty if none.
+    std::vector<std::string> labels;
 };
 
 struct model_config {

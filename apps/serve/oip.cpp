@@ -217,6 +217,59 @@ void append_data(std::string& out, const std::string& bytes, std::size_t element
     }
 }
 
+// Triton's classification extension: the top `k` classes of each row of `t` ([classes] or
+// [rows, classes]) as "score:index:label" strings (":label" only where the config names the
+// classes), the best first (ties: the lower index first); an error if `t` cannot be classified.
+std::optional<std::string> append_classification(std::string& out, const tensor_spec& spec,
+                                                 const tensor& t, std::size_t k) {
+    if (t.shape.empty() || t.shape.size() > 2 || t.shape.back() < 1) {
+        return "output '" + spec.name + "' has shape " + format_shape(t.shape) +
+               ": a classification needs [classes] or [batch, classes]";
+    }
+    const auto classes = static_cast<std::size_t>(t.shape.back());
+    const auto rows = t.shape.size() == 2 ? static_cast<std::size_t>(t.shape[0]) : 1;
+    k = std::min(k, classes);
+    out += ",\"datatype\":\"BYTES\",\"shape\":[";
+    if (t.shape.size() == 2) {
+        append_number(out, rows);
+        out += ',';
+    }
+    append_number(out, k);
+    out += "],\"data\":[";
+    std::vector<std::size_t> order(classes);
+    const bool carried = with_element_type(t.type, [&](auto element) {
+        using T = typename decltype(element)::type;
+        using stored = std::conditional_t<std::is_same_v<T, bool>, std::uint8_t, T>;
+        for (std::size_t r = 0; r < rows; ++r) {
+            const auto value = [&](std::size_t c) { return get<stored>(t.data, r * classes + c); };
+            for (std::size_t c = 0; c < classes; ++c) {
+                order[c] = c;
+            }
+            std::partial_sort(order.begin(), order.begin() + static_cast<std::ptrdiff_t>(k),
+                              order.end(), [&](std::size_t a, std::size_t b) {
+                                  return value(a) > value(b) || (value(a) == value(b) && a < b);
+                              });
+            for (std::size_t i = 0; i < k; ++i) {
+                std::string entry;
+                append_number(entry, value(order[i]));
+                entry += ':';
+                append_number(entry, order[i]);
+                if (order[i] < spec.labels.size()) {
+                    entry += ':';
+                    entry += spec.labels[order[i]];
+                }
+                out += r == 0 && i == 0 ? "" : ",";
+                append_string(out, entry);
+            }
+        }
+    });
+    if (!carried) {
+        return "output '" + spec.name + "' is FP16 or BF16, which this server cannot classify yet";
+    }
+    out += "]}";
+    return std::nullopt;
+}
+
 void append_shape(std::string& out, const std::vector<std::int64_t>& shape) {
     out += '[';
     for (std::size_t d = 0; d < shape.size(); ++d) {
@@ -455,6 +508,15 @@ std::variant<infer_request, http_error> parse_infer_request(
                 return bad("each requested output must be an object with a \"name\"");
             }
             if (const auto* p = t->if_contains("parameters"); p && p->is_object()) {
+                if (const auto* k = p->as_object().if_contains("classification")) {
+                    if (!k->is_int64() || k->as_int64() < 1) {
+                        return bad("parameters.classification of output '" +
+                                   std::string(name->as_string()) +
+                                   "' must be a whole number of classes >= 1");
+                    }
+                    req.classifications.emplace_back(name->as_string(),
+                                                     static_cast<std::size_t>(k->as_int64()));
+                }
                 if (const auto* b = p->as_object().if_contains("binary_data")) {
                     if (!b->is_bool()) {
                         return bad("parameters.binary_data of output '" +
@@ -511,6 +573,18 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
             continue;
         }
         const auto& t = results[i];
+        if (const auto k = std::find_if(
+                request.classifications.begin(), request.classifications.end(),
+                [&](const auto& c) { return c.first == spec.name; });
+            k != request.classifications.end()) {
+            text += first ? "{\"name\":" : ",{\"name\":";
+            first = false;
+            append_string(text, spec.name);
+            if (auto problem = append_classification(text, spec, t, k->second)) {
+                return http_error{400, *problem};
+            }
+            continue;
+        }
         const auto named = [&](const std::vector<std::string>& names) {
             return std::find(names.begin(), names.end(), spec.name) != names.end();
         };

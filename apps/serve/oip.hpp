@@ -33,6 +33,10 @@ struct infer_request {
     bool binary_outputs = false;
     std::vector<std::string> binary_output_names;
     std::vector<std::string> json_output_names;
+    /// Outputs asked as classifications (Triton's classification extension:
+    /// parameters.classification = k): the top k classes of each row, as "score:index:label"
+    /// strings (BYTES), always in JSON.
+    std::vector<std::pair<std::string, std::size_t>> classifications;
     /// parameters.torchpool_fault ("crash", "exit", "hang", "leak", "delay", "garbage",
     /// "fail"): a failure to provoke, for tests; refused unless the server allows it.
     fault inject;

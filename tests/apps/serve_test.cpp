@@ -1,6 +1,7 @@
 // torchpool-serve end to end: the real server on a free loopback port, the real HTTP client
 // (curl), real Fashion-MNIST test images, and predictions compared with the same model run in
 // this process.
+#include "../../apps/fashion_mnist.hpp"
 #include "../process/torch_reference.hpp"
 
 #include <boost/json.hpp>
@@ -300,16 +301,34 @@ TEST_CASE("the server answers every endpoint, and its predictions equal the mode
         printed.append(buf, n);
     }
     ::pclose(p);
+    // It asks for a classification (Triton's extension): the three likeliest classes of the
+    // image, by name, as the model ranks them here.
     auto sample = json::parse(printed).as_object();
     CHECK_THAT(std::string(sample["id"].as_string()), Catch::Contains("test image 0"));
-    const auto& logits = sample["outputs"].as_array()[0].as_object()["data"].as_array();
+    auto& output = sample["outputs"].as_array()[0].as_object();
+    CHECK(output["datatype"] == "BYTES");
+    CHECK(output["shape"] == json::array{1, 3});
+    const auto& top = output["data"].as_array();
+    REQUIRE(top.size() == 3);
     const tensor first =
         test::run_in_process(TORCHPOOL_DEFAULT_MODEL, "forward", test::fashion_test_images(1));
     const auto* first_logits = reinterpret_cast<const float*>(first.data.data());
-    REQUIRE(logits.size() == 10);
-    for (std::size_t i = 0; i < logits.size(); ++i) {
-        CHECK(std::abs(logits[i].to_number<double>() - first_logits[i]) < 1e-4);
+    std::vector<std::size_t> ranked(10);
+    for (std::size_t c = 0; c < 10; ++c) {
+        ranked[c] = c;
     }
+    std::stable_sort(ranked.begin(), ranked.end(),
+                     [&](std::size_t a, std::size_t b) { return first_logits[a] > first_logits[b]; });
+    for (std::size_t i = 0; i < 3; ++i) {
+        const std::string entry(top[i].as_string());
+        INFO("entry " << i << ": " << entry);
+        const auto colon = entry.find(':');
+        CHECK(std::abs(std::stod(entry.substr(0, colon)) - first_logits[ranked[i]]) < 1e-4);
+        CHECK(entry.substr(colon + 1) == std::to_string(ranked[i]) + ":" +
+                                             apps::fashion_mnist_classes[ranked[i]]);
+    }
+    // The test image 0 is an ankle boot, and the model knows it.
+    CHECK_THAT(std::string(top[0].as_string()), Catch::EndsWith(":9:Ankle boot"));
 
     CHECK(WIFEXITED(server.terminate()));
 }

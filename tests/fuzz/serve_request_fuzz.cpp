@@ -35,7 +35,8 @@ const std::vector<model_config>& models() {
         std::vector<model_config> m;
         m.push_back(parse_model_config("images", "/m/images.pt", R"({
             "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 2, 2]}],
-            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 3]},
+            "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 3],
+                         "labels": ["cat", "dog \"quoted\""]},
                         {"name": "label", "datatype": "INT64", "shape": [-1]}]})",
                                        "images.json"));
         m.push_back(parse_model_config("types", "/m/types.pt", R"({

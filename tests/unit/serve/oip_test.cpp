@@ -262,6 +262,10 @@ TEST_CASE("a model config that cannot work is refused, naming the file and the p
                                       {"name": "x", "datatype": "INT64", "shape": [-1]}],
                            "outputs": [{"name": "y", "datatype": "FP32", "shape": [1]}]})"),
                Catch::Contains("two inputs are named 'x'"));
+    CHECK_THAT(refused(R"({"inputs": [{"name": "x", "datatype": "FP32", "shape": [-1]}],
+                           "outputs": [{"name": "y", "datatype": "FP32", "shape": [1],
+                                        "labels": ["a", 2]}]})"),
+               Catch::Contains("the labels of y must be a list of class names"));
     CHECK_THROWS_WITH(load_model_config("m", "/nonexistent/m.pt"),
                       Catch::Contains("cannot read /nonexistent/m.json"));
 }
@@ -499,4 +503,71 @@ TEST_CASE("only a model whose tensors all have a free first dimension is batched
     CHECK_FALSE(keeps_batch_dimension(config("[-1, 3]", "[]")));  // nothing to split
     CHECK_FALSE(keeps_batch_dimension(config("[]", "[-1]")));
     CHECK_FALSE(keeps_batch_dimension(config("[-1]", "[2, -1]")));
+}
+
+TEST_CASE("an output asked as a classification gives its top k classes by name", "[serve]") {
+    auto model = parse_model_config("fashion", "/m.pt", R"({
+        "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 2, 2]}],
+        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 3],
+                     "labels": ["cat", "dog", "eel"]},
+                    {"name": "label", "datatype": "INT64", "shape": [-1]}]})",
+                                    "m.json");
+    REQUIRE(model.outputs[0].labels == std::vector<std::string>{"cat", "dog", "eel"});
+    const auto request = [&](const char* k) {
+        auto parsed = parse_infer_request(
+            std::string(R"({"inputs": [{"name": "images", "datatype": "FP32",
+                "shape": [2,1,2,2], "data": [1,2,3,4,5,6,7,8]}],
+                "outputs": [{"name": "logits", "parameters": {"classification": )") +
+                k + "}}]}",
+            model);
+        return parsed;
+    };
+    const float l[6] = {0.5f, 2.25f, -1.0f, 3.0f, 3.0f, 1.0f};  // row 1 ties: the lower first
+    tensor logits(dtype::float32, {2, 3}, std::string(reinterpret_cast<const char*>(l), sizeof l));
+    tensor label(dtype::int64, {2}, std::string(16, '\0'));
+    auto parsed = request("2");
+    REQUIRE(std::holds_alternative<infer_request>(parsed));
+    auto v = boost::json::parse(std::get<encoded_response>(
+                                    infer_response(model, std::get<infer_request>(parsed),
+                                                   {logits, label}))
+                                    .body)
+                 .as_object();
+    auto& out = v["outputs"].as_array();
+    REQUIRE(out.size() == 1);
+    CHECK(out[0].as_object()["datatype"] == "BYTES");
+    CHECK(out[0].as_object()["shape"] == boost::json::array{2, 2});
+    CHECK(out[0].as_object()["data"] ==
+          boost::json::array{"2.25:1:dog", "0.5:0:cat", "3.0:0:cat", "3.0:1:dog"});
+    // k past the classes gives them all; a k that is not a whole number >= 1 is refused.
+    parsed = request("7");
+    v = boost::json::parse(std::get<encoded_response>(
+                               infer_response(model, std::get<infer_request>(parsed),
+                                              {logits, label}))
+                               .body)
+            .as_object();
+    CHECK(v["outputs"].as_array()[0].as_object()["shape"] == boost::json::array{2, 3});
+    for (const char* bad : {"0", "-1", "1.5", "\"2\""}) {
+        auto refused = request(bad);
+        REQUIRE(std::holds_alternative<http_error>(refused));
+        CHECK_THAT(std::get<http_error>(refused).message,
+                   Catch::Contains("must be a whole number of classes >= 1"));
+    }
+    // An output without labels gives score:index; one of rank 1 is one row.
+    infer_request of_label{.outputs = {"label"}, .classifications = {{"label", 1}}};
+    tensor ranks(dtype::int64, {2}, std::string(16, '\0'));
+    const std::int64_t two[2] = {4, 9};
+    ranks.data.assign(reinterpret_cast<const char*>(two), sizeof two);
+    v = boost::json::parse(
+            std::get<encoded_response>(infer_response(model, of_label, {logits, ranks})).body)
+            .as_object();
+    CHECK(v["outputs"].as_array()[0].as_object()["shape"] == boost::json::array{1});
+    CHECK(v["outputs"].as_array()[0].as_object()["data"] == boost::json::array{"9:1"});
+    // A tensor of more than two dimensions cannot be classified: a 400 that says why.
+    tensor cube(dtype::float32, {1, 1, 3}, std::string(12, '\0'));
+    infer_request of_cube{.outputs = {"logits"}, .classifications = {{"logits", 1}}};
+    auto refused = infer_response(model, of_cube, {cube, label});
+    REQUIRE(std::holds_alternative<http_error>(refused));
+    CHECK(std::get<http_error>(refused).status == 400);
+    CHECK_THAT(std::get<http_error>(refused).message,
+               Catch::Contains("a classification needs [classes] or [batch, classes]"));
 }
