@@ -24,7 +24,8 @@ server_pid=
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; [ -n "${SERVE_INSTRUCTIONS_KEEP:-}" ] || rm -rf "$work"; }
 trap cleanup EXIT
 
-json_body="$build/models/fashion_mnist.sample.json"
+json_body="$work/sample.json"
+plain_sample "$build/models/fashion_mnist.sample.json" "$json_body"
 header_length=$("$build/bench/torchpool-bench-serve-bodies" "$json_body" "$work/binary.body")
 
 start_server "$work/server.out" 120 \

@@ -38,7 +38,8 @@ trap cleanup EXIT
 
 # The request bodies: the model's sample (one real test image) as JSON, and the same image as
 # binary data after a JSON header.
-json_body="$build/models/fashion_mnist.sample.json"
+json_body="$work/sample.json"
+plain_sample "$build/models/fashion_mnist.sample.json" "$json_body"
 "$build/bench/torchpool-bench-serve-bodies" "$json_body" "$work/binary.body" >"$work/binary.length"
 cp "$json_body" "$work/json.body"
 cat >"$work/json.lua" <<LUA
