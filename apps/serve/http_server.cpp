@@ -98,6 +98,16 @@ bool http_server::ready() const {
     return true;
 }
 
+const std::string& http_server::date_now() {
+    const auto now = std::chrono::system_clock::now();
+    const auto second = std::chrono::floor<std::chrono::seconds>(now);
+    if (second != date_second_) {  // once a second, not once a response
+        date_second_ = second;
+        date_text_ = http_date(second);
+    }
+    return date_text_;
+}
+
 served_model* http_server::find(std::string_view name) {
     for (auto& m : models_) {
         if (m.config.name == name) {
@@ -191,6 +201,17 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
                         co_await asio::async_write(socket, asio::buffer(go_on), as_tuple);
                     ec = cec;
                 }
+                // The body often came with the head: parse what the buffer holds first, without
+                // another read operation, and read only what is still missing.
+                while (!ec && !parser.is_done() && buffer.size() > 0) {
+                    boost::system::error_code pec;
+                    const auto used = parser.put(buffer.data(), pec);
+                    buffer.consume(used);
+                    if (pec == http::error::need_more || (!pec && used == 0)) {
+                        break;
+                    }
+                    ec = pec;
+                }
                 if (!ec && !parser.is_done()) {
                     auto [bec, bn] = co_await http::async_read(socket, buffer, parser, as_tuple);
                     ec = bec;
@@ -277,7 +298,7 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
         if (res.header_length) {
             out.set("Inference-Header-Content-Length", std::to_string(*res.header_length));
         }
-        out.set(http::field::date, http_date(std::chrono::system_clock::now()));
+        out.set(http::field::date, date_now());
         out.keep_alive(!close && !stopping_);
         out.body() = std::move(res.body);
         out.prepare_payload();

@@ -76,6 +76,8 @@ private:
     /// every read and write: a connection is cut between `read_timeout` and 1.125 times it).
     boost::asio::awaitable<void> enforce_deadlines();
     served_model* find(std::string_view name);
+    /// The Date header's text, made anew once a second.
+    const std::string& date_now();
     bool ready() const;
 
     // A connection, as the drain and the deadlines see it.
@@ -95,6 +97,8 @@ private:
     bool stopping_ = false;
     boost::asio::steady_timer deadline_timer_;
     bool enforcing_ = false;
+    std::chrono::system_clock::time_point date_second_{};
+    std::string date_text_;
 };
 
 }  // namespace torchpool::serve

@@ -761,6 +761,16 @@ TEST_CASE("HTTP/1.1 as clients and proxies rely on it (RFC 9110, 9112)", "[serve
         CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 405") && Contains("Allow: GET, HEAD"));
     }
     {
+        // Pipelined: two requests with bodies in one write, each answered, in order.
+        connection c(server.port());
+        const auto body = infer_body(test::fashion_test_images(1), "first");
+        const auto request = "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\n"
+                             "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+        c.send_raw(request + request);
+        CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 200") && Contains(R"("id":"first")"));
+        CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 200") && Contains(R"("id":"first")"));
+    }
+    {
         // Expect: 100-continue: a 100 first, then the body is read and answered.
         connection c(server.port());
         const auto body = infer_body(test::fashion_test_images(1), "expect");
