@@ -33,48 +33,70 @@ head_verdict check_head(const http::request_header<>& head, std::size_t max_body
         return refuse(http::status::not_implemented,
                       "method " + std::string(head.method_string()) + " is not supported");
     }
-    const auto hosts = head.count(http::field::host);
+    // One pass over the fields (on every request's path), then the rules in order.
+    std::size_t hosts = 0, codings = 0, lengths = 0;
+    std::string_view coding, length, content_coding, expect;
+    bool has_content_coding = false, has_expect = false;
+    for (const auto& f : head) {
+        switch (f.name()) {
+            case http::field::host:
+                ++hosts;
+                break;
+            case http::field::transfer_encoding:
+                ++codings;
+                coding = trimmed(f.value());
+                break;
+            case http::field::content_length:
+                ++lengths;
+                length = trimmed(f.value());
+                break;
+            case http::field::content_encoding:
+                has_content_coding = true;
+                content_coding = trimmed(f.value());
+                break;
+            case http::field::expect:
+                has_expect = true;
+                expect = trimmed(f.value());
+                break;
+            default:
+                break;
+        }
+    }
     if (hosts > 1 || (hosts == 0 && head.version() >= 11)) {  // HTTP/1.0 may leave it out
         return refuse(http::status::bad_request,
                       hosts == 0 ? "an HTTP/1.1 request needs a Host header"
                                  : "a request may have only one Host header");
     }
-    const auto te = head.count(http::field::transfer_encoding);
-    if (te > 0) {
-        if (head.count(http::field::content_length) > 0) {
+    if (codings > 0) {
+        if (lengths > 0) {
             return refuse(http::status::bad_request,
                           "a request may not have both Transfer-Encoding and Content-Length");
         }
-        const auto coding = trimmed(head[http::field::transfer_encoding]);
-        if (te > 1 || !boost::beast::iequals(coding, "chunked")) {
+        if (codings > 1 || !boost::beast::iequals(coding, "chunked")) {
             return refuse(http::status::not_implemented,
                           "transfer coding '" + std::string(coding) +
                               "' is not supported (only chunked)");
         }
     }
-    if (const auto ce = head.find(http::field::content_encoding); ce != head.end()) {
-        if (!boost::beast::iequals(trimmed(ce->value()), "identity")) {
-            return refuse(http::status::unsupported_media_type,
-                          "content coding '" + std::string(ce->value()) +
-                              "' is not supported; send the body as it is");
-        }
+    if (has_content_coding && !boost::beast::iequals(content_coding, "identity")) {
+        return refuse(http::status::unsupported_media_type,
+                      "content coding '" + std::string(content_coding) +
+                          "' is not supported; send the body as it is");
     }
-    if (const auto cl = head.find(http::field::content_length); cl != head.end()) {
+    if (lengths > 0) {
         std::size_t bytes = 0;
-        const auto text = trimmed(cl->value());
-        const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), bytes);
-        if (err == std::errc{} && end == text.data() + text.size() && bytes > max_body_bytes) {
+        const auto [end, err] = std::from_chars(length.data(), length.data() + length.size(), bytes);
+        if (err == std::errc{} && end == length.data() + length.size() && bytes > max_body_bytes) {
             return refuse(http::status::payload_too_large,
                           "the request body is over the limit of " +
                               std::to_string(max_body_bytes) + " bytes (--max-body-bytes)");
         }
     }
     head_verdict verdict;
-    if (const auto expect = head.find(http::field::expect); expect != head.end()) {
-        if (!boost::beast::iequals(trimmed(expect->value()), "100-continue")) {
+    if (has_expect) {
+        if (!boost::beast::iequals(expect, "100-continue")) {
             return refuse(http::status::expectation_failed,
-                          "Expect: " + std::string(expect->value()) +
-                              " is not supported (only 100-continue)");
+                          "Expect: " + std::string(expect) + " is not supported (only 100-continue)");
         }
         verdict.expect_continue = true;
     }
