@@ -249,12 +249,13 @@ int main(int argc, char** argv) {
         {
             // The class names let a client ask for a classification ("9.27:9:Ankle boot").
             std::ofstream text(config.string() + ".partial");
-            text << R"({"method": "forward",)" << '\n'
-                 << R"( "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],)"
-                 << '\n'
-                 << R"( "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10],)"
-                 << '\n'
-                 << R"(              "labels": [)";
+            text
+                << R"({"method": "forward",)" << '\n'
+                << R"( "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 28, 28]}],)"
+                << '\n'
+                << R"( "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 10],)"
+                << '\n'
+                << R"(              "labels": [)";
             for (std::size_t c = 0; c < torchpool::apps::fashion_mnist_classes.size(); ++c) {
                 text << (c ? ", " : "") << '"' << torchpool::apps::fashion_mnist_classes[c] << '"';
             }

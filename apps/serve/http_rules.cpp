@@ -63,9 +63,9 @@ head_verdict check_head(const http::request_header<>& head, std::size_t max_body
         }
     }
     if (hosts > 1 || (hosts == 0 && head.version() >= 11)) {  // HTTP/1.0 may leave it out
-        return refuse(http::status::bad_request,
-                      hosts == 0 ? "an HTTP/1.1 request needs a Host header"
-                                 : "a request may have only one Host header");
+        return refuse(http::status::bad_request, hosts == 0
+                                                     ? "an HTTP/1.1 request needs a Host header"
+                                                     : "a request may have only one Host header");
     }
     if (codings > 0) {
         if (lengths > 0) {
@@ -73,9 +73,8 @@ head_verdict check_head(const http::request_header<>& head, std::size_t max_body
                           "a request may not have both Transfer-Encoding and Content-Length");
         }
         if (codings > 1 || !boost::beast::iequals(coding, "chunked")) {
-            return refuse(http::status::not_implemented,
-                          "transfer coding '" + std::string(coding) +
-                              "' is not supported (only chunked)");
+            return refuse(http::status::not_implemented, "transfer coding '" + std::string(coding) +
+                                                             "' is not supported (only chunked)");
         }
     }
     if (has_content_coding && !boost::beast::iequals(content_coding, "identity")) {
@@ -85,7 +84,8 @@ head_verdict check_head(const http::request_header<>& head, std::size_t max_body
     }
     if (lengths > 0) {
         std::size_t bytes = 0;
-        const auto [end, err] = std::from_chars(length.data(), length.data() + length.size(), bytes);
+        const auto [end, err] =
+            std::from_chars(length.data(), length.data() + length.size(), bytes);
         if (err == std::errc{} && end == length.data() + length.size() && bytes > max_body_bytes) {
             return refuse(http::status::payload_too_large,
                           "the request body is over the limit of " +
@@ -95,8 +95,9 @@ head_verdict check_head(const http::request_header<>& head, std::size_t max_body
     head_verdict verdict;
     if (has_expect) {
         if (!boost::beast::iequals(expect, "100-continue")) {
-            return refuse(http::status::expectation_failed,
-                          "Expect: " + std::string(expect) + " is not supported (only 100-continue)");
+            return refuse(
+                http::status::expectation_failed,
+                "Expect: " + std::string(expect) + " is not supported (only 100-continue)");
         }
         verdict.expect_continue = true;
     }

@@ -238,12 +238,12 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
             const std::string_view got(static_cast<const char*>(buffer.data().data()),
                                        buffer.size());
             const bool line_too_long = got.find("\r\n") == std::string_view::npos;
-            res = {line_too_long ? http::status::uri_too_long
-                                 : http::status::request_header_fields_too_large,
-                   error_json(std::string(line_too_long ? "the request target"
-                                                        : "the request's header fields") +
-                              " are over the limit of " + std::to_string(max_head_bytes) +
-                              " bytes")};
+            res = {
+                line_too_long ? http::status::uri_too_long
+                              : http::status::request_header_fields_too_large,
+                error_json(std::string(line_too_long ? "the request target"
+                                                     : "the request's header fields") +
+                           " are over the limit of " + std::to_string(max_head_bytes) + " bytes")};
             close = refused = true;
         } else if (ec) {
             if (ec != asio::error::eof && ec != asio::error::connection_reset &&
@@ -307,8 +307,7 @@ asio::awaitable<void> http_server::session(tcp::socket socket) {
         if (head_only) {
             // HEAD: the head a GET would get, Content-Length included, and no body.
             http::response_serializer<http::string_body> head(out);
-            std::tie(wec, std::ignore) =
-                co_await http::async_write_header(socket, head, as_tuple);
+            std::tie(wec, std::ignore) = co_await http::async_write_header(socket, head, as_tuple);
         } else {
             std::tie(wec, std::ignore) = co_await http::async_write(socket, out, as_tuple);
         }

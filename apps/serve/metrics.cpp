@@ -99,8 +99,9 @@ prom::Counter& server_metrics::counter(std::vector<std::pair<unsigned, prom::Cou
     auto known = std::find_if(by_status.begin(), by_status.end(),
                               [&](const auto& s) { return s.first == status; });
     if (known == by_status.end()) {
-        known = by_status.emplace(by_status.end(), status,
-                                  &requests_.Add({{"model", model}, {"code", std::to_string(status)}}));
+        known =
+            by_status.emplace(by_status.end(), status,
+                              &requests_.Add({{"model", model}, {"code", std::to_string(status)}}));
     }
     return *known->second;
 }

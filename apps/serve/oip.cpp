@@ -438,10 +438,11 @@ std::variant<infer_request, http_error> parse_infer_request(
                 // A bool is one byte, 0 or 1; any other byte is no value a model can take.
                 const auto bad_byte = bytes_of[at]->find_first_not_of(std::string_view("\0\1", 2));
                 if (bad_byte != std::string_view::npos) {
-                    return bad("element " + std::to_string(bad_byte) + " of input '" + spec.name +
-                               "' (BOOL binary data) is byte " +
-                               std::to_string(static_cast<unsigned char>((*bytes_of[at])[bad_byte])) +
-                               ", not 0 or 1");
+                    return bad(
+                        "element " + std::to_string(bad_byte) + " of input '" + spec.name +
+                        "' (BOOL binary data) is byte " +
+                        std::to_string(static_cast<unsigned char>((*bytes_of[at])[bad_byte])) +
+                        ", not 0 or 1");
                 }
             }
             req.inputs.emplace_back(spec.type, dims, std::string(*bytes_of[at]));
@@ -573,9 +574,9 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
             continue;
         }
         const auto& t = results[i];
-        if (const auto k = std::find_if(
-                request.classifications.begin(), request.classifications.end(),
-                [&](const auto& c) { return c.first == spec.name; });
+        if (const auto k =
+                std::find_if(request.classifications.begin(), request.classifications.end(),
+                             [&](const auto& c) { return c.first == spec.name; });
             k != request.classifications.end()) {
             text += first ? "{\"name\":" : ",{\"name\":";
             first = false;
@@ -636,10 +637,9 @@ std::string error_json(std::string_view message) {
 }
 
 std::string server_metadata_json() {
-    return json::serialize(
-        json::object{{"name", "torchpool"},
-                     {"version", "0.1"},
-                     {"extensions", json::array{"binary_tensor_data"}}});
+    return json::serialize(json::object{{"name", "torchpool"},
+                                        {"version", "0.1"},
+                                        {"extensions", json::array{"binary_tensor_data"}}});
 }
 
 std::string model_ready_json(const model_config& model, bool ready) {

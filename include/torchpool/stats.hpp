@@ -105,7 +105,7 @@ struct pool_stats {
     std::uint64_t restarts = 0;  ///< starts that replaced a worker that had exited
     /// restarts held back by the restart intensity (pool_params::restart_limit)
     std::uint64_t paced_restarts = 0;
-    std::uint64_t failed_starts = 0;     ///< processes that never became ready
+    std::uint64_t failed_starts = 0;  ///< processes that never became ready
     /// times a loading worker past load_timeout was given more time for using CPU (a busy
     /// machine slows starts; pool_params::load_extensions)
     std::uint64_t load_extensions = 0;

@@ -437,7 +437,8 @@ void pool_core::on_timer(time_point now) {
     settle(now);
 }
 
-std::optional<std::chrono::nanoseconds> pool_core::cpu_time_of(const supervised_child& child) const {
+std::optional<std::chrono::nanoseconds> pool_core::cpu_time_of(
+    const supervised_child& child) const {
     if (child.awaiting_process() || !probe_.cpu_time) {
         return std::nullopt;
     }

@@ -255,8 +255,7 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
                 w.child.count_failed_start();
                 start_failed(who + " did not become ready within " +
                                  describe_load_time(params_.load_timeout, w.load) +
-                                 " and was killed." +
-                                 describe_output(w.child.log().text()),
+                                 " and was killed." + describe_output(w.child.log().text()),
                              now);
             }
             break;

@@ -17,8 +17,8 @@ namespace torchpool::detail {
 /// `on_error(std::string what)` once for the first that is not a message (then false: the
 /// stream can no longer be trusted, nothing more is read from it).
 template <class OnMessage, class OnError>
-bool take_messages(wire::frame_reader& reader, std::size_t max_frame_bytes,
-                   OnMessage&& on_message, OnError&& on_error) {
+bool take_messages(wire::frame_reader& reader, std::size_t max_frame_bytes, OnMessage&& on_message,
+                   OnError&& on_error) {
     for (;;) {
         auto next = reader.next();
         if (next.error) {

@@ -91,8 +91,7 @@ bool read_server_packets(int socket, std::vector<server_packet>& out) {
         msg.msg_iovlen = 1;
         msg.msg_control = control.data();
         msg.msg_controllen = control.size();
-        const ssize_t n =
-            ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        const ssize_t n = ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
         if (n < 0 && (errno == EINTR || errno == ECONNRESET)) {
             // ECONNRESET: the server died with requests unread. It is reported once, and
             // what the workers it made sent is still queued behind it: read on.

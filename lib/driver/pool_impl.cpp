@@ -1,9 +1,8 @@
 #include "pool_impl.hpp"
 
-#include "channel_intake.hpp"
-
 #include "../posix/proc.hpp"
 #include "../wire/codec.hpp"
+#include "channel_intake.hpp"
 #include <torchpool/error.hpp>
 
 #include <boost/asio/error.hpp>

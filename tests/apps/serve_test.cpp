@@ -317,15 +317,16 @@ TEST_CASE("the server answers every endpoint, and its predictions equal the mode
     for (std::size_t c = 0; c < 10; ++c) {
         ranked[c] = c;
     }
-    std::stable_sort(ranked.begin(), ranked.end(),
-                     [&](std::size_t a, std::size_t b) { return first_logits[a] > first_logits[b]; });
+    std::stable_sort(ranked.begin(), ranked.end(), [&](std::size_t a, std::size_t b) {
+        return first_logits[a] > first_logits[b];
+    });
     for (std::size_t i = 0; i < 3; ++i) {
         const std::string entry(top[i].as_string());
         INFO("entry " << i << ": " << entry);
         const auto colon = entry.find(':');
         CHECK(std::abs(std::stod(entry.substr(0, colon)) - first_logits[ranked[i]]) < 1e-4);
-        CHECK(entry.substr(colon + 1) == std::to_string(ranked[i]) + ":" +
-                                             apps::fashion_mnist_classes[ranked[i]]);
+        CHECK(entry.substr(colon + 1) ==
+              std::to_string(ranked[i]) + ":" + apps::fashion_mnist_classes[ranked[i]]);
     }
     // The test image 0 is an ankle boot, and the model knows it.
     CHECK_THAT(std::string(top[0].as_string()), Catch::EndsWith(":9:Ankle boot"));
@@ -753,8 +754,8 @@ TEST_CASE("HTTP/1.1 as clients and proxies rely on it (RFC 9110, 9112)", "[serve
         connection c(server.port());
         c.send("HEAD", "/v2");
         const auto head = c.receive_head();
-        CHECK_THAT(head, StartsWith("HTTP/1.1 200") && Contains("Content-Length: ") &&
-                             Contains("Date: "));
+        CHECK_THAT(
+            head, StartsWith("HTTP/1.1 200") && Contains("Content-Length: ") && Contains("Date: "));
         c.send("GET", "/v2/health/live");
         CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 200") && Contains(R"({"live":true})"));
         c.send("DELETE", "/v2/health/live");
@@ -764,8 +765,10 @@ TEST_CASE("HTTP/1.1 as clients and proxies rely on it (RFC 9110, 9112)", "[serve
         // Pipelined: two requests with bodies in one write, each answered, in order.
         connection c(server.port());
         const auto body = infer_body(test::fashion_test_images(1), "first");
-        const auto request = "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\n"
-                             "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+        const auto request =
+            "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\n"
+            "Content-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n" + body;
         c.send_raw(request + request);
         CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 200") && Contains(R"("id":"first")"));
         CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 200") && Contains(R"("id":"first")"));
@@ -774,9 +777,11 @@ TEST_CASE("HTTP/1.1 as clients and proxies rely on it (RFC 9110, 9112)", "[serve
         // Expect: 100-continue: a 100 first, then the body is read and answered.
         connection c(server.port());
         const auto body = infer_body(test::fashion_test_images(1), "expect");
-        c.send_raw("POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\n"
-                   "Content-Type: application/json\r\nExpect: 100-continue\r\n"
-                   "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n");
+        c.send_raw(
+            "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\n"
+            "Content-Type: application/json\r\nExpect: 100-continue\r\n"
+            "Content-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n");
         CHECK_THAT(c.receive_head(), StartsWith("HTTP/1.1 100 Continue"));
         c.send_raw(body);
         CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 200"));
@@ -785,8 +790,9 @@ TEST_CASE("HTTP/1.1 as clients and proxies rely on it (RFC 9110, 9112)", "[serve
         // An unsupported transfer coding: 501 and the connection closed; what follows is
         // never read as a second request (the shape of request smuggling behind a proxy).
         connection c(server.port());
-        c.send_raw("POST /v2/health/live HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: foo\r\n\r\n"
-                   "GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n");
+        c.send_raw(
+            "POST /v2/health/live HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: foo\r\n\r\n"
+            "GET /v2/health/live HTTP/1.1\r\nHost: test\r\n\r\n");
         CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 501") && Contains("transfer coding 'foo'"));
         CHECK(c.receive().empty());
     }
@@ -804,9 +810,9 @@ TEST_CASE("HTTP/1.1 as clients and proxies rely on it (RFC 9110, 9112)", "[serve
                StartsWith("HTTP/1.1 200"));
     CHECK_THAT(one_shot("GET /" + std::string(100'000, 'a') + " HTTP/1.1\r\nHost: t\r\n\r\n"),
                StartsWith("HTTP/1.1 414"));
-    CHECK_THAT(one_shot("GET /v2 HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(20'000, 'b') +
-                        "\r\n\r\n"),
-               StartsWith("HTTP/1.1 431"));
+    CHECK_THAT(
+        one_shot("GET /v2 HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(20'000, 'b') + "\r\n\r\n"),
+        StartsWith("HTTP/1.1 431"));
     CHECK_THAT(one_shot("BREW /v2 HTTP/1.1\r\nHost: t\r\n\r\n"), StartsWith("HTTP/1.1 501"));
     // The protocol's details: a trailing slash, the extension implemented, a model's readiness
     // with its name.
@@ -822,8 +828,10 @@ TEST_CASE("HTTP/1.1 as clients and proxies rely on it (RFC 9110, 9112)", "[serve
         // server answers from the head, then reads and drops what comes before it closes.
         connection c(server.port());
         const std::string big(20u << 20, 'x');
-        c.send_raw("POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\n"
-                   "Content-Length: " + std::to_string(big.size()) + "\r\n\r\n");
+        c.send_raw(
+            "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\n"
+            "Content-Length: " +
+            std::to_string(big.size()) + "\r\n\r\n");
         c.send_raw(big);  // all of it written: the server did not close on it
         CHECK_THAT(c.receive(), StartsWith("HTTP/1.1 413") && Contains("--max-body-bytes"));
     }
@@ -856,23 +864,23 @@ TEST_CASE("the metrics count every answer the clients received, by model and sta
         const auto answer = c.receive();
         return static_cast<unsigned>(std::stoul(answer.substr(9, 3)));
     };
-    count("", raw_status("POST /v2/health/live HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: foo\r\n\r\n"));
+    count("",
+          raw_status("POST /v2/health/live HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: foo\r\n\r\n"));
     count("", raw_status("GET /v2 HTTP/1.1\r\n\r\n"));
     CHECK(received[{"fashion", 200}] == 2);
     CHECK(received[{"", 413}] == 1);
     const auto text = curl("GET", server.url("/metrics")).body;
     for (const auto& [key, n] : received) {
         const std::string line = "torchpool_http_requests_total{code=\"" +
-                                 std::to_string(key.second) + "\",model=\"" + key.first +
-                                 "\"} " + std::to_string(n) + "\n";
+                                 std::to_string(key.second) + "\",model=\"" + key.first + "\"} " +
+                                 std::to_string(n) + "\n";
         INFO("expected the line " << line);
         CHECK_THAT(text, Catch::Contains(line));
     }
     // And nothing else was counted.
     int lines = 0;
-    for (std::size_t at = 0; (at = text.find("\ntorchpool_http_requests_total{", at)) !=
-                             std::string::npos;
-         ++at) {
+    for (std::size_t at = 0;
+         (at = text.find("\ntorchpool_http_requests_total{", at)) != std::string::npos; ++at) {
         ++lines;
     }
     CHECK(lines == static_cast<int>(received.size()));

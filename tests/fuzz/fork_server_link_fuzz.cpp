@@ -8,11 +8,10 @@
 // Oracles beyond "no crash, no sanitizer report": only the last packet read may be a problem,
 // and reading stops there; a message arrives with exactly the descriptors sent with it; no
 // descriptor is left open once the packets are dropped.
-#include "driver/fork_server_link.hpp"
-#include "wire/codec.hpp"
-
 #include "../support/seqpacket.hpp"
+#include "driver/fork_server_link.hpp"
 #include "fuzz_input.hpp"
+#include "wire/codec.hpp"
 
 #include <cstdint>
 #include <cstdio>
@@ -76,11 +75,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     .protocol_version = byte() < 200 ? wire::protocol_version : byte()}));
                 break;
             case 2:
-                packet = as_string(wire::encode(wire::fork_reply_msg{
-                    .sequence = byte(),
-                    .pid = static_cast<int>(static_cast<std::int8_t>(byte())),
-                    .error = bytes(byte() % 32),
-                    .helper = (byte() & 1) != 0}));
+                packet = as_string(wire::encode(
+                    wire::fork_reply_msg{.sequence = byte(),
+                                         .pid = static_cast<int>(static_cast<std::int8_t>(byte())),
+                                         .error = bytes(byte() % 32),
+                                         .helper = (byte() & 1) != 0}));
                 break;
             default:
                 packet = as_string(wire::encode(wire::fork_request_msg{.sequence = byte()}));
@@ -119,8 +118,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (more && out.size() != sent_fds.size()) {
             fail("packets left unread while the stream is still trusted");
         }
-        if (!more && !ended && (out.empty() ||
-                                !std::holds_alternative<std::string>(out.back().what))) {
+        if (!more && !ended &&
+            (out.empty() || !std::holds_alternative<std::string>(out.back().what))) {
             fail("reading stopped with neither an end of stream nor a problem");
         }
     }

@@ -11,9 +11,8 @@
 // once every process is reaped, the run finishes and every task has completed exactly once.
 #include "core/pool_core.hpp"
 #include "driver/channel_intake.hpp"
-#include "wire/codec.hpp"
-
 #include "fuzz_input.hpp"
+#include "wire/codec.hpp"
 
 #include <cstdint>
 #include <cstdio>
@@ -91,8 +90,7 @@ struct harness {
         }
         p.reader.append(std::as_bytes(std::span(bytes.data(), bytes.size())));
         p.reading = detail::take_messages(
-            p.reader, max_frame,
-            [&](wire::message&& m) { core.on_message(s, std::move(m), now); },
+            p.reader, max_frame, [&](wire::message&& m) { core.on_message(s, std::move(m), now); },
             [&](std::string what) { core.on_protocol_error(s, std::move(what), now); });
     }
 
@@ -173,9 +171,9 @@ wire::message message_from(input& in, const harness& h) {
             return r;
         }
         case 2: {
-            wire::hello_msg hello{.pid = static_cast<int>(in.byte()),
-                                  .protocol_version = in.byte() < 240 ? wire::protocol_version
-                                                                      : in.byte()};
+            wire::hello_msg hello{
+                .pid = static_cast<int>(in.byte()),
+                .protocol_version = in.byte() < 240 ? wire::protocol_version : in.byte()};
             if ((in.byte() & 1) != 0) {
                 hello.capabilities.emplace_back(wire::answers_heartbeats);
             }
@@ -266,11 +264,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 h.advance(std::chrono::milliseconds(in.byte() * 5));
                 break;
             case 7:
-                h.core.submit(h.next_task++, in.byte() < 128 ? "echo" : "",
-                              core::task_options{.timeout = std::chrono::milliseconds(in.byte()),
-                                                 .retries = in.byte() % 3u,
-                                                 .priority = static_cast<std::uint8_t>(in.byte() % 3)},
-                              h.now);
+                h.core.submit(
+                    h.next_task++, in.byte() < 128 ? "echo" : "",
+                    core::task_options{.timeout = std::chrono::milliseconds(in.byte()),
+                                       .retries = in.byte() % 3u,
+                                       .priority = static_cast<std::uint8_t>(in.byte() % 3)},
+                    h.now);
                 break;
             case 8:
                 h.core.cancel_task(h.pick_task(in.byte()),

@@ -5,10 +5,9 @@
 // cancels, heartbeats, faults, hellos, shutdown), in one stream, then ends it. The loop must
 // end by itself (0 at the end of the stream or a shutdown, 2 on bytes it cannot read), and
 // everything it wrote back must be whole messages the host can decode.
+#include "fuzz_input.hpp"
 #include "wire/codec.hpp"
 #include "wire/frame_reader.hpp"
-
-#include "fuzz_input.hpp"
 #include <torchpool/worker.hpp>
 
 #include <cstdint>
@@ -106,8 +105,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::thread host([&] {
         std::thread writer([&] {
             for (std::size_t sent = 0; sent < stream.size();) {
-                const ssize_t n = ::send(pair[0], stream.data() + sent, stream.size() - sent,
-                                         MSG_NOSIGNAL);
+                const ssize_t n =
+                    ::send(pair[0], stream.data() + sent, stream.size() - sent, MSG_NOSIGNAL);
                 if (n <= 0) {
                     break;  // the worker stopped reading
                 }

@@ -49,7 +49,8 @@ pool_params hangable_worker() {
 }
 
 serve::batcher::params up_to_8_rows() {
-    return {.method = "echo", .max_batch = 8, .delay = std::chrono::microseconds(1000), .workers = 1};
+    return {
+        .method = "echo", .max_batch = 8, .delay = std::chrono::microseconds(1000), .workers = 1};
 }
 
 // Where each request's result lands: keep(i) is request i's handler.

@@ -80,72 +80,76 @@ void chaos(start_mode mode) {
             if (idempotent) {
                 req = std::move(req).with_retries(10);
             }
-            p.async_submit(std::move(req), [&, i, idempotent](boost::system::error_code ec,
-                                                              response r) {
-                ++completions[static_cast<std::size_t>(i)];
-                if (idempotent) {
-                    idempotent_failed += ec ? 1 : 0;
-                    retried += !ec && r.attempts.size() > 1 ? 1 : 0;
-                }
-                if (!ec && r.payload != std::to_string(i)) {
-                    ++outcomes["wrong payload"];
-                } else {
-                    ++outcomes[ec ? ec.message() : "ok"];
-                }
-                if (i >= calibration_tasks &&
-                    std::chrono::steady_clock::now() - submitted > deadline) {
-                    ++late;
-                }
-                ++done;
-                changed.notify();
-            });
+            p.async_submit(std::move(req),
+                           [&, i, idempotent](boost::system::error_code ec, response r) {
+                               ++completions[static_cast<std::size_t>(i)];
+                               if (idempotent) {
+                                   idempotent_failed += ec ? 1 : 0;
+                                   retried += !ec && r.attempts.size() > 1 ? 1 : 0;
+                               }
+                               if (!ec && r.payload != std::to_string(i)) {
+                                   ++outcomes["wrong payload"];
+                               } else {
+                                   ++outcomes[ec ? ec.message() : "ok"];
+                               }
+                               if (i >= calibration_tasks &&
+                                   std::chrono::steady_clock::now() - submitted > deadline) {
+                                   ++late;
+                               }
+                               ++done;
+                               changed.notify();
+                           });
         };
-        run_coroutine_on(io, [&]() -> asio::awaitable<void> {
-            // A service that is up, then is hit: every worker ready before the killing starts
-            // (workers killed before any ever started would rightly make the pool degraded).
-            // The bounds of these waits are failure limits, far above what a starved machine
-            // needs.
-            co_await changed.until([&] { return ready >= workers; }, 300s);
-            // Calibration: the time per task, without kills...
-            auto t0 = std::chrono::steady_clock::now();
-            for (int i = 0; i < calibration_tasks; ++i) {
-                submit(i, 0ms);
-            }
-            co_await changed.until([&] { return done == calibration_tasks; }, 300s);
-            per_task = (std::chrono::steady_clock::now() - t0) / calibration_tasks;
-            // ...and the time to replace workers killed together.
-            t0 = std::chrono::steady_clock::now();
-            const std::size_t ready_before = ready;
-            const std::size_t victims = killer.kill_now(4);
-            co_await changed.until(
-                [&] {
-                    return ready >= ready_before + victims && killer.all_exits_seen() &&
-                           p.stats().workers_idle == workers;
-                },
-                300s);
-            replace_time = std::chrono::steady_clock::now() - t0;
-            // The chaos: a kill about every eighth of the time it takes to replace one, so
-            // that some four workers are down at a time; the tasks' deadline six times what
-            // they take without kills (at least 30 s).
-            const auto pause = std::max<std::chrono::steady_clock::duration>(fastest_kills,
-                                                                               replace_time / 8);
-            killer.set_pace(std::chrono::duration_cast<std::chrono::microseconds>(pause),
-                            std::chrono::duration_cast<std::chrono::microseconds>(pause * 5 / 2));
-            deadline = std::max<std::chrono::milliseconds>(
-                30s, std::chrono::ceil<std::chrono::milliseconds>(6 * tasks * per_task));
-            submitted = std::chrono::steady_clock::now();
-            for (int i = calibration_tasks; i < calibration_tasks + tasks; ++i) {
-                submit(i, deadline);
-            }
-            killer.start();
-            co_await changed.until([&] { return done == calibration_tasks + tasks; },
-                                   deadline + 60s);
-            killer.stop();
-            // Back to full strength once the killing stops and every kill has been seen.
-            co_await changed.until(
-                [&] { return killer.all_exits_seen() && p.stats().workers_idle == workers; },
-                300s);
-        }, 1800s);  // a failure bound: the waits above end it long before
+        run_coroutine_on(
+            io,
+            [&]() -> asio::awaitable<void> {
+                // A service that is up, then is hit: every worker ready before the killing starts
+                // (workers killed before any ever started would rightly make the pool degraded).
+                // The bounds of these waits are failure limits, far above what a starved machine
+                // needs.
+                co_await changed.until([&] { return ready >= workers; }, 300s);
+                // Calibration: the time per task, without kills...
+                auto t0 = std::chrono::steady_clock::now();
+                for (int i = 0; i < calibration_tasks; ++i) {
+                    submit(i, 0ms);
+                }
+                co_await changed.until([&] { return done == calibration_tasks; }, 300s);
+                per_task = (std::chrono::steady_clock::now() - t0) / calibration_tasks;
+                // ...and the time to replace workers killed together.
+                t0 = std::chrono::steady_clock::now();
+                const std::size_t ready_before = ready;
+                const std::size_t victims = killer.kill_now(4);
+                co_await changed.until(
+                    [&] {
+                        return ready >= ready_before + victims && killer.all_exits_seen() &&
+                               p.stats().workers_idle == workers;
+                    },
+                    300s);
+                replace_time = std::chrono::steady_clock::now() - t0;
+                // The chaos: a kill about every eighth of the time it takes to replace one, so
+                // that some four workers are down at a time; the tasks' deadline six times what
+                // they take without kills (at least 30 s).
+                const auto pause =
+                    std::max<std::chrono::steady_clock::duration>(fastest_kills, replace_time / 8);
+                killer.set_pace(
+                    std::chrono::duration_cast<std::chrono::microseconds>(pause),
+                    std::chrono::duration_cast<std::chrono::microseconds>(pause * 5 / 2));
+                deadline = std::max<std::chrono::milliseconds>(
+                    30s, std::chrono::ceil<std::chrono::milliseconds>(6 * tasks * per_task));
+                submitted = std::chrono::steady_clock::now();
+                for (int i = calibration_tasks; i < calibration_tasks + tasks; ++i) {
+                    submit(i, deadline);
+                }
+                killer.start();
+                co_await changed.until([&] { return done == calibration_tasks + tasks; },
+                                       deadline + 60s);
+                killer.stop();
+                // Back to full strength once the killing stops and every kill has been seen.
+                co_await changed.until(
+                    [&] { return killer.all_exits_seen() && p.stats().workers_idle == workers; },
+                    300s);
+            },
+            1800s);  // a failure bound: the waits above end it long before
 
         const auto s = p.stats();
         INFO("outcomes: " << [&] {

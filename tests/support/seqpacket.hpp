@@ -13,8 +13,7 @@ namespace torchpool::test {
 
 /// Sends `bytes` as one packet with `count` (at most 16) copies of descriptor `fd`; false if
 /// sendmsg failed.
-inline bool send_with_descriptors(int socket, const std::string& bytes, std::size_t count,
-                                  int fd) {
+inline bool send_with_descriptors(int socket, const std::string& bytes, std::size_t count, int fd) {
     iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
     msghdr msg{};
     msg.msg_iov = &iov;

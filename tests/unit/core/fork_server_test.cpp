@@ -120,8 +120,9 @@ TEST_CASE("a fork server loading past load_timeout gets more time while it uses 
           "wrote nothing to stdout or stderr.");
 }
 
-TEST_CASE("load progress: more time only for CPU used since the last look, a bounded number of times",
-          "[fork_server]") {
+TEST_CASE(
+    "load progress: more time only for CPU used since the last look, a bounded number of times",
+    "[fork_server]") {
     load_progress load(2);
     CHECK_FALSE(load.extend(std::nullopt));  // unknown: no more time
     CHECK_FALSE(load.extend(0ns));           // no CPU at all

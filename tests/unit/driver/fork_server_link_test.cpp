@@ -2,9 +2,9 @@
 // SOCK_SEQPACKET socket pair: what a misbehaving fork server sends is its protocol error, and
 // the end of the stream is told from an empty packet.
 #include "driver/fork_server_link.hpp"
-#include "wire/codec.hpp"
 
 #include "../../support/seqpacket.hpp"
+#include "wire/codec.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -87,8 +87,7 @@ TEST_CASE("the end of the stream is told as such, after what was sent before it"
     CHECK(std::get<wire::fork_reply_msg>(out[0].what).sequence == 7);
 }
 
-TEST_CASE("a packet with more descriptors than a message carries is a protocol error",
-          "[driver]") {
+TEST_CASE("a packet with more descriptors than a message carries is a protocol error", "[driver]") {
     socket_pair s;
     s.send(reply_packet(1), 10);
     std::vector<detail::server_packet> out;

@@ -81,7 +81,8 @@ TEST_CASE("an unknown method is 501, a content coding 415, a body over the limit
     CHECK(refused_with(big, 1000) == 413);
 }
 
-TEST_CASE("Expect: 100-continue asks for a 100, and any other expectation is 417", "[serve][http]") {
+TEST_CASE("Expect: 100-continue asks for a 100, and any other expectation is 417",
+          "[serve][http]") {
     auto h = head();
     h.set(http::field::expect, "100-Continue");
     const auto v = check_head(h, 1000);

@@ -188,10 +188,10 @@ TEST_CASE("a response carries the outputs asked for, and echoes the id", "[serve
             "data": [1,2,3,4]}]})",
         model);
     REQUIRE(std::holds_alternative<infer_request>(parsed));
-    v = boost::json::parse(std::get<encoded_response>(infer_response(
-                                                         model, std::get<infer_request>(parsed),
-                                                         {logits, label}))
-                               .body)
+    v = boost::json::parse(
+            std::get<encoded_response>(
+                infer_response(model, std::get<infer_request>(parsed), {logits, label}))
+                .body)
             .as_object();
     REQUIRE(v.contains("id"));
     CHECK(v["id"] == "");
@@ -449,9 +449,8 @@ TEST_CASE("a BOOL input takes true and false only, and no other element", "[serv
     REQUIRE(std::holds_alternative<infer_request>(good));
     CHECK(std::get<infer_request>(good).inputs[0].data == std::string("\1\0\1", 3));
     // As binary data, each element is one byte, 0 or 1.
-    const std::string header =
-        R"({"inputs": [{"name": "f", "datatype": "BOOL", "shape": [3],)"
-        R"( "parameters": {"binary_data_size": 3}}]})";
+    const std::string header = R"({"inputs": [{"name": "f", "datatype": "BOOL", "shape": [3],)"
+                               R"( "parameters": {"binary_data_size": 3}}]})";
     auto binary = parse_infer_request(header + std::string("\1\0\1", 3), model, header.size());
     REQUIRE(std::holds_alternative<infer_request>(binary));
     auto two = parse_infer_request(header + std::string("\1\2\1", 3), model, header.size());
@@ -499,7 +498,7 @@ TEST_CASE("only a model whose tensors all have a free first dimension is batched
     };
     CHECK(keeps_batch_dimension(images_model()));
     CHECK(keeps_batch_dimension(config("[-1, 3]", "[-1]")));
-    CHECK_FALSE(keeps_batch_dimension(config("[3]", "[-1]")));   // stacking two makes [6]
+    CHECK_FALSE(keeps_batch_dimension(config("[3]", "[-1]")));    // stacking two makes [6]
     CHECK_FALSE(keeps_batch_dimension(config("[-1, 3]", "[]")));  // nothing to split
     CHECK_FALSE(keeps_batch_dimension(config("[]", "[-1]")));
     CHECK_FALSE(keeps_batch_dimension(config("[-1]", "[2, -1]")));
@@ -514,12 +513,12 @@ TEST_CASE("an output asked as a classification gives its top k classes by name",
                                     "m.json");
     REQUIRE(model.outputs[0].labels == std::vector<std::string>{"cat", "dog", "eel"});
     const auto request = [&](const char* k) {
-        auto parsed = parse_infer_request(
-            std::string(R"({"inputs": [{"name": "images", "datatype": "FP32",
+        auto parsed =
+            parse_infer_request(std::string(R"({"inputs": [{"name": "images", "datatype": "FP32",
                 "shape": [2,1,2,2], "data": [1,2,3,4,5,6,7,8]}],
                 "outputs": [{"name": "logits", "parameters": {"classification": )") +
-                k + "}}]}",
-            model);
+                                    k + "}}]}",
+                                model);
         return parsed;
     };
     const float l[6] = {0.5f, 2.25f, -1.0f, 3.0f, 3.0f, 1.0f};  // row 1 ties: the lower first
@@ -527,10 +526,10 @@ TEST_CASE("an output asked as a classification gives its top k classes by name",
     tensor label(dtype::int64, {2}, std::string(16, '\0'));
     auto parsed = request("2");
     REQUIRE(std::holds_alternative<infer_request>(parsed));
-    auto v = boost::json::parse(std::get<encoded_response>(
-                                    infer_response(model, std::get<infer_request>(parsed),
-                                                   {logits, label}))
-                                    .body)
+    auto v = boost::json::parse(
+                 std::get<encoded_response>(
+                     infer_response(model, std::get<infer_request>(parsed), {logits, label}))
+                     .body)
                  .as_object();
     auto& out = v["outputs"].as_array();
     REQUIRE(out.size() == 1);
@@ -540,10 +539,10 @@ TEST_CASE("an output asked as a classification gives its top k classes by name",
           boost::json::array{"2.25:1:dog", "0.5:0:cat", "3.0:0:cat", "3.0:1:dog"});
     // k past the classes gives them all; a k that is not a whole number >= 1 is refused.
     parsed = request("7");
-    v = boost::json::parse(std::get<encoded_response>(
-                               infer_response(model, std::get<infer_request>(parsed),
-                                              {logits, label}))
-                               .body)
+    v = boost::json::parse(
+            std::get<encoded_response>(
+                infer_response(model, std::get<infer_request>(parsed), {logits, label}))
+                .body)
             .as_object();
     CHECK(v["outputs"].as_array()[0].as_object()["shape"] == boost::json::array{2, 3});
     for (const char* bad : {"0", "-1", "1.5", "\"2\""}) {
