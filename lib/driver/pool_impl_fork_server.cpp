@@ -81,27 +81,25 @@ void pool_impl::on_fork_reply(const wire::fork_reply_msg& reply,
                               std::vector<posix::unique_fd>& fds) {
     const auto now = core::clock::now();
     const auto slot = server_.answered(reply.sequence);
-    const bool wanted = slot && core_.awaiting_fork(*slot);
-    if (fds.size() == 3 && !wanted) {
-        // Asked for by a slot that stopped in the meantime: not ours to keep.
-        side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
-    }
-    if (!reply.error.empty() && fds.size() == 1) {
-        // A worker that died before it could hand itself over (killed from outside): the
-        // server sent its pidfd in its place, so that it is reaped.
-        side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
-    }
-    if (!wanted) {
+    // The process behind a pidfd that does not become a worker is reaped here, whatever the
+    // reason: its slot stopped meanwhile, it died before it could hand itself over (the server
+    // then sends its pidfd with an error), or the hand-over is broken.
+    const auto reap_instead = [&] {
+        if (!fds.empty()) {
+            side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
+        }
+    };
+    if (!slot || !core_.awaiting_fork(*slot)) {
+        reap_instead();
         return;
     }
     if (!reply.error.empty()) {
+        reap_instead();
         core_.on_spawn_error(*slot, "the fork server could not make a worker: " + reply.error, now);
         return;
     }
     if (fds.size() != 3 || reply.pid <= 0) {
-        if (!fds.empty()) {
-            side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
-        }
+        reap_instead();
         core_.on_server_protocol_error(
             "handed over a worker without its pidfd, channel and log pipe (" +
                 std::to_string(fds.size()) + " descriptors)",
@@ -109,7 +107,7 @@ void pool_impl::on_fork_reply(const wire::fork_reply_msg& reply,
         return;
     }
     if (!posix::set_nonblocking(fds[1].get()) || !posix::set_nonblocking(fds[2].get())) {
-        side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
+        reap_instead();
         core_.on_spawn_error(*slot, "cannot make a forked worker's descriptors non-blocking", now);
         return;
     }
