@@ -10,7 +10,7 @@ packages=(
     libcapnp-dev capnproto
     catch2
     libtorch-dev libopenblas0-openmp zlib1g-dev dataset-fashion-mnist
-    libcli11-dev curl prometheus-cpp-dev wrk
+    libcli11-dev curl prometheus-cpp-dev wrk slowhttptest
     clang-14 libclang-rt-14-dev
 )
 

@@ -5,6 +5,8 @@
 #   Boost.JSON 1.81 .................... libboost-json1.81-dev (the inference server)
 #   CLI11 2.1 .......................... libcli11-dev (the inference server's command line)
 #   curl ............................... curl (the inference server's end-to-end tests)
+#   wrk ................................ wrk (the inference server's load benchmark)
+#   slowhttptest ....................... slowhttptest (the inference server's slow-client test)
 #   prometheus-cpp 1.0 ................. prometheus-cpp-dev (the inference server's /metrics)
 #   Cap'n Proto 0.9.2 .................. libcapnp-dev, capnproto (schema compiler)
 #   Catch2 2.13 ........................ catch2 (tests only)
