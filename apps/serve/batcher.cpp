@@ -81,7 +81,10 @@ std::vector<std::vector<tensor>> split(const std::vector<tensor>& outputs,
 }
 
 batcher::batcher(pool& workers, params p)
-    : workers_(workers), params_(std::move(p)), timer_(workers.get_executor()) {}
+    : workers_(workers),
+      params_(std::move(p)),
+      policy_({.max_batch = params_.max_batch, .delay = params_.delay, .workers = params_.workers}),
+      timer_(workers.get_executor()) {}
 
 void batcher::finish(item& it, batch_result r) {
     if (!it.handler) {
@@ -100,7 +103,7 @@ void batcher::cancel(const std::shared_ptr<item>& it) {
     switch (it->at) {
         case item::where::waiting:
             if (auto pos = std::find(waiting_.begin(), waiting_.end(), it); pos != waiting_.end()) {
-                waiting_rows_ -= rows_of(it->inputs);
+                policy_.taken(rows_of(it->inputs), 1);
                 waiting_.erase(pos);
             }
             break;
@@ -126,70 +129,44 @@ void batcher::enqueue(std::vector<tensor> inputs, fault inject, handler_type han
             }
         });
     }
-    if (params_.max_batch <= 1 || !batchable(it->inputs) ||
-        rows_of(it->inputs) >= static_cast<std::int64_t>(params_.max_batch)) {
+    const auto rows = rows_of(it->inputs);
+    if (!policy_.batches(rows, batchable(it->inputs))) {
         run_alone(std::move(it));  // no batching, not batchable, or a batch on its own
         return;
     }
-    // The pace of requests that arrive while others are in the server (a lone client's
-    // request after its previous answer says nothing of how soon another comes).
-    const bool others = tasks_out_ > 0 || !waiting_.empty();
-    if (others && last_arrival_) {
-        const auto gap = it->arrived - *last_arrival_;
-        gap_ = gap_ ? *gap_ + (gap - *gap_) / 8 : gap;
-    }
-    last_arrival_ = it->arrived;
-    // A free worker takes a request at once, unless others are in flight and requests come
-    // faster than one per half the delay: then it is held up to the delay, for company (a
-    // batch of several costs a model little more than one request alone).
-    const bool hold = others && gap_ && *gap_ * 2 < params_.delay;
-    waiting_rows_ += rows_of(it->inputs);
+    policy_.arrived(it->arrived, rows);
     waiting_.push_back(std::move(it));
-    while (!waiting_.empty() && (waiting_rows_ >= static_cast<std::int64_t>(params_.max_batch) ||
-                                 (tasks_out_ < params_.workers && !hold))) {
+    while (policy_.send_on_arrival()) {
         flush();
     }
     arm_timer();
 }
 
 void batcher::task_done() {
-    --tasks_out_;
-    if (!waiting_.empty() && tasks_out_ < params_.workers) {
+    policy_.task_done();
+    if (policy_.send_on_task_done()) {
         flush();
     }
     arm_timer();  // a batch may be due, and there is room for it again
 }
 
-bool batcher::room_ahead() const noexcept {
-    return tasks_out_ < 2 * params_.workers;
-}
-
-std::chrono::steady_clock::time_point batcher::send_by() const {
-    auto limit = std::chrono::duration_cast<std::chrono::steady_clock::duration>(params_.delay);
-    if (tasks_out_ < params_.workers && gap_) {
-        // Held while a worker is free: only for the company expected soon (about four more
-        // arrivals at the recent pace), never past the delay.
-        limit = std::min(limit, 4 * *gap_);
-    }
-    return waiting_.front()->arrived + limit;
-}
-
 void batcher::arm_timer() {
-    if (waiting_.empty() || !room_ahead()) {
-        return;  // without room, the next task to complete sends what waits
-    }
-    const auto due = send_by();
-    if (armed_for_ && *armed_for_ <= due) {
+    if (waiting_.empty()) {
         return;
     }
+    const auto due = policy_.wake_at(waiting_.front()->arrived);
+    if (!due || (armed_for_ && *armed_for_ <= *due)) {
+        return;  // without room, the next task to complete sends what waits
+    }
     armed_for_ = due;
-    timer_.expires_at(due);  // an earlier wait, if any, ends with operation_aborted
+    timer_.expires_at(*due);  // an earlier wait, if any, ends with operation_aborted
     timer_.async_wait([this](boost::system::error_code ec) {
         if (ec) {
             return;  // re-armed for an earlier time, or flush_all
         }
         armed_for_.reset();
-        while (!waiting_.empty() && room_ahead() && send_by() <= std::chrono::steady_clock::now()) {
+        const auto now = std::chrono::steady_clock::now();
+        while (!waiting_.empty() && policy_.send_on_timer(now, waiting_.front()->arrived)) {
             flush();
         }
         arm_timer();
@@ -210,7 +187,7 @@ void batcher::flush() {
     const auto& first = waiting_.front()->inputs;
     for (auto it = waiting_.begin(); it != waiting_.end();) {
         const auto r = rows_of((*it)->inputs);
-        if (!batch.empty() && (rows + r > static_cast<std::int64_t>(params_.max_batch) ||
+        if (!batch.empty() && (rows + r > static_cast<std::int64_t>(policy_.max_batch()) ||
                                !stackable(first, (*it)->inputs))) {
             ++it;
             continue;
@@ -219,7 +196,7 @@ void batcher::flush() {
         batch.push_back(std::move(*it));
         it = waiting_.erase(it);
     }
-    waiting_rows_ -= rows;
+    policy_.taken(rows, batch.size());
     if (batch.size() == 1) {
         run_alone(std::move(batch.front()));
     } else {
@@ -252,7 +229,7 @@ void batcher::run_alone(std::shared_ptr<item> one) {
     auto req = request(params_.method, {}, one->inputs)
                    .with_timeout(params_.timeout)
                    .with_fault(one->inject);
-    ++tasks_out_;
+    policy_.sent();
     workers_.async_submit(
         std::move(req),
         asio::bind_cancellation_slot(one->cancel_task.slot(),
@@ -284,7 +261,7 @@ void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
     auto req = request(params_.method, {}, std::move(stacked))
                    .with_timeout(params_.timeout)
                    .with_fault(inject);
-    ++tasks_out_;
+    policy_.sent();
     workers_.async_submit(std::move(req), [this, batch = std::move(batch), rows, total](
                                               boost::system::error_code ec, response r) {
         if (ec && worker_failed(ec)) {

@@ -1,19 +1,12 @@
 // Dynamic batching for one model: requests are stacked along their first (batch) dimension
-// into one task of up to `max_batch` rows, sent once it is full, once a worker is free (fewer
-// tasks out than `workers`), or once `delay` has passed since the *oldest* waiting request
-// arrived while at most one batch waits behind each busy worker (so that it starts its next
-// batch at once; more would only wait in the pool's queue); the outputs are split back. So a
-// lone request goes at once, and batches grow by themselves while every worker is busy.
-// One exception to "a free worker takes it at once": when other requests are in flight and
-// requests arrive faster than one per half the delay, a request is held for company, for
-// about four arrivals at that pace (never past the delay): a batch of a few costs a model
-// little more than one request alone, so under a steady load the workers spend far less per
-// request, and latency falls rather than rises. When a worker
-// fails under a batch (dies, is killed for memory, breaks the protocol), each request of it
-// runs again on its own, once: a poison request then fails alone, with its cause, and the
-// others get their answers.
+// into one task of up to `max_batch` rows, sent when `batch_policy` says (batch_policy.hpp:
+// full, a free worker, or the delay since the oldest waiting request), and the outputs are
+// split back. When a worker fails under a batch (dies, is killed for memory, breaks the
+// protocol), each request of it runs again on its own, once: a poison request then fails
+// alone, with its cause, and the others get their answers.
 #pragma once
 
+#include "batch_policy.hpp"
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -116,14 +109,8 @@ private:
     static void finish(item& it, batch_result r);
 
     void enqueue(std::vector<tensor> inputs, fault inject, handler_type handler);
+    /// Arms the timer for when the policy wants to look again, if sooner than it is armed.
     void arm_timer();
-    /// Whether a batch due by the delay may go while every worker is busy: one may wait behind
-    /// each (so that a worker starts its next batch at once), no more. A batch sent beyond that
-    /// would only wait in the pool's queue, where it can no longer grow.
-    bool room_ahead() const noexcept;
-    /// When the oldest waiting request must go: `delay` after it arrived; sooner while a worker
-    /// is free (it was held only for company expected soon).
-    std::chrono::steady_clock::time_point send_by() const;
     /// Sends the oldest request and those that can join it, up to max_batch rows.
     void flush();
     void run_batch(std::vector<std::shared_ptr<item>> batch);
@@ -133,12 +120,8 @@ private:
 
     pool& workers_;
     params params_;
+    batch_policy policy_;
     std::deque<std::shared_ptr<item>> waiting_;
-    std::int64_t waiting_rows_ = 0;
-    std::size_t tasks_out_ = 0;  // sent to the pool, not completed
-    // The last arrival, and the average gap between arrivals that found others in flight.
-    std::optional<std::chrono::steady_clock::time_point> last_arrival_;
-    std::optional<std::chrono::steady_clock::duration> gap_;
     boost::asio::steady_timer timer_;
     // When the timer fires; empty while it is not armed.
     std::optional<std::chrono::steady_clock::time_point> armed_for_;
