@@ -128,4 +128,13 @@ std::string http_date(std::chrono::system_clock::time_point t) {
     return {text, n};
 }
 
+const std::string& date_cache::at(std::chrono::system_clock::time_point now) {
+    const auto second = std::chrono::floor<std::chrono::seconds>(now);
+    if (second != second_ || text_.empty()) {
+        second_ = second;
+        text_ = http_date(second);
+    }
+    return text_;
+}
+
 }  // namespace torchpool::serve

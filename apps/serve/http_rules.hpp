@@ -42,4 +42,14 @@ std::string_view origin_form(std::string_view target);
 /// `t` as an HTTP date (IMF-fixdate), e.g. "Sun, 06 Dec 2026 14:55:40 GMT".
 std::string http_date(std::chrono::system_clock::time_point t);
 
+/// The Date header's text, made anew once a second rather than once a response.
+class date_cache {
+public:
+    const std::string& at(std::chrono::system_clock::time_point now);
+
+private:
+    std::chrono::system_clock::time_point second_{};
+    std::string text_;
+};
+
 }  // namespace torchpool::serve

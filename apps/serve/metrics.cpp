@@ -56,6 +56,29 @@ void add(prom::MetricFamily& f, const std::string& model, double value,
     f.metric.push_back(std::move(m));
 }
 
+void add_connections(std::vector<prom::MetricFamily>& families, const connection_figures& c) {
+    auto open = family("torchpool_http_connections", "HTTP connections open, now",
+                       prom::MetricType::Gauge);
+    prom::ClientMetric now;
+    now.gauge.value = static_cast<double>(c.open);
+    open.metric.push_back(std::move(now));
+    auto cut = family("torchpool_http_connections_cut_total",
+                      "HTTP connections the server closed before their client did, by reason: "
+                      "past the deadline of their stage (a slow or idle client), evicted to make "
+                      "room near --max-connections, waiting for a request when the drain began",
+                      prom::MetricType::Counter);
+    for (const auto& [reason, n] : {std::pair{"deadline", c.past_deadline},
+                                    {"evicted", c.evicted},
+                                    {"drain", c.drained}}) {
+        prom::ClientMetric m;
+        m.label = {{"reason", reason}};
+        m.counter.value = static_cast<double>(n);
+        cut.metric.push_back(std::move(m));
+    }
+    families.push_back(std::move(open));
+    families.push_back(std::move(cut));
+}
+
 }  // namespace
 
 server_metrics::server_metrics(std::vector<metrics_source> models)
@@ -191,6 +214,9 @@ std::string server_metrics::scrape() const {
     for (auto* f : {&workers, &queue, &batch_waiting, &tasks, &deaths, &restarts, &queue_wait,
                     &compute, &start}) {
         families.push_back(std::move(*f));
+    }
+    if (connections_) {
+        add_connections(families, connections_());
     }
     std::ostringstream out;
     prom::TextSerializer().Serialize(out, families);

@@ -28,6 +28,16 @@ struct metrics_source {
     std::function<std::size_t()> waiting_for_batch;
 };
 
+/// The server's connections, now.
+struct connection_figures {
+    std::size_t open = 0;
+    /// Closed by the server: past the deadline of their stage (a slow or idle client), to make
+    /// room near the connection cap, and waiting for a request when the drain began.
+    std::uint64_t past_deadline = 0;
+    std::uint64_t evicted = 0;
+    std::uint64_t drained = 0;
+};
+
 class server_metrics {
 public:
     explicit server_metrics(std::vector<metrics_source> models);
@@ -40,6 +50,9 @@ public:
     void infer_latency(const std::string& model, std::chrono::microseconds elapsed);
     /// A task of `rows` rows (a batch, or one request alone) was sent for `model`.
     void batch_sent(const std::string& model, std::size_t rows);
+
+    /// Where the connections' figures are read at each scrape.
+    void connections_from(std::function<connection_figures()> f) { connections_ = std::move(f); }
 
     /// The text exposition format (version 0.0.4).
     std::string scrape() const;
@@ -66,6 +79,7 @@ private:
     prometheus::Family<prometheus::Histogram>& batch_rows_;
     std::vector<per_model> models_;
     std::vector<std::pair<unsigned, prometheus::Counter*>> other_by_status_;  // model=""
+    std::function<connection_figures()> connections_;
 };
 
 }  // namespace torchpool::serve

@@ -43,9 +43,9 @@ fd_room reserve_fds(std::uint64_t count, const std::string& what) {
     if (room.needed > limit.rlim_max) {
         throw std::system_error(
             std::make_error_code(std::errc::too_many_files_open),
-            "torchpool::pool: " + what + " needs about " + std::to_string(room.needed) +
-                " open files (3 per worker, plus what this process has open), but this process "
-                "may open at most " +
+            "torchpool: " + what + " needs about " + std::to_string(room.needed) +
+                " open files (with what this process has open and what it reserved before), "
+                "but this process may open at most " +
                 std::to_string(limit.rlim_max) +
                 " (the hard limit RLIMIT_NOFILE). Raise it before starting the program: "
                 "`ulimit -Hn 65536` in its shell (as root), LimitNOFILE=65536 in its systemd "
@@ -57,7 +57,7 @@ fd_room reserve_fds(std::uint64_t count, const std::string& what) {
         raised.rlim_cur = std::min<rlim_t>(limit.rlim_max, 2 * room.needed);
         if (::setrlimit(RLIMIT_NOFILE, &raised) != 0) {
             throw std::system_error(errno, std::generic_category(),
-                                    "torchpool::pool: cannot raise the soft limit on open "
+                                    "torchpool: cannot raise the soft limit on open "
                                     "files (RLIMIT_NOFILE) from " +
                                         std::to_string(limit.rlim_cur) + " to " +
                                         std::to_string(raised.rlim_cur) + " for " + what);

@@ -887,34 +887,71 @@ TEST_CASE("the metrics count every answer the clients received, by model and sta
     CHECK(WIFEXITED(server.terminate()));
 }
 
-TEST_CASE("slow and half-open clients are cut off, and connections past the limit refused",
+TEST_CASE("slow and idle clients are cut off at the deadline of the stage they are in",
           "[serve][e2e]") {
-    server_process server({"--read-timeout-ms", "300", "--max-connections", "2"});
-    {
-        // Half-open: connects and says nothing. Slow: sends part of a request and stops.
-        connection silent(server.port());
-        connection slow(server.port());
-        slow.send_raw(
-            "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\nContent-Length: 100\r\n\r\n{");
-        CHECK(silent.receive().empty());  // closed by the server after its read timeout
-        CHECK(slow.receive().empty());
-    }
-    {
-        // Two connections are served; a third, past --max-connections, is answered 503.
-        connection a(server.port()), b(server.port());
-        a.send("GET", "/v2/health/live");
-        CHECK_THAT(a.receive(), Catch::StartsWith("HTTP/1.1 200"));
-        b.send("GET", "/v2/health/live");
-        CHECK_THAT(b.receive(), Catch::StartsWith("HTTP/1.1 200"));
-        connection c(server.port());
-        c.send("GET", "/v2/health/live");
-        const auto refused = c.receive();
-        CHECK_THAT(refused, Catch::StartsWith("HTTP/1.1 503"));
-        CHECK_THAT(refused, Catch::Contains("--max-connections"));
-        CHECK(c.receive().empty());
-    }
+    server_process server({"--header-timeout-ms", "300", "--idle-timeout-ms", "600",
+                           "--min-bytes-per-second", "1000"});
+    // Half-open: connects and says nothing. Slowloris: part of a head, then nothing.
+    connection silent(server.port());
+    connection slow_head(server.port());
+    slow_head.send_raw("GET /v2/health/live HTTP/1.1\r\nHost: test\r\nX-a: b\r\n");
+    // A slow body: its head, then 1 byte of 100,000 (1000 bytes a second after 300 ms wanted).
+    connection slow_body(server.port());
+    slow_body.send_raw(
+        "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n{");
+    // Kept alive after its answer, then idle.
+    connection idle(server.port());
+    idle.send("GET", "/v2/health/live");
+    CHECK_THAT(idle.receive(), Catch::StartsWith("HTTP/1.1 200"));
+    CHECK(silent.receive().empty());  // each is closed by the server
+    CHECK(slow_head.receive().empty());
+    CHECK(slow_body.receive().empty());
+    CHECK(idle.receive().empty());
     // Still serving.
     CHECK(curl("GET", server.url("/v2/health/ready")).status == 200);
+    const auto scrape = curl("GET", server.url("/metrics")).body;
+    CHECK_THAT(scrape, Catch::Contains(R"(torchpool_http_connections_cut_total{reason="deadline"} 4)"));
+    CHECK(WIFEXITED(server.terminate()));
+}
+
+TEST_CASE("near the connection cap the connection idle longest makes room, past it 503",
+          "[serve][e2e]") {
+    server_process server({"--max-connections", "2"});
+    // Two kept-alive connections, a served first.
+    connection a(server.port()), b(server.port());
+    a.send("GET", "/v2/health/live");
+    CHECK_THAT(a.receive(), Catch::StartsWith("HTTP/1.1 200"));
+    b.send("GET", "/v2/health/live");
+    CHECK_THAT(b.receive(), Catch::StartsWith("HTTP/1.1 200"));
+    // A third: a, idle longest, is closed to make room, and the third is served.
+    connection c(server.port());
+    c.send("GET", "/v2/health/live");
+    CHECK_THAT(c.receive(), Catch::StartsWith("HTTP/1.1 200"));
+    CHECK(a.receive().empty());
+    b.send("GET", "/v2/health/live");
+    CHECK_THAT(b.receive(), Catch::StartsWith("HTTP/1.1 200"));
+    // Two connections in the middle of their requests cannot be closed for room (b and c make
+    // it for them): a third is answered 503 and closed.
+    connection x(server.port());
+    x.send_raw("GET /v2/health/live HTTP/1.1\r\n");
+    connection y(server.port());
+    y.send_raw("GET /v2/health/live HTTP/1.1\r\n");
+    connection z(server.port());
+    z.send("GET", "/v2/health/live");
+    const auto refused = z.receive();
+    CHECK_THAT(refused, Catch::StartsWith("HTTP/1.1 503"));
+    CHECK_THAT(refused, Catch::Contains("--max-connections"));
+    CHECK_THAT(refused, Catch::Contains("Retry-After: 1"));
+    CHECK(z.receive().empty());
+    CHECK(b.receive().empty());
+    CHECK(c.receive().empty());
+    x.send_raw("Host: test\r\n\r\n");  // x and y end their heads, and are served
+    CHECK_THAT(x.receive(), Catch::StartsWith("HTTP/1.1 200"));
+    y.send_raw("Host: test\r\n\r\n");
+    CHECK_THAT(y.receive(), Catch::StartsWith("HTTP/1.1 200"));
+    x.send("GET", "/metrics");  // on a connection of its own: z may still be closing
+    const auto scrape = x.receive();
+    CHECK_THAT(scrape, Catch::Contains(R"(torchpool_http_connections_cut_total{reason="evicted"} 3)"));
     CHECK(WIFEXITED(server.terminate()));
 }
 

@@ -1,0 +1,120 @@
+#include "config.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <filesystem>
+
+namespace torchpool::serve {
+
+namespace {
+
+std::filesystem::path own_directory(const char* argv0) {
+    std::error_code ec;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    return (ec ? std::filesystem::path(argv0) : self).parent_path();
+}
+
+// The stock LibTorch worker: installed beside this program, else the one of its build.
+std::string default_worker(const char* argv0) {
+    const auto beside = own_directory(argv0) / "torchpool-torch-worker";
+    return std::filesystem::exists(beside) ? beside.string() : TORCHPOOL_TORCH_WORKER_PATH;
+}
+
+// The default model: installed (share/torchpool/models), else the one of its build.
+std::string default_model(const char* argv0) {
+    const auto installed =
+        own_directory(argv0).parent_path() / "share/torchpool/models/fashion_mnist.pt";
+    return std::filesystem::exists(installed) ? installed.string() : TORCHPOOL_DEFAULT_MODEL_PATH;
+}
+
+void add_model_options(CLI::App& app, server_options& opt) {
+    app.add_option("--model", opt.models,
+                   "a model to serve, as NAME=PATH of a TorchScript file with its PATH.json "
+                   "beside it (repeatable; default: the Fashion-MNIST model as 'fashion')");
+    app.add_option("--worker", opt.worker, "the worker program (default: torchpool-torch-worker)");
+    app.add_option("--workers", opt.workers, "worker processes per model (default: one per core)");
+    app.add_option("--queue-limit", opt.queue_limit,
+                   "requests that may wait per model; past it, 503 with Retry-After")
+        ->capture_default_str();
+    app.add_option("--soft-memory-mib", opt.soft_memory_mib,
+                   "a worker over this much memory of its own is replaced after its request");
+    app.add_option("--hard-memory-mib", opt.hard_memory_mib,
+                   "a worker over this much memory of its own is killed (its request fails)");
+    app.add_option("--max-batch", opt.max_batch,
+                   "requests of a model are stacked into batches of up to this many rows (1: no "
+                   "batching)")
+        ->capture_default_str();
+    app.add_flag("--fault-injection", opt.limits.fault_injection,
+                 "honour parameters.torchpool_fault in requests (crash, exit, hang, leak, delay, "
+                 "garbage, fail), to test clients' failure handling; never in production");
+}
+
+// An option in milliseconds (or microseconds) for a std::chrono duration.
+template <class Duration>
+void add_duration(CLI::App& app, const std::string& name, Duration& d, const std::string& help) {
+    app.add_option_function<std::int64_t>(
+           name, [&d](std::int64_t v) { d = Duration(v); }, help)
+        ->check(CLI::NonNegativeNumber)
+        ->default_str(std::to_string(d.count()));
+}
+
+void add_http_options(CLI::App& app, server_options& opt) {
+    auto& limits = opt.limits;
+    app.add_option("--host", opt.host, "address to listen on")->capture_default_str();
+    app.add_option("--port", opt.port, "port to listen on; 0 picks a free one")
+        ->capture_default_str();
+    app.add_option("--max-body-bytes", limits.max_body_bytes, "largest request body; past it, 413")
+        ->capture_default_str();
+    app.add_option("--max-connections", limits.max_connections,
+                   "connections served at once; near it, the connections that have waited "
+                   "longest for a request are closed; past it, a new one is answered 503")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    add_duration(app, "--header-timeout-ms", limits.header_timeout,
+                 "time a client has to send a request's head (line and fields) from its first "
+                 "byte, or from connecting");
+    add_duration(app, "--idle-timeout-ms", limits.idle_timeout,
+                 "time a keep-alive connection may wait for its next request");
+    app.add_option("--min-bytes-per-second", limits.min_bytes_per_second,
+                   "slowest pace, after --header-timeout-ms, at which a client may send a body "
+                   "or read a response before it is disconnected")
+        ->check(CLI::PositiveNumber)
+        ->capture_default_str();
+    add_duration(app, "--timeout-ms", limits.request_timeout,
+                 "deadline of a request, queue wait included; past it, 504");
+}
+
+}  // namespace
+
+std::variant<server_options, int> parse_options(int argc, char** argv) {
+    server_options opt;
+    CLI::App app{
+        "torchpool-serve: an inference server for TorchScript models, speaking the Open "
+        "Inference Protocol (KServe v2 REST) over HTTP/1.1. Each model is served by a pool of "
+        "LibTorch worker processes made by a fork server; a worker that dies fails only the "
+        "requests it was running, and is replaced."};
+    add_model_options(app, opt);
+    add_http_options(app, opt);
+    add_duration(app, "--batch-delay-us", opt.batch_delay,
+                 "a batch is sent when full, when a worker is free, or this long after its "
+                 "oldest request arrived (if no more than one batch waits for each busy "
+                 "worker)");
+    add_duration(app, "--drain-timeout-ms", opt.drain_timeout,
+                 "on SIGTERM, time allowed for requests in flight before they are cut; keep it "
+                 "below the orchestrator's grace (Kubernetes: terminationGracePeriodSeconds)");
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    if (opt.models.empty()) {
+        opt.models.push_back("fashion=" + default_model(argv[0]));
+    }
+    opt.stock_worker = opt.worker.empty();
+    if (opt.stock_worker) {
+        opt.worker = default_worker(argv[0]);
+    }
+    return opt;
+}
+
+}  // namespace torchpool::serve

@@ -1,0 +1,55 @@
+// One handler per endpoint of the route table (routes.hpp), over the served models: the
+// server's metadata and health, /metrics, a model's metadata and readiness, and infer.
+#pragma once
+
+#include "http_limits.hpp"
+#include "metrics.hpp"
+#include "reply.hpp"
+#include "routes.hpp"
+#include "served_model.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <variant>
+#include <vector>
+
+namespace torchpool::serve {
+
+using http_request = boost::beast::http::request<boost::beast::http::string_body>;
+
+class endpoints {
+public:
+    endpoints(std::vector<served_model>& models, server_metrics& metrics, const http_limits& limits)
+        : models_(models), metrics_(metrics), limits_(limits) {}
+
+    /// The answer to `req` (HEAD is answered as GET; the session writes the head only).
+    /// `client`: its connection, watched while an inference runs (a client that goes away
+    /// cancels its request: 499, and nothing is written).
+    boost::asio::awaitable<reply> answer(http_request req, boost::asio::ip::tcp::socket& client);
+
+    /// The drain began: readiness answers 503 from now on.
+    void draining() noexcept { draining_ = true; }
+
+private:
+    reply server_metadata() const;
+    reply server_live() const;
+    reply server_ready() const;
+    reply metrics() const;
+    reply model_metadata(const served_model& m) const;
+    reply model_ready(const served_model& m) const;
+    boost::asio::awaitable<reply> infer(served_model& m, http_request req,
+                                        boost::asio::ip::tcp::socket& client);  // infer.cpp
+
+    /// The served model a path names (its version too, when it names one), or the 404.
+    std::variant<served_model*, reply> model_of(const route_match& path);
+
+    std::vector<served_model>& models_;
+    server_metrics& metrics_;
+    const http_limits& limits_;
+    bool draining_ = false;
+};
+
+}  // namespace torchpool::serve

@@ -1,0 +1,138 @@
+// POST /v2/models/{model}/infer: the request parsed and checked against the model, run alone or
+// in a batch, and its outputs written as JSON or binary tensors.
+#include "endpoints.hpp"
+#include "oip.hpp"
+#include "status_map.hpp"
+
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <limits>
+#include <memory>
+#include <optional>
+
+#include <sys/socket.h>
+
+namespace torchpool::serve {
+
+namespace asio = boost::asio;
+namespace http = boost::beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// Watches a client while its request runs: once it closes its side of the connection, `gone`
+// is emitted, which cancels the request. Data from the client first (a pipelined request)
+// ends the watch: there is nothing to watch until the response.
+struct client_watch : std::enable_shared_from_this<client_watch> {
+    explicit client_watch(tcp::socket& s) : socket(s) {}
+
+    void arm() {
+        socket.async_wait(
+            tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
+                if (ec || self->done) {
+                    return;  // cancelled: the request ended first
+                }
+                char byte;
+                const ssize_t n =
+                    ::recv(self->socket.native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+                    self->client_left = true;
+                    self->gone.emit(asio::cancellation_type::terminal);
+                } else if (n < 0) {
+                    self->arm();  // nothing after all
+                }
+            });
+    }
+    /// The request ended: the watch stops.
+    void stop() {
+        done = true;
+        boost::system::error_code ignored;
+        socket.cancel(ignored);
+    }
+
+    tcp::socket& socket;
+    asio::cancellation_signal gone;
+    bool client_left = false;
+    bool done = false;
+};
+
+// Inference-Header-Content-Length (Triton's binary tensor extension): the JSON header's length
+// when binary data follows it. A value that is not a number is kept as the largest size, which
+// the parser refuses with its own words.
+std::optional<std::size_t> json_header_length(const http_request& req) {
+    const auto h = req.find("Inference-Header-Content-Length");
+    if (h == req.end()) {
+        return std::nullopt;
+    }
+    std::size_t bytes = 0;
+    const auto text = h->value();
+    const auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), bytes);
+    if (err != std::errc{} || end != text.data() + text.size()) {
+        return std::numeric_limits<std::size_t>::max();
+    }
+    return bytes;
+}
+
+reply refusal(const http_error& problem) {
+    return {static_cast<http::status>(problem.status), error_json(problem.message)};
+}
+
+}  // namespace
+
+asio::awaitable<reply> endpoints::infer(served_model& model, http_request req,
+                                        tcp::socket& client) {
+    const auto began = std::chrono::steady_clock::now();
+    auto parsed = parse_infer_request(req.body(), model.config, json_header_length(req));
+    reply r;
+    if (auto* problem = std::get_if<http_error>(&parsed)) {
+        r = refusal(*problem);
+    } else if (auto& request = std::get<infer_request>(parsed);
+               request.inject && !limits_.fault_injection) {
+        r = reply{http::status::bad_request,
+                  error_json("parameters.torchpool_fault asks for a fault, but this server was "
+                             "not started with --fault-injection")};
+    } else {
+        const auto watch = std::make_shared<client_watch>(client);
+        watch->arm();
+        auto result = co_await model.batches->async_infer(
+            std::move(request.inputs), request.inject,
+            asio::bind_cancellation_slot(watch->gone.slot(), asio::use_awaitable));
+        watch->stop();
+        if (watch->client_left) {
+            r = reply{client_closed_request, {}};
+            std::fprintf(stderr,
+                         "torchpool-serve: model '%s': a client went away before its answer; "
+                         "its request was cancelled\n",
+                         model.config.name.c_str());
+        } else if (result.error) {
+            const auto failed = status_of(result.error);
+            r = reply{failed.status, error_json(result.why)};
+            r.retry_after = failed.retry_after;
+        } else {
+            auto encoded = infer_response(model.config, request, result.outputs, result.batch_rows);
+            if (auto* cannot = std::get_if<http_error>(&encoded)) {
+                r = refusal(*cannot);
+            } else {
+                auto& out = std::get<encoded_response>(encoded);
+                r = reply{http::status::ok, std::move(out.body)};
+                if (out.header_length) {
+                    r.header_length = out.header_length;
+                    r.content_type = "application/octet-stream";
+                }
+            }
+        }
+    }
+    r.model = model.config.name;
+    metrics_.infer_latency(model.config.name,
+                           std::chrono::duration_cast<std::chrono::microseconds>(
+                               std::chrono::steady_clock::now() - began));
+    co_return r;
+}
+
+}  // namespace torchpool::serve

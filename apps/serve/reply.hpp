@@ -1,0 +1,30 @@
+// What the server answers one request, before it is written as HTTP.
+#pragma once
+
+#include <boost/beast/http/status.hpp>
+
+#include <cstddef>
+#include <optional>
+#include <string>
+
+namespace torchpool::serve {
+
+// Not an aggregate: GCC 12 miscompiles braced aggregate temporaries in coroutines.
+struct reply {
+    reply() = default;
+    reply(boost::beast::http::status s, std::string b) : status(s), body(std::move(b)) {}
+
+    boost::beast::http::status status = boost::beast::http::status::ok;
+    std::string body;
+    const char* content_type = "application/json";
+    std::string allow;         // for 405
+    bool retry_after = false;  // for 503
+    std::optional<std::size_t> header_length;  // Inference-Header-Content-Length
+    /// The served model of an infer request, for the metrics; empty for any other answer.
+    std::string model;
+};
+
+/// 499, as nginx counts it: the client went away before its answer, so none is written.
+constexpr auto client_closed_request = static_cast<boost::beast::http::status>(499);
+
+}  // namespace torchpool::serve
