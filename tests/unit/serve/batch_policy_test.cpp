@@ -154,6 +154,7 @@ TEST_CASE("simulated load: batches grow while workers are busy, and no request w
     // Two workers, each taking 1 ms per task whatever its rows (a model whose batch costs
     // about what one request does); requests every 100 us, ten times what they can do alone.
     constexpr auto service = 1000us;
+    constexpr auto tick = 10us;
     constexpr auto every = 100us;
     auto p = make(16, 2, 2000us);
     std::deque<clock_type::time_point> waiting;  // arrivals
@@ -172,7 +173,7 @@ TEST_CASE("simulated load: batches grow while workers are busy, and no request w
         done_at.push_back(now + service);
         batch_sizes.push_back(n);
     };
-    for (int step = 0; step < 2000; ++step, now += 10us) {
+    for (int step = 0; step < 2000; ++step, now += tick) {
         for (auto it = done_at.begin(); it != done_at.end();) {
             if (*it <= now) {
                 it = done_at.erase(it);
@@ -184,7 +185,7 @@ TEST_CASE("simulated load: batches grow while workers are busy, and no request w
                 ++it;
             }
         }
-        if (step % 10 == 0) {
+        if (step % (every / tick) == 0) {
             waiting.push_back(now);
             p.arrived(now, 1);
             while (p.send_on_arrival()) {
