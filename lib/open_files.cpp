@@ -1,6 +1,5 @@
-#include <torchpool/open_files.hpp>
-
 #include "posix/limits.hpp"
+#include <torchpool/open_files.hpp>
 
 namespace torchpool {
 

@@ -1,7 +1,6 @@
 #include "config.hpp"
 
 #include <CLI/CLI.hpp>
-
 #include <filesystem>
 
 namespace torchpool::serve {

@@ -56,10 +56,10 @@ std::variant<served_model*, reply> endpoints::model_of(const route_match& path) 
             continue;
         }
         if (path.version && *path.version != m.config.version) {
-            return reply{http::status::not_found,
-                         error_json("model '" + m.config.name + "' has no version '" +
-                                    std::string(*path.version) + "'; it has version " +
-                                    m.config.version)};
+            return reply{
+                http::status::not_found,
+                error_json("model '" + m.config.name + "' has no version '" +
+                           std::string(*path.version) + "'; it has version " + m.config.version)};
         }
         return &m;
     }

@@ -129,9 +129,8 @@ asio::awaitable<reply> endpoints::infer(served_model& model, http_request req,
         }
     }
     r.model = model.config.name;
-    metrics_.infer_latency(model.config.name,
-                           std::chrono::duration_cast<std::chrono::microseconds>(
-                               std::chrono::steady_clock::now() - began));
+    metrics_.infer_latency(model.config.name, std::chrono::duration_cast<std::chrono::microseconds>(
+                                                  std::chrono::steady_clock::now() - began));
     co_return r;
 }
 

@@ -75,9 +75,9 @@ int main(int argc, char** argv) {
         models = make_models(io.get_executor(), opt,
                              [&] { announce(opt, acceptor->local_endpoint().port(), models); });
         // Each connection holds a descriptor: room for all of them, counted with the pools'.
-        connection_files.emplace(opt.limits.max_connections,
-                                 std::to_string(opt.limits.max_connections) +
-                                     " HTTP connections (--max-connections)");
+        connection_files.emplace(
+            opt.limits.max_connections,
+            std::to_string(opt.limits.max_connections) + " HTTP connections (--max-connections)");
     } catch (const std::exception& e) {
         std::fprintf(stderr, "torchpool-serve: %s\n", e.what());
         return 2;

@@ -57,8 +57,8 @@ void add(prom::MetricFamily& f, const std::string& model, double value,
 }
 
 void add_connections(std::vector<prom::MetricFamily>& families, const connection_figures& c) {
-    auto open = family("torchpool_http_connections", "HTTP connections open, now",
-                       prom::MetricType::Gauge);
+    auto open =
+        family("torchpool_http_connections", "HTTP connections open, now", prom::MetricType::Gauge);
     prom::ClientMetric now;
     now.gauge.value = static_cast<double>(c.open);
     open.metric.push_back(std::move(now));
@@ -67,9 +67,8 @@ void add_connections(std::vector<prom::MetricFamily>& families, const connection
                       "past the deadline of their stage (a slow or idle client), evicted to make "
                       "room near --max-connections, waiting for a request when the drain began",
                       prom::MetricType::Counter);
-    for (const auto& [reason, n] : {std::pair{"deadline", c.past_deadline},
-                                    {"evicted", c.evicted},
-                                    {"drain", c.drained}}) {
+    for (const auto& [reason, n] :
+         {std::pair{"deadline", c.past_deadline}, {"evicted", c.evicted}, {"drain", c.drained}}) {
         prom::ClientMetric m;
         m.label = {{"reason", reason}};
         m.counter.value = static_cast<double>(n);

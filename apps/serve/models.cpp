@@ -45,8 +45,7 @@ model_config config_of(const std::string& spec) {
     }
     auto config = load_model_config(spec.substr(0, eq), spec.substr(eq + 1));
     if (!std::filesystem::exists(config.path)) {
-        throw std::runtime_error("model '" + config.name + "': " + config.path +
-                                 " does not exist");
+        throw std::runtime_error("model '" + config.name + "': " + config.path + " does not exist");
     }
     return config;
 }
@@ -83,8 +82,9 @@ pool_params params_of(const model_config& config, const server_options& opt,
             params.worker.args.push_back(std::move(a));
         }
     }
-    params.workers =
-        opt.workers > 0 ? opt.workers : std::max<std::size_t>(1, std::thread::hardware_concurrency());
+    params.workers = opt.workers > 0
+                         ? opt.workers
+                         : std::max<std::size_t>(1, std::thread::hardware_concurrency());
     params.queue_limit = opt.queue_limit;
     params.memory = {.soft_limit_bytes = opt.soft_memory_mib << 20,
                      .hard_limit_bytes = opt.hard_memory_mib << 20};

@@ -1,6 +1,7 @@
 // The Open Inference Protocol (KServe v2 REST), as the server speaks it: parsing an infer
-// request's JSON into tensors for a model, and writing the JSON of responses, metadata and
-// errors. Sans-io: text in, values out, so that every bad input has a unit test.
+// request's JSON into tensors for a model (infer_request.cpp), and writing the JSON of
+// responses (infer_response.cpp), metadata and errors (oip.cpp). Sans-io: text in, values out,
+// so that every bad input has a unit test.
 #pragma once
 
 #include "infer_json.hpp"

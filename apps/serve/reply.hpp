@@ -17,8 +17,8 @@ struct reply {
     boost::beast::http::status status = boost::beast::http::status::ok;
     std::string body;
     const char* content_type = "application/json";
-    std::string allow;         // for 405
-    bool retry_after = false;  // for 503
+    std::string allow;                         // for 405
+    bool retry_after = false;                  // for 503
     std::optional<std::size_t> header_length;  // Inference-Header-Content-Length
     /// The served model of an infer request, for the metrics; empty for any other answer.
     std::string model;

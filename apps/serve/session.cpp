@@ -212,16 +212,15 @@ incoming session::read_failed(const boost::system::error_code& ec) const {
     if (ec == http::error::header_limit) {
         // The request line alone past the limit: its target is too long (414). The parser has
         // the target once it has read the line whole.
-        const std::string_view got(static_cast<const char*>(buffer_.data().data()),
-                                   buffer_.size());
+        const std::string_view got(static_cast<const char*>(buffer_.data().data()), buffer_.size());
         const bool line_too_long =
             parser_->get().target().empty() && got.find("\r\n") == std::string_view::npos;
         return incoming(reply{
             line_too_long ? http::status::uri_too_long
                           : http::status::request_header_fields_too_large,
-            error_json(std::string(line_too_long ? "the request target"
-                                                 : "the request's header fields") +
-                       " are over the limit of " + std::to_string(max_head_bytes) + " bytes")});
+            error_json(
+                std::string(line_too_long ? "the request target" : "the request's header fields") +
+                " are over the limit of " + std::to_string(max_head_bytes) + " bytes")});
     }
     return incoming(
         reply{http::status::bad_request, error_json("malformed HTTP request: " + ec.message())});
@@ -259,9 +258,8 @@ asio::awaitable<bool> session::write(reply r, bool head_only, bool keep_alive) {
 asio::awaitable<void> session::staged_close() {
     boost::system::error_code ignored;
     socket_.shutdown(tcp::socket::shutdown_send, ignored);
-    enter(stage::closing,
-          clock::now() + std::min<clock::duration>(ctx_.limits.header_timeout,
-                                                   std::chrono::seconds(2)));
+    enter(stage::closing, clock::now() + std::min<clock::duration>(ctx_.limits.header_timeout,
+                                                                   std::chrono::seconds(2)));
     std::array<char, 16384> sink;
     for (std::size_t drained = 0; drained < (64u << 20);) {
         auto [ec, n] = co_await socket_.async_read_some(asio::buffer(sink), as_tuple);

@@ -71,7 +71,8 @@ shared_frame share(wire::frame f) {
 }  // namespace
 
 pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
-    : fds_(descriptors_needed(params), "a pool of " + std::to_string(params.workers) + " workers (3 descriptors each)"),
+    : fds_(descriptors_needed(params),
+           "a pool of " + std::to_string(params.workers) + " workers (3 descriptors each)"),
       memory_(params.memory, core::slot_capacity(params)),
       health_(params.workers, params.min_ready_workers),
       completion_(ex),

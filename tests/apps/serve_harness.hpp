@@ -157,7 +157,8 @@ struct http_reply {
 };
 
 // One request with curl, the body from a file (bodies of megabytes do not fit a command line).
-inline http_reply curl(const std::string& method, const std::string& url, const std::string& body = {}) {
+inline http_reply curl(const std::string& method, const std::string& url,
+                       const std::string& body = {}) {
     const auto dir = std::filesystem::temp_directory_path();
     const auto in = dir / ("torchpool-serve-test-in-" + std::to_string(::getpid()));
     const auto out = dir / ("torchpool-serve-test-out-" + std::to_string(::getpid()));
@@ -183,7 +184,7 @@ inline http_reply curl(const std::string& method, const std::string& url, const 
 
 // Requests sent at once, each by its own curl process: (status, body) of each, in order.
 inline std::vector<http_reply> curl_at_once(const std::string& url,
-                                     const std::vector<std::string>& bodies) {
+                                            const std::vector<std::string>& bodies) {
     const auto dir = std::filesystem::temp_directory_path() /
                      ("torchpool-serve-test-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);

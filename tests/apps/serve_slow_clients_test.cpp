@@ -2,8 +2,8 @@
 // a slowloris, a slow-body and a slow-read attack of 300 connections each, all at once, while
 // this test sends normal requests (a new connection's readiness probe, then an inference on it)
 // and measures how many succeed and how fast, beside the same probes before the attack.
-#include "serve_harness.hpp"
 #include "../process/torch_reference.hpp"
+#include "serve_harness.hpp"
 
 #include <catch2/catch.hpp>
 
@@ -13,12 +13,12 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <spawn.h>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
 
 using namespace serve_test;
@@ -29,8 +29,7 @@ namespace {
 // One slowhttptest run, as a child process; its statistics go to a CSV file.
 class attack {
 public:
-    attack(const std::filesystem::path& dir, const std::string& name,
-           std::vector<std::string> args)
+    attack(const std::filesystem::path& dir, const std::string& name, std::vector<std::string> args)
         : csv_(dir / (name + ".csv")) {
         args.insert(args.begin(), "slowhttptest");
         args.insert(args.end(), {"-g", "-o", (dir / name).string()});
@@ -70,8 +69,8 @@ public:
         int most = 0;
         while (std::getline(in, line)) {
             int seconds = 0, closed = 0, pending = 0, connected = 0;
-            if (std::sscanf(line.c_str(), "%d,%d,%d,%d", &seconds, &closed, &pending,
-                            &connected) == 4) {
+            if (std::sscanf(line.c_str(), "%d,%d,%d,%d", &seconds, &closed, &pending, &connected) ==
+                4) {
                 most = std::max(most, connected);
             }
         }
@@ -166,10 +165,9 @@ TEST_CASE("300 slowloris, 300 slow-body and 300 slow-read connections lock nobod
         dir, "slow-body",
         with({"-B", "-i", "1", "-s", "8192", "-u", url + "/v2/models/fashion/infer"})));
     // Slow read: eight pipelined scrapes, read 16 bytes every 2 s through a window of 16-64.
-    attacks.push_back(std::make_unique<attack>(
-        dir, "slow-read",
-        with({"-X", "-k", "8", "-w", "16", "-y", "64", "-n", "2", "-z", "16", "-u",
-              url + "/metrics"})));
+    attacks.push_back(std::make_unique<attack>(dir, "slow-read",
+                                               with({"-X", "-k", "8", "-w", "16", "-y", "64", "-n",
+                                                     "2", "-z", "16", "-u", url + "/metrics"})));
 
     // A probe every 20 ms (a schedule, so that the probes' own connections do not run the
     // client out of ports), until every attack has ended.
@@ -188,12 +186,13 @@ TEST_CASE("300 slowloris, 300 slow-body and 300 slow-read connections lock nobod
     }
     const auto after = scrape(port);
     const double success = during.sent ? 1.0 * during.succeeded / during.sent : 0;
-    std::printf("slow clients: before the attack %d/%d probes succeeded, p50 %.2f ms, p99 %.2f ms; "
-                "during it %d/%d (%.2f%%), p50 %.2f ms, p99 %.2f ms; at most %.0f connections "
-                "open\n",
-                before.succeeded, before.sent, before.percentile(0.5), before.percentile(0.99),
-                during.succeeded, during.sent, 100 * success, during.percentile(0.5),
-                during.percentile(0.99), most_open);
+    std::printf(
+        "slow clients: before the attack %d/%d probes succeeded, p50 %.2f ms, p99 %.2f ms; "
+        "during it %d/%d (%.2f%%), p50 %.2f ms, p99 %.2f ms; at most %.0f connections "
+        "open\n",
+        before.succeeded, before.sent, before.percentile(0.5), before.percentile(0.99),
+        during.succeeded, during.sent, 100 * success, during.percentile(0.5),
+        during.percentile(0.99), most_open);
     for (const auto* name : {"slowloris", "slow-body", "slow-read"}) {
         std::ifstream csv(dir / (std::string(name) + ".csv"));
         std::printf("%s (seconds, closed, pending, connected):\n%s\n", name,

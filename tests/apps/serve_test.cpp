@@ -1,9 +1,9 @@
 // torchpool-serve end to end: the real server on a free loopback port, the real HTTP client
 // (curl), real Fashion-MNIST test images, and predictions compared with the same model run in
 // this process.
-#include "serve_harness.hpp"
 #include "../../apps/fashion_mnist.hpp"
 #include "../process/torch_reference.hpp"
+#include "serve_harness.hpp"
 
 #include <boost/json.hpp>
 
@@ -182,7 +182,6 @@ TEST_CASE("bad requests get a 4xx with a JSON error naming the problem, and the 
     CHECK(WIFEXITED(status));
     CHECK(WEXITSTATUS(status) == 0);
 }
-
 
 namespace {
 
@@ -710,7 +709,8 @@ TEST_CASE("near the connection cap the connection idle longest makes room, past 
     CHECK_THAT(y.receive(), Catch::StartsWith("HTTP/1.1 200"));
     x.send("GET", "/metrics");  // on a connection of its own: z may still be closing
     const auto scrape = x.receive();
-    CHECK_THAT(scrape, Catch::Contains(R"(torchpool_http_connections_cut_total{reason="evicted"} 3)"));
+    CHECK_THAT(scrape,
+               Catch::Contains(R"(torchpool_http_connections_cut_total{reason="evicted"} 3)"));
     CHECK(WIFEXITED(server.terminate()));
 }
 

@@ -148,16 +148,17 @@ TEST_CASE("a request that leaves its wait leaves the count", "[serve][batching]"
     CHECK_FALSE(p.send_on_arrival());  // 3 rows of 4: not full (the 2 gone do not count)
 }
 
-TEST_CASE("simulated load: batches grow while workers are busy, and no request waits past "
-          "the delay once a worker can take it",
-          "[serve][batching]") {
+TEST_CASE(
+    "simulated load: batches grow while workers are busy, and no request waits past "
+    "the delay once a worker can take it",
+    "[serve][batching]") {
     // Two workers, each taking 1 ms per task whatever its rows (a model whose batch costs
     // about what one request does); requests every 100 us, ten times what they can do alone.
     constexpr auto service = 1000us;
     constexpr auto tick = 10us;
     constexpr auto every = 100us;
     auto p = make(16, 2, 2000us);
-    std::deque<clock_type::time_point> waiting;  // arrivals
+    std::deque<clock_type::time_point> waiting;   // arrivals
     std::vector<clock_type::time_point> done_at;  // of the tasks out
     std::vector<std::size_t> batch_sizes;
     clock_type::duration worst_wait{};

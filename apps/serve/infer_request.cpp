@@ -1,0 +1,468 @@
+// POST /v2/models/{name}/infer's body: the JSON (and Triton's binary data after it) read into a
+// model's input tensors, each step a short function that names what is wrong.
+#include "infer_json.hpp"
+#include "oip.hpp"
+#include "tensor_elements.hpp"
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <optional>
+#include <type_traits>
+
+namespace torchpool::serve {
+
+namespace json = boost::json;
+
+namespace {
+
+// What a JSON element of a tensor of T's must be, for an error.
+template <class T>
+constexpr const char* wanted_element() {
+    if constexpr (std::is_same_v<T, bool>) {
+        return "true or false";
+    } else if constexpr (std::is_floating_point_v<T>) {
+        return "a number";
+    } else if constexpr (std::is_same_v<T, std::int8_t>) {
+        return "an integer in [-128, 127]";
+    } else if constexpr (std::is_same_v<T, std::uint8_t>) {
+        return "an integer in [0, 255]";
+    } else if constexpr (std::is_same_v<T, std::int16_t>) {
+        return "an integer in [-32768, 32767]";
+    } else if constexpr (std::is_same_v<T, std::int32_t>) {
+        return "a 32-bit integer";
+    } else {
+        return "an integer";
+    }
+}
+
+// An element as a value of type T; false if it is not one (or out of T's range).
+template <class T>
+bool element_as(const json_number& v, T& out) {
+    using k = json_number::kind;
+    if constexpr (std::is_same_v<T, bool>) {
+        if (v.what != k::boolean) {
+            return false;  // and v.b is not the union's member to read
+        }
+        out = v.b;
+        return true;
+    } else if constexpr (std::is_floating_point_v<T>) {
+        switch (v.what) {
+            case k::real:
+                out = static_cast<T>(v.d);
+                return true;
+            case k::int64:
+                out = static_cast<T>(v.i);
+                return true;
+            case k::uint64:
+                out = static_cast<T>(v.u);
+                return true;
+            default:
+                return false;
+        }
+    } else {
+        std::int64_t n = 0;
+        if (v.what == k::int64) {
+            n = v.i;
+        } else if (v.what == k::uint64 &&
+                   v.u <= static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max())) {
+            n = static_cast<std::int64_t>(v.u);
+        } else {
+            return false;
+        }
+        out = static_cast<T>(n);
+        return n >= std::numeric_limits<T>::min() && n <= std::numeric_limits<T>::max();
+    }
+}
+
+// Writes `count` elements as T's into `bytes`; the index of the first that is not one.
+template <class T>
+std::optional<std::size_t> convert_as(const json_number* values, std::size_t count,
+                                      std::string& bytes) {
+    bytes.resize(count * sizeof(T));
+    char* out = bytes.data();
+    for (std::size_t i = 0; i < count; ++i) {
+        T value;
+        if (!element_as(values[i], value)) {
+            return i;
+        }
+        std::memcpy(out + i * sizeof(T), &value, sizeof(T));
+    }
+    return std::nullopt;
+}
+
+// The elements of input `name` as a tensor's bytes of `type`: an error naming the first that
+// is not one.
+std::optional<std::string> convert(dtype type, const json_number* values, std::size_t count,
+                                   std::string& bytes, const std::string& name) {
+    std::optional<std::size_t> bad;
+    const char* wanted = "";
+    const bool carried = with_element_type(type, [&](auto element) {
+        using T = typename decltype(element)::type;
+        bad = convert_as<T>(values, count, bytes);
+        wanted = wanted_element<T>();
+    });
+    if (!carried) {
+        return "input '" + name +
+               "' is FP16 or BF16, which JSON data cannot carry; send it as binary data";
+    }
+    if (bad) {
+        return "element " + std::to_string(*bad) + " of input '" + name + "' is not " + wanted;
+    }
+    return std::nullopt;
+}
+
+using problem = std::optional<http_error>;
+
+http_error bad(std::string message) {
+    return {400, std::move(message)};
+}
+
+// Each model input's tensor in the request, and its binary data (Triton's extension) if any.
+struct input_slots {
+    explicit input_slots(std::size_t inputs) : given(inputs, nullptr), bytes(inputs) {}
+    std::vector<const json::object*> given;
+    std::vector<std::optional<std::string_view>> bytes;
+};
+
+// The index of the model's input `name`, or the error naming the model's inputs.
+std::variant<std::size_t, http_error> input_named(const model_config& model,
+                                                  std::string_view name) {
+    for (std::size_t at = 0; at < model.inputs.size(); ++at) {
+        if (model.inputs[at].name == name) {
+            return at;
+        }
+    }
+    std::string names;
+    for (const auto& s : model.inputs) {
+        names += (names.empty() ? "" : ", ") + s.name;
+    }
+    return bad("model '" + model.name + "' has no input named '" + std::string(name) +
+               "'; its inputs: " + names);
+}
+
+// An input's binary data: the next parameters.binary_data_size bytes of `binary` from `*at`.
+problem take_binary(const json::object& tensor, const std::string& name, std::string_view binary,
+                    bool has_header, std::size_t& at, std::optional<std::string_view>& bytes) {
+    const auto* params = tensor.if_contains("parameters");
+    const auto* size = params && params->is_object()
+                           ? params->as_object().if_contains("binary_data_size")
+                           : nullptr;
+    if (!size) {
+        return std::nullopt;
+    }
+    if (!size->is_int64() || size->as_int64() < 0) {
+        return bad("parameters.binary_data_size of input '" + name + "' must be a byte count");
+    }
+    const auto n = static_cast<std::size_t>(size->as_int64());
+    if (at + n > binary.size()) {
+        return bad(
+            "input '" + name + "' announces " + std::to_string(n) + " bytes of binary data, but " +
+            (has_header ? std::to_string(binary.size() - at) + " remain after the JSON header"
+                        : std::string("the request has no Inference-Header-Content-Length")));
+    }
+    bytes = binary.substr(at, n);
+    at += n;
+    return std::nullopt;
+}
+
+// "inputs": each tensor matched to the model's input of its name; binary data is taken in the
+// order of the tensors that announce some, and must all be taken.
+problem match_inputs(const json::array& inputs, const model_config& model, std::string_view binary,
+                     bool has_header, input_slots& slots) {
+    std::size_t binary_at = 0;
+    for (const auto& input : inputs) {
+        const auto* t = input.if_object();
+        const auto* name = t ? t->if_contains("name") : nullptr;
+        if (!name || !name->is_string()) {
+            return bad("each input must be an object with a \"name\"");
+        }
+        const auto found = input_named(model, name->as_string());
+        if (const auto* wrong = std::get_if<http_error>(&found)) {
+            return *wrong;
+        }
+        const auto at = std::get<std::size_t>(found);
+        if (slots.given[at]) {
+            return bad("input '" + model.inputs[at].name + "' is given twice");
+        }
+        slots.given[at] = t;
+        if (auto p = take_binary(*t, model.inputs[at].name, binary, has_header, binary_at,
+                                 slots.bytes[at])) {
+            return p;
+        }
+    }
+    if (binary_at != binary.size()) {
+        return bad(std::to_string(binary.size() - binary_at) +
+                   " bytes after the JSON header belong to no input (binary_data_size)");
+    }
+    return std::nullopt;
+}
+
+// An input's "datatype", which must be the model's.
+problem check_datatype(const json::string& datatype, const tensor_spec& spec,
+                       const model_config& model) {
+    const auto type = from_oip_datatype(datatype);
+    if (!type) {
+        return bad("input '" + spec.name + "' has datatype \"" + std::string(datatype) +
+                   "\", which this server does not know");
+    }
+    if (*type != spec.type) {
+        return bad("input '" + spec.name + "' has datatype " + std::string(datatype) +
+                   ", but model '" + model.name + "' wants " +
+                   std::string(oip_datatype(spec.type)));
+    }
+    return std::nullopt;
+}
+
+// An input's "shape": sizes >= 0 that the model accepts, holding at most max_input_elements.
+problem read_shape(const json::array& shape, const tensor_spec& spec, const model_config& model,
+                   std::vector<std::int64_t>& dims, std::size_t& elements) {
+    for (const auto& d : shape) {
+        if (!d.is_int64() || d.as_int64() < 0) {
+            return bad("the shape of input '" + spec.name + "' must hold sizes >= 0");
+        }
+        dims.push_back(d.as_int64());
+    }
+    const auto count = element_count(dims);
+    if (!count) {
+        return http_error{413, "input '" + spec.name + "' is too large: shape " +
+                                   format_shape(dims) + " holds more than " +
+                                   std::to_string(max_input_elements) + " elements"};
+    }
+    elements = *count;
+    if (auto wrong = check_shape(spec, dims, model.name); !wrong.empty()) {
+        return bad(wrong);
+    }
+    return std::nullopt;
+}
+
+// An input given as binary data: the bytes its shape takes, and for BOOL only 0s and 1s.
+problem binary_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, std::size_t elements,
+                      std::string_view bytes, infer_request& req) {
+    const std::size_t want = elements * element_size(spec.type);
+    if (bytes.size() != want) {
+        return bad("input '" + spec.name + "' has shape " + format_shape(dims) + " of " +
+                   std::string(oip_datatype(spec.type)) + ", which takes " + std::to_string(want) +
+                   " bytes, but its binary data has " + std::to_string(bytes.size()));
+    }
+    if (spec.type == dtype::boolean) {
+        // A bool is one byte, 0 or 1; any other byte is no value a model can take.
+        const auto bad_byte = bytes.find_first_not_of(std::string_view("\0\1", 2));
+        if (bad_byte != std::string_view::npos) {
+            return bad("element " + std::to_string(bad_byte) + " of input '" + spec.name +
+                       "' (BOOL binary data) is byte " +
+                       std::to_string(static_cast<unsigned char>(bytes[bad_byte])) +
+                       ", not 0 or 1");
+        }
+    }
+    req.inputs.emplace_back(spec.type, std::move(dims), std::string(bytes));
+    return std::nullopt;
+}
+
+// An input given as JSON "data": as many elements as its shape holds, each of its type. The
+// document's reader replaced "data" by the index of its run of numbers.
+problem json_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, std::size_t elements,
+                    const json::value& data, const request_document& document, infer_request& req) {
+    const auto& run = document.runs[static_cast<std::size_t>(data.as_int64())];
+    const std::size_t count = run.end - run.begin;
+    if (count != elements) {
+        return bad("input '" + spec.name + "' has shape " + format_shape(dims) + ", which holds " +
+                   std::to_string(elements) + " elements, but its data has " +
+                   std::to_string(count));
+    }
+    tensor value(spec.type, std::move(dims));
+    if (auto wrong =
+            convert(spec.type, document.numbers.data() + run.begin, count, value.data, spec.name)) {
+        return bad(*wrong);
+    }
+    req.inputs.push_back(std::move(value));
+    return std::nullopt;
+}
+
+// The model's input `spec`, from its tensor `t` in the request (and its binary data, if any).
+problem read_input(const tensor_spec& spec, const json::object* t,
+                   std::optional<std::string_view> bytes, const model_config& model,
+                   const request_document& document, infer_request& req) {
+    if (!t) {
+        return bad("input '" + spec.name + "' of model '" + model.name + "' is missing");
+    }
+    const auto* datatype = t->if_contains("datatype");
+    const auto* shape = t->if_contains("shape");
+    const auto* data = t->if_contains("data");
+    if (!datatype || !datatype->is_string() || !shape || !shape->is_array() || (!data && !bytes)) {
+        return bad("input '" + spec.name +
+                   "' needs \"datatype\", \"shape\" and \"data\" (or binary data)");
+    }
+    if (auto p = check_datatype(datatype->as_string(), spec, model)) {
+        return p;
+    }
+    std::vector<std::int64_t> dims;
+    std::size_t elements = 0;
+    if (auto p = read_shape(shape->as_array(), spec, model, dims, elements)) {
+        return p;
+    }
+    return bytes ? binary_tensor(spec, std::move(dims), elements, *bytes, req)
+                 : json_tensor(spec, std::move(dims), elements, *data, document, req);
+}
+
+// parameters.torchpool_fault: a failure to provoke, for tests.
+problem read_fault(const json::value& f, infer_request& req) {
+    // Not `is_string() ? as_string() : ""`: that makes a temporary json::string, and the view
+    // would outlive it (AddressSanitizer: stack-use-after-scope).
+    std::string_view kind;
+    if (f.is_string()) {
+        kind = f.as_string();
+    }
+    if (kind == "crash") {
+        req.inject = fault::crash(11);
+    } else if (kind == "exit") {
+        req.inject = fault::exit(1);
+    } else if (kind == "hang") {
+        req.inject = fault::hang();
+    } else if (kind == "leak") {
+        req.inject = fault::leak(64u << 20);
+    } else if (kind == "delay") {
+        req.inject = fault::delay(std::chrono::milliseconds(100));
+    } else if (kind == "garbage") {
+        req.inject = fault::garbage();
+    } else if (kind == "fail") {
+        req.inject = fault::fail();
+    } else {
+        return bad(
+            "parameters.torchpool_fault must be one of crash, exit, hang, leak, delay, "
+            "garbage, fail");
+    }
+    return std::nullopt;
+}
+
+// The request's "parameters": binary_data_output, torchpool_fault.
+problem read_parameters(const json::value& parameters, infer_request& req) {
+    if (!parameters.is_object()) {
+        return bad("\"parameters\" must be an object");
+    }
+    if (const auto* all = parameters.as_object().if_contains("binary_data_output")) {
+        req.binary_outputs = all->is_bool() && all->as_bool();
+    }
+    if (const auto* f = parameters.as_object().if_contains("torchpool_fault")) {
+        return read_fault(*f, req);
+    }
+    return std::nullopt;
+}
+
+// A requested output's parameters: classification (Triton's extension), binary_data.
+problem read_output_parameters(const json::object& p, std::string_view name, infer_request& req) {
+    if (const auto* k = p.if_contains("classification")) {
+        if (!k->is_int64() || k->as_int64() < 1) {
+            return bad("parameters.classification of output '" + std::string(name) +
+                       "' must be a whole number of classes >= 1");
+        }
+        req.classifications.emplace_back(name, static_cast<std::size_t>(k->as_int64()));
+    }
+    if (const auto* b = p.if_contains("binary_data")) {
+        if (!b->is_bool()) {
+            return bad("parameters.binary_data of output '" + std::string(name) +
+                       "' must be true or false");
+        }
+        (b->as_bool() ? req.binary_output_names : req.json_output_names).emplace_back(name);
+    }
+    return std::nullopt;
+}
+
+// "outputs": the model's outputs asked for by name, with their parameters.
+problem read_outputs(const json::value& outputs, const model_config& model, infer_request& req) {
+    if (!outputs.is_array()) {
+        return bad("\"outputs\" must be a list of {\"name\": ...}");
+    }
+    for (const auto& out : outputs.as_array()) {
+        const auto* t = out.if_object();
+        const auto* name = t ? t->if_contains("name") : nullptr;
+        if (!name || !name->is_string()) {
+            return bad("each requested output must be an object with a \"name\"");
+        }
+        if (const auto* p = t->if_contains("parameters"); p && p->is_object()) {
+            if (auto wrong = read_output_parameters(p->as_object(), name->as_string(), req)) {
+                return wrong;
+            }
+        }
+        const bool known = std::any_of(model.outputs.begin(), model.outputs.end(),
+                                       [&](const auto& s) { return s.name == name->as_string(); });
+        if (!known) {
+            return bad("model '" + model.name + "' has no output named '" +
+                       std::string(name->as_string()) + "'");
+        }
+        req.outputs.emplace_back(name->as_string());
+    }
+    return std::nullopt;
+}
+
+// The request's JSON object, after its "id".
+problem read_request(const json::object& o, const model_config& model, std::string_view binary,
+                     bool has_header, const request_document& document, infer_request& req) {
+    if (const auto* id = o.if_contains("id")) {
+        if (!id->is_string()) {
+            return bad("\"id\" must be text");
+        }
+        req.id = std::string(id->as_string());
+    }
+    const auto* inputs = o.if_contains("inputs");
+    if (!inputs || !inputs->is_array() || inputs->as_array().empty()) {
+        return bad("\"inputs\" must be a non-empty list of tensors");
+    }
+    input_slots slots(model.inputs.size());
+    if (auto p = match_inputs(inputs->as_array(), model, binary, has_header, slots)) {
+        return p;
+    }
+    for (std::size_t at = 0; at < model.inputs.size(); ++at) {
+        if (auto p = read_input(model.inputs[at], slots.given[at], slots.bytes[at], model, document,
+                                req)) {
+            return p;
+        }
+    }
+    if (const auto* parameters = o.if_contains("parameters")) {
+        if (auto p = read_parameters(*parameters, req)) {
+            return p;
+        }
+    }
+    if (const auto* outputs = o.if_contains("outputs")) {
+        return read_outputs(*outputs, model, req);
+    }
+    return std::nullopt;
+}
+
+}  // namespace
+
+std::variant<infer_request, http_error> parse_infer_request(
+    std::string_view body, const model_config& model, std::optional<std::size_t> header_length,
+    json_reading reading) {
+    std::string_view binary;
+    if (header_length) {
+        if (*header_length > body.size()) {
+            return bad("Inference-Header-Content-Length is " + std::to_string(*header_length) +
+                       ", but the body has only " + std::to_string(body.size()) + " bytes");
+        }
+        binary = body.substr(*header_length);
+        body = body.substr(0, *header_length);
+    }
+    // The small DOM lives in this buffer (or, past it, in blocks of the monotonic resource), so
+    // freeing it is one step.
+    unsigned char first_block[4096];
+    json::monotonic_resource memory(first_block, sizeof first_block);
+    request_document document(&memory);
+    if (const auto ec = read_request_document(body, document, reading)) {
+        return bad("the request body is not valid JSON: " + ec.message());
+    }
+    const auto* o = document.dom.if_object();
+    if (!o) {
+        return bad("the request body must be a JSON object with \"inputs\"");
+    }
+    infer_request req;
+    if (auto p = read_request(*o, model, binary, header_length.has_value(), document, req)) {
+        return std::move(*p);
+    }
+    return req;
+}
+
+}  // namespace torchpool::serve
