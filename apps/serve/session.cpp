@@ -143,7 +143,17 @@ asio::awaitable<incoming> session::read_request() {
     }
     // The head first: what it asks is checked before any of the body is read.
     enter(stage::head, head_began_ + ctx_.limits.header_timeout);
-    auto [ec, n] = co_await http::async_read_header(socket_, buffer_, *parser_, as_tuple);
+    // The head usually came whole with its first bytes: parse it from the buffer, without
+    // another read operation, and read only if some is still missing.
+    boost::system::error_code ec;
+    buffer_.consume(parser_->put(buffer_.data(), ec));
+    if (ec == http::error::need_more) {
+        ec = {};
+    }
+    if (!ec && !parser_->is_header_done()) {
+        std::tie(ec, std::ignore) =
+            co_await http::async_read_header(socket_, buffer_, *parser_, as_tuple);
+    }
     if (ec || cut()) {
         co_return read_failed(ec);
     }
