@@ -138,8 +138,12 @@ asio::awaitable<incoming> session::read_request() {
     parser_.emplace();
     parser_->body_limit(ctx_.limits.max_body_bytes);
     parser_->header_limit(max_head_bytes);
-    if (buffer_.size() == 0 && !co_await await_first_bytes()) {
-        co_return incoming(incoming::kind::close);
+    if (buffer_.size() == 0) {
+        if (!co_await await_first_bytes()) {
+            co_return incoming(incoming::kind::close);
+        }
+    } else if (self_->kept_alive) {
+        head_began_ = clock::now();  // a pipelined request: its first bytes are here already
     }
     // The head first: what it asks is checked before any of the body is read.
     enter(stage::head, head_began_ + ctx_.limits.header_timeout);
