@@ -1,6 +1,7 @@
 #include "config.hpp"
 
 #include <CLI/CLI.hpp>
+#include <charconv>
 #include <filesystem>
 
 namespace torchpool::serve {
@@ -26,6 +27,23 @@ std::string default_model(const char* argv0) {
     return std::filesystem::exists(installed) ? installed.string() : TORCHPOOL_DEFAULT_MODEL_PATH;
 }
 
+// A number above 0, or of 0 or more with `zero_too` (CLI11's own checks word their range with
+// 300-digit numbers).
+CLI::Validator number_check(bool zero_too) {
+    return CLI::Validator(
+        [zero_too](std::string& text) -> std::string {
+            double v = -1;
+            const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+            if (ec != std::errc{} || end != text.data() + text.size() || v < 0 ||
+                (v == 0 && !zero_too)) {
+                return std::string("must be a number ") + (zero_too ? "of 0 or more" : "above 0") +
+                       ", not '" + text + "'";
+            }
+            return {};
+        },
+        zero_too ? "0 OR MORE" : "ABOVE 0");
+}
+
 void add_model_options(CLI::App& app, server_options& opt) {
     app.add_option("--model", opt.models,
                    "a model to serve, as NAME=PATH of a TorchScript file with its PATH.json "
@@ -48,13 +66,21 @@ void add_model_options(CLI::App& app, server_options& opt) {
                  "garbage, fail), to test clients' failure handling; never in production");
 }
 
-// An option in milliseconds (or microseconds) for a std::chrono duration.
+// An option in milliseconds (or microseconds) for a std::chrono duration: above 0, or 0 too
+// where none has a meaning of its own (`zero_too`).
 template <class Duration>
-void add_duration(CLI::App& app, const std::string& name, Duration& d, const std::string& help) {
+void add_duration(CLI::App& app, const std::string& name, Duration& d, const std::string& help,
+                  bool zero_too = false) {
     app.add_option_function<std::int64_t>(
            name, [&d](std::int64_t v) { d = Duration(v); }, help)
-        ->check(CLI::NonNegativeNumber)
+        ->check(number_check(zero_too))
         ->default_str(std::to_string(d.count()));
+}
+
+// An option that must be a number above 0.
+template <class Number>
+void add_positive(CLI::App& app, const std::string& name, Number& n, const std::string& help) {
+    app.add_option(name, n, help)->check(number_check(false))->capture_default_str();
 }
 
 void add_http_options(CLI::App& app, server_options& opt) {
@@ -64,21 +90,17 @@ void add_http_options(CLI::App& app, server_options& opt) {
         ->capture_default_str();
     app.add_option("--max-body-bytes", limits.max_body_bytes, "largest request body; past it, 413")
         ->capture_default_str();
-    app.add_option("--max-connections", limits.max_connections,
-                   "connections served at once; near it, the connections that have waited "
-                   "longest for a request are closed; past it, a new one is answered 503")
-        ->check(CLI::PositiveNumber)
-        ->capture_default_str();
+    add_positive(app, "--max-connections", limits.max_connections,
+                 "connections served at once; near it, the connections that have waited "
+                 "longest for a request are closed; past it, a new one is answered 503");
     add_duration(app, "--header-timeout-ms", limits.header_timeout,
                  "time a client has to send a request's head (line and fields) from its first "
                  "byte, or from connecting");
     add_duration(app, "--idle-timeout-ms", limits.idle_timeout,
                  "time a keep-alive connection may wait for its next request");
-    app.add_option("--min-bytes-per-second", limits.min_bytes_per_second,
-                   "slowest pace, after --header-timeout-ms, at which a client may send a body "
-                   "or read a response before it is disconnected")
-        ->check(CLI::PositiveNumber)
-        ->capture_default_str();
+    add_positive(app, "--min-bytes-per-second", limits.min_bytes_per_second,
+                 "slowest pace, after --header-timeout-ms, at which a client may send a body "
+                 "or read a response before it is disconnected");
     add_duration(app, "--timeout-ms", limits.request_timeout,
                  "deadline of a request, queue wait included; past it, 504");
 }
@@ -97,10 +119,12 @@ std::variant<server_options, int> parse_options(int argc, char** argv) {
     add_duration(app, "--batch-delay-us", opt.batch_delay,
                  "a batch is sent when full, when a worker is free, or this long after its "
                  "oldest request arrived (if no more than one batch waits for each busy "
-                 "worker)");
+                 "worker)",
+                 true);
     add_duration(app, "--drain-timeout-ms", opt.drain_timeout,
                  "on SIGTERM, time allowed for requests in flight before they are cut; keep it "
-                 "below the orchestrator's grace (Kubernetes: terminationGracePeriodSeconds)");
+                 "below the orchestrator's grace (Kubernetes: terminationGracePeriodSeconds)",
+                 true);
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -18,6 +18,7 @@
 #include <spawn.h>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <poll.h>
@@ -231,8 +232,12 @@ inline std::string infer_body(const tensor& images, const std::string& id) {
 // this thread, responses read whole.
 class connection {
 public:
-    explicit connection(int port) {
+    /// `receive_buffer`: the socket's receive buffer (SO_RCVBUF), small for a slow reader.
+    explicit connection(int port, int receive_buffer = 0) {
         fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        if (receive_buffer > 0) {
+            ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &receive_buffer, sizeof receive_buffer);
+        }
         sockaddr_in at{};
         at.sin_family = AF_INET;
         at.sin_port = htons(static_cast<std::uint16_t>(port));
@@ -294,6 +299,13 @@ public:
                 return {};
             }
         }
+    }
+
+    /// Everything the server sends until it closes the connection.
+    std::string read_to_end() {
+        while (read_more()) {
+        }
+        return std::exchange(data_, {});
     }
 
 private:

@@ -37,6 +37,42 @@ using namespace torchpool;
 using namespace serve_test;
 namespace json = boost::json;
 
+namespace {
+
+// The server run with `args` until it exits (it should refuse them at once): its exit status
+// and what it printed.
+std::pair<int, std::string> refused_options(const std::string& args) {
+    const std::string command = std::string(TORCHPOOL_SERVE) + " " + args + " 2>&1";
+    std::FILE* p = ::popen(command.c_str(), "r");
+    REQUIRE(p != nullptr);
+    std::string out;
+    char buf[4096];
+    for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, p)) > 0;) {
+        out.append(buf, n);
+    }
+    return {::pclose(p), out};
+}
+
+}  // namespace
+
+TEST_CASE("bad options are refused at once, naming the option and what it must be",
+          "[serve][e2e]") {
+    for (const auto& [args, words] : std::vector<std::pair<std::string, std::string>>{
+             {"--header-timeout-ms 0", "--header-timeout-ms: must be a number above 0, not '0'"},
+             {"--idle-timeout-ms x", "--idle-timeout-ms: must be a number above 0, not 'x'"},
+             {"--max-connections 0", "--max-connections: must be a number above 0"},
+             {"--min-bytes-per-second -5", "--min-bytes-per-second: must be a number above 0"},
+             {"--batch-delay-us -1", "--batch-delay-us: must be a number of 0 or more"},
+             {"--model nothing", "--model wants NAME=PATH, got 'nothing'"},
+             {"--model m=/no/such.pt", "/no/such.pt"}}) {
+        const auto [status, out] = refused_options(args);
+        INFO(args << ": " << out);
+        CHECK(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) != 0);
+        CHECK_THAT(out, Catch::Contains(words));
+    }
+}
+
 TEST_CASE("the server answers every endpoint, and its predictions equal the model's own",
           "[serve][e2e]") {
     server_process server({});
@@ -640,28 +676,15 @@ TEST_CASE("slow and idle clients are cut off at the deadline of the stage they a
     // A slow reader: 1000 scrapes of ~10 KB (past the 4 MiB a send buffer grows to at most
     // here) pipelined through a small receive window, and none read. Past what the kernel
     // buffers, the server's write stalls, and it is cut.
-    int small = 4096;
-    const int reader = ::socket(AF_INET, SOCK_STREAM, 0);
-    ::setsockopt(reader, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
-    sockaddr_in at{};
-    at.sin_family = AF_INET;
-    at.sin_port = htons(static_cast<std::uint16_t>(server.port()));
-    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    REQUIRE(::connect(reader, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0);
+    connection reader(server.port(), 4096);
     std::string pipelined;
     for (int i = 0; i < 1000; ++i) {
         pipelined += "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n";
     }
-    REQUIRE(::send(reader, pipelined.data(), pipelined.size(), MSG_NOSIGNAL) ==
-            static_cast<ssize_t>(pipelined.size()));
+    reader.send_raw(pipelined);
     CHECK(wait_for_metric(server, R"(torchpool_http_connections_cut_total{reason="deadline"} 5)"));
     // It then reads what was sent before the cut: fewer than its 1000 answers, then the end.
-    std::string got;
-    char buf[65536];
-    for (ssize_t n; (n = ::recv(reader, buf, sizeof buf, 0)) > 0;) {
-        got.append(buf, static_cast<std::size_t>(n));
-    }
-    ::close(reader);
+    const auto got = reader.read_to_end();
     std::size_t answers = 0;
     for (std::size_t p = 0; (p = got.find("HTTP/1.1 200", p)) != std::string::npos; ++p) {
         ++answers;
