@@ -90,9 +90,46 @@ std::ostream& operator<<(std::ostream& os, const complete_action& a) {
 std::ostream& operator<<(std::ostream& os, const run_finished_action&) {
     return os << "run_finished{}";
 }
+const char* kind_name(worker_event::kind k) noexcept {
+    using kind = worker_event::kind;
+    switch (k) {
+        case kind::started:
+            return "started";
+        case kind::ready:
+            return "ready";
+        case kind::exited:
+            return "exited";
+        case kind::start_failed:
+            return "start_failed";
+        case kind::fork_server_started:
+            return "fork_server_started";
+        case kind::fork_server_ready:
+            return "fork_server_ready";
+        case kind::fork_server_exited:
+            return "fork_server_exited";
+        case kind::notice:
+            return "notice";
+        case kind::degraded:
+            return "degraded";
+        case kind::recovered:
+            return "recovered";
+        case kind::unresponsive:
+            return "unresponsive";
+        case kind::memory_limit:
+            return "memory_limit";
+        case kind::recycled:
+            return "recycled";
+        case kind::poison_task:
+            return "poison_task";
+        case kind::events_dropped:
+            return "events_dropped";
+    }
+    return "?";
+}
+
 std::ostream& operator<<(std::ostream& os, const notify_action& a) {
-    return os << "notify{slot " << a.event.slot << ", pid " << a.event.pid << ", \""
-              << a.event.description << "\"}";
+    return os << "notify{" << kind_name(a.event.what) << ", slot " << a.event.slot << ", pid "
+              << a.event.pid << ", \"" << a.event.description << "\"}";
 }
 std::ostream& operator<<(std::ostream& os, const action& a) {
     std::visit([&os](const auto& x) { os << x; }, a);

@@ -107,4 +107,7 @@ std::ostream& operator<<(std::ostream&, const run_finished_action&);
 std::ostream& operator<<(std::ostream&, const notify_action&);
 std::ostream& operator<<(std::ostream&, const action&);
 
+/// A worker event's kind as a word ("ready", "exited", ...).
+const char* kind_name(worker_event::kind k) noexcept;
+
 }  // namespace torchpool::core

@@ -23,19 +23,17 @@ TEST_CASE("a submitted task goes to an idle worker and completes with its reply"
 
     // Submit: dispatched at once.
     h.core.submit(1, "echo", 0ms, h.now);
-    auto sends = harness::only<send_request_action>(h.take());
-    REQUIRE(sends.size() == 1);
-    CHECK(sends[0].task == 1);
-    CHECK(h.core.state_of(sends[0].slot) == worker_state::busy);
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 1}}));
+    CHECK(h.core.state_of(1) == worker_state::busy);
 
     // The reply completes the task and frees the worker.
-    h.core.on_message(sends[0].slot, wire::reply_msg{.id = 1, .payload = "hi"}, h.now);
-    auto done = harness::only<complete_action>(h.take());
-    REQUIRE(done.size() == 1);
-    CHECK(!done[0].error);
-    CHECK(done[0].result->payload == "hi");
-    CHECK(done[0].result->worker_pid == 100 + static_cast<int>(sends[0].slot));
-    CHECK(h.core.state_of(sends[0].slot) == worker_state::idle);
+    h.core.on_message(1, wire::reply_msg{.id = 1, .payload = "hi"}, h.now);
+    const auto actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::completes(1)}));
+    const auto& done = std::get<complete_action>(actions[0]);
+    CHECK(done.result->payload == "hi");
+    CHECK(done.result->worker_pid == 101);
+    CHECK(h.core.state_of(1) == worker_state::idle);
     CHECK(h.core.stats().succeeded == 1);
 }
 
@@ -43,17 +41,18 @@ TEST_CASE("an error reply fails the task only, and the worker stays up", "[core]
     harness h(two_workers());
     h.start_all_ready();
     h.core.submit(1, "throw", 0ms, h.now);
-    auto send = harness::only<send_request_action>(h.take()).at(0);
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 1}}));
     h.core.on_message(
-        send.slot,
+        1,
         wire::reply_msg{
             .id = 1, .ok = false, .error_type = "std::runtime_error", .error_message = "boom"},
         h.now);
-    auto done = harness::only<complete_action>(h.take()).at(0);
-    CHECK(done.error == errc::task_failed);
+    const auto actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::completes(1, errc::task_failed)}));
+    const auto& done = std::get<complete_action>(actions[0]);
     CHECK(done.result->diagnostics.error_type == "std::runtime_error");
     CHECK(done.result->diagnostics.error_message == "boom");
-    CHECK(h.core.state_of(send.slot) == worker_state::idle);
+    CHECK(h.core.state_of(1) == worker_state::idle);
 }
 
 TEST_CASE(
@@ -65,15 +64,19 @@ TEST_CASE(
     harness h(params);
     h.start_all_ready();
     h.core.submit(7, "crash", 0ms, h.now);
-    const auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
+    const slot_id slot = 1;
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = slot, .task = 7}}));
     h.core.on_log(slot, "about to crash\n");
     h.now += 250ms;
 
-    // The worker is killed by SIGSEGV while running task 7.
+    // The worker is killed by SIGSEGV while running task 7: the task fails, the worker is
+    // replaced at once (its first failure since it was healthy), and the host is told.
     h.core.on_exit(slot, {.signal = SIGSEGV, .core_dumped = true}, h.now);
     const auto after_death = h.take();
-    auto done = harness::only<complete_action>(after_death).at(0);
-    CHECK(done.error == errc::worker_died);
+    REQUIRE_THAT(after_death,
+                 actions_are({expected::completes(7, errc::worker_died), spawn_action{slot},
+                              expected::notifies(worker_event::kind::exited, slot)}));
+    const auto& done = std::get<complete_action>(after_death[0]);
     const auto& d = done.result->diagnostics;
     CHECK(d.worker_pid == 100 + static_cast<int>(slot));
     CHECK(d.signal == SIGSEGV);
@@ -84,9 +87,7 @@ TEST_CASE(
     CHECK_THAT(d.summary, Catch::Contains("SIGSEGV") && Catch::Contains("task 7") &&
                               Catch::Contains("about to crash"));
 
-    // Its first failure since it was healthy: replaced at once.
     CHECK(h.core.state_of(slot) == worker_state::starting);
-    CHECK(harness::only<spawn_action>(after_death).size() == 1);
     h.core.on_spawned(slot, 200, h.now);
     h.core.on_message(slot, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
 
@@ -94,16 +95,19 @@ TEST_CASE(
     // anything: now it waits in backoff, 100 ms +/- 20%.
     h.now += 10ms;
     h.core.on_exit(slot, {.signal = SIGSEGV}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::started, slot),
+                                      expected::notifies(worker_event::kind::ready, slot),
+                                      expected::notifies(worker_event::kind::exited, slot)}));
     CHECK(h.core.state_of(slot) == worker_state::backoff);
     auto next = h.core.next_deadline();
     REQUIRE(next);
     CHECK(*next - h.now >= 80ms);
     CHECK(*next - h.now <= 120ms);
     h.advance(79ms);
-    CHECK(harness::only<spawn_action>(h.take()).empty());
+    CHECK_THAT(h.take(), actions_are({}));
     h.now = *next;
     h.core.on_timer(h.now);
-    CHECK(harness::only<spawn_action>(h.take()).size() == 1);
+    CHECK_THAT(h.take(), actions_are({spawn_action{slot}}));
     CHECK(h.core.stats().restarts == 2);
     CHECK(h.core.stats().deaths_by_signal == 2);
 }
@@ -112,16 +116,15 @@ TEST_CASE("an idle worker's death restarts it without completing anything", "[co
     harness h(two_workers());
     h.start_all_ready();
     h.core.on_exit(0, {.exit_code = 1}, h.now);
-    auto actions = h.take();
-    CHECK(harness::only<complete_action>(actions).empty());
-    // Replaced at once: a worker that had been healthy fails for the first time.
-    CHECK(harness::only<spawn_action>(actions).size() == 1);
+    // Nothing completes. Replaced at once: a worker that had been healthy fails for the first
+    // time.
+    CHECK_THAT(h.take(),
+               actions_are({spawn_action{0}, expected::notifies(worker_event::kind::exited, 0)}));
     CHECK(h.core.state_of(0) == worker_state::starting);
     CHECK(h.core.stats().deaths_by_exit == 1);
     // New work goes to the other worker meanwhile.
     h.core.submit(1, "echo", 0ms, h.now);
-    auto send = harness::only<send_request_action>(h.take()).at(0);
-    CHECK(send.slot == 1);
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 1}}));
 }
 
 TEST_CASE("a running task past its deadline times out, and its worker gets SIGTERM, then SIGKILL",
@@ -141,17 +144,19 @@ TEST_CASE("a running task past its deadline times out, and its worker gets SIGTE
     harness h(params, probe);
     h.start_all_ready();
     h.core.submit(3, "hang", 200ms, h.now);
-    const auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
+    const slot_id slot = 1;
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = slot, .task = 3}}));
 
     // Not yet.
     h.advance(199ms);
-    CHECK(harness::only<complete_action>(h.take()).empty());
+    CHECK_THAT(h.take(), actions_are({}));
 
     // Deadline: the task completes with timeout at once, the worker is asked to stop.
     h.advance(1ms);
-    auto actions = h.take();
-    auto done = harness::only<complete_action>(actions).at(0);
-    CHECK(done.error == errc::timeout);
+    const auto actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::completes(3, errc::timeout),
+                                       signal_action{.slot = slot, .signo = SIGTERM}}));
+    const auto& done = std::get<complete_action>(actions[0]);
     CHECK(done.result->diagnostics.task_run_time == 200ms);
     // Its memory, read before it is stopped.
     CHECK(probed == std::vector<int>{100 + static_cast<int>(slot)});
@@ -165,20 +170,16 @@ TEST_CASE("a running task past its deadline times out, and its worker gets SIGTE
     CHECK_THAT(done.result->diagnostics.summary,
                Catch::Contains("The kernel showed it sleeping in pipe_read, blocked in the "
                                "system call read."));
-    auto signals = harness::only<signal_action>(actions);
-    REQUIRE(signals.size() == 1);
-    CHECK(signals[0].signo == SIGTERM);
     CHECK(h.core.state_of(slot) == worker_state::stopping);
 
     // It ignores SIGTERM: after the grace it gets SIGKILL.
     h.advance(500ms);
-    signals = harness::only<signal_action>(h.take());
-    REQUIRE(signals.size() == 1);
-    CHECK(signals[0].signo == SIGKILL);
+    CHECK_THAT(h.take(), actions_are({signal_action{.slot = slot, .signo = SIGKILL}}));
 
     // Reaped: replaced at once, since the worker did nothing wrong by our count.
     h.core.on_exit(slot, {.signal = SIGKILL}, h.now);
-    CHECK(harness::only<spawn_action>(h.take()).size() == 1);
+    CHECK_THAT(h.take(), actions_are({spawn_action{slot},
+                                      expected::notifies(worker_event::kind::exited, slot)}));
     CHECK(probed.size() == 1);  // a reaped pid is never read
     CHECK(h.core.stats().timed_out == 1);
     CHECK(h.core.stats().killed_by_pool == 1);
@@ -188,14 +189,13 @@ TEST_CASE("a queued task past its deadline times out without touching any worker
     auto h = ready_harness(one_worker());
     h.core.submit(1, "sleep", 0ms, h.now);
     h.core.submit(2, "echo", 100ms, h.now);
-    h.take();
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 1}}));
     h.advance(100ms);
-    auto actions = h.take();
-    auto done = harness::only<complete_action>(actions).at(0);
-    CHECK(done.task == 2);
-    CHECK(done.error == errc::timeout);
-    CHECK_THAT(done.result->diagnostics.summary, Catch::Contains("in the queue"));
-    CHECK(harness::only<signal_action>(actions).empty());
+    // Task 2 fails, and no worker is signalled.
+    const auto actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::completes(2, errc::timeout)}));
+    CHECK_THAT(std::get<complete_action>(actions[0]).result->diagnostics.summary,
+               Catch::Contains("in the queue"));
     CHECK(h.core.state_of(0) == worker_state::busy);
 }
 
@@ -207,12 +207,9 @@ TEST_CASE("a full queue refuses a task at once with overloaded", "[core]") {
     h.core.submit(1, "sleep", 0ms, h.now);  // running
     h.core.submit(2, "echo", 0ms, h.now);   // queued
     h.core.submit(3, "echo", 0ms, h.now);   // queued
-    h.take();
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 1}}));
     h.core.submit(4, "echo", 0ms, h.now);
-    auto done = harness::only<complete_action>(h.take());
-    REQUIRE(done.size() == 1);
-    CHECK(done[0].task == 4);
-    CHECK(done[0].error == errc::overloaded);
+    CHECK_THAT(h.take(), actions_are({expected::completes(4, errc::overloaded)}));
     CHECK(h.core.stats().queue_depth == 2);
 }
 

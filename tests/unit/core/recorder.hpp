@@ -5,9 +5,25 @@
 #include "core/actions.hpp"
 #include "core/supervised_child.hpp"
 
+#include <catch2/catch.hpp>
+
+#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
+
+// A sequence of actions, one a line, as a failed match prints it.
+template <>
+struct Catch::StringMaker<std::vector<torchpool::core::action>> {
+    static std::string convert(const std::vector<torchpool::core::action>& actions) {
+        std::ostringstream text;
+        text << actions.size() << " actions:";
+        for (const auto& a : actions) {
+            text << "\n  " << a;
+        }
+        return text.str();
+    }
+};
 
 namespace torchpool::core::test {
 
