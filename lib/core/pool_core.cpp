@@ -213,15 +213,16 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
         sizing_.handed_over(s);
         hand_over(*old, now);
     }
-    if (restart_.start_succeeded(now)) {
-        report_.event(worker_event::kind::recovered, s, w.child.pid(),
-                      "the pool has recovered: worker " + std::to_string(w.child.pid()) +
-                          " started and is ready, so tasks are accepted again");
-    }
+    const bool recovered = restart_.start_succeeded(now);
     if (report_.events_wanted()) {
         report_.event(worker_event::kind::ready, s, w.child.pid(),
                       "worker " + std::to_string(w.child.pid()) + " is ready, " +
                           format_elapsed(w.child.process_start(), now) + " after it started");
+    }
+    if (recovered) {  // told after the readiness it follows from
+        report_.event(worker_event::kind::recovered, s, w.child.pid(),
+                      "the pool has recovered: worker " + std::to_string(w.child.pid()) +
+                          " started and is ready, so tasks are accepted again");
     }
     dispatch(now);
     settle(now);
@@ -233,9 +234,9 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     if (w.child.state() != child_state::running || sent.empty() || sent.front().id != reply.id) {
         on_protocol_error(
             s,
+            // The sentence of the failed task names the task it runs.
             "sent a reply for task " + std::to_string(reply.id) +
-                (sent.empty() ? std::string(" while it runs no task")
-                              : " while it runs task " + std::to_string(sent.front().id)),
+                (sent.empty() ? " while it runs no task" : ", which it was not running,"),
             now);
         return;
     }

@@ -218,41 +218,44 @@ TEST_CASE("failed starts make the pool degraded, and queued and new tasks fail f
     params.spawn_failures_until_degraded = 2;
     harness h(params);
     REQUIRE(h.core.start(h.now));
-    h.take();
+    CHECK_THAT(h.take(), actions_are({spawn_action{0}}));
     h.core.submit(1, "echo", 0ms, h.now);
-    h.take();
+    CHECK_THAT(h.take(), actions_are({}));  // it waits for the worker
 
     // First failed start: the task keeps waiting, and the start is tried again at once.
     h.core.on_spawned(0, 100, h.now);
     h.core.on_log(0, "cannot load model.pt\n");
     h.core.on_exit(0, {.exit_code = 3}, h.now);
-    auto actions = h.take();
-    CHECK(harness::only<complete_action>(actions).empty());
-    REQUIRE(harness::only<spawn_action>(actions).size() == 1);
+    CHECK_THAT(h.take(),
+               actions_are({expected::notifies(worker_event::kind::started, 0), spawn_action{0},
+                            expected::notifies(worker_event::kind::exited, 0)}));
     CHECK(h.core.stats().failed_starts == 1);
 
     // Second: degraded; the queued task fails with the reason.
     h.core.on_spawned(0, 101, h.now);
     h.core.on_log(0, "cannot load model.pt\n");
     h.core.on_exit(0, {.exit_code = 3}, h.now);
-    auto done = harness::only<complete_action>(h.take());
-    REQUIRE(done.size() == 1);
-    CHECK(done[0].error == errc::spawn_failed);
-    CHECK_THAT(done[0].result->diagnostics.summary,
+    auto actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::notifies(worker_event::kind::started, 0),
+                                       expected::notifies(worker_event::kind::degraded, 0),
+                                       expected::completes(1, errc::spawn_failed),
+                                       expected::notifies(worker_event::kind::exited, 0)}));
+    CHECK_THAT(std::get<complete_action>(actions[2]).result->diagnostics.summary,
                Catch::Contains("exited with code 3") && Catch::Contains("cannot load model.pt"));
     CHECK(h.core.stats().degraded);
 
     // A new task fails at once too.
     h.core.submit(2, "echo", 0ms, h.now);
-    done = harness::only<complete_action>(h.take());
-    REQUIRE(done.size() == 1);
-    CHECK(done[0].error == errc::spawn_failed);
+    CHECK_THAT(h.take(), actions_are({expected::completes(2, errc::spawn_failed)}));
 
     // The pool keeps trying; a worker that comes up ends the degraded state.
     h.restart_when_due(0, 102);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::started, 0),
+                                      expected::notifies(worker_event::kind::ready, 0),
+                                      expected::notifies(worker_event::kind::recovered, 0)}));
     CHECK_FALSE(h.core.stats().degraded);
     h.core.submit(3, "echo", 0ms, h.now);
-    CHECK(harness::only<send_request_action>(h.take()).size() == 1);
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 3}}));
 }
 
 TEST_CASE("a worker that never says hello is killed at the spawn timeout", "[core]") {
@@ -260,12 +263,11 @@ TEST_CASE("a worker that never says hello is killed at the spawn timeout", "[cor
     params.load_timeout = 1000ms;
     harness h(params);
     REQUIRE(h.core.start(h.now));
-    h.take();
+    CHECK_THAT(h.take(), actions_are({spawn_action{0}}));
     h.core.on_spawned(0, 100, h.now);
     h.advance(1000ms);
-    auto signals = harness::only<signal_action>(h.take());
-    REQUIRE(signals.size() == 1);
-    CHECK(signals[0].signo == SIGKILL);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::started, 0),
+                                      signal_action{.slot = 0, .signo = SIGKILL}}));
     h.core.on_exit(0, {.signal = SIGKILL}, h.now);
     CHECK(h.core.stats().failed_starts == 1);
     // Tried again at once; a second failure would wait.
@@ -277,25 +279,21 @@ TEST_CASE("cancelling a queued task removes it: a running one is asked to stop",
     auto h = ready_harness(one_worker());
     h.core.submit(1, "sleep", 0ms, h.now);
     h.core.submit(2, "echo", 0ms, h.now);
-    h.take();
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 1}}));
 
     // Queued: partial cancellation is enough.
     h.core.cancel_task(2, cancellation_type::partial, h.now);
-    auto done = harness::only<complete_action>(h.take());
-    REQUIRE(done.size() == 1);
-    CHECK(done[0].task == 2);
-    CHECK(done[0].error == boost::asio::error::operation_aborted);
+    CHECK_THAT(h.take(),
+               actions_are({expected::completes(2, boost::asio::error::operation_aborted)}));
     CHECK(h.core.stats().queue_depth == 0);
 
     // Running, partial: the worker is told; the caller waits for its answer.
     h.core.cancel_task(1, cancellation_type::partial, h.now);
-    auto actions = h.take();
-    REQUIRE(actions.size() == 1);
-    CHECK(actions[0] == action(send_cancel_action{0, 1}));
+    CHECK_THAT(h.take(), actions_are({send_cancel_action{.slot = 0, .task = 1}}));
 
     // A second request changes nothing.
     h.core.cancel_task(1, cancellation_type::total, h.now);
-    CHECK(h.take().empty());
+    CHECK_THAT(h.take(), actions_are({}));
 
     // The handler stopped on it: the caller gets operation_aborted; the worker stays.
     h.core.on_message(0,
@@ -304,10 +302,11 @@ TEST_CASE("cancelling a queued task removes it: a running one is asked to stop",
                                       .error_type = std::string(wire::cancelled_error),
                                       .error_message = "stopped"},
                       h.now);
-    done = harness::only<complete_action>(h.take());
-    REQUIRE(done.size() == 1);
-    CHECK(done[0].error == boost::asio::error::operation_aborted);
-    CHECK_THAT(done[0].result->diagnostics.summary, Catch::Contains("its handler stopped"));
+    const auto actions = h.take();
+    REQUIRE_THAT(actions,
+                 actions_are({expected::completes(1, boost::asio::error::operation_aborted)}));
+    CHECK_THAT(std::get<complete_action>(actions[0]).result->diagnostics.summary,
+               Catch::Contains("its handler stopped"));
     CHECK(h.core.state_of(0) == worker_state::idle);
 }
 
@@ -315,13 +314,14 @@ TEST_CASE("a reply for the wrong task is a protocol error that kills the worker"
     harness h(two_workers());
     h.start_all_ready();
     h.core.submit(1, "echo", 0ms, h.now);
-    const auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
-    h.core.on_message(slot, wire::reply_msg{.id = 99}, h.now);
-    auto actions = h.take();
-    auto done = harness::only<complete_action>(actions).at(0);
-    CHECK(done.error == errc::protocol_error);
-    CHECK_THAT(done.result->diagnostics.summary, Catch::Contains("reply for task 99"));
-    CHECK(harness::only<signal_action>(actions).at(0).signo == SIGKILL);
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 1}}));
+    h.core.on_message(1, wire::reply_msg{.id = 99}, h.now);
+    const auto actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::completes(1, errc::protocol_error),
+                                       signal_action{.slot = 1, .signo = SIGKILL}}));
+    CHECK_THAT(std::get<complete_action>(actions[0]).result->diagnostics.summary,
+               Catch::Contains("Worker 101 sent a reply for task 99, which it was not running, "
+                               "while running task 1 ('echo'); it was killed."));
 }
 
 TEST_CASE("a closed channel waits for the exit, so the caller learns how the worker died",
