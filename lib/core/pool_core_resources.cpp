@@ -247,7 +247,8 @@ machine_memory pool_core::machine_memory_now() const {
 }
 
 void pool_core::maybe_grow(time_point now) {
-    if (!sizing_.may_grow() || !phase_.admitting() || restart_.degraded()) {
+    // Not before the pool runs: tasks submitted then wait for the workers start() starts.
+    if (!phase_.started() || !sizing_.may_grow() || !phase_.admitting() || restart_.degraded()) {
         return;
     }
     // One more worker per task that waits beyond those already starting, as long as the

@@ -331,59 +331,53 @@ TEST_CASE("a closed channel waits for the exit, so the caller learns how the wor
     harness h(params);
     h.start_all_ready();
     h.core.submit(1, "crash", 0ms, h.now);
-    const auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 1}}));
 
     // EOF on the channel first, then the exit: worker_died with the signal, not protocol.
-    h.core.on_channel_closed(slot, "closed its channel", h.now);
-    CHECK(h.take().empty());
+    h.core.on_channel_closed(1, "closed its channel", h.now);
+    CHECK_THAT(h.take(), actions_are({}));
     h.now += 1ms;
-    h.core.on_exit(slot, {.signal = SIGBUS}, h.now);
-    auto done = harness::only<complete_action>(h.take()).at(0);
-    CHECK(done.error == errc::worker_died);
-    CHECK(done.result->diagnostics.signal == SIGBUS);
+    h.core.on_exit(1, {.signal = SIGBUS}, h.now);
+    auto actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::completes(1, errc::worker_died), spawn_action{1},
+                                       expected::notifies(worker_event::kind::exited, 1)}));
+    CHECK(std::get<complete_action>(actions[0]).result->diagnostics.signal == SIGBUS);
 
     // The other worker closes its channel and keeps running: protocol error after the grace.
-    const auto other = 1 - slot;
     h.core.submit(2, "close_channel", 0ms, h.now);
-    h.take();
-    h.core.on_channel_closed(other, "closed its channel", h.now);
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 2}}));
+    h.core.on_channel_closed(0, "closed its channel", h.now);
     h.advance(300ms);
-    auto actions = h.take();
-    done = harness::only<complete_action>(actions).at(0);
-    CHECK(done.task == 2);
-    CHECK(done.error == errc::protocol_error);
-    CHECK_THAT(done.result->diagnostics.summary, Catch::Contains("did not exit"));
+    actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::completes(2, errc::protocol_error),
+                                       signal_action{.slot = 0, .signo = SIGKILL}}));
+    CHECK_THAT(std::get<complete_action>(actions[0]).result->diagnostics.summary,
+               Catch::Contains("did not exit"));
 }
 
 TEST_CASE("shutdown finishes admitted tasks, refuses new ones, then stops every worker", "[core]") {
     auto h = ready_harness(one_worker());
     h.core.submit(1, "sleep", 0ms, h.now);
     h.core.submit(2, "echo", 0ms, h.now);
-    h.take();
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 1}}));
 
     h.core.shutdown(h.now);
-    CHECK(h.take().empty());  // still busy, one queued
+    CHECK_THAT(h.take(), actions_are({}));  // still busy, one queued
     h.core.submit(3, "echo", 0ms, h.now);
-    auto done = harness::only<complete_action>(h.take()).at(0);
-    CHECK(done.task == 3);
-    CHECK(done.error == errc::shutting_down);
+    CHECK_THAT(h.take(), actions_are({expected::completes(3, errc::shutting_down)}));
 
     h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
-    auto actions = h.take();
-    CHECK(harness::only<complete_action>(actions).size() == 1);
-    CHECK(harness::only<send_request_action>(actions).at(0).task == 2);
+    CHECK_THAT(h.take(),
+               actions_are({expected::completes(1), send_request_action{.slot = 0, .task = 2}}));
 
     // Last task done: the worker is asked to exit.
     h.core.on_message(0, wire::reply_msg{.id = 2}, h.now);
-    actions = h.take();
-    CHECK(harness::only<send_shutdown_action>(actions).size() == 1);
-    CHECK(harness::only<run_finished_action>(actions).empty());
+    CHECK_THAT(h.take(), actions_are({expected::completes(2), send_shutdown_action{0}}));
 
     // Reaped: the run is over and nothing restarts.
     h.core.on_exit(0, {.exit_code = 0}, h.now);
-    actions = h.take();
-    CHECK(harness::only<spawn_action>(actions).empty());
-    CHECK(harness::only<run_finished_action>(actions).size() == 1);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::exited, 0),
+                                      run_finished_action{}}));
     CHECK(h.core.stats().workers_stopped == 1);
 }
 
@@ -393,29 +387,41 @@ TEST_CASE("stop aborts every task and kills every worker", "[core]") {
     h.core.submit(1, "sleep", 0ms, h.now);
     h.core.submit(2, "sleep", 0ms, h.now);
     h.core.submit(3, "echo", 0ms, h.now);
-    h.take();
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 1},
+                                      send_request_action{.slot = 0, .task = 2}}));
     h.core.stop(h.now);
-    auto actions = h.take();
-    auto done = harness::only<complete_action>(actions);
-    REQUIRE(done.size() == 3);
-    for (auto& d : done) {
-        CHECK(d.error == boost::asio::error::operation_aborted);
-    }
-    CHECK(harness::only<signal_action>(actions).size() == 2);
+    const auto aborted = boost::asio::error::operation_aborted;
+    CHECK_THAT(h.take(),
+               actions_are({expected::completes(1, aborted), expected::completes(2, aborted),
+                            expected::completes(3, aborted), signal_action{0, SIGKILL},
+                            signal_action{1, SIGKILL}}));
     h.core.on_exit(0, {.signal = SIGKILL}, h.now);
-    CHECK(harness::only<run_finished_action>(h.take()).empty());
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::exited, 0)}));
     h.core.on_exit(1, {.signal = SIGKILL}, h.now);
-    CHECK(harness::only<run_finished_action>(h.take()).size() == 1);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::exited, 1),
+                                      run_finished_action{}}));
+}
+
+TEST_CASE("a task submitted before the pool runs waits for the workers it starts", "[core]") {
+    harness h(two_workers());
+    h.core.submit(1, "echo", 0ms, h.now);
+    CHECK_THAT(h.take(), actions_are({}));
+    REQUIRE(h.core.start(h.now));
+    CHECK_THAT(h.take(), actions_are({spawn_action{0}, spawn_action{1}}));
+    h.core.on_spawned(0, 100, h.now);
+    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::started, 0),
+                                      expected::notifies(worker_event::kind::ready, 0),
+                                      send_request_action{.slot = 0, .task = 1}}));
 }
 
 TEST_CASE("shutdown before start finishes at once and fails queued tasks", "[core]") {
     harness h(two_workers());
     h.core.submit(1, "echo", 0ms, h.now);
-    h.take();
+    CHECK_THAT(h.take(), actions_are({}));  // no worker starts before the pool runs
     h.core.shutdown(h.now);
-    auto actions = h.take();
-    CHECK(harness::only<complete_action>(actions).at(0).error == errc::shutting_down);
-    CHECK(harness::only<run_finished_action>(actions).size() == 1);
+    CHECK_THAT(h.take(),
+               actions_are({expected::completes(1, errc::shutting_down), run_finished_action{}}));
     CHECK_FALSE(h.core.start(h.now));
 }
 
@@ -423,12 +429,11 @@ TEST_CASE("a worker that speaks another protocol version is refused at hello", "
     auto params = one_worker();
     harness h(params);
     REQUIRE(h.core.start(h.now));
-    h.take();
+    CHECK_THAT(h.take(), actions_are({spawn_action{0}}));
     h.core.on_spawned(0, 100, h.now);
     h.core.on_message(0, wire::hello_msg{.protocol_version = 99}, h.now);
-    auto signals = harness::only<signal_action>(h.take());
-    REQUIRE(signals.size() == 1);
-    CHECK(signals[0].signo == SIGKILL);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::started, 0),
+                                      signal_action{.slot = 0, .signo = SIGKILL}}));
     CHECK(h.core.stats().failed_starts == 1);
 }
 
