@@ -442,24 +442,21 @@ TEST_CASE("with prefetch, a busy worker gets its next task ahead of time", "[cor
     h.core.submit(1, "echo", 0ms, h.now);
     h.core.submit(2, "echo", 0ms, h.now);
     h.core.submit(3, "echo", 0ms, h.now);
-    auto sends = harness::only<send_request_action>(h.take());
-    REQUIRE(sends.size() == 2);  // one running, one prefetched, one still queued
-    CHECK(sends[1].task == 2);
+    // One running, one prefetched, one still queued.
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 1},
+                                      send_request_action{.slot = 0, .task = 2}}));
     CHECK(h.core.stats().queue_depth == 1);
 
     // The first reply completes task 1; task 2 is now running and task 3 is prefetched.
     h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
-    auto actions = h.take();
-    CHECK(harness::only<complete_action>(actions).at(0).task == 1);
-    CHECK(harness::only<send_request_action>(actions).at(0).task == 3);
+    CHECK_THAT(h.take(),
+               actions_are({expected::completes(1), send_request_action{.slot = 0, .task = 3}}));
     CHECK(h.core.state_of(0) == worker_state::busy);
 
     // Replies must come in order.
     h.core.on_message(0, wire::reply_msg{.id = 3}, h.now);
-    auto done = harness::only<complete_action>(h.take());
-    REQUIRE(done.size() == 1);
-    CHECK(done[0].task == 2);
-    CHECK(done[0].error == errc::protocol_error);
+    CHECK_THAT(h.take(), actions_are({expected::completes(2, errc::protocol_error),
+                                      signal_action{.slot = 0, .signo = SIGKILL}}));
 }
 
 TEST_CASE("a prefetched task goes back to the head of the queue when its worker dies",
@@ -469,24 +466,23 @@ TEST_CASE("a prefetched task goes back to the head of the queue when its worker 
     h.core.submit(2, "echo", 0ms, h.now);
     h.core.submit(3, "echo", 0ms, h.now);
     h.core.submit(4, "echo", 0ms, h.now);
-    h.take();
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 1},
+                                      send_request_action{.slot = 0, .task = 2},
+                                      send_request_action{.slot = 0, .task = 3}}));
+    // Only the running task fails; the worker is replaced at once.
     h.core.on_exit(0, {.signal = SIGSEGV}, h.now);
-    auto actions = h.take();
-    auto done = harness::only<complete_action>(actions);
-    REQUIRE(done.size() == 1);  // only the running task fails
-    CHECK(done[0].task == 1);
-    CHECK(done[0].error == errc::worker_died);
+    CHECK_THAT(h.take(), actions_are({expected::completes(1, errc::worker_died), spawn_action{0},
+                                      expected::notifies(worker_event::kind::exited, 0)}));
     CHECK(h.core.stats().queue_depth == 3);
 
-    // The replacement, started at once, gets them in their original order.
-    REQUIRE(harness::only<spawn_action>(actions).size() == 1);
+    // The replacement gets them in their original order.
     h.core.on_spawned(0, 200, h.now);
     h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
-    auto sends = harness::only<send_request_action>(h.take());
-    REQUIRE(sends.size() == 3);
-    CHECK(sends[0].task == 2);
-    CHECK(sends[1].task == 3);
-    CHECK(sends[2].task == 4);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::started, 0),
+                                      expected::notifies(worker_event::kind::ready, 0),
+                                      send_request_action{.slot = 0, .task = 2},
+                                      send_request_action{.slot = 0, .task = 3},
+                                      send_request_action{.slot = 0, .task = 4}}));
 }
 
 TEST_CASE("a prefetched task past its deadline times out without touching its worker",
@@ -494,21 +490,20 @@ TEST_CASE("a prefetched task past its deadline times out without touching its wo
     auto h = ready_harness(one_worker(1));
     h.core.submit(1, "sleep", 0ms, h.now);
     h.core.submit(2, "echo", 100ms, h.now);
-    h.take();
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 1},
+                                      send_request_action{.slot = 0, .task = 2}}));
     h.advance(100ms);
-    auto actions = h.take();
-    auto done = harness::only<complete_action>(actions);
-    REQUIRE(done.size() == 1);
-    CHECK(done[0].task == 2);
-    CHECK(done[0].error == errc::timeout);
-    CHECK_THAT(done[0].result->diagnostics.summary, Catch::Contains("before it started"));
-    CHECK(harness::only<signal_action>(actions).empty());
+    // Task 2 fails; its worker is not signalled.
+    const auto actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::completes(2, errc::timeout)}));
+    CHECK_THAT(std::get<complete_action>(actions[0]).result->diagnostics.summary,
+               Catch::Contains("before it started"));
 
     // Both replies still come; the late one is dropped and the worker is idle after it.
     h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
-    CHECK(harness::only<complete_action>(h.take()).at(0).task == 1);
+    CHECK_THAT(h.take(), actions_are({expected::completes(1)}));
     h.core.on_message(0, wire::reply_msg{.id = 2, .ok = false, .error_type = "late"}, h.now);
-    CHECK(h.take().empty());
+    CHECK_THAT(h.take(), actions_are({}));
     CHECK(h.core.state_of(0) == worker_state::idle);
 }
 
@@ -516,18 +511,17 @@ TEST_CASE("cancelling a prefetched task tells its worker and drops its reply", "
     auto h = ready_harness(one_worker(1));
     h.core.submit(1, "sleep", 0ms, h.now);
     h.core.submit(2, "echo", 0ms, h.now);
-    h.take();
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 1},
+                                      send_request_action{.slot = 0, .task = 2}}));
+    // The worker is told, the caller is answered at once, and nothing is signalled.
     h.core.cancel_task(2, boost::asio::cancellation_type::total, h.now);
-    auto actions = h.take();
-    CHECK(harness::only<complete_action>(actions).at(0).error ==
-          boost::asio::error::operation_aborted);
-    auto cancels = harness::only<send_cancel_action>(actions);
-    REQUIRE(cancels.size() == 1);
-    CHECK(cancels[0].task == 2);
-    CHECK(harness::only<signal_action>(actions).empty());
+    CHECK_THAT(h.take(),
+               actions_are({send_cancel_action{.slot = 0, .task = 2},
+                            expected::completes(2, boost::asio::error::operation_aborted)}));
+    // Task 1's reply completes it; task 2's is dropped.
     h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
     h.core.on_message(0, wire::reply_msg{.id = 2}, h.now);
-    CHECK(harness::only<complete_action>(h.take()).size() == 1);
+    CHECK_THAT(h.take(), actions_are({expected::completes(1)}));
 }
 
 TEST_CASE("a task without a timeout of its own gets the pool's default", "[core]") {
