@@ -544,21 +544,21 @@ TEST_CASE("no more workers start at once than max_concurrent_starts: each ready 
     params.max_concurrent_starts = 2;
     harness h(params);
     REQUIRE(h.core.start(h.now));
-    auto first = harness::only<spawn_action>(h.take());
-    REQUIRE(first.size() == 2);  // two start, three wait
+    CHECK_THAT(h.take(), actions_are({spawn_action{0}, spawn_action{1}}));  // three wait
     CHECK(h.core.stats().workers_waiting == 3);
     // The first says hello: one more may start.
-    h.core.on_spawned(first[0].slot, 100, h.now);
-    h.core.on_message(first[0].slot, wire::hello_msg{.protocol_version = wire::protocol_version},
-                      h.now);
-    CHECK(harness::only<spawn_action>(h.take()).size() == 1);
+    h.core.on_spawned(0, 100, h.now);
+    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    CHECK_THAT(h.take(),
+               actions_are({expected::notifies(worker_event::kind::started, 0),
+                            expected::notifies(worker_event::kind::ready, 0), spawn_action{2}}));
     // The second dies before it is ready: its turn goes to the next waiting one, and it
     // (its first failure, so tried again at once) waits behind the others.
-    h.core.on_spawned(first[1].slot, 101, h.now);
-    h.core.on_exit(first[1].slot, {.exit_code = 1}, h.now);
-    auto next = harness::only<spawn_action>(h.take());
-    REQUIRE(next.size() == 1);
-    CHECK(next[0].slot != first[1].slot);
+    h.core.on_spawned(1, 101, h.now);
+    h.core.on_exit(1, {.exit_code = 1}, h.now);
+    CHECK_THAT(h.take(),
+               actions_are({expected::notifies(worker_event::kind::started, 1), spawn_action{3},
+                            expected::notifies(worker_event::kind::exited, 1)}));
     CHECK(h.core.stats().workers_waiting == 2);
 }
 
@@ -580,22 +580,19 @@ TEST_CASE("fork-server mode: workers are asked of the server once it is ready", 
     harness h(forked(3));
     REQUIRE(h.core.start(h.now));
     // The server starts first; no worker is asked for before its hello.
-    auto actions = h.take();
-    CHECK(harness::only<start_server_action>(actions).size() == 1);
-    CHECK(harness::only<fork_action>(actions).empty());
-    CHECK(harness::only<spawn_action>(actions).empty());
+    CHECK_THAT(h.take(), actions_are({start_server_action{}}));
     h.core.on_server_spawned(50, h.now);
     h.core.on_server_hello(server_hello, h.now);
-    auto forks = harness::only<fork_action>(h.take());
-    REQUIRE(forks.size() == 3);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::fork_server_started),
+                                      expected::notifies(worker_event::kind::fork_server_ready),
+                                      fork_action{0}, fork_action{1}, fork_action{2}}));
     CHECK(h.core.stats().fork_server_ready);
     // Each worker the server hands over is awaited for its slot, then serves as usual.
-    CHECK(h.core.awaiting_fork(forks[0].slot));
-    h.core.on_spawned(forks[0].slot, 60, h.now);
-    CHECK_FALSE(h.core.awaiting_fork(forks[0].slot));
-    h.core.on_message(forks[0].slot, wire::hello_msg{.protocol_version = wire::protocol_version},
-                      h.now);
-    CHECK(h.core.state_of(forks[0].slot) == worker_state::idle);
+    CHECK(h.core.awaiting_fork(0));
+    h.core.on_spawned(0, 60, h.now);
+    CHECK_FALSE(h.core.awaiting_fork(0));
+    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    CHECK(h.core.state_of(0) == worker_state::idle);
 }
 
 TEST_CASE(
@@ -606,33 +603,31 @@ TEST_CASE(
     REQUIRE(h.core.start(h.now));
     h.core.on_server_spawned(50, h.now);
     h.core.on_server_hello(server_hello, h.now);
-    auto forks = harness::only<fork_action>(h.take());
-    REQUIRE(forks.size() == 2);
+    CHECK_THAT(h.take(), actions_are({start_server_action{},
+                                      expected::notifies(worker_event::kind::fork_server_started),
+                                      expected::notifies(worker_event::kind::fork_server_ready),
+                                      fork_action{0}, fork_action{1}}));
     // Slot 0 is up; slot 1 is still being made when the server dies (killed by a signal).
-    h.core.on_spawned(forks[0].slot, 60, h.now);
-    h.core.on_message(forks[0].slot, wire::hello_msg{.protocol_version = wire::protocol_version},
-                      h.now);
-    h.take();
+    h.core.on_spawned(0, 60, h.now);
+    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::started, 0),
+                                      expected::notifies(worker_event::kind::ready, 0)}));
     h.core.on_server_exit({.signal = SIGKILL}, h.now);
-    CHECK(h.core.state_of(forks[0].slot) == worker_state::idle);  // carries on
-    CHECK(h.core.awaiting_fork(forks[1].slot) == false);          // waits for the next server
+    CHECK(h.core.state_of(0) == worker_state::idle);  // carries on
+    CHECK(h.core.awaiting_fork(1) == false);          // waits for the next server
     auto s = h.core.stats();
     CHECK(s.fork_server_deaths == 1);
     CHECK_FALSE(s.fork_server_ready);
     CHECK(s.workers_waiting == 1);
-    // The server is restarted after its backoff; once it is ready, slot 1 is asked for again.
-    auto actions = h.take();
-    if (harness::only<start_server_action>(actions).empty()) {
-        h.advance(
-            std::chrono::duration_cast<std::chrono::milliseconds>(*h.core.next_deadline() - h.now));
-        actions = h.take();
-    }
-    REQUIRE(harness::only<start_server_action>(actions).size() == 1);
+    // The server had been healthy: restarted at once. Once it is ready, slot 1 is asked for
+    // again.
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::fork_server_exited),
+                                      start_server_action{}}));
     h.core.on_server_spawned(51, h.now);
     h.core.on_server_hello(server_hello, h.now);
-    auto again = harness::only<fork_action>(h.take());
-    REQUIRE(again.size() == 1);
-    CHECK(again[0].slot == forks[1].slot);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::fork_server_started),
+                                      expected::notifies(worker_event::kind::fork_server_ready),
+                                      fork_action{1}}));
     CHECK(h.core.stats().fork_server_starts == 2);
 }
 
@@ -644,25 +639,27 @@ TEST_CASE(
     params.spawn_failures_until_degraded = 2;
     harness h(params);
     REQUIRE(h.core.start(h.now));
-    h.take();
+    CHECK_THAT(h.take(), actions_are({start_server_action{}}));
     h.core.on_server_spawned(50, h.now);
     h.core.submit(1, "forward", 0ms, h.now);
     h.advance(params.load_timeout);
-    auto kills = harness::only<stop_server_action>(h.take());
-    REQUIRE(kills.size() == 1);
-    CHECK(kills[0].kill);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::fork_server_started),
+                                      stop_server_action{.kill = true}}));
     h.core.on_server_exit({.signal = SIGKILL}, h.now);
     CHECK_FALSE(h.core.stats().degraded);  // one failure is not yet enough
     // Tried again at once; the second start fails too: the server exits before its hello.
-    REQUIRE(harness::only<start_server_action>(h.take()).size() == 1);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::fork_server_exited),
+                                      start_server_action{}}));
     h.core.on_server_spawned(51, h.now);
     h.core.on_server_log("cannot load the model\n");
     h.core.on_server_exit({.exit_code = 3}, h.now);
     CHECK(h.core.stats().degraded);
-    auto done = harness::only<complete_action>(h.take());
-    REQUIRE(done.size() == 1);
-    CHECK(done[0].error == errc::spawn_failed);
-    CHECK_THAT(done[0].result->diagnostics.summary,
+    const auto actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::notifies(worker_event::kind::fork_server_started),
+                                       expected::notifies(worker_event::kind::fork_server_exited),
+                                       expected::notifies(worker_event::kind::degraded),
+                                       expected::completes(1, errc::spawn_failed)}));
+    CHECK_THAT(std::get<complete_action>(actions[3]).result->diagnostics.summary,
                Catch::Contains("exited with code 3") && Catch::Contains("cannot load the model"));
 }
 
@@ -671,21 +668,25 @@ TEST_CASE("fork-server mode: shutdown stops the workers first, then the server",
     REQUIRE(h.core.start(h.now));
     h.core.on_server_spawned(50, h.now);
     h.core.on_server_hello(server_hello, h.now);
-    auto forks = harness::only<fork_action>(h.take());
-    h.core.on_spawned(forks[0].slot, 60, h.now);
-    h.core.on_message(forks[0].slot, wire::hello_msg{.protocol_version = wire::protocol_version},
-                      h.now);
-    h.take();
+    CHECK_THAT(h.take(), actions_are({start_server_action{},
+                                      expected::notifies(worker_event::kind::fork_server_started),
+                                      expected::notifies(worker_event::kind::fork_server_ready),
+                                      fork_action{0}}));
+    h.core.on_spawned(0, 60, h.now);
+    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::started, 0),
+                                      expected::notifies(worker_event::kind::ready, 0)}));
+    // The workers first; the server is not stopped before its workers.
     h.core.shutdown(h.now);
-    auto actions = h.take();
-    CHECK(harness::only<send_shutdown_action>(actions).size() == 1);
-    CHECK(harness::only<stop_server_action>(actions).empty());  // not before its workers
-    h.core.on_exit(forks[0].slot, {.exit_code = 0}, h.now);
-    auto stops = harness::only<stop_server_action>(h.take());
-    REQUIRE(stops.size() == 1);
-    CHECK_FALSE(stops[0].kill);  // asked to exit
+    CHECK_THAT(h.take(), actions_are({send_shutdown_action{0}}));
+    // Then the server is asked to exit.
+    h.core.on_exit(0, {.exit_code = 0}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::exited, 0),
+                                      stop_server_action{.kill = false}}));
     CHECK_FALSE(h.core.finished());
     h.core.on_server_exit({.exit_code = 0}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::fork_server_exited),
+                                      run_finished_action{}}));
     CHECK(h.core.finished());
 }
 
