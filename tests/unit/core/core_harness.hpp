@@ -118,26 +118,16 @@ struct harness {
         return out;
     }
 
-    template <class A>
-    static std::vector<A> only(const std::vector<action>& actions) {
-        std::vector<A> out;
-        for (const auto& a : actions) {
-            if (auto* x = std::get_if<A>(&a)) {
-                out.push_back(*x);
-            }
-        }
-        return out;
-    }
-
     // Starts the pool and brings every worker to idle, pids 100, 101, ...
     void start_all_ready() {
         REQUIRE(core.start(now));
-        auto spawns = only<spawn_action>(take());
+        const auto spawns = take();
         REQUIRE(spawns.size() == params.workers);
-        for (auto& s : spawns) {
-            core.on_spawned(s.slot, 100 + static_cast<int>(s.slot), now);
-            core.on_message(s.slot, wire::hello_msg{.protocol_version = wire::protocol_version},
-                            now);
+        for (const auto& a : spawns) {
+            REQUIRE(std::holds_alternative<spawn_action>(a));
+            const auto slot = std::get<spawn_action>(a).slot;
+            core.on_spawned(slot, 100 + static_cast<int>(slot), now);
+            core.on_message(slot, wire::hello_msg{.protocol_version = wire::protocol_version}, now);
         }
         take();
     }
@@ -146,7 +136,7 @@ struct harness {
     void restart_when_due(slot_id slot, int pid) {
         now = *core.next_deadline();
         core.on_timer(now);
-        REQUIRE(only<spawn_action>(take()).size() == 1);
+        REQUIRE_THAT(take(), actions_are({spawn_action{slot}}));
         core.on_spawned(slot, pid, now);
         core.on_message(slot, wire::hello_msg{.protocol_version = wire::protocol_version}, now);
     }

@@ -34,12 +34,14 @@ void restarted_ready(harness& h, int first_pid) {
     h.take();
 }
 
-// The only task completion among `actions`.
-complete_action completion(const std::vector<action>& actions) {
-    auto done = harness::only<complete_action>(actions);
-    REQUIRE(done.size() == 1);
-    return done[0];
+// The completion at `at` in `actions` (whose sequence the test has checked).
+const complete_action& completion(const std::vector<action>& actions, std::size_t at = 0) {
+    REQUIRE(at < actions.size());
+    REQUIRE(std::holds_alternative<complete_action>(actions[at]));
+    return std::get<complete_action>(actions[at]);
 }
+
+constexpr auto exited = worker_event::kind::exited;
 
 }  // namespace
 
@@ -48,27 +50,25 @@ TEST_CASE("an idempotent task whose worker dies runs again on another worker", "
     params.poison.deaths = 0;  // this test is about retries alone
     auto h = ready_harness(params);
     h.core.submit(1, "flaky", retries(1), h.now);
-    const auto first = harness::only<send_request_action>(h.take()).at(0);
-    CHECK(first.attempt == 1);
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 1, .attempt = 1}}));
 
-    // Its worker dies under it: not completed, sent to the other worker as attempt 2.
-    h.core.on_exit(first.slot, {.signal = SIGSEGV}, h.now);
-    auto actions = h.take();
-    CHECK(harness::only<complete_action>(actions).empty());
-    const auto again = harness::only<send_request_action>(actions).at(0);
-    CHECK(again.slot != first.slot);
-    CHECK(again.attempt == 2);
+    // Its worker dies under it: not completed, sent to the other worker as attempt 2 (and
+    // the dead one replaced).
+    h.core.on_exit(1, {.signal = SIGSEGV}, h.now);
+    CHECK_THAT(h.take(), actions_are({spawn_action{1}, expected::notifies(exited, 1),
+                                      send_request_action{.slot = 0, .task = 1, .attempt = 2}}));
     CHECK(h.core.stats().retried == 1);
 
     // It answers: success, with both runs listed.
-    h.core.on_message(again.slot, wire::reply_msg{.id = 1}, h.now);
-    const auto done = completion(h.take());
-    CHECK(!done.error);
+    h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
+    const auto actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::completes(1)}));
+    const auto& done = completion(actions);
     REQUIRE(done.result->attempts.size() == 2);
-    CHECK(done.result->attempts[0].worker_pid == 100 + static_cast<int>(first.slot));
+    CHECK(done.result->attempts[0].worker_pid == 101);
     CHECK(done.result->attempts[0].error == errc::worker_died);
     CHECK_THAT(done.result->attempts[0].summary, Catch::Contains("SIGSEGV"));
-    CHECK(done.result->attempts[1].worker_pid == 100 + static_cast<int>(again.slot));
+    CHECK(done.result->attempts[1].worker_pid == 100);
     CHECK(!done.result->attempts[1].error);
     CHECK(h.core.stats().worker_died == 0);  // no task ended that way
 }
@@ -80,24 +80,28 @@ TEST_CASE("retries run out, and a task is never retried after its deadline", "[c
 
     // One retry: two deaths fail it, with both runs listed.
     h.core.submit(1, "crash", retries(1), h.now);
-    auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
-    h.core.on_exit(slot, {.signal = SIGKILL}, h.now);
-    slot = harness::only<send_request_action>(h.take()).at(0).slot;
-    h.core.on_exit(slot, {.signal = SIGKILL}, h.now);
-    auto done = completion(h.take());
-    CHECK(done.error == errc::worker_died);
-    CHECK(done.result->attempts.size() == 2);
-    CHECK_THAT(done.result->diagnostics.summary, Catch::Contains("run 2 times"));
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 1}}));
+    h.core.on_exit(1, {.signal = SIGKILL}, h.now);
+    CHECK_THAT(h.take(), actions_are({spawn_action{1}, expected::notifies(exited, 1),
+                                      send_request_action{.slot = 0, .task = 1, .attempt = 2}}));
+    h.core.on_exit(0, {.signal = SIGKILL}, h.now);
+    auto actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::completes(1, errc::worker_died), spawn_action{0},
+                                       expected::notifies(exited, 0)}));
+    CHECK(completion(actions).result->attempts.size() == 2);
+    CHECK_THAT(completion(actions).result->diagnostics.summary, Catch::Contains("run 2 times"));
 
-    // Past its deadline it is not run again, whatever its retries.
+    // Past its deadline it is not run again, whatever its retries. (Its worker, a replacement
+    // that failed soon after it started, waits in backoff: no spawn at once.)
     restarted_ready(h, 300);
     h.core.submit(2, "slow", {.timeout = 100ms, .retries = 5}, h.now);
-    slot = harness::only<send_request_action>(h.take()).at(0).slot;
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 2}}));
     h.now += 150ms;  // its deadline passed while the worker was being killed
-    h.core.on_exit(slot, {.signal = SIGKILL}, h.now);
-    done = completion(h.take());
-    CHECK(done.error == errc::worker_died);
-    CHECK(done.result->attempts.empty());  // it ran once
+    h.core.on_exit(1, {.signal = SIGKILL}, h.now);
+    actions = h.take();
+    REQUIRE_THAT(actions, actions_are({expected::completes(2, errc::worker_died),
+                                       expected::notifies(exited, 1)}));
+    CHECK(completion(actions).result->attempts.empty());  // it ran once
 }
 
 TEST_CASE("a task under which two workers died is a poison task, and can be quarantined",
@@ -107,15 +111,18 @@ TEST_CASE("a task under which two workers died is a poison task, and can be quar
     auto h = ready_harness(params);
     REQUIRE(h.core.needs_fingerprint(1));
     h.core.submit(1, "poison", retries(5, 0xabc), h.now);
-    auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
-    h.core.on_exit(slot, {.signal = SIGSEGV}, h.now);
-    slot = harness::only<send_request_action>(h.take()).at(0).slot;
-    h.core.on_exit(slot, {.exit_code = 1}, h.now);
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 1}}));
+    h.core.on_exit(1, {.signal = SIGSEGV}, h.now);
+    CHECK_THAT(h.take(), actions_are({spawn_action{1}, expected::notifies(exited, 1),
+                                      send_request_action{.slot = 0, .task = 1, .attempt = 2}}));
+    h.core.on_exit(0, {.exit_code = 1}, h.now);
 
-    // Retries were left, but two deaths make it poison: each is listed.
+    // Retries were left, but two deaths make it poison: each is listed. It is not sent again.
     auto actions = h.take();
-    auto done = completion(actions);
-    CHECK(done.error == errc::poison_task);
+    REQUIRE_THAT(actions, actions_are({expected::notifies(worker_event::kind::poison_task, 0),
+                                       expected::completes(1, errc::poison_task), spawn_action{0},
+                                       expected::notifies(exited, 0)}));
+    const auto& done = completion(actions, 1);
     REQUIRE(done.result->attempts.size() == 2);
     CHECK(done.result->attempts[0].error == errc::worker_died);
     CHECK(done.result->attempts[1].error == errc::worker_died);
@@ -125,19 +132,16 @@ TEST_CASE("a task under which two workers died is a poison task, and can be quar
     CHECK_THAT(summary, Catch::Contains("exited with code 1"));
     CHECK_THAT(summary, Catch::Contains("quarantined"));
     CHECK(h.core.stats().poison_tasks == 1);
-    CHECK(harness::only<send_request_action>(actions).empty());
 
     // Submitted again: refused at once, no worker spent on it. Another task still runs.
     restarted_ready(h, 300);
     h.core.submit(2, "poison", retries(0, 0xabc), h.now);
     actions = h.take();
-    done = completion(actions);
-    CHECK(done.error == errc::poison_task);
-    CHECK_THAT(done.result->diagnostics.summary, Catch::Contains("quarantine"));
-    CHECK(harness::only<send_request_action>(actions).empty());
+    REQUIRE_THAT(actions, actions_are({expected::completes(2, errc::poison_task)}));
+    CHECK_THAT(completion(actions).result->diagnostics.summary, Catch::Contains("quarantine"));
     CHECK(h.core.stats().quarantined == 1);
     h.core.submit(3, "fine", retries(0, 0xdef), h.now);
-    CHECK(harness::only<send_request_action>(h.take()).size() == 1);
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 3}}));
 }
 
 TEST_CASE("a queued task of a higher priority is sent first: FIFO within a priority", "[core]") {
@@ -147,15 +151,15 @@ TEST_CASE("a queued task of a higher priority is sent first: FIFO within a prior
     h.core.submit(3, "normal", {.priority = 1}, h.now);
     h.core.submit(4, "high a", {.priority = 2}, h.now);
     h.core.submit(5, "high b", {.priority = 2}, h.now);
-    h.take();
-    std::vector<task_id> order;
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 1}}));
+    // Each reply sends the next: 4 and 5 (high, in order), then 3, then 2.
     task_id running = 1;
-    for (int i = 0; i < 4; ++i) {
+    for (const task_id next : {4, 5, 3, 2}) {
         h.core.on_message(0, wire::reply_msg{.id = running}, h.now);
-        running = harness::only<send_request_action>(h.take()).at(0).task;
-        order.push_back(running);
+        CHECK_THAT(h.take(), actions_are({expected::completes(running),
+                                          send_request_action{.slot = 0, .task = next}}));
+        running = next;
     }
-    CHECK(order == std::vector<task_id>{4, 5, 3, 2});
 }
 
 TEST_CASE("a task that waits for room is admitted when there is room, or ends by its deadline",
@@ -165,31 +169,30 @@ TEST_CASE("a task that waits for room is admitted when there is room, or ends by
     auto h = ready_harness(params);
     h.core.submit(1, "busy", 0ms, h.now);  // running
     h.core.submit(2, "queued", 0ms, h.now);
-    h.take();
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 1}}));
 
     // The queue is full: one that fails at once, one that waits, one that waits with a
     // deadline.
     h.core.submit(3, "fails", 0ms, h.now);
-    CHECK(completion(h.take()).error == errc::overloaded);
+    CHECK_THAT(h.take(), actions_are({expected::completes(3, errc::overloaded)}));
     h.core.submit(4, "waits", {.wait_for_room = true}, h.now);
     h.core.submit(5, "waits briefly", {.timeout = 50ms, .wait_for_room = true}, h.now);
-    CHECK(h.take().empty());
+    CHECK_THAT(h.take(), actions_are({}));
     CHECK(h.core.stats().waiting_for_room == 2);
 
     // The deadline of the second passes while it waits.
     h.advance(60ms);
-    auto done = completion(h.take());
-    CHECK(done.task == 5);
-    CHECK(done.error == errc::timeout);
+    CHECK_THAT(h.take(), actions_are({expected::completes(5, errc::timeout)}));
 
     // Task 1 answers: task 2 is sent, which makes room for task 4, queued now.
     h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
-    auto actions = h.take();
-    CHECK(harness::only<send_request_action>(actions).at(0).task == 2);
+    CHECK_THAT(h.take(),
+               actions_are({expected::completes(1), send_request_action{.slot = 0, .task = 2}}));
     CHECK(h.core.stats().waiting_for_room == 0);
     CHECK(h.core.stats().queue_depth == 1);
     h.core.on_message(0, wire::reply_msg{.id = 2}, h.now);
-    CHECK(harness::only<send_request_action>(h.take()).at(0).task == 4);
+    CHECK_THAT(h.take(),
+               actions_are({expected::completes(2), send_request_action{.slot = 0, .task = 4}}));
 }
 
 TEST_CASE("a terminal cancellation completes at once: the worker has a grace to answer", "[core]") {
@@ -199,34 +202,34 @@ TEST_CASE("a terminal cancellation completes at once: the worker has a grace to 
     auto h = ready_harness(params);
     h.core.submit(1, "stoppable", 0ms, h.now);
     h.core.submit(2, "stubborn", 0ms, h.now);
-    const auto sends = harness::only<send_request_action>(h.take());
-    const slot_id stoppable = sends.at(0).slot;
-    const slot_id stubborn = sends.at(1).slot;
+    const slot_id stoppable = 1;
+    const slot_id stubborn = 0;
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = stoppable, .task = 1},
+                                      send_request_action{.slot = stubborn, .task = 2}}));
 
-    // Both are cancelled (terminal): completed now, each worker told.
+    // Both are cancelled (terminal): completed now, each worker told, none signalled.
     h.core.cancel_task(1, cancellation_type::terminal, h.now);
     h.core.cancel_task(2, cancellation_type::all, h.now);
+    const auto aborted = boost::asio::error::operation_aborted;
     auto actions = h.take();
-    auto done = harness::only<complete_action>(actions);
-    REQUIRE(done.size() == 2);
-    CHECK(done[0].error == boost::asio::error::operation_aborted);
-    CHECK_THAT(done[0].result->diagnostics.summary, Catch::Contains("cancel_grace"));
-    CHECK(harness::only<send_cancel_action>(actions).size() == 2);
-    CHECK(harness::only<signal_action>(actions).empty());
+    REQUIRE_THAT(actions, actions_are({send_cancel_action{.slot = stoppable, .task = 1},
+                                       expected::completes(1, aborted),
+                                       send_cancel_action{.slot = stubborn, .task = 2},
+                                       expected::completes(2, aborted)}));
+    CHECK_THAT(completion(actions, 1).result->diagnostics.summary, Catch::Contains("cancel_grace"));
 
-    // One answers within the grace: it stays. The other does not: killed after the grace.
+    // One answers within the grace: it stays (its task completed already). The other does
+    // not: killed after the grace, with a notice.
     h.advance(100ms);
     h.core.on_message(
         stoppable,
         wire::reply_msg{.id = 1, .ok = false, .error_type = std::string(wire::cancelled_error)},
         h.now);
-    CHECK(harness::only<complete_action>(h.take()).empty());  // already completed
+    CHECK_THAT(h.take(), actions_are({}));
     CHECK(h.core.state_of(stoppable) == worker_state::idle);
     h.advance(400ms);
-    actions = h.take();
-    const auto signals = harness::only<signal_action>(actions);
-    REQUIRE(signals.size() == 1);
-    CHECK(signals[0] == signal_action{stubborn, SIGKILL});
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::notice, stubborn),
+                                      signal_action{.slot = stubborn, .signo = SIGKILL}}));
     CHECK(h.core.state_of(stoppable) == worker_state::idle);
 }
 
@@ -235,13 +238,13 @@ TEST_CASE("a running task whose caller asked to stop it is not retried when its 
     using boost::asio::cancellation_type;
     auto h = ready_harness(two_workers());
     h.core.submit(1, "work", retries(3), h.now);
-    const auto slot = harness::only<send_request_action>(h.take()).at(0).slot;
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 1}}));
     h.core.cancel_task(1, cancellation_type::total, h.now);
-    h.take();
-    h.core.on_exit(slot, {.signal = SIGKILL}, h.now);
-    auto actions = h.take();
-    CHECK(completion(actions).error == boost::asio::error::operation_aborted);
-    CHECK(harness::only<send_request_action>(actions).empty());
+    CHECK_THAT(h.take(), actions_are({send_cancel_action{.slot = 1, .task = 1}}));
+    // Its worker dies: the task completes as cancelled, and is not sent again.
+    h.core.on_exit(1, {.signal = SIGKILL}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::completes(1, boost::asio::error::operation_aborted),
+                                      spawn_action{1}, expected::notifies(exited, 1)}));
 }
 
 TEST_CASE("output is split into lines, long ones in pieces, the last at the end", "[core]") {
