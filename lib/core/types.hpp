@@ -2,6 +2,8 @@
 // worker slots, how a reaped process ended, and why the pool stops a process.
 #pragma once
 
+#include "posix/exit_status.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -31,15 +33,8 @@ struct task_options {
     std::uint64_t fingerprint = 0;
 };
 
-/// How a reaped process ended.
-struct exit_status {
-    std::optional<int> exit_code;
-    std::optional<int> signal;
-    bool core_dumped = false;
-    /// The kernel's OOM killer killed it inside its memory cgroup (known for certain only
-    /// where the pool made one).
-    bool oom_killed = false;
-};
+/// How a reaped process ended (the process code's word for it).
+using exit_status = posix::exit_status;
 
 /// Why the pool stops a worker process.
 enum class stop_reason {

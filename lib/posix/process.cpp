@@ -124,8 +124,8 @@ char** copy_strings(child_memory& memory, const std::vector<char*>& strings) {
     return copy;
 }
 
-core::exit_status to_exit_status(const siginfo_t& info) {
-    core::exit_status status;
+exit_status to_exit_status(const siginfo_t& info) {
+    exit_status status;
     switch (info.si_code) {
         case CLD_EXITED:
             status.exit_code = info.si_status;
@@ -266,7 +266,7 @@ std::variant<spawned_process, std::string> launcher::spawn(std::size_t slot) {
                            std::move(host_log)};
 }
 
-std::optional<core::exit_status> try_reap(int pidfd) {
+std::optional<exit_status> try_reap(int pidfd) {
     siginfo_t info{};
     for (;;) {
         // (Not its rusage: ru_maxrss of a child counts the memory of the process it was
@@ -279,7 +279,7 @@ std::optional<core::exit_status> try_reap(int pidfd) {
             continue;
         }
         // ECHILD: someone else reaped it (the host called waitpid(-1)); the status is lost.
-        return core::exit_status{};
+        return exit_status{};
     }
     if (info.si_pid == 0) {
         return std::nullopt;  // a spurious wake-up: still running

@@ -1,8 +1,8 @@
 // Starting worker processes and collecting their exit status, through pidfds only.
 #pragma once
 
-#include "../core/types.hpp"
 #include "clone.hpp"
+#include "exit_status.hpp"
 #include <torchpool/pool_params.hpp>
 #include <torchpool/task.hpp>
 
@@ -62,7 +62,7 @@ private:
 
 /// Collects the exit status of the process behind `pidfd` if it has exited
 /// (waitid(P_PIDFD, WEXITED | WNOHANG)); nullopt while it is still running.
-std::optional<core::exit_status> try_reap(int pidfd);
+std::optional<exit_status> try_reap(int pidfd);
 
 /// True if the process behind `pidfd` has exited, without collecting its status
 /// (waitid with WNOWAIT: the one reaper still gets it).
