@@ -37,10 +37,6 @@ worker_state pool_core::state_of(slot_id slot) const {
 
 // --- tasks -------------------------------------------------------------------------------
 
-milliseconds pool_core::timeout_for(milliseconds requested) const {
-    return requested.count() > 0 ? requested : params_.task_timeout;
-}
-
 void pool_core::submit(task_id id, std::string method, const task_options& options,
                        time_point now) {
     auto& counters = report_.counters;

@@ -77,10 +77,8 @@ public:
 
     /// Starts every worker. Returns false if the pool was already started or stopped.
     bool start(time_point now);
-    /// The deadline a task gets: the one it asked for, else the pool's default (zero: none).
-    std::chrono::milliseconds timeout_for(std::chrono::milliseconds requested) const;
-    /// A new task, with the timeout from `timeout_for` (zero: no deadline). Completes it at
-    /// once (as an action) if it cannot be admitted.
+    /// A new task, with its timeout resolved already (the driver's intake: zero is no
+    /// deadline). Completes it at once (as an action) if it cannot be admitted.
     void submit(task_id id, std::string method, const task_options& options, time_point now);
     void submit(task_id id, std::string method, std::chrono::milliseconds timeout, time_point now) {
         submit(id, std::move(method), task_options{.timeout = timeout}, now);

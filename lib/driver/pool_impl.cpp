@@ -3,6 +3,7 @@
 #include "../posix/proc.hpp"
 #include "../wire/codec.hpp"
 #include "channel_intake.hpp"
+#include "intake.hpp"
 #include <torchpool/error.hpp>
 
 #include <boost/asio/error.hpp>
@@ -209,44 +210,20 @@ void pool_impl::do_shutdown(run_handler handler) {
 
 void pool_impl::do_submit(core::task_id id, submit_handler&& handler, request&& req) {
     const auto now = core::clock::now();
-    std::string invalid;
-    if (req.method.empty()) {
-        invalid =
-            "The request has no method name; set request::method to the name of a handler the "
-            "worker registered.";
-    }
-    for (std::size_t i = 0; invalid.empty() && i < req.tensors.size(); ++i) {
-        if (auto problem = wire::validate_tensor(req.tensors[i]); !problem.empty()) {
-            invalid = "Tensor " + std::to_string(i) + " of the request " + problem + ".";
-        }
-    }
-    if (invalid.empty() && req.inject && !params_.faults.enabled) {
-        invalid = "The request carries a fault to inject (" + describe_fault(req.inject) +
-                  "), but fault injection is off; set pool_params::faults.enabled in tests.";
-    }
-    if (!invalid.empty()) {
+    auto taken = take_in(id, req, now,
+                         {.default_timeout = params_.task_timeout,
+                          .fingerprint = core_.needs_fingerprint(req.retries),
+                          .faults_enabled = params_.faults.enabled});
+    if (auto* invalid = std::get_if<std::string>(&taken)) {
         pending_.emplace(id, pending_task{std::move(handler), nullptr, {}});
-        core_.reject(id, errc::invalid_request, std::move(invalid));
+        core_.reject(id, errc::invalid_request, std::move(*invalid));
         drive();
         return;
     }
-    const auto timeout = core_.timeout_for(req.timeout);
-    // steady_clock is CLOCK_MONOTONIC on Linux, the clock the worker compares with.
-    const std::uint64_t deadline_ns =
-        timeout.count() > 0
-            ? static_cast<std::uint64_t>(
-                  std::chrono::nanoseconds((now + timeout).time_since_epoch()).count())
-            : 0;
-    const core::task_options options{
-        .timeout = timeout,
-        .retries = req.retries,
-        .priority = static_cast<std::uint8_t>(req.priority),
-        .wait_for_room = req.if_full == when_full::wait,
-        .fingerprint = core_.needs_fingerprint(req.retries) ? fingerprint(req) : 0};
-    pending_.emplace(
-        id, pending_task{std::move(handler), share(wire::encode_request(id, deadline_ns, req)),
-                         req.inject});
-    core_.submit(id, std::move(req.method), options, now);
+    auto& ready = std::get<taken_request>(taken);
+    pending_.emplace(id,
+                     pending_task{std::move(handler), share(std::move(ready.frame)), req.inject});
+    core_.submit(id, std::move(req.method), ready.options, now);
     drive();
 }
 

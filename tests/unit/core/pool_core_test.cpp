@@ -524,17 +524,6 @@ TEST_CASE("cancelling a prefetched task tells its worker and drops its reply", "
     CHECK_THAT(h.take(), actions_are({expected::completes(1)}));
 }
 
-TEST_CASE("a task without a timeout of its own gets the pool's default", "[core]") {
-    auto params = one_worker();
-    params.task_timeout = 300ms;
-    harness h(params);
-    CHECK(h.core.timeout_for(0ms) == 300ms);
-    CHECK(h.core.timeout_for(50ms) == 50ms);
-    params.task_timeout = 0ms;
-    harness none(params);
-    CHECK(none.core.timeout_for(0ms) == 0ms);  // no deadline at all
-}
-
 // --- starts: staged, and through the fork server ------------------------------------
 
 TEST_CASE("no more workers start at once than max_concurrent_starts: each ready one lets the next",
