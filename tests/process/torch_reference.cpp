@@ -1,7 +1,7 @@
 #include "torch_reference.hpp"
 
 #include "../../apps/fashion_mnist.hpp"
-#include "torch/runtime.hpp"
+#include "torch_worker/runtime.hpp"
 
 #include <torch/script.h>
 

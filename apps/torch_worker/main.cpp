@@ -1,7 +1,7 @@
 // torchpool's stock LibTorch worker: serves the methods of a TorchScript model to a pool.
 // Started by a pool (directly, or once as the fork server whose forks are the workers);
 // not meant to be run by hand.
-#include "../lib/torch/runtime.hpp"
+#include "runtime.hpp"
 #include <torchpool/worker.hpp>
 
 #include <cstdio>
