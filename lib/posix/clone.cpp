@@ -173,6 +173,14 @@ bool child_memory::released_by_child() const noexcept {
     return __atomic_load_n(&child_tid_, __ATOMIC_ACQUIRE) == 0;
 }
 
+namespace {
+
+// Children killed because no pidfd could be opened for them, not reaped yet.
+std::mutex strays_mutex;
+std::vector<pid_t> strays;  // guarded by strays_mutex
+
+}  // namespace
+
 std::size_t release_child_memory() noexcept {
     std::lock_guard lock(children_memory_mutex);
     std::erase_if(children_memory, [](child_memory* memory) {
@@ -204,6 +212,7 @@ long spawn_shared(spawn_method method, int (*child)(void*), void* arg, child_mem
                   int* pidfd) noexcept {
     *pidfd = -1;
     release_child_memory();
+    reap_strays();
     // The kernel clears child_tid_ when the child lets go of our memory (exec or exit).
     int flags = CLONE_VM | CLONE_CHILD_CLEARTID | SIGCHLD;
     const bool waits = spawn_waits_for_exec || under_valgrind();
@@ -237,14 +246,33 @@ long spawn_shared(spawn_method method, int (*child)(void*), void* arg, child_mem
     if (method == spawn_method::pidfd_open) {
         *pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
         if (*pidfd < 0) {
+            // No pidfd (no descriptor left, most likely): the child is killed, and reaped
+            // without waiting (reap_strays, at this and every later spawn): a child stuck in
+            // an uninterruptible sleep must not hold the caller's thread.
             const int open_err = errno;
             ::kill(static_cast<pid_t>(pid), SIGKILL);
-            ::waitpid(static_cast<pid_t>(pid), nullptr, 0);  // ours, killed: at once
+            {
+                std::lock_guard lock(strays_mutex);
+                strays.push_back(static_cast<pid_t>(pid));
+            }
+            reap_strays();
             errno = open_err;
             return -1;
         }
     }
     return pid;
+}
+
+std::size_t reap_strays() noexcept {
+    std::lock_guard lock(strays_mutex);
+    std::erase_if(strays, [](pid_t pid) {
+        siginfo_t info{};
+        info.si_pid = 0;
+        // Ours and unreaped: this collects it once it has exited (ECHILD: gone already).
+        const int r = ::waitid(P_PID, static_cast<id_t>(pid), &info, WEXITED | WNOHANG);
+        return r != 0 || info.si_pid == pid;
+    });
+    return strays.size();
 }
 
 long create_sibling(int* pidfd) noexcept {

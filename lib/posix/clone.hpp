@@ -137,6 +137,11 @@ long spawn_shared(spawn_method method, int (*child)(void*), void* arg, child_mem
 /// that have neither exec'd nor exited yet.
 std::size_t release_child_memory() noexcept;
 
+/// Reaps, without waiting, the children spawn_shared killed because no pidfd could be opened
+/// for them (each spawn_shared calls it, as does kill_and_reap). Returns how many are not
+/// reaped yet.
+std::size_t reap_strays() noexcept;
+
 /// Creates a child of our own parent (clone3 with CLONE_PARENT | CLONE_PIDFD): the fork
 /// server's way to make workers that the pool, not the server, reaps. The child inherits
 /// our exit signal (SIGCHLD), as the kernel wants with CLONE_PARENT. Like fork(): the pid

@@ -316,6 +316,7 @@ std::size_t kill_and_reap(std::span<const int> pidfds, std::chrono::milliseconds
             deadline - std::chrono::steady_clock::now());
         if (waiting.empty() || left.count() <= 0) {
             release_child_memory();  // of those killed before their exec
+            reap_strays();
             return waiting.size();
         }
         if (::poll(waiting.data(), waiting.size(), static_cast<int>(left.count()) + 1) < 0 &&

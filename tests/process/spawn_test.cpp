@@ -1,12 +1,14 @@
 // Creating a child that shares our memory until exec (CLONE_VM), both ways, each reaped
-// through its pidfd.
+// through its pidfd; one whose pidfd cannot be opened, reaped without waiting for it.
 #include "posix/process.hpp"
 
 #include <catch2/catch.hpp>
 
 #include <cerrno>
 
+#include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -115,4 +117,45 @@ TEST_CASE("kill_and_reap kills and reaps every process, bounded in time", "[proc
         CHECK(errno == ECHILD);
         ::close(fd);
     }
+}
+
+TEST_CASE(
+    "a child whose pidfd cannot be opened is killed and reaped, and the spawn fails with "
+    "the reason",
+    "[process][spawn]") {
+    // No descriptor left below the soft limit: the clone needs none, pidfd_open fails.
+    rlimit before{};
+    REQUIRE(::getrlimit(RLIMIT_NOFILE, &before) == 0);
+    const int lowest_free = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    REQUIRE(lowest_free >= 0);
+    ::close(lowest_free);
+    auto* memory = posix::child_memory::create(256);
+    REQUIRE(memory);
+    auto** argv = static_cast<char**>(memory->allocate(3 * sizeof(char*), sizeof(char*)));
+    argv[0] = memory->copy("/bin/sleep", 10);
+    argv[1] = memory->copy("600", 3);
+    argv[2] = nullptr;
+    rlimit none = before;
+    none.rlim_cur = static_cast<rlim_t>(lowest_free);  // every descriptor below it is in use
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &none) == 0);
+    int pidfd = -1;
+    const long pid =
+        posix::spawn_shared(posix::spawn_method::pidfd_open, exec_given, argv, memory, &pidfd);
+    const int err = errno;
+    REQUIRE(::setrlimit(RLIMIT_NOFILE, &before) == 0);
+    CHECK(pid == -1);
+    CHECK(err == EMFILE);
+    CHECK(pidfd == -1);
+    // Killed, and reaped without the spawn waiting for it: here, once it has exited.
+    if (posix::reap_strays() > 0) {
+        siginfo_t info{};
+        REQUIRE(::waitid(P_ALL, 0, &info, WEXITED | WNOWAIT) == 0);  // exited, not reaped
+        CHECK(info.si_code == CLD_KILLED);
+        CHECK(info.si_status == SIGKILL);
+        CHECK(posix::reap_strays() == 0);
+    }
+    // No child of ours is left, zombie or not.
+    siginfo_t info{};
+    CHECK(::waitid(P_ALL, 0, &info, WEXITED | WNOHANG) == -1);
+    CHECK(errno == ECHILD);
 }
