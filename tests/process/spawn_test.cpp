@@ -91,6 +91,15 @@ TORCHPOOL_SHARED_CHILD int exec_given(void* arg) {
     posix::exit_now(127);
 }
 
+// The arguments of `sleep 600`, in the child's memory (for exec_given).
+char** sleep_argv(posix::child_memory& memory) {
+    auto** argv = static_cast<char**>(memory.allocate(3 * sizeof(char*), sizeof(char*)));
+    argv[0] = memory.copy("/bin/sleep", 10);
+    argv[1] = memory.copy("600", 3);
+    argv[2] = nullptr;
+    return argv;
+}
+
 }  // namespace
 
 TEST_CASE("kill_and_reap kills and reaps every process, bounded in time", "[process][spawn]") {
@@ -98,10 +107,7 @@ TEST_CASE("kill_and_reap kills and reaps every process, bounded in time", "[proc
     for (int i = 0; i < 3; ++i) {
         auto* memory = posix::child_memory::create(256);
         REQUIRE(memory);
-        auto** argv = static_cast<char**>(memory->allocate(3 * sizeof(char*), sizeof(char*)));
-        argv[0] = memory->copy("/bin/sleep", 10);
-        argv[1] = memory->copy("600", 3);
-        argv[2] = nullptr;
+        auto** argv = sleep_argv(*memory);
         int pidfd = -1;
         const long pid =
             posix::spawn_shared(posix::spawn_method::pidfd, exec_given, argv, memory, &pidfd);
@@ -131,10 +137,7 @@ TEST_CASE(
     ::close(lowest_free);
     auto* memory = posix::child_memory::create(256);
     REQUIRE(memory);
-    auto** argv = static_cast<char**>(memory->allocate(3 * sizeof(char*), sizeof(char*)));
-    argv[0] = memory->copy("/bin/sleep", 10);
-    argv[1] = memory->copy("600", 3);
-    argv[2] = nullptr;
+    auto** argv = sleep_argv(*memory);
     rlimit none = before;
     none.rlim_cur = static_cast<rlim_t>(lowest_free);  // every descriptor below it is in use
     REQUIRE(::setrlimit(RLIMIT_NOFILE, &none) == 0);
