@@ -1,0 +1,166 @@
+// The driver's worker channel on a real Unix socket pair, with no process behind it: frames
+// written through a full socket arrive whole and in order (partial gathered writes), a stream
+// that ends in the middle of a frame is told apart from a clean end, and a read armed before
+// the channel was reopened for another process completes nothing.
+#include "driver/worker_channel.hpp"
+
+#include "wire/codec.hpp"
+#include "wire/frame_reader.hpp"
+
+#include <boost/asio/io_context.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <functional>
+
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+using namespace torchpool;
+using namespace torchpool::detail;
+
+namespace {
+
+// The channel's end (non-blocking, as the pool makes it) and the worker's end.
+struct socket_pair {
+    socket_pair() {
+        int fds[2];
+        REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+        REQUIRE(::fcntl(fds[0], F_SETFL, O_NONBLOCK) == 0);
+        pool = posix::unique_fd(fds[0]);
+        worker = fds[1];
+    }
+    ~socket_pair() {
+        if (worker >= 0) {
+            ::close(worker);
+        }
+    }
+    posix::unique_fd pool;
+    int worker = -1;
+};
+
+std::string bytes_of(const wire::frame& f) {
+    auto b = f.asBytes();
+    return {reinterpret_cast<const char*>(b.begin()), b.size()};
+}
+
+void write_all(int fd, std::string_view bytes) {
+    while (!bytes.empty()) {
+        const ssize_t n = ::write(fd, bytes.data(), bytes.size());
+        REQUIRE(n > 0);
+        bytes.remove_prefix(static_cast<std::size_t>(n));
+    }
+}
+
+}  // namespace
+
+TEST_CASE("frames sent through a full socket arrive whole and in order", "[driver][channel]") {
+    boost::asio::io_context io;
+    socket_pair sockets;
+    int small = 4096;
+    ::setsockopt(sockets.pool.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    worker_channel channel(io.get_executor(), 1 << 20);
+    auto owner = std::make_shared<int>(0);
+    channel.open(std::move(sockets.pool), owner);
+    // 200 frames of 1-10 KB: far more than the socket holds, so writes stop part-way.
+    constexpr int frames = 200;
+    for (int i = 0; i < frames; ++i) {
+        channel.send(std::make_shared<const wire::frame>(wire::encode(
+            wire::reply_msg{.id = static_cast<std::uint64_t>(i),
+                            .payload = std::string(1000 * (1 + i % 10), 'a' + i % 26)})));
+    }
+    // The worker reads as the pool's loop writes.
+    wire::frame_reader reader(1 << 20);
+    int got = 0;
+    while (got < frames) {
+        io.poll();
+        auto space = reader.prepare(16 * 1024);
+        const ssize_t n = ::recv(sockets.worker, space.data(), space.size(), MSG_DONTWAIT);
+        if (n > 0) {
+            reader.commit(static_cast<std::size_t>(n));
+        }
+        for (auto next = reader.next(); next.has_frame(); next = reader.next()) {
+            auto decoded = wire::decode(next.words);
+            REQUIRE(std::holds_alternative<wire::message>(decoded));
+            const auto& reply = std::get<wire::reply_msg>(std::get<wire::message>(decoded));
+            CHECK(reply.id == static_cast<std::uint64_t>(got));
+            CHECK(reply.payload == std::string(1000 * (1 + got % 10), 'a' + got % 26));
+            ++got;
+        }
+    }
+    CHECK(!reader.finish());
+}
+
+TEST_CASE("a stream that ends in the middle of a frame is told from a clean end",
+          "[driver][channel]") {
+    boost::asio::io_context io;
+    const auto whole = bytes_of(wire::encode(wire::heartbeat_msg{7}));
+    for (const bool cut_short : {false, true}) {
+        CAPTURE(cut_short);
+        socket_pair sockets;
+        worker_channel channel(io.get_executor(), 1 << 20);
+        auto owner = std::make_shared<int>(0);
+        channel.open(std::move(sockets.pool), owner);
+        write_all(sockets.worker, cut_short ? whole.substr(0, whole.size() - 3) : whole);
+        ::close(std::exchange(sockets.worker, -1));
+        // Read as the driver does: the whole frames taken after each read, until the stream
+        // ends.
+        std::optional<std::string> how;
+        std::size_t bytes = 0;
+        int frames = 0;
+        std::function<void()> read_on = [&] {
+            channel.read(owner, [&](boost::system::error_code ec, std::size_t n) {
+                bytes += n;
+                for (auto next = channel.reader().next(); next.has_frame();
+                     next = channel.reader().next()) {
+                    ++frames;
+                }
+                if (ec) {
+                    how = channel.ended(ec);
+                } else {
+                    read_on();
+                }
+            });
+        };
+        read_on();
+        io.restart();
+        io.run();
+        CHECK(bytes == (cut_short ? whole.size() - 3 : whole.size()));
+        CHECK(frames == (cut_short ? 0 : 1));
+        REQUIRE(how);
+        CHECK(*how ==
+              (cut_short ? "closed its channel in the middle of a message" : "closed its channel"));
+        CHECK_FALSE(channel.is_open());
+    }
+}
+
+TEST_CASE("a read armed for one process completes nothing once the channel serves another",
+          "[driver][channel]") {
+    boost::asio::io_context io;
+    socket_pair first, second;
+    worker_channel channel(io.get_executor(), 1 << 20);
+    auto owner = std::make_shared<int>(0);
+    channel.open(std::move(first.pool), owner);
+    int old_reads = 0;
+    channel.read(owner, [&](boost::system::error_code, std::size_t) { ++old_reads; });
+    // The process is replaced before its read completes: closing its socket completes the
+    // old wait (aborted), which must reach nobody.
+    channel.close();
+    channel.open(std::move(second.pool), owner);
+    int new_reads = 0;
+    std::size_t new_bytes = 0;
+    channel.read(owner, [&](boost::system::error_code, std::size_t n) {
+        ++new_reads;
+        new_bytes = n;
+    });
+    const auto fresh = bytes_of(wire::encode(wire::heartbeat_msg{1}));
+    write_all(second.worker, fresh);
+    io.run();
+    CHECK(old_reads == 0);
+    CHECK(new_reads == 1);
+    CHECK(new_bytes == fresh.size());
+    auto next = channel.reader().next();
+    REQUIRE(next.has_frame());
+    CHECK(std::holds_alternative<wire::message>(wire::decode(next.words)));
+}
