@@ -121,6 +121,7 @@ void pool_core::dispatch(time_point now) {
 }
 
 void pool_core::complete(task_id id, boost::system::error_code error, response result) {
+    tasks_.forget(id);  // the one place a task leaves the table (if it was ever in it)
     if (!attempts_.empty()) {
         if (auto it = attempts_.find(id); it != attempts_.end()) {
             if (result.worker_pid != 0 && error != errc::poison_task) {
@@ -287,7 +288,6 @@ void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, t
         ++report_.counters.cancelled;
         result.diagnostics.worker_pid = pid;
         result.diagnostics.summary = stopped_on_cancel(tasks_.describe(id), pid);
-        tasks_.forget(id);
         complete(id, boost::asio::error::operation_aborted, std::move(result));
         return;
     }
@@ -305,7 +305,6 @@ void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, t
         d.error_type = std::move(reply.error_type);
         d.error_message = std::move(reply.error_message);
     }
-    tasks_.forget(id);
     complete(id, error, std::move(result));
 }
 

@@ -180,6 +180,8 @@ private:
     void requeue_fork_requests(time_point now);
     void server_gone(std::string why, time_point now);
     void dispatch(time_point now);
+    /// Ends task `id`: it leaves the task table (if it was in it) and its caller is answered.
+    /// The one place a task ends.
     void complete(task_id id, boost::system::error_code error, response result);
     /// The worker of `s` failed under its running task `id` (`error`: worker_died,
     /// memory_limit, protocol_error; `result` says how): the task runs again on another

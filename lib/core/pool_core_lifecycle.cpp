@@ -383,7 +383,6 @@ void pool_core::stop(time_point now) {
         if (const auto slot = tasks_.find(id)->slot) {
             tasks_.drop_sent(*slot);
         }
-        tasks_.forget(id);
         ++report_.counters.cancelled;
         complete(
             id, boost::asio::error::operation_aborted,
@@ -399,7 +398,6 @@ void pool_core::stop(time_point now) {
 
 void pool_core::fail_queued(boost::system::error_code error, const std::string& summary) {
     for (const task_id id : tasks_.queued_ids()) {
-        tasks_.forget(id);
         ++(error == errc::spawn_failed ? report_.counters.spawn_failed : report_.counters.rejected);
         complete(id, error, {.diagnostics = {.summary = summary}});
     }

@@ -37,7 +37,6 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
             return;
         }
         std::string summary = cancelled_in_queue(tasks_.describe(id));
-        tasks_.forget(id);
         ++counters.cancelled;
         complete(id, boost::asio::error::operation_aborted,
                  {.diagnostics = {.summary = std::move(summary)}});
@@ -51,7 +50,6 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
             return;
         }
         std::string summary = cancelled_before_start(tasks_.describe(id));
-        tasks_.forget(id);
         tasks_.abandon(s, id);
         ++counters.cancelled;
         actions_.push_back(send_cancel_action{s, id});
@@ -78,7 +76,6 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
     if (!t->cancel_requested) {
         actions_.push_back(send_cancel_action{s, id});
     }
-    tasks_.forget(id);
     tasks_.abandon(s, id);
     ++counters.cancelled;
     complete(
@@ -94,7 +91,6 @@ void pool_core::on_deadline(task_id id, time_point now) {
     ++report_.counters.timed_out;
     if (!slot) {
         std::string summary = deadline_in_queue(tasks_.describe(id), waited);
-        tasks_.forget(id);
         complete(id, errc::timeout, {.diagnostics = {.summary = std::move(summary)}});
         return;
     }
@@ -102,7 +98,6 @@ void pool_core::on_deadline(task_id id, time_point now) {
     if (tasks_.running(*slot) != id) {
         // Sent ahead and not started: dropped without disturbing the worker.
         std::string summary = deadline_before_start(tasks_.describe(id), waited, pid);
-        tasks_.forget(id);
         tasks_.abandon(*slot, id);
         complete(id, errc::timeout,
                  {.worker_pid = pid, .diagnostics = {.summary = std::move(summary)}});
@@ -110,7 +105,6 @@ void pool_core::on_deadline(task_id id, time_point now) {
     }
     auto d = worker_diagnostics(*slot, now, true, true);
     d.summary = deadline_while_running(tasks_.describe(id), waited, d);
-    tasks_.forget(id);
     complete(id, errc::timeout, {.worker_pid = pid, .diagnostics = std::move(d)});
     stop_worker(*slot, stop_reason::deadline, false, now);
 }
@@ -138,7 +132,6 @@ void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&
         ++counters.cancelled;
         result.diagnostics.summary =
             cancelled_then_died(tasks_.describe(id), result.diagnostics.summary);
-        tasks_.forget(id);
         complete(id, boost::asio::error::operation_aborted, std::move(result));
         return;
     }
@@ -151,7 +144,6 @@ void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&
         auto& d = result.diagnostics;
         d.summary = poison_task(tasks_.describe(id), deaths, t->fingerprint, quarantine_.enabled());
         report_.event(worker_event::kind::poison_task, s, result.worker_pid, d.summary);
-        tasks_.forget(id);
         complete(id, errc::poison_task, std::move(result));
         return;
     }
@@ -180,7 +172,6 @@ void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&
             ++counters.worker_died;
             break;
     }
-    tasks_.forget(id);
     complete(id, error, std::move(result));
 }
 
