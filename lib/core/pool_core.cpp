@@ -42,7 +42,6 @@ void pool_core::submit(task_id id, std::string method, const task_options& optio
     auto& counters = report_.counters;
     ++counters.submitted;
     if (quarantine_.holds(options.fingerprint)) {
-        ++counters.poison_tasks;
         ++counters.quarantined;
         complete(id, errc::poison_task,
                  {.diagnostics = {.summary = quarantined_task(describe_task(id, &method),
@@ -51,13 +50,11 @@ void pool_core::submit(task_id id, std::string method, const task_options& optio
     }
     switch (admit(phase_.admitting(), restart_.degraded(), tasks_.queued(), params_.queue_limit)) {
         case admission::shutting_down:
-            ++counters.rejected;
             complete(id, errc::shutting_down,
                      {.diagnostics = {.summary = "The pool is shutting down, so task '" + method +
                                                  "' was not run."}});
             return;
         case admission::degraded:
-            ++counters.spawn_failed;
             complete(id, errc::spawn_failed,
                      {.diagnostics = {.summary = "No worker can be started, so task '" + method +
                                                  "' was not run. Last start failure: " +
@@ -69,7 +66,6 @@ void pool_core::submit(task_id id, std::string method, const task_options& optio
                 tasks_.add(id, std::move(method), options, now, false);
                 return;
             }
-            ++counters.overloaded;
             complete(id, errc::overloaded,
                      {.diagnostics = {.summary = "The queue already holds " +
                                                  std::to_string(tasks_.queued()) +
@@ -85,7 +81,6 @@ void pool_core::submit(task_id id, std::string method, const task_options& optio
 
 void pool_core::reject(task_id id, boost::system::error_code error, std::string summary) {
     ++report_.counters.submitted;
-    ++report_.counters.rejected;
     complete(id, error, {.diagnostics = {.summary = std::move(summary)}});
 }
 
@@ -121,7 +116,8 @@ void pool_core::dispatch(time_point now) {
 }
 
 void pool_core::complete(task_id id, boost::system::error_code error, response result) {
-    tasks_.forget(id);  // the one place a task leaves the table (if it was ever in it)
+    tasks_.forget(id);          // the one place a task leaves the table (if it was ever in it)
+    report_.task_ended(error);  // and the one place it is counted
     if (!attempts_.empty()) {
         if (auto it = attempts_.find(id); it != attempts_.end()) {
             if (result.worker_pid != 0 && error != errc::poison_task) {
@@ -285,18 +281,15 @@ void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, t
     boost::system::error_code error;
     if (!reply.ok && reply.error_type == wire::cancelled_error &&
         tasks_.find(id)->cancel_requested) {
-        ++report_.counters.cancelled;
         result.diagnostics.worker_pid = pid;
         result.diagnostics.summary = stopped_on_cancel(tasks_.describe(id), pid);
         complete(id, boost::asio::error::operation_aborted, std::move(result));
         return;
     }
     if (reply.ok) {
-        ++report_.counters.succeeded;
         result.payload = std::move(reply.payload);
         result.tensors = std::move(reply.tensors);
     } else {
-        ++report_.counters.task_failed;
         error = errc::task_failed;
         auto& d = result.diagnostics;
         d = worker_diagnostics(s, now, false);  // it stays up; its memory is not the point

@@ -383,7 +383,6 @@ void pool_core::stop(time_point now) {
         if (const auto slot = tasks_.find(id)->slot) {
             tasks_.drop_sent(*slot);
         }
-        ++report_.counters.cancelled;
         complete(
             id, boost::asio::error::operation_aborted,
             {.diagnostics = {.summary = "The pool was cancelled before " + what + " finished."}});
@@ -398,7 +397,6 @@ void pool_core::stop(time_point now) {
 
 void pool_core::fail_queued(boost::system::error_code error, const std::string& summary) {
     for (const task_id id : tasks_.queued_ids()) {
-        ++(error == errc::spawn_failed ? report_.counters.spawn_failed : report_.counters.rejected);
         complete(id, error, {.diagnostics = {.summary = summary}});
     }
     tasks_.clear_queue();

@@ -31,13 +31,11 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
     }
     const auto wanted =
         cancellation_type::terminal | cancellation_type::partial | cancellation_type::total;
-    auto& counters = report_.counters;
     if (!t->slot) {
         if ((type & wanted) == cancellation_type::none) {
             return;
         }
         std::string summary = cancelled_in_queue(tasks_.describe(id));
-        ++counters.cancelled;
         complete(id, boost::asio::error::operation_aborted,
                  {.diagnostics = {.summary = std::move(summary)}});
         settle(now);
@@ -51,7 +49,6 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
         }
         std::string summary = cancelled_before_start(tasks_.describe(id));
         tasks_.abandon(s, id);
-        ++counters.cancelled;
         actions_.push_back(send_cancel_action{s, id});
         complete(id, boost::asio::error::operation_aborted,
                  {.diagnostics = {.summary = std::move(summary)}});
@@ -77,7 +74,6 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
         actions_.push_back(send_cancel_action{s, id});
     }
     tasks_.abandon(s, id);
-    ++counters.cancelled;
     complete(
         id, boost::asio::error::operation_aborted,
         {.worker_pid = pid, .diagnostics = {.summary = std::move(summary), .worker_pid = pid}});
@@ -88,7 +84,6 @@ void pool_core::on_deadline(task_id id, time_point now) {
     const auto* t = tasks_.find(id);
     const auto waited = duration_cast<milliseconds>(now - t->submitted);
     const std::optional<slot_id> slot = t->slot;
-    ++report_.counters.timed_out;
     if (!slot) {
         std::string summary = deadline_in_queue(tasks_.describe(id), waited);
         complete(id, errc::timeout, {.diagnostics = {.summary = std::move(summary)}});
@@ -129,7 +124,6 @@ void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&
     auto& counters = report_.counters;
     if (t->cancel_requested) {
         // Its caller asked to stop it, and it has stopped: not run again.
-        ++counters.cancelled;
         result.diagnostics.summary =
             cancelled_then_died(tasks_.describe(id), result.diagnostics.summary);
         complete(id, boost::asio::error::operation_aborted, std::move(result));
@@ -139,7 +133,6 @@ void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&
     auto& deaths = attempts_[id];
     deaths.push_back({result.worker_pid, error, result.diagnostics.summary});
     if (params_.poison.deaths > 0 && deaths.size() >= params_.poison.deaths) {
-        ++counters.poison_tasks;
         quarantine_.add(t->fingerprint);
         auto& d = result.diagnostics;
         d.summary = poison_task(tasks_.describe(id), deaths, t->fingerprint, quarantine_.enabled());
@@ -160,17 +153,6 @@ void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&
         deaths.pop_back();  // complete() adds the last run
         result.diagnostics.summary += " It was run " + std::to_string(runs) +
                                       " times; no retries were left (request::retries).";
-    }
-    switch (error) {
-        case errc::memory_limit:
-            ++counters.memory_limit;
-            break;
-        case errc::protocol_error:
-            ++counters.protocol_errors;
-            break;
-        default:
-            ++counters.worker_died;
-            break;
     }
     complete(id, error, std::move(result));
 }

@@ -1,6 +1,9 @@
 #include "report.hpp"
 
+#include <torchpool/error.hpp>
 #include <torchpool/task.hpp>
+
+#include <boost/asio/error.hpp>
 
 #include <cstdio>
 
@@ -11,6 +14,32 @@ namespace torchpool::core {
 void report::event(worker_event::kind what, slot_id slot, int pid, std::string description) {
     if (events_wanted_) {
         out_.push_back(notify_action{{what, slot, pid, std::move(description)}});
+    }
+}
+
+void report::task_ended(const boost::system::error_code& error) noexcept {
+    if (!error) {
+        ++counters.succeeded;
+    } else if (error == boost::asio::error::operation_aborted) {
+        ++counters.cancelled;
+    } else if (error == errc::task_failed) {
+        ++counters.task_failed;
+    } else if (error == errc::timeout) {
+        ++counters.timed_out;
+    } else if (error == errc::worker_died) {
+        ++counters.worker_died;
+    } else if (error == errc::memory_limit) {
+        ++counters.memory_limit;
+    } else if (error == errc::protocol_error) {
+        ++counters.protocol_errors;
+    } else if (error == errc::poison_task) {
+        ++counters.poison_tasks;
+    } else if (error == errc::overloaded) {
+        ++counters.overloaded;
+    } else if (error == errc::spawn_failed) {
+        ++counters.spawn_failed;
+    } else {
+        ++counters.rejected;  // shutting down, or an invalid request
     }
 }
 

@@ -12,6 +12,8 @@
 #include <torchpool/stats.hpp>
 #include <torchpool/task.hpp>
 
+#include <boost/system/error_code.hpp>
+
 #include <chrono>
 #include <string>
 #include <vector>
@@ -24,6 +26,9 @@ public:
 
     /// Counts by outcome and cause, since the pool was made (pool_stats' history fields).
     pool_stats counters;
+
+    /// A task ended with `error` (none: it succeeded): counted by its outcome, here only.
+    void task_ended(const boost::system::error_code& error) noexcept;
 
     /// True if the host observes worker events; describing one is wasted work otherwise.
     bool events_wanted() const noexcept { return events_wanted_; }

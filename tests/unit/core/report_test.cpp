@@ -5,6 +5,8 @@
 #include "recorder.hpp"
 #include <torchpool/error.hpp>
 
+#include <boost/asio/error.hpp>
+
 #include <catch2/catch.hpp>
 
 #include <sstream>
@@ -119,4 +121,34 @@ TEST_CASE("latency histograms count durations in fixed buckets and estimate quan
     CHECK(h.quantile_us(0.5) == 100);
     CHECK(h.quantile_us(0.75) == 1'000);
     CHECK(h.quantile_us(1.0) == 60'000'000);
+}
+
+TEST_CASE("a task's end is counted once, by its outcome", "[report]") {
+    using boost::system::error_code;
+    const std::vector<std::pair<error_code, std::uint64_t pool_stats::*>> outcomes = {
+        {error_code{}, &pool_stats::succeeded},
+        {boost::asio::error::operation_aborted, &pool_stats::cancelled},
+        {make_error_code(errc::task_failed), &pool_stats::task_failed},
+        {make_error_code(errc::timeout), &pool_stats::timed_out},
+        {make_error_code(errc::worker_died), &pool_stats::worker_died},
+        {make_error_code(errc::memory_limit), &pool_stats::memory_limit},
+        {make_error_code(errc::protocol_error), &pool_stats::protocol_errors},
+        {make_error_code(errc::poison_task), &pool_stats::poison_tasks},
+        {make_error_code(errc::overloaded), &pool_stats::overloaded},
+        {make_error_code(errc::spawn_failed), &pool_stats::spawn_failed},
+        {make_error_code(errc::shutting_down), &pool_stats::rejected},
+        {make_error_code(errc::invalid_request), &pool_stats::rejected},
+    };
+    for (const auto& [error, counter] : outcomes) {
+        CAPTURE(error.message());
+        action_queue out;
+        report r(false, out);
+        r.task_ended(error);
+        std::uint64_t total = 0;
+        for (const auto& [unused, each] : outcomes) {
+            total += r.counters.*each;
+        }
+        CHECK(r.counters.*counter == 1);
+        CHECK(total == (counter == &pool_stats::rejected ? 2u : 1u));  // rejected is listed twice
+    }
 }
