@@ -17,10 +17,8 @@ void report::event(worker_event::kind what, slot_id slot, int pid, std::string d
     }
 }
 
-void report::task_ended(const boost::system::error_code& error) noexcept {
-    if (!error) {
-        ++counters.succeeded;
-    } else if (error == boost::asio::error::operation_aborted) {
+void report::task_failed(const boost::system::error_code& error) noexcept {
+    if (error == boost::asio::error::operation_aborted) {
         ++counters.cancelled;
     } else if (error == errc::task_failed) {
         ++counters.task_failed;

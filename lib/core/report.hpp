@@ -28,7 +28,13 @@ public:
     pool_stats counters;
 
     /// A task ended with `error` (none: it succeeded): counted by its outcome, here only.
-    void task_ended(const boost::system::error_code& error) noexcept;
+    void task_ended(const boost::system::error_code& error) noexcept {
+        if (!error) {
+            ++counters.succeeded;  // the common case, inline
+        } else {
+            task_failed(error);
+        }
+    }
 
     /// True if the host observes worker events; describing one is wasted work otherwise.
     bool events_wanted() const noexcept { return events_wanted_; }
@@ -36,6 +42,8 @@ public:
     void event(worker_event::kind what, slot_id slot, int pid, std::string description);
 
 private:
+    void task_failed(const boost::system::error_code& error) noexcept;
+
     bool events_wanted_;
     action_queue& out_;
 };
