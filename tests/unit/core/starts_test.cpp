@@ -53,6 +53,21 @@ pool_params forked(std::size_t workers) {
 const wire::hello_msg server_hello{.protocol_version = wire::protocol_version,
                                    .capabilities = {"fork-server"}};
 
+// Starts the pool of `h`; its fork server (pid 50) starts and says hello, and the workers of
+// every slot are asked of it.
+void server_ready(harness& h) {
+    REQUIRE(h.core.start(h.now));
+    h.core.on_server_spawned(50, h.now);
+    h.core.on_server_hello(server_hello, h.now);
+    std::vector<expected> want = {start_server_action{},
+                                  expected::notifies(worker_event::kind::fork_server_started),
+                                  expected::notifies(worker_event::kind::fork_server_ready)};
+    for (slot_id s = 0; s < h.params.workers; ++s) {
+        want.push_back(fork_action{s});
+    }
+    CHECK_THAT(h.take(), actions_matcher(std::move(want)));
+}
+
 }  // namespace
 
 TEST_CASE("fork-server mode: workers are asked of the server once it is ready", "[core][fork]") {
@@ -79,13 +94,7 @@ TEST_CASE(
     "and leaves running workers alone",
     "[core][fork]") {
     harness h(forked(2));
-    REQUIRE(h.core.start(h.now));
-    h.core.on_server_spawned(50, h.now);
-    h.core.on_server_hello(server_hello, h.now);
-    CHECK_THAT(h.take(), actions_are({start_server_action{},
-                                      expected::notifies(worker_event::kind::fork_server_started),
-                                      expected::notifies(worker_event::kind::fork_server_ready),
-                                      fork_action{0}, fork_action{1}}));
+    server_ready(h);
     // Slot 0 is up; slot 1 is still being made when the server dies (killed by a signal).
     h.core.on_spawned(0, 60, h.now);
     h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
@@ -144,13 +153,7 @@ TEST_CASE(
 
 TEST_CASE("fork-server mode: shutdown stops the workers first, then the server", "[core][fork]") {
     harness h(forked(1));
-    REQUIRE(h.core.start(h.now));
-    h.core.on_server_spawned(50, h.now);
-    h.core.on_server_hello(server_hello, h.now);
-    CHECK_THAT(h.take(), actions_are({start_server_action{},
-                                      expected::notifies(worker_event::kind::fork_server_started),
-                                      expected::notifies(worker_event::kind::fork_server_ready),
-                                      fork_action{0}}));
+    server_ready(h);
     h.core.on_spawned(0, 60, h.now);
     h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
     CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::started, 0),
