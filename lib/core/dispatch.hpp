@@ -1,7 +1,8 @@
 // Dispatch: whether a new task is admitted, and which worker takes the next queued task. An
 // idle worker first (the last to become idle, whose caches are warm); with prefetch, else a
 // busy worker with room for one more, round robin so that tasks sent ahead spread evenly.
-// The idle list is kept by the pool as workers become idle and stop being so.
+// The idle list is kept by the worker set's status hooks (worker_set::set_status), its only
+// writer: a worker enters it when it becomes idle and leaves it when it stops being so.
 #pragma once
 
 #include "types.hpp"
@@ -37,19 +38,22 @@ public:
 
     void became_idle(slot_id slot) { idle_.push_back(slot); }
     void not_idle(slot_id slot) {
+        if (!idle_.empty() && idle_.back() == slot) {
+            idle_.pop_back();  // the one pick() chose: the common case
+            return;
+        }
         idle_.erase(std::remove(idle_.begin(), idle_.end(), slot), idle_.end());
     }
     std::size_t idle_count() const noexcept { return idle_.size(); }
 
-    /// The worker to send the next task to: an idle one (no longer idle after this), else,
-    /// with prefetch, a busy one with fewer than 1 + prefetch tasks sent. `busy_with(slot)`
-    /// returns how many tasks a busy worker holds, or nullopt when it is not busy.
+    /// The worker to send the next task to: an idle one (it stays on the list until it is
+    /// told not_idle), else, with prefetch, a busy one with fewer than 1 + prefetch tasks
+    /// sent. `busy_with(slot)` returns how many tasks a busy worker holds, or nullopt when it
+    /// is not busy.
     template <class BusyWith>
     std::optional<slot_id> pick(BusyWith busy_with) {
         if (!idle_.empty()) {
-            const slot_id slot = idle_.back();
-            idle_.pop_back();
-            return slot;
+            return idle_.back();
         }
         if (prefetch_ == 0) {
             return std::nullopt;

@@ -47,7 +47,7 @@ void fork_server_supervisor::kill_because(std::string reason, time_point now) {
 
 void fork_server_supervisor::spawned(int pid, time_point now) {
     child_.spawned(pid, now);
-    child_.set_timer(now + load_timeout_);
+    child_.set_timer(timer_purpose::start_deadline, now + load_timeout_);
     report_.event(worker_event::kind::fork_server_started, 0, pid,
                   "fork server " + std::to_string(pid) + " started");
 }
@@ -108,7 +108,7 @@ fork_server_supervisor::end fork_server_supervisor::gone(std::string why, bool p
         child_.count_failure(now, healthy_after_);
     }
     child_.process_gone();
-    child_.set_timer(time_point::max());
+    child_.clear_timer();
     kill_reason_.clear();
     if (pid != 0) {
         report_.event(worker_event::kind::fork_server_exited, 0, pid, std::move(why));
@@ -138,11 +138,12 @@ void fork_server_supervisor::on_timer(bool pool_stopping, const cpu_probe& cpu_t
     if (child_.timer() > now) {
         return;
     }
-    switch (child_.state()) {
-        case child_state::starting:
+    switch (child_.due()) {
+        case timer_purpose::start_deadline:
             if (child_.pid() != 0 && cpu_time && load_.extend(cpu_time(child_.pid()))) {
                 ++report_.counters.load_extensions;
-                child_.set_timer(now + load_timeout_);  // loading, and computing: more time
+                // Loading, and computing: more time.
+                child_.set_timer(timer_purpose::start_deadline, now + load_timeout_);
                 break;
             }
             kill_because(child_.pid() == 0
@@ -152,15 +153,15 @@ void fork_server_supervisor::on_timer(bool pool_stopping, const cpu_probe& cpu_t
                                    describe_load_time(load_timeout_, load_) + " and was killed",
                          now);
             break;
-        case child_state::backoff:
-            child_.set_timer(time_point::max());
+        case timer_purpose::restart:
+            child_.clear_timer();
             start(pool_stopping, now);
             break;
-        case child_state::stopping:
+        case timer_purpose::stop_grace:
             stop(true, now);
             break;
-        default:
-            child_.set_timer(time_point::max());
+        default:  // nothing else is set on the fork server
+            child_.clear_timer();
             break;
     }
 }

@@ -23,7 +23,7 @@ pool_core::pool_core(const pool_params& params, process_probe probe)
       report_(params.on_worker_event || params.event_buffer > 0, actions_),
       restart_(params),
       tasks_(slot_capacity(params)),
-      workers_(params, tasks_),
+      workers_(params),
       heartbeat_(slot_capacity(params), params.heartbeat_interval, params.heartbeat_timeout),
       memory_(slot_capacity(params), params.memory),
       sizing_(params),
@@ -87,20 +87,14 @@ void pool_core::reject(task_id id, boost::system::error_code error, std::string 
 void pool_core::dispatch(time_point now) {
     requeued_ = false;
     while (tasks_.queued() > 0) {
-        const auto target =
-            workers_.dispatch().pick([this](slot_id s) -> std::optional<std::size_t> {
-                const auto& sent = tasks_.sent(s);
-                if (sent.empty() || workers_[s].child.state() != child_state::running) {
-                    return std::nullopt;  // not busy
-                }
-                return sent.size();
-            });
+        const auto target = workers_.pick([this](slot_id s) { return tasks_.sent(s).size(); });
         if (!target) {
             break;
         }
-        if (tasks_.sent(*target).empty()) {
+        if (workers_.status(*target) == worker_status::idle) {
             workers_[*target].task_start = now;  // it starts now, rather than after others
         }
+        workers_.task_sent(*target);
         time_point submitted;
         unsigned attempt = 1;
         const task_id id = tasks_.send_next(*target, &submitted, &attempt);
@@ -238,11 +232,11 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     ++w.tasks_done;
     report_.counters.run_time.add(duration_cast<std::chrono::microseconds>(now - w.task_start));
     const auto done = tasks_.answered(s);
-    if (done.abandoned && !w.channel_closed) {
-        w.child.set_timer(time_point::max());  // it answered within its cancel grace
+    if (done.abandoned && w.child.due() == timer_purpose::cancel_grace) {
+        w.child.clear_timer();  // it answered within its cancel grace
     }
     if (sent.empty()) {
-        workers_.dispatch().became_idle(s);
+        workers_.all_answered(s);
     } else {
         w.task_start = now;  // the next task sent ahead starts now
     }
@@ -336,7 +330,7 @@ void pool_core::on_channel_closed(slot_id s, std::string what, time_point now) {
     // Usually the worker is exiting and its exit status is about to be reaped; wait for it,
     // so the caller learns how it died rather than just that its channel closed.
     w.channel_closed = std::move(what);
-    w.child.set_timer(std::min(w.child.timer(), now + params_.stop_grace));
+    w.child.set_timer_if_sooner(timer_purpose::channel_grace, now + params_.stop_grace);
 }
 
 void pool_core::on_log(slot_id s, std::string_view bytes) {
@@ -447,32 +441,31 @@ void pool_core::on_worker_timer(slot_id s, time_point now) {
     auto& w = workers_[s];
     const auto state = w.child.state();
     if (w.channel_closed && (state == child_state::starting || state == child_state::running)) {
+        // A closed channel outranks whatever else was due: the worker is gone in all but
+        // its exit.
         on_protocol_error(s, *w.channel_closed + " but did not exit", now);
         return;
     }
-    switch (state) {
-        case child_state::starting:
+    switch (w.child.due()) {
+        case timer_purpose::start_deadline:
             if (loading_with_progress(s)) {
-                w.child.set_timer(now + params_.load_timeout);
+                w.child.set_timer(timer_purpose::start_deadline, now + params_.load_timeout);
             } else {
                 stop_worker(s, stop_reason::spawn_timeout, true, now);
             }
             break;
-        case child_state::backoff:
+        case timer_purpose::restart:
             wait_for_start(s, now);
             break;
-        case child_state::stopping:
+        case timer_purpose::stop_grace:
             stop_worker(s, w.child.reason(), true, now);
             break;
-        case child_state::running:
-            if (const auto& sent = tasks_.sent(s); !sent.empty() && sent.front().abandoned) {
-                cancel_grace_over(s, now);
-            } else {
-                w.child.set_timer(time_point::max());
-            }
+        case timer_purpose::cancel_grace:
+            cancel_grace_over(s, now);
             break;
-        default:
-            w.child.set_timer(time_point::max());
+        case timer_purpose::channel_grace:  // handled above; its state moved on since
+        case timer_purpose::none:
+            w.child.clear_timer();
             break;
     }
 }

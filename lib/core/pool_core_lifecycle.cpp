@@ -37,8 +37,7 @@ bool pool_core::start(time_point now) {
 }
 
 void pool_core::wait_for_start(slot_id s, time_point now) {
-    workers_[s].child.wait_for_turn();
-    workers_.gate().enqueue(s);
+    workers_.wait_for_start(s);
     start_waiting(now);
 }
 
@@ -49,7 +48,7 @@ void pool_core::start_waiting(time_point now) {
         (server_.enabled() && !server_.ready())) {
         return;
     }
-    while (const auto s = workers_.gate().next()) {
+    while (const auto s = workers_.next_to_start()) {
         begin_start(*s, now);
     }
 }
@@ -83,7 +82,8 @@ bool pool_core::awaiting_fork(slot_id s) const {
 
 void pool_core::on_spawned(slot_id s, int pid, time_point now) {
     workers_[s].child.spawned(pid, now);
-    workers_[s].child.set_timer(now + params_.load_timeout);  // the spawn is done; now the load
+    // The spawn is done; now the load.
+    workers_[s].child.set_timer(timer_purpose::start_deadline, now + params_.load_timeout);
     ++report_.counters.spawned;
     report_.event(worker_event::kind::started, s, pid,
                   "worker " + std::to_string(pid) + " started");
@@ -318,7 +318,7 @@ void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_poin
     auto& w = workers_[s];
     if (awaiting_fork(s)) {
         // Asked of the fork server, no process yet: nothing to signal.
-        w.child.set_timer(time_point::max());
+        w.child.clear_timer();
         if (reason == stop_reason::spawn_timeout) {
             // The fork server has not answered in time, so it is stuck: replacing it asks
             // again for this worker (requeue_fork_requests).

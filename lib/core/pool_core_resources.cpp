@@ -14,17 +14,18 @@ using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
 void pool_core::on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now) {
-    if (heartbeat_.answered(s, beat.sequence, now) && workers_.state_of(s) == worker_state::idle) {
-        workers_.dispatch().became_idle(s);  // it may take tasks again
+    if (heartbeat_.answered(s, beat.sequence, now) &&
+        workers_.status(s) == worker_status::probing) {
+        workers_.probe_answered(s);  // it may take tasks again
         dispatch(now);
     }
 }
 
 void pool_core::sweep_heartbeats(time_point now) {
     auto result = heartbeat_.sweep(
-        now, [this](slot_id s) { return workers_.state_of(s) == worker_state::idle; });
+        now, [this](slot_id s) { return workers_.status(s) == worker_status::idle; });
     for (const auto& ping : result.pings) {
-        workers_.dispatch().not_idle(ping.slot);  // no task until it answers
+        workers_.probe(ping.slot);  // no task until it answers
         actions_.push_back(send_heartbeat_action{ping.slot, ping.sequence});
     }
     for (const slot_id s : result.unresponsive) {
@@ -226,7 +227,7 @@ void pool_core::housekeeping(time_point now) {
                              " (pool_params::recycle.max_age)",
                          now);
         }
-        const bool idle = workers_.state_of(s) == worker_state::idle && !heartbeat_.waiting(s);
+        const bool idle = workers_.status(s) == worker_status::idle;  // not probing
         if (idle && now - w.idle_since >= sizing_.idle_timeout() &&
             sizing_.size() > sizing_.min() && !sizing_.is_leaving(s) && !sizing_.replaces(s) &&
             w.recycle_reason.empty()) {

@@ -77,7 +77,7 @@ void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, tim
     complete(
         id, boost::asio::error::operation_aborted,
         {.worker_pid = pid, .diagnostics = {.summary = std::move(summary), .worker_pid = pid}});
-    w.child.set_timer(std::min(w.child.timer(), now + params_.cancel_grace));
+    w.child.set_timer_if_sooner(timer_purpose::cancel_grace, now + params_.cancel_grace);
 }
 
 void pool_core::on_deadline(task_id id, time_point now) {

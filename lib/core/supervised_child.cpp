@@ -18,6 +18,24 @@ const char* to_string(child_state s) noexcept {
     return "unknown";
 }
 
+const char* to_string(timer_purpose p) noexcept {
+    switch (p) {
+        case timer_purpose::none:
+            return "none";
+        case timer_purpose::restart:
+            return "restart";
+        case timer_purpose::start_deadline:
+            return "start deadline";
+        case timer_purpose::stop_grace:
+            return "stop grace";
+        case timer_purpose::cancel_grace:
+            return "cancel grace";
+        case timer_purpose::channel_grace:
+            return "channel grace";
+    }
+    return "unknown";
+}
+
 void supervised_child::begin_start(time_point now, time_point give_up_at) {
     ever_started_ = true;
     pid_ = 0;
@@ -27,7 +45,7 @@ void supervised_child::begin_start(time_point now, time_point give_up_at) {
     process_start_ = now;
     log_.clear();
     set_state(child_state::starting);
-    set_timer(give_up_at);
+    set_timer(timer_purpose::start_deadline, give_up_at);
 }
 
 stop_step supervised_child::stop(stop_reason why, bool force, time_point now,
@@ -44,7 +62,7 @@ stop_step supervised_child::stop(stop_reason why, bool force, time_point now,
                 return stop_step::none;
             }
             killed_ = true;
-            set_timer(time_point::max());
+            clear_timer();
             return stop_step::kill;
         case child_state::starting:
         case child_state::running:
@@ -54,18 +72,19 @@ stop_step supervised_child::stop(stop_reason why, bool force, time_point now,
     set_state(child_state::stopping);
     if (force) {
         killed_ = true;
-        set_timer(time_point::max());
+        clear_timer();
         return stop_step::kill;
     }
     killed_ = false;
     asked_to_stop_ = true;
-    set_timer(now + grace);
+    set_timer(timer_purpose::stop_grace, now + grace);
     return stop_step::ask;
 }
 
-void supervised_child::set_timer(time_point at) {
+void supervised_child::set_timer(timer_purpose what, time_point at) {
     const time_point from = timer_;
     timer_ = at;
+    due_ = at == time_point::max() ? timer_purpose::none : what;
     if (from != at && observer_) {
         observer_->on_child_timer(id_, from, at);
     }

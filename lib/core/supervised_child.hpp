@@ -1,8 +1,9 @@
 // The lifecycle of one supervised child process, a worker or the fork server: it waits for
 // its start, starts, becomes ready, is asked to stop or killed, and is restarted after a
-// backoff or retired for good. Its state and its timer change only in these transitions, and
-// each change is told to an observer, which keeps what the pool derives from them right (the
-// idle list, the index of timers, the count of starts in progress).
+// backoff or retired for good. Its state and its one timer change only in these transitions,
+// and each change is told to an observer, which keeps what the pool derives from them right
+// (the idle list, the index of timers, the count of starts in progress). The timer is typed:
+// it says what is due, so whoever handles it needs no other state to tell.
 #pragma once
 
 #include "log_tail.hpp"
@@ -10,6 +11,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <string_view>
 
 namespace torchpool::core {
@@ -23,6 +25,18 @@ enum class child_state {
 };
 
 const char* to_string(child_state s) noexcept;
+
+/// What a child's timer is for.
+enum class timer_purpose : std::uint8_t {
+    none,            ///< nothing is due
+    restart,         ///< in backoff: its restart time
+    start_deadline,  ///< starting: to have a process (spawn_timeout), then to be ready
+    stop_grace,      ///< asked to exit: killed if it has not by then
+    cancel_grace,    ///< its running task was cancelled: killed if it has not answered by then
+    channel_grace,   ///< its channel ended: it must have exited by then
+};
+
+const char* to_string(timer_purpose p) noexcept;
 
 /// What stopping a child asks of the driver.
 enum class stop_step {
@@ -50,8 +64,10 @@ public:
     std::size_t id() const noexcept { return id_; }
     child_state state() const noexcept { return state_; }
     int pid() const noexcept { return pid_; }
-    /// When something is due: its start deadline, its restart, its SIGKILL; max if nothing.
+    /// When something is due (see due()); max if nothing.
     time_point timer() const noexcept { return timer_; }
+    /// What is due at timer().
+    timer_purpose due() const noexcept { return due_; }
     time_point process_start() const noexcept { return process_start_; }
     stop_reason reason() const noexcept { return reason_; }
     bool killed() const noexcept { return killed_; }
@@ -91,12 +107,12 @@ public:
     /// No process; waits for its turn to start (no timer).
     void wait_for_turn() {
         set_state(child_state::backoff);
-        set_timer(time_point::max());
+        clear_timer();
     }
     /// No process; restarts at `at`.
     void restart_at(time_point at) {
         set_state(child_state::backoff);
-        set_timer(at);
+        set_timer(timer_purpose::restart, at);
     }
     /// Its process is being started now; it must be ready by `give_up_at`.
     void begin_start(time_point now, time_point give_up_at);
@@ -108,7 +124,7 @@ public:
     /// It said hello.
     void became_ready(time_point now) {
         set_state(child_state::running);
-        set_timer(time_point::max());
+        clear_timer();
         failed_starts_ = 0;
         ready_since_ = now;
     }
@@ -124,10 +140,17 @@ public:
     /// Stopped for good.
     void retire() {
         set_state(child_state::stopped);
-        set_timer(time_point::max());
+        clear_timer();
     }
-    /// Something is due at `at` in its current state (e.g. a grace period).
-    void set_timer(time_point at);
+    /// `what` is due at `at`, instead of what was.
+    void set_timer(timer_purpose what, time_point at);
+    /// `what` is due at `at`, if that is sooner than what is due now.
+    void set_timer_if_sooner(timer_purpose what, time_point at) {
+        if (at < timer_) {
+            set_timer(what, at);
+        }
+    }
+    void clear_timer() { set_timer(timer_purpose::none, time_point::max()); }
 
 private:
     void set_state(child_state to);
@@ -136,6 +159,7 @@ private:
     child_state state_ = child_state::backoff;
     int pid_ = 0;
     time_point timer_ = time_point::max();
+    timer_purpose due_ = timer_purpose::none;
     time_point process_start_{};
     time_point ready_since_{};
     stop_reason reason_ = stop_reason::none;

@@ -22,8 +22,30 @@ const char* to_string(worker_state s) noexcept {
     return "unknown";
 }
 
-worker_set::worker_set(const pool_params& params, const task_table& tasks)
-    : tasks_(tasks),
+const char* to_string(worker_status s) noexcept {
+    switch (s) {
+        case worker_status::backoff:
+            return "backoff";
+        case worker_status::waiting:
+            return "waiting";
+        case worker_status::starting:
+            return "starting";
+        case worker_status::idle:
+            return "idle";
+        case worker_status::busy:
+            return "busy";
+        case worker_status::probing:
+            return "probing";
+        case worker_status::stopping:
+            return "stopping";
+        case worker_status::stopped:
+            return "stopped";
+    }
+    return "unknown";
+}
+
+worker_set::worker_set(const pool_params& params)
+    : status_(slot_capacity(params), worker_status::backoff),
       dispatch_(slot_capacity(params), params.prefetch),
       gate_(slot_capacity(params), params.max_concurrent_starts) {
     supervised_child::observer* observer = this;
@@ -31,29 +53,62 @@ worker_set::worker_set(const pool_params& params, const task_table& tasks)
     for (slot_id s = 0; s < slot_capacity(params); ++s) {
         workers_.emplace_back(s, params.log_tail_bytes, params.load_extensions, observer);
     }
+    counts_[static_cast<std::size_t>(worker_status::backoff)] = workers_.size();
 }
 
-void worker_set::on_child_state(std::size_t id, child_state from, child_state to) {
-    if (from == child_state::starting) {
-        gate_.start_ended();
+void worker_set::on_child_state(std::size_t id, child_state, child_state to) {
+    switch (to) {
+        case child_state::backoff:
+            set_status(id, worker_status::backoff);
+            break;
+        case child_state::starting:
+            set_status(id, worker_status::starting);
+            break;
+        case child_state::running:
+            set_status(id, worker_status::idle);  // ready, and sent nothing yet
+            break;
+        case child_state::stopping:
+            set_status(id, worker_status::stopping);
+            break;
+        case child_state::stopped:
+            set_status(id, worker_status::stopped);
+            break;
     }
-    if (to == child_state::starting) {
-        gate_.start_began();
+}
+
+void worker_set::set_status(slot_id slot, worker_status to) {
+    const worker_status from = status_[slot];
+    if (from == to) {
+        return;
     }
-    if (from == child_state::running) {
-        --running_;
-        dispatch_.not_idle(id);
+    switch (from) {  // exit hooks
+        case worker_status::waiting:
+            gate_.withdraw(slot);  // its turn, if it comes, is skipped
+            break;
+        case worker_status::starting:
+            gate_.start_ended();
+            break;
+        case worker_status::idle:
+            dispatch_.not_idle(slot);
+            break;
+        default:
+            break;
     }
-    if (to == child_state::running) {
-        ++running_;  // ready, and sent nothing yet
-        dispatch_.became_idle(id);
-    }
-    if (from == child_state::stopped) {
-        --stopped_;
-    }
-    if (to == child_state::stopped) {
-        ++stopped_;
-        gate_.withdraw(id);
+    status_[slot] = to;
+    --counts_[static_cast<std::size_t>(from)];
+    ++counts_[static_cast<std::size_t>(to)];
+    switch (to) {  // enter hooks
+        case worker_status::waiting:
+            gate_.enqueue(slot);
+            break;
+        case worker_status::starting:
+            gate_.start_began();
+            break;
+        case worker_status::idle:
+            dispatch_.became_idle(slot);
+            break;
+        default:
+            break;
     }
 }
 
@@ -67,16 +122,20 @@ void worker_set::on_child_timer(std::size_t id, time_point from, time_point to) 
 }
 
 worker_state worker_set::state_of(slot_id slot) const {
-    switch (workers_.at(slot).child.state()) {
-        case child_state::backoff:
+    switch (status_.at(slot)) {
+        case worker_status::backoff:
+        case worker_status::waiting:
             return worker_state::backoff;
-        case child_state::starting:
+        case worker_status::starting:
             return worker_state::starting;
-        case child_state::running:
-            return tasks_.sent(slot).empty() ? worker_state::idle : worker_state::busy;
-        case child_state::stopping:
+        case worker_status::idle:
+        case worker_status::probing:
+            return worker_state::idle;
+        case worker_status::busy:
+            return worker_state::busy;
+        case worker_status::stopping:
             return worker_state::stopping;
-        case child_state::stopped:
+        case worker_status::stopped:
             return worker_state::stopped;
     }
     return worker_state::stopped;
@@ -91,28 +150,13 @@ std::vector<slot_id> worker_set::due(time_point now) const {
 }
 
 void worker_set::count(pool_stats& stats) const {
-    for (slot_id s = 0; s < workers_.size(); ++s) {
-        switch (state_of(s)) {
-            case worker_state::backoff:
-                ++(gate_.waiting(s) ? stats.workers_waiting : stats.workers_backoff);
-                break;
-            case worker_state::starting:
-                ++stats.workers_starting;
-                break;
-            case worker_state::idle:
-                ++stats.workers_idle;
-                break;
-            case worker_state::busy:
-                ++stats.workers_busy;
-                break;
-            case worker_state::stopping:
-                ++stats.workers_stopping;
-                break;
-            case worker_state::stopped:
-                ++stats.workers_stopped;
-                break;
-        }
-    }
+    stats.workers_backoff += count(worker_status::backoff);
+    stats.workers_waiting += count(worker_status::waiting);
+    stats.workers_starting += count(worker_status::starting);
+    stats.workers_idle += count(worker_status::idle) + count(worker_status::probing);
+    stats.workers_busy += count(worker_status::busy);
+    stats.workers_stopping += count(worker_status::stopping);
+    stats.workers_stopped += count(worker_status::stopped);
 }
 
 }  // namespace torchpool::core

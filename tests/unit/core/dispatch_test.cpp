@@ -25,7 +25,10 @@ TEST_CASE("the worker that became idle last takes the next task", "[dispatch]") 
     d.became_idle(1);
     d.not_idle(2);  // it died while idle
     CHECK(d.pick(none_busy) == slot_id{1});
+    CHECK(d.pick(none_busy) == slot_id{1});  // picked, not yet sent anything: still idle
+    d.not_idle(1);                           // sent its task
     CHECK(d.pick(none_busy) == slot_id{0});
+    d.not_idle(0);
     CHECK(d.pick(none_busy) == std::nullopt);
     CHECK(d.idle_count() == 0);
 }

@@ -124,3 +124,28 @@ TEST_CASE("a new start clears what belonged to the previous process", "[child]")
     CHECK(c.reason() == stop_reason::none);
     CHECK(c.process_start() == t0 + 1s);
 }
+
+TEST_CASE("the timer says what is due, and a sooner deadline replaces a later one", "[child]") {
+    supervised_child c(0, 1024, nullptr);
+    CHECK(c.due() == timer_purpose::none);
+    c.restart_at(t0 + 1s);
+    CHECK(c.due() == timer_purpose::restart);
+    c.begin_start(t0 + 1s, t0 + 11s);
+    CHECK(c.due() == timer_purpose::start_deadline);
+    c.became_ready(t0 + 2s);
+    CHECK(c.due() == timer_purpose::none);
+    CHECK(c.timer() == time_point::max());
+
+    c.set_timer_if_sooner(timer_purpose::cancel_grace, t0 + 7s);
+    c.set_timer_if_sooner(timer_purpose::channel_grace, t0 + 9s);  // later: not taken
+    CHECK(c.due() == timer_purpose::cancel_grace);
+    CHECK(c.timer() == t0 + 7s);
+    c.set_timer_if_sooner(timer_purpose::channel_grace, t0 + 5s);
+    CHECK(c.due() == timer_purpose::channel_grace);
+
+    c.stop(stop_reason::deadline, false, t0 + 3s, 2s);
+    CHECK(c.due() == timer_purpose::stop_grace);
+    CHECK(c.timer() == t0 + 5s);
+    c.stop(stop_reason::deadline, true, t0 + 4s, 2s);  // escalated to a kill: nothing due
+    CHECK(c.due() == timer_purpose::none);
+}
