@@ -20,7 +20,7 @@ void fork_server_supervisor::start(bool pool_stopping, time_point now) {
     }
     child_.begin_start(now, now + spawn_timeout_);
     load_.reset();
-    ++report_.counters.fork_server_starts;
+    report_.apply(facts::fork_server_starting{});
     out_.push_back(start_server_action{});
 }
 
@@ -48,8 +48,7 @@ void fork_server_supervisor::kill_because(std::string reason, time_point now) {
 void fork_server_supervisor::spawned(int pid, time_point now) {
     child_.spawned(pid, now);
     child_.set_timer(timer_purpose::start_deadline, now + load_timeout_);
-    report_.event(worker_event::kind::fork_server_started, 0, pid,
-                  "fork server " + std::to_string(pid) + " started");
+    report_.apply(facts::fork_server_spawned{.pid = pid});
 }
 
 std::optional<std::string> fork_server_supervisor::hello(const wire::hello_msg& hello,
@@ -62,11 +61,8 @@ std::optional<std::string> fork_server_supervisor::hello(const wire::hello_msg& 
                " (this pool speaks " + std::to_string(wire::protocol_version) + ")";
     }
     child_.became_ready(now);
-    if (report_.events_wanted()) {
-        report_.event(worker_event::kind::fork_server_ready, 0, child_.pid(),
-                      "fork server " + std::to_string(child_.pid()) + " is ready, " +
-                          format_elapsed(child_.process_start(), now) + " after it started");
-    }
+    report_.apply(facts::fork_server_ready{
+        .pid = child_.pid(), .started = child_.process_start(), .now = now});
     return std::nullopt;
 }
 
@@ -75,7 +71,7 @@ bool fork_server_supervisor::protocol_error(std::string what, time_point now) {
     if (!enabled_ || state == child_state::stopping || state == child_state::stopped) {
         return false;
     }
-    ++report_.counters.protocol_errors;
+    report_.apply(facts::fork_server_protocol_error{});
     kill_because(std::move(what) + "; it was killed", now);
     return true;
 }
@@ -111,7 +107,7 @@ fork_server_supervisor::end fork_server_supervisor::gone(std::string why, bool p
     child_.clear_timer();
     kill_reason_.clear();
     if (pid != 0) {
-        report_.event(worker_event::kind::fork_server_exited, 0, pid, std::move(why));
+        report_.apply(facts::fork_server_exited{.pid = pid, .why = std::move(why)});
     }
     if (pool_stopping || asked) {
         child_.retire();  // the pool is done with it
@@ -119,7 +115,7 @@ fork_server_supervisor::end fork_server_supervisor::gone(std::string why, bool p
     }
     child_.wait_for_turn();
     if (was == child_state::running && unexpected) {
-        ++report_.counters.fork_server_deaths;
+        report_.apply(facts::fork_server_died{});
         return {.for_good = false, .was_failed_start = false};
     }
     return {.for_good = false, .was_failed_start = was == child_state::starting || !unexpected};
@@ -141,7 +137,7 @@ void fork_server_supervisor::on_timer(bool pool_stopping, const cpu_probe& cpu_t
     switch (child_.due()) {
         case timer_purpose::start_deadline:
             if (child_.pid() != 0 && cpu_time && load_.extend(cpu_time(child_.pid()))) {
-                ++report_.counters.load_extensions;
+                report_.apply(facts::load_extended{});
                 // Loading, and computing: more time.
                 child_.set_timer(timer_purpose::start_deadline, now + load_timeout_);
                 break;

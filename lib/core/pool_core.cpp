@@ -39,10 +39,9 @@ worker_state pool_core::state_of(slot_id slot) const {
 
 void pool_core::submit(task_id id, std::string method, const task_options& options,
                        time_point now) {
-    auto& counters = report_.counters;
-    ++counters.submitted;
+    report_.apply(facts::task_submitted{});
     if (quarantine_.holds(options.fingerprint)) {
-        ++counters.quarantined;
+        report_.apply(facts::task_quarantined{});
         complete(id, errc::poison_task,
                  {.diagnostics = {.summary = quarantined_task(describe_task(id, &method),
                                                               options.fingerprint)}});
@@ -62,7 +61,7 @@ void pool_core::submit(task_id id, std::string method, const task_options& optio
             return;
         case admission::queue_full:
             if (options.wait_for_room) {
-                ++counters.waited_for_room;
+                report_.apply(facts::task_waits_for_room{});
                 tasks_.add(id, std::move(method), options, now, false);
                 return;
             }
@@ -80,7 +79,7 @@ void pool_core::submit(task_id id, std::string method, const task_options& optio
 }
 
 void pool_core::reject(task_id id, boost::system::error_code error, std::string summary) {
-    ++report_.counters.submitted;
+    report_.apply(facts::task_submitted{});
     complete(id, error, {.diagnostics = {.summary = std::move(summary)}});
 }
 
@@ -99,7 +98,7 @@ void pool_core::dispatch(time_point now) {
         unsigned attempt = 1;
         const task_id id = tasks_.send_next(*target, &submitted, &attempt);
         actions_.push_back(send_request_action{*target, id, attempt});
-        report_.counters.queue_wait.add(duration_cast<std::chrono::microseconds>(now - submitted));
+        report_.apply(facts::task_sent{.queue_wait = now - submitted});
         if (tasks_.waiting() > 0) {
             admit_waiting();  // there is room now
         }
@@ -183,8 +182,6 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
         return;
     }
     w.child.became_ready(now);
-    report_.counters.start_to_ready.add(
-        duration_cast<std::chrono::microseconds>(now - w.child.process_start()));
     heartbeat_.ready(s,
                      std::find(hello.capabilities.begin(), hello.capabilities.end(),
                                wire::answers_heartbeats) != hello.capabilities.end(),
@@ -200,17 +197,11 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
         sizing_.handed_over(s);
         hand_over(*old, now);
     }
-    const bool recovered = restart_.start_succeeded(now);
-    if (report_.events_wanted()) {
-        report_.event(worker_event::kind::ready, s, w.child.pid(),
-                      "worker " + std::to_string(w.child.pid()) + " is ready, " +
-                          format_elapsed(w.child.process_start(), now) + " after it started");
-    }
-    if (recovered) {  // told after the readiness it follows from
-        report_.event(worker_event::kind::recovered, s, w.child.pid(),
-                      "the pool has recovered: worker " + std::to_string(w.child.pid()) +
-                          " started and is ready, so tasks are accepted again");
-    }
+    report_.apply(facts::worker_ready{.slot = s,
+                                      .pid = w.child.pid(),
+                                      .started = w.child.process_start(),
+                                      .now = now,
+                                      .recovered = restart_.start_succeeded(now)});
     dispatch(now);
     settle(now);
 }
@@ -230,7 +221,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     w.child.healthy();
     heartbeat_.active(s, now);
     ++w.tasks_done;
-    report_.counters.run_time.add(duration_cast<std::chrono::microseconds>(now - w.task_start));
+    report_.apply(facts::task_answered{.run_time = now - w.task_start});
     const auto done = tasks_.answered(s);
     if (done.abandoned && w.child.due() == timer_purpose::cancel_grace) {
         w.child.clear_timer();  // it answered within its cancel grace
@@ -313,7 +304,7 @@ void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
                             {.worker_pid = pid, .diagnostics = std::move(d)}, now);
     }
     if (state == child_state::starting) {
-        ++report_.counters.failed_starts;
+        report_.apply(facts::start_failed{});
         w.child.count_failed_start();
         start_failed("worker " + std::to_string(pid) + " " + what + " before it was ready.", now);
     }
@@ -433,7 +424,7 @@ bool pool_core::loading_with_progress(slot_id s) {
     if (!w.load.extend(cpu_time_of(w.child))) {
         return false;
     }
-    ++report_.counters.load_extensions;
+    report_.apply(facts::load_extended{});
     return true;
 }
 
@@ -471,7 +462,7 @@ void pool_core::on_worker_timer(slot_id s, time_point now) {
 }
 
 pool_stats pool_core::stats() const {
-    pool_stats st = report_.counters;
+    pool_stats st = report_.counters();
     workers_.count(st);
     st.queue_depth = tasks_.queued();
     st.waiting_for_room = tasks_.waiting();

@@ -252,9 +252,8 @@ private:
     /// `stuck`: the pool gives up on it, so what it is doing in the kernel is read too.
     task_diagnostics worker_diagnostics(slot_id s, time_point now, bool alive,
                                         bool stuck = false) const;
-    /// "; restarting in 96 ms", "; restarted at once", ...: what comes next for slot `s`
-    /// after its process ended or could not be made.
-    std::string describe_next_start(slot_id s, time_point now) const;
+    /// What comes next for slot `s` after its process ended or could not be made.
+    facts::next_start next_start(slot_id s, time_point now) const;
 
     pool_params params_;
     process_probe probe_;

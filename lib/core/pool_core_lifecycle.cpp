@@ -56,7 +56,7 @@ void pool_core::start_waiting(time_point now) {
 void pool_core::begin_start(slot_id s, time_point now) {
     auto& w = workers_[s];
     if (w.child.ever_started()) {
-        ++report_.counters.restarts;
+        report_.apply(facts::worker_restarting{});
     }
     tasks_.drop_sent(s);
     w.channel_closed.reset();
@@ -84,37 +84,28 @@ void pool_core::on_spawned(slot_id s, int pid, time_point now) {
     workers_[s].child.spawned(pid, now);
     // The spawn is done; now the load.
     workers_[s].child.set_timer(timer_purpose::start_deadline, now + params_.load_timeout);
-    ++report_.counters.spawned;
-    report_.event(worker_event::kind::started, s, pid,
-                  "worker " + std::to_string(pid) + " started");
+    report_.apply(facts::worker_spawned{.slot = s, .pid = pid});
 }
 
 void pool_core::on_spawn_error(slot_id s, std::string why, time_point now) {
-    ++report_.counters.failed_starts;
     workers_[s].child.count_failed_start();
     start_failed(std::move(why), now);
     after_exit(s, now);
-    if (report_.events_wanted()) {
-        report_.event(worker_event::kind::start_failed, s, 0,
-                      "worker slot " + std::to_string(s) + " could not be started: " +
-                          restart_.last_error() + describe_next_start(s, now));
-    }
+    report_.apply(
+        facts::spawn_failed{.slot = s, .why = restart_.last_error(), .next = next_start(s, now)});
     settle(now);
 }
 
 void pool_core::note(std::string what) {
-    report_.event(worker_event::kind::notice, 0, 0, std::move(what));
+    report_.apply(facts::notice{std::move(what)});
 }
 
 void pool_core::start_failed(std::string why, time_point now) {
     if (!restart_.start_failed(std::move(why), workers_.any_ready(), now)) {
         return;
     }
-    report_.event(worker_event::kind::degraded, 0, 0,
-                  "the pool is degraded: " + std::to_string(params_.spawn_failures_until_degraded) +
-                      " starts in a row failed and no worker is ready, so tasks fail at once "
-                      "until one is. Last start failure: " +
-                      restart_.last_error());
+    report_.apply(facts::degraded{.after_failures = params_.spawn_failures_until_degraded,
+                                  .last_error = restart_.last_error()});
     fail_queued(errc::spawn_failed,
                 "No worker can be started, so the task was not run. Last start failure: " +
                     restart_.last_error());
@@ -122,21 +113,11 @@ void pool_core::start_failed(std::string why, time_point now) {
 
 time_point pool_core::restart_time(unsigned failures, bool counts, time_point now) {
     const auto d = restart_.next_start(failures, counts, now);
-    if (d.paced) {
-        ++report_.counters.paced_restarts;
-    }
-    if (d.pacing_began) {
-        report_.event(worker_event::kind::notice, 0, 0,
-                      "restart intensity reached: more than " +
-                          std::to_string(restart_.intensity()) + " restarts in " +
-                          format_duration(restart_.period()) +
-                          " (pool_params::restart_limit), so further restarts are paced to "
-                          "that rate");
-    } else if (d.pacing_ended) {
-        report_.event(worker_event::kind::notice, 0, 0,
-                      "restarts are no longer paced: they came slower than the restart "
-                      "intensity (pool_params::restart_limit) allows");
-    }
+    report_.apply(facts::restart_paced{.paced = d.paced,
+                                       .began = d.pacing_began,
+                                       .ended = d.pacing_ended,
+                                       .intensity = restart_.intensity(),
+                                       .period = restart_.period()});
     return d.at;
 }
 
@@ -196,38 +177,31 @@ void pool_core::requeue_fork_requests(time_point now) {
 
 void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
     auto& w = workers_[s];
-    auto& counters = report_.counters;
     const worker_state was = workers_.state_of(s);
     if (was == worker_state::backoff || was == worker_state::stopped) {
         return;  // no process; cannot happen, but must not restart anything
     }
     const std::string how = describe_exit(status);
     const int pid = w.child.pid();
-    const std::string who = "worker " + std::to_string(pid);
     if (status.oom_killed) {
-        ++counters.memory_kills;
-        report_.event(worker_event::kind::memory_limit, s, pid,
-                      who +
-                          " was killed by the kernel's OOM killer at the limit of its memory "
-                          "cgroup, " +
-                          format_mib(memory_.params().hard_limit_bytes));
+        report_.apply(
+            facts::oom_killed{.slot = s, .pid = pid, .limit = memory_.params().hard_limit_bytes});
     }
     switch (was) {
         case worker_state::starting:
-            ++counters.failed_starts;
+            report_.apply(facts::start_failed{});
             w.child.count_failed_start();
-            start_failed(who + " " + how + " before it was ready, " +
-                             format_elapsed(w.child.process_start(), now) + " after it started." +
-                             describe_output(w.child.log().text()),
-                         now);
+            start_failed(
+                exited_before_ready(pid, how, w.child.process_start(), now, w.child.log().text()),
+                now);
             break;
         case worker_state::idle:
             w.child.count_failure(now, params_.restart_backoff.reset_after);
-            ++(status.signal ? counters.deaths_by_signal : counters.deaths_by_exit);
+            report_.apply(facts::worker_died{.by_signal = status.signal.has_value()});
             break;
         case worker_state::busy: {
             w.child.count_failure(now, params_.restart_backoff.reset_after);
-            ++(status.signal ? counters.deaths_by_signal : counters.deaths_by_exit);
+            report_.apply(facts::worker_died{.by_signal = status.signal.has_value()});
             const auto id = tasks_.running(s);
             if (!id) {
                 tasks_.release(s);  // it was running a task nobody waits for any more
@@ -251,12 +225,11 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
         }
         case worker_state::stopping:
             if (w.child.reason() == stop_reason::spawn_timeout) {
-                ++counters.failed_starts;
+                report_.apply(facts::start_failed{});
                 w.child.count_failed_start();
-                start_failed(who + " did not become ready within " +
-                                 describe_load_time(params_.load_timeout, w.load) +
-                                 " and was killed." + describe_output(w.child.log().text()),
-                             now);
+                start_failed(
+                    not_ready_in_time(pid, params_.load_timeout, w.load, w.child.log().text()),
+                    now);
             }
             break;
         case worker_state::backoff:
@@ -264,24 +237,14 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
             break;
     }
     after_exit(s, now);
-    if (report_.events_wanted()) {
-        report_.event(worker_event::kind::exited, s, pid,
-                      who + " " + how + " while " + to_string(was) + describe_next_start(s, now));
-    }
+    report_.apply(facts::worker_exited{
+        .slot = s, .pid = pid, .how = how, .was = to_string(was), .next = next_start(s, now)});
     settle(now);
 }
 
-std::string pool_core::describe_next_start(slot_id s, time_point now) const {
+facts::next_start pool_core::next_start(slot_id s, time_point now) const {
     const auto& child = workers_[s].child;
-    if (child.state() == child_state::starting) {
-        return "; restarted at once";
-    }
-    if (child.state() != child_state::backoff) {
-        return {};
-    }
-    return child.timer() == time_point::max()
-               ? "; restarting when its turn to start comes"
-               : "; restarting in " + format_elapsed(now, child.timer());
+    return {.state = child.state(), .at = child.timer(), .now = now};
 }
 
 void pool_core::after_exit(slot_id s, time_point now) {
@@ -336,7 +299,7 @@ void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_poin
     const bool already_stopping = w.child.state() == child_state::stopping;
     const stop_step step = w.child.stop(reason, force, now, params_.stop_grace);
     if (step != stop_step::none && !already_stopping && !on_purpose(reason)) {
-        ++report_.counters.killed_by_pool;
+        report_.apply(facts::killed_by_pool{});
     }
     switch (step) {
         case stop_step::none:

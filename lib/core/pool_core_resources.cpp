@@ -37,13 +37,9 @@ void pool_core::unresponsive(slot_id s, time_point now) {
     if (workers_[s].child.state() != child_state::running) {
         return;
     }
-    ++report_.counters.unresponsive;
     const auto d = worker_diagnostics(s, now, true, true);
-    report_.event(worker_event::kind::unresponsive, s, d.worker_pid,
-                  "worker " + std::to_string(d.worker_pid) + " did not answer a heartbeat within " +
-                      format_duration(heartbeat_.timeout()) +
-                      " while idle (pool_params::heartbeat_timeout); it is stopped and replaced" +
-                      describe_memory(d.memory) + "." + describe_activity(d.activity));
+    report_.apply(facts::unresponsive{
+        .slot = s, .diagnostics = d, .timeout = duration_cast<milliseconds>(heartbeat_.timeout())});
     stop_worker(s, stop_reason::unresponsive, false, now);
 }
 
@@ -88,15 +84,12 @@ void pool_core::check_memory(slot_id s, time_point now) {
 }
 
 void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
-    ++report_.counters.memory_kills;
     const int pid = workers_[s].child.pid();
-    const std::string figures =
-        format_mib(m.private_bytes) + " of its own, over its hard limit of " +
-        format_mib(memory_.params().hard_limit_bytes) + " (pool_params::memory.hard_limit_bytes)";
     // The event first: the host hears of the kill no later than the task's caller does.
-    report_.event(worker_event::kind::memory_limit, s, pid,
-                  "worker " + std::to_string(pid) + " held " + figures +
-                      "; it was killed and will be replaced");
+    report_.apply(facts::over_memory_limit{.slot = s,
+                                           .pid = pid,
+                                           .held = m.private_bytes,
+                                           .limit = memory_.params().hard_limit_bytes});
     if (const auto id = tasks_.running(s)) {
         auto d = worker_diagnostics(s, now, false);
         d.memory = m;
@@ -123,19 +116,15 @@ void pool_core::start_replacement(slot_id s, time_point now) {
     if (!sizing_.may_recycle_more()) {
         return;  // its turn comes when a replacement under way is done (resume_recycling)
     }
-    ++report_.counters.recycled;
-    if (const auto spare = sizing_.take_parked(true)) {
+    const auto spare = sizing_.take_parked(true);
+    report_.apply(facts::recycling{
+        .slot = s, .pid = w.child.pid(), .reason = w.recycle_reason, .in_place = !spare});
+    if (spare) {
         sizing_.replacing(*spare, s);
-        report_.event(worker_event::kind::recycled, s, w.child.pid(),
-                      "worker " + std::to_string(w.child.pid()) + " is being replaced, since " +
-                          w.recycle_reason + "; it leaves once its replacement is ready");
         wait_for_start(*spare, now);
         return;
     }
     // No spare slot (the pool is at its largest): replaced in place, after its task.
-    report_.event(worker_event::kind::recycled, s, w.child.pid(),
-                  "worker " + std::to_string(w.child.pid()) + " is being replaced, since " +
-                      w.recycle_reason + "; it is restarted once its task is done");
     w.retire_after_task = true;
     if (tasks_.sent(s).empty()) {
         leave(s, stop_reason::recycle, false, now);
@@ -204,8 +193,7 @@ std::size_t pool_core::resize(std::size_t workers, time_point now) {
             }
         }
     }
-    report_.event(worker_event::kind::notice, 0, 0,
-                  "the pool was resized to " + std::to_string(n) + " workers (pool::resize)");
+    report_.apply(facts::resized{.workers = n});
     settle(now);
     return n;
 }

@@ -108,12 +108,8 @@ void pool_core::cancel_grace_over(slot_id s, time_point now) {
     // Its running task was cancelled (terminal) and it has not answered: killed, and what it
     // was doing is told to the host, since its caller has long been completed.
     auto d = worker_diagnostics(s, now, true, true);
-    report_.event(worker_event::kind::notice, s, d.worker_pid,
-                  "worker " + std::to_string(d.worker_pid) +
-                      " did not stop the task its caller cancelled within " +
-                      format_duration(params_.cancel_grace) +
-                      " (pool_params::cancel_grace); it is killed and replaced" +
-                      describe_memory(d.memory) + "." + describe_activity(d.activity));
+    report_.apply(
+        facts::cancel_ignored{.slot = s, .diagnostics = d, .grace = params_.cancel_grace});
     stop_worker(s, stop_reason::cancelled, true, now);
 }
 
@@ -121,7 +117,6 @@ void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&
                                     time_point now) {
     tasks_.release(s);  // what it was sent ahead goes back first, so that this task leads
     const auto* t = tasks_.find(id);
-    auto& counters = report_.counters;
     if (t->cancel_requested) {
         // Its caller asked to stop it, and it has stopped: not run again.
         result.diagnostics.summary =
@@ -136,12 +131,13 @@ void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&
         quarantine_.add(t->fingerprint);
         auto& d = result.diagnostics;
         d.summary = poison_task(tasks_.describe(id), deaths, t->fingerprint, quarantine_.enabled());
-        report_.event(worker_event::kind::poison_task, s, result.worker_pid, d.summary);
+        report_.apply(
+            facts::poison_task{.slot = s, .pid = result.worker_pid, .summary = d.summary});
         complete(id, errc::poison_task, std::move(result));
         return;
     }
     if (t->retries_left > 0 && t->deadline > now && !phase_.stopping()) {
-        ++counters.retried;
+        report_.apply(facts::task_retried{});
         tasks_.retry(id);
         requeued_ = true;
         return;

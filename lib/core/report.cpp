@@ -1,299 +1,216 @@
 #include "report.hpp"
 
 #include <torchpool/error.hpp>
-#include <torchpool/task.hpp>
 
 #include <boost/asio/error.hpp>
 
-#include <cstdio>
-
-#include <signal.h>
-
 namespace torchpool::core {
 
-void report::event(worker_event::kind what, slot_id slot, int pid, std::string description) {
-    if (events_wanted_) {
-        out_.push_back(notify_action{{what, slot, pid, std::move(description)}});
+namespace {
+
+std::string worker(int pid) {
+    return "worker " + std::to_string(pid);
+}
+
+/// "; restarting in 96 ms", "; restarted at once", ...
+std::string describe_next_start(const facts::next_start& next) {
+    if (next.state == child_state::starting) {
+        return "; restarted at once";
     }
+    if (next.state != child_state::backoff) {
+        return {};
+    }
+    return next.at == time_point::max() ? "; restarting when its turn to start comes"
+                                        : "; restarting in " + format_elapsed(next.now, next.at);
+}
+
+}  // namespace
+
+void report::event(worker_event::kind what, slot_id slot, int pid, std::string description) {
+    out_.push_back(notify_action{{what, slot, pid, std::move(description)}});
 }
 
 void report::task_failed(const boost::system::error_code& error) noexcept {
     if (error == boost::asio::error::operation_aborted) {
-        ++counters.cancelled;
+        ++counters_.cancelled;
     } else if (error == errc::task_failed) {
-        ++counters.task_failed;
+        ++counters_.task_failed;
     } else if (error == errc::timeout) {
-        ++counters.timed_out;
+        ++counters_.timed_out;
     } else if (error == errc::worker_died) {
-        ++counters.worker_died;
+        ++counters_.worker_died;
     } else if (error == errc::memory_limit) {
-        ++counters.memory_limit;
+        ++counters_.memory_limit;
     } else if (error == errc::protocol_error) {
-        ++counters.protocol_errors;
+        ++counters_.protocol_errors;
     } else if (error == errc::poison_task) {
-        ++counters.poison_tasks;
+        ++counters_.poison_tasks;
     } else if (error == errc::overloaded) {
-        ++counters.overloaded;
+        ++counters_.overloaded;
     } else if (error == errc::spawn_failed) {
-        ++counters.spawn_failed;
+        ++counters_.spawn_failed;
     } else {
-        ++counters.rejected;  // shutting down, or an invalid request
+        ++counters_.rejected;  // shutting down, or an invalid request
     }
 }
 
-std::string format_duration(std::chrono::milliseconds d) {
-    char text[32];
-    if (d < std::chrono::milliseconds{1000}) {
-        std::snprintf(text, sizeof text, "%lld ms", static_cast<long long>(d.count()));
-    } else {
-        std::snprintf(text, sizeof text, "%.1f s", static_cast<double>(d.count()) / 1000.0);
+void report::apply(const facts::poison_task& f) {
+    if (events_wanted_) {
+        event(worker_event::kind::poison_task, f.slot, f.pid, f.summary);
     }
-    return text;
 }
 
-std::string describe_load_time(std::chrono::milliseconds load_timeout, const load_progress& load) {
-    const auto extensions = load.extensions();
-    if (extensions == 0) {
-        return format_duration(load_timeout) + " (pool_params::load_timeout)";
+void report::apply(const facts::worker_spawned& f) {
+    ++counters_.spawned;
+    if (events_wanted_) {
+        event(worker_event::kind::started, f.slot, f.pid, worker(f.pid) + " started");
     }
-    return format_duration(load_timeout * static_cast<long>(extensions + 1)) +
-           " (pool_params::load_timeout, given again " + std::to_string(extensions) +
-           (extensions == 1 ? " time" : " times") +
-           " for using CPU: pool_params::load_extensions)" +
-           (load.stuck() ? ", then used no CPU time for " + format_duration(load_timeout) : "");
 }
 
-std::string format_elapsed(time_point from, time_point to) {
-    return format_duration(std::chrono::duration_cast<std::chrono::milliseconds>(to - from));
-}
-
-std::string describe_exit(const exit_status& status) {
-    if (status.signal) {
-        std::string text = "was killed by signal " + signal_name(*status.signal);
-        if (status.core_dumped) {
-            text += " (core dumped)";
-        }
-        return text;
+void report::apply(const facts::worker_ready& f) {
+    counters_.start_to_ready.add(micros(f.now - f.started));
+    if (!events_wanted_) {
+        return;
     }
-    if (status.exit_code) {
-        return "exited with code " + std::to_string(*status.exit_code);
+    event(worker_event::kind::ready, f.slot, f.pid,
+          worker(f.pid) + " is ready, " + format_elapsed(f.started, f.now) + " after it started");
+    if (f.recovered) {  // told after the readiness it follows from
+        event(worker_event::kind::recovered, f.slot, f.pid,
+              "the pool has recovered: " + worker(f.pid) +
+                  " started and is ready, so tasks are accepted again");
     }
-    return "ended";
 }
 
-std::string describe_memory(const std::optional<worker_memory>& memory) {
-    if (!memory) {
-        return {};
+void report::apply(const facts::spawn_failed& f) {
+    ++counters_.failed_starts;
+    if (events_wanted_) {
+        event(worker_event::kind::start_failed, f.slot, 0,
+              "worker slot " + std::to_string(f.slot) + " could not be started: " + f.why +
+                  describe_next_start(f.next));
     }
-    char text[160];
-    const auto mib = [](std::uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
-    std::snprintf(text, sizeof text,
-                  "; just before, it held %.1f MiB of its own (private; PSS %.1f MiB, RSS %.1f "
-                  "MiB)",
-                  mib(memory->private_bytes), mib(memory->pss_bytes), mib(memory->rss_bytes));
-    return text;
 }
 
-std::string format_mib(std::uint64_t bytes) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
-    return text;
-}
-
-std::string oom_evidence(const exit_status& status, const std::optional<worker_memory>& last,
-                         const memory_params& limits, const machine_memory& machine) {
-    if (status.signal != SIGKILL || status.oom_killed) {
-        return {};
+void report::apply(const facts::worker_exited& f) {
+    if (events_wanted_) {
+        event(worker_event::kind::exited, f.slot, f.pid,
+              worker(f.pid) + " " + f.how + " while " + f.was + describe_next_start(f.next));
     }
-    std::string text;
-    const std::uint64_t limit = limits.hard_limit_bytes;
-    if (last && limit > 0 && last->private_bytes >= limit / 10 * 8) {
-        text = " Its memory, when last read, was " + format_mib(last->private_bytes) +
-               " of its own, near its hard limit of " + format_mib(limit) +
-               ": the kernel's OOM killer may have killed it.";
+}
+
+void report::apply(const facts::oom_killed& f) {
+    ++counters_.memory_kills;
+    if (events_wanted_) {
+        event(worker_event::kind::memory_limit, f.slot, f.pid,
+              worker(f.pid) +
+                  " was killed by the kernel's OOM killer at the limit of its memory cgroup, " +
+                  format_mib(f.limit));
     }
-    if (machine.available_bytes) {
-        // SIGKILL is also what the kernel's OOM killer sends: what the machine's memory was
-        // like is the evidence there is, said as such.
-        text +=
-            " When it died the machine had " + format_mib(*machine.available_bytes) + " available";
-        if (machine.full_pressure) {
-            char pct[32];
-            std::snprintf(pct, sizeof pct, "%.1f%%", *machine.full_pressure);
-            text += std::string(", and every task was stalled on memory ") + pct +
-                    " of the last 10 s (PSI)";
-        }
-        text += ".";
+}
+
+void report::apply(const facts::over_memory_limit& f) {
+    ++counters_.memory_kills;
+    if (events_wanted_) {
+        event(worker_event::kind::memory_limit, f.slot, f.pid,
+              worker(f.pid) + " held " + format_mib(f.held) +
+                  " of its own, over its hard limit of " + format_mib(f.limit) +
+                  " (pool_params::memory.hard_limit_bytes); it was killed and will be replaced");
     }
-    return text;
 }
 
-std::string describe_activity(const std::optional<worker_activity>& a) {
-    if (!a) {
-        return {};
+void report::apply(const facts::unresponsive& f) {
+    ++counters_.unresponsive;
+    if (events_wanted_) {
+        const auto& d = f.diagnostics;
+        event(worker_event::kind::unresponsive, f.slot, d.worker_pid,
+              worker(d.worker_pid) + " did not answer a heartbeat within " +
+                  format_duration(f.timeout) +
+                  " while idle (pool_params::heartbeat_timeout); it is stopped and replaced" +
+                  describe_memory(d.memory) + "." + describe_activity(d.activity));
     }
-    std::string text;
-    switch (a->state) {
-        case 'R':
-            text = " The kernel showed it running";
-            break;
-        case 'S':
-            text = " The kernel showed it sleeping";
-            break;
-        case 'D':
-            text =
-                " The kernel showed it in an uninterruptible wait (D: disk, memory or a "
-                "driver)";
-            break;
-        case 'T':
-        case 't':
-            text = " The kernel showed it stopped (by SIGSTOP or a debugger)";
-            break;
-        case 'Z':
-            return " It had already exited.";
-        default:
-            text = " The kernel showed it in state '" + std::string(1, a->state) + "'";
-            break;
+}
+
+void report::apply(const facts::cancel_ignored& f) {
+    if (events_wanted_) {
+        const auto& d = f.diagnostics;
+        event(worker_event::kind::notice, f.slot, d.worker_pid,
+              worker(d.worker_pid) + " did not stop the task its caller cancelled within " +
+                  format_duration(f.grace) +
+                  " (pool_params::cancel_grace); it is killed and replaced" +
+                  describe_memory(d.memory) + "." + describe_activity(d.activity));
     }
-    if (!a->wchan.empty()) {
-        text += " in " + a->wchan;
+}
+
+void report::apply(const facts::recycling& f) {
+    ++counters_.recycled;
+    if (events_wanted_) {
+        event(worker_event::kind::recycled, f.slot, f.pid,
+              worker(f.pid) + " is being replaced, since " + f.reason +
+                  (f.in_place ? "; it is restarted once its task is done"
+                              : "; it leaves once its replacement is ready"));
     }
-    if (!a->syscall.empty()) {
-        text += ", blocked in the system call " + a->syscall;
+}
+
+void report::apply(const facts::degraded& f) {
+    if (events_wanted_) {
+        event(worker_event::kind::degraded, 0, 0,
+              "the pool is degraded: " + std::to_string(f.after_failures) +
+                  " starts in a row failed and no worker is ready, so tasks fail at once "
+                  "until one is. Last start failure: " +
+                  f.last_error);
     }
-    return text + ".";
 }
 
-namespace {
-
-std::string last_line(const std::string& log) {
-    std::string_view view = log;
-    while (!view.empty() && (view.back() == '\n' || view.back() == '\r')) {
-        view.remove_suffix(1);
+void report::apply(const facts::restart_paced& f) {
+    if (f.paced) {
+        ++counters_.paced_restarts;
     }
-    if (auto nl = view.rfind('\n'); nl != std::string_view::npos) {
-        view.remove_prefix(nl + 1);
+    if (!events_wanted_) {
+        return;
     }
-    return std::string(view);
-}
-
-}  // namespace
-
-std::string describe_output(const std::string& log) {
-    return log.empty() ? std::string(" It wrote nothing to stdout or stderr.")
-                       : " Its last output line: \"" + last_line(log) + "\".";
-}
-
-std::string describe_task(task_id id, const std::string* method) {
-    return "task " + std::to_string(id) + (method ? " ('" + *method + "')" : std::string());
-}
-
-std::string cancelled_in_queue(const std::string& task) {
-    return "The caller cancelled " + task + " while it waited in the queue.";
-}
-
-std::string cancelled_before_start(const std::string& task) {
-    return "The caller cancelled " + task + " before it started.";
-}
-
-std::string cancelled_while_running(const std::string& task, int pid,
-                                    std::chrono::milliseconds grace) {
-    return "The caller cancelled " + task + " while worker " + std::to_string(pid) +
-           " ran it; the worker was told to stop, and is killed and replaced if it has not "
-           "answered within " +
-           format_duration(grace) + " (pool_params::cancel_grace).";
-}
-
-std::string stopped_on_cancel(const std::string& task, int pid) {
-    return "The caller cancelled " + task + " while worker " + std::to_string(pid) +
-           " ran it, and its handler stopped; the worker stays up.";
-}
-
-std::string cancelled_then_died(const std::string& task, const std::string& death) {
-    return "The caller cancelled " + task + ", and its worker failed before it answered: " + death;
-}
-
-namespace {
-
-std::string hex(std::uint64_t value) {
-    char text[24];
-    std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(value));
-    return text;
-}
-
-}  // namespace
-
-std::string poison_task(const std::string& task, const std::vector<task_attempt>& deaths,
-                        std::uint64_t fingerprint, bool quarantined) {
-    std::string text = task + " was running when " + std::to_string(deaths.size()) +
-                       " workers failed (pool_params::poison.deaths), so it is a poison task and "
-                       "is not run again.";
-    for (std::size_t i = 0; i < deaths.size(); ++i) {
-        text += " Run " + std::to_string(i + 1) + ": " + deaths[i].summary;
+    if (f.began) {
+        event(worker_event::kind::notice, 0, 0,
+              "restart intensity reached: more than " + std::to_string(f.intensity) +
+                  " restarts in " + format_duration(f.period) +
+                  " (pool_params::restart_limit), so further restarts are paced to that rate");
+    } else if (f.ended) {
+        event(worker_event::kind::notice, 0, 0,
+              "restarts are no longer paced: they came slower than the restart intensity "
+              "(pool_params::restart_limit) allows");
     }
-    if (fingerprint != 0) {
-        text += " Its fingerprint is " + hex(fingerprint) +
-                (quarantined ? "; it is quarantined: the same task submitted again fails at once."
-                             : ".");
+}
+
+void report::apply(const facts::resized& f) {
+    if (events_wanted_) {
+        event(worker_event::kind::notice, 0, 0,
+              "the pool was resized to " + std::to_string(f.workers) + " workers (pool::resize)");
     }
-    return text;
 }
 
-std::string quarantined_task(const std::string& task, std::uint64_t fingerprint) {
-    return task + " was not run: a task with the same method, payload and tensors (fingerprint " +
-           hex(fingerprint) +
-           ") was a poison task before, and is quarantined (pool_params::poison.quarantine).";
+void report::apply(facts::notice f) {
+    if (events_wanted_) {
+        event(worker_event::kind::notice, 0, 0, std::move(f.what));
+    }
 }
 
-std::string deadline_in_queue(const std::string& task, std::chrono::milliseconds waited) {
-    return task + " waited " + format_duration(waited) +
-           " in the queue and passed its deadline before a worker was free.";
+void report::apply(const facts::fork_server_spawned& f) {
+    if (events_wanted_) {
+        event(worker_event::kind::fork_server_started, 0, f.pid,
+              "fork server " + std::to_string(f.pid) + " started");
+    }
 }
 
-std::string deadline_before_start(const std::string& task, std::chrono::milliseconds waited,
-                                  int pid) {
-    return task + " waited " + format_duration(waited) + " behind another task on worker " +
-           std::to_string(pid) + " and passed its deadline before it started.";
+void report::apply(const facts::fork_server_ready& f) {
+    if (events_wanted_) {
+        event(worker_event::kind::fork_server_ready, 0, f.pid,
+              "fork server " + std::to_string(f.pid) + " is ready, " +
+                  format_elapsed(f.started, f.now) + " after it started");
+    }
 }
 
-std::string deadline_while_running(const std::string& task, std::chrono::milliseconds waited,
-                                   const task_diagnostics& d) {
-    return task + " passed its deadline after " + format_duration(waited) + " (" +
-           format_duration(d.task_run_time) + " of it running on worker " +
-           std::to_string(d.worker_pid) + "); the worker was stopped and will be replaced" +
-           describe_memory(d.memory) + "." + describe_activity(d.activity);
-}
-
-std::string protocol_error_while_running(const std::string& task, const std::string& what,
-                                         const task_diagnostics& d) {
-    return "Worker " + std::to_string(d.worker_pid) + " " + what + " while running " + task +
-           "; it was killed" + describe_memory(d.memory) + ".";
-}
-
-std::string memory_limit_while_running(const std::string& task, std::uint64_t limit,
-                                       const task_diagnostics& d) {
-    return "Worker " + std::to_string(d.worker_pid) + " held " +
-           format_mib(d.memory ? d.memory->private_bytes : 0) +
-           " of its own, over its hard limit of " + format_mib(limit) +
-           " (pool_params::memory.hard_limit_bytes) while running " + task + ", " +
-           format_duration(d.task_run_time) + " into it; it was killed and will be replaced.";
-}
-
-std::string oom_killed_while_running(const std::string& task, const std::string& how,
-                                     std::uint64_t limit, const task_diagnostics& d) {
-    return "Worker " + std::to_string(d.worker_pid) + " " + how + " while running " + task + ", " +
-           format_duration(d.task_run_time) +
-           " into it: the kernel's OOM killer killed it when it reached the limit of its memory "
-           "cgroup, " +
-           format_mib(limit) + " (pool_params::memory.hard_limit_bytes)." +
-           describe_output(d.log_tail);
-}
-
-std::string died_while_running(const std::string& task, const std::string& how,
-                               const task_diagnostics& d) {
-    return "Worker " + std::to_string(d.worker_pid) + " " + how + " while running " + task + ", " +
-           format_duration(d.task_run_time) + " into it; it had been up " +
-           format_duration(d.worker_uptime) + "." + describe_output(d.log_tail);
+void report::apply(facts::fork_server_exited f) {
+    if (events_wanted_) {
+        event(worker_event::kind::fork_server_exited, 0, f.pid, std::move(f.why));
+    }
 }
 
 }  // namespace torchpool::core

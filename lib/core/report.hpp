@@ -1,22 +1,20 @@
-// The report: turns the pool's decisions into what people and monitors read. It keeps the
-// counters behind pool::stats(), emits worker events for the host's observer, and words
-// every sentence a caller or a log sees (how a process ended, how long things took, what a
-// process last wrote). No unit decides anything here.
+// The report: the one place that turns what the pool's units state (facts.hpp) into what
+// people and monitors read. It keeps the counters behind pool::stats(), emits worker events
+// for the host's observer, and words them (wording.hpp). No unit decides anything here, and
+// no other unit counts or emits an event.
 #pragma once
 
 #include "actions.hpp"
-#include "load_progress.hpp"
+#include "facts.hpp"
 #include "types.hpp"
+#include "wording.hpp"
 #include <torchpool/events.hpp>
-#include <torchpool/pool_params.hpp>
 #include <torchpool/stats.hpp>
-#include <torchpool/task.hpp>
 
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
 #include <string>
-#include <vector>
 
 namespace torchpool::core {
 
@@ -25,102 +23,69 @@ public:
     report(bool events_wanted, action_queue& out) : events_wanted_(events_wanted), out_(out) {}
 
     /// Counts by outcome and cause, since the pool was made (pool_stats' history fields).
-    pool_stats counters;
+    const pool_stats& counters() const noexcept { return counters_; }
 
     /// A task ended with `error` (none: it succeeded): counted by its outcome, here only.
     void task_ended(const boost::system::error_code& error) noexcept {
         if (!error) {
-            ++counters.succeeded;  // the common case, inline
+            ++counters_.succeeded;  // the common case, inline
         } else {
             task_failed(error);
         }
     }
 
-    /// True if the host observes worker events; describing one is wasted work otherwise.
-    bool events_wanted() const noexcept { return events_wanted_; }
+    // Tasks: on every task's path, so inline.
+    void apply(facts::task_submitted) noexcept { ++counters_.submitted; }
+    void apply(facts::task_sent f) noexcept { counters_.queue_wait.add(micros(f.queue_wait)); }
+    void apply(facts::task_answered f) noexcept { counters_.run_time.add(micros(f.run_time)); }
+    void apply(facts::task_quarantined) noexcept { ++counters_.quarantined; }
+    void apply(facts::task_waits_for_room) noexcept { ++counters_.waited_for_room; }
+    void apply(facts::task_retried) noexcept { ++counters_.retried; }
+    void apply(const facts::poison_task& f);
+
+    // Worker processes.
+    void apply(facts::worker_restarting) noexcept { ++counters_.restarts; }
+    void apply(const facts::worker_spawned& f);
+    void apply(const facts::worker_ready& f);
+    void apply(facts::load_extended) noexcept { ++counters_.load_extensions; }
+    void apply(facts::start_failed) noexcept { ++counters_.failed_starts; }
+    void apply(const facts::spawn_failed& f);
+    void apply(facts::worker_died f) noexcept {
+        ++(f.by_signal ? counters_.deaths_by_signal : counters_.deaths_by_exit);
+    }
+    void apply(const facts::worker_exited& f);
+    void apply(const facts::oom_killed& f);
+    void apply(const facts::over_memory_limit& f);
+    void apply(facts::killed_by_pool) noexcept { ++counters_.killed_by_pool; }
+    void apply(const facts::unresponsive& f);
+    void apply(const facts::cancel_ignored& f);
+    void apply(const facts::recycling& f);
+
+    // The pool.
+    void apply(const facts::degraded& f);
+    void apply(const facts::restart_paced& f);
+    void apply(const facts::resized& f);
+    void apply(facts::notice f);
+
+    // The fork server.
+    void apply(facts::fork_server_starting) noexcept { ++counters_.fork_server_starts; }
+    void apply(const facts::fork_server_spawned& f);
+    void apply(const facts::fork_server_ready& f);
+    void apply(facts::fork_server_protocol_error) noexcept { ++counters_.protocol_errors; }
+    void apply(facts::fork_server_exited f);
+    void apply(facts::fork_server_died) noexcept { ++counters_.fork_server_deaths; }
+
+private:
+    static std::chrono::microseconds micros(clock::duration d) noexcept {
+        return std::chrono::duration_cast<std::chrono::microseconds>(d);
+    }
+    void task_failed(const boost::system::error_code& error) noexcept;
     /// Emits an event for the host's observer, if it has one.
     void event(worker_event::kind what, slot_id slot, int pid, std::string description);
 
-private:
-    void task_failed(const boost::system::error_code& error) noexcept;
-
+    pool_stats counters_;
     bool events_wanted_;
     action_queue& out_;
 };
-
-// The wording of diagnostics: plain sentences, pure functions.
-
-/// "250 ms", "1.5 s".
-std::string format_duration(std::chrono::milliseconds d);
-/// How long a process killed while loading had: "1.0 s (pool_params::load_timeout)", or
-/// more, with the extensions it was given for using CPU (and whether it then stopped using it).
-std::string describe_load_time(std::chrono::milliseconds load_timeout, const load_progress& load);
-/// Milliseconds from `from` to `to`, formatted.
-std::string format_elapsed(time_point from, time_point to);
-/// "was killed by signal SIGSEGV (core dumped)", "exited with code 3", ...
-std::string describe_exit(const exit_status& status);
-/// "; just before, it held 8.0 MiB of its own (private; PSS 9.1 MiB, RSS 20.3 MiB)", or
-/// nothing when unknown.
-std::string describe_memory(const std::optional<worker_memory>& memory);
-/// " The kernel showed it sleeping in pipe_read, blocked in the system call read.", or
-/// nothing when unknown.
-std::string describe_activity(const std::optional<worker_activity>& activity);
-/// "12.0 MiB".
-std::string format_mib(std::uint64_t bytes);
-/// For a worker SIGKILLed by no one in the pool, with no cgroup to say for certain: what
-/// points at the kernel's OOM killer (its last sampled memory near the hard limit), said as
-/// evidence; or nothing.
-/// The machine's memory when a worker died: MemAvailable, and the share of the last 10 s in
-/// which every task waited for memory (PSI "full avg10"), where the kernel tells.
-struct machine_memory {
-    std::optional<std::uint64_t> available_bytes;
-    std::optional<double> full_pressure;
-};
-std::string oom_evidence(const exit_status& status, const std::optional<worker_memory>& last,
-                         const memory_params& limits, const machine_memory& machine);
-/// " Its last output line: \"...\"." or " It wrote nothing to stdout or stderr."
-std::string describe_output(const std::string& log);
-/// "task 7 ('crash')", or "task 7" when its method is not known.
-std::string describe_task(task_id id, const std::string* method);
-
-// How a task ended without a reply, one sentence each, for task_diagnostics::summary.
-// `task` is describe_task's words; `d` the worker's diagnostics (pid, run time, uptime,
-// memory, output) where a worker was involved.
-
-std::string cancelled_in_queue(const std::string& task);
-std::string cancelled_before_start(const std::string& task);
-/// Terminal cancellation: the worker was told, and is killed if it does not answer within
-/// `grace`.
-std::string cancelled_while_running(const std::string& task, int pid,
-                                    std::chrono::milliseconds grace);
-/// Partial or total cancellation: the worker's handler stopped on it.
-std::string stopped_on_cancel(const std::string& task, int pid);
-/// The worker was asked to stop the task and died meanwhile; `death`: how, in a sentence.
-std::string cancelled_then_died(const std::string& task, const std::string& death);
-/// The task was running when each worker of `deaths` failed.
-std::string poison_task(const std::string& task, const std::vector<task_attempt>& deaths,
-                        std::uint64_t fingerprint, bool quarantined);
-/// A task whose fingerprint is quarantined was refused.
-std::string quarantined_task(const std::string& task, std::uint64_t fingerprint);
-std::string deadline_in_queue(const std::string& task, std::chrono::milliseconds waited);
-std::string deadline_before_start(const std::string& task, std::chrono::milliseconds waited,
-                                  int pid);
-/// The worker was stopped and will be replaced.
-std::string deadline_while_running(const std::string& task, std::chrono::milliseconds waited,
-                                   const task_diagnostics& d);
-/// `what`: what the worker did wrong ("sent a frame that ...").
-std::string protocol_error_while_running(const std::string& task, const std::string& what,
-                                         const task_diagnostics& d);
-/// The pool read `d.memory` over `limit` (pool_params::memory.hard_limit_bytes) and killed
-/// the worker.
-std::string memory_limit_while_running(const std::string& task, std::uint64_t limit,
-                                       const task_diagnostics& d);
-/// The kernel's OOM killer killed the worker at its memory cgroup's `limit`; `how`:
-/// describe_exit's words.
-std::string oom_killed_while_running(const std::string& task, const std::string& how,
-                                     std::uint64_t limit, const task_diagnostics& d);
-/// `how`: describe_exit's words.
-std::string died_while_running(const std::string& task, const std::string& how,
-                               const task_diagnostics& d);
 
 }  // namespace torchpool::core

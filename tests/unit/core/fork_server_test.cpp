@@ -45,7 +45,7 @@ TEST_CASE("the fork server starts, says hello and is ready", "[fork_server]") {
 
     h.server.start(false, t0);
     CHECK(take(h.out) == actions{start_server_action{}});
-    CHECK(h.rep.counters.fork_server_starts == 1);
+    CHECK(h.rep.counters().fork_server_starts == 1);
     CHECK(h.server.child().state() == child_state::starting);
     CHECK(h.server.child().timer() == t0 + 10s);  // spawn_timeout: to have a process
 
@@ -149,7 +149,7 @@ TEST_CASE("a ready fork server that dies on its own is a death, not a failed sta
     const auto end = h.server.gone(why, false, t0 + 3s);
     CHECK_FALSE(end.for_good);
     CHECK_FALSE(end.was_failed_start);
-    CHECK(h.rep.counters.fork_server_deaths == 1);
+    CHECK(h.rep.counters().fork_server_deaths == 1);
     // Ready for 3 s, longer than reset_after (1 s): healthy, so this is its first failure.
     CHECK(h.server.child().failures() == 1);
 
@@ -164,7 +164,7 @@ TEST_CASE("a fork server that breaks its protocol is killed once, and counted", 
     h.make_ready();
     CHECK(h.server.protocol_error("sent a malformed message", t0 + 2s));
     CHECK(take(h.out) == actions{stop_server_action{true}});
-    CHECK(h.rep.counters.protocol_errors == 1);
+    CHECK(h.rep.counters().protocol_errors == 1);
     CHECK_FALSE(h.server.protocol_error("sent another", t0 + 2s));
     CHECK(take(h.out).empty());
     CHECK_THAT(h.server.describe_end({.signal = SIGKILL}, t0 + 2s),

@@ -27,16 +27,46 @@ std::string printed(const T& value) {
 }
 }  // namespace
 
-TEST_CASE("events reach the host only when it observes them", "[report]") {
+TEST_CASE("facts are counted always, and become events only when the host observes them",
+          "[report]") {
     action_queue out;
     report quiet(false, out);
-    quiet.event(worker_event::kind::started, 1, 42, "worker 42 started");
+    quiet.apply(facts::worker_spawned{.slot = 1, .pid = 42});
     CHECK(out.empty());
+    CHECK(quiet.counters().spawned == 1);
 
     report loud(true, out);
-    loud.event(worker_event::kind::started, 1, 42, "worker 42 started");
+    loud.apply(facts::worker_spawned{.slot = 1, .pid = 42});
     CHECK(take(out) == std::vector<action>{notify_action{
                            {worker_event::kind::started, 1, 42, "worker 42 started"}}});
+    CHECK(loud.counters().spawned == 1);
+
+    // A readiness that ends degradation is told after the readiness itself.
+    loud.apply(facts::worker_ready{
+        .slot = 1, .pid = 42, .started = t0, .now = t0 + 250ms, .recovered = true});
+    CHECK(take(out) ==
+          std::vector<action>{
+              notify_action{{worker_event::kind::ready, 1, 42,
+                             "worker 42 is ready, 250 ms after it started"}},
+              notify_action{{worker_event::kind::recovered, 1, 42,
+                             "the pool has recovered: worker 42 started and is ready, so tasks "
+                             "are accepted again"}}});
+
+    // What comes next for a slot is part of its exit's event.
+    loud.apply(
+        facts::worker_exited{.slot = 1,
+                             .pid = 42,
+                             .how = "was killed by signal SIGKILL",
+                             .was = "idle",
+                             .next = {.state = child_state::backoff, .at = t0 + 96ms, .now = t0}});
+    CHECK(take(out) ==
+          std::vector<action>{notify_action{
+              {worker_event::kind::exited, 1, 42,
+               "worker 42 was killed by signal SIGKILL while idle; restarting in 96 ms"}}});
+    loud.apply(facts::restart_paced{
+        .paced = true, .began = false, .ended = false, .intensity = 5, .period = 1000ms});
+    CHECK(out.empty());  // counted only
+    CHECK(loud.counters().paced_restarts == 1);
 }
 
 TEST_CASE("durations, exits, memory and output are said in plain words", "[report]") {
@@ -146,9 +176,9 @@ TEST_CASE("a task's end is counted once, by its outcome", "[report]") {
         r.task_ended(error);
         std::uint64_t total = 0;
         for (const auto& [unused, each] : outcomes) {
-            total += r.counters.*each;
+            total += r.counters().*each;
         }
-        CHECK(r.counters.*counter == 1);
+        CHECK(r.counters().*counter == 1);
         CHECK(total == (counter == &pool_stats::rejected ? 2u : 1u));  // rejected is listed twice
     }
 }
