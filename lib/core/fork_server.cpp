@@ -54,11 +54,10 @@ void fork_server_supervisor::spawned(int pid, time_point now) {
 std::optional<std::string> fork_server_supervisor::hello(const wire::hello_msg& hello,
                                                          time_point now) {
     if (child_.state() != child_state::starting) {
-        return ready() ? "sent a second hello message" : "sent hello while it was being stopped";
+        return ready() ? second_hello() : hello_while_stopping();
     }
     if (hello.protocol_version != wire::protocol_version) {
-        return "sent hello with protocol version " + std::to_string(hello.protocol_version) +
-               " (this pool speaks " + std::to_string(wire::protocol_version) + ")";
+        return other_protocol_version(hello.protocol_version, wire::protocol_version);
     }
     child_.became_ready(now);
     report_.apply(facts::fork_server_ready{
@@ -72,26 +71,19 @@ bool fork_server_supervisor::protocol_error(std::string what, time_point now) {
         return false;
     }
     report_.apply(facts::fork_server_protocol_error{});
-    kill_because(std::move(what) + "; it was killed", now);
+    kill_because(killed_for(std::move(what)), now);
     return true;
 }
 
 std::string fork_server_supervisor::describe_end(const exit_status& status, time_point now) const {
-    std::string why = "the fork server (pid " + std::to_string(child_.pid()) + ") ";
-    const std::string uptime = format_elapsed(child_.process_start(), now);
-    if (!kill_reason_.empty()) {
-        why += kill_reason_ + ".";
-    } else if (child_.state() == child_state::starting) {
-        why += describe_exit(status) + " before it was ready, " + uptime + " after it started.";
-    } else {
-        why += describe_exit(status) + " after " + uptime + ".";
-    }
-    return why + describe_output(child_.log().text());
+    return fork_server_end(child_.pid(), kill_reason_, describe_exit(status),
+                           child_.state() == child_state::starting, child_.process_start(), now,
+                           child_.log().text());
 }
 
 std::string fork_server_supervisor::describe_spawn_error(const std::string& why) {
     kill_reason_.clear();
-    return "the fork server could not be started: " + why;
+    return fork_server_not_started(why);
 }
 
 fork_server_supervisor::end fork_server_supervisor::gone(std::string why, bool pool_stopping,
@@ -142,11 +134,8 @@ void fork_server_supervisor::on_timer(bool pool_stopping, const cpu_probe& cpu_t
                 child_.set_timer(timer_purpose::start_deadline, now + load_timeout_);
                 break;
             }
-            kill_because(child_.pid() == 0
-                             ? "could not be started within " + format_duration(spawn_timeout_) +
-                                   " (pool_params::spawn_timeout) and was killed"
-                             : "did not become ready within " +
-                                   describe_load_time(load_timeout_, load_) + " and was killed",
+            kill_because(child_.pid() == 0 ? not_started_in_time(spawn_timeout_)
+                                           : not_ready_in_time(load_timeout_, load_),
                          now);
             break;
         case timer_purpose::restart:

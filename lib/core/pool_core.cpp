@@ -50,14 +50,12 @@ void pool_core::submit(task_id id, std::string method, const task_options& optio
     switch (admit(phase_.admitting(), restart_.degraded(), tasks_.queued(), params_.queue_limit)) {
         case admission::shutting_down:
             complete(id, errc::shutting_down,
-                     {.diagnostics = {.summary = "The pool is shutting down, so task '" + method +
-                                                 "' was not run."}});
+                     {.diagnostics = {.summary = refused_shutting_down(method)}});
             return;
         case admission::degraded:
-            complete(id, errc::spawn_failed,
-                     {.diagnostics = {.summary = "No worker can be started, so task '" + method +
-                                                 "' was not run. Last start failure: " +
-                                                 restart_.last_error()}});
+            complete(
+                id, errc::spawn_failed,
+                {.diagnostics = {.summary = refused_degraded(&method, restart_.last_error())}});
             return;
         case admission::queue_full:
             if (options.wait_for_room) {
@@ -66,10 +64,7 @@ void pool_core::submit(task_id id, std::string method, const task_options& optio
                 return;
             }
             complete(id, errc::overloaded,
-                     {.diagnostics = {.summary = "The queue already holds " +
-                                                 std::to_string(tasks_.queued()) +
-                                                 " tasks (pool_params::queue_limit), so task '" +
-                                                 method + "' was not run."}});
+                     {.diagnostics = {.summary = refused_queue_full(method, tasks_.queued())}});
             return;
         case admission::admitted:
             break;
@@ -160,24 +155,18 @@ void pool_core::on_message(slot_id s, wire::message&& msg, time_point now) {
     } else if (auto* beat = std::get_if<wire::heartbeat_msg>(&msg)) {
         on_heartbeat(s, *beat, now);
     } else {
-        on_protocol_error(s,
-                          std::string("sent a ") + wire::message_name(msg) +
-                              " message, which only the pool may send",
-                          now);
+        on_protocol_error(s, sent_pool_message(wire::message_name(msg)), now);
     }
 }
 
 void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now) {
     auto& w = workers_[s];
     if (w.child.state() != child_state::starting) {
-        on_protocol_error(s, "sent a second hello message", now);
+        on_protocol_error(s, second_hello(), now);
         return;
     }
     if (hello.protocol_version != wire::protocol_version) {
-        on_protocol_error(s,
-                          "sent hello with protocol version " +
-                              std::to_string(hello.protocol_version) + " (this pool speaks " +
-                              std::to_string(wire::protocol_version) + ")",
+        on_protocol_error(s, other_protocol_version(hello.protocol_version, wire::protocol_version),
                           now);
         return;
     }
@@ -210,12 +199,8 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     auto& w = workers_[s];
     const auto& sent = tasks_.sent(s);
     if (w.child.state() != child_state::running || sent.empty() || sent.front().id != reply.id) {
-        on_protocol_error(
-            s,
-            // The sentence of the failed task names the task it runs.
-            "sent a reply for task " + std::to_string(reply.id) +
-                (sent.empty() ? " while it runs no task" : ", which it was not running,"),
-            now);
+        // The sentence of the failed task names the task it runs.
+        on_protocol_error(s, unexpected_reply(reply.id, !sent.empty()), now);
         return;
     }
     w.child.healthy();
@@ -245,10 +230,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
         }
     }
     if (params_.recycle.max_tasks > 0 && w.tasks_done == params_.recycle.max_tasks) {
-        want_recycle(s,
-                     "it answered " + std::to_string(w.tasks_done) +
-                         " tasks (pool_params::recycle.max_tasks)",
-                     now);
+        want_recycle(s, recycle_after_tasks(w.tasks_done), now);
     }
     if (sent.empty()) {
         w.idle_since = now;
@@ -278,8 +260,7 @@ void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, t
         error = errc::task_failed;
         auto& d = result.diagnostics;
         d = worker_diagnostics(s, now, false);  // it stays up; its memory is not the point
-        d.summary = "Worker " + std::to_string(pid) + " reported an error in " +
-                    tasks_.describe(id) + ": " + reply.error_type + ": " + reply.error_message;
+        d.summary = reported_error(pid, tasks_.describe(id), reply.error_type, reply.error_message);
         d.error_type = std::move(reply.error_type);
         d.error_message = std::move(reply.error_message);
     }
@@ -306,7 +287,7 @@ void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
     if (state == child_state::starting) {
         report_.apply(facts::start_failed{});
         w.child.count_failed_start();
-        start_failed("worker " + std::to_string(pid) + " " + what + " before it was ready.", now);
+        start_failed(broke_protocol_before_ready(pid, what), now);
     }
     stop_worker(s, stop_reason::protocol, true, now);
     settle(now);
@@ -434,7 +415,7 @@ void pool_core::on_worker_timer(slot_id s, time_point now) {
     if (w.channel_closed && (state == child_state::starting || state == child_state::running)) {
         // A closed channel outranks whatever else was due: the worker is gone in all but
         // its exit.
-        on_protocol_error(s, *w.channel_closed + " but did not exit", now);
+        on_protocol_error(s, closed_without_exit(*w.channel_closed), now);
         return;
     }
     switch (w.child.due()) {

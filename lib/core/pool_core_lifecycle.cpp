@@ -106,9 +106,7 @@ void pool_core::start_failed(std::string why, time_point now) {
     }
     report_.apply(facts::degraded{.after_failures = params_.spawn_failures_until_degraded,
                                   .last_error = restart_.last_error()});
-    fail_queued(errc::spawn_failed,
-                "No worker can be started, so the task was not run. Last start failure: " +
-                    restart_.last_error());
+    fail_queued(errc::spawn_failed, refused_degraded(nullptr, restart_.last_error()));
 }
 
 time_point pool_core::restart_time(unsigned failures, bool counts, time_point now) {
@@ -285,10 +283,7 @@ void pool_core::stop_worker(slot_id s, stop_reason reason, bool force, time_poin
         if (reason == stop_reason::spawn_timeout) {
             // The fork server has not answered in time, so it is stuck: replacing it asks
             // again for this worker (requeue_fork_requests).
-            server_.kill_because("did not answer a request for a worker within " +
-                                     format_duration(params_.spawn_timeout) +
-                                     " (pool_params::spawn_timeout) and was killed",
-                                 now);
+            server_.kill_because(fork_request_unanswered(params_.spawn_timeout), now);
             return;
         }
         // A worker that the fork server still hands over is killed by the driver.
@@ -326,7 +321,7 @@ void pool_core::shutdown(time_point now) {
     memory_.stop();
     next_housekeeping_.reset();
     if (!was_started) {
-        fail_queued(errc::shutting_down, "The pool was shut down before it started.");
+        fail_queued(errc::shutting_down, shut_down_before_start());
         for (slot_id s = 0; s < workers_.size(); ++s) {
             workers_[s].child.retire();
         }
@@ -346,9 +341,8 @@ void pool_core::stop(time_point now) {
         if (const auto slot = tasks_.find(id)->slot) {
             tasks_.drop_sent(*slot);
         }
-        complete(
-            id, boost::asio::error::operation_aborted,
-            {.diagnostics = {.summary = "The pool was cancelled before " + what + " finished."}});
+        complete(id, boost::asio::error::operation_aborted,
+                 {.diagnostics = {.summary = cancelled_with_pool(what)}});
     }
     for (slot_id s = 0; s < workers_.size(); ++s) {
         if (workers_[s].child.state() != child_state::stopped) {

@@ -70,12 +70,9 @@ void pool_core::check_memory(slot_id s, time_point now) {
         case memory_watch::verdict::fine:
             break;
         case memory_watch::verdict::over_soft:
-            want_recycle(s,
-                         "it held " + format_mib(m->private_bytes) +
-                             " of its own, over its soft limit of " +
-                             format_mib(memory_.params().soft_limit_bytes) +
-                             " (pool_params::memory.soft_limit_bytes)",
-                         now);
+            want_recycle(
+                s, recycle_over_soft_limit(m->private_bytes, memory_.params().soft_limit_bytes),
+                now);
             break;
         case memory_watch::verdict::over_hard:
             memory_kill(s, *m, now);
@@ -210,10 +207,7 @@ void pool_core::housekeeping(time_point now) {
             continue;
         }
         if (w.recycle_at <= now) {
-            want_recycle(s,
-                         "it has been ready for " + format_elapsed(w.child.ready_since(), now) +
-                             " (pool_params::recycle.max_age)",
-                         now);
+            want_recycle(s, recycle_for_age(w.child.ready_since(), now), now);
         }
         const bool idle = workers_.status(s) == worker_status::idle;  // not probing
         if (idle && now - w.idle_since >= sizing_.idle_timeout() &&

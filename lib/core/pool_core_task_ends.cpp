@@ -147,8 +147,7 @@ void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&
         attempts_.erase(id);  // it ran once: nothing to list
     } else {
         deaths.pop_back();  // complete() adds the last run
-        result.diagnostics.summary += " It was run " + std::to_string(runs) +
-                                      " times; no retries were left (request::retries).";
+        result.diagnostics.summary += no_retries_left(runs);
     }
     complete(id, error, std::move(result));
 }

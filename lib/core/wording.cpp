@@ -159,8 +159,8 @@ std::string exited_before_ready(int pid, const std::string& how, time_point star
 
 std::string not_ready_in_time(int pid, std::chrono::milliseconds load_timeout,
                               const load_progress& load, const std::string& log) {
-    return "worker " + std::to_string(pid) + " did not become ready within " +
-           describe_load_time(load_timeout, load) + " and was killed." + describe_output(log);
+    return "worker " + std::to_string(pid) + " " + not_ready_in_time(load_timeout, load) + "." +
+           describe_output(log);
 }
 
 std::string describe_task(task_id id, const std::string* method) {
@@ -273,6 +273,122 @@ std::string died_while_running(const std::string& task, const std::string& how,
     return "Worker " + std::to_string(d.worker_pid) + " " + how + " while running " + task + ", " +
            format_duration(d.task_run_time) + " into it; it had been up " +
            format_duration(d.worker_uptime) + "." + describe_output(d.log_tail);
+}
+
+std::string refused_shutting_down(const std::string& method) {
+    return "The pool is shutting down, so task '" + method + "' was not run.";
+}
+
+std::string refused_degraded(const std::string* method, const std::string& last_start_failure) {
+    return std::string("No worker can be started, so ") +
+           (method ? "task '" + *method + "'" : std::string("the task")) +
+           " was not run. Last start failure: " + last_start_failure;
+}
+
+std::string refused_queue_full(const std::string& method, std::size_t queued) {
+    return "The queue already holds " + std::to_string(queued) +
+           " tasks (pool_params::queue_limit), so task '" + method + "' was not run.";
+}
+
+std::string shut_down_before_start() {
+    return "The pool was shut down before it started.";
+}
+
+std::string cancelled_with_pool(const std::string& task) {
+    return "The pool was cancelled before " + task + " finished.";
+}
+
+std::string reported_error(int pid, const std::string& task, const std::string& type,
+                           const std::string& message) {
+    return "Worker " + std::to_string(pid) + " reported an error in " + task + ": " + type + ": " +
+           message;
+}
+
+std::string no_retries_left(std::size_t runs) {
+    return " It was run " + std::to_string(runs) +
+           " times; no retries were left (request::retries).";
+}
+
+std::string sent_pool_message(const char* message_name) {
+    return std::string("sent a ") + message_name + " message, which only the pool may send";
+}
+
+std::string second_hello() {
+    return "sent a second hello message";
+}
+
+std::string hello_while_stopping() {
+    return "sent hello while it was being stopped";
+}
+
+std::string other_protocol_version(std::uint32_t theirs, std::uint32_t ours) {
+    return "sent hello with protocol version " + std::to_string(theirs) + " (this pool speaks " +
+           std::to_string(ours) + ")";
+}
+
+std::string unexpected_reply(std::uint64_t task, bool running) {
+    return "sent a reply for task " + std::to_string(task) +
+           (running ? ", which it was not running," : " while it runs no task");
+}
+
+std::string closed_without_exit(const std::string& channel_end) {
+    return channel_end + " but did not exit";
+}
+
+std::string killed_for(std::string what) {
+    return std::move(what) + "; it was killed";
+}
+
+std::string not_started_in_time(std::chrono::milliseconds spawn_timeout) {
+    return "could not be started within " + format_duration(spawn_timeout) +
+           " (pool_params::spawn_timeout) and was killed";
+}
+
+std::string not_ready_in_time(std::chrono::milliseconds load_timeout, const load_progress& load) {
+    return "did not become ready within " + describe_load_time(load_timeout, load) +
+           " and was killed";
+}
+
+std::string fork_request_unanswered(std::chrono::milliseconds spawn_timeout) {
+    return "did not answer a request for a worker within " + format_duration(spawn_timeout) +
+           " (pool_params::spawn_timeout) and was killed";
+}
+
+std::string broke_protocol_before_ready(int pid, const std::string& what) {
+    return "worker " + std::to_string(pid) + " " + what + " before it was ready.";
+}
+
+std::string recycle_after_tasks(std::size_t tasks) {
+    return "it answered " + std::to_string(tasks) + " tasks (pool_params::recycle.max_tasks)";
+}
+
+std::string recycle_over_soft_limit(std::uint64_t held, std::uint64_t limit) {
+    return "it held " + format_mib(held) + " of its own, over its soft limit of " +
+           format_mib(limit) + " (pool_params::memory.soft_limit_bytes)";
+}
+
+std::string recycle_for_age(time_point ready_since, time_point now) {
+    return "it has been ready for " + format_elapsed(ready_since, now) +
+           " (pool_params::recycle.max_age)";
+}
+
+std::string fork_server_end(int pid, const std::string& kill_reason, const std::string& how,
+                            bool was_starting, time_point started, time_point now,
+                            const std::string& log) {
+    std::string why = "the fork server (pid " + std::to_string(pid) + ") ";
+    const std::string uptime = format_elapsed(started, now);
+    if (!kill_reason.empty()) {
+        why += kill_reason + ".";
+    } else if (was_starting) {
+        why += how + " before it was ready, " + uptime + " after it started.";
+    } else {
+        why += how + " after " + uptime + ".";
+    }
+    return why + describe_output(log);
+}
+
+std::string fork_server_not_started(const std::string& why) {
+    return "the fork server could not be started: " + why;
 }
 
 }  // namespace torchpool::core

@@ -55,6 +55,49 @@ std::string exited_before_ready(int pid, const std::string& how, time_point star
 /// Why a start failed: the worker `pid` was killed for loading too long.
 std::string not_ready_in_time(int pid, std::chrono::milliseconds load_timeout,
                               const load_progress& load, const std::string& log);
+// Why a task was not admitted; `method` may be null (said of any task).
+std::string refused_shutting_down(const std::string& method);
+std::string refused_degraded(const std::string* method, const std::string& last_start_failure);
+std::string refused_queue_full(const std::string& method, std::size_t queued);
+std::string shut_down_before_start();
+/// `task`: describe_task's words.
+std::string cancelled_with_pool(const std::string& task);
+/// The worker's handler threw or returned an error.
+std::string reported_error(int pid, const std::string& task, const std::string& type,
+                           const std::string& message);
+/// Appended to the summary of a task that failed under `runs` workers.
+std::string no_retries_left(std::size_t runs);
+
+// What a child did wrong, as verb phrases ("sent a second hello message"), said of a worker
+// or the fork server.
+std::string sent_pool_message(const char* message_name);
+std::string second_hello();
+std::string hello_while_stopping();
+std::string other_protocol_version(std::uint32_t theirs, std::uint32_t ours);
+/// `running`: it runs some task, but not that one.
+std::string unexpected_reply(std::uint64_t task, bool running);
+/// `channel_end`: how its channel ended ("closed its channel").
+std::string closed_without_exit(const std::string& channel_end);
+/// "..., and was killed" phrases for a child the pool killed.
+std::string killed_for(std::string what);
+std::string not_started_in_time(std::chrono::milliseconds spawn_timeout);
+std::string not_ready_in_time(std::chrono::milliseconds load_timeout, const load_progress& load);
+std::string fork_request_unanswered(std::chrono::milliseconds spawn_timeout);
+/// A worker that broke its protocol (`what`) before it was ready: why its start failed.
+std::string broke_protocol_before_ready(int pid, const std::string& what);
+
+// Why a worker is recycled (clauses: "it answered 100 tasks (...)").
+std::string recycle_after_tasks(std::size_t tasks);
+std::string recycle_over_soft_limit(std::uint64_t held, std::uint64_t limit);
+std::string recycle_for_age(time_point ready_since, time_point now);
+
+/// How the fork server's process ended: `kill_reason` (a verb phrase) if the pool killed
+/// it, else `how` (describe_exit's words) and when.
+std::string fork_server_end(int pid, const std::string& kill_reason, const std::string& how,
+                            bool was_starting, time_point started, time_point now,
+                            const std::string& log);
+std::string fork_server_not_started(const std::string& why);
+
 /// "task 7 ('crash')", or "task 7" when its method is not known.
 std::string describe_task(task_id id, const std::string* method);
 
