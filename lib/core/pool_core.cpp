@@ -26,8 +26,7 @@ pool_core::pool_core(const pool_params& params, process_probe probe)
       workers_(params),
       heartbeat_(slot_capacity(params), params.heartbeat_interval, params.heartbeat_timeout),
       memory_(slot_capacity(params), params.memory),
-      sizing_(params),
-      random_(params.seed ^ 0x5bd1e995u),
+      slots_(params_, workers_, phase_, report_),
       server_(params, report_, actions_),
       quarantine_(params.poison.quarantine) {}
 
@@ -175,17 +174,7 @@ void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now
                      std::find(hello.capabilities.begin(), hello.capabilities.end(),
                                wire::answers_heartbeats) != hello.capabilities.end(),
                      now);
-    w.idle_since = now;
-    if (params_.recycle.max_age.count() > 0) {
-        const double spread =
-            1.0 + std::clamp(params_.recycle.jitter, 0.0, 1.0) * (2.0 * random_.uniform() - 1.0);
-        w.recycle_at =
-            now + std::chrono::duration_cast<clock::duration>(params_.recycle.max_age * spread);
-    }
-    if (const auto old = sizing_.replaces(s)) {
-        sizing_.handed_over(s);
-        hand_over(*old, now);
-    }
+    carry_out(slots_.ready(s, now), now);
     report_.apply(facts::worker_ready{.slot = s,
                                       .pid = w.child.pid(),
                                       .started = w.child.process_start(),
@@ -205,7 +194,6 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     }
     w.child.healthy();
     heartbeat_.active(s, now);
-    ++w.tasks_done;
     report_.apply(facts::task_answered{.run_time = now - w.task_start});
     const auto done = tasks_.answered(s);
     if (done.abandoned && w.child.due() == timer_purpose::cancel_grace) {
@@ -229,15 +217,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
             w.memory_unread = true;
         }
     }
-    if (params_.recycle.max_tasks > 0 && w.tasks_done == params_.recycle.max_tasks) {
-        want_recycle(s, recycle_after_tasks(w.tasks_done), now);
-    }
-    if (sent.empty()) {
-        w.idle_since = now;
-        if (w.retire_after_task && w.child.state() == child_state::running) {
-            leave(s, stop_reason::recycle, sizing_.is_leaving(s), now);
-        }
-    }
+    carry_out(slots_.answered(s, sent.empty(), now), now);
     dispatch(now);
     settle(now);
 }
@@ -380,8 +360,8 @@ void pool_core::on_timer(time_point now) {
     if (const auto sample = memory_.next_sample(); sample && *sample <= now) {
         sample_memory(now);
     }
-    if (next_housekeeping_ && *next_housekeeping_ <= now) {
-        housekeeping(now);
+    if (const auto due = slots_.next_housekeeping(); due && *due <= now) {
+        carry_out(slots_.housekeeping(now), now);
     }
     // Worker timers that are due; handling one may set others, so take the due ones first.
     for (const slot_id s : workers_.due(now)) {
@@ -450,8 +430,8 @@ pool_stats pool_core::stats() const {
     st.degraded = restart_.degraded();
     st.restarts_paced = restart_.pacing();
     // Parked slots (in the stopped state) are not workers.
-    st.workers_stopped -= std::min(st.workers_stopped, sizing_.slots() - sizing_.in_use());
-    st.workers_target = sizing_.size();
+    st.workers_stopped -= std::min(st.workers_stopped, slots_.slots() - slots_.in_use());
+    st.workers_target = slots_.size();
     st.intra_op_threads = params_.intra_op_threads;
     st.inter_op_threads = params_.inter_op_threads;
     st.fork_server_pid = server_.child().pid();

@@ -31,6 +31,7 @@
 #include "report.hpp"
 #include "restart_policy.hpp"
 #include "sizing.hpp"
+#include "slot_policy.hpp"
 #include "start_gate.hpp"
 #include "supervised_child.hpp"
 #include "task_table.hpp"
@@ -227,20 +228,8 @@ private:
     void check_memory(slot_id s, time_point now);
     /// Over the hard limit: its task fails, it is killed.
     void memory_kill(slot_id s, const worker_memory& m, time_point now);
-    /// The worker of `s` is to be replaced on purpose (`reason`, a clause): a replacement
-    /// is started in a spare slot, and takes over once ready; without a spare, it is
-    /// replaced in place after its task.
-    void want_recycle(slot_id s, std::string reason, time_point now);
-    /// Starts the replacement of `s` if the pool may replace one more now.
-    void start_replacement(slot_id s, time_point now);
-    /// Recycles that waited for their turn.
-    void resume_recycling(time_point now);
-    /// The replacement of `old` is ready: `old` leaves, now if idle, else after its task.
-    void hand_over(slot_id old, time_point now);
-    /// It leaves now (asked to exit); `park`: its slot is parked, else restarted at once.
-    void leave(slot_id s, stop_reason why, bool park, time_point now);
-    /// Periodic: workers too old to keep, workers idle long enough to shrink the pool.
-    void housekeeping(time_point now);
+    /// Carries out what the slot policy asks: starts, and workers that leave.
+    void carry_out(const slot_commands& commands, time_point now);
     /// Tasks wait and no worker is free: start more, up to max_workers.
     void maybe_grow(time_point now);
     /// The machine's memory now, for the evidence of an OOM kill.
@@ -265,9 +254,7 @@ private:
     worker_set workers_;
     heartbeat_monitor heartbeat_;
     memory_watch memory_;
-    pool_sizing sizing_;
-    random_source random_;                         // jitter of the recycling age
-    std::optional<time_point> next_housekeeping_;  // set when recycling by age or shrinking
+    slot_policy slots_;
     fork_server_supervisor server_;
     quarantine quarantine_;
     // The earlier runs of tasks that ran more than once, until they complete.
@@ -290,8 +277,8 @@ inline std::optional<time_point> pool_core::next_deadline() const {
     if (const auto sample = memory_.next_sample()) {
         next = std::min(next, *sample);
     }
-    if (next_housekeeping_) {
-        next = std::min(next, *next_housekeeping_);
+    if (const auto housekeeping = slots_.next_housekeeping()) {
+        next = std::min(next, *housekeeping);
     }
     if (next == time_point::max()) {
         return std::nullopt;

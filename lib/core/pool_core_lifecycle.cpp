@@ -26,13 +26,7 @@ bool pool_core::start(time_point now) {
     for (slot_id s = 0; s < workers_.size(); ++s) {
         workers_[s].child.retire();  // parked until the pool uses the slot
     }
-    for (const slot_id s : sizing_.start()) {
-        wait_for_start(s, now);
-    }
-    if (params_.recycle.max_age.count() > 0 || sizing_.min() < sizing_.max() ||
-        params_.max_workers > params_.workers) {
-        next_housekeeping_ = now + housekeeping_period(params_);
-    }
+    carry_out(slots_.start(now), now);
     return true;
 }
 
@@ -63,10 +57,7 @@ void pool_core::begin_start(slot_id s, time_point now) {
     w.last_sample.reset();
     w.sampled_at = {};
     w.memory_unread = false;
-    w.recycle_reason.clear();
-    w.retire_after_task = false;
-    w.tasks_done = 0;
-    w.recycle_at = time_point::max();
+    slots_.began_start(s);
     w.load.reset();
     w.child.begin_start(now, now + params_.spawn_timeout);
     if (server_.enabled()) {
@@ -255,14 +246,9 @@ void pool_core::after_exit(slot_id s, time_point now) {
         w.child.retire();
         return;
     }
-    if (sizing_.is_leaving(s) || sizing_.replacement_of(s)) {
-        // It leaves the pool (shrinking, or replaced); a replacement still starting for it
-        // takes its place as an ordinary worker.
-        if (const auto r = sizing_.replacement_of(s)) {
-            sizing_.handed_over(*r);
-        }
-        w.child.retire();
-        sizing_.park(s);
+    if (slot_commands next; slots_.gone(s, next)) {
+        w.child.retire();  // parked: it leaves the pool (shrinking, or replaced)
+        carry_out(next, now);
         return;
     }
     // A worker replaced on purpose does not count against the restart intensity.
@@ -319,7 +305,7 @@ void pool_core::shutdown(time_point now) {
     }
     heartbeat_.stop();
     memory_.stop();
-    next_housekeeping_.reset();
+    slots_.stop();
     if (!was_started) {
         fail_queued(errc::shutting_down, shut_down_before_start());
         for (slot_id s = 0; s < workers_.size(); ++s) {
@@ -335,7 +321,7 @@ void pool_core::stop(time_point now) {
     }
     heartbeat_.stop();
     memory_.stop();
-    next_housekeeping_.reset();
+    slots_.stop();
     for (const task_id id : tasks_.ids()) {
         const std::string what = tasks_.describe(id);
         if (const auto slot = tasks_.find(id)->slot) {

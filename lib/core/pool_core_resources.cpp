@@ -70,8 +70,10 @@ void pool_core::check_memory(slot_id s, time_point now) {
         case memory_watch::verdict::fine:
             break;
         case memory_watch::verdict::over_soft:
-            want_recycle(
-                s, recycle_over_soft_limit(m->private_bytes, memory_.params().soft_limit_bytes),
+            carry_out(
+                slots_.want_recycle(
+                    s, recycle_over_soft_limit(m->private_bytes, memory_.params().soft_limit_bytes),
+                    now),
                 now);
             break;
         case memory_watch::verdict::over_hard:
@@ -98,124 +100,33 @@ void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
     stop_worker(s, stop_reason::memory, true, now);
 }
 
-void pool_core::want_recycle(slot_id s, std::string reason, time_point now) {
-    auto& w = workers_[s];
-    if (!w.recycle_reason.empty() || w.child.state() != child_state::running ||
-        sizing_.is_leaving(s) || phase_.ending()) {
-        return;  // already on its way
-    }
-    w.recycle_reason = std::move(reason);
-    start_replacement(s, now);
-}
-
-void pool_core::start_replacement(slot_id s, time_point now) {
-    auto& w = workers_[s];
-    if (!sizing_.may_recycle_more()) {
-        return;  // its turn comes when a replacement under way is done (resume_recycling)
-    }
-    const auto spare = sizing_.take_parked(true);
-    report_.apply(facts::recycling{
-        .slot = s, .pid = w.child.pid(), .reason = w.recycle_reason, .in_place = !spare});
-    if (spare) {
-        sizing_.replacing(*spare, s);
-        wait_for_start(*spare, now);
-        return;
-    }
-    // No spare slot (the pool is at its largest): replaced in place, after its task.
-    w.retire_after_task = true;
-    if (tasks_.sent(s).empty()) {
-        leave(s, stop_reason::recycle, false, now);
-    }
-}
-
-void pool_core::resume_recycling(time_point now) {
-    for (slot_id s = 0; s < workers_.size() && sizing_.may_recycle_more(); ++s) {
-        const auto& w = workers_[s];
-        if (!w.recycle_reason.empty() && !w.retire_after_task && !sizing_.is_leaving(s) &&
-            !sizing_.replacement_of(s) && w.child.state() == child_state::running) {
-            start_replacement(s, now);
+void pool_core::carry_out(const slot_commands& commands, time_point now) {
+    for (const auto& c : commands) {
+        switch (c.what) {
+            case slot_command::kind::start:
+                wait_for_start(c.slot, now);
+                break;
+            case slot_command::kind::leave:
+                stop_worker(c.slot, c.why, false, now);
+                if (workers_.status(c.slot) == worker_status::stopped) {
+                    slot_commands next;  // it had no process: gone at once
+                    slots_.gone(c.slot, next);
+                    carry_out(next, now);
+                }
+                break;
         }
-    }
-}
-
-void pool_core::hand_over(slot_id old, time_point now) {
-    auto& w = workers_[old];
-    sizing_.leaving(old);
-    if (workers_.state_of(old) == worker_state::busy) {
-        w.retire_after_task = true;  // its task finishes first
-    } else {
-        leave(old, stop_reason::recycle, true, now);
-    }
-    resume_recycling(now);
-}
-
-void pool_core::leave(slot_id s, stop_reason why, bool park, time_point now) {
-    auto& w = workers_[s];
-    w.retire_after_task = false;
-    if (park) {
-        sizing_.leaving(s);
-    }
-    stop_worker(s, why, false, now);
-    if (w.child.state() == child_state::stopped && park) {
-        sizing_.park(s);  // it had no process: parked at once
     }
 }
 
 std::size_t pool_core::resize(std::size_t workers, time_point now) {
-    const std::size_t n = sizing_.resize(workers);
+    std::size_t n = 0;
+    carry_out(slots_.resize(workers, n), now);
     if (!phase_.admitting()) {
         return n;
-    }
-    while (sizing_.size() < n) {
-        const auto s = sizing_.take_parked(false);
-        if (!s) {
-            break;
-        }
-        wait_for_start(*s, now);
-    }
-    // Shrinking: idle workers first, then those still starting, then busy ones after their task.
-    for (const bool busy_too : {false, true}) {
-        for (slot_id s = 0; s < workers_.size() && sizing_.size() > n; ++s) {
-            const auto& w = workers_[s];
-            if (sizing_.parked(s) || sizing_.is_leaving(s) || sizing_.replaces(s) ||
-                w.child.state() == child_state::stopping) {
-                continue;
-            }
-            const bool busy = workers_.state_of(s) == worker_state::busy;
-            if (!busy) {
-                leave(s, stop_reason::shrink, true, now);
-            } else if (busy_too) {
-                sizing_.leaving(s);
-                workers_[s].retire_after_task = true;
-            }
-        }
     }
     report_.apply(facts::resized{.workers = n});
     settle(now);
     return n;
-}
-
-void pool_core::housekeeping(time_point now) {
-    next_housekeeping_ = now + housekeeping_period(params_);
-    if (phase_.ending()) {
-        next_housekeeping_.reset();
-        return;
-    }
-    for (slot_id s = 0; s < workers_.size(); ++s) {
-        const auto& w = workers_[s];
-        if (w.child.state() != child_state::running) {
-            continue;
-        }
-        if (w.recycle_at <= now) {
-            want_recycle(s, recycle_for_age(w.child.ready_since(), now), now);
-        }
-        const bool idle = workers_.status(s) == worker_status::idle;  // not probing
-        if (idle && now - w.idle_since >= sizing_.idle_timeout() &&
-            sizing_.size() > sizing_.min() && !sizing_.is_leaving(s) && !sizing_.replaces(s) &&
-            w.recycle_reason.empty()) {
-            leave(s, stop_reason::shrink, true, now);
-        }
-    }
 }
 
 machine_memory pool_core::machine_memory_now() const {
@@ -230,25 +141,9 @@ machine_memory pool_core::machine_memory_now() const {
 }
 
 void pool_core::maybe_grow(time_point now) {
-    // Not before the pool runs: tasks submitted then wait for the workers start() starts.
-    if (!phase_.started() || !sizing_.may_grow() || !phase_.admitting() || restart_.degraded()) {
-        return;
-    }
-    // One more worker per task that waits beyond those already starting, as long as the
-    // machine has room for one more at its hard memory limit.
-    const std::uint64_t per_worker = params_.memory.hard_limit_bytes;
-    while (tasks_.queued() > workers_.gate().in_progress() + workers_.gate().waiting_count()) {
-        if (per_worker > 0 && probe_.available_memory) {
-            const auto available = probe_.available_memory();
-            if (available && *available < per_worker) {
-                return;  // within the memory budget: not now
-            }
-        }
-        const auto s = sizing_.take_parked(false);
-        if (!s) {
-            return;
-        }
-        wait_for_start(*s, now);
+    const std::size_t starting = workers_.gate().in_progress() + workers_.gate().waiting_count();
+    if (tasks_.queued() > starting && !restart_.degraded()) {
+        carry_out(slots_.grow(tasks_.queued() - starting, probe_.available_memory), now);
     }
 }
 

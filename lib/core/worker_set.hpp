@@ -63,11 +63,6 @@ public:
         std::optional<worker_memory> last_sample;   // its memory, last read
         time_point sampled_at{};                    // when it was read
         bool memory_unread = false;                 // a task ended since it was read
-        std::string recycle_reason;                 // it is to be replaced, and why
-        bool retire_after_task = false;             // stop it once its task is answered
-        std::size_t tasks_done = 0;                 // tasks it answered
-        time_point recycle_at = time_point::max();  // replaced for its age at this time
-        time_point idle_since{};                    // when it last became idle
         load_progress load;                         // more time while it loads, if it computes
     };
 
