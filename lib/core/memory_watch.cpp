@@ -5,7 +5,8 @@
 namespace torchpool::core {
 
 memory_watch::memory_watch(std::size_t slots, const memory_params& params)
-    : slots_(std::max<std::size_t>(1, slots)),
+    : readings_(std::max<std::size_t>(1, slots)),
+      slots_(std::max<std::size_t>(1, slots)),
       params_(params),
       tick_(std::max<clock::duration>(
           std::chrono::duration_cast<clock::duration>(params.sample_interval) /

@@ -207,15 +207,8 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     if (!done.abandoned) {
         complete_reply(s, done.id, std::move(reply), now);
     }
-    if (memory_.enabled() && sent.empty()) {
-        // What a task left behind is seen once it ends, not only while tasks run; at most
-        // once per interval per worker: if it was read less than an interval ago (maybe
-        // before the task grew), the sampler reads it on a later tick, idle or not.
-        if (!w.last_sample || now - w.sampled_at >= memory_.params().sample_interval) {
-            check_memory(s, now);
-        } else {
-            w.memory_unread = true;
-        }
+    if (memory_.enabled() && sent.empty() && memory_.task_ended(s, now)) {
+        check_memory(s, now);
     }
     carry_out(slots_.answered(s, sent.empty(), now), now);
     dispatch(now);

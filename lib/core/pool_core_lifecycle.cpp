@@ -54,9 +54,7 @@ void pool_core::begin_start(slot_id s, time_point now) {
     }
     tasks_.drop_sent(s);
     w.channel_closed.reset();
-    w.last_sample.reset();
-    w.sampled_at = {};
-    w.memory_unread = false;
+    memory_.forget(s);
     slots_.began_start(s);
     w.load.reset();
     w.child.begin_start(now, now + params_.spawn_timeout);
@@ -206,7 +204,7 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
             d.core_dumped = status.core_dumped;
             d.summary =
                 died_while_running(tasks_.describe(*id), how, d) +
-                oom_evidence(status, w.last_sample, memory_.params(),
+                oom_evidence(status, memory_.last(s), memory_.params(),
                              status.signal == SIGKILL ? machine_memory_now() : machine_memory{});
             worker_failed_under(s, *id, errc::worker_died,
                                 {.worker_pid = pid, .diagnostics = std::move(d)}, now);

@@ -44,28 +44,23 @@ void pool_core::unresponsive(slot_id s, time_point now) {
 }
 
 void pool_core::sample_memory(time_point now) {
-    const auto s = memory_.due(now, [this](slot_id slot) {
-        const auto state = workers_.state_of(slot);
-        return state == worker_state::busy ||
-               (state == worker_state::idle && workers_[slot].memory_unread);
-    });
+    const auto s = memory_.due(
+        now, [this](slot_id slot) { return workers_.status(slot) == worker_status::busy; },
+        [this](slot_id slot) { return workers_.state_of(slot) == worker_state::idle; });
     if (s) {
         check_memory(*s, now);
     }
 }
 
 void pool_core::check_memory(slot_id s, time_point now) {
-    auto& w = workers_[s];
     if (!probe_.memory) {
         return;
     }
-    const auto m = probe_.memory(w.child.pid());
-    w.sampled_at = now;
-    w.memory_unread = false;
+    const auto m = probe_.memory(workers_[s].child.pid());
+    memory_.read(s, m, now);
     if (!m) {
         return;
     }
-    w.last_sample = m;
     switch (memory_.judge(m->private_bytes)) {
         case memory_watch::verdict::fine:
             break;

@@ -60,9 +60,6 @@ public:
         supervised_child child;
         time_point task_start{};                    // when its running task started
         std::optional<std::string> channel_closed;  // how its channel ended, if it has
-        std::optional<worker_memory> last_sample;   // its memory, last read
-        time_point sampled_at{};                    // when it was read
-        bool memory_unread = false;                 // a task ended since it was read
         load_progress load;                         // more time while it loads, if it computes
     };
 

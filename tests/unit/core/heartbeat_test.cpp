@@ -56,10 +56,24 @@ TEST_CASE("memory is read one busy worker per tick, in turn, and never without a
     m.start(t0);
     CHECK(m.next_sample() == t0 + 100ms);  // 400 ms over 4 workers
     auto busy = [](slot_id s) { return s == 1 || s == 3; };
-    CHECK(m.due(t0 + 100ms, busy) == slot_id{1});
-    CHECK(m.due(t0 + 200ms, busy) == slot_id{3});
-    CHECK(m.due(t0 + 300ms, busy) == slot_id{1});
-    CHECK_FALSE(m.due(t0 + 400ms, [](slot_id) { return false; }));
+    auto idle = [](slot_id s) { return s == 0 || s == 2; };
+    CHECK(m.due(t0 + 100ms, busy, idle) == slot_id{1});
+    CHECK(m.due(t0 + 200ms, busy, idle) == slot_id{3});
+    CHECK(m.due(t0 + 300ms, busy, idle) == slot_id{1});
+    const auto none_busy = [](slot_id) { return false; };
+    CHECK_FALSE(m.due(t0 + 400ms, none_busy, idle));
+
+    // A worker whose task ended is read then, unless it was read within the interval: then
+    // a later tick reads it, idle or not, once.
+    CHECK(m.task_ended(2, t0 + 400ms));
+    m.read(2, worker_memory{.private_bytes = 50}, t0 + 400ms);
+    CHECK_FALSE(m.task_ended(2, t0 + 500ms));
+    CHECK(m.due(t0 + 500ms, none_busy, idle) == slot_id{2});
+    m.read(2, std::nullopt, t0 + 500ms);  // could not be read: the last reading stays
+    CHECK(m.last(2)->private_bytes == 50);
+    CHECK_FALSE(m.due(t0 + 600ms, none_busy, idle));
+    m.forget(2);
+    CHECK_FALSE(m.last(2));
     CHECK(m.judge(99) == memory_watch::verdict::fine);
     CHECK(m.judge(100) == memory_watch::verdict::over_soft);
     CHECK(m.judge(200) == memory_watch::verdict::over_hard);
