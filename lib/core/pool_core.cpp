@@ -103,17 +103,14 @@ void pool_core::dispatch(time_point now) {
 }
 
 void pool_core::complete(task_id id, boost::system::error_code error, response result) {
-    tasks_.forget(id);          // the one place a task leaves the table (if it was ever in it)
-    report_.task_ended(error);  // and the one place it is counted
-    if (!attempts_.empty()) {
-        if (auto it = attempts_.find(id); it != attempts_.end()) {
-            if (result.worker_pid != 0 && error != errc::poison_task) {
-                it->second.push_back(
-                    {result.worker_pid, error, error ? result.diagnostics.summary : ""});
-            }
-            result.attempts = std::move(it->second);
-            attempts_.erase(it);
+    // The one place a task leaves the table (if it was ever in it), and is counted.
+    auto failures = tasks_.end(id);
+    report_.task_ended(error);
+    if (!failures.empty()) {  // it ran more than once: its runs are listed, this one last
+        if (result.worker_pid != 0 && error != errc::poison_task) {
+            failures.push_back({result.worker_pid, error, error ? result.diagnostics.summary : ""});
         }
+        result.attempts = std::move(failures);
     }
     actions_.push_back(complete_action{id, error, std::make_shared<response>(std::move(result))});
 }

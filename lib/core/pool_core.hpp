@@ -30,6 +30,7 @@
 #include "quarantine.hpp"
 #include "report.hpp"
 #include "restart_policy.hpp"
+#include "retry_policy.hpp"
 #include "sizing.hpp"
 #include "slot_policy.hpp"
 #include "start_gate.hpp"
@@ -257,8 +258,6 @@ private:
     slot_policy slots_;
     fork_server_supervisor server_;
     quarantine quarantine_;
-    // The earlier runs of tasks that ran more than once, until they complete.
-    std::unordered_map<task_id, std::vector<task_attempt>> attempts_;
     bool requeued_ = false;  // a task went back to the queue: dispatch once settled
 };
 

@@ -117,39 +117,45 @@ void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&
                                     time_point now) {
     tasks_.release(s);  // what it was sent ahead goes back first, so that this task leads
     const auto* t = tasks_.find(id);
-    if (t->cancel_requested) {
-        // Its caller asked to stop it, and it has stopped: not run again.
-        result.diagnostics.summary =
-            cancelled_then_died(tasks_.describe(id), result.diagnostics.summary);
-        complete(id, boost::asio::error::operation_aborted, std::move(result));
-        return;
+    std::vector<task_attempt>* failures = nullptr;
+    if (!t->cancel_requested) {
+        // Worker failures are rare: every one under a task is kept until it ends.
+        failures = &tasks_.failed_under(id, {result.worker_pid, error, result.diagnostics.summary});
     }
-    // Worker failures are rare: every one under a task is kept until it completes.
-    auto& deaths = attempts_[id];
-    deaths.push_back({result.worker_pid, error, result.diagnostics.summary});
-    if (params_.poison.deaths > 0 && deaths.size() >= params_.poison.deaths) {
-        quarantine_.add(t->fingerprint);
-        auto& d = result.diagnostics;
-        d.summary = poison_task(tasks_.describe(id), deaths, t->fingerprint, quarantine_.enabled());
-        report_.apply(
-            facts::poison_task{.slot = s, .pid = result.worker_pid, .summary = d.summary});
-        complete(id, errc::poison_task, std::move(result));
-        return;
+    auto& summary = result.diagnostics.summary;
+    switch (decide({.cancel_requested = t->cancel_requested,
+                    .failures = failures ? failures->size() : 0,
+                    .poison_deaths = params_.poison.deaths,
+                    .retries_left = t->retries_left,
+                    .before_deadline = t->deadline > now,
+                    .pool_stopping = phase_.stopping()})) {
+        case after_failure::cancelled:
+            summary = cancelled_then_died(tasks_.describe(id), summary);
+            complete(id, boost::asio::error::operation_aborted, std::move(result));
+            return;
+        case after_failure::poison:
+            quarantine_.add(t->fingerprint);
+            summary =
+                poison_task(tasks_.describe(id), *failures, t->fingerprint, quarantine_.enabled());
+            report_.apply(
+                facts::poison_task{.slot = s, .pid = result.worker_pid, .summary = summary});
+            complete(id, errc::poison_task, std::move(result));
+            return;
+        case after_failure::retry:
+            report_.apply(facts::task_retried{});
+            tasks_.retry(id);
+            requeued_ = true;
+            return;
+        case after_failure::fail:
+            if (const std::size_t runs = failures->size(); runs == 1) {
+                failures->clear();  // it ran once: nothing to list
+            } else {
+                failures->pop_back();  // complete() adds the last run
+                summary += no_retries_left(runs);
+            }
+            complete(id, error, std::move(result));
+            return;
     }
-    if (t->retries_left > 0 && t->deadline > now && !phase_.stopping()) {
-        report_.apply(facts::task_retried{});
-        tasks_.retry(id);
-        requeued_ = true;
-        return;
-    }
-    const std::size_t runs = deaths.size();
-    if (runs == 1) {
-        attempts_.erase(id);  // it ran once: nothing to list
-    } else {
-        deaths.pop_back();  // complete() adds the last run
-        result.diagnostics.summary += no_retries_left(runs);
-    }
-    complete(id, error, std::move(result));
 }
 
 }  // namespace torchpool::core

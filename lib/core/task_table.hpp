@@ -1,12 +1,13 @@
 // The task table: every task that has not completed, the queue of those waiting for a worker
 // (one FIFO per priority), those waiting for room in a full queue, their deadlines, and which
-// worker was sent what. A worker runs the requests it is sent one at a time, in order, so the
-// first one sent is running and the others (prefetched) have not started. A task that leaves
-// (completes) is forgotten here in one place, which keeps the counts and the deadline index
-// right.
+// worker was sent what, and the earlier runs of a task that ran more than once. A worker runs
+// the requests it is sent one at a time, in order, so the first one sent is running and the
+// others (prefetched) have not started. A task ends here in one place (end), which keeps the
+// counts and the deadline index right.
 #pragma once
 
 #include "types.hpp"
+#include <torchpool/task.hpp>
 
 #include <array>
 #include <chrono>
@@ -32,8 +33,9 @@ public:
         unsigned retries_left = 0;
         unsigned attempt = 0;  // runs so far, the one under way included
         std::uint8_t priority = 1;
-        bool waiting_for_room = false;  // not admitted to the queue yet
-        bool cancel_requested = false;  // running, and its worker was asked to stop it
+        bool waiting_for_room = false;       // not admitted to the queue yet
+        bool cancel_requested = false;       // running, and its worker was asked to stop it
+        std::vector<task_attempt> failures;  // runs under workers that failed; rare
     };
 
     /// A request written to a worker. An abandoned one (timed out or cancelled before it
@@ -62,8 +64,15 @@ public:
     void retry(task_id id);
     /// Its worker is asked to stop it.
     void request_cancel(task_id id) { tasks_.at(id).cancel_requested = true; }
-    /// Completed: removed from the table, the queue count and the deadlines.
-    void forget(task_id id);
+    /// Ends the task: it leaves the table, the queue count and the deadlines. Returns the
+    /// runs it had under workers that failed (empty if none, or if it was not in the table).
+    std::vector<task_attempt> end(task_id id);
+    /// The worker running `id` failed (`run`); returns the failures so far, this one included.
+    std::vector<task_attempt>& failed_under(task_id id, task_attempt run) {
+        auto& failures = tasks_.at(id).failures;
+        failures.push_back(std::move(run));
+        return failures;
+    }
 
     const task* find(task_id id) const;
     bool empty() const noexcept { return tasks_.empty(); }
@@ -143,10 +152,10 @@ inline void task_table::add(task_id id, std::string&& method, const task_options
     }
 }
 
-inline void task_table::forget(task_id id) {
+inline std::vector<task_attempt> task_table::end(task_id id) {
     auto it = tasks_.find(id);
     if (it == tasks_.end()) {
-        return;
+        return {};
     }
     if (it->second.deadline != time_point::max()) {
         deadlines_.erase({it->second.deadline, id});
@@ -156,7 +165,9 @@ inline void task_table::forget(task_id id) {
     } else if (!it->second.slot) {
         --queued_;
     }
+    std::vector<task_attempt> failures = std::move(it->second.failures);
     tasks_.erase(it);
+    return failures;
 }
 
 inline task_id task_table::send_next(slot_id slot, time_point* submitted, unsigned* attempt) {
