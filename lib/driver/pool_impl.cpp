@@ -4,14 +4,12 @@
 #include "../wire/codec.hpp"
 #include "channel_intake.hpp"
 #include "intake.hpp"
+#include "params.hpp"
 #include <torchpool/error.hpp>
 
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
-#include <thread>
-
-#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -20,50 +18,7 @@ namespace torchpool::detail {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
-std::size_t usable_cores() {
-    cpu_set_t set;
-    if (::sched_getaffinity(0, sizeof set, &set) == 0) {
-        return static_cast<std::size_t>(std::max(1, CPU_COUNT(&set)));
-    }
-    return std::max(1u, std::thread::hardware_concurrency());
-}
-
 namespace {
-
-// What every worker (or the fork server) finds in its environment, besides the user's.
-std::vector<std::string> worker_environment(const pool_params& params) {
-    const std::string intra = std::to_string(params.intra_op_threads);
-    std::vector<std::string> env = {
-        "TORCHPOOL_INTRA_OP_THREADS=" + intra,
-        "TORCHPOOL_INTER_OP_THREADS=" + std::to_string(params.inter_op_threads),
-        // Read by OpenMP and MKL when they load, before any code of the worker runs.
-        "OMP_NUM_THREADS=" + intra, "MKL_NUM_THREADS=" + intra};
-    if (params.worker.start == start_mode::fork_server) {
-        env.push_back("TORCHPOOL_FORK_SERVER=1");
-        // Forking a process as large as LibTorch takes milliseconds: the server gets a
-        // helper per further core, so that a burst of starts uses every core.
-        env.push_back("TORCHPOOL_FORK_SERVER_HELPERS=" + std::to_string(usable_cores() - 1));
-    }
-    if (params.faults.enabled) {
-        env.push_back("TORCHPOOL_FAULT_INJECTION=1");  // the SDK ignores faults without it
-    }
-    if (params.memory.limit_address_space && params.memory.hard_limit_bytes > 0) {
-        // Applied by the worker SDK to each worker (not to the fork server).
-        env.push_back("TORCHPOOL_ADDRESS_SPACE_LIMIT=" +
-                      std::to_string(params.memory.hard_limit_bytes));
-    }
-    return env;
-}
-
-// Descriptors the pool holds at most: three per worker (pidfd, channel, output pipe) and,
-// with a fork server, its three and a pidfd per helper.
-std::uint64_t descriptors_needed(const pool_params& params) {
-    std::uint64_t n = 3 * core::slot_capacity(params);
-    if (params.worker.start == start_mode::fork_server) {
-        n += 3 + usable_cores();
-    }
-    return n;
-}
 
 shared_frame share(wire::frame f) {
     return std::make_shared<const wire::frame>(std::move(f));
@@ -72,7 +27,7 @@ shared_frame share(wire::frame f) {
 }  // namespace
 
 pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
-    : fds_(descriptors_needed(params),
+    : fds_(descriptors_needed(params, usable_cores()),
            "a pool of " + std::to_string(params.workers) + " workers (3 descriptors each)"),
       memory_(params.memory, core::slot_capacity(params)),
       health_(params.workers, params.min_ready_workers),
@@ -83,7 +38,7 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
                      .cpu_time = posix::read_cpu_time,
                      .available_memory = posix::available_memory,
                      .memory_pressure = posix::memory_pressure}),
-      launcher_(params.worker, worker_environment(params),
+      launcher_(params.worker, worker_environment(params, usable_cores()),
                 params.worker.start == start_mode::fork_server ? SOCK_SEQPACKET : SOCK_STREAM),
       server_(ex),
       side_(ex, [this](int pid, const core::exit_status& status) { on_helper_end(pid, status); }),

@@ -45,9 +45,6 @@ using run_handler = boost::asio::any_completion_handler<void(boost::system::erro
 using submit_handler =
     boost::asio::any_completion_handler<void(boost::system::error_code, response)>;
 
-// The cores this process may run on (its affinity mask), as the workers will inherit it.
-std::size_t usable_cores();
-
 class pool_impl : public std::enable_shared_from_this<pool_impl> {
 public:
     pool_impl(boost::asio::any_io_executor ex, const pool_params& params);
