@@ -103,16 +103,22 @@ void pool_core::dispatch(time_point now) {
 }
 
 void pool_core::complete(task_id id, boost::system::error_code error, response result) {
+    complete(id, error, std::make_shared<response>(std::move(result)));
+}
+
+void pool_core::complete(task_id id, boost::system::error_code error,
+                         std::shared_ptr<response> result) {
     // The one place a task leaves the table (if it was ever in it), and is counted.
     auto failures = tasks_.end(id);
     report_.task_ended(error);
     if (!failures.empty()) {  // it ran more than once: its runs are listed, this one last
-        if (result.worker_pid != 0 && error != errc::poison_task) {
-            failures.push_back({result.worker_pid, error, error ? result.diagnostics.summary : ""});
+        if (result->worker_pid != 0 && error != errc::poison_task) {
+            failures.push_back(
+                {result->worker_pid, error, error ? result->diagnostics.summary : ""});
         }
-        result.attempts = std::move(failures);
+        result->attempts = std::move(failures);
     }
-    actions_.push_back(complete_action{id, error, std::make_shared<response>(std::move(result))});
+    actions_.push_back(complete_action{id, error, std::move(result)});
 }
 
 task_diagnostics pool_core::worker_diagnostics(slot_id s, time_point now, bool alive,
@@ -214,21 +220,23 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
 
 void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, time_point now) {
     const int pid = workers_[s].child.pid();
-    response result{.worker_pid = pid};
+    // Made where it ends up (shared with the caller's handler): a response is large to move.
+    auto result = std::make_shared<response>();
+    result->worker_pid = pid;
     boost::system::error_code error;
     if (!reply.ok && reply.error_type == wire::cancelled_error &&
         tasks_.find(id)->cancel_requested) {
-        result.diagnostics.worker_pid = pid;
-        result.diagnostics.summary = stopped_on_cancel(tasks_.describe(id), pid);
+        result->diagnostics.worker_pid = pid;
+        result->diagnostics.summary = stopped_on_cancel(tasks_.describe(id), pid);
         complete(id, boost::asio::error::operation_aborted, std::move(result));
         return;
     }
     if (reply.ok) {
-        result.payload = std::move(reply.payload);
-        result.tensors = std::move(reply.tensors);
+        result->payload = std::move(reply.payload);
+        result->tensors = std::move(reply.tensors);
     } else {
         error = errc::task_failed;
-        auto& d = result.diagnostics;
+        auto& d = result->diagnostics;
         d = worker_diagnostics(s, now, false);  // it stays up; its memory is not the point
         d.summary = reported_error(pid, tasks_.describe(id), reply.error_type, reply.error_message);
         d.error_type = std::move(reply.error_type);

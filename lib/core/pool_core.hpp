@@ -48,6 +48,7 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -185,6 +186,7 @@ private:
     /// Ends task `id`: it leaves the task table (if it was in it) and its caller is answered.
     /// The one place a task ends.
     void complete(task_id id, boost::system::error_code error, response result);
+    void complete(task_id id, boost::system::error_code error, std::shared_ptr<response> result);
     /// The worker of `s` failed under its running task `id` (`error`: worker_died,
     /// memory_limit, protocol_error; `result` says how): the task runs again on another
     /// worker if it may, fails as a poison task, or completes with `error`. Releases what
@@ -230,7 +232,12 @@ private:
     /// Over the hard limit: its task fails, it is killed.
     void memory_kill(slot_id s, const worker_memory& m, time_point now);
     /// Carries out what the slot policy asks: starts, and workers that leave.
-    void carry_out(const slot_commands& commands, time_point now);
+    void carry_out(const slot_commands& commands, time_point now) {
+        if (!commands.empty()) {  // the common case: nothing
+            carry_out_each(commands, now);
+        }
+    }
+    void carry_out_each(const slot_commands& commands, time_point now);
     /// Tasks wait and no worker is free: start more, up to max_workers.
     void maybe_grow(time_point now);
     /// The machine's memory now, for the evidence of an OOM kill.

@@ -95,7 +95,7 @@ void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
     stop_worker(s, stop_reason::memory, true, now);
 }
 
-void pool_core::carry_out(const slot_commands& commands, time_point now) {
+void pool_core::carry_out_each(const slot_commands& commands, time_point now) {
     for (const auto& c : commands) {
         switch (c.what) {
             case slot_command::kind::start:

@@ -57,10 +57,9 @@ slot_commands slot_policy::ready(slot_id s, time_point now) {
     return out;
 }
 
-slot_commands slot_policy::answered(slot_id s, bool idle, time_point now) {
+slot_commands slot_policy::answered_with_work(slot_id s, bool idle, time_point now) {
     auto& p = plans_[s];
     slot_commands out;
-    ++p.tasks_done;
     if (params_.recycle.max_tasks > 0 && p.tasks_done == params_.recycle.max_tasks) {
         out = want_recycle(s, recycle_after_tasks(p.tasks_done), now);
     }

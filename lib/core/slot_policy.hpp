@@ -66,8 +66,21 @@ public:
     void began_start(slot_id s);
     /// The worker of `s` said hello; if it replaces another, that one leaves.
     slot_commands ready(slot_id s, time_point now);
-    /// The worker of `s` answered a task; `idle`: it holds no other.
-    slot_commands answered(slot_id s, bool idle, time_point now);
+    /// The worker of `s` answered a task; `idle`: it holds no other. On every task's path:
+    /// the common case (nothing to do) is inline.
+    slot_commands answered(slot_id s, bool idle, time_point now) {
+        auto& p = plans_[s];
+        ++p.tasks_done;
+        const bool enough =
+            params_.recycle.max_tasks > 0 && p.tasks_done == params_.recycle.max_tasks;
+        if (!enough && !(idle && p.retire_after_task)) {
+            if (idle) {
+                p.idle_since = now;
+            }
+            return {};
+        }
+        return answered_with_work(s, idle, now);
+    }
     /// The worker of `s` should be replaced on purpose (`reason`, a clause).
     slot_commands want_recycle(slot_id s, std::string reason, time_point now);
     /// The process of `s` is gone (reaped, or it had none): true if the slot leaves the pool
@@ -93,6 +106,7 @@ private:
         time_point idle_since{};                    // when it last became idle
     };
 
+    slot_commands answered_with_work(slot_id s, bool idle, time_point now);
     void start_replacement(slot_id s, slot_commands& out);
     void resume_recycling(slot_commands& out);
     void hand_over(slot_id old, slot_commands& out);

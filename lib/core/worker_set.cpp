@@ -76,42 +76,6 @@ void worker_set::on_child_state(std::size_t id, child_state, child_state to) {
     }
 }
 
-void worker_set::set_status(slot_id slot, worker_status to) {
-    const worker_status from = status_[slot];
-    if (from == to) {
-        return;
-    }
-    switch (from) {  // exit hooks
-        case worker_status::waiting:
-            gate_.withdraw(slot);  // its turn, if it comes, is skipped
-            break;
-        case worker_status::starting:
-            gate_.start_ended();
-            break;
-        case worker_status::idle:
-            dispatch_.not_idle(slot);
-            break;
-        default:
-            break;
-    }
-    status_[slot] = to;
-    --counts_[static_cast<std::size_t>(from)];
-    ++counts_[static_cast<std::size_t>(to)];
-    switch (to) {  // enter hooks
-        case worker_status::waiting:
-            gate_.enqueue(slot);
-            break;
-        case worker_status::starting:
-            gate_.start_began();
-            break;
-        case worker_status::idle:
-            dispatch_.became_idle(slot);
-            break;
-        default:
-            break;
-    }
-}
-
 void worker_set::on_child_timer(std::size_t id, time_point from, time_point to) {
     if (from != time_point::max()) {
         timers_.erase({from, id});

@@ -152,4 +152,41 @@ private:
     std::set<std::pair<time_point, slot_id>> timers_;  // workers whose timer is set
 };
 
+// Twice on every task's path (idle to busy and back), so inline.
+inline void worker_set::set_status(slot_id slot, worker_status to) {
+    const worker_status from = status_[slot];
+    if (from == to) {
+        return;
+    }
+    switch (from) {  // exit hooks
+        case worker_status::waiting:
+            gate_.withdraw(slot);  // its turn, if it comes, is skipped
+            break;
+        case worker_status::starting:
+            gate_.start_ended();
+            break;
+        case worker_status::idle:
+            dispatch_.not_idle(slot);
+            break;
+        default:
+            break;
+    }
+    status_[slot] = to;
+    --counts_[static_cast<std::size_t>(from)];
+    ++counts_[static_cast<std::size_t>(to)];
+    switch (to) {  // enter hooks
+        case worker_status::waiting:
+            gate_.enqueue(slot);
+            break;
+        case worker_status::starting:
+            gate_.start_began();
+            break;
+        case worker_status::idle:
+            dispatch_.became_idle(slot);
+            break;
+        default:
+            break;
+    }
+}
+
 }  // namespace torchpool::core
