@@ -1,6 +1,8 @@
 // What the pool holds of one supervised process, worker or fork server: its pidfd (the one
 // reaper waits on it, never blocking) and its stdout+stderr pipe, read as it comes. Its exit
 // is told only once the output read in flight has run, so that the last lines are there.
+// It takes its descriptors as they are, and reaps and signals through `process_ops`, so that
+// tests drive it with pipes and a scripted reaper (tests/unit/driver/process_io_test.cpp).
 #pragma once
 
 #include "../core/types.hpp"
@@ -22,17 +24,30 @@
 
 namespace torchpool::detail {
 
+/// How a process is reaped and signalled through its pidfd: the system's calls in the pool.
+struct process_ops {
+    /// Its exit status if it has exited (reaping it), else nullopt (a spurious wake-up).
+    std::optional<core::exit_status> (*try_reap)(int pidfd) = posix::try_reap;
+    bool (*send_signal)(int pidfd, int signo) noexcept = posix::send_signal;
+    /// Exited, whether reaped or not.
+    bool (*has_exited)(int pidfd) = posix::has_exited;
+};
+
 class process_io {
 public:
-    explicit process_io(const boost::asio::any_io_executor& ex) : pidfd_(ex), log_(ex) {}
+    explicit process_io(const boost::asio::any_io_executor& ex, process_ops ops = {})
+        : ops_(ops), pidfd_(ex), log_(ex) {}
 
     // A new process in this place: its pidfd and output pipe.
-    void take(posix::spawned_process& p) {
+    void take(posix::spawned_process& p) { take(p.pidfd.release(), p.log.release()); }
+    // The same from bare descriptors, which it owns from now on: `pidfd` becomes readable
+    // when the process exits, `log` is the read end of its output.
+    void take(int pidfd, int log) {
         ++generation_;
         alive_ = true;
         exit_.reset();
-        pidfd_.assign(p.pidfd.release());
-        log_.assign(p.log.release());
+        pidfd_.assign(pidfd);
+        log_.assign(log);
     }
 
     // The process is gone: its completions still queued find another generation.
@@ -53,11 +68,11 @@ public:
 
     void signal(int signo) {
         if (alive_) {
-            posix::send_signal(pidfd_.native_handle(), signo);
+            ops_.send_signal(pidfd_.native_handle(), signo);
         }
     }
     // Exited, whether reaped or not.
-    bool has_exited() { return alive_ && posix::has_exited(pidfd_.native_handle()); }
+    bool has_exited() { return alive_ && ops_.has_exited(pidfd_.native_handle()); }
     // Only for destructors (posix::kill_and_reap): no process may outlive the pool.
     int pidfd_if_alive() { return alive_ ? pidfd_.native_handle() : -1; }
 
@@ -71,7 +86,7 @@ public:
                               if (ec || generation_ != gen || !alive_) {
                                   return;
                               }
-                              auto status = posix::try_reap(pidfd_.native_handle());
+                              auto status = ops_.try_reap(pidfd_.native_handle());
                               if (!status) {
                                   watch_exit(std::move(keep), std::move(exited));
                                   return;
@@ -129,6 +144,7 @@ public:
     }
 
 private:
+    process_ops ops_;
     std::uint64_t generation_ = 0;  // one per process; stale completions compare it
     bool alive_ = false;
     boost::asio::posix::stream_descriptor pidfd_;
