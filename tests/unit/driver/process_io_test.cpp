@@ -168,7 +168,7 @@ TEST_CASE("a spurious wake-up of the pidfd waits again, and the exit is told onc
     CHECK(h.told[0].exit_code == 1);
 }
 
-TEST_CASE("completions for a retired process do nothing; its successor's exit is told",
+TEST_CASE("completions for a retired process do nothing while its successor's exit is told",
           "[process_io]") {
     harness h;
     pipe_fds old_exit, old_out;
