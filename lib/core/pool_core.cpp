@@ -19,13 +19,13 @@ using std::chrono::milliseconds;
 
 pool_core::pool_core(const pool_params& params, process_probe probe)
     : params_(params),
-      probe_(std::move(probe)),
       report_(params.on_worker_event || params.event_buffer > 0, actions_),
       restart_(params),
       tasks_(slot_capacity(params)),
       workers_(params),
       heartbeat_(slot_capacity(params), params.heartbeat_interval, params.heartbeat_timeout),
       memory_(slot_capacity(params), params.memory),
+      inspect_(std::move(probe), workers_, tasks_),
       slots_(params_, workers_, phase_, report_),
       server_(params, report_, actions_),
       quarantine_(params.poison.quarantine) {}
@@ -119,28 +119,6 @@ void pool_core::complete(task_id id, boost::system::error_code error,
         result->attempts = std::move(failures);
     }
     actions_.push_back(complete_action{id, error, std::move(result)});
-}
-
-task_diagnostics pool_core::worker_diagnostics(slot_id s, time_point now, bool alive,
-                                               bool stuck) const {
-    const auto& w = workers_[s];
-    task_diagnostics d;
-    d.worker_pid = w.child.pid();
-    if (alive && d.worker_pid > 0) {
-        // What it is doing first: reading its memory takes the kernel longer.
-        if (stuck && probe_.activity) {
-            d.activity = probe_.activity(d.worker_pid);
-        }
-        if (probe_.memory) {
-            d.memory = probe_.memory(d.worker_pid);
-        }
-    }
-    d.worker_uptime = duration_cast<milliseconds>(now - w.child.process_start());
-    if (!tasks_.sent(s).empty()) {
-        d.task_run_time = duration_cast<milliseconds>(now - w.task_start);
-    }
-    d.log_tail = w.child.log().text();
-    return d;
 }
 
 // --- messages from workers ---------------------------------------------------------------
@@ -237,7 +215,7 @@ void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, t
     } else {
         error = errc::task_failed;
         auto& d = result->diagnostics;
-        d = worker_diagnostics(s, now, false);  // it stays up; its memory is not the point
+        d = inspect_.diagnostics(s, now, false);  // it stays up; its memory is not the point
         d.summary = reported_error(pid, tasks_.describe(id), reply.error_type, reply.error_message);
         d.error_type = std::move(reply.error_type);
         d.error_message = std::move(reply.error_message);
@@ -257,7 +235,7 @@ void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
         w.child.count_failure(now, params_.restart_backoff.reset_after);
     }
     if (auto id = tasks_.running(s)) {
-        auto d = worker_diagnostics(s, now, true);
+        auto d = inspect_.diagnostics(s, now, true);
         d.summary = protocol_error_while_running(tasks_.describe(*id), what, d);
         worker_failed_under(s, *id, errc::protocol_error,
                             {.worker_pid = pid, .diagnostics = std::move(d)}, now);
@@ -351,7 +329,7 @@ void pool_core::on_timer(time_point now) {
     while (const auto id = tasks_.due(now)) {
         on_deadline(*id, now);
     }
-    server_.on_timer(phase_.stopping(), probe_.cpu_time, now);
+    server_.on_timer(phase_.stopping(), inspect_.probe().cpu_time, now);
     if (const auto sweep = heartbeat_.next_sweep(); sweep && *sweep <= now) {
         sweep_heartbeats(now);
     }
@@ -370,17 +348,9 @@ void pool_core::on_timer(time_point now) {
     settle(now);
 }
 
-std::optional<std::chrono::nanoseconds> pool_core::cpu_time_of(
-    const supervised_child& child) const {
-    if (child.awaiting_process() || !probe_.cpu_time) {
-        return std::nullopt;
-    }
-    return probe_.cpu_time(child.pid());
-}
-
 bool pool_core::loading_with_progress(slot_id s) {
     auto& w = workers_[s];
-    if (!w.load.extend(cpu_time_of(w.child))) {
+    if (!w.load.extend(inspect_.cpu_time(w.child))) {
         return false;
     }
     report_.apply(facts::load_extended{});

@@ -25,6 +25,7 @@
 #include "dispatch.hpp"
 #include "fork_server.hpp"
 #include "heartbeat.hpp"
+#include "inspector.hpp"
 #include "memory_watch.hpp"
 #include "pool_phase.hpp"
 #include "quarantine.hpp"
@@ -58,18 +59,8 @@ namespace torchpool::core {
 
 class pool_core final {
 public:
-    /// Reads a live worker process (injected: /proc in the driver, fakes in tests); each
-    /// returns nullopt if it cannot, and either may be empty.
-    struct process_probe {
-        std::function<std::optional<worker_memory>(int pid)> memory;
-        std::function<std::optional<worker_activity>(int pid)> activity;
-        /// The CPU time a process has used; a loading worker that uses more gets more time.
-        std::function<std::optional<std::chrono::nanoseconds>(int pid)> cpu_time;
-        /// Memory the machine has available for new processes (MemAvailable), in bytes.
-        std::function<std::optional<std::uint64_t>()> available_memory;
-        /// The share of the last 10 s in which every task waited for memory (PSI), in %.
-        std::function<std::optional<double>()> memory_pressure;
-    };
+    /// Reads live processes (injected: /proc in the driver, fakes in tests).
+    using process_probe = core::process_probe;
 
     explicit pool_core(const pool_params& params, process_probe probe = {});
     // Its units hold references into it.
@@ -219,8 +210,6 @@ private:
     /// A loading worker past its load_timeout used CPU time since the last look (and has
     /// extensions left): it gets more time, which this counts.
     bool loading_with_progress(slot_id s);
-    /// The CPU time a child's process has used; nullopt before it has one, or if unknown.
-    std::optional<std::chrono::nanoseconds> cpu_time_of(const supervised_child& child) const;
     void on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now);
     void sweep_heartbeats(time_point now);
     /// An idle worker did not answer its heartbeat: it is stopped and replaced.
@@ -240,20 +229,12 @@ private:
     void carry_out_each(const slot_commands& commands, time_point now);
     /// Tasks wait and no worker is free: start more, up to max_workers.
     void maybe_grow(time_point now);
-    /// The machine's memory now, for the evidence of an OOM kill.
-    machine_memory machine_memory_now() const;
     /// The task of a worker the kernel's OOM killer killed in its cgroup fails.
     void fail_oom_killed(slot_id s, task_id id, const std::string& how, time_point now);
-    /// What the caller learns of the worker in slot `s`; `alive`: its process has not been
-    /// reaped, so its memory can be read (a reaped pid may already be another process's);
-    /// `stuck`: the pool gives up on it, so what it is doing in the kernel is read too.
-    task_diagnostics worker_diagnostics(slot_id s, time_point now, bool alive,
-                                        bool stuck = false) const;
     /// What comes next for slot `s` after its process ended or could not be made.
     facts::next_start next_start(slot_id s, time_point now) const;
 
     pool_params params_;
-    process_probe probe_;
     action_queue actions_;
     report report_;
     restart_policy restart_;
@@ -262,6 +243,7 @@ private:
     worker_set workers_;
     heartbeat_monitor heartbeat_;
     memory_watch memory_;
+    inspector inspect_;
     slot_policy slots_;
     fork_server_supervisor server_;
     quarantine quarantine_;

@@ -198,14 +198,14 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
                 fail_oom_killed(s, *id, how, now);
                 break;
             }
-            auto d = worker_diagnostics(s, now, false);
+            auto d = inspect_.diagnostics(s, now, false);
             d.exit_code = status.exit_code;
             d.signal = status.signal;
             d.core_dumped = status.core_dumped;
             d.summary =
                 died_while_running(tasks_.describe(*id), how, d) +
                 oom_evidence(status, memory_.last(s), memory_.params(),
-                             status.signal == SIGKILL ? machine_memory_now() : machine_memory{});
+                             status.signal == SIGKILL ? inspect_.machine() : machine_memory{});
             worker_failed_under(s, *id, errc::worker_died,
                                 {.worker_pid = pid, .diagnostics = std::move(d)}, now);
             break;

@@ -37,7 +37,7 @@ void pool_core::unresponsive(slot_id s, time_point now) {
     if (workers_[s].child.state() != child_state::running) {
         return;
     }
-    const auto d = worker_diagnostics(s, now, true, true);
+    const auto d = inspect_.diagnostics(s, now, true, true);
     report_.apply(facts::unresponsive{
         .slot = s, .diagnostics = d, .timeout = duration_cast<milliseconds>(heartbeat_.timeout())});
     stop_worker(s, stop_reason::unresponsive, false, now);
@@ -53,10 +53,10 @@ void pool_core::sample_memory(time_point now) {
 }
 
 void pool_core::check_memory(slot_id s, time_point now) {
-    if (!probe_.memory) {
+    if (!inspect_.probe().memory) {
         return;
     }
-    const auto m = probe_.memory(workers_[s].child.pid());
+    const auto m = inspect_.memory(s);
     memory_.read(s, m, now);
     if (!m) {
         return;
@@ -85,7 +85,7 @@ void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
                                            .held = m.private_bytes,
                                            .limit = memory_.params().hard_limit_bytes});
     if (const auto id = tasks_.running(s)) {
-        auto d = worker_diagnostics(s, now, false);
+        auto d = inspect_.diagnostics(s, now, false);
         d.memory = m;
         d.summary =
             memory_limit_while_running(tasks_.describe(*id), memory_.params().hard_limit_bytes, d);
@@ -124,26 +124,15 @@ std::size_t pool_core::resize(std::size_t workers, time_point now) {
     return n;
 }
 
-machine_memory pool_core::machine_memory_now() const {
-    machine_memory m;
-    if (probe_.available_memory) {
-        m.available_bytes = probe_.available_memory();
-    }
-    if (probe_.memory_pressure) {
-        m.full_pressure = probe_.memory_pressure();
-    }
-    return m;
-}
-
 void pool_core::maybe_grow(time_point now) {
     const std::size_t starting = workers_.gate().in_progress() + workers_.gate().waiting_count();
     if (tasks_.queued() > starting && !restart_.degraded()) {
-        carry_out(slots_.grow(tasks_.queued() - starting, probe_.available_memory), now);
+        carry_out(slots_.grow(tasks_.queued() - starting, inspect_.probe().available_memory), now);
     }
 }
 
 void pool_core::fail_oom_killed(slot_id s, task_id id, const std::string& how, time_point now) {
-    auto d = worker_diagnostics(s, now, false);
+    auto d = inspect_.diagnostics(s, now, false);
     const int pid = d.worker_pid;
     d.signal = SIGKILL;
     d.summary =

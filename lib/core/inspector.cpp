@@ -1,0 +1,54 @@
+#include "inspector.hpp"
+
+namespace torchpool::core {
+
+using std::chrono::duration_cast;
+using std::chrono::milliseconds;
+
+task_diagnostics inspector::diagnostics(slot_id s, time_point now, bool alive, bool stuck) const {
+    const auto& w = workers_[s];
+    task_diagnostics d;
+    d.worker_pid = w.child.pid();
+    if (alive && d.worker_pid > 0) {
+        // What it is doing first: reading its memory takes the kernel longer.
+        if (stuck && probe_.activity) {
+            d.activity = probe_.activity(d.worker_pid);
+        }
+        if (probe_.memory) {
+            d.memory = probe_.memory(d.worker_pid);
+        }
+    }
+    d.worker_uptime = duration_cast<milliseconds>(now - w.child.process_start());
+    if (!tasks_.sent(s).empty()) {
+        d.task_run_time = duration_cast<milliseconds>(now - w.task_start);
+    }
+    d.log_tail = w.child.log().text();
+    return d;
+}
+
+std::optional<worker_memory> inspector::memory(slot_id s) const {
+    if (!probe_.memory) {
+        return std::nullopt;
+    }
+    return probe_.memory(workers_[s].child.pid());
+}
+
+std::optional<std::chrono::nanoseconds> inspector::cpu_time(const supervised_child& child) const {
+    if (child.awaiting_process() || !probe_.cpu_time) {
+        return std::nullopt;
+    }
+    return probe_.cpu_time(child.pid());
+}
+
+machine_memory inspector::machine() const {
+    machine_memory m;
+    if (probe_.available_memory) {
+        m.available_bytes = probe_.available_memory();
+    }
+    if (probe_.memory_pressure) {
+        m.full_pressure = probe_.memory_pressure();
+    }
+    return m;
+}
+
+}  // namespace torchpool::core
