@@ -313,6 +313,10 @@ std::string sent_pool_message(const char* message_name) {
     return std::string("sent a ") + message_name + " message, which only the pool may send";
 }
 
+std::string sent_descriptors() {
+    return "sent file descriptors, which no message it may send carries";
+}
+
 std::string second_hello() {
     return "sent a second hello message";
 }

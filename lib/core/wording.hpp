@@ -72,6 +72,7 @@ std::string no_retries_left(std::size_t runs);
 // or the fork server.
 std::string sent_pool_message(const char* message_name);
 std::string second_hello();
+std::string sent_descriptors();
 std::string hello_while_stopping();
 std::string other_protocol_version(std::uint32_t theirs, std::uint32_t ours);
 /// `running`: it runs some task, but not that one.

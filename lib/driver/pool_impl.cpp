@@ -380,6 +380,11 @@ inline void pool_impl::on_channel_read(core::slot_id s, error_code ec, std::size
     if (n > 0 && !take_messages(s)) {
         w.channel.distrust();
     }
+    if (w.channel.descriptors_waiting() > 0 && w.channel.is_open()) {
+        // No message a worker sends carries descriptors: they would only pile up.
+        core_.on_protocol_error(s, core::sent_descriptors(), core::clock::now());
+        w.channel.distrust();
+    }
     if (ec && ec != asio::error::operation_aborted) {
         channel_ended(s, ec);
     } else if (!ec && w.channel.is_open() && !w.process.exit()) {

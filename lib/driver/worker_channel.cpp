@@ -1,10 +1,11 @@
 #include "worker_channel.hpp"
 
 #include <boost/asio/error.hpp>
-#include <boost/asio/write.hpp>
 
 #include <array>
 #include <cerrno>
+#include <span>
+#include <string>
 
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -24,6 +25,7 @@ void worker_channel::open(posix::unique_fd fd, std::weak_ptr<void> owner) {
     outbox_.clear();
     front_offset_ = 0;
     writing_ = false;
+    received_.clear();
 }
 
 void worker_channel::close() {
@@ -35,6 +37,7 @@ void worker_channel::close() {
     outbox_.clear();
     front_offset_ = 0;
     writing_ = false;
+    received_.clear();  // closed: nobody will take them
 }
 
 void worker_channel::cancel_read() {
@@ -48,7 +51,18 @@ std::size_t worker_channel::read_available(error_code& ec) {
     std::size_t total = 0;
     for (;;) {
         auto space = reader_.prepare(64 * 1024);
-        const ssize_t n = ::recv(socket_.native_handle(), space.data(), space.size(), 0);
+        std::vector<posix::unique_fd> fds;
+        bool truncated = false;
+        const ssize_t n = posix::receive_with_fds(socket_.native_handle(), space.data(),
+                                                  space.size(), fds, truncated);
+        for (auto& fd : fds) {
+            received_.push_back(std::move(fd));
+        }
+        if (truncated || received_.size() > posix::max_passed_fds) {
+            // Descriptors count against the pool's open files: a peer may not pile them up.
+            ec = asio::error::message_size;
+            return total;
+        }
         if (n > 0) {
             reader_.commit(static_cast<std::size_t>(n));
             total += static_cast<std::size_t>(n);
@@ -79,35 +93,50 @@ std::optional<std::string> worker_channel::ended(error_code ec) {
     if (ec == asio::error::would_block || ec == asio::error::try_again) {
         return std::nullopt;  // drained, still open; the process is gone anyway
     }
+    if (ec == asio::error::message_size) {
+        return "sent more than " + std::to_string(posix::max_passed_fds) +
+               " file descriptors that no message took";
+    }
     return "broke its channel (" + ec.message() + ")";
 }
 
 void worker_channel::start_write() {
+    // Everything queued goes out in one gathered write, tried directly since the socket
+    // almost always has room, which saves an asynchronous operation per task. A frame's
+    // descriptors go with its first byte, so a gather ends before the next frame that has any.
+    while (!writing_ && !outbox_.empty() && open_) {
+        std::array<iovec, 64> iov;
+        std::size_t count = 0;
+        std::size_t offset = front_offset_;
+        std::span<const int> fds;
+        std::array<int, posix::max_passed_fds> fd_numbers;
+        for (const auto& out : outbox_) {
+            if (count == iov.size() || (count > 0 && out.fds && !out.fds->empty())) {
+                break;
+            }
+            if (count == 0 && offset == 0 && out.fds && !out.fds->empty()) {
+                const std::size_t n = std::min(out.fds->size(), fd_numbers.size());
+                for (std::size_t i = 0; i < n; ++i) {
+                    fd_numbers[i] = (*out.fds)[i].get();
+                }
+                fds = std::span<const int>(fd_numbers.data(), n);
+            }
+            auto bytes = out.frame->asBytes();
+            iov[count++] = {const_cast<kj::byte*>(bytes.begin()) + offset, bytes.size() - offset};
+            offset = 0;
+        }
+        const ssize_t sent = posix::send_with_fds(socket_.native_handle(), iov.data(), count, fds);
+        if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
+            outbox_.clear();  // the worker closed its end; its exit will tell the story
+            front_offset_ = 0;
+            return;
+        }
+        if (sent <= 0) {
+            break;  // no room: wait for it
+        }
+        consume_outbox(static_cast<std::size_t>(sent));
+    }
     if (writing_ || outbox_.empty() || !open_) {
-        return;
-    }
-    // Everything queued goes out in one gathered write; first tried directly, since the
-    // socket buffer almost always has room, which saves an asynchronous operation per task.
-    gather_outbox();
-    std::array<iovec, 64> iov;
-    const std::size_t count = std::min(iov.size(), gather_.size());
-    for (std::size_t i = 0; i < count; ++i) {
-        iov[i] = {const_cast<void*>(gather_[i].data()), gather_[i].size()};
-    }
-    msghdr msg{};
-    msg.msg_iov = iov.data();
-    msg.msg_iovlen = count;
-    ssize_t sent;
-    do {
-        sent = ::sendmsg(socket_.native_handle(), &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    } while (sent < 0 && errno == EINTR);
-    if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-        outbox_.clear();  // the worker closed its end; its exit will tell the story
-        front_offset_ = 0;
-        return;
-    }
-    consume_outbox(sent < 0 ? 0 : static_cast<std::size_t>(sent));
-    if (outbox_.empty()) {
         return;
     }
     auto keep = owner_.lock();
@@ -115,39 +144,25 @@ void worker_channel::start_write() {
         return;  // the pool is going away
     }
     writing_ = true;
-    gather_outbox();
-    asio::async_write(
-        socket_, gather_,
-        [this, keep = std::move(keep), gen = generation_](error_code ec, std::size_t n) {
-            if (generation_ != gen) {
-                return;
-            }
-            writing_ = false;
-            if (ec) {
-                outbox_.clear();
-                front_offset_ = 0;
-                return;
-            }
-            consume_outbox(n);
-            start_write();
-        });
-}
-
-// The unwritten bytes of the outbox, as one buffer sequence in gather_.
-void worker_channel::gather_outbox() {
-    gather_.clear();
-    std::size_t offset = front_offset_;
-    for (const auto& frame : outbox_) {
-        auto bytes = frame->asBytes();
-        gather_.emplace_back(bytes.begin() + offset, bytes.size() - offset);
-        offset = 0;
-    }
+    socket_.async_wait(asio::socket_base::wait_write,
+                       [this, keep = std::move(keep), gen = generation_](error_code ec) {
+                           if (generation_ != gen) {
+                               return;
+                           }
+                           writing_ = false;
+                           if (ec) {
+                               outbox_.clear();
+                               front_offset_ = 0;
+                               return;
+                           }
+                           start_write();
+                       });
 }
 
 // Drops the first `n` bytes of the outbox, which have been written.
 void worker_channel::consume_outbox(std::size_t n) {
     while (n > 0 && !outbox_.empty()) {
-        const std::size_t left = outbox_.front()->asBytes().size() - front_offset_;
+        const std::size_t left = outbox_.front().frame->asBytes().size() - front_offset_;
         if (n < left) {
             front_offset_ += n;
             return;

@@ -1,11 +1,13 @@
 // A worker's channel, as the pool's driver sees it: a non-blocking Unix stream socket with
 // Cap'n Proto frames both ways. Reads wait for readability and then take what the socket
 // holds into a frame reader, so no bytes are ever held inside a pending read; writes go out
-// directly when the socket has room (nearly always) and only otherwise asynchronously, every
-// queued frame in one gathered write.
+// directly when the socket has room (nearly always) and only otherwise once it has, every
+// queued frame in one gathered write. A frame may carry descriptors (SCM_RIGHTS), sent with
+// its first byte; descriptors that come in are kept, in order, for whoever decodes the frames.
 #pragma once
 
 #include "../posix/clone.hpp"
+#include "../posix/fd_passing.hpp"
 #include "../wire/codec.hpp"
 #include "../wire/frame_reader.hpp"
 
@@ -23,6 +25,8 @@
 namespace torchpool::detail {
 
 using shared_frame = std::shared_ptr<const wire::frame>;
+/// Descriptors sent with a frame; shared, like the frame, until every send of it is done.
+using shared_fds = std::shared_ptr<const std::vector<posix::unique_fd>>;
 
 class worker_channel {
 public:
@@ -62,22 +66,35 @@ public:
                            });
     }
     // What the socket holds now, into the reader, without blocking; `ec` becomes eof or the
-    // error that ended it. Returns the bytes read.
+    // error that ended it. Returns the bytes read. Descriptors that came with the bytes are
+    // kept (take_descriptor); more than posix::max_passed_fds waiting ends the stream.
     std::size_t read_available(boost::system::error_code& ec);
+    // Descriptors received and not yet taken, oldest first.
+    std::size_t descriptors_waiting() const noexcept { return received_.size(); }
+    posix::unique_fd take_descriptor() {
+        posix::unique_fd fd = std::move(received_.front());
+        received_.pop_front();
+        return fd;
+    }
     // The stream ended with `ec`: how, in words ("closed its channel"), unless it had
     // ended already or is only drained for now. Either way nothing more is read.
     std::optional<std::string> ended(boost::system::error_code ec);
 
-    // Queues a frame and writes what the socket takes. A frame is shared, not copied: a
-    // task sent ahead to a worker that dies is sent again elsewhere.
-    void send(shared_frame frame) {
-        outbox_.push_back(std::move(frame));
+    // Queues a frame, with the descriptors it carries, and writes what the socket takes. A
+    // frame is shared, not copied: a task sent ahead to a worker that dies is sent again
+    // elsewhere.
+    void send(shared_frame frame, shared_fds fds = {}) {
+        outbox_.push_back({std::move(frame), std::move(fds)});
         start_write();
     }
 
 private:
+    struct outgoing {
+        shared_frame frame;
+        shared_fds fds;
+    };
+
     void start_write();
-    void gather_outbox();
     void consume_outbox(std::size_t n);
 
     boost::asio::local::stream_protocol::socket socket_;
@@ -87,10 +104,10 @@ private:
     std::uint64_t generation_ = 0;  // one per process; stale completions compare it
     bool open_ = false;
     bool reading_ = false;
-    std::deque<shared_frame> outbox_;
-    std::size_t front_offset_ = 0;                   // bytes of the first frame already written
-    std::vector<boost::asio::const_buffer> gather_;  // the outbox frames being written
-    bool writing_ = false;
+    std::deque<outgoing> outbox_;
+    std::size_t front_offset_ = 0;  // bytes of the first frame already written
+    bool writing_ = false;          // waiting for room in the socket
+    std::deque<posix::unique_fd> received_;
 };
 
 }  // namespace torchpool::detail

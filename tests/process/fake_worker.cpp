@@ -22,6 +22,8 @@
 //   throw (message)      throw std::runtime_error(message)
 //   garbage              write a frame with a valid header and a corrupt body, then block
 //   oversize             write a frame header announcing 1 GiB, then block
+//   send_descriptor      write the first bytes of a frame with a descriptor attached
+//                        (SCM_RIGHTS), then block
 //   log_then_crash (text) write the text to stderr, then abort()
 //   close_channel        close the channel, then block
 //   print (text)         write the text to stdout and reply "printed"
@@ -48,6 +50,8 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 namespace {
@@ -235,6 +239,27 @@ int main(int argc, char** argv) {
     server.handle("oversize", [](const call&) -> result {
         const std::uint32_t header[2] = {0, (1u << 30) / 8};
         write_raw(header, sizeof header);
+        block_forever();
+    });
+    server.handle("send_descriptor", [](const call&) -> result {
+        const std::uint32_t segments = 0;  // the start of a frame's segment table
+        iovec iov{const_cast<std::uint32_t*>(&segments), sizeof segments};
+        union {
+            char bytes[CMSG_SPACE(sizeof(int))];
+            cmsghdr align;
+        } control{};
+        msghdr msg{};
+        msg.msg_iov = &iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.bytes;
+        msg.msg_controllen = sizeof control.bytes;
+        cmsghdr* header = CMSG_FIRSTHDR(&msg);
+        header->cmsg_level = SOL_SOCKET;
+        header->cmsg_type = SCM_RIGHTS;
+        header->cmsg_len = CMSG_LEN(sizeof(int));
+        const int fd = 2;  // its stderr: any descriptor will do
+        std::memcpy(CMSG_DATA(header), &fd, sizeof fd);
+        (void)!::sendmsg(3, &msg, MSG_NOSIGNAL);
         block_forever();
     });
     server.handle("log_then_crash", [](const call& c) -> result {

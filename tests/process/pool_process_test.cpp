@@ -165,6 +165,17 @@ TEST_CASE("a worker that sends a corrupt message is killed with a protocol error
     });
 }
 
+TEST_CASE("a worker that sends a file descriptor is killed with a protocol error", "[process]") {
+    with_pool(params_for(1), [](pool& p) -> asio::awaitable<void> {
+        auto [ec, r] = co_await p.async_submit(make_request("send_descriptor"), tuple_awaitable);
+        CHECK(ec == errc::protocol_error);
+        CHECK_THAT(r.diagnostics.summary, Catch::Contains("sent file descriptors"));
+        auto [ec2, r2] = co_await p.async_submit(make_request("echo"), tuple_awaitable);
+        CHECK(!ec2);
+        CHECK(p.stats().protocol_errors == 1);
+    });
+}
+
 TEST_CASE("a worker that announces an oversize message is killed with a protocol error",
           "[process]") {
     auto params = params_for(1);

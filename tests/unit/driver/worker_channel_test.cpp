@@ -164,3 +164,120 @@ TEST_CASE("a read armed for one process completes nothing once the channel serve
     REQUIRE(next.has_frame());
     CHECK(std::holds_alternative<wire::message>(wire::decode(next.words)));
 }
+
+namespace {
+
+// A descriptor whose identity can be checked at the other end: a pipe's write end, whose
+// read end is kept here.
+struct marked_pipe {
+    marked_pipe() {
+        int fds[2];
+        REQUIRE(::pipe2(fds, O_CLOEXEC | O_NONBLOCK) == 0);
+        read = posix::unique_fd(fds[0]);
+        write = posix::unique_fd(fds[1]);
+    }
+    // Writes `mark` through `fd` (a received copy of `write`) and checks it arrives here.
+    bool same_pipe(int fd, char mark) const {
+        if (::write(fd, &mark, 1) != 1) {
+            return false;
+        }
+        char got = 0;
+        return ::read(read.get(), &got, 1) == 1 && got == mark;
+    }
+    posix::unique_fd read;
+    posix::unique_fd write;
+};
+
+}  // namespace
+
+TEST_CASE(
+    "descriptors sent with a frame arrive with its bytes and in order, through a full "
+    "socket",
+    "[driver][channel]") {
+    boost::asio::io_context io;
+    socket_pair sockets;
+    int small = 4096;
+    ::setsockopt(sockets.pool.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    worker_channel channel(io.get_executor(), 1 << 20);
+    auto owner = std::make_shared<int>(0);
+    channel.open(std::move(sockets.pool), owner);
+
+    // 40 frames of 8 KB (more than the socket holds); every fourth carries two descriptors.
+    constexpr int frames = 40;
+    std::vector<marked_pipe> pipes(frames / 4 * 2);
+    for (int i = 0; i < frames; ++i) {
+        shared_fds fds;
+        if (i % 4 == 0) {
+            auto v = std::make_shared<std::vector<posix::unique_fd>>();
+            for (int k = 0; k < 2; ++k) {
+                v->emplace_back(::dup(pipes[i / 4 * 2 + k].write.get()));
+            }
+            fds = std::move(v);
+        }
+        channel.send(std::make_shared<const wire::frame>(wire::encode(wire::reply_msg{
+                         .id = static_cast<std::uint64_t>(i), .payload = std::string(8000, 'p')})),
+                     std::move(fds));
+    }
+    // The worker's end reads as the pool's loop writes, taking descriptors with the bytes.
+    wire::frame_reader reader(1 << 20);
+    std::vector<posix::unique_fd> received;
+    int got = 0;
+    while (got < frames) {
+        io.poll();
+        auto space = reader.prepare(16 * 1024);
+        bool truncated = false;
+        const ssize_t n = posix::receive_with_fds(sockets.worker, space.data(), space.size(),
+                                                  received, truncated);
+        REQUIRE_FALSE(truncated);
+        if (n > 0) {
+            reader.commit(static_cast<std::size_t>(n));
+        }
+        for (auto next = reader.next(); next.has_frame(); next = reader.next()) {
+            // A frame's descriptors are there by the time its last byte is (a later frame's
+            // may be too: a receive stops just after the first bytes that carry some).
+            CHECK(received.size() >= static_cast<std::size_t>(got / 4 * 2 + 2));
+            ++got;
+        }
+    }
+    REQUIRE(received.size() == pipes.size());
+    for (std::size_t k = 0; k < pipes.size(); ++k) {
+        CHECK(pipes[k].same_pipe(received[k].get(), static_cast<char>('a' + k)));
+    }
+}
+
+TEST_CASE(
+    "descriptors that come in are kept in order, and a peer that piles them up ends the "
+    "stream",
+    "[driver][channel]") {
+    boost::asio::io_context io;
+    socket_pair sockets;
+    worker_channel channel(io.get_executor(), 1 << 20);
+    auto owner = std::make_shared<int>(0);
+    channel.open(std::move(sockets.pool), owner);
+
+    marked_pipe first, second;
+    const auto frame = bytes_of(wire::encode(wire::heartbeat_msg{1}));
+    const int pair[] = {first.write.get(), second.write.get()};
+    iovec iov{const_cast<char*>(frame.data()), frame.size()};
+    REQUIRE(posix::send_with_fds(sockets.worker, &iov, 1, pair) ==
+            static_cast<ssize_t>(frame.size()));
+    boost::system::error_code ec;
+    CHECK(channel.read_available(ec) == frame.size());
+    CHECK_FALSE(ec);
+    REQUIRE(channel.descriptors_waiting() == 2);
+    CHECK(first.same_pipe(channel.take_descriptor().get(), 'x'));
+    CHECK(second.same_pipe(channel.take_descriptor().get(), 'y'));
+
+    // More than max_passed_fds waiting, over several sends: the stream ends, in words.
+    std::vector<int> many(posix::max_passed_fds / 2 + 1, first.write.get());
+    for (int i = 0; i < 2; ++i) {
+        REQUIRE(posix::send_with_fds(sockets.worker, &iov, 1, many) > 0);
+    }
+    for (int i = 0; i < 2 && !ec; ++i) {
+        channel.read_available(ec);  // a receive takes one send's descriptors at most
+    }
+    CHECK(ec == boost::asio::error::message_size);
+    const auto how = channel.ended(ec);
+    REQUIRE(how);
+    CHECK(*how == "sent more than 64 file descriptors that no message took");
+}
