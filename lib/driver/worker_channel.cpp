@@ -51,13 +51,9 @@ std::size_t worker_channel::read_available(error_code& ec) {
     std::size_t total = 0;
     for (;;) {
         auto space = reader_.prepare(64 * 1024);
-        std::vector<posix::unique_fd> fds;
         bool truncated = false;
         const ssize_t n = posix::receive_with_fds(socket_.native_handle(), space.data(),
-                                                  space.size(), fds, truncated);
-        for (auto& fd : fds) {
-            received_.push_back(std::move(fd));
-        }
+                                                  space.size(), received_, truncated);
         if (truncated || received_.size() > posix::max_passed_fds) {
             // Descriptors count against the pool's open files: a peer may not pile them up.
             ec = asio::error::message_size;

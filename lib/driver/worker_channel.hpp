@@ -73,7 +73,7 @@ public:
     std::size_t descriptors_waiting() const noexcept { return received_.size(); }
     posix::unique_fd take_descriptor() {
         posix::unique_fd fd = std::move(received_.front());
-        received_.pop_front();
+        received_.erase(received_.begin());  // rare, and few
         return fd;
     }
     // The stream ended with `ec`: how, in words ("closed its channel"), unless it had
@@ -107,7 +107,7 @@ private:
     std::deque<outgoing> outbox_;
     std::size_t front_offset_ = 0;  // bytes of the first frame already written
     bool writing_ = false;          // waiting for room in the socket
-    std::deque<posix::unique_fd> received_;
+    std::vector<posix::unique_fd> received_;
 };
 
 }  // namespace torchpool::detail
