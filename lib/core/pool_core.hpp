@@ -1,23 +1,29 @@
 // The pool's decisions, without I/O: the coordinator of the core's units. It takes events
-// (a worker said hello, a reply came, a process exited, time passed), asks the units that
-// decide (one per job, below) and returns actions for the Asio driver (lib/pool.cpp) to carry
-// out (lib/driver/pool_impl.cpp). Tests drive it directly with a simulated clock. Its own
-// code is in four files: pool_core.cpp (tasks and messages), pool_core_task_ends.cpp
-// (cancellation, deadlines, retries and poison tasks), pool_core_lifecycle.cpp (starts,
-// exits, stops) and pool_core_resources.cpp (heartbeats, memory, recycling, size).
+// (a worker said hello, a reply came, a process exited, time passed), routes each to the
+// units that own the state it touches, carries out the commands they return, and hands the
+// actions for the Asio driver (lib/driver/pool_impl.cpp) back. Tests drive it directly with a
+// simulated clock. Its own code is in four files: pool_core.cpp (tasks and messages),
+// pool_core_task_ends.cpp (cancellation, deadlines, worker failures under a task),
+// pool_core_lifecycle.cpp (starts, exits, stops) and pool_core_resources.cpp (heartbeats,
+// memory limits, slot commands).
 //
-//   supervised_child   the lifecycle of one process, worker or fork server
-//   worker_set         the worker slots, and what is derived from their states
+// Each state has one writer:
+//   supervised_child   one process's lifecycle and its typed timer, worker or fork server
+//   worker_set         each slot's status (set_status and its hooks: idle list, start gate,
+//                      counts by status) and the index of worker timers
+//   task_table         tasks, the queue, deadlines, who was sent what, a task's failures;
+//                      a task ends in end(id)
+//   slot_policy        which slots hold workers: growth, shrinking, resize, recycling and its
+//                      hand-over (over sizing); returns slot commands
 //   fork_server        the fork server's lifecycle
-//   task_table         tasks, the queue, deadlines, who was sent what
-//   dispatch           admission, and which worker takes the next task
-//   start_gate         which slots may start a process now
-//   restart_policy     backoff, restart intensity, and when the pool is degraded
+//   memory_watch       which worker's memory to read, its readings, and what a figure means
 //   heartbeat          heartbeats to idle workers, and which are unresponsive
-//   memory_watch       which busy worker's memory to read, and what its figure means
-//   sizing             which slots are in use: growth, shrinking, resize, recycling handovers
+//   restart_policy     backoff, restart intensity, and when the pool is degraded
 //   pool_phase         running, draining, stopping, finished
-//   report             counters, events and the wording of diagnostics
+//   quarantine         fingerprints of poison tasks
+// Pure decisions: dispatch (admission, which worker), start_gate (which slot starts),
+// retry_policy (after a worker failed under a task). Reading processes: inspector. Telling:
+// units state facts (facts.hpp); report alone counts and emits events, in wording.hpp's words.
 #pragma once
 
 #include "../wire/messages.hpp"
