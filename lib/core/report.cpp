@@ -12,6 +12,12 @@ std::string worker(int pid) {
     return "worker " + std::to_string(pid);
 }
 
+/// ", it held 8.0 MiB (...). The kernel showed it sleeping in ...": the end of a sentence
+/// about a worker the pool gives up on.
+std::string what_it_was_doing(const task_diagnostics& d) {
+    return describe_memory(d.memory) + "." + describe_activity(d.activity);
+}
+
 /// "; restarting in 96 ms", "; restarted at once", ...
 std::string describe_next_start(const facts::next_start& next) {
     if (next.state == child_state::starting) {
@@ -125,7 +131,7 @@ void report::apply(const facts::unresponsive& f) {
               worker(d.worker_pid) + " did not answer a heartbeat within " +
                   format_duration(f.timeout) +
                   " while idle (pool_params::heartbeat_timeout); it is stopped and replaced" +
-                  describe_memory(d.memory) + "." + describe_activity(d.activity));
+                  what_it_was_doing(d));
     }
 }
 
@@ -135,8 +141,7 @@ void report::apply(const facts::cancel_ignored& f) {
         event(worker_event::kind::notice, f.slot, d.worker_pid,
               worker(d.worker_pid) + " did not stop the task its caller cancelled within " +
                   format_duration(f.grace) +
-                  " (pool_params::cancel_grace); it is killed and replaced" +
-                  describe_memory(d.memory) + "." + describe_activity(d.activity));
+                  " (pool_params::cancel_grace); it is killed and replaced" + what_it_was_doing(d));
     }
 }
 

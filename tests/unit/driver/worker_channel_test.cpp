@@ -53,16 +53,24 @@ void write_all(int fd, std::string_view bytes) {
     }
 }
 
+// A channel whose socket holds little (a 4 KiB send buffer), so that writes stop part-way.
+struct small_socket_channel {
+    small_socket_channel() {
+        int small = 4096;
+        ::setsockopt(sockets.pool.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+        channel.open(std::move(sockets.pool), owner);
+    }
+    boost::asio::io_context io;
+    socket_pair sockets;
+    worker_channel channel{io.get_executor(), 1 << 20};
+    std::shared_ptr<int> owner = std::make_shared<int>(0);
+};
+
 }  // namespace
 
 TEST_CASE("frames sent through a full socket arrive whole and in order", "[driver][channel]") {
-    boost::asio::io_context io;
-    socket_pair sockets;
-    int small = 4096;
-    ::setsockopt(sockets.pool.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-    worker_channel channel(io.get_executor(), 1 << 20);
-    auto owner = std::make_shared<int>(0);
-    channel.open(std::move(sockets.pool), owner);
+    small_socket_channel c;
+    auto& [io, sockets, channel, owner] = c;
     // 200 frames of 1-10 KB: far more than the socket holds, so writes stop part-way.
     constexpr int frames = 200;
     for (int i = 0; i < frames; ++i) {
@@ -194,13 +202,8 @@ TEST_CASE(
     "descriptors sent with a frame arrive with its bytes and in order, through a full "
     "socket",
     "[driver][channel]") {
-    boost::asio::io_context io;
-    socket_pair sockets;
-    int small = 4096;
-    ::setsockopt(sockets.pool.get(), SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
-    worker_channel channel(io.get_executor(), 1 << 20);
-    auto owner = std::make_shared<int>(0);
-    channel.open(std::move(sockets.pool), owner);
+    small_socket_channel c;
+    auto& [io, sockets, channel, owner] = c;
 
     // 40 frames of 8 KB (more than the socket holds); every fourth carries two descriptors.
     constexpr int frames = 40;
