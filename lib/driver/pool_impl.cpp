@@ -45,8 +45,10 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
       events_(params.event_buffer, completion_),
       timer_(ex) {
     workers_.reserve(core::slot_capacity(params));
+    worker_lines_.resize(core::slot_capacity(params));
+    worker_link::events& sink = *this;
     for (std::size_t i = 0; i < core::slot_capacity(params); ++i) {
-        workers_.push_back(std::make_unique<worker_io>(ex, params.max_frame_bytes));
+        workers_.push_back(std::make_unique<worker_link>(ex, i, params.max_frame_bytes, sink));
     }
 }
 
@@ -56,7 +58,7 @@ pool_impl::~pool_impl() {
     // will not go: all are killed at once, then reaped within one time limit.
     std::vector<int> pidfds;
     for (auto& w : workers_) {
-        pidfds.push_back(w->process.pidfd_if_alive());
+        pidfds.push_back(w->pidfd_if_alive());
     }
     pidfds.push_back(server_.process().pidfd_if_alive());
     std::erase(pidfds, -1);
@@ -230,7 +232,7 @@ void pool_impl::execute(core::spawn_action& a) {
 
 inline void pool_impl::execute(core::send_request_action& a) {
     auto it = pending_.find(a.task);
-    if (it == pending_.end() || !workers_[a.slot]->process.alive()) {
+    if (it == pending_.end() || !workers_[a.slot]->alive()) {
         return;
     }
     auto& w = *workers_[a.slot];
@@ -238,38 +240,38 @@ inline void pool_impl::execute(core::send_request_action& a) {
         fault f = it->second.inject;
         if (params_.faults.choose) {
             if (const fault chosen =
-                    params_.faults.choose({a.slot, w.pid, core_.method_of(a.task), a.attempt})) {
+                    params_.faults.choose({a.slot, w.pid(), core_.method_of(a.task), a.attempt})) {
                 f = chosen;
             }
         }
         if (f) {
-            w.channel.send(share(wire::encode(wire::fault_msg{a.task, f})));
+            w.send(share(wire::encode(wire::fault_msg{a.task, f})));
         }
     }
     // Shared, not moved: a task sent ahead whose worker dies is sent again elsewhere.
-    w.channel.send(it->second.request_frame);
+    w.send(it->second.request_frame);
 }
 
 void pool_impl::execute(core::send_shutdown_action& a) {
-    if (workers_[a.slot]->process.alive()) {
-        workers_[a.slot]->channel.send(share(wire::encode(wire::shutdown_msg{})));
+    if (workers_[a.slot]->alive()) {
+        workers_[a.slot]->send(share(wire::encode(wire::shutdown_msg{})));
     }
 }
 
 void pool_impl::execute(core::send_cancel_action& a) {
-    if (workers_[a.slot]->process.alive()) {
-        workers_[a.slot]->channel.send(share(wire::encode(wire::cancel_msg{a.task})));
+    if (workers_[a.slot]->alive()) {
+        workers_[a.slot]->send(share(wire::encode(wire::cancel_msg{a.task})));
     }
 }
 
 void pool_impl::execute(core::send_heartbeat_action& a) {
-    if (workers_[a.slot]->process.alive()) {
-        workers_[a.slot]->channel.send(share(wire::encode(wire::heartbeat_msg{a.sequence})));
+    if (workers_[a.slot]->alive()) {
+        workers_[a.slot]->send(share(wire::encode(wire::heartbeat_msg{a.sequence})));
     }
 }
 
 void pool_impl::execute(core::signal_action& a) {
-    workers_[a.slot]->process.signal(a.signo);
+    workers_[a.slot]->signal(a.signo);
 }
 
 inline void pool_impl::execute(core::complete_action& a) {
@@ -341,95 +343,35 @@ void pool_impl::log_output(core::line_splitter& lines, std::string_view bytes, s
 // --- workers -----------------------------------------------------------------------------
 
 void pool_impl::adopt(core::slot_id s, posix::spawned_process& p) {
-    auto& w = *workers_[s];
-    w.process.take(p);
-    w.channel.open(std::move(p.channel), weak_from_this());
-    w.pid = p.pid;
     memory_.adopt(s, p.pid);
+    workers_[s]->adopt(p.pid, std::move(p.pidfd), std::move(p.channel), std::move(p.log),
+                       shared_from_this());
     core_.on_spawned(s, p.pid, core::clock::now());
-    const auto keep = shared_from_this();
-    w.process.watch_exit(keep, [this, s] {
-        // A channel wait may have completed with data whose handler has not run yet: let it
-        // run first (cancelled), then drain what is left, so that a reply sent just before
-        // the exit still counts.
-        workers_[s]->channel.cancel_read();
-        finish_exit_when_read(s);
-        drive();
-    });
-    read_channel(s);
-    w.process.read_output(
-        keep,
-        [this, s](std::string_view bytes) {
-            core_.on_log(s, bytes);
-            log_output(workers_[s]->lines, bytes, s, workers_[s]->pid, false, false);
-        },
-        [this, s] {
-            finish_exit_when_read(s);
-            drive();
-        });
 }
 
-// Flattened: it runs once per message, and the channel's read template is its only callee.
-[[gnu::flatten]] void pool_impl::read_channel(core::slot_id s) {
-    workers_[s]->channel.read(
-        shared_from_this(), [this, s](error_code ec, std::size_t n) { on_channel_read(s, ec, n); });
+void pool_impl::output(core::slot_id s, std::string_view bytes, bool at_exit) {
+    if (!bytes.empty()) {
+        core_.on_log(s, bytes);
+    }
+    log_output(worker_lines_[s], bytes, s, workers_[s]->pid(), false, at_exit);
 }
 
-inline void pool_impl::on_channel_read(core::slot_id s, error_code ec, std::size_t n) {
-    auto& w = *workers_[s];
-    if (n > 0 && !take_messages(s)) {
-        w.channel.distrust();
-    }
-    if (w.channel.descriptors_waiting() > 0 && w.channel.is_open()) {
-        // No message a worker sends carries descriptors: they would only pile up.
-        core_.on_protocol_error(s, core::sent_descriptors(), core::clock::now());
-        w.channel.distrust();
-    }
-    if (ec && ec != asio::error::operation_aborted) {
-        channel_ended(s, ec);
-    } else if (!ec && w.channel.is_open() && !w.process.exit()) {
-        read_channel(s);
-    }
-    finish_exit_when_read(s);
-    drive();
-}
-
-inline bool pool_impl::take_messages(core::slot_id s) {
+bool pool_impl::frames(core::slot_id s, wire::frame_reader& reader) {
     return detail::take_messages(
-        workers_[s]->channel.reader(), params_.max_frame_bytes,
+        reader, params_.max_frame_bytes,
         [&](wire::message&& m) { core_.on_message(s, std::move(m), core::clock::now()); },
         [&](std::string what) { core_.on_protocol_error(s, std::move(what), core::clock::now()); });
 }
 
-void pool_impl::channel_ended(core::slot_id s, error_code ec) {
-    if (auto what = workers_[s]->channel.ended(ec)) {
-        core_.on_channel_closed(s, std::move(*what), core::clock::now());
-    }
+void pool_impl::protocol_error(core::slot_id s, std::string what) {
+    core_.on_protocol_error(s, std::move(what), core::clock::now());
 }
 
-void pool_impl::finish_exit_when_read(core::slot_id s) {
-    auto& w = *workers_[s];
-    if (!w.process.exit() || w.channel.reading() || w.process.reading_output()) {
-        return;
-    }
-    w.process.drain_output([this, s](std::string_view bytes) {
-        core_.on_log(s, bytes);
-        log_output(workers_[s]->lines, bytes, s, workers_[s]->pid, false, false);
-    });
-    log_output(w.lines, {}, s, w.pid, false, true);
-    if (w.channel.is_open()) {
-        // At exit, with no read in flight: what the channel still holds.
-        error_code ec;
-        if (w.channel.read_available(ec) > 0 && !take_messages(s)) {
-            w.channel.distrust();
-        }
-        if (ec) {
-            channel_ended(s, ec);
-        }
-    }
-    auto status = *w.process.exit();
-    w.process.retire();
-    w.channel.close();
+void pool_impl::channel_closed(core::slot_id s, std::string how) {
+    core_.on_channel_closed(s, std::move(how), core::clock::now());
+}
+
+void pool_impl::exited(core::slot_id s, core::exit_status status) {
     status.oom_killed = memory_.oom_killed(s);
     core_.on_exit(s, status, core::clock::now());
 }

@@ -25,6 +25,7 @@
 #include "process_io.hpp"
 #include "side_processes.hpp"
 #include "worker_channel.hpp"
+#include "worker_link.hpp"
 #include <torchpool/health.hpp>
 #include <torchpool/pool_params.hpp>
 #include <torchpool/stats.hpp>
@@ -45,7 +46,7 @@ using run_handler = boost::asio::any_completion_handler<void(boost::system::erro
 using submit_handler =
     boost::asio::any_completion_handler<void(boost::system::error_code, response)>;
 
-class pool_impl : public std::enable_shared_from_this<pool_impl> {
+class pool_impl : public std::enable_shared_from_this<pool_impl>, private worker_link::events {
 public:
     pool_impl(boost::asio::any_io_executor ex, const pool_params& params);
     ~pool_impl();
@@ -66,15 +67,6 @@ public:
     }
 
 private:
-    struct worker_io {
-        worker_io(const boost::asio::any_io_executor& ex, std::size_t max_frame_bytes)
-            : process(ex), channel(ex, max_frame_bytes) {}
-        process_io process;
-        worker_channel channel;
-        int pid = 0;
-        core::line_splitter lines;  // for pool_params::on_log_line
-    };
-
     struct pending_task {
         submit_handler handler;
         shared_frame request_frame;
@@ -101,16 +93,14 @@ private:
     void execute(core::notify_action& a);
     void arm_timer();
 
-    // Workers.
+    // Workers: what their links read goes to the core (worker_link::events).
     void adopt(core::slot_id slot, posix::spawned_process& p);
-    void read_channel(core::slot_id slot);
-    void on_channel_read(core::slot_id slot, boost::system::error_code ec, std::size_t n);
-    // Decodes what the channel's reader holds into the core's events; false if the stream
-    // can no longer be trusted.
-    bool take_messages(core::slot_id slot);
-    void channel_ended(core::slot_id slot, boost::system::error_code ec);
-    // Completes an exit once no read is in flight: what is left in the pipes, then the core.
-    void finish_exit_when_read(core::slot_id slot);
+    void output(core::slot_id slot, std::string_view bytes, bool at_exit) override;
+    bool frames(core::slot_id slot, wire::frame_reader& reader) override;
+    void protocol_error(core::slot_id slot, std::string what) override;
+    void channel_closed(core::slot_id slot, std::string how) override;
+    void exited(core::slot_id slot, core::exit_status status) override;
+    void settle() override { drive(); }
 
     // The fork server.
     void read_server_control();
@@ -138,7 +128,8 @@ private:
     core::line_splitter server_lines_;
     boost::asio::steady_timer timer_;
     core::time_point armed_for_ = core::time_point::max();
-    std::vector<std::unique_ptr<worker_io>> workers_;
+    std::vector<std::unique_ptr<worker_link>> workers_;
+    std::vector<core::line_splitter> worker_lines_;  // for pool_params::on_log_line
     std::unordered_map<core::task_id, pending_task> pending_;
     // The members used off the executor.
     std::atomic<core::task_id> next_task_id_{1};
