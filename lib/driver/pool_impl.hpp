@@ -46,7 +46,8 @@ using run_handler = boost::asio::any_completion_handler<void(boost::system::erro
 using submit_handler =
     boost::asio::any_completion_handler<void(boost::system::error_code, response)>;
 
-class pool_impl : public std::enable_shared_from_this<pool_impl>, private worker_link::events {
+class pool_impl final : public std::enable_shared_from_this<pool_impl>,
+                        private worker_link::events {
 public:
     pool_impl(boost::asio::any_io_executor ex, const pool_params& params);
     ~pool_impl();
