@@ -287,7 +287,11 @@ void pool_core::settle(time_point now) {
 }
 
 void pool_core::maybe_finish_drain(time_point now) {
-    if (!phase_.draining() || tasks_.queued() > 0 || tasks_.waiting() > 0) {
+    if (!phase_.draining()) {
+        return;
+    }
+    if (tasks_.queued() > 0 || tasks_.waiting() > 0) {
+        serve_what_is_left(now);
         return;
     }
     for (slot_id s = 0; s < workers_.size(); ++s) {
@@ -304,6 +308,25 @@ void pool_core::maybe_finish_drain(time_point now) {
             case worker_state::stopped:
                 break;
         }
+    }
+}
+
+// Draining, with admitted tasks left (one came back to the queue when its worker died) and
+// every worker stopped: the last ones were asked to exit while nothing was queued, or left
+// the pool. One starts again, in a slot in use if there is one, so that the tasks run
+// instead of waiting for ever (and the run with them).
+void pool_core::serve_what_is_left(time_point now) {
+    if (!workers_.all_stopped()) {
+        return;  // a worker may still take them, or come back after its exit
+    }
+    for (slot_id s = 0; s < workers_.size(); ++s) {
+        if (!slots_.parked(s)) {
+            wait_for_start(s, now);
+            return;
+        }
+    }
+    if (const auto s = slots_.unpark()) {
+        wait_for_start(*s, now);
     }
 }
 

@@ -162,6 +162,8 @@ public:
                 .ready_workers = workers_.ready_count()};
     }
     worker_state state_of(slot_id slot) const;
+    /// The worker slots, read-only (for tests of what is derived from their statuses).
+    const worker_set& workers() const noexcept { return workers_; }
     bool finished() const noexcept { return phase_.finished(); }
     bool fork_server_mode() const noexcept { return server_.enabled(); }
     int fork_server_pid() const noexcept { return server_.child().pid(); }
@@ -204,6 +206,7 @@ private:
     /// What follows every event that may end a start, a task or a process.
     void settle(time_point now);
     void maybe_finish_drain(time_point now);
+    void serve_what_is_left(time_point now);
     void check_finished(time_point now);
     void on_hello(slot_id s, const wire::hello_msg& hello, time_point now);
     void on_reply(slot_id s, wire::reply_msg&& reply, time_point now);

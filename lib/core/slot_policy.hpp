@@ -55,6 +55,9 @@ public:
     std::size_t size() const noexcept { return sizing_.size(); }
     bool parked(slot_id s) const { return sizing_.parked(s); }
 
+    /// A parked slot put back in use, whatever the size (the pool drains with tasks left
+    /// and no slot in use).
+    std::optional<slot_id> unpark() { return sizing_.take_parked(true); }
     /// The pool starts: the slots to start now.
     slot_commands start(time_point now);
     /// The pool drains or stops: nothing more is recycled or shrunk.

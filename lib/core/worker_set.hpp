@@ -113,6 +113,8 @@ public:
     }
 
     const start_gate& gate() const noexcept { return gate_; }
+    /// Slots on the idle list (for tests: always count(worker_status::idle)).
+    std::size_t idle_listed() const noexcept { return dispatch_.idle_count(); }
     /// The next slot whose turn to start has come (it leaves the gate's queue).
     std::optional<slot_id> next_to_start() { return gate_.next(); }
     std::size_t count(worker_status s) const noexcept {

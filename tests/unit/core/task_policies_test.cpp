@@ -263,3 +263,32 @@ TEST_CASE("output is split into lines, long ones in pieces, the last at the end"
     CHECK(seen[0].size() == line_splitter::max_line);
     CHECK(seen[1].size() == 10);
 }
+
+TEST_CASE("a task retried while the pool drains gets a worker again after every worker stopped",
+          "[core]") {
+    auto params = two_workers();
+    params.poison.deaths = 0;
+    auto h = ready_harness(params);
+    h.core.submit(2, "m", retries(0), h.now);
+    h.core.submit(1, "flaky", retries(1), h.now);
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 1, .task = 2, .attempt = 1},
+                                      send_request_action{.slot = 0, .task = 1, .attempt = 1}}));
+    // Shrunk to one while both are busy: the worker of slot 0 leaves after its task.
+    CHECK(h.core.resize(1, h.now) == 1);
+    h.take();
+    h.core.shutdown(h.now);
+    // The other answers; nothing is queued, so it is asked to exit, and does.
+    h.core.on_message(1, wire::reply_msg{.id = 2}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::completes(2), send_shutdown_action{1}}));
+    h.core.on_exit(1, {.exit_code = 0}, h.now);
+    h.take();
+    // The leaving worker dies under task 1: it is retried, and its slot is parked. Every
+    // worker has stopped, yet the task was admitted: a worker starts for it.
+    h.core.on_exit(0, {.signal = SIGSEGV}, h.now);
+    const auto actions = h.take();
+    CHECK(std::count_if(actions.begin(), actions.end(), [](const action& a) {
+              return std::holds_alternative<spawn_action>(a);
+          }) == 1);
+    CHECK_FALSE(h.core.finished());
+    CHECK(h.core.stats().queue_depth == 1);
+}

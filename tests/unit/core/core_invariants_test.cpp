@@ -1,0 +1,341 @@
+// The core under random event sequences, from fixed seeds: a simulated driver answers its
+// actions the way real processes may (late, failing, crashing, killed from outside), while
+// tasks are submitted, cancelled and time passes. After every event, what is derived from the
+// workers' statuses must agree with them (the idle list, the counts, readiness); every task
+// must complete exactly once; and a shutdown must end the run with every worker stopped.
+// PRINT_ACTIONS=1 prints what the simulated driver carries out, and the exits it delivers.
+#include "core/pool_core.hpp"
+#include "core_harness.hpp"
+#include <torchpool/error.hpp>
+
+#include <catch2/catch.hpp>
+
+#include <deque>
+#include <map>
+#include <random>
+#include <set>
+
+#include <signal.h>
+
+using namespace torchpool;
+using namespace torchpool::core;
+using namespace torchpool::core::testing;
+
+namespace {
+
+// One slot's process as the simulated driver sees it.
+struct fake_process {
+    int pid = 0;  // 0: none
+    bool said_hello = false;
+    std::deque<task_id> requests;     // sent, not answered
+    std::optional<exit_status> exit;  // it is exiting: reaped on its next turn
+};
+
+class simulation {
+public:
+    simulation(pool_params params, std::uint32_t seed)
+        : h(std::move(params)), random(seed), processes(h.core.workers().size()) {}
+
+    void run(int steps) {
+        REQUIRE(h.core.start(h.now));
+        drain();
+        for (int i = 0; i < steps; ++i) {
+            step();
+            drain();
+            check();
+        }
+        h.core.shutdown(h.now);
+        drain();
+        for (int i = 0; i < 20'000 && !finished; ++i) {
+            act_for(pick_slot());
+            drain();
+            if (const auto next = h.core.next_deadline(); next && i % 8 == 0) {
+                h.now = std::max(h.now, *next);
+                h.core.on_timer(h.now);
+                drain();
+            }
+            check();
+        }
+        if (!finished) {
+            for (slot_id s = 0; s < processes.size(); ++s) {
+                UNSCOPED_INFO("slot " << s << ": " << to_string(h.core.workers().status(s))
+                                      << ", pid " << processes[s].pid << ", requests "
+                                      << processes[s].requests.size() << ", exiting "
+                                      << processes[s].exit.has_value() << ", timer "
+                                      << to_string(h.core.workers()[s].child.due()));
+            }
+            UNSCOPED_INFO("outstanding " << outstanding().size() << ", next deadline "
+                                         << h.core.next_deadline().has_value() << ", queued "
+                                         << h.core.stats().queue_depth << ", waiting for room "
+                                         << h.core.stats().waiting_for_room);
+        }
+        REQUIRE(finished);
+        CHECK(completed.size() == submitted.size());
+        for (slot_id s = 0; s < processes.size(); ++s) {
+            CHECK(h.core.state_of(s) == worker_state::stopped);
+        }
+    }
+
+    pool_stats stats() const { return h.core.stats(); }
+
+private:
+    bool chance(double p) { return std::uniform_real_distribution<>(0, 1)(random) < p; }
+    slot_id pick_slot() {
+        return std::uniform_int_distribution<slot_id>(0, processes.size() - 1)(random);
+    }
+
+    void step() {
+        const int what = std::uniform_int_distribution<>(0, 99)(random);
+        if (what < 30) {
+            const task_id id = next_id++;
+            submitted.insert(id);
+            // One task in twenty kills every worker that runs it.
+            const bool deadly = chance(0.05);
+            if (deadly) {
+                deadly_tasks.insert(id);
+            }
+            h.core.submit(id, deadly ? "deadly" : "m",
+                          task_options{.timeout = std::chrono::milliseconds(chance(0.3) ? 200 : 0),
+                                       .retries = chance(0.3) ? 2u : 0u,
+                                       .priority = static_cast<std::uint8_t>(what % 3),
+                                       .wait_for_room = chance(0.3)},
+                          h.now);
+        } else if (what < 70) {
+            act_for(pick_slot());
+        } else if (what < 85) {
+            h.now += std::chrono::milliseconds(std::uniform_int_distribution<>(1, 300)(random));
+            h.core.on_timer(h.now);
+        } else if (what < 92) {
+            if (!outstanding().empty()) {
+                const auto ids = outstanding();
+                const task_id id =
+                    ids[std::uniform_int_distribution<std::size_t>(0, ids.size() - 1)(random)];
+                h.core.cancel_task(id,
+                                   chance(0.5) ? boost::asio::cancellation_type::terminal
+                                               : boost::asio::cancellation_type::partial,
+                                   h.now);
+            }
+        } else if (what < 97) {
+            // Killed from outside (the OOM killer, an operator).
+            auto& p = processes[pick_slot()];
+            if (p.pid != 0 && !p.exit) {
+                p.exit = exit_status{.signal = SIGKILL};
+            }
+        } else {
+            h.core.resize(std::uniform_int_distribution<std::size_t>(1, 5)(random), h.now);
+        }
+    }
+
+    // The slot's process does its next thing: exits if it is exiting, says hello, answers.
+    void act_for(slot_id s) {
+        auto& p = processes[s];
+        if (p.pid == 0) {
+            return;
+        }
+        if (p.exit) {
+            const auto status = *p.exit;
+            if (std::getenv("PRINT_ACTIONS")) {
+                std::cerr << "EXIT slot " << s << " pid " << p.pid << "\n";
+            }
+            p = fake_process{};
+            h.core.on_exit(s, status, h.now);
+            return;
+        }
+        if (!p.said_hello) {
+            p.said_hello = true;
+            h.core.on_message(
+                s,
+                wire::hello_msg{.protocol_version = wire::protocol_version,
+                                .capabilities = {std::string(wire::answers_heartbeats)}},
+                h.now);
+            return;
+        }
+        if (p.requests.empty()) {
+            return;
+        }
+        const task_id id = p.requests.front();
+        p.requests.pop_front();
+        if (deadly_tasks.contains(id) || chance(0.05)) {
+            p.exit = exit_status{.signal = SIGSEGV};  // it crashes under the task
+            return;
+        }
+        const bool ok = chance(0.9);
+        h.core.on_message(s,
+                          wire::reply_msg{.id = id,
+                                          .ok = ok,
+                                          .error_type = ok ? "" : "std::runtime_error",
+                                          .error_message = ok ? "" : "failed"},
+                          h.now);
+    }
+
+    // Carries out the core's actions as a driver would, until none is left (answering one
+    // may decide more); some are answered later (act_for).
+    void drain() {
+        while (!h.core.actions().empty()) {
+            drain_once();
+        }
+    }
+    void drain_once() {
+        for (auto& a : h.take()) {
+            if (std::getenv("PRINT_ACTIONS")) {
+                std::cerr << "  " << a << "\n";
+            }
+            std::visit([this](auto& x) { carry_out(x); }, a);
+        }
+    }
+    void carry_out(const spawn_action& a) {
+        auto& p = processes[a.slot];
+        REQUIRE(p.pid == 0);  // one process per slot at a time
+        if (chance(0.05)) {
+            h.core.on_spawn_error(a.slot, "simulated spawn failure", h.now);
+            return;
+        }
+        p.pid = next_pid++;
+        h.core.on_spawned(a.slot, p.pid, h.now);
+    }
+    void carry_out(const send_request_action& a) {
+        INFO("slot " << a.slot << " " << to_string(h.core.workers().status(a.slot)) << " core pid "
+                     << h.core.workers()[a.slot].child.pid() << " task " << a.task << " attempt "
+                     << a.attempt);
+        REQUIRE(processes[a.slot].pid != 0);
+        processes[a.slot].requests.push_back(a.task);
+    }
+    void carry_out(const signal_action& a) {
+        auto& p = processes[a.slot];
+        if (p.pid != 0 && !p.exit) {
+            p.exit = exit_status{.signal = a.signo};
+        }
+    }
+    void carry_out(const send_shutdown_action& a) {
+        auto& p = processes[a.slot];
+        if (p.pid != 0 && !p.exit) {
+            p.exit = exit_status{.exit_code = 0};
+        }
+    }
+    void carry_out(const send_heartbeat_action& a) {
+        if (processes[a.slot].pid != 0 && chance(0.8)) {
+            if (std::getenv("PRINT_ACTIONS")) {
+                std::cerr << "BEAT slot " << a.slot << "\n";
+            }
+            h.core.on_message(a.slot, wire::heartbeat_msg{a.sequence}, h.now);
+        }
+    }
+    void carry_out(const complete_action& a) {
+        REQUIRE(submitted.contains(a.task));
+        REQUIRE(completed.insert(a.task).second);  // exactly once
+    }
+    void carry_out(const run_finished_action&) {
+        REQUIRE_FALSE(finished);
+        finished = true;
+    }
+    template <class Other>
+    void carry_out(const Other&) {}  // cancels, events
+
+    std::vector<task_id> outstanding() const {
+        std::vector<task_id> out;
+        for (const task_id id : submitted) {
+            if (!completed.contains(id)) {
+                out.push_back(id);
+            }
+        }
+        return out;
+    }
+
+    // What is derived from the workers' statuses agrees with them.
+    void check() {
+        const auto& w = h.core.workers();
+        std::size_t total = 0;
+        for (std::size_t i = 0; i < worker_statuses; ++i) {
+            total += w.count(static_cast<worker_status>(i));
+        }
+        REQUIRE(total == w.size());
+        REQUIRE(w.idle_listed() == w.count(worker_status::idle));
+        REQUIRE(w.gate().in_progress() == w.count(worker_status::starting));
+        REQUIRE(w.gate().waiting_count() == w.count(worker_status::waiting));
+        REQUIRE(h.core.health().ready_workers == w.ready_count());
+        for (slot_id s = 0; s < w.size(); ++s) {
+            if (w.status(s) == worker_status::idle) {
+                REQUIRE(processes[s].pid != 0);
+            }
+        }
+    }
+
+    harness h;
+    std::mt19937 random;
+    std::vector<fake_process> processes;
+    std::set<task_id> submitted;
+    std::set<task_id> completed;
+    std::set<task_id> deadly_tasks;
+    task_id next_id = 1;
+    int next_pid = 1000;
+    bool finished = false;
+};
+
+}  // namespace
+
+TEST_CASE("random events keep every derived state right and complete every task once",
+          "[core][invariants]") {
+    pool_params params{.worker = {.executable = "/bin/true"},
+                       .workers = 3,
+                       .min_workers = 2,
+                       .max_workers = 5,
+                       .idle_timeout = std::chrono::milliseconds(500),
+                       .recycle = {.max_tasks = 4},
+                       .queue_limit = 8,
+                       .prefetch = 1,
+                       .heartbeat_interval = std::chrono::milliseconds(400),
+                       .heartbeat_timeout = std::chrono::milliseconds(300),
+                       .restart_backoff = {.initial = std::chrono::milliseconds(5),
+                                           .max = std::chrono::milliseconds(50)},
+                       .poison = {.deaths = 3}};
+    pool_stats seen;  // summed over the seeds: the paths they took
+    for (std::uint32_t seed = 1; seed <= 25; ++seed) {
+        CAPTURE(seed);
+        simulation sim(params, seed);
+        sim.run(1500);
+        const auto st = sim.stats();
+        seen.succeeded += st.succeeded;
+        seen.task_failed += st.task_failed;
+        seen.timed_out += st.timed_out;
+        seen.cancelled += st.cancelled;
+        seen.worker_died += st.worker_died;
+        seen.retried += st.retried;
+        seen.poison_tasks += st.poison_tasks;
+        seen.overloaded += st.overloaded;
+        seen.recycled += st.recycled;
+        seen.unresponsive += st.unresponsive;
+        seen.restarts += st.restarts;
+        seen.failed_starts += st.failed_starts;
+    }
+    // The seeds reach every path the simulation can take, so the checks above were made on
+    // all of them.
+    CHECK(seen.succeeded > 0);
+    CHECK(seen.task_failed > 0);
+    CHECK(seen.timed_out > 0);
+    CHECK(seen.cancelled > 0);
+    CHECK(seen.worker_died > 0);
+    CHECK(seen.retried > 0);
+    CHECK(seen.overloaded > 0);
+    CHECK(seen.recycled > 0);
+    CHECK(seen.unresponsive > 0);
+    CHECK(seen.restarts > 0);
+    CHECK(seen.failed_starts > 0);
+    CHECK(seen.poison_tasks > 0);
+}
+
+TEST_CASE("random events on a single worker without prefetch keep the same promises",
+          "[core][invariants]") {
+    pool_params params{.worker = {.executable = "/bin/true"},
+                       .workers = 1,
+                       .recycle = {.max_tasks = 2},
+                       .queue_limit = 2,
+                       .heartbeat_interval = std::chrono::milliseconds(400),
+                       .heartbeat_timeout = std::chrono::milliseconds(300),
+                       .restart_backoff = {.initial = std::chrono::milliseconds(5),
+                                           .max = std::chrono::milliseconds(50)},
+                       .poison = {.deaths = 2, .quarantine = 4}};
+    for (std::uint32_t seed = 1; seed <= 100; ++seed) {
+        CAPTURE(seed);
+        simulation(params, seed).run(600);
+    }
+}
