@@ -340,8 +340,13 @@ void pool_core::check_finished(time_point now) {
         // be working on before it exits, so the worker it made is handed over (and killed)
         // rather than left as a child nobody knows; SIGKILL follows after stop_grace.
         server_.stop(false, now);
-        return;
+        if (!server_.stopped()) {
+            return;  // its exit comes back here
+        }
+        // It had no process (it waited to restart): retired at once, nothing will come back.
     }
+    heartbeat_.stop();
+    memory_.stop();
     phase_.finish();
     actions_.push_back(run_finished_action{});
 }

@@ -301,8 +301,9 @@ void pool_core::shutdown(time_point now) {
     if (!phase_.drain()) {
         return;
     }
-    heartbeat_.stop();
-    memory_.stop();
+    // Heartbeats and memory limits go on while admitted tasks finish: a worker that hangs
+    // or grows while the pool drains is still found out (else the drain could wait for it
+    // for ever). They stop when the run finishes.
     slots_.stop();
     if (!was_started) {
         fail_queued(errc::shutting_down, shut_down_before_start());

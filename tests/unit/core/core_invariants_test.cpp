@@ -31,6 +31,14 @@ struct fake_process {
     std::optional<exit_status> exit;  // it is exiting: reaped on its next turn
 };
 
+// The fork server as the simulated driver sees it.
+struct fake_server {
+    int pid = 0;  // 0: none
+    bool said_hello = false;
+    std::deque<slot_id> forks;  // asked for, not answered
+    std::optional<exit_status> exit;
+};
+
 class simulation {
 public:
     simulation(pool_params params, std::uint32_t seed)
@@ -47,6 +55,9 @@ public:
         h.core.shutdown(h.now);
         drain();
         for (int i = 0; i < 20'000 && !finished; ++i) {
+            if (h.core.fork_server_mode() && i % 3 == 0) {
+                act_for_server();
+            }
             act_for(pick_slot());
             drain();
             if (const auto next = h.core.next_deadline(); next && i % 8 == 0) {
@@ -64,6 +75,10 @@ public:
                                       << processes[s].exit.has_value() << ", timer "
                                       << to_string(h.core.workers()[s].child.due()));
             }
+            UNSCOPED_INFO("fork server: sim pid "
+                          << server.pid << ", exiting " << server.exit.has_value() << ", hello "
+                          << server.said_hello << ", core pid " << h.core.fork_server_pid()
+                          << ", ready " << h.core.stats().fork_server_ready);
             UNSCOPED_INFO("outstanding " << outstanding().size() << ", next deadline "
                                          << h.core.next_deadline().has_value() << ", queued "
                                          << h.core.stats().queue_depth << ", waiting for room "
@@ -71,6 +86,7 @@ public:
         }
         REQUIRE(finished);
         CHECK(completed.size() == submitted.size());
+        CHECK(server.pid == 0);
         for (slot_id s = 0; s < processes.size(); ++s) {
             CHECK(h.core.state_of(s) == worker_state::stopped);
         }
@@ -101,7 +117,11 @@ private:
                                        .wait_for_room = chance(0.3)},
                           h.now);
         } else if (what < 70) {
-            act_for(pick_slot());
+            if (h.core.fork_server_mode() && chance(0.2)) {
+                act_for_server();
+            } else {
+                act_for(pick_slot());
+            }
         } else if (what < 85) {
             h.now += std::chrono::milliseconds(std::uniform_int_distribution<>(1, 300)(random));
             h.core.on_timer(h.now);
@@ -116,9 +136,12 @@ private:
                                    h.now);
             }
         } else if (what < 97) {
-            // Killed from outside (the OOM killer, an operator).
-            auto& p = processes[pick_slot()];
-            if (p.pid != 0 && !p.exit) {
+            // Killed from outside (the OOM killer, an operator), now and then the fork server.
+            if (h.core.fork_server_mode() && chance(0.1)) {
+                if (server.pid != 0 && !server.exit) {
+                    server.exit = exit_status{.signal = SIGKILL};
+                }
+            } else if (auto& p = processes[pick_slot()]; p.pid != 0 && !p.exit) {
                 p.exit = exit_status{.signal = SIGKILL};
             }
         } else {
@@ -168,6 +191,41 @@ private:
                           h.now);
     }
 
+    // The fork server does its next thing: exits, says hello, or answers a fork request (a
+    // worker the slot no longer waits for is killed and reaped by the driver: dropped here).
+    void act_for_server() {
+        if (server.pid == 0) {
+            return;
+        }
+        if (server.exit) {
+            const auto status = *server.exit;
+            server = fake_server{};
+            h.core.on_server_exit(status, h.now);
+            return;
+        }
+        if (!server.said_hello) {
+            server.said_hello = true;
+            h.core.on_server_hello(wire::hello_msg{.protocol_version = wire::protocol_version},
+                                   h.now);
+            return;
+        }
+        if (server.forks.empty()) {
+            return;
+        }
+        const slot_id s = server.forks.front();
+        server.forks.pop_front();
+        if (!h.core.awaiting_fork(s)) {
+            return;
+        }
+        if (chance(0.05)) {
+            h.core.on_spawn_error(s, "the fork server could not make a worker: simulated", h.now);
+            return;
+        }
+        REQUIRE(processes[s].pid == 0);
+        processes[s].pid = next_pid++;
+        h.core.on_spawned(s, processes[s].pid, h.now);
+    }
+
     // Carries out the core's actions as a driver would, until none is left (answering one
     // may decide more); some are answered later (act_for).
     void drain() {
@@ -192,6 +250,20 @@ private:
         }
         p.pid = next_pid++;
         h.core.on_spawned(a.slot, p.pid, h.now);
+    }
+    void carry_out(const start_server_action&) {
+        REQUIRE(server.pid == 0);
+        server.pid = next_pid++;
+        h.core.on_server_spawned(server.pid, h.now);
+    }
+    void carry_out(const stop_server_action& a) {
+        if (server.pid != 0 && !server.exit) {
+            server.exit = a.kill ? exit_status{.signal = SIGKILL} : exit_status{.exit_code = 0};
+        }
+    }
+    void carry_out(const fork_action& a) {
+        REQUIRE(server.pid != 0);
+        server.forks.push_back(a.slot);
     }
     void carry_out(const send_request_action& a) {
         INFO("slot " << a.slot << " " << to_string(h.core.workers().status(a.slot)) << " core pid "
@@ -263,6 +335,7 @@ private:
     harness h;
     std::mt19937 random;
     std::vector<fake_process> processes;
+    fake_server server;
     std::set<task_id> submitted;
     std::set<task_id> completed;
     std::set<task_id> deadly_tasks;
@@ -338,4 +411,33 @@ TEST_CASE("random events on a single worker without prefetch keep the same promi
         CAPTURE(seed);
         simulation(params, seed).run(600);
     }
+}
+
+TEST_CASE("random events with workers made by a fork server that may die keep the same promises",
+          "[core][invariants]") {
+    pool_params params{.worker = {.executable = "/bin/true", .start = start_mode::fork_server},
+                       .workers = 3,
+                       .max_workers = 4,
+                       .idle_timeout = std::chrono::milliseconds(500),
+                       .recycle = {.max_tasks = 5},
+                       .queue_limit = 8,
+                       .heartbeat_interval = std::chrono::milliseconds(400),
+                       .heartbeat_timeout = std::chrono::milliseconds(300),
+                       .restart_backoff = {.initial = std::chrono::milliseconds(5),
+                                           .max = std::chrono::milliseconds(50)},
+                       .poison = {.deaths = 3}};
+    std::uint64_t server_deaths = 0;
+    std::uint64_t server_starts = 0;
+    std::uint64_t succeeded = 0;
+    for (std::uint32_t seed = 1; seed <= 50; ++seed) {
+        CAPTURE(seed);
+        simulation sim(params, seed);
+        sim.run(800);
+        server_deaths += sim.stats().fork_server_deaths;
+        server_starts += sim.stats().fork_server_starts;
+        succeeded += sim.stats().succeeded;
+    }
+    CHECK(server_deaths > 0);  // the fork server died under them, and came back
+    CHECK(server_starts > 50);
+    CHECK(succeeded > 0);
 }

@@ -74,6 +74,43 @@ TEST_CASE(
                                       send_request_action{.slot = 1, .task = 2}}));
 }
 
+TEST_CASE("a worker that stops answering while the pool drains is still found out and replaced",
+          "[core][heartbeat]") {
+    auto params = one_worker();
+    params.heartbeat_interval = 1000ms;
+    params.heartbeat_timeout = 400ms;
+    harness h(params);
+    REQUIRE(h.core.start(h.now));
+    h.take();
+    h.core.on_spawned(0, 100, h.now);
+    h.core.on_message(0,
+                      wire::hello_msg{.protocol_version = wire::protocol_version,
+                                      .capabilities = {std::string(wire::answers_heartbeats)}},
+                      h.now);
+    h.take();
+    h.advance(1000ms);
+    CHECK_THAT(h.take(), actions_are({send_heartbeat_action{.slot = 0, .sequence = 1}}));
+    // A task waits for the silent worker; then the pool is shut down, which lets admitted
+    // tasks finish.
+    h.core.submit(1, "echo", 0ms, h.now);
+    h.core.shutdown(h.now);
+    CHECK(h.take().empty());
+    // Heartbeats still count while it drains: the worker is unresponsive, and replaced.
+    h.advance(400ms);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::unresponsive, 0),
+                                      signal_action{.slot = 0, .signo = SIGTERM}}));
+    h.core.on_exit(0, {.signal = SIGTERM}, h.now);
+    CHECK_THAT(h.take(),
+               actions_are({spawn_action{0}, expected::notifies(worker_event::kind::exited, 0)}));
+    h.core.on_spawned(0, 101, h.now);
+    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::started, 0),
+                                      expected::notifies(worker_event::kind::ready, 0),
+                                      send_request_action{.slot = 0, .task = 1}}));
+    h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::completes(1), send_shutdown_action{0}}));
+}
+
 TEST_CASE("an elastic pool grows while tasks wait, within max_workers and the memory budget",
           "[core][elastic]") {
     auto params = one_worker();

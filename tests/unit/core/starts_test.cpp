@@ -171,3 +171,31 @@ TEST_CASE("fork-server mode: shutdown stops the workers first, then the server",
                                       run_finished_action{}}));
     CHECK(h.core.finished());
 }
+
+TEST_CASE("fork-server mode: a shutdown while the server waits to restart still ends the run",
+          "[core][fork]") {
+    harness h(forked(1));
+    server_ready(h);
+    h.core.on_spawned(0, 60, h.now);
+    h.core.on_message(0, wire::hello_msg{.protocol_version = wire::protocol_version}, h.now);
+    h.take();
+    // The server dies on its own, is restarted at once, and its new process dies before its
+    // hello: a failed start, so it waits for its restart in backoff, with no process.
+    h.core.on_server_exit({.signal = SIGKILL}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::fork_server_exited),
+                                      start_server_action{}}));
+    h.core.on_server_spawned(51, h.now);
+    h.core.on_server_exit({.exit_code = 1}, h.now);
+    h.take();
+    REQUIRE(h.core.fork_server_pid() == 0);
+    REQUIRE(h.core.next_deadline());  // its restart
+    // Shutdown: the worker exits, and the server has no process to ask: the run ends now
+    // rather than waiting for an exit that will never come.
+    h.core.shutdown(h.now);
+    CHECK_THAT(h.take(), actions_are({send_shutdown_action{0}}));
+    h.core.on_exit(0, {.exit_code = 0}, h.now);
+    CHECK_THAT(h.take(), actions_are({expected::notifies(worker_event::kind::exited, 0),
+                                      run_finished_action{}}));
+    CHECK(h.core.finished());
+    CHECK_FALSE(h.core.next_deadline());
+}
