@@ -27,6 +27,7 @@ namespace {
 struct fake_process {
     int pid = 0;  // 0: none
     bool said_hello = false;
+    bool silent = false;              // never says hello (stuck while loading)
     std::deque<task_id> requests;     // sent, not answered
     std::optional<exit_status> exit;  // it is exiting: reaped on its next turn
 };
@@ -42,7 +43,7 @@ struct fake_server {
 class simulation {
 public:
     simulation(pool_params params, std::uint32_t seed)
-        : h(std::move(params)), random(seed), processes(h.core.workers().size()) {}
+        : h(std::move(params), probe()), random(seed), processes(h.core.workers().size()) {}
 
     void run(int steps) {
         REQUIRE(h.core.start(h.now));
@@ -98,6 +99,15 @@ private:
     bool chance(double p) { return std::uniform_real_distribution<>(0, 1)(random) < p; }
     slot_id pick_slot() {
         return std::uniform_int_distribution<slot_id>(0, processes.size() - 1)(random);
+    }
+
+    // Each worker's memory grows with the tasks it answered, now and then by a lot.
+    pool_core::process_probe probe() {
+        return {.memory = [this](int pid) -> std::optional<worker_memory> {
+                    const auto it = memory.find(pid);
+                    return worker_memory{.private_bytes = it == memory.end() ? 0 : it->second};
+                },
+                .available_memory = [] { return std::optional<std::uint64_t>(1ull << 40); }};
     }
 
     void step() {
@@ -165,6 +175,9 @@ private:
             return;
         }
         if (!p.said_hello) {
+            if (p.silent) {
+                return;
+            }
             p.said_hello = true;
             h.core.on_message(
                 s,
@@ -182,6 +195,7 @@ private:
             p.exit = exit_status{.signal = SIGSEGV};  // it crashes under the task
             return;
         }
+        memory[p.pid] += chance(0.02) ? (64u << 20) : (2u << 20);
         const bool ok = chance(0.9);
         h.core.on_message(s,
                           wire::reply_msg{.id = id,
@@ -249,6 +263,7 @@ private:
             return;
         }
         p.pid = next_pid++;
+        p.silent = chance(0.03);
         h.core.on_spawned(a.slot, p.pid, h.now);
     }
     void carry_out(const start_server_action&) {
@@ -339,6 +354,7 @@ private:
     std::set<task_id> submitted;
     std::set<task_id> completed;
     std::set<task_id> deadly_tasks;
+    std::map<int, std::uint64_t> memory;  // by pid
     task_id next_id = 1;
     int next_pid = 1000;
     bool finished = false;
@@ -440,4 +456,43 @@ TEST_CASE("random events with workers made by a fork server that may die keep th
     CHECK(server_deaths > 0);  // the fork server died under them, and came back
     CHECK(server_starts > 50);
     CHECK(succeeded > 0);
+}
+
+TEST_CASE(
+    "random events with memory limits and workers that hang while loading keep the same "
+    "promises",
+    "[core][invariants]") {
+    pool_params params{.worker = {.executable = "/bin/true"},
+                       .workers = 3,
+                       .max_workers = 4,
+                       .idle_timeout = std::chrono::milliseconds(500),
+                       .recycle = {.max_age = std::chrono::milliseconds(2000), .max_at_once = 2},
+                       .queue_limit = 8,
+                       .prefetch = 1,
+                       .spawn_timeout = std::chrono::milliseconds(300),
+                       .load_timeout = std::chrono::milliseconds(300),
+                       .max_concurrent_starts = 2,
+                       .heartbeat_interval = std::chrono::milliseconds(400),
+                       .heartbeat_timeout = std::chrono::milliseconds(300),
+                       .memory = {.soft_limit_bytes = 20u << 20,
+                                  .hard_limit_bytes = 60u << 20,
+                                  .sample_interval = std::chrono::milliseconds(100)},
+                       .restart_backoff = {.initial = std::chrono::milliseconds(5),
+                                           .max = std::chrono::milliseconds(50)},
+                       .cancel_grace = std::chrono::milliseconds(200),
+                       .poison = {.deaths = 3, .quarantine = 8}};
+    std::uint64_t memory_kills = 0;
+    std::uint64_t recycled = 0;
+    std::uint64_t failed_starts = 0;
+    for (std::uint32_t seed = 1; seed <= 40; ++seed) {
+        CAPTURE(seed);
+        simulation sim(params, seed);
+        sim.run(1000);
+        memory_kills += sim.stats().memory_kills;
+        recycled += sim.stats().recycled;
+        failed_starts += sim.stats().failed_starts;
+    }
+    CHECK(memory_kills > 0);
+    CHECK(recycled > 0);
+    CHECK(failed_starts > 0);
 }
