@@ -29,6 +29,7 @@ struct fake_process {
     bool said_hello = false;
     bool silent = false;              // never says hello (stuck while loading)
     std::deque<task_id> requests;     // sent, not answered
+    std::set<task_id> cancelled;      // it was told to stop these
     std::optional<exit_status> exit;  // it is exiting: reaped on its next turn
 };
 
@@ -141,8 +142,10 @@ private:
                 const task_id id =
                     ids[std::uniform_int_distribution<std::size_t>(0, ids.size() - 1)(random)];
                 h.core.cancel_task(id,
-                                   chance(0.5) ? boost::asio::cancellation_type::terminal
-                                               : boost::asio::cancellation_type::partial,
+                                   chance(0.5)
+                                       ? boost::asio::cancellation_type::terminal
+                                       : (chance(0.5) ? boost::asio::cancellation_type::partial
+                                                      : boost::asio::cancellation_type::total),
                                    h.now);
             }
         } else if (what < 97) {
@@ -196,6 +199,15 @@ private:
             return;
         }
         memory[p.pid] += chance(0.02) ? (64u << 20) : (2u << 20);
+        if (p.cancelled.contains(id) && chance(0.5)) {
+            // Its handler looked at the cancellation and stopped.
+            h.core.on_message(
+                s,
+                wire::reply_msg{
+                    .id = id, .ok = false, .error_type = std::string(wire::cancelled_error)},
+                h.now);
+            return;
+        }
         const bool ok = chance(0.9);
         h.core.on_message(s,
                           wire::reply_msg{.id = id,
@@ -315,8 +327,13 @@ private:
         REQUIRE_FALSE(finished);
         finished = true;
     }
+    void carry_out(const send_cancel_action& a) {
+        if (processes[a.slot].pid != 0) {
+            processes[a.slot].cancelled.insert(a.task);
+        }
+    }
     template <class Other>
-    void carry_out(const Other&) {}  // cancels, events
+    void carry_out(const Other&) {}  // events
 
     std::vector<task_id> outstanding() const {
         std::vector<task_id> out;
