@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cmath>
 #include <string>
 
 namespace torchpool::serve {
@@ -148,7 +149,12 @@ public:
         }
         return true;
     }
-    bool on_double(double d, json::string_view, json::error_code&) {
+    bool on_double(double d, json::string_view text, json::error_code&) {
+        if (std::isnan(d)) {
+            // JSON has no NaN: Boost.JSON 1.81 reads a zero with a huge exponent ("0e3081")
+            // as 0 times infinity. It is zero, as the fast path reads it.
+            d = !text.empty() && text.front() == '-' ? -0.0 : 0.0;
+        }
         if (capturing()) {
             scalar(json_number::kind::real).d = d;
         } else {
