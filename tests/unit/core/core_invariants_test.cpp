@@ -377,6 +377,27 @@ private:
     bool finished = false;
 };
 
+// Runs the simulation from seeds 1..`seeds`, `steps` events each; returns their counters
+// summed (the paths the seeds took).
+pool_stats run_seeds(const pool_params& params, std::uint32_t seeds, int steps) {
+    pool_stats seen;
+    for (std::uint32_t seed = 1; seed <= seeds; ++seed) {
+        CAPTURE(seed);
+        simulation sim(params, seed);
+        sim.run(steps);
+        const auto st = sim.stats();
+        for (auto field : {&pool_stats::succeeded, &pool_stats::task_failed, &pool_stats::timed_out,
+                           &pool_stats::cancelled, &pool_stats::worker_died, &pool_stats::retried,
+                           &pool_stats::poison_tasks, &pool_stats::overloaded,
+                           &pool_stats::recycled, &pool_stats::unresponsive, &pool_stats::restarts,
+                           &pool_stats::failed_starts, &pool_stats::memory_kills,
+                           &pool_stats::fork_server_deaths, &pool_stats::fork_server_starts}) {
+            seen.*field += st.*field;
+        }
+    }
+    return seen;
+}
+
 }  // namespace
 
 TEST_CASE("random events keep every derived state right and complete every task once",
@@ -394,25 +415,7 @@ TEST_CASE("random events keep every derived state right and complete every task 
                        .restart_backoff = {.initial = std::chrono::milliseconds(5),
                                            .max = std::chrono::milliseconds(50)},
                        .poison = {.deaths = 3}};
-    pool_stats seen;  // summed over the seeds: the paths they took
-    for (std::uint32_t seed = 1; seed <= 25; ++seed) {
-        CAPTURE(seed);
-        simulation sim(params, seed);
-        sim.run(1500);
-        const auto st = sim.stats();
-        seen.succeeded += st.succeeded;
-        seen.task_failed += st.task_failed;
-        seen.timed_out += st.timed_out;
-        seen.cancelled += st.cancelled;
-        seen.worker_died += st.worker_died;
-        seen.retried += st.retried;
-        seen.poison_tasks += st.poison_tasks;
-        seen.overloaded += st.overloaded;
-        seen.recycled += st.recycled;
-        seen.unresponsive += st.unresponsive;
-        seen.restarts += st.restarts;
-        seen.failed_starts += st.failed_starts;
-    }
+    const pool_stats seen = run_seeds(params, 25, 1500);
     // The seeds reach every path the simulation can take, so the checks above were made on
     // all of them.
     CHECK(seen.succeeded > 0);
@@ -440,10 +443,7 @@ TEST_CASE("random events on a single worker without prefetch keep the same promi
                        .restart_backoff = {.initial = std::chrono::milliseconds(5),
                                            .max = std::chrono::milliseconds(50)},
                        .poison = {.deaths = 2, .quarantine = 4}};
-    for (std::uint32_t seed = 1; seed <= 100; ++seed) {
-        CAPTURE(seed);
-        simulation(params, seed).run(600);
-    }
+    CHECK(run_seeds(params, 100, 600).succeeded > 0);
 }
 
 TEST_CASE("random events with workers made by a fork server that may die keep the same promises",
@@ -459,20 +459,10 @@ TEST_CASE("random events with workers made by a fork server that may die keep th
                        .restart_backoff = {.initial = std::chrono::milliseconds(5),
                                            .max = std::chrono::milliseconds(50)},
                        .poison = {.deaths = 3}};
-    std::uint64_t server_deaths = 0;
-    std::uint64_t server_starts = 0;
-    std::uint64_t succeeded = 0;
-    for (std::uint32_t seed = 1; seed <= 50; ++seed) {
-        CAPTURE(seed);
-        simulation sim(params, seed);
-        sim.run(800);
-        server_deaths += sim.stats().fork_server_deaths;
-        server_starts += sim.stats().fork_server_starts;
-        succeeded += sim.stats().succeeded;
-    }
-    CHECK(server_deaths > 0);  // the fork server died under them, and came back
-    CHECK(server_starts > 50);
-    CHECK(succeeded > 0);
+    const pool_stats seen = run_seeds(params, 50, 800);
+    CHECK(seen.fork_server_deaths > 0);  // the fork server died under them, and came back
+    CHECK(seen.fork_server_starts > 50);
+    CHECK(seen.succeeded > 0);
 }
 
 TEST_CASE(
@@ -498,18 +488,8 @@ TEST_CASE(
                                            .max = std::chrono::milliseconds(50)},
                        .cancel_grace = std::chrono::milliseconds(200),
                        .poison = {.deaths = 3, .quarantine = 8}};
-    std::uint64_t memory_kills = 0;
-    std::uint64_t recycled = 0;
-    std::uint64_t failed_starts = 0;
-    for (std::uint32_t seed = 1; seed <= 40; ++seed) {
-        CAPTURE(seed);
-        simulation sim(params, seed);
-        sim.run(1000);
-        memory_kills += sim.stats().memory_kills;
-        recycled += sim.stats().recycled;
-        failed_starts += sim.stats().failed_starts;
-    }
-    CHECK(memory_kills > 0);
-    CHECK(recycled > 0);
-    CHECK(failed_starts > 0);
+    const pool_stats seen = run_seeds(params, 40, 1000);
+    CHECK(seen.memory_kills > 0);
+    CHECK(seen.recycled > 0);
+    CHECK(seen.failed_starts > 0);
 }
