@@ -1,11 +1,10 @@
 #include "infer_json.hpp"
 
+#include "infer_json_scan.hpp"
+
 #include <boost/json.hpp>
 #include <boost/json/basic_parser_impl.hpp>
 
-#include <algorithm>
-#include <charconv>
-#include <cmath>
 #include <string>
 
 namespace torchpool::serve {
@@ -127,8 +126,12 @@ public:
         }
         return true;
     }
-    bool on_number_part(json::string_view, json::error_code&) { return true; }
+    bool on_number_part(json::string_view s, json::error_code&) {
+        number_.append(s.data(), s.size());  // a number split between two writes
+        return true;
+    }
     bool on_int64(std::int64_t i, json::string_view, json::error_code&) {
+        number_.clear();
         if (capturing()) {
             scalar(json_number::kind::int64).i = i;
             return true;
@@ -141,6 +144,7 @@ public:
         return true;
     }
     bool on_uint64(std::uint64_t u, json::string_view, json::error_code&) {
+        number_.clear();
         if (capturing()) {
             scalar(json_number::kind::uint64).u = u;
         } else {
@@ -149,11 +153,15 @@ public:
         }
         return true;
     }
-    bool on_double(double d, json::string_view text, json::error_code&) {
-        if (std::isnan(d)) {
-            // JSON has no NaN: Boost.JSON 1.81 reads a zero with a huge exponent ("0e3081")
-            // as 0 times infinity. It is zero, as the fast path reads it.
-            d = !text.empty() && text.front() == '-' ? -0.0 : 0.0;
+    bool on_double(double, json::string_view last, json::error_code&) {
+        // Not Boost.JSON's value: the fast path's reader's, correctly rounded (json_number.hpp).
+        double d = 0;
+        if (number_.empty()) {
+            d = json_number_value(last);
+        } else {
+            number_.append(last.data(), last.size());
+            d = json_number_value(number_);
+            number_.clear();
         }
         if (capturing()) {
             scalar(json_number::kind::real).d = d;
@@ -236,6 +244,7 @@ private:
     const bool placeholders_;
     json::value_stack dom_;
     std::string key_;
+    std::string number_;  // the parts of a number split between two writes
     container kinds_[4]{};
     std::size_t depth_ = 0;
     bool in_inputs_ = false;
@@ -265,263 +274,6 @@ json::error_code parse_with(std::string_view text, request_document& out, bool p
     return ec;
 }
 
-// The fast path's reader of a data array: nested arrays of plain JSON numbers, strictly by
-// JSON's grammar; false for anything else (the streaming path then reads the request).
-class number_array_reader {
-public:
-    explicit number_array_reader(std::vector<json_number>& out) : out_(out) {}
-
-    /// Reads the array at `p` ('['); `p` ends past its ']'.
-    bool read(const char*& p, const char* end, int depth = 0) {
-        if (depth > 32) {
-            return false;
-        }
-        ++p;  // '['
-        skip_space(p, end);
-        if (p < end && *p == ']') {
-            ++p;
-            return true;
-        }
-        for (;;) {
-            skip_space(p, end);
-            if (p == end) {
-                return false;
-            }
-            if (*p == '[') {
-                if (!read(p, end, depth + 1)) {
-                    return false;
-                }
-            } else if (!read_number(p, end)) {
-                return false;
-            }
-            skip_space(p, end);
-            if (p == end) {
-                return false;
-            }
-            if (*p == ',') {
-                ++p;
-                continue;
-            }
-            if (*p == ']') {
-                ++p;
-                return true;
-            }
-            return false;
-        }
-    }
-
-private:
-    static void skip_space(const char*& p, const char* end) {
-        // Nothing to skip, mostly: one test for any character above the space.
-        while (p < end && static_cast<unsigned char>(*p) <= ' ' &&
-               (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) {
-            ++p;
-        }
-    }
-    static bool digit(char c) { return c >= '0' && c <= '9'; }
-
-    // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?, as Boost.JSON classifies it: an integer
-    // as int64, anything else as a double. Integers of more than 18 digits, and -0, are left
-    // to the streaming path (uint64, or a double, there).
-    bool read_number(const char*& p, const char* end) {
-        const char* start = p;
-        const bool negative = *p == '-';
-        if (negative) {
-            ++p;
-        }
-        if (p == end || !digit(*p)) {
-            return false;
-        }
-        std::uint64_t mantissa = 0;
-        int digits = 0;  // significant ones, in the mantissa
-        if (*p == '0') {
-            ++p;
-        } else {
-            while (p < end && digit(*p)) {
-                mantissa = mantissa * 10 + static_cast<unsigned>(*p - '0');
-                ++digits;
-                ++p;
-            }
-        }
-        int exponent = 0;  // of ten
-        bool integer = true;
-        if (p < end && *p == '.') {
-            integer = false;
-            ++p;
-            if (p == end || !digit(*p)) {
-                return false;
-            }
-            const char* fraction = p;
-            if (mantissa == 0) {
-                while (p < end && *p == '0') {  // zeros after the point lead nothing
-                    ++p;
-                }
-            }
-            const char* significant = p;
-            while (p < end && digit(*p)) {
-                mantissa = mantissa * 10 + static_cast<unsigned>(*p - '0');
-                ++p;
-            }
-            digits += static_cast<int>(p - significant);
-            exponent -= static_cast<int>(p - fraction);
-        }
-        if (p < end && (*p == 'e' || *p == 'E')) {
-            integer = false;
-            ++p;
-            bool minus = false;
-            if (p < end && (*p == '+' || *p == '-')) {
-                minus = *p == '-';
-                ++p;
-            }
-            if (p == end || !digit(*p)) {
-                return false;
-            }
-            int e = 0;
-            while (p < end && digit(*p)) {
-                e = std::min(e * 10 + (*p - '0'), 100000);
-                ++p;
-            }
-            exponent += minus ? -e : e;
-        }
-        auto& n = out_.emplace_back();
-        if (integer) {
-            if (digits > 18 || (negative && mantissa == 0)) {
-                return false;
-            }
-            n.what = json_number::kind::int64;
-            n.i = negative ? -static_cast<std::int64_t>(mantissa)
-                           : static_cast<std::int64_t>(mantissa);
-            return true;
-        }
-        n.what = json_number::kind::real;
-        // Both the mantissa (under 2^53) and the power of ten (up to 1e22) are exact doubles,
-        // so one multiplication or division rounds correctly (Clinger's fast path); otherwise
-        // std::from_chars, which rounds correctly too.
-        static constexpr double powers[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                            1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                            1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-        if (digits <= 15 && exponent >= -22 && exponent <= 22) {
-            const double m = static_cast<double>(mantissa);
-            const double v = exponent < 0 ? m / powers[-exponent] : m * powers[exponent];
-            n.d = negative ? -v : v;
-            return true;
-        }
-        const auto [stop, ec] = std::from_chars(start, p, n.d);
-        return ec == std::errc{} && stop == p;
-    }
-
-    std::vector<json_number>& out_;
-};
-
-// The fast path's scan: finds each root.inputs[i].data, reads it if it is an array of numbers,
-// and writes the rest of the text to `skeleton` with that array replaced by its run's index.
-// False if anything needs the streaming path. It does not check the JSON outside the arrays it
-// reads: the skeleton, which keeps all of it, goes through Boost.JSON; and an array replaced
-// by a number keeps a text valid or invalid as it was.
-bool scan(std::string_view text, request_document& out, std::string& skeleton) {
-    const char* p = text.data();
-    const char* const end = p + text.size();
-    const char* copied = p;  // text before this is in the skeleton
-    // For each open container: is it an object, and does it wait for a key.
-    struct frame {
-        bool object;
-        bool wants_key;
-    };
-    frame open[33];
-    std::size_t depth = 0;
-    bool in_inputs = false;  // the current root key is "inputs"
-    bool data_next = false;  // a value of root.inputs[i].data comes next
-    number_array_reader numbers(out.numbers);
-    while (p < end) {
-        const char c = *p;
-        if (data_next && c != ':' && c != ' ' && c != '\n' && c != '\r' && c != '\t') {
-            if (c != '[') {
-                return false;
-            }
-            const std::size_t begin = out.numbers.size();
-            if (begin == 0) {
-                // At most one number in two bytes: no growing while reading (up to a bound).
-                out.numbers.reserve(
-                    std::min<std::size_t>(static_cast<std::size_t>(end - p) / 2, 1u << 20));
-            }
-            const char* value = p;
-            if (!numbers.read(p, end)) {
-                return false;
-            }
-            out.runs.push_back({begin, out.numbers.size()});
-            skeleton.append(copied, value);
-            skeleton += std::to_string(out.runs.size() - 1);
-            copied = p;
-            data_next = false;
-            continue;
-        }
-        switch (c) {
-            case '{':
-            case '[':
-                if (depth == std::size(open)) {
-                    return false;
-                }
-                open[depth++] = {c == '{', c == '{'};
-                ++p;
-                break;
-            case '}':
-            case ']':
-                if (depth == 0) {
-                    return false;
-                }
-                if (--depth == 1) {
-                    in_inputs = false;
-                }
-                ++p;
-                break;
-            case ',':
-                if (depth > 0 && open[depth - 1].object) {
-                    open[depth - 1].wants_key = true;
-                }
-                ++p;
-                break;
-            case ':':
-                if (depth > 0) {
-                    open[depth - 1].wants_key = false;
-                }
-                ++p;
-                break;
-            case '"': {
-                const char* start = ++p;
-                bool escaped = false;
-                while (p < end && *p != '"') {
-                    if (*p == '\\') {
-                        escaped = true;
-                        ++p;
-                    }
-                    ++p;
-                }
-                if (p >= end) {
-                    return false;
-                }
-                const std::string_view s(start, static_cast<std::size_t>(p - start));
-                ++p;
-                const bool key = depth > 0 && open[depth - 1].wants_key;
-                if (key && (depth == 1 || depth == 3)) {
-                    if (escaped) {
-                        return false;  // a key to compare, left to the full parser
-                    }
-                    if (depth == 1) {
-                        in_inputs = s == "inputs";
-                    } else {
-                        data_next = in_inputs && !open[1].object && open[2].object && s == "data";
-                    }
-                }
-                break;
-            }
-            default:
-                ++p;  // white space, and numbers and literals outside the data
-        }
-    }
-    skeleton.append(copied, end);
-    return !data_next;
-}
-
 }  // namespace
 
 json::error_code read_request_document(std::string_view text, request_document& out,
@@ -529,7 +281,7 @@ json::error_code read_request_document(std::string_view text, request_document& 
     bool mismatch = false;
     if (how == json_reading::fast_when_possible) {
         std::string skeleton;
-        if (scan(text, out, skeleton)) {
+        if (scan_request(text, out, skeleton)) {
             if (const auto ec = parse_with(skeleton, out, true, mismatch); !ec && !mismatch) {
                 out.fast = true;
                 return ec;

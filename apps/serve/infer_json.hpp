@@ -13,28 +13,17 @@
 //   handler captures the data's elements, numbers or not, as they come.
 #pragma once
 
+#include "json_number.hpp"
+
 #include <boost/json/storage_ptr.hpp>
 #include <boost/json/value.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <cstddef>
-#include <cstdint>
 #include <string_view>
 #include <vector>
 
 namespace torchpool::serve {
-
-/// An element of an input's "data", as the JSON had it (the tensor's datatype may come after
-/// its data, so it is converted once the whole request is read).
-struct json_number {
-    enum class kind : std::uint8_t { int64, uint64, real, boolean, other } what;
-    union {
-        std::int64_t i;
-        std::uint64_t u;
-        double d;
-        bool b;
-    };
-};
 
 struct request_document {
     /// `storage`: where the DOM lives (a monotonic resource makes freeing it one step).
