@@ -28,7 +28,9 @@ pool_core::pool_core(const pool_params& params, process_probe probe)
       inspect_(std::move(probe), workers_, tasks_),
       slots_(params_, workers_, phase_, report_),
       server_(params, report_, actions_),
-      quarantine_(params.poison.quarantine) {}
+      quarantine_(params.poison.quarantine),
+      lifecycle_(params_, workers_, tasks_, slots_, restart_, server_, heartbeat_, memory_,
+                 inspect_, phase_, report_, actions_) {}
 
 worker_state pool_core::state_of(slot_id slot) const {
     return workers_.state_of(slot);
@@ -140,27 +142,10 @@ void pool_core::on_message(slot_id s, wire::message&& msg, time_point now) {
 }
 
 void pool_core::on_hello(slot_id s, const wire::hello_msg& hello, time_point now) {
-    auto& w = workers_[s];
-    if (w.child.state() != child_state::starting) {
-        on_protocol_error(s, second_hello(), now);
+    if (auto problem = lifecycle_.hello(s, hello, now)) {
+        on_protocol_error(s, std::move(*problem), now);
         return;
     }
-    if (hello.protocol_version != wire::protocol_version) {
-        on_protocol_error(s, other_protocol_version(hello.protocol_version, wire::protocol_version),
-                          now);
-        return;
-    }
-    w.child.became_ready(now);
-    heartbeat_.ready(s,
-                     std::find(hello.capabilities.begin(), hello.capabilities.end(),
-                               wire::answers_heartbeats) != hello.capabilities.end(),
-                     now);
-    carry_out(slots_.ready(s, now), now);
-    report_.apply(facts::worker_ready{.slot = s,
-                                      .pid = w.child.pid(),
-                                      .started = w.child.process_start(),
-                                      .now = now,
-                                      .recovered = restart_.start_succeeded(now)});
     dispatch(now);
     settle(now);
 }
@@ -191,7 +176,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     if (memory_.enabled() && sent.empty() && memory_.task_ended(s, now)) {
         check_memory(s, now);
     }
-    carry_out(slots_.answered(s, sent.empty(), now), now);
+    lifecycle_.carry_out(slots_.answered(s, sent.empty(), now), now);
     dispatch(now);
     settle(now);
 }
@@ -224,41 +209,17 @@ void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, t
 }
 
 void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
-    auto& w = workers_[s];
-    const auto state = w.child.state();
-    if (state == child_state::stopping || state == child_state::stopped ||
-        state == child_state::backoff) {
+    auto end = lifecycle_.protocol_error(s, what, now);
+    if (!end) {
         return;
     }
-    const int pid = w.child.pid();
-    if (state == child_state::running) {
-        w.child.count_failure(now, params_.restart_backoff.reset_after);
-    }
-    if (auto id = tasks_.running(s)) {
-        auto d = inspect_.diagnostics(s, now, true);
-        d.summary = protocol_error_while_running(tasks_.describe(*id), what, d);
-        worker_failed_under(s, *id, errc::protocol_error,
-                            {.worker_pid = pid, .diagnostics = std::move(d)}, now);
-    }
-    if (state == child_state::starting) {
-        report_.apply(facts::start_failed{});
-        w.child.count_failed_start();
-        start_failed(broke_protocol_before_ready(pid, what), now);
-    }
-    stop_worker(s, stop_reason::protocol, true, now);
+    carry_out(s, *end, now);
+    lifecycle_.stop(s, stop_reason::protocol, true, now);
     settle(now);
 }
 
 void pool_core::on_channel_closed(slot_id s, std::string what, time_point now) {
-    auto& w = workers_[s];
-    const auto state = w.child.state();
-    if (state != child_state::starting && state != child_state::running) {
-        return;
-    }
-    // Usually the worker is exiting and its exit status is about to be reaped; wait for it,
-    // so the caller learns how it died rather than just that its channel closed.
-    w.channel_closed = std::move(what);
-    w.child.set_timer_if_sooner(timer_purpose::channel_grace, now + params_.stop_grace);
+    lifecycle_.channel_closed(s, std::move(what), now);
 }
 
 void pool_core::on_log(slot_id s, std::string_view bytes) {
@@ -282,7 +243,7 @@ void pool_core::settle(time_point now) {
         check_finished(now);
     }
     if (workers_.gate().anyone_waiting()) {
-        start_waiting(now);  // a start may have ended, making room for the next
+        lifecycle_.start_waiting(now);  // a start may have ended, making room for the next
     }
 }
 
@@ -301,7 +262,7 @@ void pool_core::maybe_finish_drain(time_point now) {
                 break;
             case worker_state::idle:
             case worker_state::starting:
-                stop_worker(s, stop_reason::shutdown, false, now);
+                lifecycle_.stop(s, stop_reason::shutdown, false, now);
                 break;
             case worker_state::busy:
             case worker_state::stopping:
@@ -321,12 +282,12 @@ void pool_core::serve_what_is_left(time_point now) {
     }
     for (slot_id s = 0; s < workers_.size(); ++s) {
         if (!slots_.parked(s)) {
-            wait_for_start(s, now);
+            lifecycle_.wait_for_start(s, now);
             return;
         }
     }
     if (const auto s = slots_.unpark()) {
-        wait_for_start(*s, now);
+        lifecycle_.wait_for_start(*s, now);
     }
 }
 
@@ -365,57 +326,18 @@ void pool_core::on_timer(time_point now) {
         sample_memory(now);
     }
     if (const auto due = slots_.next_housekeeping(); due && *due <= now) {
-        carry_out(slots_.housekeeping(now), now);
+        lifecycle_.carry_out(slots_.housekeeping(now), now);
     }
     // Worker timers that are due; handling one may set others, so take the due ones first.
     for (const slot_id s : workers_.due(now)) {
-        if (workers_[s].child.timer() <= now) {
-            on_worker_timer(s, now);
+        if (workers_[s].child.timer() > now) {
+            continue;  // moved on since
+        }
+        if (auto closed = lifecycle_.timer_due(s, now)) {
+            on_protocol_error(s, std::move(*closed), now);
         }
     }
     settle(now);
-}
-
-bool pool_core::loading_with_progress(slot_id s) {
-    auto& w = workers_[s];
-    if (!w.load.extend(inspect_.cpu_time(w.child))) {
-        return false;
-    }
-    report_.apply(facts::load_extended{});
-    return true;
-}
-
-void pool_core::on_worker_timer(slot_id s, time_point now) {
-    auto& w = workers_[s];
-    const auto state = w.child.state();
-    if (w.channel_closed && (state == child_state::starting || state == child_state::running)) {
-        // A closed channel outranks whatever else was due: the worker is gone in all but
-        // its exit.
-        on_protocol_error(s, closed_without_exit(*w.channel_closed), now);
-        return;
-    }
-    switch (w.child.due()) {
-        case timer_purpose::start_deadline:
-            if (loading_with_progress(s)) {
-                w.child.set_timer(timer_purpose::start_deadline, now + params_.load_timeout);
-            } else {
-                stop_worker(s, stop_reason::spawn_timeout, true, now);
-            }
-            break;
-        case timer_purpose::restart:
-            wait_for_start(s, now);
-            break;
-        case timer_purpose::stop_grace:
-            stop_worker(s, w.child.reason(), true, now);
-            break;
-        case timer_purpose::cancel_grace:
-            cancel_grace_over(s, now);
-            break;
-        case timer_purpose::channel_grace:  // handled above; its state moved on since
-        case timer_purpose::none:
-            w.child.clear_timer();
-            break;
-    }
 }
 
 pool_stats pool_core::stats() const {

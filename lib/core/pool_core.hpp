@@ -44,6 +44,7 @@
 #include "supervised_child.hpp"
 #include "task_table.hpp"
 #include "types.hpp"
+#include "worker_lifecycle.hpp"
 #include "worker_set.hpp"
 #include <torchpool/error.hpp>
 #include <torchpool/pool_params.hpp>
@@ -174,12 +175,6 @@ public:
     }
 
 private:
-    /// A slot needs a process: it waits for its turn (start gate) and the fork server.
-    void wait_for_start(slot_id s, time_point now);
-    /// Starts waiting slots while the gate allows.
-    void start_waiting(time_point now);
-    void begin_start(slot_id s, time_point now);
-    void requeue_fork_requests(time_point now);
     void server_gone(std::string why, time_point now);
     void dispatch(time_point now);
     /// Ends task `id`: it leaves the task table (if it was in it) and its caller is answered.
@@ -191,18 +186,14 @@ private:
     /// worker if it may, fails as a poison task, or completes with `error`. Releases what
     /// else `s` was sent.
     void worker_failed_under(slot_id s, task_id id, errc error, response&& result, time_point now);
+    /// What a worker's end leaves: its task fails (or runs again), its start failed.
+    void carry_out(slot_id s, worker_end& end, time_point now);
     /// Moves tasks that wait for room into the queue while it has room; true if any moved.
     bool admit_waiting();
-    void stop_worker(slot_id s, stop_reason reason, bool force, time_point now);
-    /// Its process is gone: restart it after its backoff, or retire it.
-    void after_exit(slot_id s, time_point now);
     void fail_queued(boost::system::error_code error, const std::string& summary);
     /// A start that never became ready, of a worker or of the fork server (`why`, a
     /// sentence): the pool may be degraded now.
     void start_failed(std::string why, time_point now);
-    /// When a child that ended with `failures` since it was healthy starts again, by the
-    /// restart policy; reports pacing. `counts`: not a planned replacement.
-    time_point restart_time(unsigned failures, bool counts, time_point now);
     /// What follows every event that may end a start, a task or a process.
     void settle(time_point now);
     void maybe_finish_drain(time_point now);
@@ -212,13 +203,6 @@ private:
     void on_reply(slot_id s, wire::reply_msg&& reply, time_point now);
     void complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, time_point now);
     void on_deadline(task_id id, time_point now);
-    /// The worker of `s` did not answer within its cancel grace after a terminal
-    /// cancellation of its running task: it is killed.
-    void cancel_grace_over(slot_id s, time_point now);
-    void on_worker_timer(slot_id s, time_point now);
-    /// A loading worker past its load_timeout used CPU time since the last look (and has
-    /// extensions left): it gets more time, which this counts.
-    bool loading_with_progress(slot_id s);
     void on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now);
     void sweep_heartbeats(time_point now);
     /// An idle worker did not answer its heartbeat: it is stopped and replaced.
@@ -229,19 +213,8 @@ private:
     void check_memory(slot_id s, time_point now);
     /// Over the hard limit: its task fails, it is killed.
     void memory_kill(slot_id s, const worker_memory& m, time_point now);
-    /// Carries out what the slot policy asks: starts, and workers that leave.
-    void carry_out(const slot_commands& commands, time_point now) {
-        if (!commands.empty()) {  // the common case: nothing
-            carry_out_each(commands, now);
-        }
-    }
-    void carry_out_each(const slot_commands& commands, time_point now);
     /// Tasks wait and no worker is free: start more, up to max_workers.
     void maybe_grow(time_point now);
-    /// The task of a worker the kernel's OOM killer killed in its cgroup fails.
-    void fail_oom_killed(slot_id s, task_id id, const std::string& how, time_point now);
-    /// What comes next for slot `s` after its process ended or could not be made.
-    facts::next_start next_start(slot_id s, time_point now) const;
 
     pool_params params_;
     action_queue actions_;
@@ -256,7 +229,8 @@ private:
     slot_policy slots_;
     fork_server_supervisor server_;
     quarantine quarantine_;
-    bool requeued_ = false;  // a task went back to the queue: dispatch once settled
+    worker_lifecycle lifecycle_;  // over the units above
+    bool requeued_ = false;       // a task went back to the queue: dispatch once settled
 };
 
 // Read after every event (the driver re-arms its timer), so inline.

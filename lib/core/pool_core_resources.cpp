@@ -40,7 +40,7 @@ void pool_core::unresponsive(slot_id s, time_point now) {
     const auto d = inspect_.diagnostics(s, now, true, true);
     report_.apply(facts::unresponsive{
         .slot = s, .diagnostics = d, .timeout = duration_cast<milliseconds>(heartbeat_.timeout())});
-    stop_worker(s, stop_reason::unresponsive, false, now);
+    lifecycle_.stop(s, stop_reason::unresponsive, false, now);
 }
 
 void pool_core::sample_memory(time_point now) {
@@ -65,7 +65,7 @@ void pool_core::check_memory(slot_id s, time_point now) {
         case memory_watch::verdict::fine:
             break;
         case memory_watch::verdict::over_soft:
-            carry_out(
+            lifecycle_.carry_out(
                 slots_.want_recycle(
                     s, recycle_over_soft_limit(m->private_bytes, memory_.params().soft_limit_bytes),
                     now),
@@ -92,30 +92,12 @@ void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
         worker_failed_under(s, *id, errc::memory_limit,
                             {.worker_pid = pid, .diagnostics = std::move(d)}, now);
     }
-    stop_worker(s, stop_reason::memory, true, now);
-}
-
-void pool_core::carry_out_each(const slot_commands& commands, time_point now) {
-    for (const auto& c : commands) {
-        switch (c.what) {
-            case slot_command::kind::start:
-                wait_for_start(c.slot, now);
-                break;
-            case slot_command::kind::leave:
-                stop_worker(c.slot, c.why, false, now);
-                if (workers_.status(c.slot) == worker_status::stopped) {
-                    slot_commands next;  // it had no process: gone at once
-                    slots_.gone(c.slot, next);
-                    carry_out(next, now);
-                }
-                break;
-        }
-    }
+    lifecycle_.stop(s, stop_reason::memory, true, now);
 }
 
 std::size_t pool_core::resize(std::size_t workers, time_point now) {
     std::size_t n = 0;
-    carry_out(slots_.resize(workers, n), now);
+    lifecycle_.carry_out(slots_.resize(workers, n), now);
     if (!phase_.admitting()) {
         return n;
     }
@@ -127,18 +109,9 @@ std::size_t pool_core::resize(std::size_t workers, time_point now) {
 void pool_core::maybe_grow(time_point now) {
     const std::size_t starting = workers_.gate().in_progress() + workers_.gate().waiting_count();
     if (tasks_.queued() > starting && !restart_.degraded()) {
-        carry_out(slots_.grow(tasks_.queued() - starting, inspect_.probe().available_memory), now);
+        lifecycle_.carry_out(
+            slots_.grow(tasks_.queued() - starting, inspect_.probe().available_memory), now);
     }
-}
-
-void pool_core::fail_oom_killed(slot_id s, task_id id, const std::string& how, time_point now) {
-    auto d = inspect_.diagnostics(s, now, false);
-    const int pid = d.worker_pid;
-    d.signal = SIGKILL;
-    d.summary =
-        oom_killed_while_running(tasks_.describe(id), how, memory_.params().hard_limit_bytes, d);
-    worker_failed_under(s, id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)},
-                        now);
 }
 
 }  // namespace torchpool::core

@@ -101,16 +101,7 @@ void pool_core::on_deadline(task_id id, time_point now) {
     auto d = inspect_.diagnostics(*slot, now, true, true);
     d.summary = deadline_while_running(tasks_.describe(id), waited, d);
     complete(id, errc::timeout, {.worker_pid = pid, .diagnostics = std::move(d)});
-    stop_worker(*slot, stop_reason::deadline, false, now);
-}
-
-void pool_core::cancel_grace_over(slot_id s, time_point now) {
-    // Its running task was cancelled (terminal) and it has not answered: killed, and what it
-    // was doing is told to the host, since its caller has long been completed.
-    auto d = inspect_.diagnostics(s, now, true, true);
-    report_.apply(
-        facts::cancel_ignored{.slot = s, .diagnostics = d, .grace = params_.cancel_grace});
-    stop_worker(s, stop_reason::cancelled, true, now);
+    lifecycle_.stop(*slot, stop_reason::deadline, false, now);
 }
 
 void pool_core::worker_failed_under(slot_id s, task_id id, errc error, response&& result,
