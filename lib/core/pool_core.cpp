@@ -30,7 +30,9 @@ pool_core::pool_core(const pool_params& params, process_probe probe)
       server_(params, report_, actions_),
       quarantine_(params.poison.quarantine),
       lifecycle_(params_, workers_, tasks_, slots_, restart_, server_, heartbeat_, memory_,
-                 inspect_, phase_, report_, actions_) {}
+                 inspect_, phase_, report_, actions_),
+      flow_(params_, tasks_, workers_, quarantine_, restart_, phase_, inspect_, lifecycle_, report_,
+            actions_) {}
 
 worker_state pool_core::state_of(slot_id slot) const {
     return workers_.state_of(slot);
@@ -40,87 +42,26 @@ worker_state pool_core::state_of(slot_id slot) const {
 
 void pool_core::submit(task_id id, std::string method, const task_options& options,
                        time_point now) {
-    report_.apply(facts::task_submitted{});
-    if (quarantine_.holds(options.fingerprint)) {
-        report_.apply(facts::task_quarantined{});
-        complete(id, errc::poison_task,
-                 {.diagnostics = {.summary = quarantined_task(describe_task(id, &method),
-                                                              options.fingerprint)}});
-        return;
+    if (flow_.submit(id, std::move(method), options, now)) {
+        dispatch(now);
     }
-    switch (admit(phase_.admitting(), restart_.degraded(), tasks_.queued(), params_.queue_limit)) {
-        case admission::shutting_down:
-            complete(id, errc::shutting_down,
-                     {.diagnostics = {.summary = refused_shutting_down(method)}});
-            return;
-        case admission::degraded:
-            complete(
-                id, errc::spawn_failed,
-                {.diagnostics = {.summary = refused_degraded(&method, restart_.last_error())}});
-            return;
-        case admission::queue_full:
-            if (options.wait_for_room) {
-                report_.apply(facts::task_waits_for_room{});
-                tasks_.add(id, std::move(method), options, now, false);
-                return;
-            }
-            complete(id, errc::overloaded,
-                     {.diagnostics = {.summary = refused_queue_full(method, tasks_.queued())}});
-            return;
-        case admission::admitted:
-            break;
-    }
-    tasks_.add(id, std::move(method), options, now);
-    dispatch(now);
 }
 
 void pool_core::reject(task_id id, boost::system::error_code error, std::string summary) {
-    report_.apply(facts::task_submitted{});
-    complete(id, error, {.diagnostics = {.summary = std::move(summary)}});
+    flow_.reject(id, error, std::move(summary));
+}
+
+void pool_core::cancel_task(task_id id, boost::asio::cancellation_type type, time_point now) {
+    if (flow_.cancel(id, type, now)) {
+        settle(now);  // it left the queue
+    }
 }
 
 void pool_core::dispatch(time_point now) {
-    requeued_ = false;
-    while (tasks_.queued() > 0) {
-        const auto target = workers_.pick([this](slot_id s) { return tasks_.sent(s).size(); });
-        if (!target) {
-            break;
-        }
-        if (workers_.status(*target) == worker_status::idle) {
-            workers_[*target].task_start = now;  // it starts now, rather than after others
-        }
-        workers_.task_sent(*target);
-        time_point submitted;
-        unsigned attempt = 1;
-        const task_id id = tasks_.send_next(*target, &submitted, &attempt);
-        actions_.push_back(send_request_action{*target, id, attempt});
-        report_.apply(facts::task_sent{.queue_wait = now - submitted});
-        if (tasks_.waiting() > 0) {
-            admit_waiting();  // there is room now
-        }
-    }
+    flow_.dispatch(now);
     if (tasks_.queued() > 0) {
         maybe_grow(now);
     }
-}
-
-void pool_core::complete(task_id id, boost::system::error_code error, response result) {
-    complete(id, error, std::make_shared<response>(std::move(result)));
-}
-
-void pool_core::complete(task_id id, boost::system::error_code error,
-                         std::shared_ptr<response> result) {
-    // The one place a task leaves the table (if it was ever in it), and is counted.
-    auto failures = tasks_.end(id);
-    report_.task_ended(error);
-    if (!failures.empty()) {  // it ran more than once: its runs are listed, this one last
-        if (result->worker_pid != 0 && error != errc::poison_task) {
-            failures.push_back(
-                {result->worker_pid, error, error ? result->diagnostics.summary : ""});
-        }
-        result->attempts = std::move(failures);
-    }
-    actions_.push_back(complete_action{id, error, std::move(result)});
 }
 
 // --- messages from workers ---------------------------------------------------------------
@@ -171,7 +112,7 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
         w.task_start = now;  // the next task sent ahead starts now
     }
     if (!done.abandoned) {
-        complete_reply(s, done.id, std::move(reply), now);
+        flow_.answered(s, done.id, std::move(reply), now);
     }
     if (memory_.enabled() && sent.empty() && memory_.task_ended(s, now)) {
         check_memory(s, now);
@@ -179,33 +120,6 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     lifecycle_.carry_out(slots_.answered(s, sent.empty(), now), now);
     dispatch(now);
     settle(now);
-}
-
-void pool_core::complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, time_point now) {
-    const int pid = workers_[s].child.pid();
-    // Made where it ends up (shared with the caller's handler): a response is large to move.
-    auto result = std::make_shared<response>();
-    result->worker_pid = pid;
-    boost::system::error_code error;
-    if (!reply.ok && reply.error_type == wire::cancelled_error &&
-        tasks_.find(id)->cancel_requested) {
-        result->diagnostics.worker_pid = pid;
-        result->diagnostics.summary = stopped_on_cancel(tasks_.describe(id), pid);
-        complete(id, boost::asio::error::operation_aborted, std::move(result));
-        return;
-    }
-    if (reply.ok) {
-        result->payload = std::move(reply.payload);
-        result->tensors = std::move(reply.tensors);
-    } else {
-        error = errc::task_failed;
-        auto& d = result->diagnostics;
-        d = inspect_.diagnostics(s, now, false);  // it stays up; its memory is not the point
-        d.summary = reported_error(pid, tasks_.describe(id), reply.error_type, reply.error_message);
-        d.error_type = std::move(reply.error_type);
-        d.error_message = std::move(reply.error_message);
-    }
-    complete(id, error, std::move(result));
 }
 
 void pool_core::on_protocol_error(slot_id s, std::string what, time_point now) {
@@ -230,10 +144,11 @@ void pool_core::on_log(slot_id s, std::string_view bytes) {
 
 void pool_core::settle(time_point now) {
     // Each check is cheap and almost always false: a running pool with nobody waiting.
-    if (tasks_.waiting() > 0 && admit_waiting()) {
-        requeued_ = true;  // a queued task completed or left, making room
+    bool requeued = flow_.take_requeued();  // a task came back to the queue
+    if (tasks_.waiting() > 0 && flow_.admit_waiting()) {
+        requeued = true;  // a queued task completed or left, making room
     }
-    if (requeued_) {
+    if (requeued) {
         dispatch(now);
     }
     if (phase_.draining()) {
@@ -315,9 +230,7 @@ void pool_core::check_finished(time_point now) {
 // --- time --------------------------------------------------------------------------------
 
 void pool_core::on_timer(time_point now) {
-    while (const auto id = tasks_.due(now)) {
-        on_deadline(*id, now);
-    }
+    flow_.deadlines_due(now);
     server_.on_timer(phase_.stopping(), inspect_.probe().cpu_time, now);
     if (const auto sweep = heartbeat_.next_sweep(); sweep && *sweep <= now) {
         sweep_heartbeats(now);

@@ -42,6 +42,7 @@
 #include "slot_policy.hpp"
 #include "start_gate.hpp"
 #include "supervised_child.hpp"
+#include "task_flow.hpp"
 #include "task_table.hpp"
 #include "types.hpp"
 #include "worker_lifecycle.hpp"
@@ -176,21 +177,10 @@ public:
 
 private:
     void server_gone(std::string why, time_point now);
+    /// Sends queued tasks to workers; more workers start if tasks still wait.
     void dispatch(time_point now);
-    /// Ends task `id`: it leaves the task table (if it was in it) and its caller is answered.
-    /// The one place a task ends.
-    void complete(task_id id, boost::system::error_code error, response result);
-    void complete(task_id id, boost::system::error_code error, std::shared_ptr<response> result);
-    /// The worker of `s` failed under its running task `id` (`error`: worker_died,
-    /// memory_limit, protocol_error; `result` says how): the task runs again on another
-    /// worker if it may, fails as a poison task, or completes with `error`. Releases what
-    /// else `s` was sent.
-    void worker_failed_under(slot_id s, task_id id, errc error, response&& result, time_point now);
     /// What a worker's end leaves: its task fails (or runs again), its start failed.
     void carry_out(slot_id s, worker_end& end, time_point now);
-    /// Moves tasks that wait for room into the queue while it has room; true if any moved.
-    bool admit_waiting();
-    void fail_queued(boost::system::error_code error, const std::string& summary);
     /// A start that never became ready, of a worker or of the fork server (`why`, a
     /// sentence): the pool may be degraded now.
     void start_failed(std::string why, time_point now);
@@ -201,8 +191,6 @@ private:
     void check_finished(time_point now);
     void on_hello(slot_id s, const wire::hello_msg& hello, time_point now);
     void on_reply(slot_id s, wire::reply_msg&& reply, time_point now);
-    void complete_reply(slot_id s, task_id id, wire::reply_msg&& reply, time_point now);
-    void on_deadline(task_id id, time_point now);
     void on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now);
     void sweep_heartbeats(time_point now);
     /// An idle worker did not answer its heartbeat: it is stopped and replaced.
@@ -230,7 +218,7 @@ private:
     fork_server_supervisor server_;
     quarantine quarantine_;
     worker_lifecycle lifecycle_;  // over the units above
-    bool requeued_ = false;       // a task went back to the queue: dispatch once settled
+    task_flow flow_;
 };
 
 // Read after every event (the driver re-arms its timer), so inline.

@@ -48,7 +48,7 @@ void pool_core::start_failed(std::string why, time_point now) {
     }
     report_.apply(facts::degraded{.after_failures = params_.spawn_failures_until_degraded,
                                   .last_error = restart_.last_error()});
-    fail_queued(errc::spawn_failed, refused_degraded(nullptr, restart_.last_error()));
+    flow_.fail_queued(errc::spawn_failed, refused_degraded(nullptr, restart_.last_error()));
 }
 
 // --- the fork server ---------------------------------------------------------------------
@@ -113,7 +113,7 @@ void pool_core::on_exit(slot_id s, const exit_status& status, time_point now) {
 
 void pool_core::carry_out(slot_id s, worker_end& end, time_point now) {
     if (end.task) {
-        worker_failed_under(s, end.task->id, end.task->error, std::move(end.task->result), now);
+        flow_.failed_under(s, std::move(*end.task), now);
     }
     if (end.failed_start) {
         start_failed(std::move(*end.failed_start), now);
@@ -130,7 +130,7 @@ void pool_core::shutdown(time_point now) {
     // for ever). They stop when the run finishes.
     slots_.stop();
     if (!was_started) {
-        fail_queued(errc::shutting_down, shut_down_before_start());
+        flow_.fail_queued(errc::shutting_down, shut_down_before_start());
         lifecycle_.park_all();
     }
     settle(now);
@@ -143,27 +143,13 @@ void pool_core::stop(time_point now) {
     heartbeat_.stop();
     memory_.stop();
     slots_.stop();
-    for (const task_id id : tasks_.ids()) {
-        const std::string what = tasks_.describe(id);
-        if (const auto slot = tasks_.find(id)->slot) {
-            tasks_.drop_sent(*slot);
-        }
-        complete(id, boost::asio::error::operation_aborted,
-                 {.diagnostics = {.summary = cancelled_with_pool(what)}});
-    }
+    flow_.abort_all();
     for (slot_id s = 0; s < workers_.size(); ++s) {
         if (workers_[s].child.state() != child_state::stopped) {
             lifecycle_.stop(s, stop_reason::pool_stop, true, now);  // one in backoff is retired
         }
     }
     check_finished(now);
-}
-
-void pool_core::fail_queued(boost::system::error_code error, const std::string& summary) {
-    for (const task_id id : tasks_.queued_ids()) {
-        complete(id, error, {.diagnostics = {.summary = summary}});
-    }
-    tasks_.clear_queue();
 }
 
 }  // namespace torchpool::core

@@ -89,8 +89,8 @@ void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
         d.memory = m;
         d.summary =
             memory_limit_while_running(tasks_.describe(*id), memory_.params().hard_limit_bytes, d);
-        worker_failed_under(s, *id, errc::memory_limit,
-                            {.worker_pid = pid, .diagnostics = std::move(d)}, now);
+        flow_.failed_under(
+            s, {*id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)}}, now);
     }
     lifecycle_.stop(s, stop_reason::memory, true, now);
 }

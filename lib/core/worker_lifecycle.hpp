@@ -100,6 +100,11 @@ public:
     /// Asks (or with `force`, kills) the worker of `s` to stop; what it was sent goes back
     /// to the queue.
     void stop(slot_id s, stop_reason reason, bool force, time_point now);
+    /// Its running task was cancelled for good: it has cancel_grace to answer, or is killed.
+    void give_cancel_grace(slot_id s, time_point now) {
+        workers_[s].child.set_timer_if_sooner(timer_purpose::cancel_grace,
+                                              now + params_.cancel_grace);
+    }
     /// Its channel reached end of stream: its exit is awaited for stop_grace.
     void channel_closed(slot_id s, std::string what, time_point now);
     /// It broke the protocol (`what`, a verb phrase); nullopt if it was on its way out

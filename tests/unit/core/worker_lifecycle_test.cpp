@@ -171,7 +171,7 @@ TEST_CASE("a protocol error ends a running worker's task, and a loading one's st
 }
 
 TEST_CASE(
-    "stopping asks first and kills after stop_grace; a closed channel is due as a "
+    "stopping asks first and kills after stop_grace, and a closed channel is due as a "
     "protocol error",
     "[core][worker_lifecycle]") {
     fixture f(two_workers());
