@@ -32,7 +32,9 @@ pool_core::pool_core(const pool_params& params, process_probe probe)
       lifecycle_(params_, workers_, tasks_, slots_, restart_, server_, heartbeat_, memory_,
                  inspect_, phase_, report_, actions_),
       flow_(params_, tasks_, workers_, quarantine_, restart_, phase_, inspect_, lifecycle_, report_,
-            actions_) {}
+            actions_),
+      health_(heartbeat_, memory_, workers_, tasks_, inspect_, slots_, lifecycle_, flow_, report_,
+              actions_) {}
 
 worker_state pool_core::state_of(slot_id slot) const {
     return workers_.state_of(slot);
@@ -64,6 +66,25 @@ void pool_core::dispatch(time_point now) {
     }
 }
 
+std::size_t pool_core::resize(std::size_t workers, time_point now) {
+    std::size_t n = 0;
+    lifecycle_.carry_out(slots_.resize(workers, n), now);
+    if (!phase_.admitting()) {
+        return n;
+    }
+    report_.apply(facts::resized{.workers = n});
+    settle(now);
+    return n;
+}
+
+void pool_core::maybe_grow(time_point now) {
+    const std::size_t starting = workers_.gate().in_progress() + workers_.gate().waiting_count();
+    if (tasks_.queued() > starting && !restart_.degraded()) {
+        lifecycle_.carry_out(
+            slots_.grow(tasks_.queued() - starting, inspect_.probe().available_memory), now);
+    }
+}
+
 // --- messages from workers ---------------------------------------------------------------
 
 void pool_core::on_message(slot_id s, wire::message&& msg, time_point now) {
@@ -76,7 +97,9 @@ void pool_core::on_message(slot_id s, wire::message&& msg, time_point now) {
     } else if (auto* reply = std::get_if<wire::reply_msg>(&msg)) {
         on_reply(s, std::move(*reply), now);
     } else if (auto* beat = std::get_if<wire::heartbeat_msg>(&msg)) {
-        on_heartbeat(s, *beat, now);
+        if (health_.heartbeat_answered(s, *beat, now)) {
+            dispatch(now);
+        }
     } else {
         on_protocol_error(s, sent_pool_message(wire::message_name(msg)), now);
     }
@@ -114,8 +137,8 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
     if (!done.abandoned) {
         flow_.answered(s, done.id, std::move(reply), now);
     }
-    if (memory_.enabled() && sent.empty() && memory_.task_ended(s, now)) {
-        check_memory(s, now);
+    if (sent.empty()) {
+        health_.task_ended(s, now);
     }
     lifecycle_.carry_out(slots_.answered(s, sent.empty(), now), now);
     dispatch(now);
@@ -232,12 +255,7 @@ void pool_core::check_finished(time_point now) {
 void pool_core::on_timer(time_point now) {
     flow_.deadlines_due(now);
     server_.on_timer(phase_.stopping(), inspect_.probe().cpu_time, now);
-    if (const auto sweep = heartbeat_.next_sweep(); sweep && *sweep <= now) {
-        sweep_heartbeats(now);
-    }
-    if (const auto sample = memory_.next_sample(); sample && *sample <= now) {
-        sample_memory(now);
-    }
+    health_.due(now);
     if (const auto due = slots_.next_housekeeping(); due && *due <= now) {
         lifecycle_.carry_out(slots_.housekeeping(now), now);
     }

@@ -30,6 +30,7 @@
 #include "actions.hpp"
 #include "dispatch.hpp"
 #include "fork_server.hpp"
+#include "health_checks.hpp"
 #include "heartbeat.hpp"
 #include "inspector.hpp"
 #include "memory_watch.hpp"
@@ -191,16 +192,6 @@ private:
     void check_finished(time_point now);
     void on_hello(slot_id s, const wire::hello_msg& hello, time_point now);
     void on_reply(slot_id s, wire::reply_msg&& reply, time_point now);
-    void on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now);
-    void sweep_heartbeats(time_point now);
-    /// An idle worker did not answer its heartbeat: it is stopped and replaced.
-    void unresponsive(slot_id s, time_point now);
-    /// Reads the memory of the next busy worker, and acts on its limits.
-    void sample_memory(time_point now);
-    /// Reads the memory of the worker of `s` and acts on its limits.
-    void check_memory(slot_id s, time_point now);
-    /// Over the hard limit: its task fails, it is killed.
-    void memory_kill(slot_id s, const worker_memory& m, time_point now);
     /// Tasks wait and no worker is free: start more, up to max_workers.
     void maybe_grow(time_point now);
 
@@ -219,6 +210,7 @@ private:
     quarantine quarantine_;
     worker_lifecycle lifecycle_;  // over the units above
     task_flow flow_;
+    health_checks health_;
 };
 
 // Read after every event (the driver re-arms its timer), so inline.

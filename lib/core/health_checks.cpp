@@ -1,27 +1,36 @@
-// The pool core's resource policies, carried out: heartbeats to idle workers, memory
-// limits, recycling and the pool's size (see pool_core.hpp; the units that decide are
-// heartbeat, memory_watch and sizing).
-#include "pool_core.hpp"
+#include "health_checks.hpp"
+
 #include <torchpool/error.hpp>
-
-#include <algorithm>
-
-#include <signal.h>
 
 namespace torchpool::core {
 
 using std::chrono::duration_cast;
 using std::chrono::milliseconds;
 
-void pool_core::on_heartbeat(slot_id s, const wire::heartbeat_msg& beat, time_point now) {
+bool health_checks::heartbeat_answered(slot_id s, const wire::heartbeat_msg& beat, time_point now) {
     if (heartbeat_.answered(s, beat.sequence, now) &&
         workers_.status(s) == worker_status::probing) {
         workers_.probe_answered(s);  // it may take tasks again
-        dispatch(now);
+        return true;
+    }
+    return false;
+}
+
+void health_checks::due(time_point now) {
+    if (const auto sweep = heartbeat_.next_sweep(); sweep && *sweep <= now) {
+        sweep_heartbeats(now);
+    }
+    if (const auto sample = memory_.next_sample(); sample && *sample <= now) {
+        const auto s = memory_.due(
+            now, [this](slot_id slot) { return workers_.status(slot) == worker_status::busy; },
+            [this](slot_id slot) { return workers_.state_of(slot) == worker_state::idle; });
+        if (s) {
+            check_memory(*s, now);
+        }
     }
 }
 
-void pool_core::sweep_heartbeats(time_point now) {
+void health_checks::sweep_heartbeats(time_point now) {
     auto result = heartbeat_.sweep(
         now, [this](slot_id s) { return workers_.status(s) == worker_status::idle; });
     for (const auto& ping : result.pings) {
@@ -33,7 +42,7 @@ void pool_core::sweep_heartbeats(time_point now) {
     }
 }
 
-void pool_core::unresponsive(slot_id s, time_point now) {
+void health_checks::unresponsive(slot_id s, time_point now) {
     if (workers_[s].child.state() != child_state::running) {
         return;
     }
@@ -43,16 +52,7 @@ void pool_core::unresponsive(slot_id s, time_point now) {
     lifecycle_.stop(s, stop_reason::unresponsive, false, now);
 }
 
-void pool_core::sample_memory(time_point now) {
-    const auto s = memory_.due(
-        now, [this](slot_id slot) { return workers_.status(slot) == worker_status::busy; },
-        [this](slot_id slot) { return workers_.state_of(slot) == worker_state::idle; });
-    if (s) {
-        check_memory(*s, now);
-    }
-}
-
-void pool_core::check_memory(slot_id s, time_point now) {
+void health_checks::check_memory(slot_id s, time_point now) {
     if (!inspect_.probe().memory) {
         return;
     }
@@ -77,7 +77,7 @@ void pool_core::check_memory(slot_id s, time_point now) {
     }
 }
 
-void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
+void health_checks::memory_kill(slot_id s, const worker_memory& m, time_point now) {
     const int pid = workers_[s].child.pid();
     // The event first: the host hears of the kill no later than the task's caller does.
     report_.apply(facts::over_memory_limit{.slot = s,
@@ -93,25 +93,6 @@ void pool_core::memory_kill(slot_id s, const worker_memory& m, time_point now) {
             s, {*id, errc::memory_limit, {.worker_pid = pid, .diagnostics = std::move(d)}}, now);
     }
     lifecycle_.stop(s, stop_reason::memory, true, now);
-}
-
-std::size_t pool_core::resize(std::size_t workers, time_point now) {
-    std::size_t n = 0;
-    lifecycle_.carry_out(slots_.resize(workers, n), now);
-    if (!phase_.admitting()) {
-        return n;
-    }
-    report_.apply(facts::resized{.workers = n});
-    settle(now);
-    return n;
-}
-
-void pool_core::maybe_grow(time_point now) {
-    const std::size_t starting = workers_.gate().in_progress() + workers_.gate().waiting_count();
-    if (tasks_.queued() > starting && !restart_.degraded()) {
-        lifecycle_.carry_out(
-            slots_.grow(tasks_.queued() - starting, inspect_.probe().available_memory), now);
-    }
 }
 
 }  // namespace torchpool::core
