@@ -1,12 +1,16 @@
-// The pool's decisions, without I/O: the coordinator of the core's units. It takes events
-// (a worker said hello, a reply came, a process exited, time passed), routes each to the
-// units that own the state it touches, carries out the commands they return, and hands the
-// actions for the Asio driver (lib/driver/pool_impl.cpp) back. Tests drive it directly with a
-// simulated clock. Its own code is in four files: pool_core.cpp (tasks and messages),
-// pool_core_task_ends.cpp (cancellation, deadlines, worker failures under a task),
-// pool_core_lifecycle.cpp (starts, exits, stops) and pool_core_resources.cpp (heartbeats,
-// memory limits, slot commands).
+// The pool's decisions, without I/O: a router over the core's units. It takes events (a
+// worker said hello, a reply came, a process exited, time passed), hands each to the unit
+// that owns what it touches, carries out what one unit's outcome asks of another (a worker's
+// end: its task fails, its start failed), runs the pool's phases (drain, stop, finish), and
+// hands the actions for the Asio driver (lib/driver/pool_impl.cpp) back. Tests drive it
+// directly with a simulated clock. Its code: pool_core.cpp (messages, time, the phases) and
+// pool_core_lifecycle.cpp (start, the fork server's events, exits, shutdown and stop).
 //
+// The units that act, each over the state units below:
+//   worker_lifecycle   a slot's process: its turn, start, load, hello, stop, exit, restart
+//   task_flow          a task's way: admission, dispatch, answer, cancellation, deadline, a
+//                      failure under it (retry, poison); the one place a task completes
+//   health_checks      heartbeats and memory limits, carried out
 // Each state has one writer:
 //   supervised_child   one process's lifecycle and its typed timer, worker or fork server
 //   worker_set         each slot's status (set_status and its hooks: idle list, start gate,
@@ -38,7 +42,6 @@
 #include "quarantine.hpp"
 #include "report.hpp"
 #include "restart_policy.hpp"
-#include "retry_policy.hpp"
 #include "sizing.hpp"
 #include "slot_policy.hpp"
 #include "start_gate.hpp"
@@ -61,7 +64,6 @@
 #include <memory>
 #include <optional>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 namespace torchpool::core {
