@@ -34,6 +34,8 @@ pool_core::pool_core(const pool_params& params, process_probe probe)
       flow_(params_, tasks_, workers_, quarantine_, restart_, phase_, inspect_, lifecycle_, report_,
             actions_),
       health_(heartbeat_, memory_, workers_, tasks_, inspect_, slots_, lifecycle_, flow_, report_,
+              actions_),
+      ending_(phase_, workers_, tasks_, slots_, server_, heartbeat_, memory_, lifecycle_, flow_,
               actions_) {}
 
 worker_state pool_core::state_of(slot_id slot) const {
@@ -174,80 +176,12 @@ void pool_core::settle(time_point now) {
     if (requeued) {
         dispatch(now);
     }
-    if (phase_.draining()) {
-        maybe_finish_drain(now);
-    }
     if (phase_.ending()) {
-        check_finished(now);
+        ending_.step(now);
     }
     if (workers_.gate().anyone_waiting()) {
         lifecycle_.start_waiting(now);  // a start may have ended, making room for the next
     }
-}
-
-void pool_core::maybe_finish_drain(time_point now) {
-    if (!phase_.draining()) {
-        return;
-    }
-    if (tasks_.queued() > 0 || tasks_.waiting() > 0) {
-        serve_what_is_left(now);
-        return;
-    }
-    for (slot_id s = 0; s < workers_.size(); ++s) {
-        switch (workers_.state_of(s)) {
-            case worker_state::backoff:
-                workers_[s].child.retire();
-                break;
-            case worker_state::idle:
-            case worker_state::starting:
-                lifecycle_.stop(s, stop_reason::shutdown, false, now);
-                break;
-            case worker_state::busy:
-            case worker_state::stopping:
-            case worker_state::stopped:
-                break;
-        }
-    }
-}
-
-// Draining, with admitted tasks left (one came back to the queue when its worker died) and
-// every worker stopped: the last ones were asked to exit while nothing was queued, or left
-// the pool. One starts again, in a slot in use if there is one, so that the tasks run
-// instead of waiting for ever (and the run with them).
-void pool_core::serve_what_is_left(time_point now) {
-    if (!workers_.all_stopped()) {
-        return;  // a worker may still take them, or come back after its exit
-    }
-    for (slot_id s = 0; s < workers_.size(); ++s) {
-        if (!slots_.parked(s)) {
-            lifecycle_.wait_for_start(s, now);
-            return;
-        }
-    }
-    if (const auto s = slots_.unpark()) {
-        lifecycle_.wait_for_start(*s, now);
-    }
-}
-
-void pool_core::check_finished(time_point now) {
-    if (!phase_.ending() || !tasks_.empty() || !workers_.all_stopped()) {
-        return;
-    }
-    if (server_.enabled() && !server_.stopped()) {
-        // Every worker is gone; the fork server goes last (its exit comes back here). Even
-        // on stop() it is asked first, not killed: it then answers the fork request it may
-        // be working on before it exits, so the worker it made is handed over (and killed)
-        // rather than left as a child nobody knows; SIGKILL follows after stop_grace.
-        server_.stop(false, now);
-        if (!server_.stopped()) {
-            return;  // its exit comes back here
-        }
-        // It had no process (it waited to restart): retired at once, nothing will come back.
-    }
-    heartbeat_.stop();
-    memory_.stop();
-    phase_.finish();
-    actions_.push_back(run_finished_action{});
 }
 
 // --- time --------------------------------------------------------------------------------

@@ -1,16 +1,17 @@
 // The pool's decisions, without I/O: a router over the core's units. It takes events (a
 // worker said hello, a reply came, a process exited, time passed), hands each to the unit
 // that owns what it touches, carries out what one unit's outcome asks of another (a worker's
-// end: its task fails, its start failed), runs the pool's phases (drain, stop, finish), and
-// hands the actions for the Asio driver (lib/driver/pool_impl.cpp) back. Tests drive it
-// directly with a simulated clock. Its code: pool_core.cpp (messages, time, the phases) and
-// pool_core_lifecycle.cpp (start, the fork server's events, exits, shutdown and stop).
+// end: its task fails, its start failed), and hands the actions for the Asio driver
+// (lib/driver/pool_impl.cpp) back. Tests drive it directly with a simulated clock. Its code:
+// pool_core.cpp (tasks, messages, time) and pool_core_lifecycle.cpp (start, the fork server's
+// events, exits, shutdown and stop).
 //
 // The units that act, each over the state units below:
 //   worker_lifecycle   a slot's process: its turn, start, load, hello, stop, exit, restart
 //   task_flow          a task's way: admission, dispatch, answer, cancellation, deadline, a
 //                      failure under it (retry, poison); the one place a task completes
 //   health_checks      heartbeats and memory limits, carried out
+//   shutdown_sequence  how a run ends: drain or stop, then finish (the fork server last)
 // Each state has one writer:
 //   supervised_child   one process's lifecycle and its typed timer, worker or fork server
 //   worker_set         each slot's status (set_status and its hooks: idle list, start gate,
@@ -42,6 +43,7 @@
 #include "quarantine.hpp"
 #include "report.hpp"
 #include "restart_policy.hpp"
+#include "shutdown_sequence.hpp"
 #include "sizing.hpp"
 #include "slot_policy.hpp"
 #include "start_gate.hpp"
@@ -189,9 +191,6 @@ private:
     void start_failed(std::string why, time_point now);
     /// What follows every event that may end a start, a task or a process.
     void settle(time_point now);
-    void maybe_finish_drain(time_point now);
-    void serve_what_is_left(time_point now);
-    void check_finished(time_point now);
     void on_hello(slot_id s, const wire::hello_msg& hello, time_point now);
     void on_reply(slot_id s, wire::reply_msg&& reply, time_point now);
     /// Tasks wait and no worker is free: start more, up to max_workers.
@@ -213,6 +212,7 @@ private:
     worker_lifecycle lifecycle_;  // over the units above
     task_flow flow_;
     health_checks health_;
+    shutdown_sequence ending_;
 };
 
 // Read after every event (the driver re-arms its timer), so inline.

@@ -91,7 +91,7 @@ void pool_core::server_gone(std::string why, time_point now) {
         }
         server_.restart_at(lifecycle_.restart_time(server_.child().failures(), true, now), now);
     }
-    check_finished(now);
+    ending_.finish_if_done(now);
 }
 
 // --- exits and stops ---------------------------------------------------------------------
@@ -121,35 +121,13 @@ void pool_core::carry_out(slot_id s, worker_end& end, time_point now) {
 }
 
 void pool_core::shutdown(time_point now) {
-    const bool was_started = phase_.started();
-    if (!phase_.drain()) {
-        return;
+    if (ending_.shutdown()) {
+        settle(now);
     }
-    // Heartbeats and memory limits go on while admitted tasks finish: a worker that hangs
-    // or grows while the pool drains is still found out (else the drain could wait for it
-    // for ever). They stop when the run finishes.
-    slots_.stop();
-    if (!was_started) {
-        flow_.fail_queued(errc::shutting_down, shut_down_before_start());
-        lifecycle_.park_all();
-    }
-    settle(now);
 }
 
 void pool_core::stop(time_point now) {
-    if (!phase_.stop()) {
-        return;
-    }
-    heartbeat_.stop();
-    memory_.stop();
-    slots_.stop();
-    flow_.abort_all();
-    for (slot_id s = 0; s < workers_.size(); ++s) {
-        if (workers_[s].child.state() != child_state::stopped) {
-            lifecycle_.stop(s, stop_reason::pool_stop, true, now);  // one in backoff is retired
-        }
-    }
-    check_finished(now);
+    ending_.stop(now);
 }
 
 }  // namespace torchpool::core
