@@ -1,5 +1,6 @@
 #include "fork_server_link.hpp"
 
+#include "../posix/fd_passing.hpp"
 #include "../wire/codec.hpp"
 
 #include <capnp/common.h>
@@ -84,32 +85,17 @@ bool peer_hung_up(int socket) {
 bool read_server_packets(int socket, std::vector<server_packet>& out) {
     for (;;) {
         alignas(capnp::word) std::array<char, 4096> buffer;
-        alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * max_descriptors)> control;
-        iovec iov{buffer.data(), buffer.size()};
-        msghdr msg{};
-        msg.msg_iov = &iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.data();
-        msg.msg_controllen = control.size();
-        const ssize_t n = ::recvmsg(socket, &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-        if (n < 0 && (errno == EINTR || errno == ECONNRESET)) {
-            // ECONNRESET: the server died with requests unread. It is reported once, and
-            // what the workers it made sent is still queued behind it: read on.
+        server_packet packet;
+        posix::receive_cuts cut;
+        const ssize_t n =
+            posix::receive_with_fds(socket, buffer.data(), buffer.size(), packet.fds, cut);
+        if (n < 0 && errno == ECONNRESET) {
+            // The server died with requests unread. It is reported once, and what the
+            // workers it made sent is still queued behind it: read on.
             continue;
         }
         if (n < 0) {
             return errno == EAGAIN || errno == EWOULDBLOCK;
-        }
-        server_packet packet;
-        for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-                const std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-                for (std::size_t i = 0; i < count; ++i) {
-                    int fd;
-                    std::memcpy(&fd, CMSG_DATA(c) + i * sizeof(int), sizeof fd);
-                    packet.fds.emplace_back(fd);
-                }
-            }
         }
         if (n == 0) {
             // The end of the stream, or an empty packet (SOCK_SEQPACKET reads both as 0
@@ -121,13 +107,14 @@ bool read_server_packets(int socket, std::vector<server_packet>& out) {
             out.push_back(std::move(packet));
             return false;
         }
-        if ((msg.msg_flags & MSG_CTRUNC) != 0 && packet.fds.size() >= max_descriptors) {
+        if (packet.fds.size() > max_descriptors ||
+            (cut.descriptors && packet.fds.size() >= posix::max_passed_fds)) {
             packet.what = "sent more than " + std::to_string(max_descriptors) +
                           " descriptors with one message";
             out.push_back(std::move(packet));
             return false;
         }
-        if ((msg.msg_flags & MSG_CTRUNC) != 0 && (msg.msg_flags & MSG_TRUNC) == 0) {
+        if (cut.descriptors && !cut.bytes) {
             // Not the server's fault: the kernel could not install the descriptors here.
             packet.what = std::string(
                 "sent descriptors that this process could not receive (MSG_CTRUNC): it has "
@@ -135,7 +122,7 @@ bool read_server_packets(int socket, std::vector<server_packet>& out) {
             out.push_back(std::move(packet));
             return false;
         }
-        if ((msg.msg_flags & MSG_TRUNC) != 0 || n % 8 != 0) {
+        if (cut.bytes || n % 8 != 0) {
             packet.what = std::string("sent a message that is not a whole Cap'n Proto frame");
             out.push_back(std::move(packet));
             return false;

@@ -51,10 +51,10 @@ std::size_t worker_channel::read_available(error_code& ec) {
     std::size_t total = 0;
     for (;;) {
         auto space = reader_.prepare(64 * 1024);
-        bool truncated = false;
+        posix::receive_cuts cut;
         const ssize_t n = posix::receive_with_fds(socket_.native_handle(), space.data(),
-                                                  space.size(), received_, truncated);
-        if (truncated || received_.size() > posix::max_passed_fds) {
+                                                  space.size(), received_, cut);
+        if (cut.descriptors || received_.size() > posix::max_passed_fds) {
             // Descriptors count against the pool's open files: a peer may not pile them up.
             ec = asio::error::message_size;
             return total;

@@ -15,8 +15,8 @@ union control_buffer {
 };
 }  // namespace
 
-ssize_t send_with_fds(int socket, const iovec* iov, std::size_t count,
-                      std::span<const int> fds) noexcept {
+ssize_t send_with_fds(int socket, const iovec* iov, std::size_t count, std::span<const int> fds,
+                      send_mode mode) noexcept {
     msghdr msg{};
     msg.msg_iov = const_cast<iovec*>(iov);
     msg.msg_iovlen = count;
@@ -37,13 +37,14 @@ ssize_t send_with_fds(int socket, const iovec* iov, std::size_t count,
     }
     ssize_t sent;
     do {
-        sent = ::sendmsg(socket, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+        sent = ::sendmsg(socket, &msg,
+                         MSG_NOSIGNAL | (mode == send_mode::dont_wait ? MSG_DONTWAIT : 0));
     } while (sent < 0 && errno == EINTR);
     return sent;
 }
 
 ssize_t receive_with_fds(int socket, void* data, std::size_t size, std::vector<unique_fd>& fds,
-                         bool& truncated) noexcept {
+                         receive_cuts& cuts) noexcept {
     iovec iov{data, size};
     msghdr msg{};
     msg.msg_iov = &iov;
@@ -70,7 +71,10 @@ ssize_t receive_with_fds(int socket, void* data, std::size_t size, std::vector<u
         }
     }
     if (msg.msg_flags & MSG_CTRUNC) {
-        truncated = true;
+        cuts.descriptors = true;
+    }
+    if (msg.msg_flags & MSG_TRUNC) {
+        cuts.bytes = true;
     }
     return n;
 }

@@ -1,6 +1,7 @@
 #include "fork_server.hpp"
 
 #include "../posix/clone.hpp"
+#include "../posix/fd_passing.hpp"
 #include "../wire/codec.hpp"
 #include "atfork.hpp"
 
@@ -31,31 +32,12 @@ namespace torchpool::worker::detail {
 
 namespace {
 
+// One packet on the control socket (SOCK_SEQPACKET), with the descriptors it hands over.
 bool send_packet(int fd, const wire::frame& frame, std::span<const int> fds) {
-    auto bytes = frame.asBytes();
-    iovec iov{const_cast<kj::byte*>(bytes.begin()), bytes.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * 3)> control{};
-    if (!fds.empty()) {
-        msg.msg_control = control.data();
-        msg.msg_controllen = CMSG_SPACE(sizeof(int) * fds.size());
-        cmsghdr* c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
-        std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
-    }
-    for (;;) {
-        const ssize_t n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-        if (n >= 0) {
-            return static_cast<std::size_t>(n) == bytes.size();
-        }
-        if (errno != EINTR) {
-            return false;
-        }
-    }
+    const auto bytes = frame.asBytes();
+    const iovec iov{const_cast<kj::byte*>(bytes.begin()), bytes.size()};
+    const ssize_t n = posix::send_with_fds(fd, &iov, 1, fds, posix::send_mode::wait);
+    return n >= 0 && static_cast<std::size_t>(n) == bytes.size();
 }
 
 // Each fork copies the page-table entries of the server's written memory; LibTorch's heap

@@ -18,8 +18,8 @@ inline bool send_with_descriptors(int socket, const std::string& bytes, std::siz
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
-    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * 16)> control{};
-    if (count > 16) {
+    alignas(cmsghdr) std::array<char, CMSG_SPACE(sizeof(int) * 128)> control{};
+    if (count > 128) {
         return false;
     }
     if (count > 0) {

@@ -4,6 +4,7 @@
 #include "driver/fork_server_link.hpp"
 
 #include "../../support/seqpacket.hpp"
+#include "posix/fd_passing.hpp"
 #include "wire/codec.hpp"
 
 #include <catch2/catch.hpp>
@@ -94,5 +95,14 @@ TEST_CASE("a packet with more descriptors than a message carries is a protocol e
     CHECK_FALSE(detail::read_server_packets(s.fds[0], out));
     REQUIRE(out.size() == 1);
     CHECK(problem_of(out[0]) == "sent more than 8 descriptors with one message");
-    CHECK(out[0].fds.size() == 8);  // received, and closed with the packet
+    CHECK(out[0].fds.size() == 10);  // received, and closed with the packet
+
+    // More than one receive takes (posix::max_passed_fds): the kernel closed the rest.
+    socket_pair flood;
+    flood.send(reply_packet(1), 100);
+    out.clear();
+    CHECK_FALSE(detail::read_server_packets(flood.fds[0], out));
+    REQUIRE(out.size() == 1);
+    CHECK(problem_of(out[0]) == "sent more than 8 descriptors with one message");
+    CHECK(out[0].fds.size() == posix::max_passed_fds);
 }

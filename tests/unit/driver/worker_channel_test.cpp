@@ -228,10 +228,10 @@ TEST_CASE(
     while (got < frames) {
         io.poll();
         auto space = reader.prepare(16 * 1024);
-        bool truncated = false;
-        const ssize_t n = posix::receive_with_fds(sockets.worker, space.data(), space.size(),
-                                                  received, truncated);
-        REQUIRE_FALSE(truncated);
+        posix::receive_cuts cut;
+        const ssize_t n =
+            posix::receive_with_fds(sockets.worker, space.data(), space.size(), received, cut);
+        REQUIRE_FALSE(cut.descriptors);
         if (n > 0) {
             reader.commit(static_cast<std::size_t>(n));
         }
