@@ -11,7 +11,7 @@ using std::chrono::milliseconds;
 
 // --- admission and dispatch --------------------------------------------------------------
 
-bool task_flow::submit(task_id id, std::string method, const task_options& options,
+bool task_flow::submit(task_id id, std::string&& method, const task_options& options,
                        time_point now) {
     report_.apply(facts::task_submitted{});
     if (quarantine_.holds(options.fingerprint)) {

@@ -49,7 +49,7 @@ public:
           actions_(actions) {}
 
     /// A new task: queued (true: dispatch next), waiting for room, or completed at once.
-    bool submit(task_id id, std::string method, const task_options& options, time_point now);
+    bool submit(task_id id, std::string&& method, const task_options& options, time_point now);
     /// Completes a task that was never admitted (invalid request), and counts it.
     void reject(task_id id, boost::system::error_code error, std::string summary);
     /// Sends queued tasks to the workers that can take them.
