@@ -124,25 +124,12 @@ void pool_core::on_reply(slot_id s, wire::reply_msg&& reply, time_point now) {
         on_protocol_error(s, unexpected_reply(reply.id, !sent.empty()), now);
         return;
     }
-    w.child.healthy();
-    heartbeat_.active(s, now);
-    report_.apply(facts::task_answered{.run_time = now - w.task_start});
-    const auto done = tasks_.answered(s);
-    if (done.abandoned && w.child.due() == timer_purpose::cancel_grace) {
-        w.child.clear_timer();  // it answered within its cancel grace
-    }
-    if (sent.empty()) {
-        workers_.all_answered(s);
-    } else {
-        w.task_start = now;  // the next task sent ahead starts now
-    }
-    if (!done.abandoned) {
-        flow_.answered(s, done.id, std::move(reply), now);
-    }
-    if (sent.empty()) {
+    const auto done = flow_.answered(s, std::move(reply), now);
+    lifecycle_.answered(s, done.abandoned, now);
+    if (done.idle) {
         health_.task_ended(s, now);
     }
-    lifecycle_.carry_out(slots_.answered(s, sent.empty(), now), now);
+    lifecycle_.carry_out(slots_.answered(s, done.idle, now), now);
     dispatch(now);
     settle(now);
 }

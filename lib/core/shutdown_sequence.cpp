@@ -45,7 +45,7 @@ void shutdown_sequence::drain(time_point now) {
     for (slot_id s = 0; s < workers_.size(); ++s) {
         switch (workers_.state_of(s)) {
             case worker_state::backoff:
-                workers_[s].child.retire();
+                lifecycle_.retire(s);
                 break;
             case worker_state::idle:
             case worker_state::starting:

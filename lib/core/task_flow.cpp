@@ -100,7 +100,23 @@ void task_flow::complete(task_id id, boost::system::error_code error,
     actions_.push_back(complete_action{id, error, std::move(result)});
 }
 
-void task_flow::answered(slot_id s, task_id id, wire::reply_msg&& reply, time_point now) {
+task_flow::answer task_flow::answered(slot_id s, wire::reply_msg&& reply, time_point now) {
+    auto& w = workers_[s];
+    report_.apply(facts::task_answered{.run_time = now - w.task_start});
+    const auto done = tasks_.answered(s);
+    const bool idle = tasks_.sent(s).empty();
+    if (idle) {
+        workers_.all_answered(s);
+    } else {
+        w.task_start = now;  // the next task sent ahead starts now
+    }
+    if (!done.abandoned) {
+        complete_answered(s, done.id, std::move(reply), now);
+    }
+    return {.abandoned = done.abandoned, .idle = idle};
+}
+
+void task_flow::complete_answered(slot_id s, task_id id, wire::reply_msg&& reply, time_point now) {
     const int pid = workers_[s].child.pid();
     // Made where it ends up (shared with the caller's handler): a response is large to move.
     auto result = std::make_shared<response>();

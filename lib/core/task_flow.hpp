@@ -59,8 +59,13 @@ public:
     /// A task went back to the queue since the last dispatch (taken: cleared).
     bool take_requeued() noexcept { return std::exchange(requeued_, false); }
 
-    /// The worker of `s` answered task `id`, the one it ran (`abandoned` ones are dropped).
-    void answered(slot_id s, task_id id, wire::reply_msg&& reply, time_point now);
+    /// The worker of `s` answered the task it ran (`reply`, already checked to be for it):
+    /// the task completes (unless its caller abandoned it), and the next task it holds starts.
+    struct answer {
+        bool abandoned;  ///< its caller had gone: the reply was dropped
+        bool idle;       ///< it holds no other task
+    };
+    answer answered(slot_id s, wire::reply_msg&& reply, time_point now);
     /// Its caller asked to cancel it; true if it ended in the queue.
     bool cancel(task_id id, boost::asio::cancellation_type type, time_point now);
     /// The tasks whose deadline passed at `now` end.
@@ -82,6 +87,7 @@ public:
     void complete(task_id id, boost::system::error_code error, std::shared_ptr<response> result);
 
 private:
+    void complete_answered(slot_id s, task_id id, wire::reply_msg&& reply, time_point now);
     void deadline(task_id id, time_point now);
 
     const pool_params& params_;

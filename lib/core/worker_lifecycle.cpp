@@ -10,7 +10,7 @@ namespace torchpool::core {
 
 void worker_lifecycle::park_all() {
     for (slot_id s = 0; s < workers_.size(); ++s) {
-        workers_[s].child.retire();
+        retire(s);
     }
 }
 

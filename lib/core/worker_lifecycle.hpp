@@ -72,6 +72,8 @@ public:
 
     /// Every slot is parked until the pool uses it.
     void park_all();
+    /// No process, and none will be started (it waited to restart while the pool drains).
+    void retire(slot_id s) { workers_[s].child.retire(); }
     /// A slot needs a process: it waits for its turn (start gate) and the fork server.
     void wait_for_start(slot_id s, time_point now);
     /// Starts waiting slots while the gate allows (nothing while the pool stops, or while the
@@ -88,6 +90,16 @@ public:
     void spawn_failed(slot_id s) { workers_[s].child.count_failed_start(); }
     /// It said hello: ready, or the protocol problem (the coordinator calls protocol_error).
     std::optional<std::string> hello(slot_id s, const wire::hello_msg& hello, time_point now);
+    /// It answered the task it ran: healthy and active; an answer within its cancel grace
+    /// (its caller had abandoned the task) ends the grace.
+    void answered(slot_id s, bool abandoned, time_point now) {
+        auto& w = workers_[s];
+        w.child.healthy();
+        heartbeat_.active(s, now);
+        if (abandoned && w.child.due() == timer_purpose::cancel_grace) {
+            w.child.clear_timer();
+        }
+    }
     /// Carries out what the slot policy asks: starts, and workers that leave.
     void carry_out(const slot_commands& commands, time_point now) {
         if (!commands.empty()) {  // the common case: nothing
