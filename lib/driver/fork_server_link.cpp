@@ -83,12 +83,15 @@ bool peer_hung_up(int socket) {
 }  // namespace
 
 bool read_server_packets(int socket, std::vector<server_packet>& out) {
+    const auto problem = [&out](std::string what) {
+        out.emplace_back(wire::fork_server_violation{std::move(what), {}});
+        return false;
+    };
     for (;;) {
         alignas(capnp::word) std::array<char, 4096> buffer;
-        server_packet packet;
+        std::vector<posix::unique_fd> fds;
         posix::receive_cuts cut;
-        const ssize_t n =
-            posix::receive_with_fds(socket, buffer.data(), buffer.size(), packet.fds, cut);
+        const ssize_t n = posix::receive_with_fds(socket, buffer.data(), buffer.size(), fds, cut);
         if (n < 0 && errno == ECONNRESET) {
             // The server died with requests unread. It is reported once, and what the
             // workers it made sent is still queued behind it: read on.
@@ -100,51 +103,32 @@ bool read_server_packets(int socket, std::vector<server_packet>& out) {
         if (n == 0) {
             // The end of the stream, or an empty packet (SOCK_SEQPACKET reads both as 0
             // bytes): at the end, the peer has hung up.
-            if (packet.fds.empty() && peer_hung_up(socket)) {
+            if (fds.empty() && peer_hung_up(socket)) {
                 return false;
             }
-            packet.what = std::string("sent an empty message");
-            out.push_back(std::move(packet));
-            return false;
+            return problem("sent an empty message");
         }
-        if (packet.fds.size() > max_descriptors ||
-            (cut.descriptors && packet.fds.size() >= posix::max_passed_fds)) {
-            packet.what = "sent more than " + std::to_string(max_descriptors) +
-                          " descriptors with one message";
-            out.push_back(std::move(packet));
-            return false;
+        if (fds.size() > max_descriptors ||
+            (cut.descriptors && fds.size() >= posix::max_passed_fds)) {
+            return problem("sent more than " + std::to_string(max_descriptors) +
+                           " descriptors with one message");
         }
         if (cut.descriptors && !cut.bytes) {
             // Not the server's fault: the kernel could not install the descriptors here.
-            packet.what = std::string(
+            return problem(
                 "sent descriptors that this process could not receive (MSG_CTRUNC): it has "
                 "no descriptor left under its open-file limit (RLIMIT_NOFILE)");
-            out.push_back(std::move(packet));
-            return false;
         }
         if (cut.bytes || n % 8 != 0) {
-            packet.what = std::string("sent a message that is not a whole Cap'n Proto frame");
-            out.push_back(std::move(packet));
+            return problem("sent a message that is not a whole Cap'n Proto frame");
+        }
+        out.push_back(wire::decode_from_fork_server(
+            std::span<const capnp::word>(reinterpret_cast<const capnp::word*>(buffer.data()),
+                                         static_cast<std::size_t>(n) / 8),
+            std::move(fds)));
+        if (std::holds_alternative<wire::fork_server_violation>(out.back())) {
             return false;
         }
-        auto decoded = wire::decode(std::span<const capnp::word>(
-            reinterpret_cast<const capnp::word*>(buffer.data()), static_cast<std::size_t>(n) / 8));
-        if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
-            packet.what = "sent a malformed message: " + bad->what;
-            out.push_back(std::move(packet));
-            return false;
-        }
-        auto& m = std::get<wire::message>(decoded);
-        if (auto* hello = std::get_if<wire::hello_msg>(&m)) {
-            packet.what = *hello;
-        } else if (auto* reply = std::get_if<wire::fork_reply_msg>(&m)) {
-            packet.what = std::move(*reply);
-        } else {
-            packet.what = std::string("sent a ") + wire::message_name(m) + " message";
-            out.push_back(std::move(packet));
-            return false;
-        }
-        out.push_back(std::move(packet));
     }
 }
 

@@ -8,6 +8,7 @@
 #include "../core/types.hpp"
 #include "../posix/process.hpp"
 #include "../wire/messages.hpp"
+#include "../wire/transport.hpp"
 #include "process_io.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -23,16 +24,13 @@
 
 namespace torchpool::detail {
 
-/// One packet from the control socket: a message with the descriptors it carried, or what
-/// was wrong with it (a verb phrase).
-struct server_packet {
-    std::variant<wire::hello_msg, wire::fork_reply_msg, std::string> what;
-    std::vector<posix::unique_fd> fds;
-};
+/// One packet from the control socket, decoded with the descriptors it carried
+/// (wire/transport.hpp), or what was wrong with it.
+using server_packet = wire::from_fork_server;
 
 /// Reads every packet the fork server's control socket (SOCK_SEQPACKET, non-blocking reads)
-/// holds into `out`, each with the descriptors it carried. False at end of stream or after a
-/// packet that breaks the protocol, which is the last one in `out` (its `what` says how).
+/// holds into `out`. False at end of stream or after a packet that breaks the protocol,
+/// which is the last one in `out` (a fork_server_violation).
 bool read_server_packets(int socket, std::vector<server_packet>& out);
 
 class fork_server_link {

@@ -106,7 +106,7 @@ private:
     // The fork server.
     void read_server_control();
     void on_server_packet(server_packet& packet);
-    void on_fork_reply(const wire::fork_reply_msg& reply, std::vector<posix::unique_fd>& fds);
+    void on_worker_handed_over(wire::worker_handed_over& made, core::time_point now);
     void on_helper_end(int pid, const core::exit_status& status);
     void finish_server_exit_when_read();
 

@@ -63,55 +63,46 @@ void pool_impl::read_server_control() {
 
 void pool_impl::on_server_packet(server_packet& packet) {
     const auto now = core::clock::now();
-    if (auto* problem = std::get_if<std::string>(&packet.what)) {
-        core_.on_server_protocol_error(std::move(*problem), now);
-    } else if (auto* hello = std::get_if<wire::hello_msg>(&packet.what)) {
-        core_.on_server_hello(*hello, now);
-    } else {
-        const auto& reply = std::get<wire::fork_reply_msg>(packet.what);
-        if (reply.helper && packet.fds.size() == 1) {
-            side_.adopt_helper(reply.pid, std::move(packet.fds[0]), shared_from_this());
-        } else {
-            on_fork_reply(reply, packet.fds);
-        }
-    }
-}
-
-void pool_impl::on_fork_reply(const wire::fork_reply_msg& reply,
-                              std::vector<posix::unique_fd>& fds) {
-    const auto now = core::clock::now();
-    const auto slot = server_.answered(reply.sequence);
     // The process behind a pidfd that does not become a worker is reaped here, whatever the
     // reason: its slot stopped meanwhile, it died before it could hand itself over (the server
     // then sends its pidfd with an error), or the hand-over is broken.
-    const auto reap_instead = [&] {
-        if (!fds.empty()) {
-            side_.adopt_unwanted(std::move(fds[0]), shared_from_this());
+    const auto reap = [this](posix::unique_fd& pidfd) {
+        if (pidfd) {
+            side_.adopt_unwanted(std::move(pidfd), shared_from_this());
         }
     };
+    if (auto* broken = std::get_if<wire::fork_server_violation>(&packet)) {
+        reap(broken->process);
+        core_.on_server_protocol_error(std::move(broken->what), now);
+    } else if (auto* hello = std::get_if<wire::hello_msg>(&packet)) {
+        core_.on_server_hello(*hello, now);
+    } else if (auto* helper = std::get_if<wire::helper_handed_over>(&packet)) {
+        side_.adopt_helper(helper->pid, std::move(helper->pidfd), shared_from_this());
+    } else if (auto* refused = std::get_if<wire::fork_refused>(&packet)) {
+        reap(refused->process);
+        const auto slot = server_.answered(refused->sequence);
+        if (slot && core_.awaiting_fork(*slot)) {
+            core_.on_spawn_error(*slot,
+                                 "the fork server could not make a worker: " + refused->error, now);
+        }
+    } else {
+        on_worker_handed_over(std::get<wire::worker_handed_over>(packet), now);
+    }
+}
+
+void pool_impl::on_worker_handed_over(wire::worker_handed_over& made, core::time_point now) {
+    const auto slot = server_.answered(made.sequence);
     if (!slot || !core_.awaiting_fork(*slot)) {
-        reap_instead();
+        side_.adopt_unwanted(std::move(made.pidfd), shared_from_this());  // its slot moved on
         return;
     }
-    if (!reply.error.empty()) {
-        reap_instead();
-        core_.on_spawn_error(*slot, "the fork server could not make a worker: " + reply.error, now);
-        return;
-    }
-    if (fds.size() != 3 || reply.pid <= 0) {
-        reap_instead();
-        core_.on_server_protocol_error(
-            "handed over a worker without its pidfd, channel and log pipe (" +
-                std::to_string(fds.size()) + " descriptors)",
-            now);
-        return;
-    }
-    if (!posix::set_nonblocking(fds[1].get()) || !posix::set_nonblocking(fds[2].get())) {
-        reap_instead();
+    if (!posix::set_nonblocking(made.channel.get()) || !posix::set_nonblocking(made.output.get())) {
+        side_.adopt_unwanted(std::move(made.pidfd), shared_from_this());
         core_.on_spawn_error(*slot, "cannot make a forked worker's descriptors non-blocking", now);
         return;
     }
-    posix::spawned_process p{reply.pid, std::move(fds[0]), std::move(fds[1]), std::move(fds[2])};
+    posix::spawned_process p{made.pid, std::move(made.pidfd), std::move(made.channel),
+                             std::move(made.output)};
     adopt(*slot, p);
 }
 

@@ -3,6 +3,7 @@
 #include "../posix/clone.hpp"
 #include "../posix/fd_passing.hpp"
 #include "../wire/codec.hpp"
+#include "../wire/transport.hpp"
 #include "atfork.hpp"
 
 #include <capnp/common.h>
@@ -33,10 +34,10 @@ namespace torchpool::worker::detail {
 namespace {
 
 // One packet on the control socket (SOCK_SEQPACKET), with the descriptors it hands over.
-bool send_packet(int fd, const wire::frame& frame, std::span<const int> fds) {
-    const auto bytes = frame.asBytes();
+bool send_packet(int fd, const wire::outgoing& packet) {
+    const auto bytes = packet.bytes.asBytes();
     const iovec iov{const_cast<kj::byte*>(bytes.begin()), bytes.size()};
-    const ssize_t n = posix::send_with_fds(fd, &iov, 1, fds, posix::send_mode::wait);
+    const ssize_t n = posix::send_with_fds(fd, &iov, 1, packet.descriptors, posix::send_mode::wait);
     return n >= 0 && static_cast<std::size_t>(n) == bytes.size();
 }
 
@@ -162,14 +163,14 @@ void die_here_if_asked() {
 // In the server, after a clone: a child killed from outside (an OOM killer, an operator)
 // before it could hand itself over would be a zombie the pool never heard of, and the pool
 // would wait for it in vain. So the server waits for the child's word and, failing it, sends
-// `in_its_place` with the child's pidfd, so that the pool reaps it and learns it is gone.
+// `in_its_place`, which carries the child's pidfd, so that the pool reaps it and learns it
+// is gone.
 bool hand_over_if_it_could_not(const server_context& ctx, hand_over_word& word,
-                               posix::unique_fd pidfd, const wire::fork_reply_msg& in_its_place) {
+                               const wire::outgoing& in_its_place) {
     if (word.await()) {
         return true;
     }
-    const std::array<int, 1> fds = {pidfd.get()};
-    return send_packet(ctx.control_fd, wire::encode(in_its_place), fds);
+    return send_packet(ctx.control_fd, in_its_place);
 }
 
 // Handles one fork request. In a new worker, returns new_worker with `made` set.
@@ -196,8 +197,9 @@ outcome fork_one(const server_context& ctx, const wire::fork_request_msg& reques
             die_here_if_asked();
             reply.pid = static_cast<int>(::getpid());
             posix::unique_fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
-            const std::array<int, 3> fds = {self.get(), pool_channel.get(), log_read.get()};
-            if (!self || !send_packet(ctx.control_fd, wire::encode(reply), fds)) {
+            if (!self || !send_packet(ctx.control_fd, wire::hand_over_worker(
+                                                          request.sequence, reply.pid, self.get(),
+                                                          pool_channel.get(), log_read.get()))) {
                 ::_exit(126);  // the pool is gone: nobody to work for
             }
             word.give();
@@ -214,18 +216,18 @@ outcome fork_one(const server_context& ctx, const wire::fork_request_msg& reques
         }
         if (pid >= 0) {
             // The worker sends its own pidfd, unless it died first.
-            wire::fork_reply_msg died = reply;
-            died.pid = static_cast<int>(pid);
-            died.error = "the new worker (pid " + std::to_string(pid) +
-                         ") died before it could hand itself over to the pool";
-            return hand_over_if_it_could_not(ctx, word, posix::unique_fd(pidfd), died)
-                       ? outcome::served
-                       : outcome::failed;
+            const posix::unique_fd child(pidfd);
+            const auto died =
+                wire::refuse_fork(request.sequence,
+                                  "the new worker (pid " + std::to_string(pid) +
+                                      ") died before it could hand itself over to the pool",
+                                  static_cast<int>(pid), child.get());
+            return hand_over_if_it_could_not(ctx, word, died) ? outcome::served : outcome::failed;
         }
         reply.error =
             std::string("clone3(CLONE_PARENT | CLONE_PIDFD) failed: ") + std::strerror(errno);
     }
-    if (!send_packet(ctx.control_fd, wire::encode(reply), {})) {
+    if (!send_packet(ctx.control_fd, wire::refuse_fork(request.sequence, reply.error))) {
         std::fprintf(stderr, "torchpool fork server: cannot answer the pool: %s\n",
                      std::strerror(errno));
         return outcome::failed;
@@ -302,18 +304,17 @@ bool start_helper(server_context& ctx, int server_pidfd) {
     }
     if (pid > 0) {
         // It hands itself over, unless it died first.
-        hand_over_if_it_could_not(
-            ctx, word, posix::unique_fd(pidfd),
-            wire::fork_reply_msg{.pid = static_cast<int>(pid), .helper = true});
+        const posix::unique_fd child(pidfd);
+        hand_over_if_it_could_not(ctx, word,
+                                  wire::hand_over_helper(static_cast<int>(pid), child.get()));
         return false;
     }
     ::prctl(PR_SET_PDEATHSIG, posix::parent_death_signal);  // see host_watch
     die_here_if_asked();
     posix::unique_fd self(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
-    const wire::fork_reply_msg reply{.pid = static_cast<int>(::getpid()), .helper = true};
-    const std::array<int, 1> fds = {self.get()};
     if (::getppid() != ctx.pool || !self ||
-        !send_packet(ctx.control_fd, wire::encode(reply), fds)) {
+        !send_packet(ctx.control_fd,
+                     wire::hand_over_helper(static_cast<int>(::getpid()), self.get()))) {
         ::_exit(126);
     }
     word.give();
@@ -337,7 +338,7 @@ std::variant<int, forked_worker> run_fork_server(int control_fd, const wire::hel
                      "before server::serve().\n",
                      threads);
     }
-    if (!send_packet(control_fd, wire::encode(hello), {})) {
+    if (!send_packet(control_fd, {wire::encode(hello), {}})) {
         std::fprintf(stderr, "torchpool fork server: cannot write to the pool: %s\n",
                      std::strerror(errno));
         return 2;

@@ -7,11 +7,13 @@
 //
 // Oracles beyond "no crash, no sanitizer report": only the last packet read may be a problem,
 // and reading stops there; a message arrives with exactly the descriptors sent with it; no
-// descriptor is left open once the packets are dropped.
+// descriptor is left open once the packets are dropped. (A message that arrives with other
+// descriptors than its kind carries is a problem; one that is not holds exactly those sent.)
 #include "../support/seqpacket.hpp"
 #include "driver/fork_server_link.hpp"
 #include "fuzz_input.hpp"
 #include "wire/codec.hpp"
+#include "wire/transport.hpp"
 
 #include <cstdint>
 #include <cstdio>
@@ -101,17 +103,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::vector<detail::server_packet> out;
         const bool more = detail::read_server_packets(pair[0], out);
         for (std::size_t i = 0; i < out.size(); ++i) {
-            const bool problem = std::holds_alternative<std::string>(out[i].what);
+            const bool problem = std::holds_alternative<wire::fork_server_violation>(out[i]);
             if (problem && (i + 1 != out.size() || more)) {
                 fail("reading went on after a packet that breaks the protocol");
             }
             if (i >= sent_fds.size()) {
                 fail("more packets read than sent");
             }
-            if (!problem && out[i].fds.size() != sent_fds[i]) {
+            if (!problem && wire::descriptors_held(out[i]) != sent_fds[i]) {
                 fail("a message arrived without exactly the descriptors sent with it");
             }
-            if (problem && std::get<std::string>(out[i].what).empty()) {
+            if (problem && std::get<wire::fork_server_violation>(out[i]).what.empty()) {
                 fail("a problem without words");
             }
         }
@@ -119,7 +121,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             fail("packets left unread while the stream is still trusted");
         }
         if (!more && !ended &&
-            (out.empty() || !std::holds_alternative<std::string>(out.back().what))) {
+            (out.empty() || !std::holds_alternative<wire::fork_server_violation>(out.back()))) {
             fail("reading stopped with neither an end of stream nor a problem");
         }
     }
