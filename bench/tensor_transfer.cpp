@@ -1,0 +1,307 @@
+// Tensor bytes through the pool, beside the physical floor measured in the same run: how fast
+// one float32 tensor of each size goes to a worker (one way: the worker answers with nothing)
+// and back (echo: the worker answers with the same tensor): one worker with one task in
+// flight (the host's CPU per task is measured there), then one worker and two workers with
+// four in flight each (their ratio: what a second worker adds). The baselines, also between two
+// processes:
+//   memcpy     one copy of the bytes in-process (a reused buffer): the floor of any copy;
+//   socket     the bytes written to a socketpair and read by another process, which answers
+//              with one byte (or with the bytes, for echo);
+//   memfd      the bytes copied into a shared memfd that the other process reads in place
+//              (echo: it copies them into a second region that this process reads).
+// Rates are the tensor's bytes per second of round trips (echo moves them twice in that time).
+// For the pool, the host thread's CPU time per task is printed too (getrusage RUSAGE_THREAD):
+// the time in which no other worker's exit, reply or timer is handled.
+//
+// Usage: torchpool-bench-tensor-transfer [--seconds S] [--max-mib M]
+#include <torchpool/pool.hpp>
+
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace asio = boost::asio;
+using clock_type = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(clock_type::time_point start) {
+    return std::chrono::duration<double>(clock_type::now() - start).count();
+}
+
+bool write_all(int fd, const char* data, std::size_t size) {
+    while (size > 0) {
+        const ssize_t n = ::write(fd, data, size);
+        if (n <= 0) {
+            return false;
+        }
+        data += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+bool read_all(int fd, char* data, std::size_t size) {
+    while (size > 0) {
+        const ssize_t n = ::read(fd, data, size);
+        if (n <= 0) {
+            return false;
+        }
+        data += n;
+        size -= static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
+// Reads every byte in place (a sum of 64-bit words), as a consumer of the tensor would.
+std::uint64_t touch(const char* data, std::size_t size) {
+    std::uint64_t sum = 0;
+    for (std::size_t i = 0; i + 8 <= size; i += 8) {
+        std::uint64_t w;
+        std::memcpy(&w, data + i, 8);
+        sum += w;
+    }
+    return sum;
+}
+
+// Runs `round` until `seconds` passed (and at least 3 times); the rate in bytes/s of `size`.
+double rate(std::size_t size, double seconds, const std::function<void()>& round) {
+    round();  // warm up
+    long rounds = 0;
+    const auto start = clock_type::now();
+    while (rounds < 3 || seconds_since(start) < seconds) {
+        round();
+        ++rounds;
+    }
+    return static_cast<double>(size) * static_cast<double>(rounds) / seconds_since(start);
+}
+
+// A child process on a socketpair, running `serve(fd)` until end of stream.
+struct peer {
+    int fd = -1;
+    pid_t pid = -1;
+
+    explicit peer(const std::function<void(int)>& serve) {
+        int sv[2];
+        if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
+            std::perror("socketpair");
+            std::exit(1);
+        }
+        pid = ::fork();
+        if (pid == 0) {
+            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+            ::close(sv[0]);
+            serve(sv[1]);
+            ::_exit(0);
+        }
+        ::close(sv[1]);
+        fd = sv[0];
+    }
+    ~peer() {
+        ::close(fd);
+        ::waitpid(pid, nullptr, 0);
+    }
+};
+
+double socket_rate(const std::string& bytes, bool echo, double seconds) {
+    const std::size_t size = bytes.size();
+    peer p([size, echo](int fd) {
+        std::string buffer(size, '\0');
+        const char done = 1;
+        while (read_all(fd, buffer.data(), size) &&
+               (echo ? write_all(fd, buffer.data(), size) : write_all(fd, &done, 1))) {
+        }
+    });
+    std::string back(echo ? size : 1, '\0');
+    return rate(size, seconds, [&] {
+        write_all(p.fd, bytes.data(), size);
+        read_all(p.fd, back.data(), back.size());
+    });
+}
+
+double memfd_rate(const std::string& bytes, bool echo, double seconds) {
+    const std::size_t size = bytes.size();
+    const int memfd = static_cast<int>(::syscall(SYS_memfd_create, "tensor", 0));
+    if (memfd < 0 || ::ftruncate(memfd, static_cast<off_t>(2 * size)) != 0) {
+        std::perror("memfd");
+        std::exit(1);
+    }
+    auto* region =
+        static_cast<char*>(::mmap(nullptr, 2 * size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0));
+    char* in = region;
+    char* out = region + size;
+    peer p([=](int fd) {
+        char signal = 0;
+        volatile std::uint64_t sink = 0;
+        while (read_all(fd, &signal, 1)) {
+            if (echo) {
+                std::memcpy(out, in, size);
+            } else {
+                sink = sink + touch(in, size);
+            }
+            write_all(fd, &signal, 1);
+        }
+    });
+    volatile std::uint64_t sink = 0;
+    const double r = rate(size, seconds, [&] {
+        std::memcpy(in, bytes.data(), size);
+        char signal = 1;
+        write_all(p.fd, &signal, 1);
+        read_all(p.fd, &signal, 1);
+        if (echo) {
+            sink = sink + touch(out, size);
+        }
+    });
+    ::munmap(region, 2 * size);
+    ::close(memfd);
+    return r;
+}
+
+double memcpy_rate(const std::string& bytes, double seconds) {
+    std::string target(bytes.size(), '\0');
+    return rate(bytes.size(), seconds, [&] {
+        std::memcpy(target.data(), bytes.data(), bytes.size());
+        asm volatile("" : : "r"(target.data()) : "memory");
+    });
+}
+
+double thread_cpu_seconds() {
+    rusage u{};
+    ::getrusage(RUSAGE_THREAD, &u);
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+struct pool_figures {
+    double rate = 0;         // tensor bytes per second
+    double host_cpu_ms = 0;  // the host thread's CPU time per task
+};
+
+// Tasks of `method` with the tensor, `in_flight` at a time, until `seconds` passed (and at
+// least 3 tasks completed after the warm-up).
+pool_figures pool_rate(const std::string& worker, std::size_t workers, std::size_t in_flight,
+                       const std::string& method, const std::string& bytes, double seconds) {
+    asio::io_context io{1};
+    torchpool::pool pool(io.get_executor(), {.worker = {.executable = worker},
+                                             .workers = workers,
+                                             .queue_limit = 1024,
+                                             .max_frame_bytes = 2 * bytes.size() + (1u << 20)});
+    pool.async_run(asio::detached);
+    const auto elements = static_cast<std::int64_t>(bytes.size() / sizeof(float));
+    long completed = 0, measured = 0;
+    const long warm_up = static_cast<long>(in_flight);
+    bool stopping = false;
+    clock_type::time_point start;
+    double cpu_start = 0, cpu_end = 0, elapsed = 0;
+    std::function<void()> submit_one = [&] {
+        // As a caller does: its bytes become the request's tensor (one copy, counted).
+        torchpool::request r(method, {},
+                             {torchpool::tensor(torchpool::dtype::float32, {elements}, bytes)});
+        pool.async_submit(std::move(r), [&](boost::system::error_code ec, torchpool::response res) {
+            if (ec) {
+                std::fprintf(stderr, "tensor_transfer: a task failed: %s\n",
+                             res.diagnostics.summary.c_str());
+                std::exit(1);
+            }
+            ++completed;
+            if (completed == warm_up) {
+                start = clock_type::now();
+                cpu_start = thread_cpu_seconds();
+            } else if (completed > warm_up) {
+                ++measured;
+            }
+            if (!stopping && measured >= 3 && seconds_since(start) >= seconds) {
+                stopping = true;
+                elapsed = seconds_since(start);
+                cpu_end = thread_cpu_seconds();
+                pool.async_shutdown(asio::detached);
+            }
+            if (!stopping) {
+                submit_one();
+            }
+        });
+    };
+    for (std::size_t i = 0; i < in_flight; ++i) {
+        submit_one();
+    }
+    io.run();
+    return {static_cast<double>(bytes.size()) * static_cast<double>(measured) / elapsed,
+            (cpu_end - cpu_start) * 1e3 / static_cast<double>(measured)};
+}
+
+std::string size_name(std::size_t bytes) {
+    return bytes >= (1u << 20) ? std::to_string(bytes >> 20) + " MiB"
+                               : std::to_string(bytes >> 10) + " KiB";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::setvbuf(stdout, nullptr, _IOLBF, 0);
+    double seconds = 0.5;
+    std::size_t max_mib = 64;
+    for (int i = 1; i < argc; ++i) {
+        const std::string arg = argv[i];
+        if (arg == "--seconds" && i + 1 < argc) {
+            seconds = std::atof(argv[++i]);
+        } else if (arg == "--max-mib" && i + 1 < argc) {
+            max_mib = static_cast<std::size_t>(std::atol(argv[++i]));
+        } else {
+            std::fprintf(stderr,
+                         "usage: torchpool-bench-tensor-transfer [--seconds S] [--max-mib M]\n"
+                         "Measures float32 tensors through the pool beside memcpy, a socketpair "
+                         "and a shared memfd, in the same run.\n");
+            return 2;
+        }
+    }
+    const auto worker = (std::filesystem::read_symlink("/proc/self/exe").parent_path() /
+                         "torchpool-bench-noop-worker")
+                            .string();
+    std::printf("GB/s of tensor bytes per round trip; host ms: the pool thread's CPU per task\n");
+    std::printf("%-7s %-5s %7s %7s %7s | %7s %7s %8s | %7s %7s %8s\n", "size", "mode", "memcpy",
+                "socket", "memfd", "pool", "host ms", "/memfd", "1w x4", "2w x4", "2w/1w");
+    for (const std::size_t size :
+         {std::size_t{4} << 10, std::size_t{64} << 10, std::size_t{1} << 20, std::size_t{16} << 20,
+          std::size_t{64} << 20}) {
+        if (size > (max_mib << 20)) {
+            break;
+        }
+        std::string bytes(size, '\0');
+        for (std::size_t i = 0; i < size; ++i) {
+            bytes[i] = static_cast<char>(i * 2654435761u >> 24);
+        }
+        for (const bool echo : {false, true}) {
+            const char* method = echo ? "echo" : "sink";
+            const double mc = memcpy_rate(bytes, seconds);
+            const double so = socket_rate(bytes, echo, seconds);
+            const double mf = memfd_rate(bytes, echo, seconds);
+            const auto one = pool_rate(worker, 1, 1, method, bytes, seconds);
+            const auto one_x4 = pool_rate(worker, 1, 4, method, bytes, seconds);
+            const auto two_x4 = pool_rate(worker, 2, 4, method, bytes, seconds);
+            std::printf("%-7s %-5s %7.2f %7.2f %7.2f | %7.2f %7.3f %7.2fx | %7.2f %7.2f %7.2fx\n",
+                        size_name(size).c_str(), echo ? "echo" : "one", mc / 1e9, so / 1e9,
+                        mf / 1e9, one.rate / 1e9, one.host_cpu_ms, one.rate / mf, one_x4.rate / 1e9,
+                        two_x4.rate / 1e9, two_x4.rate / one_x4.rate);
+        }
+    }
+    return 0;
+}
