@@ -3,6 +3,7 @@
 // blocking reads and writes, which is the least any pool over a pipe can cost.
 //
 // Usage: torchpool-bench-roundtrip [--seconds S] [--round-trips N]
+#include "two_processes.hpp"
 #include "wire/codec.hpp"
 #include <torchpool/pool.hpp>
 
@@ -24,10 +25,6 @@
 #include <vector>
 
 #include <signal.h>
-#include <sys/prctl.h>
-#include <sys/socket.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 namespace asio = boost::asio;
@@ -52,28 +49,12 @@ double micros(clock_type::duration d) {
 }
 
 bool write_all(int fd, const std::string& bytes) {
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-        const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-        if (n <= 0) {
-            return false;
-        }
-        done += static_cast<std::size_t>(n);
-    }
-    return true;
+    return torchpool::bench::write_all(fd, bytes.data(), bytes.size());
 }
 
 bool read_exact(int fd, std::string& buffer, std::size_t size) {
     buffer.resize(size);
-    std::size_t done = 0;
-    while (done < size) {
-        const ssize_t n = ::read(fd, buffer.data() + done, size - done);
-        if (n <= 0) {
-            return false;
-        }
-        done += static_cast<std::size_t>(n);
-    }
-    return true;
+    return torchpool::bench::read_all(fd, buffer.data(), size);
 }
 
 std::string frame_bytes(const torchpool::wire::frame& f) {
@@ -82,46 +63,23 @@ std::string frame_bytes(const torchpool::wire::frame& f) {
 }
 
 // A child that answers each request frame with the reply frame, with blocking I/O.
-struct raw_peer {
-    int fd = -1;
-    pid_t pid = -1;
-
-    raw_peer(const std::string& request, const std::string& reply) {
-        int sv[2];
-        if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
-            std::perror("socketpair");
-            std::exit(1);
+torchpool::bench::peer raw_peer(const std::string& request, const std::string& reply) {
+    return torchpool::bench::peer([&](int fd) {
+        std::string buffer;
+        while (read_exact(fd, buffer, request.size()) && write_all(fd, reply)) {
         }
-        pid = ::fork();
-        if (pid == 0) {
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-            // Keep only our end: other pairs' parent ends, inherited from other threads,
-            // would otherwise keep their children from seeing end of stream.
-            ::dup2(sv[1], 3);
-            ::syscall(SYS_close_range, 4, ~0U, 0);
-            std::string buffer;
-            while (read_exact(3, buffer, request.size()) && write_all(3, reply)) {
-            }
-            ::_exit(0);
-        }
-        ::close(sv[1]);
-        fd = sv[0];
-    }
-    ~raw_peer() {
-        ::close(fd);
-        ::waitpid(pid, nullptr, 0);
-    }
-};
+    });
+}
 
 latency raw_latency(const std::string& request, const std::string& reply, int round_trips) {
-    raw_peer peer(request, reply);
+    const auto peer = raw_peer(request, reply);
     std::string buffer;
     std::vector<double> samples;
     samples.reserve(round_trips);
     for (int i = 0; i < round_trips + 1000; ++i) {
         const auto start = clock_type::now();
-        write_all(peer.fd, request);
-        read_exact(peer.fd, buffer, reply.size());
+        write_all(peer.fd(), request);
+        read_exact(peer.fd(), buffer, reply.size());
         if (i >= 1000) {  // the first thousand warm up
             samples.push_back(micros(clock_type::now() - start));
         }
@@ -136,12 +94,12 @@ double raw_throughput(const std::string& request, const std::string& reply, int 
     std::vector<std::thread> threads;
     for (int p = 0; p < pairs; ++p) {
         threads.emplace_back([&] {
-            raw_peer peer(request, reply);
+            const auto peer = raw_peer(request, reply);
             std::string buffer;
             long count = 0;
             while (!stop.load(std::memory_order_relaxed)) {
-                write_all(peer.fd, request);
-                read_exact(peer.fd, buffer, reply.size());
+                write_all(peer.fd(), request);
+                read_exact(peer.fd(), buffer, reply.size());
                 ++count;
             }
             total += count;

@@ -14,6 +14,7 @@
 // the time in which no other worker's exit, reply or timer is handled.
 //
 // Usage: torchpool-bench-tensor-transfer [--seconds S] [--max-mib M]
+#include "two_processes.hpp"
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/detached.hpp>
@@ -30,13 +31,9 @@
 #include <string>
 #include <vector>
 
-#include <signal.h>
 #include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
-#include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 namespace asio = boost::asio;
@@ -44,32 +41,12 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
+using torchpool::bench::peer;
+using torchpool::bench::read_all;
+using torchpool::bench::write_all;
+
 double seconds_since(clock_type::time_point start) {
     return std::chrono::duration<double>(clock_type::now() - start).count();
-}
-
-bool write_all(int fd, const char* data, std::size_t size) {
-    while (size > 0) {
-        const ssize_t n = ::write(fd, data, size);
-        if (n <= 0) {
-            return false;
-        }
-        data += n;
-        size -= static_cast<std::size_t>(n);
-    }
-    return true;
-}
-
-bool read_all(int fd, char* data, std::size_t size) {
-    while (size > 0) {
-        const ssize_t n = ::read(fd, data, size);
-        if (n <= 0) {
-            return false;
-        }
-        data += n;
-        size -= static_cast<std::size_t>(n);
-    }
-    return true;
 }
 
 // Reads every byte in place (a sum of 64-bit words), as a consumer of the tensor would.
@@ -95,33 +72,6 @@ double rate(std::size_t size, double seconds, const std::function<void()>& round
     return static_cast<double>(size) * static_cast<double>(rounds) / seconds_since(start);
 }
 
-// A child process on a socketpair, running `serve(fd)` until end of stream.
-struct peer {
-    int fd = -1;
-    pid_t pid = -1;
-
-    explicit peer(const std::function<void(int)>& serve) {
-        int sv[2];
-        if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) {
-            std::perror("socketpair");
-            std::exit(1);
-        }
-        pid = ::fork();
-        if (pid == 0) {
-            ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-            ::close(sv[0]);
-            serve(sv[1]);
-            ::_exit(0);
-        }
-        ::close(sv[1]);
-        fd = sv[0];
-    }
-    ~peer() {
-        ::close(fd);
-        ::waitpid(pid, nullptr, 0);
-    }
-};
-
 double socket_rate(const std::string& bytes, bool echo, double seconds) {
     const std::size_t size = bytes.size();
     peer p([size, echo](int fd) {
@@ -133,8 +83,8 @@ double socket_rate(const std::string& bytes, bool echo, double seconds) {
     });
     std::string back(echo ? size : 1, '\0');
     return rate(size, seconds, [&] {
-        write_all(p.fd, bytes.data(), size);
-        read_all(p.fd, back.data(), back.size());
+        write_all(p.fd(), bytes.data(), size);
+        read_all(p.fd(), back.data(), back.size());
     });
 }
 
@@ -165,8 +115,8 @@ double memfd_rate(const std::string& bytes, bool echo, double seconds) {
     const double r = rate(size, seconds, [&] {
         std::memcpy(in, bytes.data(), size);
         char signal = 1;
-        write_all(p.fd, &signal, 1);
-        read_all(p.fd, &signal, 1);
+        write_all(p.fd(), &signal, 1);
+        read_all(p.fd(), &signal, 1);
         if (echo) {
             sink = sink + touch(out, size);
         }
