@@ -126,12 +126,10 @@ public:
         }
         return true;
     }
-    bool on_number_part(json::string_view s, json::error_code&) {
-        number_.append(s.data(), s.size());  // a number split between two writes
-        return true;
-    }
+    // The whole text goes to the parser in one write, so a number is never split: Boost.JSON
+    // gives a part only where the text ends inside a number, which is then an error.
+    bool on_number_part(json::string_view, json::error_code&) { return true; }
     bool on_int64(std::int64_t i, json::string_view, json::error_code&) {
-        number_.clear();
         if (capturing()) {
             scalar(json_number::kind::int64).i = i;
             return true;
@@ -144,7 +142,6 @@ public:
         return true;
     }
     bool on_uint64(std::uint64_t u, json::string_view, json::error_code&) {
-        number_.clear();
         if (capturing()) {
             scalar(json_number::kind::uint64).u = u;
         } else {
@@ -153,16 +150,9 @@ public:
         }
         return true;
     }
-    bool on_double(double, json::string_view last, json::error_code&) {
+    bool on_double(double, json::string_view text, json::error_code&) {
         // Not Boost.JSON's value: the fast path's reader's, correctly rounded (json_number.hpp).
-        double d = 0;
-        if (number_.empty()) {
-            d = json_number_value(last);
-        } else {
-            number_.append(last.data(), last.size());
-            d = json_number_value(number_);
-            number_.clear();
-        }
+        const double d = json_number_value(text);
         if (capturing()) {
             scalar(json_number::kind::real).d = d;
         } else {
@@ -244,7 +234,6 @@ private:
     const bool placeholders_;
     json::value_stack dom_;
     std::string key_;
-    std::string number_;  // the parts of a number split between two writes
     container kinds_[4]{};
     std::size_t depth_ = 0;
     bool in_inputs_ = false;

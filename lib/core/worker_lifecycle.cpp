@@ -166,7 +166,7 @@ void worker_lifecycle::channel_closed(slot_id s, std::string what, time_point no
     w.child.set_timer_if_sooner(timer_purpose::channel_grace, now + params_.stop_grace);
 }
 
-std::optional<std::string> worker_lifecycle::failed_start(slot_id s, std::string why) {
+std::string worker_lifecycle::failed_start(slot_id s, std::string why) {
     report_.apply(facts::start_failed{});
     workers_[s].child.count_failed_start();
     return why;

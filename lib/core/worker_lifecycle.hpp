@@ -149,7 +149,7 @@ private:
     /// Its running task was cancelled (terminal) and it did not answer in its grace: killed.
     void cancel_grace_over(slot_id s, time_point now);
     /// A start that never became ready is counted; `why` is for the coordinator.
-    std::optional<std::string> failed_start(slot_id s, std::string why);
+    std::string failed_start(slot_id s, std::string why);
     /// The task `id` running on `s` fails, with diagnostics of the dead or stuck worker.
     worker_end::task_failure died_under(slot_id s, task_id id, const exit_status& status,
                                         const std::string& how, time_point now) const;
