@@ -40,6 +40,8 @@ public:
                 return "the worker running the task went over its memory limit";
             case errc::poison_task:
                 return "the task made its workers fail repeatedly and will not be run again";
+            case errc::shared_memory_full:
+                return "the pool's input memory is full now";
         }
         return "unknown torchpool error " + std::to_string(ev);
     }
@@ -55,9 +57,10 @@ public:
                        e == errc::memory_limit;
             case condition::retryable:
                 return e == errc::overloaded || e == errc::worker_died || e == errc::spawn_failed ||
-                       e == errc::protocol_error;
+                       e == errc::protocol_error || e == errc::shared_memory_full;
             case condition::overload:
-                return e == errc::overloaded || e == errc::spawn_failed || e == errc::shutting_down;
+                return e == errc::overloaded || e == errc::spawn_failed ||
+                       e == errc::shutting_down || e == errc::shared_memory_full;
         }
         return false;
     }

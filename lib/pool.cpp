@@ -4,6 +4,8 @@
 #include "driver/pool_impl.hpp"
 #include <torchpool/pool.hpp>
 
+#include <boost/system/system_error.hpp>
+
 #include <algorithm>
 #include <stdexcept>
 
@@ -47,6 +49,23 @@ void pool::resize(std::size_t workers) {
 
 pool_stats pool::stats() const {
     return impl_ ? impl_->stats() : pool_stats{};
+}
+
+tensor pool::allocate(dtype type, std::vector<std::int64_t> shape) {
+    boost::system::error_code ec;
+    tensor t = allocate(type, std::move(shape), ec);
+    if (ec) {
+        throw boost::system::system_error(ec, "torchpool::pool::allocate");
+    }
+    return t;
+}
+
+tensor pool::allocate(dtype type, std::vector<std::int64_t> shape, boost::system::error_code& ec) {
+    if (!impl_) {
+        ec = errc::invalid_request;
+        return {};
+    }
+    return impl_->allocate(type, std::move(shape), ec);
 }
 
 void pool::async_run_impl(const std::shared_ptr<detail::pool_impl>& impl, run_handler handler) {

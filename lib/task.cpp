@@ -55,7 +55,7 @@ const char* dtype_name(dtype t) noexcept {
 }
 
 tensor_view tensor_view::of(const tensor& t) {
-    return {t.type, t.shape, std::as_bytes(std::span(t.data.data(), t.data.size())), nullptr};
+    return {t.type, t.shape, t.bytes(), nullptr};
 }
 
 tensor_view tensor_view::owning(tensor t) {
@@ -90,7 +90,7 @@ std::uint64_t fingerprint(const request& req) {
         for (const auto extent : t.shape) {
             h = combine(h, static_cast<std::uint64_t>(extent));
         }
-        h = combine(h, hash_bytes(t.data));
+        h = combine(h, hash_bytes(t.chars()));
     }
     return h == 0 ? 1 : h;  // zero means "none" to the pool
 }

@@ -41,12 +41,15 @@ bool stackable(const std::vector<tensor>& a, const std::vector<tensor>& b) {
 }
 
 std::vector<tensor> stack(const std::vector<const std::vector<tensor>*>& requests) {
-    std::vector<tensor> out = *requests.front();
+    std::vector<tensor> out;
+    for (const auto& first : *requests.front()) {
+        out.emplace_back(first.type, first.shape, std::string(first.chars()));
+    }
     for (std::size_t r = 1; r < requests.size(); ++r) {
         for (std::size_t i = 0; i < out.size(); ++i) {
             const auto& more = (*requests[r])[i];
             out[i].shape[0] += more.shape[0];
-            out[i].data += more.data;
+            out[i].data += more.chars();
         }
     }
     return out;
@@ -63,17 +66,23 @@ std::vector<std::vector<tensor>> split(const std::vector<tensor>& outputs,
     }
     std::vector<std::vector<tensor>> parts(rows.size());
     for (const auto& out : outputs) {
+        const std::size_t size = out.bytes().size();
         if (out.shape.empty() || out.shape[0] != total ||
-            out.data.size() % static_cast<std::size_t>(total) != 0) {
+            size % static_cast<std::size_t>(total) != 0) {
             return {};
         }
-        const std::size_t row_bytes = out.data.size() / static_cast<std::size_t>(total);
+        const std::size_t row_bytes = size / static_cast<std::size_t>(total);
         std::size_t at = 0;
         for (std::size_t r = 0; r < rows.size(); ++r) {
             auto shape = out.shape;
             shape[0] = rows[r];
             const std::size_t bytes = row_bytes * static_cast<std::size_t>(rows[r]);
-            parts[r].emplace_back(out.type, std::move(shape), out.data.substr(at, bytes));
+            if (out.shared) {
+                // Rows of a worker's result in shared memory: views, not copies.
+                parts[r].emplace_back(out.type, std::move(shape), out.shared.slice(at, bytes));
+            } else {
+                parts[r].emplace_back(out.type, std::move(shape), out.data.substr(at, bytes));
+            }
             at += bytes;
         }
     }

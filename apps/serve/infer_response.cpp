@@ -59,7 +59,7 @@ void append_number(std::string& out, T value) {
 }
 
 template <class T>
-void append_data(std::string& out, const std::string& bytes, std::size_t elements) {
+void append_data(std::string& out, std::string_view bytes, std::size_t elements) {
     for (std::size_t e = 0; e < elements; ++e) {
         if (e > 0) {
             out += ',';
@@ -96,7 +96,9 @@ std::optional<std::string> append_classification(std::string& out, const tensor_
         using T = typename decltype(element)::type;
         using stored = std::conditional_t<std::is_same_v<T, bool>, std::uint8_t, T>;
         for (std::size_t r = 0; r < rows; ++r) {
-            const auto value = [&](std::size_t c) { return get<stored>(t.data, r * classes + c); };
+            const auto value = [&](std::size_t c) {
+                return get<stored>(t.chars(), r * classes + c);
+            };
             for (std::size_t c = 0; c < classes; ++c) {
                 order[c] = c;
             }
@@ -202,21 +204,21 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
         append_shape(text, t.shape);
         if (as_binary) {
             text += ",\"parameters\":{\"binary_data_size\":";
-            append_number(text, t.data.size());
+            append_number(text, t.bytes().size());
             text += "}}";
-            binary += t.data;
+            binary += t.chars();
             continue;
         }
         const auto count = element_count(t.shape, std::numeric_limits<std::uint64_t>::max() / 8);
         const std::size_t elements = count ? *count : 0;
-        if (!count || t.data.size() != elements * element_size(t.type)) {
+        if (!count || t.bytes().size() != elements * element_size(t.type)) {
             return http_error{500, "output '" + spec.name + "' has " +
-                                       std::to_string(t.data.size()) + " bytes for shape " +
+                                       std::to_string(t.bytes().size()) + " bytes for shape " +
                                        format_shape(t.shape)};
         }
         text += ",\"data\":[";
         with_element_type(t.type, [&](auto element) {  // carried: checked above
-            append_data<typename decltype(element)::type>(text, t.data, elements);
+            append_data<typename decltype(element)::type>(text, t.chars(), elements);
         });
         text += "]}";
     }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 namespace torchpool::serve {
@@ -50,7 +51,7 @@ bool with_element_type(dtype type, F&& f) {
 
 // Element i of `bytes`, as a T.
 template <class T>
-T get(const std::string& bytes, std::size_t i) {
+T get(std::string_view bytes, std::size_t i) {
     T value;
     std::memcpy(&value, bytes.data() + i * sizeof(T), sizeof(T));
     return value;

@@ -43,6 +43,9 @@ enum class errc {
     /// killed for memory, broke the protocol), so it is not run again; or a task with the
     /// same fingerprint did so before and it is quarantined. The diagnostics list each death.
     poison_task,
+    /// `pool::allocate` found no room in the pool's input memory now: tensors that callers
+    /// or running tasks hold fill it (`async_allocate` waits for room instead).
+    shared_memory_full,
 };
 
 /// Groups of `errc` values, for callers that care about the kind of failure only.
@@ -52,7 +55,7 @@ enum class condition {
     worker_failure = 1,
     /// Submitting the same task again later may succeed.
     retryable,
-    /// The pool refused work because of load or lack of workers.
+    /// The pool refused work because of load or lack of workers (or of shared memory).
     overload,
 };
 

@@ -92,6 +92,12 @@ public:
     /// `boost::asio::error::operation_aborted` (cancelled by the caller or by `cancel()`).
     /// An idempotent request (`request::with_retries`) runs again on another worker when
     /// its worker fails under it; `response::attempts` lists the runs.
+    /// Tensors: the calling thread (where the operation is initiated) copies each tensor of
+    /// `pool_params::shared_memory.inline_below` bytes or more from `tensor::data` into the
+    /// pool's input memory, once; tensors from `allocate` are not copied at all; the pool's
+    /// executor never touches tensor bytes. Large results come back in `tensor::shared`,
+    /// read-only, held in the worker's output memory until the response's tensors are
+    /// destroyed (read them with `tensor::bytes()`).
     /// Cancellation, by where the task is:
     /// - waiting for room, queued, or sent ahead to a busy worker (prefetch): terminal,
     ///   partial and total remove it; it completes at once with `operation_aborted`.
@@ -149,6 +155,18 @@ public:
 
     /// A snapshot of the workers, the queue and the counters.
     pool_stats stats() const;
+
+    /// A tensor of `type` and `shape` in the pool's input memory, to fill in place
+    /// (`tensor::writable_bytes()`) and then submit: its bytes reach the worker with no copy
+    /// anywhere. The memory goes back to the pool when the tensor and every copy of it (a
+    /// request's, a retry's) are destroyed. Callable from any thread.
+    /// Throws `boost::system::system_error`: `errc::shared_memory_full` when tensors that
+    /// callers or running tasks hold fill the input memory now (`pool_stats` shows its use);
+    /// `errc::invalid_request` for a negative dimension, a tensor larger than the whole input
+    /// memory, or a pool without input memory (`shared_memory.input_bytes` is 0).
+    tensor allocate(dtype type, std::vector<std::int64_t> shape);
+    /// The same, with the error in `ec` and an empty tensor instead of an exception.
+    tensor allocate(dtype type, std::vector<std::int64_t> shape, boost::system::error_code& ec);
 
     /// Changes the number of workers the pool keeps, now: starts more, or stops idle ones
     /// first and busy ones once their task is done (no task fails). The new size is the

@@ -151,6 +151,22 @@ struct fault_params {
     std::function<fault(const fault_target&)> choose;
 };
 
+/// Shared memory for tensor bytes (the data plane). Tensors travel between the host and the
+/// workers through memory both map, so that the pool's thread never copies or touches
+/// their bytes; small ones ride inline in the message, which is faster for them.
+struct shared_memory_params {
+    /// The pool's input memory, where `pool::allocate` places tensors and where large
+    /// tensors of a request are copied (once, on the submitting thread). Workers map it
+    /// read-only. Address space only until used: pages are taken as tensors fill them.
+    /// Zero turns the data plane off: every tensor is copied into its message.
+    std::size_t input_bytes = std::size_t(1) << 30;
+    /// Each worker's output memory, where its large results go; the caller's response holds
+    /// them there until it is destroyed. A result that finds it full goes inline.
+    std::size_t worker_output_bytes = std::size_t(256) << 20;
+    /// Tensors of fewer bytes go inline in the message (measured: bench/tensor_transfer).
+    std::size_t inline_below = 64 * 1024;
+};
+
 struct pool_params {
     worker_params worker;
     /// Number of worker processes kept running (the size the pool starts with). At least 1.
@@ -242,6 +258,8 @@ struct pool_params {
     log_observer on_log_line;
     /// Largest message accepted from a worker; a bigger one is a protocol error.
     std::size_t max_frame_bytes = 64u << 20;
+    /// Shared memory for tensors (see shared_memory_params).
+    shared_memory_params shared_memory;
     /// Bytes of each worker's most recent stdout/stderr kept for diagnostics.
     std::size_t log_tail_bytes = 4096;
     /// Told about every worker start, readiness and exit (on the pool's executor). Optional.

@@ -118,6 +118,17 @@ struct pool_stats {
     /// Why the last failed start failed, in plain words; empty if none has.
     std::string last_start_error;
 
+    // Shared memory (pool_params::shared_memory).
+    std::uint64_t input_memory_bytes = 0;  ///< size of the pool's input memory
+    std::uint64_t input_memory_used = 0;   ///< in tensors callers or tasks hold now
+    std::uint64_t input_memory_peak = 0;   ///< the most ever used at once
+    std::uint64_t output_memory_held = 0;  ///< workers' results that callers hold now
+    std::uint64_t tensors_inline = 0;      ///< tensors sent in their message (small ones)
+    std::uint64_t tensors_shared = 0;      ///< tensors sent through shared memory
+    /// Large tensors that went inline because the input memory was full when they were
+    /// submitted (copied on the submitting thread and again by the kernel).
+    std::uint64_t input_memory_full = 0;
+
     // Latency distributions, since the pool was made.
     latency_histogram start_to_ready;  ///< from a worker process's start to its hello
     latency_histogram queue_wait;      ///< from submission to being sent to a worker

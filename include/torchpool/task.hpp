@@ -10,6 +10,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -35,18 +36,85 @@ std::size_t element_size(dtype t) noexcept;
 /// Name of `t` as LibTorch spells it ("float32", "int64", "bool", ...).
 const char* dtype_name(dtype t) noexcept;
 
-/// A dense tensor: contiguous row-major bytes in native byte order.
+namespace detail {
+class shared_region;  // a block of shared memory, as the library keeps it (lib/shm)
+}
+
+/// Tensor bytes in memory that a pool and its workers share: a tensor the caller allocated
+/// with `pool::allocate` (writable, to be filled in place before it is submitted), or a
+/// result a worker wrote (read-only). Nothing is copied on the way to or from a worker.
+///
+/// Copies share the bytes, as copies of a torch::Tensor do. The bytes stay valid while any
+/// copy is alive, even after the pool, or the worker that wrote them, is gone; the pool
+/// reuses the memory once the last copy is destroyed. Do not write to a tensor while a task
+/// it was submitted with is running.
+class shared_bytes {
+public:
+    shared_bytes() = default;
+    /// For the library: `size` bytes at `data`, kept alive by `region`.
+    shared_bytes(std::shared_ptr<const detail::shared_region> region, std::byte* data,
+                 std::size_t size, bool writable) noexcept
+        : region_(std::move(region)), data_(data), size_(size), writable_(writable) {}
+
+    explicit operator bool() const noexcept { return region_ != nullptr; }
+    std::size_t size() const noexcept { return size_; }
+    std::span<const std::byte> bytes() const noexcept { return {data_, size_}; }
+    /// True for memory the caller allocated; false for a worker's result.
+    bool writable() const noexcept { return writable_; }
+    /// The bytes, to fill in place; empty unless `writable()`.
+    std::span<std::byte> writable_bytes() const noexcept {
+        return writable_ ? std::span<std::byte>(data_, size_) : std::span<std::byte>();
+    }
+    const std::shared_ptr<const detail::shared_region>& region() const noexcept { return region_; }
+    /// `length` bytes from `offset` of these, sharing them (clamped to what there is).
+    shared_bytes slice(std::size_t offset, std::size_t length) const noexcept {
+        offset = offset < size_ ? offset : size_;
+        length = length < size_ - offset ? length : size_ - offset;
+        return {region_, data_ + offset, length, writable_};
+    }
+
+private:
+    std::shared_ptr<const detail::shared_region> region_;
+    std::byte* data_ = nullptr;
+    std::size_t size_ = 0;
+    bool writable_ = false;
+};
+
+/// A dense tensor: contiguous row-major bytes in native byte order, held either in `data`
+/// (the caller's own bytes; the pool copies them into shared memory once, on the caller's
+/// thread, when they are large) or in `shared` (shared memory: never copied). Read them
+/// with `bytes()`, which works for both; a worker's large results come back in `shared`.
 ///
 /// Not an aggregate, on purpose: see `request`.
 struct tensor {
     tensor() = default;
     tensor(dtype type, std::vector<std::int64_t> shape, std::string data = {})
         : type(type), shape(std::move(shape)), data(std::move(data)) {}
+    tensor(dtype type, std::vector<std::int64_t> shape, shared_bytes shared)
+        : type(type), shape(std::move(shape)), shared(std::move(shared)) {}
 
     dtype type = dtype::float32;
     std::vector<std::int64_t> shape;
-    /// Exactly product(shape) * element_size(type) bytes.
+    /// The caller's own bytes, exactly product(shape) * element_size(type) of them; empty
+    /// when `shared` holds them.
     std::string data;
+    /// The bytes in shared memory, when they are there (then `data` is empty).
+    shared_bytes shared;
+
+    /// The tensor's bytes, wherever they are.
+    std::span<const std::byte> bytes() const noexcept {
+        return shared ? shared.bytes() : std::as_bytes(std::span(data.data(), data.size()));
+    }
+    /// The bytes as characters (for comparisons and std::string APIs).
+    std::string_view chars() const noexcept {
+        const auto b = bytes();
+        return {reinterpret_cast<const char*>(b.data()), b.size()};
+    }
+    /// The bytes, to fill in place: `data`'s, or shared memory the caller allocated; empty
+    /// for a worker's result.
+    std::span<std::byte> writable_bytes() noexcept {
+        return shared ? shared.writable_bytes() : std::as_writable_bytes(std::span(data));
+    }
 };
 
 /// A tensor whose bytes live elsewhere, read without copying: in a received message (a

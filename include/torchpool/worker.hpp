@@ -50,9 +50,27 @@ struct cancelled_error : std::exception {
     const char* what() const noexcept override { return "the caller cancelled the task"; }
 };
 
-/// One request, as a handler sees it: views into the received message, nothing copied.
-/// They stay valid until the reply to this call has been written, so a result may refer
-/// to them.
+/// Memory for one result tensor (see `call::allocate_output`).
+struct output_tensor {
+    /// Fill these: product(shape) * element_size(type) bytes, 64-byte aligned.
+    std::span<std::byte> bytes;
+    /// Then return this in `result::tensors`; it keeps the memory alive.
+    tensor_view view;
+};
+
+/// Hands out memory for results (the worker's output memory, shared with the pool).
+class output_allocator {
+public:
+    virtual output_tensor allocate(dtype type, std::vector<std::int64_t> shape) = 0;
+
+protected:
+    ~output_allocator() = default;
+};
+
+/// One request, as a handler sees it: views into the received message or into the pool's
+/// shared memory, nothing copied. Inputs in shared memory are read-only: writing to them
+/// kills the worker (SIGSEGV). The views stay valid until the reply to this call has been
+/// written, so a result may refer to them.
 struct call {
     std::uint64_t id = 0;
     std::string_view method;
@@ -63,6 +81,15 @@ struct call {
     std::uint64_t deadline_ns = 0;
     /// Set by the server; null in a call a test builds by hand (never cancelled).
     cancellation_source* cancellation = nullptr;
+    /// Set by the server; null in a call a test builds by hand (results on the heap).
+    output_allocator* outputs = nullptr;
+
+    /// Memory for a result tensor of `type` and `shape`, in the worker's output memory: a
+    /// result there reaches the pool's caller without a copy anywhere. When that memory is
+    /// full (the pool's callers still hold earlier results) or absent, heap memory, which
+    /// the server copies once into the reply. Throws std::invalid_argument for a negative
+    /// dimension.
+    output_tensor allocate_output(dtype type, std::vector<std::int64_t> shape) const;
 
     /// True once the caller has cancelled this task (partial, total or terminal
     /// cancellation of the pool's async_submit). Each call reads what the pool has sent,
@@ -82,8 +109,10 @@ struct call {
 /// `errc::task_failed` with the exception's type and `what()`, and this worker stays up.
 struct result {
     std::string payload;
-    /// Copied once, straight into the reply. Use `tensor_view::owning(t)` for a tensor the
-    /// handler built, or set `owner` to keep other memory alive until the reply is written.
+    /// Tensors in memory from `call::allocate_output` go to the caller as they are; others
+    /// are copied once, into output memory (large ones) or into the reply (small ones). Use
+    /// `tensor_view::owning(t)` for a tensor the handler built, or set `owner` to keep other
+    /// memory alive until the reply is written.
     std::vector<tensor_view> tensors;
 };
 

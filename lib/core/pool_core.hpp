@@ -93,9 +93,14 @@ public:
     /// Whether a task with `retries` needs its fingerprint: it may become a poison task, or
     /// poison tasks are quarantined.
     bool needs_fingerprint(unsigned retries) const noexcept {
-        return (params_.poison.deaths > 0 && retries + 1 >= params_.poison.deaths) ||
-               !quarantine_.empty();
+        return needs_fingerprint(params_, retries, !quarantine_.empty());
     }
+    /// The same, for a caller off the pool's executor that mirrors `quarantining()`.
+    static bool needs_fingerprint(const pool_params& params, unsigned retries,
+                                  bool quarantining) noexcept {
+        return (params.poison.deaths > 0 && retries + 1 >= params.poison.deaths) || quarantining;
+    }
+    bool quarantining() const noexcept { return !quarantine_.empty(); }
     /// Completes a task that was never admitted (invalid request), and counts it.
     void reject(task_id id, boost::system::error_code error, std::string summary);
     /// The caller of a task asked to cancel it.

@@ -314,7 +314,13 @@ std::string sent_pool_message(const char* message_name) {
 }
 
 std::string sent_descriptors() {
-    return "sent file descriptors, which no message it may send carries";
+    return "sent file descriptors with a message other than its hello (which may carry its "
+           "output memory)";
+}
+
+std::string output_memory_missing() {
+    return "said hello with the capability \"shared-memory\" but did not send exactly one "
+           "descriptor (its output memory) with it";
 }
 
 std::string second_hello() {

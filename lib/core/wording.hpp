@@ -73,6 +73,7 @@ std::string no_retries_left(std::size_t runs);
 std::string sent_pool_message(const char* message_name);
 std::string second_hello();
 std::string sent_descriptors();
+std::string output_memory_missing();
 std::string hello_while_stopping();
 std::string other_protocol_version(std::uint32_t theirs, std::uint32_t ours);
 /// `running`: it runs some task, but not that one.

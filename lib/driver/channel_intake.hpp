@@ -15,10 +15,13 @@ namespace torchpool::detail {
 
 /// Takes every whole frame `reader` holds: `on_message(wire::message&&)` for each, or
 /// `on_error(std::string what)` once for the first that is not a message (then false: the
-/// stream can no longer be trusted, nothing more is read from it).
-template <class OnMessage, class OnError>
-bool take_messages(wire::frame_reader& reader, std::size_t max_frame_bytes, OnMessage&& on_message,
-                   OnError&& on_error) {
+/// stream can no longer be trusted, nothing more is read from it). `on_message` returns false
+/// when the message itself broke the protocol (it reported it): the same end. Tensors placed
+/// in shared memory are claimed from `space()`, asked again for each message (a hello may
+/// bring it).
+template <class Space, class OnMessage, class OnError>
+bool take_messages(wire::frame_reader& reader, std::size_t max_frame_bytes, Space&& space,
+                   OnMessage&& on_message, OnError&& on_error) {
     for (;;) {
         auto next = reader.next();
         if (next.error) {
@@ -34,12 +37,14 @@ bool take_messages(wire::frame_reader& reader, std::size_t max_frame_bytes, OnMe
         if (!next.has_frame()) {
             return true;
         }
-        auto decoded = wire::decode(next.words);
+        auto decoded = wire::decode(next.words, space());
         if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
             on_error("sent a malformed message: " + bad->what);
             return false;
         }
-        on_message(std::move(std::get<wire::message>(decoded)));
+        if (!on_message(std::move(std::get<wire::message>(decoded)))) {
+            return false;
+        }
     }
 }
 

@@ -1,5 +1,7 @@
 #include "intake.hpp"
 
+#include <cstring>
+
 namespace torchpool::detail {
 
 namespace {
@@ -11,6 +13,11 @@ std::string invalid(const request& req, const intake_rules& rules) {
                "the worker registered.";
     }
     for (std::size_t i = 0; i < req.tensors.size(); ++i) {
+        if (req.tensors[i].shared && !req.tensors[i].data.empty()) {
+            return "Tensor " + std::to_string(i) +
+                   " of the request has bytes both in shared memory (tensor::shared) and in "
+                   "tensor::data; give them in one place.";
+        }
         if (auto problem = wire::validate_tensor(req.tensors[i]); !problem.empty()) {
             return "Tensor " + std::to_string(i) + " of the request " + problem + ".";
         }
@@ -22,9 +29,32 @@ std::string invalid(const request& req, const intake_rules& rules) {
     return {};
 }
 
+// Puts each tensor in the input memory, unless it is small or already there: then its
+// bytes go inline. A large tensor that finds the memory full goes inline too.
+void place(std::vector<tensor>& tensors, const intake_rules& rules, taken_request& taken) {
+    for (auto& t : tensors) {
+        if (rules.inputs && detail::offset_in(t.shared, rules.inputs)) {
+            taken.placed.push_back(t.shared);
+            continue;
+        }
+        const auto bytes = t.bytes();
+        if (rules.inputs && bytes.size() >= rules.inline_below && !bytes.empty()) {
+            if (auto block = rules.inputs->allocate(bytes.size())) {
+                std::memcpy(block->data(), bytes.data(), bytes.size());
+                t.shared = block->bytes(block);
+                t.data = std::string();
+                taken.placed.push_back(t.shared);
+                continue;
+            }
+            ++taken.found_memory_full;
+        }
+        ++taken.inline_tensors;
+    }
+}
+
 }  // namespace
 
-std::variant<taken_request, std::string> take_in(core::task_id id, const request& req,
+std::variant<taken_request, std::string> take_in(core::task_id id, request& req,
                                                  core::time_point now, const intake_rules& rules) {
     if (auto why = invalid(req, rules); !why.empty()) {
         return why;
@@ -36,12 +66,14 @@ std::variant<taken_request, std::string> take_in(core::task_id id, const request
             ? static_cast<std::uint64_t>(
                   std::chrono::nanoseconds((now + timeout).time_since_epoch()).count())
             : 0;
-    return taken_request{.options = {.timeout = timeout,
-                                     .retries = req.retries,
-                                     .priority = static_cast<std::uint8_t>(req.priority),
-                                     .wait_for_room = req.if_full == when_full::wait,
-                                     .fingerprint = rules.fingerprint ? fingerprint(req) : 0},
-                         .frame = wire::encode_request(id, deadline_ns, req)};
+    taken_request taken{.options = {.timeout = timeout,
+                                    .retries = req.retries,
+                                    .priority = static_cast<std::uint8_t>(req.priority),
+                                    .wait_for_room = req.if_full == when_full::wait,
+                                    .fingerprint = rules.fingerprint ? fingerprint(req) : 0}};
+    place(req.tensors, rules, taken);
+    taken.frame = wire::encode_request(id, deadline_ns, req, rules.inputs);
+    return taken;
 }
 
 }  // namespace torchpool::detail

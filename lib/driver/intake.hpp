@@ -1,9 +1,12 @@
-// What submit does with a request before the core sees it: checks it, gives it its deadline
-// and fingerprint, and encodes it for the wire. Pure: the time and the pool's rules come in as
-// values, so that every case has a unit test without a pool.
+// What submit does with a request before the core sees it, on the submitting thread: checks
+// it, gives it its deadline and fingerprint, places its large tensors in the pool's input
+// memory (the one copy of their bytes, if the caller did not allocate them there), and
+// encodes it for the wire. The time and the pool's rules come in as values, so that every
+// case has a unit test without a pool.
 #pragma once
 
 #include "core/types.hpp"
+#include "shm/arena.hpp"
 #include "wire/codec.hpp"
 #include <torchpool/task.hpp>
 
@@ -21,17 +24,27 @@ struct intake_rules {
     bool fingerprint = false;
     /// Requests may carry faults to inject (pool_params::faults.enabled).
     bool faults_enabled = false;
+    /// The pool's input memory; null: every tensor goes inline.
+    shm::arena* inputs = nullptr;
+    /// Tensors of the caller's own bytes smaller than this go inline.
+    std::size_t inline_below = 0;
 };
 
 /// A request ready for the core (its options) and for its worker (its frame).
 struct taken_request {
     core::task_options options;
     wire::frame frame;
+    /// The tensors the frame places in input memory, kept until the task ends (a retry
+    /// sends the same frame).
+    std::vector<shared_bytes> placed;
+    /// Tensors that go inline; of them, large ones that found the input memory full.
+    std::size_t inline_tensors = 0;
+    std::size_t found_memory_full = 0;
 };
 
 /// Task `id` made of `req`, submitted at `now`: ready, or why it is invalid in words (for
-/// errc::invalid_request).
-std::variant<taken_request, std::string> take_in(core::task_id id, const request& req,
+/// errc::invalid_request). Tensors it places in input memory leave `req` for `placed`.
+std::variant<taken_request, std::string> take_in(core::task_id id, request& req,
                                                  core::time_point now, const intake_rules& rules);
 
 }  // namespace torchpool::detail

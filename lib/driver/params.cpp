@@ -34,16 +34,25 @@ std::vector<std::string> worker_environment(const pool_params& params, std::size
     if (params.faults.enabled) {
         env.push_back("TORCHPOOL_FAULT_INJECTION=1");  // the SDK ignores faults without it
     }
+    const auto& shared = params.shared_memory;
+    if (shared.input_bytes > 0) {
+        env.push_back("TORCHPOOL_OUTPUT_BYTES=" + std::to_string(shared.worker_output_bytes));
+        env.push_back("TORCHPOOL_INLINE_BELOW=" + std::to_string(shared.inline_below));
+    }
     if (params.memory.limit_address_space && params.memory.hard_limit_bytes > 0) {
-        // Applied by the worker SDK to each worker (not to the fork server).
+        // Applied by the worker SDK to each worker (not to the fork server). The shared
+        // memory a worker maps is address space too, though not its own to spend.
+        const std::uint64_t mapped =
+            shared.input_bytes > 0 ? shared.input_bytes + shared.worker_output_bytes : 0;
         env.push_back("TORCHPOOL_ADDRESS_SPACE_LIMIT=" +
-                      std::to_string(params.memory.hard_limit_bytes));
+                      std::to_string(params.memory.hard_limit_bytes + mapped));
     }
     return env;
 }
 
 std::uint64_t descriptors_needed(const pool_params& params, std::size_t cores) {
-    std::uint64_t n = 3 * core::slot_capacity(params);
+    // The input memory's memfd, then each worker's pidfd, channel and log pipe.
+    std::uint64_t n = 1 + 3 * core::slot_capacity(params);
     if (params.worker.start == start_mode::fork_server) {
         n += 3 + cores;
     }

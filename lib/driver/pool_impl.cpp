@@ -10,6 +10,10 @@
 #include <boost/asio/error.hpp>
 #include <boost/asio/post.hpp>
 
+#include <algorithm>
+#include <limits>
+#include <stdexcept>
+
 #include <signal.h>
 #include <sys/socket.h>
 
@@ -26,10 +30,30 @@ shared_frame share(wire::frame f) {
 
 }  // namespace
 
+namespace {
+
+std::shared_ptr<shm::arena> make_input_memory(const shared_memory_params& params) {
+    if (params.input_bytes == 0) {
+        return nullptr;
+    }
+    auto made =
+        shm::mapping::create("torchpool-inputs", params.input_bytes, shm::writers::creator_only);
+    if (auto* why = std::get_if<std::string>(&made)) {
+        throw std::runtime_error("torchpool: cannot make the pool's input memory of " +
+                                 std::to_string(params.input_bytes) + " bytes (" + *why +
+                                 "); set pool_params::shared_memory.input_bytes lower, or to 0 "
+                                 "to send tensors inline");
+    }
+    return std::make_shared<shm::arena>(std::get<std::shared_ptr<shm::mapping>>(made));
+}
+
+}  // namespace
+
 pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
     : fds_(descriptors_needed(params, usable_cores()),
            "a pool of " + std::to_string(params.workers) + " workers (3 descriptors each)"),
       memory_(params.memory, core::slot_capacity(params)),
+      inputs_(make_input_memory(params.shared_memory)),
       health_(params.workers, params.min_ready_workers),
       completion_(ex),
       params_(params),
@@ -39,13 +63,15 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
                      .available_memory = posix::available_memory,
                      .memory_pressure = posix::memory_pressure}),
       launcher_(params.worker, worker_environment(params, usable_cores()),
-                params.worker.start == start_mode::fork_server ? SOCK_SEQPACKET : SOCK_STREAM),
+                params.worker.start == start_mode::fork_server ? SOCK_SEQPACKET : SOCK_STREAM,
+                inputs_ ? inputs_->memory().fd() : -1),
       server_(ex),
       side_(ex, [this](int pid, const core::exit_status& status) { on_helper_end(pid, status); }),
       events_(params.event_buffer, completion_),
       timer_(ex) {
     workers_.reserve(core::slot_capacity(params));
     worker_lines_.resize(core::slot_capacity(params));
+    outputs_.resize(core::slot_capacity(params));
     worker_link::events& sink = *this;
     for (std::size_t i = 0; i < core::slot_capacity(params); ++i) {
         workers_.push_back(std::make_unique<worker_link>(ex, i, params.max_frame_bytes, sink));
@@ -53,6 +79,12 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
 }
 
 pool_impl::~pool_impl() {
+    // Callers may hold results past the pool: their memory stays, and nothing is posted here.
+    for (auto& outputs : outputs_) {
+        if (outputs) {
+            outputs->orphan();
+        }
+    }
     // Normally every child has been reaped by now. If the execution context went away
     // first, do not leave processes or zombies behind, without waiting long for one that
     // will not go: all are killed at once, then reaped within one time limit.
@@ -91,15 +123,72 @@ void pool_impl::submit(submit_handler&& handler, request&& req) {
             });
         });
     }
+    // Taken in here, on the caller's thread: the one copy of the tensors' bytes (into input
+    // memory), their fingerprint and the frame's encoding never run on the pool's executor.
+    const bool quarantining = quarantining_.load(std::memory_order_relaxed);
+    taken in = take_in(
+        id, req, core::clock::now(),
+        {.default_timeout = params_.task_timeout,
+         .fingerprint = core::pool_core::needs_fingerprint(params_, req.retries, quarantining),
+         .faults_enabled = params_.faults.enabled,
+         .inputs = inputs_.get(),
+         .inline_below = params_.shared_memory.inline_below});
+    if (const auto* ready = std::get_if<taken_request>(&in)) {
+        tensors_inline_.fetch_add(ready->inline_tensors, std::memory_order_relaxed);
+        tensors_shared_.fetch_add(ready->placed.size(), std::memory_order_relaxed);
+        input_memory_full_.fetch_add(ready->found_memory_full, std::memory_order_relaxed);
+    }
     if (completion_.running_on_pool_executor()) {
         // As on_pool_executor, without moving the request into a function object.
-        completion_.as_initiation([&] { do_submit(id, std::move(handler), std::move(req)); });
+        completion_.as_initiation([&] {
+            do_submit(id, std::move(handler), std::move(in), std::move(req.method), req.inject);
+        });
         return;
     }
-    asio::post(completion_.executor(), [self = shared_from_this(), id, h = std::move(handler),
-                                        req = std::move(req)]() mutable {
-        self->do_submit(id, std::move(h), std::move(req));
-    });
+    asio::post(completion_.executor(),
+               [self = shared_from_this(), id, h = std::move(handler), in = std::move(in),
+                method = std::move(req.method), inject = req.inject]() mutable {
+                   self->do_submit(id, std::move(h), std::move(in), std::move(method), inject);
+               });
+}
+
+tensor pool_impl::allocate(dtype type, std::vector<std::int64_t> shape, error_code& ec) {
+    ec = {};
+    std::uint64_t bytes = element_size(type);
+    for (const auto d : shape) {
+        if (d < 0 || (d > 0 && bytes > std::numeric_limits<std::uint64_t>::max() /
+                                           static_cast<std::uint64_t>(d))) {
+            ec = errc::invalid_request;
+            return {};
+        }
+        bytes *= static_cast<std::uint64_t>(d);
+    }
+    if (!inputs_ || bytes > inputs_->memory().size()) {
+        ec = errc::invalid_request;
+        return {};
+    }
+    auto block = inputs_->allocate(bytes);
+    if (!block) {
+        ec = errc::shared_memory_full;
+        return {};
+    }
+    return {type, std::move(shape), block->bytes(block)};
+}
+
+pool_stats pool_impl::stats() const {
+    pool_stats s = core_.stats();
+    s.open_files_limit = fds_.room().soft_after;
+    s.events_dropped = events_.dropped();
+    if (inputs_) {
+        s.input_memory_bytes = inputs_->memory().size();
+        s.input_memory_used = inputs_->usage().used();
+        s.input_memory_peak = inputs_->usage().peak();
+    }
+    s.output_memory_held = outputs_held_->load(std::memory_order_relaxed);
+    s.tensors_inline = tensors_inline_.load(std::memory_order_relaxed);
+    s.tensors_shared = tensors_shared_.load(std::memory_order_relaxed);
+    s.input_memory_full = input_memory_full_.load(std::memory_order_relaxed);
+    return s;
 }
 
 void pool_impl::shutdown(run_handler handler) {
@@ -165,28 +254,26 @@ void pool_impl::do_shutdown(run_handler handler) {
     drive();
 }
 
-void pool_impl::do_submit(core::task_id id, submit_handler&& handler, request&& req) {
-    const auto now = core::clock::now();
-    auto taken = take_in(id, req, now,
-                         {.default_timeout = params_.task_timeout,
-                          .fingerprint = core_.needs_fingerprint(req.retries),
-                          .faults_enabled = params_.faults.enabled});
-    if (auto* invalid = std::get_if<std::string>(&taken)) {
-        pending_.emplace(id, pending_task{std::move(handler), nullptr, {}});
+void pool_impl::do_submit(core::task_id id, submit_handler&& handler, taken&& in,
+                          std::string&& method, fault inject) {
+    if (auto* invalid = std::get_if<std::string>(&in)) {
+        pending_.emplace(id, pending_task{std::move(handler), nullptr, {}, {}});
         core_.reject(id, errc::invalid_request, std::move(*invalid));
         drive();
         return;
     }
-    auto& ready = std::get<taken_request>(taken);
-    pending_.emplace(id,
-                     pending_task{std::move(handler), share(std::move(ready.frame)), req.inject});
-    core_.submit(id, std::move(req.method), ready.options, now);
+    auto& ready = std::get<taken_request>(in);
+    pending_.emplace(id, pending_task{std::move(handler), share(std::move(ready.frame)), inject,
+                                      std::move(ready.placed)});
+    core_.submit(id, std::move(method), ready.options, core::clock::now());
     drive();
 }
 
 // --- the loop ----------------------------------------------------------------------------
 
 void pool_impl::drive() {
+    // Before the actions: a completion may resume its caller inline, who may submit again.
+    quarantining_.store(core_.quarantining(), std::memory_order_relaxed);
     auto& actions = core_.actions();
     while (!actions.empty()) {
         core::action next = std::move(actions.front());
@@ -286,6 +373,9 @@ inline void pool_impl::execute(core::complete_action& a) {
 
 void pool_impl::execute(core::run_finished_action&) {
     timer_.cancel();
+    if (inputs_) {
+        inputs_->close_descriptor();  // no process starts any more
+    }
     events_.finish();
     health_.post(core_.health());  // not live, before anyone waiting for the end hears of it
     if (run_handler_) {
@@ -343,6 +433,7 @@ void pool_impl::log_output(core::line_splitter& lines, std::string_view bytes, s
 // --- workers -----------------------------------------------------------------------------
 
 void pool_impl::adopt(core::slot_id s, posix::spawned_process& p) {
+    forget_outputs(s);
     memory_.adopt(s, p.pid);
     workers_[s]->adopt(p.pid, std::move(p.pidfd), std::move(p.channel), std::move(p.log),
                        shared_from_this());
@@ -358,9 +449,61 @@ void pool_impl::output(core::slot_id s, std::string_view bytes, bool at_exit) {
 
 bool pool_impl::frames(core::slot_id s, wire::frame_reader& reader) {
     return detail::take_messages(
-        reader, params_.max_frame_bytes,
-        [&](wire::message&& m) { core_.on_message(s, std::move(m), core::clock::now()); },
+        reader, params_.max_frame_bytes, [&] { return outputs_[s].get(); },
+        [&](wire::message&& m) {
+            if (const auto* hello = std::get_if<wire::hello_msg>(&m)) {
+                if (!adopt_outputs(s, *hello)) {
+                    return false;
+                }
+                workers_[s]->hello_taken();
+            }
+            core_.on_message(s, std::move(m), core::clock::now());
+            return true;
+        },
         [&](std::string what) { core_.on_protocol_error(s, std::move(what), core::clock::now()); });
+}
+
+bool pool_impl::adopt_outputs(core::slot_id s, const wire::hello_msg& hello) {
+    const bool has_outputs = std::find(hello.capabilities.begin(), hello.capabilities.end(),
+                                       wire::uses_shared_memory) != hello.capabilities.end();
+    if (!has_outputs || !inputs_) {
+        return true;  // its results come inline
+    }
+    if (outputs_[s] || workers_[s]->descriptors_waiting() != 1) {
+        core_.on_protocol_error(s, core::output_memory_missing(), core::clock::now());
+        return false;
+    }
+    auto adopted = worker_outputs::adopt(
+        workers_[s]->take_descriptor(), params_.shared_memory.worker_output_bytes, outputs_held_,
+        [weak = weak_from_this(), ex = completion_.executor(), s](worker_outputs& outputs) {
+            asio::post(ex, [weak, s, released = outputs.weak_from_this()] {
+                auto self = weak.lock();
+                auto memory = released.lock();
+                if (self && memory) {
+                    self->send_releases(s, memory);
+                }
+            });
+        });
+    if (auto* why = std::get_if<std::string>(&adopted)) {
+        core_.on_protocol_error(s, std::move(*why), core::clock::now());
+        return false;
+    }
+    outputs_[s] = std::move(std::get<std::shared_ptr<worker_outputs>>(adopted));
+    return true;
+}
+
+void pool_impl::send_releases(core::slot_id s, const std::shared_ptr<worker_outputs>& outputs) {
+    auto offsets = outputs->take_released();
+    if (outputs_[s] == outputs && !offsets.empty() && workers_[s]->alive()) {
+        workers_[s]->send(share(wire::encode(wire::release_msg{std::move(offsets)})));
+    }
+}
+
+void pool_impl::forget_outputs(core::slot_id s) {
+    if (outputs_[s]) {
+        outputs_[s]->orphan();
+        outputs_[s].reset();
+    }
 }
 
 void pool_impl::protocol_error(core::slot_id s, std::string what) {
@@ -372,6 +515,7 @@ void pool_impl::channel_closed(core::slot_id s, std::string how) {
 }
 
 void pool_impl::exited(core::slot_id s, core::exit_status status) {
+    forget_outputs(s);
     status.oom_killed = memory_.oom_killed(s);
     core_.on_exit(s, status, core::clock::now());
 }

@@ -17,15 +17,18 @@
 #include "../core/pool_core.hpp"
 #include "../posix/limits.hpp"
 #include "../posix/process.hpp"
+#include "../shm/arena.hpp"
 #include "completion.hpp"
 #include "event_stream.hpp"
 #include "fork_server_link.hpp"
 #include "health_board.hpp"
+#include "intake.hpp"
 #include "memory_limits.hpp"
 #include "process_io.hpp"
 #include "side_processes.hpp"
 #include "worker_channel.hpp"
 #include "worker_link.hpp"
+#include "worker_outputs.hpp"
 #include <torchpool/health.hpp>
 #include <torchpool/pool_params.hpp>
 #include <torchpool/stats.hpp>
@@ -55,28 +58,29 @@ public:
     // The public operations; callable from any thread.
     void run(run_handler handler);
     void submit(submit_handler&& handler, request&& req);
+    // A tensor in the pool's input memory (thread-safe); see pool::allocate.
+    tensor allocate(dtype type, std::vector<std::int64_t> shape, boost::system::error_code& ec);
     void shutdown(run_handler handler);
     void cancel();
     void resize(std::size_t workers);
     void next_event(event_handler&& handler);
     pool_health health() const { return health_.read(); }
-    pool_stats stats() const {
-        pool_stats s = core_.stats();
-        s.open_files_limit = fds_.room().soft_after;
-        s.events_dropped = events_.dropped();
-        return s;
-    }
+    pool_stats stats() const;
 
 private:
     struct pending_task {
         submit_handler handler;
         shared_frame request_frame;
         fault inject;
+        std::vector<shared_bytes> placed;  // the tensors the frame places in input memory
     };
+    // A request as submit took it in on the caller's thread: ready, or why it is invalid.
+    using taken = std::variant<taken_request, std::string>;
 
     void do_run(run_handler handler);
     void do_shutdown(run_handler handler);
-    void do_submit(core::task_id id, submit_handler&& handler, request&& req);
+    void do_submit(core::task_id id, submit_handler&& handler, taken&& in, std::string&& method,
+                   fault inject);
 
     // Carries out every action the core has decided, then re-arms the timer.
     void drive();
@@ -102,6 +106,11 @@ private:
     void channel_closed(core::slot_id slot, std::string how) override;
     void exited(core::slot_id slot, core::exit_status status) override;
     void settle() override { drive(); }
+    // A worker's hello with its output memory; false (and a protocol error) if it is unusable.
+    bool adopt_outputs(core::slot_id slot, const wire::hello_msg& hello);
+    // Tells the worker in `slot` which blocks of `outputs` callers let go, if it is still its.
+    void send_releases(core::slot_id slot, const std::shared_ptr<worker_outputs>& outputs);
+    void forget_outputs(core::slot_id slot);
 
     // The fork server.
     void read_server_control();
@@ -118,6 +127,9 @@ private:
     // pool that cannot fit fails before anything else is made.
     posix::fd_reservation fds_;
     memory_limits memory_;
+    // The pool's input memory (null when pool_params::shared_memory.input_bytes is 0); before
+    // the launcher, which passes it to every child.
+    std::shared_ptr<shm::arena> inputs_;
     health_board health_;  // read off the executor too
     completion_context completion_;
     pool_params params_;
@@ -130,10 +142,16 @@ private:
     boost::asio::steady_timer timer_;
     core::time_point armed_for_ = core::time_point::max();
     std::vector<std::unique_ptr<worker_link>> workers_;
-    std::vector<core::line_splitter> worker_lines_;  // for pool_params::on_log_line
+    std::vector<core::line_splitter> worker_lines_;         // for pool_params::on_log_line
+    std::vector<std::shared_ptr<worker_outputs>> outputs_;  // each slot's process's, if any
     std::unordered_map<core::task_id, pending_task> pending_;
     // The members used off the executor.
     std::atomic<core::task_id> next_task_id_{1};
+    held_counter outputs_held_ = std::make_shared<std::atomic<std::uint64_t>>(0);
+    std::atomic<std::uint64_t> tensors_inline_{0};
+    std::atomic<std::uint64_t> tensors_shared_{0};
+    std::atomic<std::uint64_t> input_memory_full_{0};
+    std::atomic<bool> quarantining_{false};          // mirrors the core's quarantine, for intake
     std::atomic<std::uint64_t> next_event_wait_{1};  // numbers async_next_event calls
     bool run_called_ = false;
     // Optional rather than empty: Boost 1.81's any_completion_handler move assignment

@@ -12,6 +12,7 @@ using boost::system::error_code;
 void worker_link::adopt(int pid, posix::unique_fd pidfd, posix::unique_fd channel,
                         posix::unique_fd log, const std::shared_ptr<void>& owner) {
     pid_ = pid;
+    greeted_ = false;
     process_.take(pidfd.release(), log.release());
     channel_.open(std::move(channel), owner);
     process_.watch_exit(owner, [this] {
@@ -55,8 +56,10 @@ inline void worker_link::take_frames() {
     if (!sink_.frames(slot_, channel_.reader())) {
         channel_.distrust();
     }
-    if (channel_.descriptors_waiting() > 0 && channel_.is_open()) {
-        // No message a worker sends carries descriptors: they would only pile up.
+    if (channel_.descriptors_waiting() > 0 && channel_.is_open() &&
+        (greeted_ || channel_.reader().unconsumed().empty())) {
+        // Only a hello carries a descriptor, taken with it; others would only pile up. (Before
+        // the hello, with part of a frame still to come, they may be the hello's.)
         sink_.protocol_error(slot_, core::sent_descriptors());
         channel_.distrust();
     }

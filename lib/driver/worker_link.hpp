@@ -58,6 +58,11 @@ public:
         channel_.send(std::move(frame), std::move(fds));
     }
     void signal(int signo) { process_.signal(signo); }
+    /// The worker's hello was taken: from now on no descriptor may come.
+    void hello_taken() noexcept { greeted_ = true; }
+    /// Descriptors that came with the messages read so far (a hello's output memory).
+    std::size_t descriptors_waiting() const noexcept { return channel_.descriptors_waiting(); }
+    posix::unique_fd take_descriptor() { return channel_.take_descriptor(); }
     /// Only for destructors (posix::kill_and_reap).
     int pidfd_if_alive() { return process_.pidfd_if_alive(); }
 
@@ -74,6 +79,7 @@ private:
     process_io process_;
     worker_channel channel_;
     int pid_ = 0;
+    bool greeted_ = false;
 };
 
 }  // namespace torchpool::detail

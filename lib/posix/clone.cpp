@@ -54,21 +54,24 @@ TORCHPOOL_SHARED_CHILD bool put_at(int fd, int target) noexcept {
 
 }  // namespace
 
-TORCHPOOL_SHARED_CHILD void settle_child(int parent, int channel, int log, int stdin_fd) noexcept {
+TORCHPOOL_SHARED_CHILD void settle_child(int parent, int channel, int log, int stdin_fd,
+                                         int inputs) noexcept {
     raw_syscall(SYS_prctl, PR_SET_PDEATHSIG, parent_death_signal);
     if (raw_syscall(SYS_getppid) != parent) {
         exit_now(126);  // the parent died before we could ask to die with it
     }
-    // Move our ends above the target numbers first, in case they are 0..3 themselves.
+    // Move our ends above the target numbers first, in case they are 0..4 themselves.
     const int moved_channel = move_up(channel);
     const int moved_log = move_up(log);
     const int moved_stdin = stdin_fd >= 0 ? move_up(stdin_fd) : -1;
+    const int moved_inputs = inputs >= 0 ? move_up(inputs) : -1;
     if (moved_channel < 0 || moved_log < 0 || (stdin_fd >= 0 && moved_stdin < 0) ||
-        (moved_stdin >= 0 && !put_at(moved_stdin, 0)) || !put_at(moved_log, 1) ||
-        !put_at(moved_log, 2) || !put_at(moved_channel, channel_fd)) {
+        (inputs >= 0 && moved_inputs < 0) || (moved_stdin >= 0 && !put_at(moved_stdin, 0)) ||
+        !put_at(moved_log, 1) || !put_at(moved_log, 2) || !put_at(moved_channel, channel_fd) ||
+        (moved_inputs >= 0 && !put_at(moved_inputs, inputs_fd))) {
         exit_now(126);
     }
-    raw_syscall(SYS_close_range, channel_fd + 1, ~0U, 0);
+    raw_syscall(SYS_close_range, (inputs >= 0 ? inputs_fd : channel_fd) + 1, ~0U, 0);
 }
 
 TORCHPOOL_SHARED_CHILD bool write_all(int fd, const char* text, std::size_t size) noexcept {

@@ -17,6 +17,8 @@ namespace torchpool::posix {
 
 /// The fd number on which every worker finds its channel to the pool.
 inline constexpr int channel_fd = 3;
+/// Where a worker finds the pool's input memory (a read-only memfd), when there is one.
+inline constexpr int inputs_fd = 4;
 
 /// Owns one file descriptor.
 class unique_fd {
@@ -165,9 +167,11 @@ inline constexpr const char* host_pid_variable = "TORCHPOOL_HOST_PID";
 
 /// In a new worker process, between its creation and its work; async-signal-safe. Asks for
 /// `parent_death_signal` when its parent goes (exits with 126 if `parent` is already gone), puts
-/// `log` on fds 1 and 2, `channel` on fd 3 and, unless -1, `stdin_fd` on fd 0, and closes
-/// every other descriptor above 3. Exits with 126 if it cannot.
-TORCHPOOL_SHARED_CHILD void settle_child(int parent, int channel, int log, int stdin_fd) noexcept;
+/// `log` on fds 1 and 2, `channel` on fd 3, unless -1 `stdin_fd` on fd 0 and `inputs` (the
+/// pool's input memory) on fd 4, and closes every other descriptor above those. Exits with
+/// 126 if it cannot.
+TORCHPOOL_SHARED_CHILD void settle_child(int parent, int channel, int log, int stdin_fd,
+                                         int inputs) noexcept;
 
 /// Ends the process at once (exit_group), running nothing; for a child before its exec.
 [[noreturn]] TORCHPOOL_SHARED_CHILD void exit_now(int code) noexcept;

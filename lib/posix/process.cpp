@@ -53,6 +53,7 @@ struct child_setup {
     int channel;
     int log;
     int devnull;
+    int inputs;
     std::uint64_t soft_fd_limit;  // 0: leave the limit as it is
 };
 
@@ -88,7 +89,7 @@ TORCHPOOL_SHARED_CHILD int run_child(void* arg) noexcept {
     }
     const std::uint64_t none = 0;
     raw_syscall(SYS_rt_sigprocmask, SIG_SETMASK, reinterpret_cast<long>(&none), 0, sizeof none);
-    settle_child(c.parent, c.channel, c.log, c.devnull);
+    settle_child(c.parent, c.channel, c.log, c.devnull, c.inputs);
     if (c.soft_fd_limit != 0) {
         // The host's own limit, which the pool raised for itself (after settle_child: the
         // descriptors above it are closed by now).
@@ -145,8 +146,8 @@ exit_status to_exit_status(const siginfo_t& info) {
 }  // namespace
 
 launcher::launcher(const worker_params& params, const std::vector<std::string>& extra_env,
-                   int channel_type)
-    : executable_(params.executable), channel_type_(channel_type) {
+                   int channel_type, int inputs)
+    : executable_(params.executable), channel_type_(channel_type), inputs_(inputs) {
     strings_.push_back(params.executable);
     strings_.insert(strings_.end(), params.args.begin(), params.args.end());
     const std::size_t argc = strings_.size();
@@ -161,6 +162,9 @@ launcher::launcher(const worker_params& params, const std::vector<std::string>& 
     env.insert(env.end(), params.env.begin(), params.env.end());
     env.push_back("TORCHPOOL_WORKER_SLOT=0000000000");  // room for any slot, rewritten by spawn
     env.push_back("TORCHPOOL_CHANNEL_FD=" + std::to_string(channel_fd));
+    if (inputs >= 0) {
+        env.push_back("TORCHPOOL_INPUTS_FD=" + std::to_string(inputs_fd));
+    }
     env.push_back(std::string(host_pid_variable) + "=" + std::to_string(::getpid()));
     std::unordered_map<std::string_view, std::size_t> last;
     for (std::size_t i = 0; i < env.size(); ++i) {
@@ -239,6 +243,7 @@ std::variant<spawned_process, std::string> launcher::spawn(std::size_t slot) {
                             .channel = child_channel.get(),
                             .log = child_log.get(),
                             .devnull = devnull.get(),
+                            .inputs = inputs_,
                             .soft_fd_limit = soft_fd_limit_for_children().value_or(0)};
     int pidfd = -1;
     long pid = -1;

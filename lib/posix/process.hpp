@@ -33,9 +33,11 @@ struct spawned_process {
 class launcher {
 public:
     /// `extra_env` ("NAME=value") comes before `params.env`, which wins on a clash.
-    /// `channel_type` is SOCK_STREAM for workers, SOCK_SEQPACKET for a fork server.
+    /// `channel_type` is SOCK_STREAM for workers, SOCK_SEQPACKET for a fork server. `inputs`,
+    /// unless -1, is the pool's input memory, which each child finds on fd 4
+    /// (TORCHPOOL_INPUTS_FD); the caller keeps it open.
     explicit launcher(const worker_params& params, const std::vector<std::string>& extra_env = {},
-                      int channel_type = 1 /* SOCK_STREAM */);
+                      int channel_type = 1 /* SOCK_STREAM */, int inputs = -1);
 
     /// Starts one worker with spawn_shared (CLONE_VM | CLONE_PIDFD: nothing of the host's
     /// memory is copied, the caller does not wait for the exec, no pid-reuse race, no
@@ -58,6 +60,7 @@ private:
     std::string exec_failure_prefix_;
     std::size_t slot_entry_ = 0;  // index in strings_ of TORCHPOOL_WORKER_SLOT=..., rewritten
     int channel_type_;
+    int inputs_;
 };
 
 /// Collects the exit status of the process behind `pidfd` if it has exited

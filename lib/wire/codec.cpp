@@ -1,5 +1,6 @@
 #include "codec.hpp"
 
+#include "../shm/region.hpp"
 #include "torchpool.capnp.h"
 
 #include <capnp/message.h>
@@ -43,9 +44,27 @@ capnp::Text::Reader text(std::string_view s) {
     return {s.data(), s.size()};
 }
 
-// Tensor bytes are written once, from the caller's memory into the message.
-template <class Tensors>
-void set_tensors(capnp::List<schema::Tensor>::Builder out, const Tensors& in) {
+std::span<const std::byte> bytes_of(const tensor& t) {
+    return t.bytes();
+}
+
+std::span<const std::byte> bytes_of(const tensor_view& t) {
+    return t.data;
+}
+
+// Placed in shared memory, the bytes do not count toward a message's size.
+std::size_t inline_size(const tensor& t, const void* space) {
+    return detail::offset_in(t.shared, space) ? 0 : t.bytes().size();
+}
+
+std::size_t inline_size(const tensor_view& t, const void*) {
+    return t.data.size();
+}
+
+// Each tensor's bytes go into the message, unless `locate(i)` places them in shared memory:
+// then only where they are.
+template <class Tensors, class Locate>
+void set_tensors(capnp::List<schema::Tensor>::Builder out, const Tensors& in, Locate&& locate) {
     for (unsigned i = 0; i < in.size(); ++i) {
         auto t = out[i];
         t.setDtype(static_cast<schema::DType>(in[i].type));
@@ -53,7 +72,13 @@ void set_tensors(capnp::List<schema::Tensor>::Builder out, const Tensors& in) {
         for (unsigned d = 0; d < in[i].shape.size(); ++d) {
             shape.set(d, in[i].shape[d]);
         }
-        t.setData(data(in[i].data));
+        if (const std::optional<shared_ref> where = locate(i)) {
+            auto shared = t.initShared();
+            shared.setOffset(where->offset);
+            shared.setLength(where->length);
+        } else {
+            t.setData(data(bytes_of(in[i])));
+        }
     }
 }
 
@@ -62,9 +87,10 @@ struct invalid_message {
     std::string what;
 };
 
-// Tensor (owning: the bytes are copied) or tensor_view (a view into the message).
+// Tensor (owning: inline bytes are copied) or tensor_view (a view into the message). Bytes
+// in shared memory are claimed from `space`, which checks where they are.
 template <class Tensor>
-std::vector<Tensor> get_tensors(capnp::List<schema::Tensor>::Reader in) {
+std::vector<Tensor> get_tensors(capnp::List<schema::Tensor>::Reader in, shared_space* space) {
     std::vector<Tensor> out;
     out.reserve(in.size());
     for (unsigned i = 0; i < in.size(); ++i) {
@@ -79,11 +105,33 @@ std::vector<Tensor> get_tensors(capnp::List<schema::Tensor>::Reader in) {
         for (auto d : t.getShape()) {
             value.shape.push_back(d);
         }
-        const auto bytes = t.getData();
-        if constexpr (std::is_same_v<Tensor, tensor>) {
-            value.data = to_string(bytes);
+        if (t.which() == schema::Tensor::SHARED) {
+            if (space == nullptr) {
+                throw invalid_message{"tensor " + std::to_string(i) +
+                                      " is placed in shared memory, but there is none here"};
+            }
+            const auto where = t.getShared();
+            auto claimed = space->claim({where.getOffset(), where.getLength()});
+            if (auto* problem = std::get_if<std::string>(&claimed)) {
+                throw invalid_message{"tensor " + std::to_string(i) + ": " + *problem};
+            }
+            auto& bytes = std::get<shared_bytes>(claimed);
+            if constexpr (std::is_same_v<Tensor, tensor>) {
+                value.shared = std::move(bytes);
+            } else {
+                value.data = bytes.bytes();
+                value.owner = bytes.region();
+            }
+        } else if (t.which() == schema::Tensor::DATA) {
+            const auto bytes = t.getData();
+            if constexpr (std::is_same_v<Tensor, tensor>) {
+                value.data = to_string(bytes);
+            } else {
+                value.data = std::as_bytes(std::span(bytes.begin(), bytes.size()));
+            }
         } else {
-            value.data = std::as_bytes(std::span(bytes.begin(), bytes.size()));
+            throw invalid_message{"tensor " + std::to_string(i) +
+                                  " has its bytes in an unknown kind of place"};
         }
         if (auto problem = validate_tensor(value); !problem.empty()) {
             throw invalid_message{"tensor " + std::to_string(i) + ": " + problem};
@@ -109,12 +157,22 @@ void set_strings(capnp::List<capnp::Text>::Builder out, const std::vector<std::s
 }
 
 template <class Tensors>
-std::size_t tensor_bytes(const Tensors& tensors) {
+std::size_t tensor_bytes(const Tensors& tensors, const void* space = nullptr) {
     std::size_t bytes = 0;
     for (const auto& t : tensors) {
-        bytes += 48 + t.shape.size() * 8 + t.data.size();
+        bytes += 48 + t.shape.size() * 8 + inline_size(t, space);
     }
     return bytes;
+}
+
+// Where a host's tensor is in `space`, if it is there.
+auto locate_in(const std::vector<tensor>& tensors, const void* space) {
+    return [&tensors, space](unsigned i) -> std::optional<shared_ref> {
+        if (auto offset = detail::offset_in(tensors[i].shared, space)) {
+            return shared_ref{*offset, tensors[i].shared.size()};
+        }
+        return std::nullopt;
+    };
 }
 
 // Builds one message and passes the builder to `output`. A small one is built in a zeroed
@@ -146,15 +204,17 @@ frame build(std::size_t bytes, Fill&& fill) {
 }
 
 frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const std::string& method,
-                     const std::string& payload, const std::vector<tensor>& tensors) {
-    return build(method.size() + payload.size() + tensor_bytes(tensors),
+                     const std::string& payload, const std::vector<tensor>& tensors,
+                     const void* inputs) {
+    return build(method.size() + payload.size() + tensor_bytes(tensors, inputs),
                  [&](schema::Envelope::Builder env) {
                      auto r = env.initRequest();
                      r.setId(id);
                      r.setMethod(text(method));
                      r.setDeadlineNs(deadline_ns);
                      r.setPayload(data(payload));
-                     set_tensors(r.initTensors(static_cast<unsigned>(tensors.size())), tensors);
+                     set_tensors(r.initTensors(static_cast<unsigned>(tensors.size())), tensors,
+                                 locate_in(tensors, inputs));
                  });
 }
 
@@ -164,8 +224,8 @@ std::size_t reply_bytes(const Reply& m) {
            tensor_bytes(m.tensors);
 }
 
-template <class Reply>
-void fill_reply(schema::Envelope::Builder env, const Reply& m) {
+template <class Reply, class Locate>
+void fill_reply(schema::Envelope::Builder env, const Reply& m, Locate&& locate) {
     auto r = env.initReply();
     r.setId(m.id);
     if (m.ok) {
@@ -176,7 +236,14 @@ void fill_reply(schema::Envelope::Builder env, const Reply& m) {
         e.setMessage(text(m.error_message));
     }
     r.setPayload(data(m.payload));
-    set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors);
+    set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors, locate);
+}
+
+// A reply view's tensors are placed where `placed` says (all inline when it is empty).
+auto locate_in(const reply_view& m) {
+    return [&m](unsigned i) -> std::optional<shared_ref> {
+        return i < m.placed.size() ? m.placed[i] : std::nullopt;
+    };
 }
 
 }  // namespace
@@ -210,9 +277,9 @@ std::string validate_tensor(dtype type, std::span<const std::int64_t> dims, std:
 }
 
 const char* message_name(const message& m) noexcept {
-    constexpr const char* names[] = {"hello",        "request",    "reply",
-                                     "cancel",       "heartbeat",  "shutdown",
-                                     "fork request", "fork reply", "fault"};
+    constexpr const char* names[] = {"hello",     "request",  "reply",        "cancel",
+                                     "heartbeat", "shutdown", "fork request", "fork reply",
+                                     "fault",     "release"};
     return names[m.index()];
 }
 
@@ -227,21 +294,33 @@ frame encode(const hello_msg& m) {
     });
 }
 
-frame encode(const request_msg& m) {
-    return encode_request(m.id, m.deadline_ns, m.method, m.payload, m.tensors);
+frame encode(const request_msg& m, const void* inputs) {
+    return encode_request(m.id, m.deadline_ns, m.method, m.payload, m.tensors, inputs);
 }
 
-frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req) {
-    return encode_request(id, deadline_ns, req.method, req.payload, req.tensors);
+frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req,
+                     const void* inputs) {
+    return encode_request(id, deadline_ns, req.method, req.payload, req.tensors, inputs);
 }
 
-frame encode(const reply_msg& m) {
-    return build(reply_bytes(m), [&](schema::Envelope::Builder env) { fill_reply(env, m); });
+frame encode(const reply_msg& m, const void* outputs) {
+    return build(reply_bytes(m), [&](schema::Envelope::Builder env) {
+        fill_reply(env, m, locate_in(m.tensors, outputs));
+    });
+}
+
+frame encode(const release_msg& m) {
+    return build(m.offsets.size() * 8, [&](schema::Envelope::Builder env) {
+        auto offsets = env.initRelease().initOffsets(static_cast<unsigned>(m.offsets.size()));
+        for (unsigned i = 0; i < m.offsets.size(); ++i) {
+            offsets.set(i, m.offsets[i]);
+        }
+    });
 }
 
 bool encode_to(const reply_view& m, const std::function<bool(std::span<const iovec>)>& write) {
     return with_message(
-        reply_bytes(m), [&](schema::Envelope::Builder env) { fill_reply(env, m); },
+        reply_bytes(m), [&](schema::Envelope::Builder env) { fill_reply(env, m, locate_in(m)); },
         [&](capnp::MallocMessageBuilder& builder) {
             auto segments = builder.getSegmentsForOutput();
             constexpr std::size_t max_segments = 15;
@@ -310,7 +389,7 @@ frame encode(const shutdown_msg&) {
 namespace {
 
 template <class Result>
-Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
+Result decode_as(std::span<const capnp::word> words, bool request_as_view, shared_space* space) {
     try {
         capnp::ReaderOptions options;
         // Each word of a legitimate message is visited once; the margin covers the root.
@@ -328,7 +407,7 @@ Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
                                     r.getDeadlineNs(),
                                     std::string_view(reinterpret_cast<const char*>(payload.begin()),
                                                      payload.size()),
-                                    get_tensors<tensor_view>(r.getTensors())};
+                                    get_tensors<tensor_view>(r.getTensors(), space)};
             }
         }
         switch (env.which()) {
@@ -342,7 +421,7 @@ Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
                 auto r = env.getRequest();
                 return message{request_msg{r.getId(), to_string(r.getMethod()), r.getDeadlineNs(),
                                            to_string(r.getPayload()),
-                                           get_tensors<tensor>(r.getTensors())}};
+                                           get_tensors<tensor>(r.getTensors(), space)}};
             }
             case schema::Envelope::REPLY: {
                 auto r = env.getReply();
@@ -360,7 +439,7 @@ Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
                         return decode_error{"reply has an unknown result kind"};
                 }
                 m.payload = to_string(r.getPayload());
-                m.tensors = get_tensors<tensor>(r.getTensors());
+                m.tensors = get_tensors<tensor>(r.getTensors(), space);
                 return message{std::move(m)};
             }
             case schema::Envelope::CANCEL:
@@ -381,6 +460,13 @@ Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
                 return message{fault_msg{f.getTaskId(),
                                          {static_cast<fault::kind>(f.getKind()), f.getValue()}}};
             }
+            case schema::Envelope::RELEASE: {
+                release_msg m;
+                for (auto offset : env.getRelease().getOffsets()) {
+                    m.offsets.push_back(offset);
+                }
+                return message{std::move(m)};
+            }
             case schema::Envelope::FORK_REPLY: {
                 auto r = env.getForkReply();
                 return message{fork_reply_msg{r.getSequence(), r.getPid(), to_string(r.getError()),
@@ -399,12 +485,14 @@ Result decode_as(std::span<const capnp::word> words, bool request_as_view) {
 
 }  // namespace
 
-std::variant<message, decode_error> decode(std::span<const capnp::word> words) {
-    return decode_as<std::variant<message, decode_error>>(words, false);
+std::variant<message, decode_error> decode(std::span<const capnp::word> words,
+                                           shared_space* space) {
+    return decode_as<std::variant<message, decode_error>>(words, false, space);
 }
 
-std::variant<message, request_view, decode_error> decode_view(std::span<const capnp::word> words) {
-    return decode_as<std::variant<message, request_view, decode_error>>(words, true);
+std::variant<message, request_view, decode_error> decode_view(std::span<const capnp::word> words,
+                                                              shared_space* space) {
+    return decode_as<std::variant<message, request_view, decode_error>>(words, true, space);
 }
 
 }  // namespace torchpool::wire

@@ -7,6 +7,7 @@
 #include <kj/array.h>
 
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <variant>
@@ -19,8 +20,11 @@ namespace torchpool::wire {
 using frame = kj::Array<capnp::word>;
 
 frame encode(const hello_msg& m);
-frame encode(const request_msg& m);
-frame encode(const reply_msg& m);
+/// `inputs`: the pool's input memory (see encode_request).
+frame encode(const request_msg& m, const void* inputs = nullptr);
+/// `outputs`: the worker's output memory; tensors placed there are sent by reference.
+frame encode(const reply_msg& m, const void* outputs = nullptr);
+frame encode(const release_msg& m);
 frame encode(const cancel_msg& m);
 frame encode(const heartbeat_msg& m);
 frame encode(const shutdown_msg& m);
@@ -32,8 +36,11 @@ frame encode(const fault_msg& m);
 /// segments), without first copying it into one array. Returns what `write` returns.
 bool encode_to(const reply_view& m, const std::function<bool(std::span<const iovec>)>& write);
 
-/// Encodes a request straight from the caller's value, without an intermediate copy.
-frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req);
+/// Encodes a request straight from the caller's value, without an intermediate copy. Tensors
+/// whose bytes are in `inputs` (the pool's input memory, as `shared_region::space` names it)
+/// are sent by where they are; the others' bytes go into the frame.
+frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req,
+                     const void* inputs = nullptr);
 
 /// Why a frame could not be decoded, in words.
 struct decode_error {
@@ -41,17 +48,20 @@ struct decode_error {
 };
 
 /// Decodes and fully validates one frame (as returned by `frame_reader::next`): pointers
-/// in bounds, tensors whose byte size matches their shape and type. Never throws.
-std::variant<message, decode_error> decode(std::span<const capnp::word> words);
+/// in bounds, tensors whose byte size matches their shape and type. Tensors placed in
+/// shared memory are claimed from `space` (an error if there is none). Never throws.
+std::variant<message, decode_error> decode(std::span<const capnp::word> words,
+                                           shared_space* space = nullptr);
 
 /// As `decode`, except that a request comes back as a view into `words` (no copy of its
 /// payload or tensor bytes), valid as long as `words` is. For the worker SDK.
-std::variant<message, request_view, decode_error> decode_view(std::span<const capnp::word> words);
+std::variant<message, request_view, decode_error> decode_view(std::span<const capnp::word> words,
+                                                              shared_space* space = nullptr);
 
 /// Checks a tensor's shape and byte size; empty when it is valid, else what is wrong.
 std::string validate_tensor(dtype type, std::span<const std::int64_t> shape, std::size_t bytes);
 inline std::string validate_tensor(const tensor& t) {
-    return validate_tensor(t.type, t.shape, t.data.size());
+    return validate_tensor(t.type, t.shape, t.bytes().size());
 }
 inline std::string validate_tensor(const tensor_view& t) {
     return validate_tensor(t.type, t.shape, t.data.size());

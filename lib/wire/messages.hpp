@@ -5,6 +5,7 @@
 #include <torchpool/task.hpp>
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -13,14 +14,36 @@
 
 namespace torchpool::wire {
 
-inline constexpr std::uint32_t protocol_version = 1;
+inline constexpr std::uint32_t protocol_version = 2;
 
 /// Capability in a worker's hello: it answers a heartbeat from the pool with the same
 /// heartbeat whenever no task runs.
 inline constexpr std::string_view answers_heartbeats = "heartbeat";
 
+/// Capability in a worker's hello: it maps the pool's input memory, places large results in
+/// output memory of its own, and sends that memory (a sealed memfd) with the hello.
+inline constexpr std::string_view uses_shared_memory = "shared-memory";
+
 /// Error type of a reply whose handler stopped because its caller cancelled the task.
 inline constexpr std::string_view cancelled_error = "torchpool::cancelled";
+
+/// Where a tensor's bytes are in shared memory: in a request, the pool's input memory; in a
+/// reply, the output memory of the worker that sent it.
+struct shared_ref {
+    std::uint64_t offset = 0;
+    std::uint64_t length = 0;
+    friend bool operator==(const shared_ref&, const shared_ref&) = default;
+};
+
+/// What a received message's shared references point into, for the decoder: it checks each
+/// one (in range, not held already) and makes it the tensor's bytes, or says what is wrong.
+class shared_space {
+public:
+    virtual std::variant<shared_bytes, std::string> claim(shared_ref where) = 0;
+
+protected:
+    ~shared_space() = default;
+};
 
 struct hello_msg {
     int pid = 0;
@@ -63,6 +86,8 @@ struct reply_view {
     std::string_view error_message;
     std::string_view payload;
     std::span<const tensor_view> tensors;
+    /// Where each tensor is in the worker's output memory, if it is there; empty: all inline.
+    std::span<const std::optional<shared_ref>> placed;
 };
 
 struct cancel_msg {
@@ -95,8 +120,14 @@ struct fault_msg {
     fault what;
 };
 
-using message = std::variant<hello_msg, request_msg, reply_msg, cancel_msg, heartbeat_msg,
-                             shutdown_msg, fork_request_msg, fork_reply_msg, fault_msg>;
+/// Pool -> worker: blocks of its output memory the pool no longer holds.
+struct release_msg {
+    std::vector<std::uint64_t> offsets;
+};
+
+using message =
+    std::variant<hello_msg, request_msg, reply_msg, cancel_msg, heartbeat_msg, shutdown_msg,
+                 fork_request_msg, fork_reply_msg, fault_msg, release_msg>;
 
 /// Name of the message kind, for error messages ("hello", "reply", ...).
 const char* message_name(const message& m) noexcept;

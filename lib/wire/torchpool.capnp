@@ -24,11 +24,25 @@ struct Tensor {
   dtype @0 :DType;
   shape @1 :List(Int64);
   # Contiguous, row-major, native byte order; length is product(shape) * size of dtype.
-  data @2 :Data;
+  union {
+    # In the message itself (small tensors).
+    data @2 :Data;
+    # In shared memory: in a request, the pool's input memory (the memfd a worker finds on
+    # the descriptor named by TORCHPOOL_INPUTS_FD, mapped read-only); in a reply, the
+    # worker's output memory (the memfd it sent with its hello).
+    shared @3 :SharedBytes;
+  }
+}
+
+struct SharedBytes {
+  offset @0 :UInt64;
+  length @1 :UInt64;
 }
 
 struct Hello {
-  # First message of every worker, sent once it can take requests.
+  # First message of every worker, sent once it can take requests. A worker that declares
+  # the capability "shared-memory" sends its output memory with it (SCM_RIGHTS): a memfd
+  # whose size is sealed (F_SEAL_SHRINK, F_SEAL_GROW), where its replies place tensors.
   pid @0 :Int32;
   protocolVersion @1 :UInt32;
   capabilities @2 :List(Text);
@@ -98,6 +112,12 @@ struct Fault {
   value @2 :UInt64;
 }
 
+struct Release {
+  # Pool -> worker: blocks of the worker's output memory (by the offsets its replies gave)
+  # that the pool no longer holds; the worker may write there again.
+  offsets @0 :List(UInt64);
+}
+
 struct Envelope {
   union {
     hello @0 :Hello;
@@ -109,5 +129,6 @@ struct Envelope {
     forkRequest @6 :ForkRequest;
     forkReply @7 :ForkReply;
     fault @8 :Fault;
+    release @9 :Release;
   }
 }

@@ -108,6 +108,7 @@ struct server_context {
     int control_fd;
     pid_t pool;
     int watch_pidfd;  // in a helper: the server's pidfd, whose exit ends the helper
+    int inputs;       // the pool's input memory, which each worker keeps (fd 4); -1: none
 };
 
 enum class outcome { served, failed, new_worker };
@@ -205,7 +206,7 @@ outcome fork_one(const server_context& ctx, const wire::fork_request_msg& reques
             word.give();
             // Its stdin stays the server's (/dev/null); the server's control socket, fd 3, is
             // replaced by the worker's channel.
-            posix::settle_child(ctx.pool, worker_channel.get(), log_write.get(), -1);
+            posix::settle_child(ctx.pool, worker_channel.get(), log_write.get(), -1, ctx.inputs);
             self.release();  // closed by close_range; do not close numbers reused since
             pool_channel.release();
             worker_channel.release();
@@ -347,7 +348,8 @@ std::variant<int, forked_worker> run_fork_server(int control_fd, const wire::hel
     // system, so that no fork copies its page tables.
     ::malloc_trim(0);
     back_heap_with_huge_pages();
-    server_context ctx{control_fd, ::getppid(), -1};
+    server_context ctx{control_fd, ::getppid(), -1,
+                       std::getenv("TORCHPOOL_INPUTS_FD") ? posix::inputs_fd : -1};
     const unsigned helpers = helpers_from_environment();
     posix::unique_fd server_pidfd;
     if (helpers > 0) {

@@ -1,9 +1,11 @@
+#include "../posix/fd_passing.hpp"
 #include "../wire/codec.hpp"
 #include "../wire/frame_reader.hpp"
 #include "faults.hpp"
 #include "fork_server.hpp"
 #include "host_watch.hpp"
 #include "inbox.hpp"
+#include "shared_memory.hpp"
 #include <torchpool/worker.hpp>
 
 #include <algorithm>
@@ -91,6 +93,23 @@ bool write_all(int fd, const kj::ArrayPtr<const kj::byte> bytes) {
     return send_all(fd, {&whole, 1});
 }
 
+// Sends the hello, with the output memory's descriptor when there is one.
+bool send_hello(int fd, const wire::hello_msg& hello, int output_memory) {
+    const auto frame = wire::encode(hello);
+    const auto bytes = frame.asBytes();
+    if (output_memory < 0) {
+        return write_all(fd, bytes);
+    }
+    const iovec whole{const_cast<kj::byte*>(bytes.begin()), bytes.size()};
+    const int fds[] = {output_memory};
+    const ssize_t n = posix::send_with_fds(fd, &whole, 1, fds, posix::send_mode::wait);
+    if (n < 0) {
+        return false;
+    }
+    const auto sent = static_cast<std::size_t>(n);
+    return sent == bytes.size() || write_all(fd, bytes.slice(sent, bytes.size()));
+}
+
 // A reply being written; its views point into the request, the result or these strings.
 struct outgoing_reply {
     std::uint64_t id = 0;
@@ -98,9 +117,10 @@ struct outgoing_reply {
     std::string error_type;
     std::string error_message;
     result value;
+    std::vector<std::optional<wire::shared_ref>> placed;
 
     wire::reply_view view() const {
-        return {id, ok, error_type, error_message, value.payload, value.tensors};
+        return {id, ok, error_type, error_message, value.payload, value.tensors, placed};
     }
 };
 
@@ -122,7 +142,7 @@ bool past(std::uint64_t deadline_ns) {
 
 // Runs the handler for `req`; a thrown exception becomes an error reply.
 outgoing_reply run(const handler_table& handlers, const wire::request_view& req,
-                   cancellation_source& cancellation) {
+                   cancellation_source& cancellation, output_allocator& outputs) {
     outgoing_reply reply{.id = req.id};
     auto it = handlers.find(req.method);
     if (it == handlers.end()) {
@@ -136,8 +156,8 @@ outgoing_reply run(const handler_table& handlers, const wire::request_view& req,
         return reply;
     }
     try {
-        result r = it->second(
-            call{req.id, req.method, req.payload, req.tensors, req.deadline_ns, &cancellation});
+        result r = it->second(call{req.id, req.method, req.payload, req.tensors, req.deadline_ns,
+                                   &cancellation, &outputs});
         for (std::size_t i = 0; i < r.tensors.size(); ++i) {
             if (auto problem = wire::validate_tensor(r.tensors[i]); !problem.empty()) {
                 return not_run(
@@ -180,6 +200,11 @@ bool fork_server_mode() {
 }
 
 }  // namespace
+
+output_tensor call::allocate_output(dtype type, std::vector<std::int64_t> shape) const {
+    return outputs ? outputs->allocate(type, std::move(shape))
+                   : detail::heap_output(type, std::move(shape));
+}
 
 struct server::state {
     int fd;
@@ -259,9 +284,19 @@ int server::serve_worker(const start_info& info) {
         }
     }
     const int fd = state_->fd;
+    std::string problems;
+    detail::shared_memory memory(detail::shared_memory_setup::from_environment(), problems);
+    if (!problems.empty()) {
+        std::fprintf(stderr, "torchpool worker: %s", problems.c_str());
+    }
     auto hello = make_hello(state_->handlers);
     hello.capabilities.emplace_back(wire::answers_heartbeats);
-    if (!write_all(fd, wire::encode(hello).asBytes())) {
+    if (memory.output_fd() >= 0) {
+        hello.capabilities.emplace_back(wire::uses_shared_memory);
+    }
+    const bool said_hello = send_hello(fd, hello, memory.output_fd());
+    memory.hello_sent();
+    if (!said_hello) {
         std::fprintf(stderr, "torchpool worker: cannot write to the pool's channel (fd %d): %s\n",
                      fd, std::strerror(errno));
         return 2;
@@ -317,7 +352,7 @@ int server::serve_worker(const start_info& info) {
             if (!next.has_frame()) {
                 break;
             }
-            auto decoded = wire::decode_view(next.words);
+            auto decoded = wire::decode_view(next.words, &memory);
             if (auto* bad = std::get_if<wire::decode_error>(&decoded)) {
                 std::fprintf(stderr, "torchpool worker: malformed message from the pool: %s\n",
                              bad->what.c_str());
@@ -336,6 +371,8 @@ int server::serve_worker(const start_info& info) {
                 if (faults_enabled) {
                     faults[f->task_id] = f->what;
                 }
+            } else if (auto* released = std::get_if<wire::release_msg>(&msg)) {
+                memory.release(*released);
             } else {
                 batch.emplace_back(std::move(msg));
             }
@@ -371,8 +408,9 @@ int server::serve_worker(const start_info& info) {
                 if (f != faults.end()) {
                     faults.erase(f);
                 }
-                reply = run(state_->handlers, req, inbox);
+                reply = run(state_->handlers, req, inbox, memory);
                 cancelled.erase(req.id);
+                reply.placed = memory.place(reply.value.tensors);
             }
             if (!wire::encode_to(reply.view(), [fd](std::span<const iovec> parts) {
                     return send_all(fd, parts);

@@ -26,6 +26,7 @@ TEST_CASE("a task runs on a worker and returns its payload and tensors", "[proce
         request req = make_request("echo", "hello");
         req.tensors.push_back(tensor(dtype::float32, {2}, std::string(8, 'a')));
         auto [ec, r] = co_await p.async_submit(req, tuple_awaitable);
+        INFO(ec.message() << ": " << r.diagnostics.summary);
         REQUIRE(!ec);
         CHECK(r.payload == "hello");
         REQUIRE(r.tensors.size() == 1);

@@ -16,13 +16,13 @@ namespace {
 
 const core::time_point now{std::chrono::seconds(1000)};
 
-std::string refused(const request& req, intake_rules rules = {}) {
+std::string refused(request req, intake_rules rules = {}) {
     auto r = take_in(7, req, now, rules);
     REQUIRE(std::holds_alternative<std::string>(r));
     return std::get<std::string>(r);
 }
 
-taken_request taken(const request& req, intake_rules rules = {}) {
+taken_request taken(request req, intake_rules rules = {}) {
     auto r = take_in(7, req, now, rules);
     REQUIRE(std::holds_alternative<taken_request>(r));
     return std::move(std::get<taken_request>(r));
@@ -52,7 +52,7 @@ TEST_CASE(
     tensor bad(dtype::float32, {2, 2});
     bad.data.resize(3);  // 2x2 floats take 16 bytes
     CHECK_THAT(refused(request("m", {}, {bad})), Catch::StartsWith("Tensor 0 of the request"));
-    const auto crash = request("m").with_fault(fault::crash(11));
+    auto crash = request("m").with_fault(fault::crash(11));
     CHECK_THAT(refused(crash), Catch::Contains("set pool_params::faults.enabled"));
     CHECK(std::holds_alternative<taken_request>(take_in(7, crash, now, {.faults_enabled = true})));
 }

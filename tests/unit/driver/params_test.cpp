@@ -63,5 +63,5 @@ TEST_CASE("workers learn their threads from the environment, and a fork server i
     CHECK(has(env, "TORCHPOOL_FORK_SERVER=1"));
     CHECK(has(env, "TORCHPOOL_FORK_SERVER_HELPERS=7"));
     // Three descriptors per slot, and the fork server's three plus one per helper's pidfd.
-    CHECK(descriptors_needed(p, 8) == 3 * 2 + 3 + 8);
+    CHECK(descriptors_needed(p, 8) == 1 + 3 * 2 + 3 + 8);
 }

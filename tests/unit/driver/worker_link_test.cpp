@@ -183,5 +183,7 @@ TEST_CASE("a worker that sends descriptors is told as a protocol error", "[drive
     h.io.poll();
     CHECK(h.sink.told ==
           std::vector<std::string>{
-              "frame 3", "error: sent file descriptors, which no message it may send carries"});
+              "frame 3",
+              "error: sent file descriptors with a message other than its hello (which may carry "
+              "its output memory)"});
 }
