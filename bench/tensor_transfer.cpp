@@ -10,7 +10,7 @@
 //   memfd      the bytes copied into a shared memfd that the other process reads in place
 //              (echo: it copies them into a second region that this process reads).
 // Rates are the tensor's bytes per second of round trips (echo moves them twice in that time).
-// For the pool, the host thread's CPU time per task is printed too (getrusage RUSAGE_THREAD):
+// For the pool, the host thread's CPU time per task is printed too (CLOCK_THREAD_CPUTIME_ID):
 // the time in which no other worker's exit, reply or timer is handled.
 //
 // Usage: torchpool-bench-tensor-transfer [--seconds S] [--max-mib M]
@@ -32,8 +32,8 @@
 #include <vector>
 
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 namespace asio = boost::asio;
@@ -134,22 +134,30 @@ double memcpy_rate(const std::string& bytes, double seconds) {
     });
 }
 
+// Precise (the scheduler's own count), unlike getrusage's tick-sampled figures.
 double thread_cpu_seconds() {
-    rusage u{};
-    ::getrusage(RUSAGE_THREAD, &u);
-    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+    timespec t{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
 }
 
 struct pool_figures {
     double rate = 0;         // tensor bytes per second
-    double host_cpu_ms = 0;  // the host thread's CPU time per task
+    double host_cpu_ms = 0;  // the host thread's CPU time per task, the caller's work left out
+};
+
+// How the caller gives the pool its tensor.
+enum class source {
+    caller_bytes,  // its own std::string, which submit copies into the pool's input memory
+    allocated,     // a tensor from pool::allocate, filled in place (as the memfd baseline's
+                   // copy into shared memory), which the pool does not copy
 };
 
 // Tasks of `method` with the tensor, `in_flight` at a time, until `seconds` passed (and at
 // least 3 tasks completed after the warm-up).
 pool_figures pool_rate(const std::string& worker, std::size_t workers, std::size_t in_flight,
-                       const std::string& method, const std::string& bytes, double seconds) {
+                       const std::string& method, const std::string& bytes, double seconds,
+                       source from) {
     asio::io_context io{1};
     torchpool::pool pool(io.get_executor(), {.worker = {.executable = worker},
                                              .workers = workers,
@@ -162,27 +170,48 @@ pool_figures pool_rate(const std::string& worker, std::size_t workers, std::size
     bool stopping = false;
     clock_type::time_point start;
     double cpu_start = 0, cpu_end = 0, elapsed = 0;
+    volatile std::uint64_t sink = 0;
+    double caller_cpu = 0;  // the caller's own work: making its tensor, reading its result
     std::function<void()> submit_one = [&] {
-        // As a caller does: its bytes become the request's tensor (one copy, counted).
-        torchpool::request r(method, {},
-                             {torchpool::tensor(torchpool::dtype::float32, {elements}, bytes)});
+        // As a caller does: its bytes become the request's tensor (copied on submit), or it
+        // fills a tensor in the pool's memory (not copied again).
+        const double made_at = thread_cpu_seconds();
+        torchpool::tensor t;
+        if (from == source::allocated) {
+            t = pool.allocate(torchpool::dtype::float32, {elements});
+            std::memcpy(t.writable_bytes().data(), bytes.data(), bytes.size());
+        } else {
+            t = torchpool::tensor(torchpool::dtype::float32, {elements}, bytes);
+        }
+        caller_cpu += thread_cpu_seconds() - made_at;
+        std::vector<torchpool::tensor> tensors;
+        tensors.push_back(std::move(t));
+        torchpool::request r(method, {}, std::move(tensors));
         pool.async_submit(std::move(r), [&](boost::system::error_code ec, torchpool::response res) {
             if (ec) {
                 std::fprintf(stderr, "tensor_transfer: a task failed: %s\n",
                              res.diagnostics.summary.c_str());
                 std::exit(1);
             }
+            const double read_at = thread_cpu_seconds();
+            for (const auto& t : res.tensors) {  // the caller reads its result in place
+                const auto b = t.bytes();
+                sink = sink + touch(reinterpret_cast<const char*>(b.data()), b.size());
+            }
+            res = {};
+            caller_cpu += thread_cpu_seconds() - read_at;
             ++completed;
             if (completed == warm_up) {
                 start = clock_type::now();
                 cpu_start = thread_cpu_seconds();
+                caller_cpu = 0;
             } else if (completed > warm_up) {
                 ++measured;
             }
             if (!stopping && measured >= 3 && seconds_since(start) >= seconds) {
                 stopping = true;
                 elapsed = seconds_since(start);
-                cpu_end = thread_cpu_seconds();
+                cpu_end = thread_cpu_seconds() - caller_cpu;
                 pool.async_shutdown(asio::detached);
             }
             if (!stopping) {
@@ -226,9 +255,15 @@ int main(int argc, char** argv) {
     const auto worker = (std::filesystem::read_symlink("/proc/self/exe").parent_path() /
                          "torchpool-bench-noop-worker")
                             .string();
-    std::printf("GB/s of tensor bytes per round trip; host ms: the pool thread's CPU per task\n");
-    std::printf("%-7s %-5s %7s %7s %7s | %7s %7s %8s | %7s %7s %8s\n", "size", "mode", "memcpy",
-                "socket", "memfd", "pool", "host ms", "/memfd", "1w x4", "2w x4", "2w/1w");
+    std::printf(
+        "GB/s of tensor bytes per round trip. host ms: the CPU per task of the one thread that\n"
+        "runs the pool and the caller, less the caller's own work (making its tensor, reading\n"
+        "the result). bytes: the caller's std::string, which submit copies into shared memory\n"
+        "(counted in host ms); alloc: filled in place in pool::allocate's memory (as the memfd\n"
+        "baseline's copy). 1w/2w: alloc, four tasks in flight.\n");
+    std::printf("%-7s %-5s %6s %6s %6s | %6s %7s | %6s %7s %7s | %6s %6s %6s\n", "size", "mode",
+                "memcpy", "socket", "memfd", "bytes", "host ms", "alloc", "host ms", "/memfd",
+                "1w x4", "2w x4", "2w/1w");
     for (const std::size_t size :
          {std::size_t{4} << 10, std::size_t{64} << 10, std::size_t{1} << 20, std::size_t{16} << 20,
           std::size_t{64} << 20}) {
@@ -244,13 +279,16 @@ int main(int argc, char** argv) {
             const double mc = memcpy_rate(bytes, seconds);
             const double so = socket_rate(bytes, echo, seconds);
             const double mf = memfd_rate(bytes, echo, seconds);
-            const auto one = pool_rate(worker, 1, 1, method, bytes, seconds);
-            const auto one_x4 = pool_rate(worker, 1, 4, method, bytes, seconds);
-            const auto two_x4 = pool_rate(worker, 2, 4, method, bytes, seconds);
-            std::printf("%-7s %-5s %7.2f %7.2f %7.2f | %7.2f %7.3f %7.2fx | %7.2f %7.2f %7.2fx\n",
-                        size_name(size).c_str(), echo ? "echo" : "one", mc / 1e9, so / 1e9,
-                        mf / 1e9, one.rate / 1e9, one.host_cpu_ms, one.rate / mf, one_x4.rate / 1e9,
-                        two_x4.rate / 1e9, two_x4.rate / one_x4.rate);
+            const auto one = pool_rate(worker, 1, 1, method, bytes, seconds, source::caller_bytes);
+            const auto alloc = pool_rate(worker, 1, 1, method, bytes, seconds, source::allocated);
+            const auto one_x4 = pool_rate(worker, 1, 4, method, bytes, seconds, source::allocated);
+            const auto two_x4 = pool_rate(worker, 2, 4, method, bytes, seconds, source::allocated);
+            std::printf(
+                "%-7s %-5s %6.2f %6.2f %6.2f | %6.2f %7.3f | %6.2f %7.3f %6.2fx | %6.2f %6.2f "
+                "%5.2fx\n",
+                size_name(size).c_str(), echo ? "echo" : "one", mc / 1e9, so / 1e9, mf / 1e9,
+                one.rate / 1e9, one.host_cpu_ms, alloc.rate / 1e9, alloc.host_cpu_ms,
+                alloc.rate / mf, one_x4.rate / 1e9, two_x4.rate / 1e9, two_x4.rate / one_x4.rate);
         }
     }
     return 0;
