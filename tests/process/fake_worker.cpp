@@ -8,6 +8,17 @@
 //   --never-ready        never say hello (block forever)
 //   --exit-at-start-while FILE  as --exit-at-start 3, while FILE exists
 //   --fail-start-hook    the SDK's start hook throws (in each worker, after a fork)
+//   --unsealed-outputs   say hello by hand, sending output memory whose size is not sealed
+//   --truncate-inputs    try to truncate the pool's input memory (fd 4) and write to stderr
+//                        whether the kernel allowed it, then serve as usual
+// Shared memory (tests/process/shared_memory_test.cpp):
+//   fill (bytes, value)  reply with a uint8 tensor of that many bytes, all `value`, written
+//                        in place in output memory (call::allocate_output)
+//   sum                  reply with the sum of the bytes of the first tensor, read in place
+//   write_input          write into the first input tensor (read-only shared memory)
+//   bad_reference (kind) reply by hand with a tensor placed in output memory wrongly:
+//                        "outside" its end, "overlap" a block a caller holds (the first
+//                        fill's), or "length" not matching the shape; then block
 // Methods (payload in parentheses):
 //   echo (any)           reply with the same payload and tensors
 //   pid                  reply with this process's pid
@@ -35,6 +46,8 @@
 //   ignore_cancel (ms)   print "ignore_cancel started", then work ms without looking at
 //                        cancellation; reply "finished"
 //   print_lines (n)      write "line 1" .. "line n" to stdout and stderr alternately
+#include "posix/fd_passing.hpp"
+#include "wire/codec.hpp"
 #include <torchpool/worker.hpp>
 
 #include <chrono>
@@ -50,6 +63,7 @@
 
 #include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -105,6 +119,48 @@ std::chrono::nanoseconds process_cpu_time() {
     return std::chrono::seconds(t.tv_sec) + std::chrono::nanoseconds(t.tv_nsec);
 }
 
+// A hello written by hand, with output memory whose size is not sealed: a worker that could
+// truncate it under the pool's mapping. The pool must refuse it.
+int hello_with_unsealed_outputs() {
+    const int memory = ::memfd_create("unsealed", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (memory < 0 || ::ftruncate(memory, 1 << 20) != 0) {
+        return 70;
+    }
+    torchpool::wire::hello_msg hello{
+        .pid = static_cast<int>(::getpid()),
+        .protocol_version = torchpool::wire::protocol_version,
+        .capabilities = {std::string(torchpool::wire::uses_shared_memory)},
+        .methods = {"echo"}};
+    const auto frame = torchpool::wire::encode(hello);
+    const iovec whole{const_cast<kj::byte*>(frame.asBytes().begin()), frame.asBytes().size()};
+    const int fds[] = {memory};
+    torchpool::posix::send_with_fds(3, &whole, 1, fds, torchpool::posix::send_mode::wait);
+    block_forever();
+}
+
+// Writes a reply to `c` by hand whose tensor is placed in output memory as `kind` says.
+[[noreturn]] void reply_with_bad_reference(const call& c, std::string_view kind) {
+    torchpool::wire::shared_ref where{1u << 30, 16};  // "outside"
+    if (kind == "overlap") {
+        where = {0, 16};  // the first block of output memory (first fit): the first fill's
+    } else if (kind == "length") {
+        where = {0, 15};
+    }
+    const std::byte nothing[16] = {};
+    const torchpool::tensor_view t{torchpool::dtype::float32, {4}, nothing, nullptr};
+    const std::optional<torchpool::wire::shared_ref> placed[] = {where};
+    torchpool::wire::encode_to({.id = c.id, .ok = true, .tensors = {&t, 1}, .placed = placed},
+                               [](std::span<const iovec> parts) {
+                                   for (const auto& part : parts) {
+                                       if (::write(3, part.iov_base, part.iov_len) < 0) {
+                                           return false;
+                                       }
+                                   }
+                                   return true;
+                               });
+    block_forever();
+}
+
 int main(int argc, char** argv) {
     bool fail_start_hook = false;
     for (int i = 1; i < argc; ++i) {
@@ -133,6 +189,13 @@ int main(int argc, char** argv) {
             block_forever();
         } else if (arg == "--fail-start-hook") {
             fail_start_hook = true;
+        } else if (arg == "--unsealed-outputs") {
+            return hello_with_unsealed_outputs();
+        } else if (arg == "--truncate-inputs") {
+            const bool truncated = ::ftruncate(4, 0) == 0;
+            std::fprintf(stderr, "fake_worker: truncating the input memory %s: %s\n",
+                         truncated ? "succeeded" : "was refused",
+                         truncated ? "" : std::strerror(errno));
         } else {
             std::fprintf(stderr, "fake_worker: unknown option %s\n", arg.c_str());
             return 64;
@@ -172,6 +235,28 @@ int main(int argc, char** argv) {
     });
     server.handle("parent",
                   [](const call&) { return result{.payload = std::to_string(::getppid())}; });
+    server.handle("fill", [](const call& c) {
+        const auto space = c.payload.find(' ');
+        const auto bytes = static_cast<std::int64_t>(to_int(c.payload.substr(0, space)));
+        const int value = to_int(c.payload.substr(space + 1));
+        auto out = c.allocate_output(torchpool::dtype::uint8, {bytes});
+        std::memset(out.bytes.data(), value, out.bytes.size());
+        return result{.tensors = {out.view}};
+    });
+    server.handle("sum", [](const call& c) {
+        std::uint64_t sum = 0;
+        for (const auto b : c.tensors.front().data) {
+            sum += static_cast<std::uint8_t>(b);
+        }
+        return result{.payload = std::to_string(sum)};
+    });
+    server.handle("write_input", [](const call& c) -> result {
+        auto* first = const_cast<std::byte*>(c.tensors.front().data.data());
+        first[0] = std::byte{1};  // SIGSEGV: the pool's input memory is read-only here
+        return result{.payload = "wrote into the input"};
+    });
+    server.handle("bad_reference",
+                  [](const call& c) -> result { reply_with_bad_reference(c, c.payload); });
     server.handle("echo", [](const call& c) {
         return result{.payload = std::string(c.payload),
                       .tensors = {c.tensors.begin(), c.tensors.end()}};
