@@ -7,23 +7,35 @@
 // keeps the driver's rules: nothing is read from a channel after a protocol error or its end,
 // a process is reaped once, a spawn is answered with a new process.
 //
+// Each worker has output memory (a sealed memfd) as the driver holds it (worker_outputs), and
+// replies may place tensors there at offsets and lengths of the input's choosing; results are
+// held and let go as callers do.
+//
 // Oracles beyond "no crash, no sanitizer report": a task completes at most once; after stop,
-// once every process is reaped, the run finishes and every task has completed exactly once.
+// once every process is reaped, the run finishes and every task has completed exactly once;
+// every tensor a result holds in shared memory lies inside its worker's output memory, no two
+// held tensors of one worker's memory overlap, and the bytes held add up to what the pool
+// counts.
 #include "core/pool_core.hpp"
 #include "driver/channel_intake.hpp"
+#include "driver/worker_outputs.hpp"
 #include "fuzz_input.hpp"
+#include "shm/arena.hpp"
 #include "wire/codec.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <vector>
 
 #include <signal.h>
+#include <unistd.h>
 
 using namespace torchpool;
 using namespace std::chrono_literals;
@@ -32,6 +44,7 @@ namespace {
 
 constexpr std::size_t workers = 2;
 constexpr std::size_t max_frame = 4096;
+constexpr std::size_t output_memory = 64 * 1024;
 
 [[noreturn]] void fail(const char* what) {
     std::fprintf(stderr, "host_channel_fuzz: %s\n", what);
@@ -44,6 +57,8 @@ struct process {
     bool alive = false;    // spawned and not reaped
     bool reading = false;  // its channel is read: not ended, nothing broke it
     wire::frame_reader reader{max_frame};
+    std::shared_ptr<shm::mapping> memory;  // its output memory, as the worker maps it
+    std::shared_ptr<detail::worker_outputs> outputs;
 };
 
 struct harness {
@@ -52,6 +67,8 @@ struct harness {
     process slots[workers];
     std::map<core::task_id, int> completions;
     std::map<core::task_id, core::slot_id> sent;  // the slot a task was last sent to
+    std::vector<response> held;                   // results callers still hold
+    detail::held_counter held_bytes = std::make_shared<std::atomic<std::uint64_t>>(0);
     core::task_id next_task = 1;
     int next_pid = 100;
     bool finished = false;
@@ -70,6 +87,7 @@ struct harness {
                 }
                 p = process{};
                 p.alive = p.reading = true;
+                give_output_memory(p);
                 core.on_spawned(spawn->slot, next_pid++, now);
             } else if (auto* send = std::get_if<core::send_request_action>(&a)) {
                 sent[send->task] = send->slot;
@@ -77,9 +95,61 @@ struct harness {
                 if (++completions[done->task] > 1) {
                     fail("a task completed twice");
                 }
+                if (done->result && !done->result->tensors.empty()) {
+                    held.push_back(std::move(*done->result));
+                    check_held();
+                }
             } else if (std::holds_alternative<core::run_finished_action>(a)) {
                 finished = true;
             }
+        }
+    }
+
+    void give_output_memory(process& p) {
+        p.memory = std::get<std::shared_ptr<shm::mapping>>(
+            shm::mapping::create("fuzz-outputs", output_memory, shm::writers::anyone));
+        p.outputs = std::get<std::shared_ptr<detail::worker_outputs>>(
+            detail::worker_outputs::adopt(posix::unique_fd(::dup(p.memory->fd())), output_memory,
+                                          held_bytes, [](detail::worker_outputs&) {}));
+    }
+
+    // Held tensors lie inside their worker's memory, do not overlap, and add up.
+    void check_held() const {
+        std::map<std::pair<const void*, const std::byte*>, std::size_t> ranges;
+        std::uint64_t total = 0;
+        for (const auto& r : held) {
+            for (const auto& t : r.tensors) {
+                if (!t.shared) {
+                    continue;
+                }
+                const auto b = t.shared.bytes();
+                const auto* region = t.shared.region().get();
+                if (b.data() < region->base() ||
+                    b.data() + b.size() > region->base() + output_memory) {
+                    fail("a held tensor lies outside its worker's output memory");
+                }
+                ranges[{region->space(), b.data()}] = b.size();
+                total += b.size();
+            }
+        }
+        const void* space = nullptr;
+        const std::byte* end = nullptr;
+        for (const auto& [at, size] : ranges) {
+            if (at.first == space && at.second < end) {
+                fail("two held tensors overlap in one worker's output memory");
+            }
+            space = at.first;
+            end = at.second + size;
+        }
+        if (total != held_bytes->load()) {
+            fail("the bytes held do not add up to what the pool counts");
+        }
+    }
+
+    void let_go(std::uint8_t which) {
+        if (!held.empty()) {
+            held.erase(held.begin() + which % held.size());
+            check_held();
         }
     }
 
@@ -90,7 +160,11 @@ struct harness {
         }
         p.reader.append(std::as_bytes(std::span(bytes.data(), bytes.size())));
         p.reading = detail::take_messages(
-            p.reader, max_frame, [&](wire::message&& m) { core.on_message(s, std::move(m), now); },
+            p.reader, max_frame, [&] { return p.outputs.get(); },
+            [&](wire::message&& m) {
+                core.on_message(s, std::move(m), now);
+                return true;
+            },
             [&](std::string what) { core.on_protocol_error(s, std::move(what), now); });
     }
 
@@ -124,6 +198,8 @@ struct harness {
         }
         end_channel(s);
         p.alive = false;
+        p.outputs->orphan();
+        p.outputs.reset();
         core.on_exit(s, status, now);
     }
 
@@ -196,6 +272,38 @@ wire::frame encoded(const wire::message& m) {
     return std::visit([](const auto& v) { return wire::encode(v); }, m);
 }
 
+// A reply whose tensors are placed in output memory at the input's offsets and lengths
+// (near the memory's end, past it, overlapping, not matching the shape).
+std::string reply_in_shared_memory(input& in, const harness& h) {
+    std::vector<tensor_view> tensors;
+    std::vector<std::optional<wire::shared_ref>> placed;
+    const std::size_t count = in.byte() % 4;
+    for (std::size_t i = 0; i < count; ++i) {
+        tensor_view t;
+        t.type = static_cast<dtype>(in.byte() % 10);
+        const std::size_t rank = in.byte() % 3;
+        for (std::size_t d = 0; d < rank; ++d) {
+            t.shape.push_back(static_cast<std::int8_t>(in.byte()));
+        }
+        const std::uint64_t offset = std::uint64_t{in.byte()} * 512 + in.byte();
+        std::uint64_t length = std::uint64_t{in.byte()} * 64;
+        if (in.byte() == 255) {
+            length = ~std::uint64_t{0} - offset + 1;  // wraps past the end of the address space
+        }
+        tensors.push_back(std::move(t));
+        placed.emplace_back(wire::shared_ref{offset, length});
+    }
+    std::string out;
+    wire::encode_to({.id = h.pick_task(in.byte()), .tensors = tensors, .placed = placed},
+                    [&](std::span<const iovec> parts) {
+                        for (const auto& part : parts) {
+                            out.append(static_cast<const char*>(part.iov_base), part.iov_len);
+                        }
+                        return true;
+                    });
+    return out;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -242,9 +350,21 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                 h.feed_frame(s, encoded(m), in.byte());
                 break;
             }
-            case 3:
-                h.core.on_log(s, in.bytes(in.byte()));
+            case 3: {
+                const std::uint8_t what = in.byte();
+                if (what < 64) {
+                    h.core.on_log(s, in.bytes(in.byte()));
+                } else if (what < 128) {
+                    h.let_go(in.byte());
+                } else {
+                    const auto bytes = reply_in_shared_memory(in, h);
+                    const std::size_t chunk = std::max<std::size_t>(in.byte(), 1);
+                    for (std::size_t at = 0; at < bytes.size(); at += chunk) {
+                        h.feed(s, std::string_view(bytes).substr(at, chunk));
+                    }
+                }
                 break;
+            }
             case 4:
                 h.end_channel(s);
                 break;
@@ -299,6 +419,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     if (!h.finished) {
         fail("the run does not finish once every process is reaped");
+    }
+    h.held.clear();
+    if (h.held_bytes->load() != 0) {
+        fail("bytes still counted as held once every result was let go");
     }
     for (core::task_id id = 1; id < h.next_task; ++id) {
         if (h.completions[id] != 1) {
