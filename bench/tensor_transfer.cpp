@@ -194,8 +194,8 @@ pool_figures pool_rate(const std::string& worker, std::size_t workers, std::size
                 std::exit(1);
             }
             const double read_at = thread_cpu_seconds();
-            for (const auto& t : res.tensors) {  // the caller reads its result in place
-                const auto b = t.bytes();
+            for (const auto& out : res.tensors) {  // the caller reads its result in place
+                const auto b = out.bytes();
                 sink = sink + touch(reinterpret_cast<const char*>(b.data()), b.size());
             }
             res = {};

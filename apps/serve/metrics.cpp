@@ -172,6 +172,15 @@ std::string server_metrics::scrape() const {
     auto start =
         family("torchpool_worker_start_seconds",
                "Time from a worker process's start to its readiness", prom::MetricType::Histogram);
+    auto shared = family("torchpool_shared_memory_bytes",
+                         "Shared memory for tensors, now: the input memory's size, what tensors "
+                         "use of it, and workers' results that requests still hold",
+                         prom::MetricType::Gauge);
+    auto tensors = family("torchpool_tensors_total",
+                          "Tensors sent to workers, by how: inline in the message or through "
+                          "shared memory; inline_memory_full counts the inline ones that were "
+                          "large but found the input memory full",
+                          prom::MetricType::Counter);
     for (const auto& m : models_) {
         const pool_stats s = m.workers->stats();
         for (const auto& [state, n] : {std::pair{"starting", s.workers_starting},
@@ -206,12 +215,23 @@ std::string server_metrics::scrape() const {
             add(deaths, m.name, static_cast<double>(n), {{"cause", cause}});
         }
         add(restarts, m.name, static_cast<double>(s.restarts));
+        for (const auto& [use, n] : {std::pair{"input_size", s.input_memory_bytes},
+                                     {"input_used", s.input_memory_used},
+                                     {"input_peak", s.input_memory_peak},
+                                     {"output_held", s.output_memory_held}}) {
+            add(shared, m.name, static_cast<double>(n), {{"use", use}});
+        }
+        for (const auto& [how, n] : {std::pair{"inline", s.tensors_inline},
+                                     {"shared", s.tensors_shared},
+                                     {"inline_memory_full", s.input_memory_full}}) {
+            add(tensors, m.name, static_cast<double>(n), {{"how", how}});
+        }
         queue_wait.metric.push_back(histogram_of(s.queue_wait, m.name));
         compute.metric.push_back(histogram_of(s.run_time, m.name));
         start.metric.push_back(histogram_of(s.start_to_ready, m.name));
     }
     for (auto* f : {&workers, &queue, &batch_waiting, &tasks, &deaths, &restarts, &queue_wait,
-                    &compute, &start}) {
+                    &compute, &start, &shared, &tensors}) {
         families.push_back(std::move(*f));
     }
     if (connections_) {

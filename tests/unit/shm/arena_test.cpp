@@ -45,7 +45,7 @@ TEST_CASE("the block allocator hands out aligned ranges, first fit, and merges w
     CHECK_FALSE(a.allocate(0));  // full: even the smallest block
 }
 
-TEST_CASE("input memory: this process writes it; another mapping can neither write nor resize",
+TEST_CASE("input memory: this process writes it, another mapping can neither write nor resize",
           "[shm]") {
     auto made = mapping::create("test-inputs", 1 << 20, writers::creator_only);
     REQUIRE(std::holds_alternative<std::shared_ptr<mapping>>(made));
@@ -179,7 +179,7 @@ TEST_CASE(
     CHECK(w.released_calls == 0);
 }
 
-TEST_CASE("a frame refers to tensors in shared memory; a decoder without it refuses them",
+TEST_CASE("a frame refers to tensors in shared memory, and a decoder without it refuses them",
           "[shm][wire]") {
     auto memory = std::get<std::shared_ptr<mapping>>(
         mapping::create("inputs", 1 << 16, writers::creator_only));
