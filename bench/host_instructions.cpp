@@ -5,12 +5,18 @@
 // instruction count per task, free of start-up and shutdown, and unaffected by the load of
 // a shared machine.
 //
-// Usage: torchpool-bench-host-instructions TASKS
+// With BYTES, each task carries a float32 tensor of that size, allocated once in the pool's
+// input memory (pool::allocate) and submitted again and again ("sink": the worker reads it
+// and answers with nothing): the host's cost per task should not depend on the size.
+//
+// Usage: torchpool-bench-host-instructions TASKS [BYTES]
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/io_context.hpp>
 
 #include <cstdio>
+#include <cstring>
+#include <vector>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -19,14 +25,16 @@
 namespace asio = boost::asio;
 
 int main(int argc, char** argv) {
-    const long tasks = argc == 2 ? std::atol(argv[1]) : 0;
-    if (tasks <= 0) {
+    const long tasks = argc >= 2 ? std::atol(argv[1]) : 0;
+    const long bytes = argc >= 3 ? std::atol(argv[2]) : 0;
+    if (tasks <= 0 || argc > 3 || bytes < 0 || bytes % 4 != 0) {
         std::fprintf(stderr,
-                     "Usage: %s TASKS\n"
+                     "Usage: %s TASKS [BYTES]\n"
                      "Runs TASKS no-op tasks, one outstanding at a time, through a pool of one\n"
                      "worker (torchpool-bench-noop-worker, next to this program), then shuts the\n"
-                     "pool down. Meant to be run under valgrind --tool=callgrind by\n"
-                     "bench/instructions.sh.\n",
+                     "pool down. With BYTES (a multiple of 4), each task carries a float32\n"
+                     "tensor of that size from pool::allocate, which the worker reads. Meant to\n"
+                     "be run under valgrind --tool=callgrind by bench/instructions.sh.\n",
                      argv[0]);
         return 64;
     }
@@ -37,7 +45,14 @@ int main(int argc, char** argv) {
     torchpool::pool pool(io.get_executor(),
                          {.worker = {.executable = worker}, .workers = 1, .queue_limit = 16});
     pool.async_run([](boost::system::error_code) {});
-    const torchpool::request noop("noop");
+    torchpool::request noop("noop");
+    if (bytes > 0) {
+        // Allocated and filled once: the caller's own work stays out of the count.
+        torchpool::tensor t = pool.allocate(torchpool::dtype::float32, {bytes / 4});
+        std::memset(t.writable_bytes().data(), 1, t.writable_bytes().size());
+        std::vector<torchpool::tensor> tensors{std::move(t)};
+        noop = torchpool::request("sink", {}, std::move(tensors));
+    }
     long done = 0;
     int status = 0;
     std::function<void()> submit_next = [&] {

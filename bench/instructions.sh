@@ -4,13 +4,18 @@
 # counts do not drift with the load of a shared machine as timings do, so this is the figure
 # to compare before and after a change to the hot path.
 #
-# Usage: bench/instructions.sh [BUILD_DIR] [N1] [N2]   (default: build/release 2000 6000)
+# With BYTES, each task carries a float32 tensor of that size from pool::allocate (see
+# bench/host_instructions.cpp): compare 4096 with 16777216 to see that a task's host cost does
+# not depend on its tensor's size.
+#
+# Usage: bench/instructions.sh [BUILD_DIR] [N1] [N2] [BYTES]   (default: build/release 2000 6000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=${1:-build/release}
 n1=${2:-2000}
 n2=${3:-6000}
+bytes=${4:-}
 program="$build/bench/torchpool-bench-host-instructions"
 if [ ! -x "$program" ]; then
     echo "instructions.sh: $program is missing; build it first (cmake --preset release &&" \
@@ -27,7 +32,7 @@ trap 'rm -rf "$out"' EXIT
 
 total() {
     # Only the host is counted: valgrind does not follow the worker it starts.
-    valgrind --tool=callgrind --callgrind-out-file="$out/$1.out" "$program" "$1" \
+    valgrind --tool=callgrind --callgrind-out-file="$out/$1.out" "$program" "$1" $bytes \
         >"$out/$1.log" 2>&1 || {
         cat "$out/$1.log" >&2
         exit 1
@@ -39,4 +44,8 @@ i1=$(total "$n1")
 i2=$(total "$n2")
 per_task=$(( (i2 - i1) / (n2 - n1) ))
 echo "host instructions: $i1 for $n1 tasks, $i2 for $n2 tasks"
-echo "host instructions per no-op task: $per_task"
+if [ -n "$bytes" ]; then
+    echo "host instructions per task with a $bytes-byte tensor: $per_task"
+else
+    echo "host instructions per no-op task: $per_task"
+fi
