@@ -15,12 +15,12 @@
 #include <boost/asio/io_context.hpp>
 
 #include <cstdio>
-#include <cstring>
-#include <vector>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace asio = boost::asio;
 

@@ -15,6 +15,7 @@
 //
 // Usage: torchpool-bench-host-lag [--workers N] [--seconds S] [--kill-every-ms MS]
 //                                 [--heaps MIB,MIB,...]
+#include "timed_executor.hpp"
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/co_spawn.hpp>
@@ -50,58 +51,9 @@ using clock_type = std::chrono::steady_clock;
 
 namespace {
 
-// How long each function the pool's executor ran took, in ms (under a mutex: the strand
-// runs one at a time, but on any of the io_context's threads).
-struct handler_times {
-    std::mutex m;
-    std::vector<double> ms;
-    void add(clock_type::duration d) {
-        std::lock_guard lock(m);
-        ms.push_back(std::chrono::duration<double, std::milli>(d).count());
-    }
-};
-
-// An executor that forwards everything to Inner and times what it executes.
-template <typename Inner>
-class timed_executor {
-public:
-    timed_executor(Inner inner, handler_times* times) : inner_(std::move(inner)), times_(times) {}
-
-    template <typename Property>
-    auto query(const Property& p) const -> decltype(asio::query(std::declval<const Inner&>(), p)) {
-        return asio::query(inner_, p);
-    }
-    template <typename Property>
-    auto require(const Property& p) const
-        -> timed_executor<std::decay_t<decltype(asio::require(std::declval<const Inner&>(), p))>> {
-        return {asio::require(inner_, p), times_};
-    }
-    template <typename Property>
-    auto prefer(const Property& p) const
-        -> timed_executor<std::decay_t<decltype(asio::prefer(std::declval<const Inner&>(), p))>> {
-        return {asio::prefer(inner_, p), times_};
-    }
-    template <typename Function>
-    void execute(Function&& f) const {
-        inner_.execute([f = std::forward<Function>(f), times = times_]() mutable {
-            const auto start = clock_type::now();
-            std::move(f)();
-            times->add(clock_type::now() - start);
-        });
-    }
-    friend bool operator==(const timed_executor& a, const timed_executor& b) noexcept {
-        return a.inner_ == b.inner_ && a.times_ == b.times_;
-    }
-    friend bool operator!=(const timed_executor& a, const timed_executor& b) noexcept {
-        return !(a == b);
-    }
-
-private:
-    template <typename>
-    friend class timed_executor;
-    Inner inner_;
-    handler_times* times_;
-};
+using torchpool::bench::handler_times;
+using torchpool::bench::quantile;
+using torchpool::bench::timed_executor;
 
 struct options {
     std::size_t workers = 64;
@@ -116,10 +68,6 @@ struct lag {
     double handler_p99_ms = 0, handler_max_ms = 0;  // the pool's own functions
     std::size_t handlers = 0;
 };
-
-double quantile(const std::vector<double>& sorted, double q) {
-    return sorted.empty() ? 0 : sorted[static_cast<std::size_t>(q * (sorted.size() - 1))];
-}
 
 lag measure(const std::string& worker, const options& opt, std::size_t heap_mib) {
     // The host's heap, every page touched, as a service holding caches or models would.

@@ -29,11 +29,11 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <time.h>
 #include <vector>
 
 #include <sys/mman.h>
 #include <sys/syscall.h>
-#include <time.h>
 #include <unistd.h>
 
 namespace asio = boost::asio;
