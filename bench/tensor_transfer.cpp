@@ -155,14 +155,17 @@ enum class source {
 
 // Tasks of `method` with the tensor, `in_flight` at a time, until `seconds` passed (and at
 // least 3 tasks completed after the warm-up).
+// `inline_below`: the pool's parameter (tensors smaller go inline in the message).
 pool_figures pool_rate(const std::string& worker, std::size_t workers, std::size_t in_flight,
                        const std::string& method, const std::string& bytes, double seconds,
-                       source from) {
+                       source from, std::size_t inline_below = 16 * 1024) {
     asio::io_context io{1};
-    torchpool::pool pool(io.get_executor(), {.worker = {.executable = worker},
-                                             .workers = workers,
-                                             .queue_limit = 1024,
-                                             .max_frame_bytes = 2 * bytes.size() + (1u << 20)});
+    torchpool::pool_params params{.worker = {.executable = worker},
+                                  .workers = workers,
+                                  .queue_limit = 1024,
+                                  .max_frame_bytes = 2 * bytes.size() + (1u << 20)};
+    params.shared_memory.inline_below = inline_below;
+    torchpool::pool pool(io.get_executor(), std::move(params));
     pool.async_run(asio::detached);
     const auto elements = static_cast<std::int64_t>(bytes.size() / sizeof(float));
     long completed = 0, measured = 0;
@@ -290,6 +293,26 @@ int main(int argc, char** argv) {
                 one.rate / 1e9, one.host_cpu_ms, alloc.rate / 1e9, alloc.host_cpu_ms,
                 alloc.rate / mf, one_x4.rate / 1e9, two_x4.rate / 1e9, two_x4.rate / one_x4.rate);
         }
+    }
+    // Where inline stops paying: the caller's bytes, echo, one task in flight, sent inline
+    // (in the message, both ways) and through shared memory.
+    std::printf(
+        "\nThe caller's bytes, echo, one in flight: inline in the message against "
+        "through shared memory (GB/s)\n%-7s %7s %7s %7s\n",
+        "size", "inline", "shared", "ratio");
+    for (const std::size_t size :
+         {std::size_t{4} << 10, std::size_t{16} << 10, std::size_t{32} << 10, std::size_t{64} << 10,
+          std::size_t{256} << 10, std::size_t{1} << 20}) {
+        if (size > (max_mib << 20)) {
+            break;
+        }
+        const std::string bytes(size, '\1');
+        const auto in_message =
+            pool_rate(worker, 1, 1, "echo", bytes, seconds, source::caller_bytes, size + 1);
+        const auto shared =
+            pool_rate(worker, 1, 1, "echo", bytes, seconds, source::caller_bytes, 0);
+        std::printf("%-7s %7.2f %7.2f %6.2fx\n", size_name(size).c_str(), in_message.rate / 1e9,
+                    shared.rate / 1e9, in_message.rate / shared.rate);
     }
     return 0;
 }

@@ -22,7 +22,7 @@ namespace torchpool::worker::detail {
 struct shared_memory_setup {
     int inputs_fd = -1;                ///< TORCHPOOL_INPUTS_FD; -1: no input memory
     std::size_t output_bytes = 0;      ///< TORCHPOOL_OUTPUT_BYTES; 0: no output memory
-    std::size_t inline_below = 65536;  ///< TORCHPOOL_INLINE_BELOW: smaller results go inline
+    std::size_t inline_below = 16384;  ///< TORCHPOOL_INLINE_BELOW: smaller results go inline
 
     static shared_memory_setup from_environment();
 };
