@@ -68,6 +68,12 @@ tensor pool::allocate(dtype type, std::vector<std::int64_t> shape, boost::system
     return impl_->allocate(type, std::move(shape), ec);
 }
 
+void pool::async_allocate_impl(const std::shared_ptr<detail::pool_impl>& impl,
+                               allocate_handler&& handler, dtype type,
+                               std::vector<std::int64_t> shape) {
+    impl->allocate(std::move(handler), type, std::move(shape));
+}
+
 void pool::async_run_impl(const std::shared_ptr<detail::pool_impl>& impl, run_handler handler) {
     impl->run(std::move(handler));
 }

@@ -168,6 +168,22 @@ public:
     /// The same, with the error in `ec` and an empty tensor instead of an exception.
     tensor allocate(dtype type, std::vector<std::int64_t> shape, boost::system::error_code& ec);
 
+    /// As `allocate`, but when the input memory is full, waits until tensors that callers or
+    /// tasks hold are let go and there is room (in the order the waits began).
+    ///
+    /// Handler signature: `void(boost::system::error_code, torchpool::tensor)`. Errors:
+    /// `errc::invalid_request` (as for `allocate`; at once); `errc::shutting_down` when the
+    /// pool stops (its run completes) while waiting; `operation_aborted` when cancelled.
+    /// Cancellation: terminal, partial and total stop the wait. Never completes inline.
+    /// In a coroutine, build the shape first: GCC 12 rejects a braced list inside `co_await`
+    /// (`co_await pool.async_allocate(t, {n}, ...)`, "array used as initializer").
+    template <class CompletionToken>
+    auto async_allocate(dtype type, std::vector<std::int64_t> shape, CompletionToken&& token) {
+        return boost::asio::async_initiate<CompletionToken,
+                                           void(boost::system::error_code, tensor)>(
+            initiation{impl_, executor_}, token, allocate_tag{type, std::move(shape)});
+    }
+
     /// Changes the number of workers the pool keeps, now: starts more, or stops idle ones
     /// first and busy ones once their task is done (no task fails). The new size is the
     /// one the pool keeps from then on: it becomes `min_workers` (the pool still grows up
@@ -187,12 +203,18 @@ private:
     struct run_tag {};
     struct shutdown_tag {};
     struct event_tag {};
+    struct allocate_tag {
+        dtype type;
+        std::vector<std::int64_t> shape;
+    };
 
     using run_handler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
     using submit_handler =
         boost::asio::any_completion_handler<void(boost::system::error_code, response)>;
     using event_handler =
         boost::asio::any_completion_handler<void(boost::system::error_code, worker_event)>;
+    using allocate_handler =
+        boost::asio::any_completion_handler<void(boost::system::error_code, tensor)>;
 
     // Holds the state by shared_ptr, so a deferred operation stays valid even if the pool
     // object is moved or destroyed before the operation is launched.
@@ -217,6 +239,11 @@ private:
         void operator()(Handler&& handler, event_tag) const {
             async_next_event_impl(impl, event_handler(std::forward<Handler>(handler)));
         }
+        template <class Handler>
+        void operator()(Handler&& handler, allocate_tag what) const {
+            async_allocate_impl(impl, allocate_handler(std::forward<Handler>(handler)), what.type,
+                                std::move(what.shape));
+        }
     };
 
     static void async_run_impl(const std::shared_ptr<detail::pool_impl>& impl, run_handler handler);
@@ -226,6 +253,9 @@ private:
                                     run_handler handler);
     static void async_next_event_impl(const std::shared_ptr<detail::pool_impl>& impl,
                                       event_handler&& handler);
+    static void async_allocate_impl(const std::shared_ptr<detail::pool_impl>& impl,
+                                    allocate_handler&& handler, dtype type,
+                                    std::vector<std::int64_t> shape);
 
     executor_type executor_;
     std::shared_ptr<detail::pool_impl> impl_;

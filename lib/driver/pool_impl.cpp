@@ -79,6 +79,9 @@ pool_impl::pool_impl(asio::any_io_executor ex, const pool_params& params)
 }
 
 pool_impl::~pool_impl() {
+    if (inputs_) {
+        inputs_->on_free(nullptr);  // nothing is posted here any more
+    }
     // Callers may hold results past the pool: their memory stays, and nothing is posted here.
     for (auto& outputs : outputs_) {
         if (outputs) {
@@ -152,27 +155,119 @@ void pool_impl::submit(submit_handler&& handler, request&& req) {
                });
 }
 
-tensor pool_impl::allocate(dtype type, std::vector<std::int64_t> shape, error_code& ec) {
-    ec = {};
+std::optional<std::uint64_t> pool_impl::fits(dtype type,
+                                             const std::vector<std::int64_t>& shape) const {
     std::uint64_t bytes = element_size(type);
     for (const auto d : shape) {
         if (d < 0 || (d > 0 && bytes > std::numeric_limits<std::uint64_t>::max() /
                                            static_cast<std::uint64_t>(d))) {
-            ec = errc::invalid_request;
-            return {};
+            return std::nullopt;
         }
         bytes *= static_cast<std::uint64_t>(d);
     }
     if (!inputs_ || bytes > inputs_->memory().size()) {
+        return std::nullopt;
+    }
+    return bytes;
+}
+
+tensor pool_impl::allocate(dtype type, std::vector<std::int64_t> shape, error_code& ec) {
+    ec = {};
+    const auto bytes = fits(type, shape);
+    if (!bytes) {
         ec = errc::invalid_request;
         return {};
     }
-    auto block = inputs_->allocate(bytes);
+    auto block = inputs_->allocate(*bytes);
     if (!block) {
         ec = errc::shared_memory_full;
         return {};
     }
     return {type, std::move(shape), block->bytes(block)};
+}
+
+void pool_impl::allocate(allocate_handler&& handler, dtype type, std::vector<std::int64_t> shape) {
+    const std::uint64_t id = next_allocation_.fetch_add(1, std::memory_order_relaxed);
+    // Connected here, in the caller's context, as for submit; the cancel is posted.
+    auto slot = asio::get_associated_cancellation_slot(handler);
+    if (slot.is_connected()) {
+        slot.assign(
+            [weak = weak_from_this(), ex = completion_.executor(), id](asio::cancellation_type) {
+                asio::post(ex, [weak, id] {
+                    auto self = weak.lock();
+                    if (!self) {
+                        return;
+                    }
+                    auto& waits = self->allocations_;
+                    auto it = std::find_if(waits.begin(), waits.end(),
+                                           [id](const auto& w) { return w.id == id; });
+                    if (it != waits.end()) {
+                        auto h = std::move(it->handler);
+                        waits.erase(it);
+                        self->completion_.complete(
+                            std::move(h), error_code(asio::error::operation_aborted), tensor());
+                    }
+                });
+            });
+    }
+    completion_.on_pool_executor(
+        [self = shared_from_this(),
+         wait = waiting_allocation{id, std::move(handler), type, std::move(shape)}]() mutable {
+            self->do_allocate(std::move(wait));
+        });
+}
+
+void pool_impl::do_allocate(waiting_allocation&& wait) {
+    if (allocations_.empty()) {
+        error_code ec;
+        tensor t = allocate(wait.type, wait.shape, ec);
+        if (ec != errc::shared_memory_full) {
+            completion_.complete(std::move(wait.handler), ec, std::move(t));
+            return;
+        }
+    } else if (!fits(wait.type, wait.shape)) {
+        // Others wait first (in order), but one that can never fit is refused at once.
+        completion_.complete(std::move(wait.handler), error_code(errc::invalid_request), tensor());
+        return;
+    }
+    allocations_.push_back(std::move(wait));
+    if (!std::exchange(allocations_wait_, true)) {
+        inputs_->on_free([weak = weak_from_this(), ex = completion_.executor()] {
+            asio::post(ex, [weak] {
+                if (auto self = weak.lock()) {
+                    self->serve_waiting_allocations();
+                }
+            });
+        });
+    }
+}
+
+void pool_impl::serve_waiting_allocations() {
+    while (!allocations_.empty()) {
+        auto& next = allocations_.front();
+        error_code ec;
+        tensor t = allocate(next.type, next.shape, ec);
+        if (ec == errc::shared_memory_full) {
+            return;  // the next block freed tries again
+        }
+        auto h = std::move(next.handler);
+        allocations_.pop_front();
+        completion_.complete(std::move(h), ec, std::move(t));
+    }
+    if (std::exchange(allocations_wait_, false)) {
+        inputs_->on_free(nullptr);
+    }
+}
+
+void pool_impl::end_waiting_allocations(error_code ec) {
+    while (!allocations_.empty()) {
+        auto h = std::move(allocations_.front().handler);
+        allocations_.pop_front();
+        completion_.complete(std::move(h), ec, tensor());
+    }
+    if (inputs_ && std::exchange(allocations_wait_, false)) {
+        inputs_->on_free(nullptr);
+    }
 }
 
 pool_stats pool_impl::stats() const {
@@ -373,6 +468,7 @@ inline void pool_impl::execute(core::complete_action& a) {
 
 void pool_impl::execute(core::run_finished_action&) {
     timer_.cancel();
+    end_waiting_allocations(errc::shutting_down);
     if (inputs_) {
         inputs_->close_descriptor();  // no process starts any more
     }

@@ -38,6 +38,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include <atomic>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <unordered_map>
@@ -48,6 +49,8 @@ namespace torchpool::detail {
 using run_handler = boost::asio::any_completion_handler<void(boost::system::error_code)>;
 using submit_handler =
     boost::asio::any_completion_handler<void(boost::system::error_code, response)>;
+using allocate_handler =
+    boost::asio::any_completion_handler<void(boost::system::error_code, tensor)>;
 
 class pool_impl final : public std::enable_shared_from_this<pool_impl>,
                         private worker_link::events {
@@ -60,6 +63,8 @@ public:
     void submit(submit_handler&& handler, request&& req);
     // A tensor in the pool's input memory (thread-safe); see pool::allocate.
     tensor allocate(dtype type, std::vector<std::int64_t> shape, boost::system::error_code& ec);
+    // The same, waiting for room; see pool::async_allocate.
+    void allocate(allocate_handler&& handler, dtype type, std::vector<std::int64_t> shape);
     void shutdown(run_handler handler);
     void cancel();
     void resize(std::size_t workers);
@@ -68,6 +73,20 @@ public:
     pool_stats stats() const;
 
 private:
+    // An async_allocate waiting for room in input memory.
+    struct waiting_allocation {
+        std::uint64_t id;
+        allocate_handler handler;
+        dtype type;
+        std::vector<std::int64_t> shape;
+    };
+    void do_allocate(waiting_allocation&& wait);
+    // The bytes of a tensor of `type` and `shape`, if input memory can ever hold it.
+    std::optional<std::uint64_t> fits(dtype type, const std::vector<std::int64_t>& shape) const;
+    // Gives room to waiting allocations, in order, while there is room.
+    void serve_waiting_allocations();
+    void end_waiting_allocations(boost::system::error_code ec);
+
     struct pending_task {
         submit_handler handler;
         shared_frame request_frame;
@@ -145,6 +164,7 @@ private:
     std::vector<core::line_splitter> worker_lines_;         // for pool_params::on_log_line
     std::vector<std::shared_ptr<worker_outputs>> outputs_;  // each slot's process's, if any
     std::unordered_map<core::task_id, pending_task> pending_;
+    std::deque<waiting_allocation> allocations_;
     // The members used off the executor.
     std::atomic<core::task_id> next_task_id_{1};
     held_counter outputs_held_ = std::make_shared<std::atomic<std::uint64_t>>(0);
@@ -152,6 +172,8 @@ private:
     std::atomic<std::uint64_t> tensors_shared_{0};
     std::atomic<std::uint64_t> input_memory_full_{0};
     std::atomic<bool> quarantining_{false};          // mirrors the core's quarantine, for intake
+    std::atomic<std::uint64_t> next_allocation_{1};  // numbers async_allocate calls
+    bool allocations_wait_ = false;                  // on the pool executor: the free hook is set
     std::atomic<std::uint64_t> next_event_wait_{1};  // numbers async_next_event calls
     bool run_called_ = false;
     // Optional rather than empty: Boost 1.81's any_completion_handler move assignment

@@ -168,12 +168,24 @@ std::shared_ptr<block> arena::allocate(std::size_t bytes) {
     if (!offset) {
         return nullptr;
     }
-    return std::make_shared<block>(shared_from_this(), *offset, bytes,
-                                   memory_->base() + *offset);
+    return std::make_shared<block>(shared_from_this(), *offset, bytes, memory_->base() + *offset);
 }
 
 block::~block() {
-    arena_->blocks_.free(offset());
+    arena_->freed(offset());
+}
+
+void arena::freed(std::size_t offset) {
+    blocks_.free(offset);
+    const std::lock_guard lock(hook_mutex_);
+    if (on_free_) {
+        on_free_();
+    }
+}
+
+void arena::on_free(std::function<void()> f) {
+    const std::lock_guard lock(hook_mutex_);
+    on_free_ = std::move(f);
 }
 
 shared_bytes block::bytes(std::shared_ptr<const block> self) const noexcept {

@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -112,7 +113,9 @@ class block final : public detail::shared_region {
 public:
     block(std::shared_ptr<arena> owner, std::size_t offset, std::size_t size,
           std::byte* data) noexcept
-        : shared_region(owner.get(), offset, data), arena_(std::move(owner)), size_(size),
+        : shared_region(owner.get(), offset, data),
+          arena_(std::move(owner)),
+          size_(size),
           data_(data) {}
     ~block() override;
 
@@ -141,11 +144,18 @@ public:
     /// Closes the memfd once no process is to be given it again; the blocks stay valid.
     void close_descriptor() noexcept { memory_->close_fd(); }
     const block_allocator& usage() const noexcept { return blocks_; }
+    /// Calls `f` (on the freeing thread) after each block is given back; empty: none. Once
+    /// this returns, the previous `f` is not running and will not run again.
+    void on_free(std::function<void()> f);
 
 private:
     friend class block;
+    void freed(std::size_t offset);
+
     std::shared_ptr<mapping> memory_;
     block_allocator blocks_;
+    std::mutex hook_mutex_;
+    std::function<void()> on_free_;
 };
 
 }  // namespace torchpool::shm

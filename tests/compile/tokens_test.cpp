@@ -235,3 +235,32 @@ TEST_CASE("async_next_event works with a callback, use_awaitable, deferred and u
     REQUIRE(coroutine_done.get_future().wait_for(30s) == std::future_status::ready);
     runner.join();
 }
+
+TEST_CASE("async_allocate works with a callback, use_awaitable, deferred and use_future",
+          "[tokens]") {
+    asio::io_context io{1};
+    pool p(io.get_executor(), two_fake_workers());
+    const std::vector<std::int64_t> shape{1024};
+    std::future<tensor> by_future = p.async_allocate(dtype::float32, shape, asio::use_future);
+    bool called = false;
+    p.async_allocate(dtype::uint8, shape, [&](boost::system::error_code ec, tensor t) {
+        CHECK(!ec);
+        CHECK(t.bytes().size() == 1024);
+        called = true;
+    });
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            tensor a = co_await p.async_allocate(dtype::int64, shape, asio::use_awaitable);
+            CHECK(a.bytes().size() == 8 * 1024);
+            auto later = p.async_allocate(dtype::int8, shape, asio::deferred);
+            auto [ec, b] = co_await std::move(later)(asio::as_tuple(asio::use_awaitable));
+            CHECK(!ec);
+            CHECK(b.shared.writable());
+        },
+        asio::detached);
+    io.run_for(10s);
+    CHECK(called);
+    REQUIRE(by_future.wait_for(0s) == std::future_status::ready);
+    CHECK(by_future.get().bytes().size() == 4 * 1024);
+}

@@ -4,6 +4,10 @@
 #include <torchpool/error.hpp>
 #include <torchpool/pool.hpp>
 
+#include <boost/asio/bind_cancellation_slot.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/system/system_error.hpp>
 
 #include <catch2/catch.hpp>
@@ -226,5 +230,77 @@ TEST_CASE("a result stays valid after the worker that wrote it is killed", "[pro
         kept = {};
         r2 = {};
         CHECK(p.stats().output_memory_held == 0);
+    });
+}
+
+TEST_CASE("async_allocate waits for room, in order, and its wait can be cancelled",
+          "[process][shm]") {
+    auto params = params_for(1);
+    params.shared_memory.input_bytes = 1 << 20;
+    with_pool(params, [](pool& p) -> asio::awaitable<void> {
+        auto ex = co_await asio::this_coro::executor;
+        // Room at once: completes as allocate does (never inline).
+        // The shapes are built first: GCC 12 rejects a braced list inside co_await.
+        const std::vector<std::int64_t> most{600 * 1024}, too_big{2 << 20};
+        auto [ec0, first] = co_await p.async_allocate(dtype::uint8, most, tuple_awaitable);
+        REQUIRE(!ec0);
+        REQUIRE(first.shared);
+        // A tensor that can never fit is refused at once.
+        auto [ec1, none] = co_await p.async_allocate(dtype::uint8, too_big, tuple_awaitable);
+        CHECK(ec1 == errc::invalid_request);
+
+        // Full: two waits, the first of them cancelled; the second gets the room once the
+        // first tensor is let go. (This coroutine runs on the pool's io_context, so each call
+        // has queued its wait when it returns.)
+        notifier woken(ex);
+        bool second_done = false;
+        tensor second;
+        asio::cancellation_signal cancel_first;
+        boost::system::error_code first_wait_ec;
+        bool first_wait_done = false;
+        p.async_allocate(dtype::uint8, {600 * 1024},
+                         asio::bind_cancellation_slot(cancel_first.slot(),
+                                                      [&](boost::system::error_code ec, tensor) {
+                                                          first_wait_ec = ec;
+                                                          first_wait_done = true;
+                                                          woken.notify();
+                                                      }));
+        p.async_allocate(dtype::uint8, {600 * 1024}, [&](boost::system::error_code ec, tensor t) {
+            CHECK(!ec);
+            second = std::move(t);
+            second_done = true;
+            woken.notify();
+        });
+        CHECK_FALSE(first_wait_done);
+        CHECK_FALSE(second_done);
+        cancel_first.emit(asio::cancellation_type::terminal);
+        co_await woken.until([&] { return first_wait_done; });
+        CHECK(first_wait_ec == asio::error::operation_aborted);
+        CHECK_FALSE(second_done);
+        first = {};  // let go: the waiting allocation gets the room
+        co_await woken.until([&] { return second_done; });
+        CHECK(second.bytes().size() == 600 * 1024);
+        CHECK(p.stats().input_memory_used == 600 * 1024);
+    });
+}
+
+TEST_CASE("a wait for room ends with shutting_down when the pool stops", "[process][shm]") {
+    run_coroutine([](asio::io_context& io) -> asio::awaitable<void> {
+        auto params = params_for(1);
+        params.shared_memory.input_bytes = 1 << 20;
+        pool p(io.get_executor(), std::move(params));
+        p.async_run(asio::detached);
+        tensor all = p.allocate(dtype::uint8, {1 << 20});
+        boost::system::error_code waited;
+        bool done = false;
+        p.async_allocate(dtype::uint8, {1024}, [&](boost::system::error_code ec, tensor) {
+            waited = ec;
+            done = true;
+        });
+        auto [ec] = co_await p.async_shutdown(tuple_awaitable);
+        CHECK(!ec);
+        notifier woken(io.get_executor());
+        co_await woken.until([&] { return done; });
+        CHECK(waited == errc::shutting_down);
     });
 }
