@@ -5,6 +5,7 @@
 #include <boost/asio/bind_cancellation_slot.hpp>
 
 #include <algorithm>
+#include <cstring>
 
 namespace torchpool::serve {
 
@@ -40,17 +41,33 @@ bool stackable(const std::vector<tensor>& a, const std::vector<tensor>& b) {
     return true;
 }
 
-std::vector<tensor> stack(const std::vector<const std::vector<tensor>*>& requests) {
+std::vector<tensor> stack(const std::vector<const std::vector<tensor>*>& requests,
+                          const stack_memory& memory) {
     std::vector<tensor> out;
-    for (const auto& first : *requests.front()) {
-        out.emplace_back(first.type, first.shape, std::string(first.chars()));
-    }
-    for (std::size_t r = 1; r < requests.size(); ++r) {
-        for (std::size_t i = 0; i < out.size(); ++i) {
-            const auto& more = (*requests[r])[i];
-            out[i].shape[0] += more.shape[0];
-            out[i].data += more.chars();
+    for (std::size_t i = 0; i < requests.front()->size(); ++i) {
+        const auto& first = (*requests.front())[i];
+        auto shape = first.shape;
+        std::size_t bytes = 0;
+        for (std::size_t r = 1; r < requests.size(); ++r) {
+            shape[0] += (*requests[r])[i].shape[0];
         }
+        for (const auto* request : requests) {
+            bytes += (*request)[i].bytes().size();
+        }
+        tensor stacked = memory ? memory(first.type, shape) : tensor();
+        if (!stacked.shared || stacked.bytes().size() != bytes) {
+            stacked = tensor(first.type, std::move(shape), std::string(bytes, '\0'));
+        }
+        auto into = stacked.writable_bytes();
+        std::size_t at = 0;
+        for (const auto* request : requests) {
+            const auto rows = (*request)[i].bytes();
+            if (!rows.empty()) {
+                std::memcpy(into.data() + at, rows.data(), rows.size());
+                at += rows.size();
+            }
+        }
+        out.push_back(std::move(stacked));
     }
     return out;
 }
@@ -262,7 +279,11 @@ void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
         rows.push_back(rows_of(b->inputs));
         inject = inject ? inject : b->inject;
     }
-    auto stacked = stack(inputs);
+    // Stacked straight into the pool's input memory: the rows' one copy.
+    auto stacked = stack(inputs, [this](dtype type, std::vector<std::int64_t> shape) {
+        boost::system::error_code ec;
+        return workers_.allocate(type, std::move(shape), ec);
+    });
     const auto total = static_cast<std::size_t>(rows_of(stacked));
     if (params_.on_send) {
         params_.on_send(total);
