@@ -230,6 +230,11 @@ pool_figures pool_rate(const std::string& worker, std::size_t workers, std::size
             (cpu_end - cpu_start) * 1e3 / static_cast<double>(measured)};
 }
 
+double median(std::vector<double> values) {
+    std::sort(values.begin(), values.end());
+    return values[values.size() / 2];
+}
+
 std::string size_name(std::size_t bytes) {
     return bytes >= (1u << 20) ? std::to_string(bytes >> 20) + " MiB"
                                : std::to_string(bytes >> 10) + " KiB";
@@ -259,7 +264,8 @@ int main(int argc, char** argv) {
                          "torchpool-bench-noop-worker")
                             .string();
     std::printf(
-        "GB/s of tensor bytes per round trip. host ms: the CPU per task of the one thread that\n"
+        "memfd and alloc: medians of three runs each, alternated. GB/s of tensor bytes per round "
+        "trip. host ms: the CPU per task of the one thread that\n"
         "runs the pool and the caller, less the caller's own work (making its tensor, reading\n"
         "the result). bytes: the caller's std::string, which submit copies into shared memory\n"
         "(counted in host ms); alloc: filled in place in pool::allocate's memory (as the memfd\n"
@@ -281,9 +287,18 @@ int main(int argc, char** argv) {
             const char* method = echo ? "echo" : "sink";
             const double mc = memcpy_rate(bytes, seconds);
             const double so = socket_rate(bytes, echo, seconds);
-            const double mf = memfd_rate(bytes, echo, seconds);
+            // The pool's allocated path and its baseline alternately, three times each; their
+            // medians are compared, since a shared machine's speed drifts within a run.
+            std::vector<double> memfd_runs, alloc_runs, alloc_cpu;
+            for (int round = 0; round < 3; ++round) {
+                memfd_runs.push_back(memfd_rate(bytes, echo, seconds));
+                const auto run = pool_rate(worker, 1, 1, method, bytes, seconds, source::allocated);
+                alloc_runs.push_back(run.rate);
+                alloc_cpu.push_back(run.host_cpu_ms);
+            }
+            const double mf = median(memfd_runs);
+            const pool_figures alloc{median(alloc_runs), median(alloc_cpu)};
             const auto one = pool_rate(worker, 1, 1, method, bytes, seconds, source::caller_bytes);
-            const auto alloc = pool_rate(worker, 1, 1, method, bytes, seconds, source::allocated);
             const auto one_x4 = pool_rate(worker, 1, 4, method, bytes, seconds, source::allocated);
             const auto two_x4 = pool_rate(worker, 2, 4, method, bytes, seconds, source::allocated);
             std::printf(

@@ -430,6 +430,12 @@ inline void pool_impl::execute(core::send_request_action& a) {
             w.send(share(wire::encode(wire::fault_msg{a.task, f})));
         }
     }
+    if (outputs_[a.slot]) {
+        // Blocks its caller let go go back before the next task, which can then reuse them
+        // (a caller that lets go and submits at once, on this executor, would else send the
+        // task before the posted release).
+        send_releases(a.slot, outputs_[a.slot]);
+    }
     // Shared, not moved: a task sent ahead whose worker dies is sent again elsewhere.
     w.send(it->second.request_frame);
 }
