@@ -112,21 +112,7 @@ lag measure(const std::string& worker, const options& opt, std::size_t heap_mib)
     }
     std::atomic<bool> stop{false};
     std::vector<double> lags_ms;
-    asio::co_spawn(
-        beat_strand,
-        [&]() -> asio::awaitable<void> {
-            asio::steady_timer timer(beat_strand);
-            auto next = clock_type::now();
-            while (!stop) {
-                next += 1ms;
-                timer.expires_at(next);
-                co_await timer.async_wait(asio::use_awaitable);
-                const auto late = clock_type::now() - next;
-                lags_ms.push_back(std::chrono::duration<double, std::milli>(late).count());
-                next = std::max(next, clock_type::now());
-            }
-        },
-        asio::detached);
+    torchpool::bench::start_heartbeat(beat_strand, stop, lags_ms);
 
     lag result;
     std::mt19937 random(42);

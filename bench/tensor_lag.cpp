@@ -82,23 +82,8 @@ figures floor_of(std::size_t processes, std::size_t bytes, std::chrono::seconds 
     asio::io_context io(4);
     std::atomic<bool> stop{false};
     std::vector<double> lags_ms;
-    std::promise<void> ended;
     auto strand = asio::make_strand(io);
-    asio::co_spawn(
-        strand,
-        [&]() -> asio::awaitable<void> {
-            asio::steady_timer timer(strand);
-            auto next = clock_type::now();
-            while (!stop) {
-                next += 1ms;
-                timer.expires_at(next);
-                co_await timer.async_wait(asio::use_awaitable);
-                lags_ms.push_back(
-                    std::chrono::duration<double, std::milli>(clock_type::now() - next).count());
-                next = std::max(next, clock_type::now());
-            }
-        },
-        asio::detached);
+    torchpool::bench::start_heartbeat(strand, stop, lags_ms);
     std::vector<std::thread> threads;
     for (int i = 0; i < 4; ++i) {
         threads.emplace_back([&] { io.run(); });
@@ -181,21 +166,7 @@ figures measure(const std::string& worker, std::size_t workers, std::size_t byte
         times.ms.clear();
     }
     std::vector<double> lags_ms;
-    asio::co_spawn(
-        beat_strand,
-        [&]() -> asio::awaitable<void> {
-            asio::steady_timer timer(beat_strand);
-            auto next = clock_type::now();
-            while (!stop) {
-                next += 1ms;
-                timer.expires_at(next);
-                co_await timer.async_wait(asio::use_awaitable);
-                lags_ms.push_back(
-                    std::chrono::duration<double, std::milli>(clock_type::now() - next).count());
-                next = std::max(next, clock_type::now());
-            }
-        },
-        asio::detached);
+    torchpool::bench::start_heartbeat(beat_strand, stop, lags_ms);
     asio::post(caller_strand, [&] { measuring = true; });
     const auto start = clock_type::now();
     std::this_thread::sleep_for(duration);  // the length of the measurement

@@ -1,12 +1,19 @@
 // What the lag benches share: an executor that times every function it runs for the pool
-// (how long the pool kept a thread of the host's io_context), and quantiles.
+// (how long the pool kept a thread of the host's io_context), the 1 ms heartbeat whose lag
+// they measure, and quantiles.
 #pragma once
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/execution.hpp>
 #include <boost/asio/prefer.hpp>
 #include <boost/asio/query.hpp>
 #include <boost/asio/require.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <mutex>
 #include <type_traits>
@@ -70,6 +77,28 @@ private:
     Inner inner_;
     handler_times* times_;
 };
+
+// A 1 ms steady_timer on `ex` until `stop`: how late each tick ran, in ms, into `lags_ms`.
+template <class Executor>
+void start_heartbeat(const Executor& ex, const std::atomic<bool>& stop,
+                     std::vector<double>& lags_ms) {
+    using namespace std::chrono_literals;
+    asio::co_spawn(
+        ex,
+        [&stop, &lags_ms, ex]() -> asio::awaitable<void> {
+            asio::steady_timer timer(ex);
+            auto next = clock_type::now();
+            while (!stop) {
+                next += 1ms;
+                timer.expires_at(next);
+                co_await timer.async_wait(asio::use_awaitable);
+                lags_ms.push_back(
+                    std::chrono::duration<double, std::milli>(clock_type::now() - next).count());
+                next = std::max(next, clock_type::now());
+            }
+        },
+        asio::detached);
+}
 
 // The q-quantile of sorted values (0 when there are none).
 inline double quantile(const std::vector<double>& sorted, double q) {
