@@ -22,6 +22,13 @@ struct pool_health {
     std::size_t workers = 0;  ///< the pool's size (pool_params::workers)
     /// Why it is not ready, in plain words; empty when it is.
     std::string reason;
+    /// Shared memory for tensors (pool_params::shared_memory), now: the size of the pool's
+    /// input memory, what tensors that callers or tasks hold use of it, and the workers'
+    /// results that callers hold. A pool whose input memory stays full makes its callers
+    /// wait (`async_allocate`) or send their tensors inline.
+    std::size_t input_memory_bytes = 0;
+    std::size_t input_memory_used = 0;
+    std::size_t output_memory_held = 0;
 };
 
 }  // namespace torchpool

@@ -270,6 +270,16 @@ void pool_impl::end_waiting_allocations(error_code ec) {
     }
 }
 
+pool_health pool_impl::health() const {
+    pool_health h = health_.read();
+    if (inputs_) {
+        h.input_memory_bytes = inputs_->memory().size();
+        h.input_memory_used = inputs_->usage().used();
+    }
+    h.output_memory_held = outputs_held_->load(std::memory_order_relaxed);
+    return h;
+}
+
 pool_stats pool_impl::stats() const {
     pool_stats s = core_.stats();
     s.open_files_limit = fds_.room().soft_after;

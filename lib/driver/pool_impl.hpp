@@ -69,7 +69,7 @@ public:
     void cancel();
     void resize(std::size_t workers);
     void next_event(event_handler&& handler);
-    pool_health health() const { return health_.read(); }
+    pool_health health() const;
     pool_stats stats() const;
 
 private:

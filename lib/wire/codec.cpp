@@ -11,6 +11,7 @@
 #include <bit>
 #include <cstring>
 #include <limits>
+#include <memory>
 
 namespace torchpool::wire {
 
@@ -196,11 +197,58 @@ auto with_message(std::size_t bytes, Fill&& fill, Output&& output) {
     return output(builder);
 }
 
+// Frees a frame built in place (build): the whole buffer, however much of it the frame uses.
+class frame_disposer final : public kj::ArrayDisposer {
+    void disposeImpl(void* first, std::size_t, std::size_t, std::size_t,
+                     void (*)(void*)) const override {
+        delete[] static_cast<capnp::word*>(first);
+    }
+};
+const frame_disposer whole_buffer;
+
+// A message builder whose first segment is a buffer of ours, left as it is when the builder
+// goes (MallocMessageBuilder zeroes a first segment it was given, to be reused); further
+// segments, should the message outgrow the first, are its own.
+class in_place_builder final : public capnp::MessageBuilder {
+public:
+    explicit in_place_builder(kj::ArrayPtr<capnp::word> first) : first_(first) {}
+
+    kj::ArrayPtr<capnp::word> allocateSegment(unsigned minimum) override {
+        if (!first_given_ && first_.size() >= minimum) {
+            first_given_ = true;
+            return first_;
+        }
+        auto& more = more_.emplace_back(
+            new capnp::word[std::max<std::size_t>(minimum, first_.size())]());  // zeroed
+        return kj::arrayPtr(more.get(), std::max<std::size_t>(minimum, first_.size()));
+    }
+
+private:
+    kj::ArrayPtr<capnp::word> first_;
+    bool first_given_ = false;
+    std::vector<std::unique_ptr<capnp::word[]>> more_;
+};
+
+// Builds one message straight into the frame it is sent as: its first segment in a zeroed
+// buffer one word past the start, where the segment table then goes. So its bytes (a small
+// tensor's) are copied into the message once, and not again into a flat array. A message
+// that outgrows the estimate (`bytes`) takes more segments and is flattened as before.
 template <class Fill>
 frame build(std::size_t bytes, Fill&& fill) {
-    return with_message(bytes, std::forward<Fill>(fill), [](capnp::MallocMessageBuilder& b) {
-        return capnp::messageToFlatArray(b);
-    });
+    const std::size_t words = bytes / 8 + 16;
+    std::unique_ptr<capnp::word[]> buffer(new capnp::word[words + 1]());  // zeroed
+    in_place_builder builder(kj::arrayPtr(buffer.get() + 1, words));
+    fill(builder.initRoot<schema::Envelope>());
+    const auto segments = builder.getSegmentsForOutput();
+    if (segments.size() != 1 || segments[0].begin() != buffer.get() + 1) {
+        return capnp::messageToFlatArray(segments);
+    }
+    // Segment table: count - 1 (0), then the one segment's size in words.
+    static_assert(std::endian::native == std::endian::little);
+    const std::uint32_t table[2] = {0, static_cast<std::uint32_t>(segments[0].size())};
+    std::memcpy(buffer.get(), table, sizeof table);
+    const std::size_t size = segments[0].size() + 1;
+    return frame(buffer.release(), size, whole_buffer);
 }
 
 frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const std::string& method,

@@ -64,6 +64,7 @@ TEST_CASE(
             CHECK(s.tensors_inline == 1);
             CHECK(s.input_memory_used == 0);  // the request's copy is gone with the task
             CHECK(s.output_memory_held == (3u << 20));
+            CHECK(p.health().output_memory_held == (3u << 20));
             r = {};
             CHECK(p.stats().output_memory_held == 0);
 
@@ -73,6 +74,8 @@ TEST_CASE(
             auto bytes = mine.writable_bytes();
             std::memset(bytes.data(), 3, bytes.size());
             CHECK(p.stats().input_memory_used == (1u << 20));
+            CHECK(p.health().input_memory_used == (1u << 20));  // from any thread
+            CHECK(p.health().input_memory_bytes == (1u << 30));
             std::vector<tensor> inputs{mine};
             auto [ec2, r2] =
                 co_await p.async_submit(request("sum", {}, std::move(inputs)), tuple_awaitable);
