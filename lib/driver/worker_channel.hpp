@@ -28,6 +28,10 @@ using shared_frame = std::shared_ptr<const wire::frame>;
 /// Descriptors sent with a frame; shared, like the frame, until every send of it is done.
 using shared_fds = std::shared_ptr<const std::vector<posix::unique_fd>>;
 
+inline shared_frame share_frame(wire::frame f) {
+    return std::make_shared<const wire::frame>(std::move(f));
+}
+
 class worker_channel {
 public:
     worker_channel(const boost::asio::any_io_executor& ex, std::size_t max_frame_bytes)
