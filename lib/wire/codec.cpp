@@ -268,8 +268,17 @@ frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const std::str
 
 template <class Reply>
 std::size_t reply_bytes(const Reply& m) {
-    return m.error_type.size() + m.error_message.size() + m.payload.size() +
-           tensor_bytes(m.tensors);
+    std::size_t bytes =
+        m.error_type.size() + m.error_message.size() + m.payload.size() + tensor_bytes(m.tensors);
+    if constexpr (std::is_same_v<Reply, reply_view>) {
+        // Tensors placed in output memory take a few words, not their bytes, in the message.
+        for (std::size_t i = 0; i < m.placed.size() && i < m.tensors.size(); ++i) {
+            if (m.placed[i]) {
+                bytes -= m.tensors[i].data.size();
+            }
+        }
+    }
+    return bytes;
 }
 
 template <class Reply, class Locate>
