@@ -85,9 +85,11 @@ struct memory_params {
     /// Over this, a worker is killed at once; its task fails with `errc::memory_limit` and
     /// the figures, and a `memory_limit` event says so. Where the host allows memory
     /// cgroups (cgroup v2 with the memory controller delegated to the host's cgroup, or
-    /// cgroup v1 writable by the host, as root usually), each worker slot gets one with this
-    /// limit: the kernel then enforces it exactly, even between samples, and the pool knows
-    /// an OOM kill for certain. A `notice` event says which mechanism is used.
+    /// cgroup v1 writable by the host, as root usually), each worker slot gets one: the
+    /// kernel then enforces it even between samples, and the pool knows an OOM kill for
+    /// certain. The kernel charges the worker's output memory (shared_memory_params) to it
+    /// as well, so the cgroup's limit is this plus `worker_output_bytes`; the samples judge
+    /// memory of its own exactly. A `notice` event says which mechanism is used.
     std::uint64_t hard_limit_bytes = 0;
     /// How often a busy worker's memory is read (/proc/PID/smaps_rollup, one worker at a
     /// time); idle workers are not read, and nothing is read when no limit is set.
@@ -161,7 +163,8 @@ struct shared_memory_params {
     /// Zero turns the data plane off: every tensor is copied into its message.
     std::size_t input_bytes = std::size_t(1) << 30;
     /// Each worker's output memory, where its large results go; the caller's response holds
-    /// them there until it is destroyed. A result that finds it full goes inline.
+    /// them there until it is destroyed. A result that finds it full goes inline. Its pages
+    /// are not the worker's own memory for memory limits (worker_memory::shared_memory_bytes).
     std::size_t worker_output_bytes = std::size_t(256) << 20;
     /// Tensors of fewer bytes go inline in the message. Measured (bench/tensor_transfer, its
     /// last table): up to 16 KiB inline and shared memory are as fast (0.95-1.02x); from

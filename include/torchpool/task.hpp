@@ -256,13 +256,22 @@ std::uint64_t fingerprint(const request& req);
 /// A worker's memory, as the kernel counts it (/proc/PID/smaps_rollup).
 struct worker_memory {
     /// Pages only this worker maps: what its death gives back. For a worker forked from
-    /// the fork server, the library and weights it shares with the others are not in it.
+    /// the fork server, the library and weights it shares with the others are not in it;
+    /// nor is tensor shared memory, when `shared_memory_bytes` is set. Memory limits judge
+    /// this figure.
     std::uint64_t private_bytes = 0;
     /// Its proportional share: private pages, plus each shared page divided by the number
     /// of processes that map it. The PSS of all workers adds up to what they cost together.
     std::uint64_t pss_bytes = 0;
     /// Every page it maps that is in memory, shared or not (what `ps` and `top` show).
     std::uint64_t rss_bytes = 0;
+    /// The tensor shared memory it maps that is in memory: its output memory (results it
+    /// wrote, bounded by pool_params::shared_memory.worker_output_bytes) and the pages of
+    /// input memory it read. Telling it apart takes a longer read of /proc/PID/smaps, done
+    /// when the pool stops a worker and when a worker's memory nears a limit; nullopt
+    /// otherwise, and then `private_bytes` may include results it wrote that the host has
+    /// not read yet.
+    std::optional<std::uint64_t> shared_memory_bytes;
 };
 
 /// What the kernel said a worker was doing when the pool gave up on it (a missed deadline,

@@ -14,9 +14,7 @@ task_diagnostics inspector::diagnostics(slot_id s, time_point now, bool alive, b
         if (stuck && probe_.activity) {
             d.activity = probe_.activity(d.worker_pid);
         }
-        if (probe_.memory) {
-            d.memory = probe_.memory(d.worker_pid);
-        }
+        d.memory = memory(s, true);
     }
     d.worker_uptime = duration_cast<milliseconds>(now - w.child.process_start());
     if (!tasks_.sent(s).empty()) {
@@ -26,11 +24,15 @@ task_diagnostics inspector::diagnostics(slot_id s, time_point now, bool alive, b
     return d;
 }
 
-std::optional<worker_memory> inspector::memory(slot_id s) const {
+std::optional<worker_memory> inspector::memory(slot_id s, bool exactly) const {
+    const int pid = workers_[s].child.pid();
+    if (exactly && probe_.memory_exactly) {
+        return probe_.memory_exactly(pid);
+    }
     if (!probe_.memory) {
         return std::nullopt;
     }
-    return probe_.memory(workers_[s].child.pid());
+    return probe_.memory(pid);
 }
 
 std::optional<std::chrono::nanoseconds> inspector::cpu_time(const supervised_child& child) const {

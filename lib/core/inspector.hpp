@@ -20,6 +20,8 @@ namespace torchpool::core {
 /// Reads a live process (injected); each returns nullopt if it cannot, and any may be empty.
 struct process_probe {
     std::function<std::optional<worker_memory>(int pid)> memory;
+    /// The same with tensor shared memory told apart (slower; `memory` stands in if empty).
+    std::function<std::optional<worker_memory>(int pid)> memory_exactly;
     std::function<std::optional<worker_activity>(int pid)> activity;
     /// The CPU time a process has used; a loading worker that uses more gets more time.
     std::function<std::optional<std::chrono::nanoseconds>(int pid)> cpu_time;
@@ -40,8 +42,9 @@ public:
     /// not been reaped, so its memory can be read (a reaped pid may already be another
     /// process's); `stuck`: the pool gives up on it, so what it does in the kernel is read too.
     task_diagnostics diagnostics(slot_id s, time_point now, bool alive, bool stuck = false) const;
-    /// The memory of the worker of `s` now, if it can be read.
-    std::optional<worker_memory> memory(slot_id s) const;
+    /// The memory of the worker of `s` now, if it can be read; `exactly`: with its tensor
+    /// shared memory told apart.
+    std::optional<worker_memory> memory(slot_id s, bool exactly = false) const;
     /// The CPU time a child's process has used; nullopt before it has one, or if unknown.
     std::optional<std::chrono::nanoseconds> cpu_time(const supervised_child& child) const;
     /// The machine's memory now, for the evidence of an OOM kill.

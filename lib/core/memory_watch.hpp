@@ -62,6 +62,16 @@ public:
     /// A new process in `slot`: nothing read of it yet.
     void forget(slot_id slot) { readings_[slot] = {}; }
 
+    /// `private_bytes` is at least 80% of the lowest limit: worth reading exactly, and
+    /// evidence of an OOM kill.
+    bool near_limit(std::uint64_t private_bytes) const noexcept {
+        std::uint64_t lowest = params_.hard_limit_bytes;
+        if (params_.soft_limit_bytes > 0 && (lowest == 0 || params_.soft_limit_bytes < lowest)) {
+            lowest = params_.soft_limit_bytes;
+        }
+        return lowest > 0 && private_bytes >= lowest / 10 * 8;
+    }
+
     enum class verdict { fine, over_soft, over_hard };
     verdict judge(std::uint64_t private_bytes) const noexcept {
         if (params_.hard_limit_bytes > 0 && private_bytes >= params_.hard_limit_bytes) {

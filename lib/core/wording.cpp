@@ -52,12 +52,17 @@ std::string describe_memory(const std::optional<worker_memory>& memory) {
     if (!memory) {
         return {};
     }
-    char text[160];
+    char text[240];
     const auto mib = [](std::uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); };
-    std::snprintf(text, sizeof text,
-                  "; just before, it held %.1f MiB of its own (private; PSS %.1f MiB, RSS %.1f "
-                  "MiB)",
-                  mib(memory->private_bytes), mib(memory->pss_bytes), mib(memory->rss_bytes));
+    const int n = std::snprintf(
+        text, sizeof text,
+        "; just before, it held %.1f MiB of its own (private; PSS %.1f MiB, RSS %.1f MiB)",
+        mib(memory->private_bytes), mib(memory->pss_bytes), mib(memory->rss_bytes));
+    if (memory->shared_memory_bytes && n > 0 && static_cast<std::size_t>(n) < sizeof text) {
+        std::snprintf(text + n, sizeof text - static_cast<std::size_t>(n),
+                      ", besides %.1f MiB of tensors in shared memory",
+                      mib(*memory->shared_memory_bytes));
+    }
     return text;
 }
 

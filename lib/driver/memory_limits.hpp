@@ -18,7 +18,10 @@ namespace torchpool::detail {
 
 class memory_limits {
 public:
-    memory_limits(const memory_params& params, std::size_t slots);
+    /// `output_bytes`: each worker's output memory. Its pages are charged to the worker that
+    /// writes them, so a cgroup's limit is the hard limit plus that much: results held by
+    /// callers are not the worker's own memory (the sampled limits leave them out too).
+    memory_limits(const memory_params& params, std::uint64_t output_bytes, std::size_t slots);
 
     /// Puts the new worker `pid` of `slot` in its cgroup, if there is one.
     void adopt(std::size_t slot, int pid) const;
@@ -29,6 +32,7 @@ public:
 
 private:
     memory_params params_;
+    std::uint64_t output_bytes_;
     std::optional<posix::memory_cgroups> cgroups_;
     std::string cgroup_problem_;  // why there is no cgroup, when a hard limit wants one
     std::vector<std::uint64_t> oom_seen_;

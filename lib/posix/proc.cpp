@@ -4,6 +4,8 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
+#include <algorithm>
 
 #include <fcntl.h>
 #include <sys/syscall.h>
@@ -86,6 +88,65 @@ std::optional<worker_memory> read_memory(int pid) {
     return worker_memory{.private_bytes = (*clean + *dirty) * 1024,
                          .pss_bytes = *pss * 1024,
                          .rss_bytes = *rss * 1024};
+}
+
+std::optional<worker_memory> read_memory_exactly(int pid) {
+    auto memory = read_memory(pid);
+    if (!memory) {
+        return std::nullopt;
+    }
+    // The whole of /proc/PID/smaps: every mapping, a header line and then its figures in kB.
+    // A few hundred kB of text for a LibTorch process, read only when a limit is near.
+    const int fd = ::open(proc_path(pid, "smaps").c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return memory;
+    }
+    std::string text;
+    char chunk[65536];
+    for (ssize_t n; (n = ::read(fd, chunk, sizeof chunk)) != 0;) {
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            break;
+        }
+        text.append(chunk, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    std::uint64_t shared_rss = 0, shared_private = 0;
+    bool in_shared = false;
+    for (std::size_t at = 0; at < text.size();) {
+        std::size_t end = text.find('\n', at);
+        if (end == std::string::npos) {
+            end = text.size();
+        }
+        const std::string_view line(text.data() + at, end - at);
+        at = end + 1;
+        const auto first_space = line.find(' ');
+        const auto key = line.substr(0, first_space);
+        if (key.empty()) {
+            continue;
+        }
+        if (key.back() != ':') {
+            // "start-end perms offset dev inode path": a new mapping.
+            in_shared = line.find(tensor_memory_path) != std::string_view::npos;
+            continue;
+        }
+        if (!in_shared || first_space == std::string_view::npos) {
+            continue;
+        }
+        const std::uint64_t kib = std::strtoull(line.data() + first_space, nullptr, 10);
+        if (key == "Rss:") {
+            shared_rss += kib;
+        } else if (key == "Private_Clean:" || key == "Private_Dirty:") {
+            shared_private += kib;
+        }
+    }
+    // Results it wrote that the host has not read yet are mapped by it alone, so the kernel
+    // counts them as private: they are not its own memory.
+    memory->private_bytes -= std::min(memory->private_bytes, shared_private * 1024);
+    memory->shared_memory_bytes = shared_rss * 1024;
+    return memory;
 }
 
 std::optional<std::uint64_t> available_memory() {

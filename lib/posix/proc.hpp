@@ -13,7 +13,16 @@
 namespace torchpool::posix {
 
 /// The memory of process `pid` (/proc/PID/smaps_rollup), or nullopt.
+/// Cheap (the kernel sums every mapping): it may count as private the pages of tensor shared
+/// memory that only this worker maps yet (results it wrote that the host has not read).
 std::optional<torchpool::worker_memory> read_memory(int pid);
+/// The same, with tensor shared memory told apart (/proc/PID/smaps, mapping by mapping: a
+/// few ms for a LibTorch process): not in private_bytes, and in shared_memory_bytes.
+std::optional<torchpool::worker_memory> read_memory_exactly(int pid);
+
+/// What the mappings of tensor shared memory are named in /proc/PID/maps: the memfds of the
+/// pool's input memory and of each worker's output memory ("/memfd:torchpool-...").
+inline constexpr const char* tensor_memory_path = "/memfd:torchpool-";
 
 /// Its state letter, wait channel, system call and kernel stack (/proc/PID/stat, wchan,
 /// syscall, stack), or nullopt if it is gone. Fields the kernel hides are left empty.

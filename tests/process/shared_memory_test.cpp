@@ -307,3 +307,55 @@ TEST_CASE("a wait for room ends with shutting_down when the pool stops", "[proce
         CHECK(waited == errc::shutting_down);
     });
 }
+
+TEST_CASE("results held in a worker's output memory are not its own memory for its limits",
+          "[process][shm][memory]") {
+    constexpr std::uint64_t mib = 1 << 20;
+    event_log events;
+    auto params = params_for(1);
+    params.on_worker_event = events.observer();
+    params.shared_memory.worker_output_bytes = 96 * mib;
+    // A cgroup, where the host allows one, gets the hard limit plus the output memory: the
+    // kernel charges the result's pages to the worker that wrote them.
+    params.memory = {.soft_limit_bytes = 40 * mib, .hard_limit_bytes = 56 * mib,
+                     .sample_interval = 20ms};
+    with_pool(params, events, [&](pool& p) -> asio::awaitable<void> {
+        // 64 MiB written in output memory, not yet read by the host: the kernel's cheap
+        // figure counts them as the worker's private pages.
+        auto [ec, held] = co_await p.async_submit(make_request("fill", "67108864 9"),
+                                                  tuple_awaitable);
+        INFO(held.diagnostics.summary);
+        REQUIRE(!ec);
+        REQUIRE(held.tensors.at(0).shared);
+        // It was read when its task ended (before the caller heard): neither killed nor
+        // recycled, so the next task runs in the same process.
+        auto [ec2, r2] = co_await p.async_submit(make_request("pid"), tuple_awaitable);
+        REQUIRE(!ec2);
+        CHECK(std::stoi(r2.payload) == held.worker_pid);
+        CHECK(events.of(worker_event::kind::recycled).empty());
+        CHECK(events.of(worker_event::kind::memory_limit).empty());
+
+        // Stopped by a deadline, its figures tell the two apart.
+        auto [ec3, r3] = co_await p.async_submit(
+            make_request("hang").with_timeout(std::chrono::milliseconds(300)), tuple_awaitable);
+        CHECK(ec3 == errc::timeout);
+        REQUIRE(r3.diagnostics.memory);
+        const auto& m = *r3.diagnostics.memory;
+        REQUIRE(m.shared_memory_bytes);
+        CHECK(*m.shared_memory_bytes >= 64 * mib);
+        CHECK(m.private_bytes < 40 * mib);
+        CHECK_THAT(r3.diagnostics.summary, Catch::Contains("MiB of tensors in shared memory"));
+        const auto bytes = held.tensors[0].bytes();
+        CHECK(std::all_of(bytes.begin(), bytes.end(),
+                          [](std::byte b) { return b == std::byte{9}; }));
+
+        // Memory of its own still counts: 48 MiB of heap is over the soft limit.
+        auto [ec4, r4] = co_await p.async_submit(make_request("allocate", "48"), tuple_awaitable);
+        CHECK(!ec4);
+        const auto leaker = r4.worker_pid;
+        co_await events.changed->until([&] {
+            const auto recycled = events.of(worker_event::kind::recycled);
+            return !recycled.empty() && recycled[0].pid == leaker;
+        });
+    });
+}

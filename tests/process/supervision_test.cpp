@@ -141,6 +141,8 @@ TEST_CASE("in a memory cgroup, the kernel's OOM kill of a worker is reported for
     auto params = params_for(1);
     // Samples too rare to act first: the kernel enforces the limit.
     params.memory = {.hard_limit_bytes = 64 * mib, .sample_interval = 60s};
+    // The cgroup's limit is the hard limit plus the worker's output memory (80 MiB here).
+    params.shared_memory.worker_output_bytes = 16 * mib;
     event_log events;
     params.on_worker_event = events.observer();
     with_pool(params, [&](pool& p) -> asio::awaitable<void> {

@@ -178,6 +178,44 @@ TEST_CASE("a worker read just before its task grew is read again once idle", "[c
     CHECK(reads == 2);
 }
 
+TEST_CASE("near a limit, a worker is read again with its tensor shared memory told apart",
+          "[core][memory]") {
+    int cheap = 0, exact = 0;
+    std::uint64_t own = 8u << 20;
+    pool_core::process_probe probe{
+        // The cheap reading counts 56 MiB of results the host has not read as its own.
+        .memory = [&](int) {
+            ++cheap;
+            return std::optional<worker_memory>(worker_memory{.private_bytes = own + (56u << 20)});
+        },
+        .memory_exactly = [&](int) {
+            ++exact;
+            return std::optional<worker_memory>(
+                worker_memory{.private_bytes = own, .shared_memory_bytes = 56u << 20});
+        }};
+    auto params = one_worker();
+    params.memory = {.soft_limit_bytes = 48u << 20, .sample_interval = 100ms};
+    harness h(params, std::move(probe));
+    h.start_all_ready();
+    h.core.submit(1, "fill", 0ms, h.now);
+    CHECK_THAT(h.take(), actions_are({send_request_action{.slot = 0, .task = 1}}));
+    h.now += 10ms;
+    h.core.on_message(0, wire::reply_msg{.id = 1}, h.now);
+    CHECK(cheap == 1);
+    CHECK(exact == 1);  // 64 MiB by the cheap figure is near 48: read exactly, 8 MiB
+    CHECK(h.core.stats().recycled == 0);
+    CHECK_THAT(h.take(), actions_are({expected::completes(1)}));
+
+    // Its own memory grows past the limit: recycled, on the exact figure.
+    own = 50u << 20;
+    h.core.submit(2, "fill", 0ms, h.now);
+    h.take();
+    h.now += 200ms;
+    h.core.on_message(0, wire::reply_msg{.id = 2}, h.now);
+    CHECK(exact == 2);
+    CHECK(h.core.stats().recycled == 1);
+}
+
 TEST_CASE("a loading worker past its load_timeout gets more time while it uses CPU, and no more",
           "[core]") {
     auto params = one_worker();

@@ -3,6 +3,7 @@
 #include "shm/arena.hpp"
 
 #include "driver/worker_outputs.hpp"
+#include "posix/proc.hpp"
 #include "wire/codec.hpp"
 #include "wire/frame_reader.hpp"
 
@@ -199,4 +200,22 @@ TEST_CASE("a frame refers to tensors in shared memory, and a decoder without it 
     CHECK(std::get<wire::request_msg>(std::get<wire::message>(inline_decoded))
               .tensors[0]
               .data.size() == 16);
+}
+
+TEST_CASE("a process's tensor shared memory is told apart from its own memory", "[shm]") {
+    constexpr std::size_t bytes = 8 << 20;
+    auto made = mapping::create("torchpool-test-outputs", bytes, writers::anyone);
+    REQUIRE(std::holds_alternative<std::shared_ptr<mapping>>(made));
+    auto memory = std::get<std::shared_ptr<mapping>>(made);
+    std::memset(memory->base(), 1, bytes);  // mapped by this process alone: "private" pages
+    const auto cheap = posix::read_memory(::getpid());
+    const auto exact = posix::read_memory_exactly(::getpid());
+    REQUIRE(cheap);
+    REQUIRE(exact);
+    CHECK_FALSE(cheap->shared_memory_bytes);
+    REQUIRE(exact->shared_memory_bytes);
+    CHECK(*exact->shared_memory_bytes >= bytes);
+    // The pages of the memfd are no longer counted as its own (allowing for what the
+    // process itself allocated between the two reads).
+    CHECK(cheap->private_bytes >= exact->private_bytes + bytes - (1 << 20));
 }
