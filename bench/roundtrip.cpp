@@ -227,8 +227,8 @@ int main(int argc, char** argv) {
                          "torchpool-bench-noop-worker")
                             .string();
     // The raw peers exchange exactly the bytes the pool exchanges for a no-op task.
-    const std::string request =
-        frame_bytes(torchpool::wire::encode_request(1, 0, torchpool::request("noop")));
+    torchpool::request noop("noop");
+    const std::string request = frame_bytes(torchpool::wire::encode_request(1, 0, noop).joined());
     const std::string reply =
         frame_bytes(torchpool::wire::encode(torchpool::wire::reply_msg{.id = 1}));
     const std::chrono::duration<double> window(seconds);

@@ -33,7 +33,7 @@ struct intake_rules {
 /// A request ready for the core (its options) and for its worker (its frame).
 struct taken_request {
     core::task_options options;
-    wire::frame frame;
+    wire::gathered_frame frame;
     /// The tensors the frame places in input memory, kept until the task ends (a retry
     /// sends the same frame).
     std::vector<shared_bytes> placed;

@@ -101,13 +101,14 @@ void worker_channel::start_write() {
     // almost always has room, which saves an asynchronous operation per task. A frame's
     // descriptors go with its first byte, so a gather ends before the next frame that has any.
     while (!writing_ && !outbox_.empty() && open_) {
-        std::array<iovec, 64> iov;
+        std::array<iovec, 256> iov;  // a frame has at most 129 pieces (encode_request)
         std::size_t count = 0;
         std::size_t offset = front_offset_;
         std::span<const int> fds;
         std::array<int, posix::max_passed_fds> fd_numbers;
         for (const auto& out : outbox_) {
-            if (count == iov.size() || (count > 0 && out.fds && !out.fds->empty())) {
+            const auto pieces = out.frame->pieces();
+            if (count > 0 && (count + pieces.size() > iov.size() || (out.fds && !out.fds->empty()))) {
                 break;
             }
             if (count == 0 && offset == 0 && out.fds && !out.fds->empty()) {
@@ -117,9 +118,14 @@ void worker_channel::start_write() {
                 }
                 fds = std::span<const int>(fd_numbers.data(), n);
             }
-            auto bytes = out.frame->asBytes();
-            iov[count++] = {const_cast<kj::byte*>(bytes.begin()) + offset, bytes.size() - offset};
-            offset = 0;
+            for (const auto& piece : pieces) {
+                if (offset >= piece.iov_len) {
+                    offset -= piece.iov_len;  // written already
+                    continue;
+                }
+                iov[count++] = {static_cast<char*>(piece.iov_base) + offset, piece.iov_len - offset};
+                offset = 0;
+            }
         }
         const ssize_t sent = posix::send_with_fds(socket_.native_handle(), iov.data(), count, fds);
         if (sent < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -158,7 +164,7 @@ void worker_channel::start_write() {
 // Drops the first `n` bytes of the outbox, which have been written.
 void worker_channel::consume_outbox(std::size_t n) {
     while (n > 0 && !outbox_.empty()) {
-        const std::size_t left = outbox_.front().frame->asBytes().size() - front_offset_;
+        const std::size_t left = outbox_.front().frame->size() - front_offset_;
         if (n < left) {
             front_offset_ += n;
             return;

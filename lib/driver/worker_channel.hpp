@@ -24,12 +24,15 @@
 
 namespace torchpool::detail {
 
-using shared_frame = std::shared_ptr<const wire::frame>;
+using shared_frame = std::shared_ptr<const wire::gathered_frame>;
 /// Descriptors sent with a frame; shared, like the frame, until every send of it is done.
 using shared_fds = std::shared_ptr<const std::vector<posix::unique_fd>>;
 
 inline shared_frame share_frame(wire::frame f) {
-    return std::make_shared<const wire::frame>(std::move(f));
+    return std::make_shared<const wire::gathered_frame>(std::move(f));
+}
+inline shared_frame share_frame(wire::gathered_frame f) {
+    return std::make_shared<const wire::gathered_frame>(std::move(f));
 }
 
 class worker_channel {

@@ -1,5 +1,7 @@
 #include "codec.hpp"
 
+#include "frame_buffers.hpp"
+
 #include "../shm/region.hpp"
 #include "torchpool.capnp.h"
 
@@ -64,8 +66,13 @@ std::size_t inline_size(const tensor_view& t, const void*) {
 
 // Each tensor's bytes go into the message, unless `locate(i)` places them in shared memory:
 // then only where they are.
-template <class Tensors, class Locate>
-void set_tensors(capnp::List<schema::Tensor>::Builder out, const Tensors& in, Locate&& locate) {
+// Tensors that `referred(i)` says the frame refers to get their bytes later, as a segment of
+// their own.
+constexpr auto none_referred = [](unsigned) { return false; };
+
+template <class Tensors, class Locate, class Referred = decltype(none_referred)>
+void set_tensors(capnp::List<schema::Tensor>::Builder out, const Tensors& in, Locate&& locate,
+                 const Referred& referred = none_referred) {
     for (unsigned i = 0; i < in.size(); ++i) {
         auto t = out[i];
         t.setDtype(static_cast<schema::DType>(in[i].type));
@@ -77,7 +84,7 @@ void set_tensors(capnp::List<schema::Tensor>::Builder out, const Tensors& in, Lo
             auto shared = t.initShared();
             shared.setOffset(where->offset);
             shared.setLength(where->length);
-        } else {
+        } else if (!referred(i)) {
             t.setData(data(bytes_of(in[i])));
         }
     }
@@ -197,14 +204,35 @@ auto with_message(std::size_t bytes, Fill&& fill, Output&& output) {
     return output(builder);
 }
 
-// Frees a frame built in place (build): the whole buffer, however much of it the frame uses.
-class frame_disposer final : public kj::ArrayDisposer {
-    void disposeImpl(void* first, std::size_t, std::size_t, std::size_t,
-                     void (*)(void*)) const override {
-        delete[] static_cast<capnp::word*>(first);
+// A buffer from frame_buffers, given back unless a frame adopts it (whatever was written in
+// it is zeroed again then).
+class taken_buffer {
+public:
+    explicit taken_buffer(std::size_t words) : buffer_(take_frame_buffer(words)) {}
+    taken_buffer(const taken_buffer&) = delete;
+    taken_buffer& operator=(const taken_buffer&) = delete;
+    ~taken_buffer() {
+        if (buffer_.words) {
+            return_frame_buffer(buffer_, buffer_.capacity);
+        }
     }
+    capnp::word* words() const noexcept { return buffer_.words; }
+    std::size_t capacity() const noexcept { return buffer_.capacity; }
+    frame adopt(std::size_t used) {
+        auto f = adopt_frame_buffer(buffer_, used);
+        buffer_.words = nullptr;
+        return f;
+    }
+
+private:
+    frame_buffer buffer_;
 };
-const frame_disposer whole_buffer;
+
+// Words of a segment table for `segments` segments: their count, then each one's size, as
+// 32-bit numbers, padded to a whole word.
+constexpr std::size_t table_words(std::size_t segments) {
+    return (segments + 2) / 2;
+}
 
 // A message builder whose first segment is a buffer of ours, left as it is when the builder
 // goes (MallocMessageBuilder zeroes a first segment it was given, to be reused); further
@@ -229,26 +257,55 @@ private:
     std::vector<std::unique_ptr<capnp::word[]>> more_;
 };
 
-// Builds one message straight into the frame it is sent as: its first segment in a zeroed
-// buffer one word past the start, where the segment table then goes. So its bytes (a small
-// tensor's) are copied into the message once, and not again into a flat array. A message
-// that outgrows the estimate (`bytes`) takes more segments and is flattened as before.
+// A message built by `build_with`: its head (segment table and first segment) if the
+// message came out as planned, else the whole message flattened (a copy).
+struct built {
+    frame head;
+    bool as_planned = false;
+};
+
+// Builds the message `fill` makes straight into the frame it is sent as: its first segment in
+// a reused zeroed buffer, after room for the segment table, written in front of it at the
+// end. So its bytes (a small tensor's) are copied into the message once, and not again into a
+// flat array. The segments after the first must be the bytes `referred` (in order) that the
+// frame refers to, which then follow the head. A message that outgrows the estimate (`bytes`)
+// takes more segments and is flattened.
+template <class Fill>
+built build_with(std::size_t bytes, std::span<const std::string* const> referred, Fill&& fill) {
+    const std::size_t table = table_words(1 + referred.size());
+    taken_buffer buffer(table + bytes / 8 + 16);
+    std::size_t used = 0;
+    {
+        in_place_builder builder(
+            kj::arrayPtr(buffer.words() + table, buffer.capacity() - table));
+        fill(builder);
+        const auto segments = builder.getSegmentsForOutput();
+        bool as_planned = segments.size() == 1 + referred.size() &&
+                          segments[0].begin() == buffer.words() + table;
+        for (std::size_t k = 0; as_planned && k < referred.size(); ++k) {
+            as_planned = static_cast<const void*>(segments[k + 1].begin()) ==
+                         static_cast<const void*>(referred[k]->data());
+        }
+        if (!as_planned) {
+            return {capnp::messageToFlatArray(segments), false};
+        }
+        static_assert(std::endian::native == std::endian::little);
+        std::uint32_t sizes[2 * 64 + 2] = {};
+        sizes[0] = static_cast<std::uint32_t>(segments.size() - 1);
+        for (std::size_t k = 0; k < segments.size(); ++k) {
+            sizes[k + 1] = static_cast<std::uint32_t>(segments[k].size());
+        }
+        std::memcpy(buffer.words(), sizes, table * sizeof(capnp::word));
+        used = table + segments[0].size();
+    }
+    return {buffer.adopt(used), true};
+}
+
 template <class Fill>
 frame build(std::size_t bytes, Fill&& fill) {
-    const std::size_t words = bytes / 8 + 16;
-    std::unique_ptr<capnp::word[]> buffer(new capnp::word[words + 1]());  // zeroed
-    in_place_builder builder(kj::arrayPtr(buffer.get() + 1, words));
-    fill(builder.initRoot<schema::Envelope>());
-    const auto segments = builder.getSegmentsForOutput();
-    if (segments.size() != 1 || segments[0].begin() != buffer.get() + 1) {
-        return capnp::messageToFlatArray(segments);
-    }
-    // Segment table: count - 1 (0), then the one segment's size in words.
-    static_assert(std::endian::native == std::endian::little);
-    const std::uint32_t table[2] = {0, static_cast<std::uint32_t>(segments[0].size())};
-    std::memcpy(buffer.get(), table, sizeof table);
-    const std::size_t size = segments[0].size() + 1;
-    return frame(buffer.release(), size, whole_buffer);
+    return build_with(bytes, {}, [&](capnp::MessageBuilder& builder) {
+               fill(builder.initRoot<schema::Envelope>());
+           }).head;
 }
 
 frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const std::string& method,
@@ -355,9 +412,88 @@ frame encode(const request_msg& m, const void* inputs) {
     return encode_request(m.id, m.deadline_ns, m.method, m.payload, m.tensors, inputs);
 }
 
-frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req,
-                     const void* inputs) {
-    return encode_request(id, deadline_ns, req.method, req.payload, req.tensors, inputs);
+gathered_frame::gathered_frame(frame whole) : head_(std::move(whole)) {
+    const auto bytes = head_.asBytes();
+    pieces_.push_back(iovec{const_cast<kj::byte*>(bytes.begin()), bytes.size()});
+    size_ = bytes.size();
+}
+
+kj::Array<capnp::word> gathered_frame::joined() const {
+    auto out = kj::heapArray<capnp::word>(size_ / sizeof(capnp::word));
+    auto* at = reinterpret_cast<std::byte*>(out.begin());
+    for (const auto& piece : pieces_) {
+        std::memcpy(at, piece.iov_base, piece.iov_len);
+        at += piece.iov_len;
+    }
+    return out;
+}
+
+gathered_frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, request& req,
+                              const void* inputs) {
+    // Referred to: a caller's own bytes, large, word-aligned (as a std::string's heap buffer
+    // is), and few enough for the segment limit of a reader (and for the table above). They
+    // move into the frame first (reserved: they stay where they are), and the message refers
+    // to them there.
+    constexpr std::size_t most_referred = 64;
+    gathered_frame out;
+    boost::container::small_vector<bool, 8> refers(req.tensors.size(), false);
+    std::size_t count = 0;
+    std::size_t bytes = req.method.size() + req.payload.size();
+    for (std::size_t i = 0; i < req.tensors.size(); ++i) {
+        const auto& t = req.tensors[i];
+        bytes += 48 + t.shape.size() * 8;
+        if (!t.shared && t.data.size() >= referenced_from_bytes &&
+            reinterpret_cast<std::uintptr_t>(t.data.data()) % sizeof(capnp::word) == 0 &&
+            count < most_referred) {
+            refers[i] = true;
+            ++count;
+        } else {
+            bytes += inline_size(t, inputs);
+        }
+    }
+    boost::container::small_vector<const std::string*, 4> referred;
+    out.held_.reserve(count);
+    for (std::size_t i = 0; i < req.tensors.size(); ++i) {
+        if (refers[i]) {
+            referred.push_back(&out.held_.emplace_back(std::move(req.tensors[i].data)));
+            req.tensors[i].data.clear();
+        }
+    }
+    auto made = build_with(bytes, referred, [&](capnp::MessageBuilder& builder) {
+        auto r = builder.initRoot<schema::Envelope>().initRequest();
+        r.setId(id);
+        r.setMethod(text(req.method));
+        r.setDeadlineNs(deadline_ns);
+        r.setPayload(data(std::as_const(req.payload)));  // not std::data
+        auto list = r.initTensors(static_cast<unsigned>(req.tensors.size()));
+        set_tensors(list, req.tensors, locate_in(req.tensors, inputs),
+                    [&](unsigned i) { return refers[i]; });
+        auto orphanage = builder.getOrphanage();
+        for (unsigned i = 0, k = 0; i < req.tensors.size(); ++i) {
+            if (refers[i]) {
+                list[i].adoptData(orphanage.referenceExternalData(data(*referred[k++])));
+            }
+        }
+    });
+    out.head_ = std::move(made.head);
+    const auto head = out.head_.asBytes();
+    out.pieces_.push_back(iovec{const_cast<kj::byte*>(head.begin()), head.size()});
+    out.size_ = head.size();
+    if (!made.as_planned) {
+        out.held_.clear();  // flattened: the bytes are in the head
+        return out;
+    }
+    static constexpr capnp::word zeros{};
+    for (const auto& held : out.held_) {
+        out.pieces_.push_back(iovec{const_cast<char*>(held.data()), held.size()});
+        if (const std::size_t tail = held.size() % sizeof(capnp::word)) {
+            out.pieces_.push_back(
+                iovec{const_cast<capnp::word*>(&zeros), sizeof(capnp::word) - tail});
+        }
+        out.size_ += (held.size() + sizeof(capnp::word) - 1) / sizeof(capnp::word) *
+                     sizeof(capnp::word);
+    }
+    return out;
 }
 
 frame encode(const reply_msg& m, const void* outputs) {

@@ -3,6 +3,7 @@
 
 #include "messages.hpp"
 
+#include <boost/container/small_vector.hpp>
 #include <capnp/common.h>
 #include <kj/array.h>
 
@@ -36,11 +37,41 @@ frame encode(const fault_msg& m);
 /// segments), without first copying it into one array. Returns what `write` returns.
 bool encode_to(const reply_view& m, const std::function<bool(std::span<const iovec>)>& write);
 
-/// Encodes a request straight from the caller's value, without an intermediate copy. Tensors
-/// whose bytes are in `inputs` (the pool's input memory, as `shared_region::space` names it)
-/// are sent by where they are; the others' bytes go into the frame.
-frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const request& req,
-                     const void* inputs = nullptr);
+/// A frame written from several places in one gathered write: its head (segment table and
+/// first segment, in a reused buffer), then bytes it refers to where they are, each padded
+/// to whole words. It owns what it refers to. Moving it keeps every piece where it is.
+class gathered_frame {
+public:
+    gathered_frame() = default;
+    /// A frame of one piece.
+    explicit gathered_frame(frame whole);
+
+    /// The pieces, in order; together, one standard Cap'n Proto stream frame.
+    std::span<const iovec> pieces() const noexcept { return {pieces_.data(), pieces_.size()}; }
+    /// Its bytes in all.
+    std::size_t size() const noexcept { return size_; }
+    /// The frame in one piece (a copy), for tests and tools.
+    kj::Array<capnp::word> joined() const;
+
+private:
+    friend gathered_frame encode_request(std::uint64_t, std::uint64_t, request&, const void*);
+
+    frame head_;
+    std::vector<std::string> held_;  // tensor bytes the frame refers to
+    boost::container::small_vector<iovec, 3> pieces_;
+    std::size_t size_ = 0;
+};
+
+/// Tensors of the caller's own bytes of at least this size are not copied into a request's
+/// frame: the frame takes them over and refers to them (a segment of their own).
+inline constexpr std::size_t referenced_from_bytes = 1024;
+
+/// Encodes a request straight from the caller's value. Tensors whose bytes are in `inputs`
+/// (the pool's input memory, as `shared_region::space` names it) are sent by where they
+/// are. Tensors of `referenced_from_bytes` or more of the caller's own bytes are moved out of
+/// `req` into the frame, which refers to them; smaller ones are copied into it.
+gathered_frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, request& req,
+                              const void* inputs = nullptr);
 
 /// Why a frame could not be decoded, in words.
 struct decode_error {

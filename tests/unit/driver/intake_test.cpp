@@ -29,8 +29,9 @@ taken_request taken(request req, intake_rules rules = {}) {
 }
 
 // The request its worker reads from the frame.
-wire::request_msg as_read(const wire::frame& f) {
+wire::request_msg as_read(const wire::gathered_frame& gathered) {
     wire::frame_reader reader(1 << 20);
+    const auto f = gathered.joined();
     const auto bytes = f.asBytes();
     auto space = reader.prepare(bytes.size());
     std::memcpy(space.data(), bytes.begin(), bytes.size());

@@ -71,12 +71,28 @@ struct small_socket_channel {
 TEST_CASE("frames sent through a full socket arrive whole and in order", "[driver][channel]") {
     small_socket_channel c;
     auto& [io, sockets, channel, owner] = c;
-    // 200 frames of 1-10 KB: far more than the socket holds, so writes stop part-way.
+    // 200 frames of 1-10 KB: far more than the socket holds, so writes stop part-way. Every
+    // other one is a request in pieces: its head, then two tensors of the caller's own bytes
+    // that it refers to, of odd sizes (each padded to whole words by a piece of its own).
     constexpr int frames = 200;
+    const auto payload = [](int i) { return std::string(1000 * (1 + i % 10), 'a' + i % 26); };
+    const auto bytes = [](int i, int k) { return std::string(1001 + 77 * i + k, 'A' + k); };
     for (int i = 0; i < frames; ++i) {
-        channel.send(std::make_shared<const wire::frame>(wire::encode(
-            wire::reply_msg{.id = static_cast<std::uint64_t>(i),
-                            .payload = std::string(1000 * (1 + i % 10), 'a' + i % 26)})));
+        const auto id = static_cast<std::uint64_t>(i);
+        if (i % 2 == 0) {
+            channel.send(share_frame(wire::encode(wire::reply_msg{.id = id, .payload = payload(i)})));
+            continue;
+        }
+        std::vector<tensor> tensors;
+        for (int k = 0; k < 2; ++k) {
+            auto b = bytes(i, k);
+            const auto n = static_cast<std::int64_t>(b.size());
+            tensors.emplace_back(dtype::uint8, std::vector<std::int64_t>{n}, std::move(b));
+        }
+        request req("m", payload(i), std::move(tensors));
+        auto gathered = wire::encode_request(id, 0, req);
+        REQUIRE(gathered.pieces().size() >= 4);  // head, two tensors, padding
+        channel.send(share_frame(std::move(gathered)));
     }
     // The worker reads as the pool's loop writes.
     wire::frame_reader reader(1 << 20);
@@ -91,9 +107,19 @@ TEST_CASE("frames sent through a full socket arrive whole and in order", "[drive
         for (auto next = reader.next(); next.has_frame(); next = reader.next()) {
             auto decoded = wire::decode(next.words);
             REQUIRE(std::holds_alternative<wire::message>(decoded));
-            const auto& reply = std::get<wire::reply_msg>(std::get<wire::message>(decoded));
-            CHECK(reply.id == static_cast<std::uint64_t>(got));
-            CHECK(reply.payload == std::string(1000 * (1 + got % 10), 'a' + got % 26));
+            const auto& m = std::get<wire::message>(decoded);
+            if (got % 2 == 0) {
+                const auto& reply = std::get<wire::reply_msg>(m);
+                CHECK(reply.id == static_cast<std::uint64_t>(got));
+                CHECK(reply.payload == payload(got));
+            } else {
+                const auto& req = std::get<wire::request_msg>(m);
+                CHECK(req.id == static_cast<std::uint64_t>(got));
+                CHECK(req.payload == payload(got));
+                REQUIRE(req.tensors.size() == 2);
+                CHECK(req.tensors[0].data == bytes(got, 0));
+                CHECK(req.tensors[1].data == bytes(got, 1));
+            }
             ++got;
         }
     }
@@ -217,7 +243,7 @@ TEST_CASE(
             }
             fds = std::move(v);
         }
-        channel.send(std::make_shared<const wire::frame>(wire::encode(wire::reply_msg{
+        channel.send(share_frame(wire::encode(wire::reply_msg{
                          .id = static_cast<std::uint64_t>(i), .payload = std::string(8000, 'p')})),
                      std::move(fds));
     }

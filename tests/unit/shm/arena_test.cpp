@@ -187,14 +187,14 @@ TEST_CASE("a frame refers to tensors in shared memory, and a decoder without it 
     auto a = std::make_shared<arena>(memory);
     auto b = a->allocate(16);
     request req("m", {}, {tensor(dtype::float32, {4}, b->bytes(b))});
-    const auto frame = wire::encode_request(1, 0, req, a.get());
+    const auto frame = wire::encode_request(1, 0, req, a.get()).joined();
     CHECK(frame.asBytes().size() < 200);  // where the bytes are, not the bytes
     auto decoded = wire::decode(frame);
     REQUIRE(std::holds_alternative<wire::decode_error>(decoded));
     CHECK_THAT(std::get<wire::decode_error>(decoded).what,
                Catch::Contains("placed in shared memory, but there is none here"));
     // Encoded for another space (or none), the same tensor's bytes go inline.
-    const auto inline_frame = wire::encode_request(1, 0, req, nullptr);
+    const auto inline_frame = wire::encode_request(1, 0, req, nullptr).joined();
     auto inline_decoded = wire::decode(inline_frame);
     REQUIRE(std::holds_alternative<wire::message>(inline_decoded));
     CHECK(std::get<wire::request_msg>(std::get<wire::message>(inline_decoded))
