@@ -7,9 +7,11 @@
 //
 // With BYTES, each task carries a float32 tensor of that size, allocated once in the pool's
 // input memory (pool::allocate) and submitted again and again ("sink": the worker reads it
-// and answers with nothing): the host's cost per task should not depend on the size.
+// and answers with nothing): the host's cost per task should not depend on the size. With
+// `own` after BYTES, the tensor is the caller's own bytes instead (tensor::data), copied with
+// the request for each task as a caller would: the inline path below inline_below.
 //
-// Usage: torchpool-bench-host-instructions TASKS [BYTES]
+// Usage: torchpool-bench-host-instructions TASKS [BYTES [own]]
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/io_context.hpp>
@@ -27,13 +29,15 @@ namespace asio = boost::asio;
 int main(int argc, char** argv) {
     const long tasks = argc >= 2 ? std::atol(argv[1]) : 0;
     const long bytes = argc >= 3 ? std::atol(argv[2]) : 0;
-    if (tasks <= 0 || argc > 3 || bytes < 0 || bytes % 4 != 0) {
+    const bool own = argc == 4 && std::strcmp(argv[3], "own") == 0;
+    if (tasks <= 0 || argc > 4 || (argc == 4 && !own) || bytes < 0 || bytes % 4 != 0) {
         std::fprintf(stderr,
-                     "Usage: %s TASKS [BYTES]\n"
+                     "Usage: %s TASKS [BYTES [own]]\n"
                      "Runs TASKS no-op tasks, one outstanding at a time, through a pool of one\n"
                      "worker (torchpool-bench-noop-worker, next to this program), then shuts the\n"
                      "pool down. With BYTES (a multiple of 4), each task carries a float32\n"
-                     "tensor of that size from pool::allocate, which the worker reads. Meant to\n"
+                     "tensor of that size from pool::allocate, which the worker reads; with\n"
+                     "own, the caller's own bytes instead (tensor::data). Meant to\n"
                      "be run under valgrind --tool=callgrind by bench/instructions.sh.\n",
                      argv[0]);
         return 64;
@@ -46,7 +50,11 @@ int main(int argc, char** argv) {
                          {.worker = {.executable = worker}, .workers = 1, .queue_limit = 16});
     pool.async_run([](boost::system::error_code) {});
     torchpool::request noop("noop");
-    if (bytes > 0) {
+    if (bytes > 0 && own) {
+        std::vector<torchpool::tensor> tensors{torchpool::tensor(
+            torchpool::dtype::float32, {bytes / 4}, std::string(static_cast<std::size_t>(bytes), '\1'))};
+        noop = torchpool::request("sink", {}, std::move(tensors));
+    } else if (bytes > 0) {
         // Allocated and filled once: the caller's own work stays out of the count.
         torchpool::tensor t = pool.allocate(torchpool::dtype::float32, {bytes / 4});
         std::memset(t.writable_bytes().data(), 1, t.writable_bytes().size());

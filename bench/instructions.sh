@@ -8,6 +8,9 @@
 # bench/host_instructions.cpp): compare 4096 with 16777216 to see that a task's host cost does
 # not depend on its tensor's size.
 #
+# With OWN=1 in the environment, the tensor is the caller's own bytes (tensor::data), the inline
+# path below pool_params::shared_memory.inline_below (16 KiB).
+#
 # Usage: bench/instructions.sh [BUILD_DIR] [N1] [N2] [BYTES]   (default: build/release 2000 6000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +19,9 @@ build=${1:-build/release}
 n1=${2:-2000}
 n2=${3:-6000}
 bytes=${4:-}
+if [ -n "$bytes" ] && [ "${OWN:-0}" = 1 ]; then
+    bytes="$bytes own"
+fi
 program="$build/bench/torchpool-bench-host-instructions"
 if [ ! -x "$program" ]; then
     echo "instructions.sh: $program is missing; build it first (cmake --preset release &&" \

@@ -72,7 +72,8 @@ std::variant<taken_request, std::string> take_in(core::task_id id, request& req,
                                     .wait_for_room = req.if_full == when_full::wait,
                                     .fingerprint = rules.fingerprint ? fingerprint(req) : 0}};
     place(req.tensors, rules, taken);
-    taken.frame = wire::encode_request(id, deadline_ns, req, rules.inputs);
+    taken.frame = std::make_shared<const wire::gathered_frame>(
+        wire::encode_request(id, deadline_ns, req, rules.inputs));
     return taken;
 }
 

@@ -11,6 +11,7 @@
 #include <torchpool/task.hpp>
 
 #include <chrono>
+#include <memory>
 #include <string>
 #include <variant>
 
@@ -33,7 +34,9 @@ struct intake_rules {
 /// A request ready for the core (its options) and for its worker (its frame).
 struct taken_request {
     core::task_options options;
-    wire::gathered_frame frame;
+    /// Shared from the start: the pool keeps it for retries and the worker's outbox sends it,
+    /// and moving a pointer costs less than moving the frame.
+    std::shared_ptr<const wire::gathered_frame> frame;
     /// The tensors the frame places in input memory, kept until the task ends (a retry
     /// sends the same frame).
     std::vector<shared_bytes> placed;

@@ -220,7 +220,7 @@ void pool_impl::do_submit(core::task_id id, submit_handler&& handler, taken&& in
         return;
     }
     auto& ready = std::get<taken_request>(in);
-    pending_.emplace(id, pending_task{std::move(handler), share_frame(std::move(ready.frame)),
+    pending_.emplace(id, pending_task{std::move(handler), std::move(ready.frame),
                                       inject, std::move(ready.placed)});
     core_.submit(id, std::move(method), ready.options, core::clock::now());
     drive();

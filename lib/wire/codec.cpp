@@ -290,12 +290,15 @@ built build_with(std::size_t bytes, std::span<const std::string* const> referred
             return {capnp::messageToFlatArray(segments), false};
         }
         static_assert(std::endian::native == std::endian::little);
-        std::uint32_t sizes[2 * 64 + 2] = {};
-        sizes[0] = static_cast<std::uint32_t>(segments.size() - 1);
+        auto* sizes = reinterpret_cast<unsigned char*>(buffer.words());  // zeroed already
+        const auto put = [&](std::size_t at, std::size_t value) {
+            const auto v = static_cast<std::uint32_t>(value);
+            std::memcpy(sizes + at * sizeof v, &v, sizeof v);
+        };
+        put(0, segments.size() - 1);
         for (std::size_t k = 0; k < segments.size(); ++k) {
-            sizes[k + 1] = static_cast<std::uint32_t>(segments[k].size());
+            put(k + 1, segments[k].size());
         }
-        std::memcpy(buffer.words(), sizes, table * sizeof(capnp::word));
         used = table + segments[0].size();
     }
     return {buffer.adopt(used), true};

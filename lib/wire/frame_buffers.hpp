@@ -3,7 +3,7 @@
 // buffer goes back to a free list of its size class when the frame is destroyed, zeroed
 // again only where the frame used it. Frames are built on callers' threads (a request, in
 // submit) and destroyed on the pool's (once its task ends): the lists are shared, each
-// behind a mutex held for a push or a pop.
+// behind a spin lock held for a push or a pop.
 #pragma once
 
 #include <capnp/common.h>

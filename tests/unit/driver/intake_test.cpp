@@ -62,18 +62,18 @@ TEST_CASE("intake gives a request its deadline: its own, else the pool's, else n
           "[driver][intake]") {
     auto own = taken(request("m").with_timeout(50ms), {.default_timeout = 300ms});
     CHECK(own.options.timeout == 50ms);
-    auto read = as_read(own.frame);
+    auto read = as_read(*own.frame);
     CHECK(read.deadline_ns ==
           static_cast<std::uint64_t>(
               std::chrono::nanoseconds((now + 50ms).time_since_epoch()).count()));
     auto pools = taken(request("m"), {.default_timeout = 300ms});
     CHECK(pools.options.timeout == 300ms);
-    CHECK(as_read(pools.frame).deadline_ns ==
+    CHECK(as_read(*pools.frame).deadline_ns ==
           static_cast<std::uint64_t>(
               std::chrono::nanoseconds((now + 300ms).time_since_epoch()).count()));
     auto none = taken(request("m"));
     CHECK(none.options.timeout == 0ms);
-    CHECK(as_read(none.frame).deadline_ns == 0);
+    CHECK(as_read(*none.frame).deadline_ns == 0);
 }
 
 TEST_CASE(
@@ -90,7 +90,7 @@ TEST_CASE(
     CHECK(plain.options.wait_for_room);
     CHECK(plain.options.fingerprint == 0);
     CHECK(taken(req, {.fingerprint = true}).options.fingerprint == fingerprint(req));
-    const auto read = as_read(plain.frame);
+    const auto read = as_read(*plain.frame);
     CHECK(read.id == 7);
     CHECK(read.method == "forward");
     CHECK(read.payload == "payload");
