@@ -6,6 +6,7 @@
 #include "torchpool.capnp.h"
 
 #include <capnp/message.h>
+#include <capnp/orphan.h>
 #include <capnp/serialize.h>
 #include <kj/exception.h>
 
@@ -257,6 +258,38 @@ private:
     std::vector<std::unique_ptr<capnp::word[]>> more_;
 };
 
+// A message in one piece (a copy). The segment of bytes referred to (`referred`) ends where
+// they end: the rest of its last word is zeros, never what lies past them.
+frame flatten(kj::ArrayPtr<const kj::ArrayPtr<const capnp::word>> segments,
+              std::span<const std::span<const std::byte>> referred) {
+    const std::size_t table = table_words(segments.size());
+    std::size_t words = table;
+    for (const auto& segment : segments) {
+        words += segment.size();
+    }
+    auto out = kj::heapArray<capnp::word>(words);
+    auto* const start = reinterpret_cast<unsigned char*>(out.begin());
+    std::memset(start, 0, words * sizeof(capnp::word));
+    const auto put = [start](std::size_t index, std::size_t value) {
+        const auto v = static_cast<std::uint32_t>(value);
+        std::memcpy(start + index * sizeof v, &v, sizeof v);
+    };
+    put(0, segments.size() - 1);
+    auto* at = start + table * sizeof(capnp::word);
+    for (std::size_t i = 0; i < segments.size(); ++i) {
+        put(i + 1, segments[i].size());
+        std::size_t length = segments[i].size() * sizeof(capnp::word);
+        for (const auto& r : referred) {
+            if (static_cast<const void*>(r.data()) == segments[i].begin()) {
+                length = r.size();
+            }
+        }
+        std::memcpy(at, segments[i].begin(), length);
+        at += segments[i].size() * sizeof(capnp::word);
+    }
+    return out;
+}
+
 // A message built by `build_with`: its head (segment table and first segment) if the
 // message came out as planned, else the whole message flattened (a copy).
 struct built {
@@ -271,7 +304,8 @@ struct built {
 // frame refers to, which then follow the head. A message that outgrows the estimate (`bytes`)
 // takes more segments and is flattened.
 template <class Fill>
-built build_with(std::size_t bytes, std::span<const std::string* const> referred, Fill&& fill) {
+built build_with(std::size_t bytes, std::span<const std::span<const std::byte>> referred,
+                 Fill&& fill) {
     const std::size_t table = table_words(1 + referred.size());
     taken_buffer buffer(table + bytes / 8 + 16);
     std::size_t used = 0;
@@ -284,10 +318,10 @@ built build_with(std::size_t bytes, std::span<const std::string* const> referred
                           segments[0].begin() == buffer.words() + table;
         for (std::size_t k = 0; as_planned && k < referred.size(); ++k) {
             as_planned = static_cast<const void*>(segments[k + 1].begin()) ==
-                         static_cast<const void*>(referred[k]->data());
+                         static_cast<const void*>(referred[k].data());
         }
         if (!as_planned) {
-            return {capnp::messageToFlatArray(segments), false};
+            return {flatten(segments, referred), false};
         }
         static_assert(std::endian::native == std::endian::little);
         auto* sizes = reinterpret_cast<unsigned char*>(buffer.words());  // zeroed already
@@ -341,8 +375,9 @@ std::size_t reply_bytes(const Reply& m) {
     return bytes;
 }
 
-template <class Reply, class Locate>
-void fill_reply(schema::Envelope::Builder env, const Reply& m, Locate&& locate) {
+template <class Reply, class Locate, class Referred = decltype(none_referred)>
+void fill_reply(schema::Envelope::Builder env, const Reply& m, Locate&& locate,
+                const Referred& referred = none_referred) {
     auto r = env.initReply();
     r.setId(m.id);
     if (m.ok) {
@@ -353,7 +388,8 @@ void fill_reply(schema::Envelope::Builder env, const Reply& m, Locate&& locate) 
         e.setMessage(text(m.error_message));
     }
     r.setPayload(data(m.payload));
-    set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors, locate);
+    set_tensors(r.initTensors(static_cast<unsigned>(m.tensors.size())), m.tensors, locate,
+                referred);
 }
 
 // A reply view's tensors are placed where `placed` says (all inline when it is empty).
@@ -454,12 +490,13 @@ gathered_frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, reque
             bytes += inline_size(t, inputs);
         }
     }
-    boost::container::small_vector<const std::string*, 4> referred;
+    boost::container::small_vector<std::span<const std::byte>, 4> referred;
     out.held_.reserve(count);
     for (std::size_t i = 0; i < req.tensors.size(); ++i) {
         if (refers[i]) {
-            referred.push_back(&out.held_.emplace_back(std::move(req.tensors[i].data)));
+            const auto& held = out.held_.emplace_back(std::move(req.tensors[i].data));
             req.tensors[i].data.clear();
+            referred.push_back(std::as_bytes(std::span(held.data(), held.size())));
         }
     }
     auto made = build_with(bytes, referred, [&](capnp::MessageBuilder& builder) {
@@ -474,7 +511,7 @@ gathered_frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, reque
         auto orphanage = builder.getOrphanage();
         for (unsigned i = 0, k = 0; i < req.tensors.size(); ++i) {
             if (refers[i]) {
-                list[i].adoptData(orphanage.referenceExternalData(data(*referred[k++])));
+                list[i].adoptData(orphanage.referenceExternalData(data(referred[k++])));
             }
         }
     });
@@ -515,30 +552,74 @@ frame encode(const release_msg& m) {
 }
 
 bool encode_to(const reply_view& m, const std::function<bool(std::span<const iovec>)>& write) {
+    // Large inline results are written from where the handler left them (word-aligned, as
+    // LibTorch's are): a segment each, padded with zeros; the rest is built on the stack.
+    constexpr std::size_t most_referred = 64;
+    boost::container::small_vector<bool, 8> refers(m.tensors.size(), false);
+    boost::container::small_vector<std::span<const std::byte>, 4> referred;
+    std::size_t bytes = reply_bytes(m);
+    for (std::size_t i = 0; i < m.tensors.size(); ++i) {
+        const auto data = m.tensors[i].data;
+        const bool placed = i < m.placed.size() && m.placed[i];
+        if (!placed && data.size() >= referenced_from_bytes &&
+            reinterpret_cast<std::uintptr_t>(data.data()) % sizeof(capnp::word) == 0 &&
+            referred.size() < most_referred) {
+            refers[i] = true;
+            referred.push_back(data);
+            bytes -= data.size();
+        }
+    }
     return with_message(
-        reply_bytes(m), [&](schema::Envelope::Builder env) { fill_reply(env, m, locate_in(m)); },
+        bytes,
+        [&](schema::Envelope::Builder env) {
+            fill_reply(env, m, locate_in(m), [&](unsigned i) { return refers[i]; });
+            if (referred.empty()) {
+                return;
+            }
+            auto list = env.getReply().getTensors();
+            auto orphanage = capnp::Orphanage::getForMessageContaining(env);
+            for (unsigned i = 0, k = 0; i < m.tensors.size(); ++i) {
+                if (refers[i]) {
+                    list[i].adoptData(orphanage.referenceExternalData(data(referred[k++])));
+                }
+            }
+        },
         [&](capnp::MallocMessageBuilder& builder) {
             auto segments = builder.getSegmentsForOutput();
-            constexpr std::size_t max_segments = 15;
+            constexpr std::size_t max_segments = 1 + most_referred + 15;
             if (segments.size() > max_segments) {
-                auto flat = capnp::messageToFlatArray(segments);
+                auto flat = flatten(segments, referred);
                 const iovec whole{flat.asBytes().begin(), flat.asBytes().size()};
                 return write({&whole, 1});
             }
             // Segment table: count - 1, then each size in words, padded to a whole word.
             static_assert(std::endian::native == std::endian::little);
-            std::uint32_t table[max_segments + 1] = {};
+            std::uint32_t table[max_segments + 1];
             table[0] = static_cast<std::uint32_t>(segments.size() - 1);
             for (std::size_t i = 0; i < segments.size(); ++i) {
                 table[i + 1] = static_cast<std::uint32_t>(segments[i].size());
             }
-            iovec parts[max_segments + 1];
-            parts[0] = {table, (segments.size() / 2 + 1) * 8};
-            for (std::size_t i = 0; i < segments.size(); ++i) {
-                parts[i + 1] = {const_cast<capnp::word*>(segments[i].begin()),
-                                segments[i].size() * sizeof(capnp::word)};
+            if (segments.size() % 2 == 0) {
+                table[segments.size() + 1] = 0;
             }
-            return write({parts, segments.size() + 1});
+            static constexpr capnp::word zeros{};
+            iovec parts[1 + 2 * max_segments];
+            std::size_t n = 0;
+            parts[n++] = {table, (segments.size() / 2 + 1) * 8};
+            for (std::size_t i = 0, k = 0; i < segments.size(); ++i) {
+                auto* begin = const_cast<capnp::word*>(segments[i].begin());
+                if (k < referred.size() && static_cast<const void*>(begin) == referred[k].data()) {
+                    // A referred tensor's segment ends in the bytes after it: zeros instead.
+                    const std::size_t length = referred[k++].size();
+                    parts[n++] = {begin, length};
+                    if (const std::size_t tail = length % sizeof(capnp::word)) {
+                        parts[n++] = {const_cast<capnp::word*>(&zeros), sizeof(capnp::word) - tail};
+                    }
+                    continue;
+                }
+                parts[n++] = {begin, segments[i].size() * sizeof(capnp::word)};
+            }
+            return write({parts, n});
         });
 }
 

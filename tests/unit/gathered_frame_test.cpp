@@ -96,3 +96,61 @@ TEST_CASE("a frame's buffer is reused, zeroed, once the frame is gone", "[wire][
     CHECK(r.payload == std::string(2000, 'q'));
     CHECK(r.tensors.empty());
 }
+
+TEST_CASE("a worker writes a large inline result from where the handler left it",
+          "[wire][frames]") {
+    // Word-aligned bytes followed by bytes that must never reach the wire.
+    std::vector<std::uint64_t> storage(512, ~std::uint64_t{0});
+    auto* base = reinterpret_cast<std::byte*>(storage.data());
+    std::memset(base, 'r', 2001);
+    std::memset(base + 2048, 'u', 1501);
+    std::vector<tensor_view> tensors(2);
+    tensors[0] = {dtype::uint8, {2001}, std::span<const std::byte>(base, 2001)};
+    // Not word-aligned: copied into the message instead.
+    tensors[1] = {dtype::uint8, {1500}, std::span<const std::byte>(base + 2048 + 1, 1500)};
+    const wire::reply_view reply{.id = 9, .payload = "p", .tensors = tensors};
+    std::string written;
+    std::vector<iovec> seen;
+    REQUIRE(wire::encode_to(reply, [&](std::span<const iovec> parts) {
+        seen.assign(parts.begin(), parts.end());
+        for (const auto& p : parts) {
+            written.append(static_cast<const char*>(p.iov_base), p.iov_len);
+        }
+        return true;
+    }));
+    // Table, first segment, the 2001 bytes where they are, 7 bytes of zeros.
+    REQUIRE(seen.size() == 4);
+    CHECK(seen[2].iov_base == base);
+    CHECK(seen[2].iov_len == 2001);
+    CHECK(seen[3].iov_len == 7);
+    CHECK(written.find(std::string(7, '\0'), written.find(std::string(2001, 'r')) + 2001) ==
+          written.find(std::string(2001, 'r')) + 2001);
+    REQUIRE(written.size() % 8 == 0);
+    auto words = kj::heapArray<capnp::word>(written.size() / 8);
+    std::memcpy(words.begin(), written.data(), written.size());
+    auto d = wire::decode(std::span<const capnp::word>(words.begin(), words.size()));
+    REQUIRE(std::holds_alternative<wire::message>(d));
+    const auto& r = std::get<wire::reply_msg>(std::get<wire::message>(d));
+    CHECK(r.id == 9);
+    REQUIRE(r.tensors.size() == 2);
+    CHECK(r.tensors[0].data == std::string(2001, 'r'));
+    CHECK(r.tensors[1].data == std::string(1500, 'u'));
+}
+
+TEST_CASE("a message that outgrows its first segment is flattened whole", "[wire][frames]") {
+    // A hello's first segment is sized for a few methods; 300 take more segments.
+    wire::hello_msg hello{.pid = 42, .protocol_version = 2};
+    for (int i = 0; i < 300; ++i) {
+        hello.methods.push_back("method_number_" + std::to_string(i));
+    }
+    const auto f = wire::encode(hello);
+    std::uint32_t segments_less_one = 0;
+    std::memcpy(&segments_less_one, f.begin(), sizeof segments_less_one);
+    CHECK(segments_less_one >= 1);
+    auto d = wire::decode(std::span<const capnp::word>(f.begin(), f.size()));
+    REQUIRE(std::holds_alternative<wire::message>(d));
+    const auto& h = std::get<wire::hello_msg>(std::get<wire::message>(d));
+    CHECK(h.pid == 42);
+    REQUIRE(h.methods.size() == 300);
+    CHECK(h.methods[299] == "method_number_299");
+}
