@@ -1,8 +1,9 @@
 // Fuzz target: a worker reading the host's channel, through the worker SDK's real serve loop
 // (torchpool::worker::server on a given descriptor). The fuzzer is the pool: on a Unix stream
 // socket pair it writes raw bytes and whole messages built from the input (requests with
-// tensors for handlers that echo, throw, return an invalid tensor, or poll for cancellation;
-// cancels, heartbeats, faults, hellos, shutdown), in one stream, then ends it. The loop must
+// tensors, some over 1 KiB, which an echo writes back from where they are, for handlers that
+// echo, throw, return an invalid tensor, or poll for cancellation; cancels, heartbeats,
+// faults, hellos, shutdown), in one stream, then ends it. The loop must
 // end by itself (0 at the end of the stream or a shutdown, 2 on bytes it cannot read), and
 // everything it wrote back must be whole messages the host can decode.
 #include "fuzz_input.hpp"
@@ -69,6 +70,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     }
                     req.tensors.emplace_back(static_cast<dtype>(byte() % 10), std::move(shape),
                                              bytes(byte() % 64));
+                }
+                if (byte() < 48) {
+                    // Large enough that an echo writes it from where it is (gathered).
+                    const std::size_t n = 1024 + byte() * 3u;
+                    std::string large = bytes(n);
+                    large.resize(n, 'x');
+                    req.tensors.emplace_back(dtype::uint8,
+                                             std::vector<std::int64_t>{static_cast<std::int64_t>(n)},
+                                             std::move(large));
                 }
                 stream += as_string(wire::encode(req));
                 break;
