@@ -2,8 +2,10 @@
 # Load on torchpool-serve with wrk over loopback: batch-1 infer requests of one real
 # Fashion-MNIST image, JSON and binary (Triton's extension), batching off and on, at several
 # connection counts; beside the ceiling measured in the same run, the model's own batch-1
-# forward in a tight in-process loop on one thread (bench/model_ceiling.cpp). The client
-# shares the machine with the server and its workers.
+# forward in a tight in-process loop on one thread (bench/model_ceiling.cpp), and the floor: a
+# minimal HTTP server of the same design with no model and no pool, answering the server's
+# own responses (bench/http_floor.cpp), the most a server of this design can do here. The
+# client shares the machine with the server and its workers.
 #
 # With batching on, it also measures latency under a steady load: the unloaded p50 (one
 # connection, one request at a time), then p99 with requests sent at half the saturation rate
@@ -23,7 +25,8 @@ serve="$build/apps/torchpool-serve"
 ceiling="$build/bench/torchpool-bench-model-ceiling"
 model="$build/models/fashion_mnist.pt"
 client="$build/bench/torchpool-bench-serve-client"
-require_built serve_load.sh "$serve" "$ceiling" "$model" "$build/bench/torchpool-bench-serve-bodies" "$client"
+floor="$build/bench/torchpool-bench-http-floor"
+require_built serve_load.sh "$serve" "$ceiling" "$model" "$build/bench/torchpool-bench-serve-bodies" "$client" "$floor"
 command -v wrk >/dev/null || { echo "serve_load.sh: wrk is missing (scripts/setup.sh installs it)" >&2; exit 1; }
 
 work=$(mktemp -d)
@@ -58,7 +61,33 @@ echo "== ceiling (same run)"
 "$ceiling" "$model" 3 | tee "$work/ceiling"
 ceiling_rate=$(sed -n 's/.*batch 1, 1 thread: \([0-9]*\) images.*/\1/p' "$work/ceiling")
 
-printf "\n%-34s %6s %10s %9s %9s %9s\n" "configuration" "conns" "images/s" "p50 ms" "p99 ms" "/ceiling"
+# The floor: an HTTP server of the same design with no model (bench/http_floor.cpp), under the
+# same client, answering each format with the very response the server gives for it.
+start_server "$work/server.out" 60 "$serve" --port 0
+curl -s -o "$work/json.response" -H "Content-Type: application/json" --data-binary "@$work/json.body" "$url"
+curl -s -o "$work/binary.response" -H "Content-Type: application/octet-stream" \
+    -H "Inference-Header-Content-Length: $(cat "$work/binary.length")" --data-binary "@$work/binary.body" "$url"
+kill -TERM "$server_pid"
+wait "$server_pid" || true
+server_pid=
+declare -A floor_rate
+printf "\n%-34s %6s %10s %9s %9s\n" "floor (no model, no pool)" "conns" "requests/s" "p50 ms" "p99 ms"
+for format in json binary; do
+    start_server "$work/floor.out" 10 "$floor" "$work/$format.response" --port 0
+    for conns in 1 8 32 128; do
+        out=$(wrk -t1 -c"$conns" -d"${seconds}s" --latency -s "$work/$format.lua" "$url")
+        rate=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+        floor_rate[$format-$conns]=$rate
+        printf "%-34s %6d %10.0f %9.2f %9.2f\n" "floor $format ($(wc -c <"$work/$format.response") B answers)" \
+            "$conns" "$rate" "$(ms "$(echo "$out" | awk '$1=="50%"{print $2}')")" \
+            "$(ms "$(echo "$out" | awk '$1=="99%"{print $2}')")"
+    done
+    kill -TERM "$server_pid"
+    wait "$server_pid" || true
+    server_pid=
+done
+
+printf "\n%-34s %6s %10s %9s %9s %9s %7s\n" "configuration" "conns" "images/s" "p50 ms" "p99 ms" "/ceiling" "/floor"
 for batching in "--max-batch 1" "--max-batch 32 --batch-delay-us 500"; do
     # shellcheck disable=SC2086  # $batching is several options
     start_server "$work/server.out" 60 "$serve" --port 0 $batching
@@ -70,8 +99,9 @@ for batching in "--max-batch 1" "--max-batch 32 --batch-delay-us 500"; do
             p50=$(echo "$out" | awk '$1=="50%"{print $2}')
             p99=$(echo "$out" | awk '$1=="99%"{print $2}')
             errors=$(echo "$out" | sed -n 's/.*Non-2xx or 3xx responses: *\([0-9]*\).*/\1/p')
-            printf "%-34s %6d %10.0f %9.2f %9.2f %8.2fx%s\n" "${batching#--} $format" "$conns" "$rate" \
+            printf "%-34s %6d %10.0f %9.2f %9.2f %8.2fx %6.2fx%s\n" "${batching#--} $format" "$conns" "$rate" \
                 "$(ms "$p50")" "$(ms "$p99")" "$(awk -v a="$rate" -v b="$ceiling_rate" 'BEGIN { print a / b }')" \
+                "$(awk -v a="$rate" -v b="${floor_rate[$format-$conns]}" 'BEGIN { print a / b }')" \
                 "${errors:+  ($errors non-2xx)}"
             best=$(awk -v a="$rate" -v b="$best" 'BEGIN { print (a > b) ? a : b }')
         done
