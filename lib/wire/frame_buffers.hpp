@@ -3,7 +3,8 @@
 // buffer goes back to a free list of its size class when the frame is destroyed, zeroed
 // again only where the frame used it. Frames are built on callers' threads (a request, in
 // submit) and destroyed on the pool's (once its task ends): the lists are shared, each
-// behind a spin lock held for a push or a pop.
+// behind a spin lock held for a push or a pop. A process that forks (the fork server) does so
+// from the one thread that encodes, so no child starts with a list locked.
 #pragma once
 
 #include <capnp/common.h>
