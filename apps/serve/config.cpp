@@ -61,6 +61,11 @@ void add_model_options(CLI::App& app, server_options& opt) {
                    "requests of a model are stacked into batches of up to this many rows (1: no "
                    "batching)")
         ->capture_default_str();
+    app.add_flag("--allow-shared-memory", opt.limits.shared_memory,
+                 "let clients on this host register POSIX shared-memory regions and send and "
+                 "receive tensors through them (Triton's system shared-memory extension, "
+                 "/v2/systemsharedmemory); off by default, since a client could then read and "
+                 "write any shared-memory object this server can open");
     app.add_flag("--fault-injection", opt.limits.fault_injection,
                  "honour parameters.torchpool_fault in requests (crash, exit, hang, leak, delay, "
                  "garbage, fail), to test clients' failure handling; never in production");

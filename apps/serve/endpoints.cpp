@@ -32,6 +32,12 @@ asio::awaitable<reply> endpoints::answer(http_request req, asio::ip::tcp::socket
             co_return server_ready();
         case endpoint::metrics:
             co_return metrics();
+        case endpoint::shm_status:
+            co_return shm_status(path);
+        case endpoint::shm_register:
+            co_return shm_register(path, req);
+        case endpoint::shm_unregister:
+            co_return shm_unregister(path);
         default:
             break;
     }
@@ -68,7 +74,7 @@ std::variant<served_model*, reply> endpoints::model_of(const route_match& path) 
 }
 
 reply endpoints::server_metadata() const {
-    return {http::status::ok, server_metadata_json()};
+    return {http::status::ok, server_metadata_json(limits_.shared_memory)};
 }
 
 reply endpoints::server_live() const {

@@ -1,5 +1,6 @@
 // One handler per endpoint of the route table (routes.hpp), over the served models: the
-// server's metadata and health, /metrics, a model's metadata and readiness, and infer.
+// server's metadata and health, /metrics, a model's metadata and readiness, infer, and the
+// shared-memory regions clients register (Triton's system shared-memory extension).
 #pragma once
 
 #include "http_limits.hpp"
@@ -7,6 +8,7 @@
 #include "reply.hpp"
 #include "routes.hpp"
 #include "served_model.hpp"
+#include "shm_regions.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -40,6 +42,10 @@ private:
     reply metrics() const;
     reply model_metadata(const served_model& m) const;
     reply model_ready(const served_model& m) const;
+    // Triton's system shared-memory extension (shm_endpoints.cpp).
+    reply shm_status(const route_match& path) const;
+    reply shm_register(const route_match& path, const http_request& req);
+    reply shm_unregister(const route_match& path);
     boost::asio::awaitable<reply> infer(served_model& m, http_request req,
                                         boost::asio::ip::tcp::socket& client);  // infer.cpp
 
@@ -49,6 +55,7 @@ private:
     std::vector<served_model>& models_;
     server_metrics& metrics_;
     const http_limits& limits_;
+    shm_regions regions_;  // registered by clients, named by their infer requests
     bool draining_ = false;
 };
 

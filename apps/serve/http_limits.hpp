@@ -30,6 +30,10 @@ struct http_limits {
     std::chrono::milliseconds request_timeout{30'000};
     /// parameters.torchpool_fault is honoured (tests only; the pools must allow faults).
     bool fault_injection = false;
+    /// Clients may register shared-memory regions (Triton's system shared-memory extension)
+    /// and name them in infer requests. Off by default: a client that can reach the server
+    /// could otherwise read and write any POSIX shared-memory object the server can open.
+    bool shared_memory = false;
 
     /// When `bytes` must have moved, for a transfer that began at `start`.
     clock::time_point transfer_deadline(clock::time_point start, std::uint64_t bytes) const {

@@ -88,7 +88,9 @@ reply refusal(const http_error& problem) {
 asio::awaitable<reply> endpoints::infer(served_model& model, http_request req,
                                         tcp::socket& client) {
     const auto began = std::chrono::steady_clock::now();
-    auto parsed = parse_infer_request(req.body(), model.config, json_header_length(req));
+    auto parsed = parse_infer_request(req.body(), model.config, json_header_length(req),
+                                      json_reading::fast_when_possible,
+                                      limits_.shared_memory ? &regions_ : nullptr);
     reply r;
     if (auto* problem = std::get_if<http_error>(&parsed)) {
         r = refusal(*problem);

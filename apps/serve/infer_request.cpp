@@ -10,7 +10,9 @@
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <optional>
+#include <span>
 #include <type_traits>
 
 namespace torchpool::serve {
@@ -25,12 +27,85 @@ http_error bad(std::string message) {
     return {400, std::move(message)};
 }
 
-// Each model input's tensor in the request, and its binary data (Triton's extension) if any.
+// Where a tensor's bytes are in a shared-memory region (Triton's extension).
+struct region_bytes {
+    std::shared_ptr<const shm_region> region;
+    std::uint64_t offset = 0;
+    std::uint64_t byte_size = 0;
+};
+
+// Each model input's tensor in the request, and its binary data (Triton's extension) or its
+// shared-memory region if any.
 struct input_slots {
-    explicit input_slots(std::size_t inputs) : given(inputs, nullptr), bytes(inputs) {}
+    explicit input_slots(std::size_t inputs)
+        : given(inputs, nullptr), bytes(inputs), regions(inputs) {}
     std::vector<const json::object*> given;
     std::vector<std::optional<std::string_view>> bytes;
+    std::vector<std::optional<region_bytes>> regions;
 };
+
+// A whole number >= 0 in `p`'s `key`, if it is there; `what` names it in the error.
+std::variant<std::optional<std::uint64_t>, http_error> count_in(const json::object& p,
+                                                                  std::string_view key,
+                                                                  const std::string& what) {
+    const auto* v = p.if_contains(key);
+    if (!v) {
+        return std::nullopt;
+    }
+    if (!v->is_int64() || v->as_int64() < 0) {
+        return bad("parameters." + std::string(key) + " of " + what + " must be a byte count");
+    }
+    return static_cast<std::uint64_t>(v->as_int64());
+}
+
+// A tensor's shared-memory parameters (shared_memory_region, _byte_size and the optional
+// _offset), checked against the registered regions; nullopt if it names no region.
+std::variant<std::optional<region_bytes>, http_error> region_of(const json::object* tensor,
+                                                                const std::string& what,
+                                                                const shm_regions* regions) {
+    const auto* params = tensor ? tensor->if_contains("parameters") : nullptr;
+    const auto* p = params ? params->if_object() : nullptr;
+    if (!p) {
+        return std::nullopt;
+    }
+    const auto* name = p->if_contains("shared_memory_region");
+    auto size = count_in(*p, "shared_memory_byte_size", what);
+    auto offset = count_in(*p, "shared_memory_offset", what);
+    for (auto* wrong : {std::get_if<http_error>(&size), std::get_if<http_error>(&offset)}) {
+        if (wrong) {
+            return *wrong;
+        }
+    }
+    const auto byte_size = std::get<std::optional<std::uint64_t>>(size);
+    if (!name) {
+        if (byte_size || std::get<std::optional<std::uint64_t>>(offset)) {
+            return bad(what + " gives shared-memory parameters but no shared_memory_region");
+        }
+        return std::nullopt;
+    }
+    if (!name->is_string()) {
+        return bad("parameters.shared_memory_region of " + what + " must be a region's name");
+    }
+    if (!byte_size) {
+        return bad(what + " names shared-memory region '" + std::string(name->as_string()) +
+                   "' but no parameters.shared_memory_byte_size");
+    }
+    if (!regions) {
+        return bad(what + " names shared-memory region '" + std::string(name->as_string()) +
+                   "', but this server takes none (it was not started with "
+                   "--allow-shared-memory)");
+    }
+    auto region = regions->find(name->as_string());
+    if (!region) {
+        return bad(what + " names shared-memory region '" + std::string(name->as_string()) +
+                   "', which is not registered (POST /v2/systemsharedmemory/region/NAME/register)");
+    }
+    const auto at = std::get<std::optional<std::uint64_t>>(offset).value_or(0);
+    if (auto wrong = region->check(at, *byte_size, what)) {
+        return bad(*wrong);
+    }
+    return region_bytes{std::move(region), at, *byte_size};
+}
 
 // The index of the model's input `name`, or the error naming the model's inputs.
 std::variant<std::size_t, http_error> input_named(const model_config& model,
@@ -74,9 +149,10 @@ problem take_binary(const json::object& tensor, const std::string& name, std::st
 }
 
 // "inputs": each tensor matched to the model's input of its name; binary data is taken in the
-// order of the tensors that announce some, and must all be taken.
+// order of the tensors that announce some, and must all be taken. An input may name a
+// shared-memory region instead (read once its shape is checked).
 problem match_inputs(const json::array& inputs, const model_config& model, std::string_view binary,
-                     bool has_header, input_slots& slots) {
+                     bool has_header, const shm_regions* regions, input_slots& slots) {
     std::size_t binary_at = 0;
     for (const auto& input : inputs) {
         const auto* t = input.if_object();
@@ -93,6 +169,21 @@ problem match_inputs(const json::array& inputs, const model_config& model, std::
             return bad("input '" + model.inputs[at].name + "' is given twice");
         }
         slots.given[at] = t;
+        const std::string what = "input '" + model.inputs[at].name + "'";
+        auto region = region_of(t, what, regions);
+        if (auto* wrong = std::get_if<http_error>(&region)) {
+            return *wrong;
+        }
+        if (auto& in_region = std::get<std::optional<region_bytes>>(region)) {
+            if (t->if_contains("data") ||
+                (t->if_contains("parameters") && t->at("parameters").is_object() &&
+                 t->at("parameters").as_object().if_contains("binary_data_size"))) {
+                return bad(what + " names a shared-memory region and also gives its data; give "
+                                  "it in one place");
+            }
+            slots.regions[at] = std::move(in_region);
+            continue;
+        }
         if (auto p = take_binary(*t, model.inputs[at].name, binary, has_header, binary_at,
                                  slots.bytes[at])) {
             return p;
@@ -144,8 +235,10 @@ problem read_shape(const json::array& shape, const tensor_spec& spec, const mode
 }
 
 // An input given as binary data: the bytes its shape takes, and for BOOL only 0s and 1s.
+// `owned`: the same bytes, to be moved into the tensor rather than copied, if the caller has
+// them in a string of its own.
 problem binary_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, std::size_t elements,
-                      std::string_view bytes, infer_request& req) {
+                      std::string_view bytes, infer_request& req, std::string* owned = nullptr) {
     const std::size_t want = elements * element_size(spec.type);
     if (bytes.size() != want) {
         return bad("input '" + spec.name + "' has shape " + format_shape(dims) + " of " +
@@ -162,8 +255,29 @@ problem binary_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, s
                        ", not 0 or 1");
         }
     }
-    req.inputs.emplace_back(spec.type, std::move(dims), std::string(bytes));
+    req.inputs.emplace_back(spec.type, std::move(dims),
+                            owned ? std::move(*owned) : std::string(bytes));
     return std::nullopt;
+}
+
+// An input in a shared-memory region: its shape's bytes exactly, read from the region.
+problem region_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, std::size_t elements,
+                      const region_bytes& where, infer_request& req) {
+    const std::size_t want = elements * element_size(spec.type);
+    const std::string what = "input '" + spec.name + "'";
+    if (where.byte_size != want) {
+        return bad(what + " has shape " + format_shape(dims) + " of " +
+                   std::string(oip_datatype(spec.type)) + ", which takes " + std::to_string(want) +
+                   " bytes, but its parameters.shared_memory_byte_size is " +
+                   std::to_string(where.byte_size));
+    }
+    std::string bytes(want, '\0');
+    if (auto wrong = where.region->read(where.offset, std::as_writable_bytes(std::span(bytes)),
+                                        what)) {
+        return bad(*wrong);
+    }
+    const std::string_view view(bytes);
+    return binary_tensor(spec, std::move(dims), elements, view, req, &bytes);
 }
 
 // An input given as JSON "data": as many elements as its shape holds, each of its type. The
@@ -186,17 +300,20 @@ problem json_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, std
     return std::nullopt;
 }
 
-// The model's input `spec`, from its tensor `t` in the request (and its binary data, if any).
+// The model's input `spec`, from its tensor `t` in the request (and its binary data or
+// shared-memory region, if any).
 problem read_input(const tensor_spec& spec, const json::object* t,
-                   std::optional<std::string_view> bytes, const model_config& model,
-                   const request_document& document, infer_request& req) {
+                   std::optional<std::string_view> bytes, const std::optional<region_bytes>& region,
+                   const model_config& model, const request_document& document,
+                   infer_request& req) {
     if (!t) {
         return bad("input '" + spec.name + "' of model '" + model.name + "' is missing");
     }
     const auto* datatype = t->if_contains("datatype");
     const auto* shape = t->if_contains("shape");
     const auto* data = t->if_contains("data");
-    if (!datatype || !datatype->is_string() || !shape || !shape->is_array() || (!data && !bytes)) {
+    if (!datatype || !datatype->is_string() || !shape || !shape->is_array() ||
+        (!data && !bytes && !region)) {
         return bad("input '" + spec.name +
                    "' needs \"datatype\", \"shape\" and \"data\" (or binary data)");
     }
@@ -207,6 +324,9 @@ problem read_input(const tensor_spec& spec, const json::object* t,
     std::size_t elements = 0;
     if (auto p = read_shape(shape->as_array(), spec, model, dims, elements)) {
         return p;
+    }
+    if (region) {
+        return region_tensor(spec, std::move(dims), elements, *region, req);
     }
     return bytes ? binary_tensor(spec, std::move(dims), elements, *bytes, req)
                  : json_tensor(spec, std::move(dims), elements, *data, document, req);
@@ -256,8 +376,25 @@ problem read_parameters(const json::value& parameters, infer_request& req) {
     return std::nullopt;
 }
 
-// A requested output's parameters: classification (Triton's extension), binary_data.
-problem read_output_parameters(const json::object& p, std::string_view name, infer_request& req) {
+// A requested output's parameters: classification (Triton's extension), binary_data, a
+// shared-memory region.
+problem read_output_parameters(const json::object& p, std::string_view name,
+                               const json::object& output, const shm_regions* regions,
+                               infer_request& req) {
+    const std::string what = "output '" + std::string(name) + "'";
+    auto region = region_of(&output, what, regions);
+    if (auto* wrong = std::get_if<http_error>(&region)) {
+        return *wrong;
+    }
+    if (auto& in_region = std::get<std::optional<region_bytes>>(region)) {
+        if (p.if_contains("classification") || p.if_contains("binary_data")) {
+            return bad(what + " names a shared-memory region; it cannot also be a "
+                              "classification or binary data");
+        }
+        req.output_regions.push_back({std::string(name), std::move(in_region->region),
+                                      in_region->offset, in_region->byte_size});
+        return std::nullopt;
+    }
     if (const auto* k = p.if_contains("classification")) {
         if (!k->is_int64() || k->as_int64() < 1) {
             return bad("parameters.classification of output '" + std::string(name) +
@@ -276,7 +413,8 @@ problem read_output_parameters(const json::object& p, std::string_view name, inf
 }
 
 // "outputs": the model's outputs asked for by name, with their parameters.
-problem read_outputs(const json::value& outputs, const model_config& model, infer_request& req) {
+problem read_outputs(const json::value& outputs, const model_config& model,
+                     const shm_regions* regions, infer_request& req) {
     if (!outputs.is_array()) {
         return bad("\"outputs\" must be a list of {\"name\": ...}");
     }
@@ -287,7 +425,8 @@ problem read_outputs(const json::value& outputs, const model_config& model, infe
             return bad("each requested output must be an object with a \"name\"");
         }
         if (const auto* p = t->if_contains("parameters"); p && p->is_object()) {
-            if (auto wrong = read_output_parameters(p->as_object(), name->as_string(), req)) {
+            if (auto wrong =
+                    read_output_parameters(p->as_object(), name->as_string(), *t, regions, req)) {
                 return wrong;
             }
         }
@@ -304,7 +443,8 @@ problem read_outputs(const json::value& outputs, const model_config& model, infe
 
 // The request's JSON object, after its "id".
 problem read_request(const json::object& o, const model_config& model, std::string_view binary,
-                     bool has_header, const request_document& document, infer_request& req) {
+                     bool has_header, const request_document& document,
+                     const shm_regions* regions, infer_request& req) {
     if (const auto* id = o.if_contains("id")) {
         if (!id->is_string()) {
             return bad("\"id\" must be text");
@@ -316,12 +456,12 @@ problem read_request(const json::object& o, const model_config& model, std::stri
         return bad("\"inputs\" must be a non-empty list of tensors");
     }
     input_slots slots(model.inputs.size());
-    if (auto p = match_inputs(inputs->as_array(), model, binary, has_header, slots)) {
+    if (auto p = match_inputs(inputs->as_array(), model, binary, has_header, regions, slots)) {
         return p;
     }
     for (std::size_t at = 0; at < model.inputs.size(); ++at) {
-        if (auto p = read_input(model.inputs[at], slots.given[at], slots.bytes[at], model, document,
-                                req)) {
+        if (auto p = read_input(model.inputs[at], slots.given[at], slots.bytes[at],
+                                slots.regions[at], model, document, req)) {
             return p;
         }
     }
@@ -331,7 +471,7 @@ problem read_request(const json::object& o, const model_config& model, std::stri
         }
     }
     if (const auto* outputs = o.if_contains("outputs")) {
-        return read_outputs(*outputs, model, req);
+        return read_outputs(*outputs, model, regions, req);
     }
     return std::nullopt;
 }
@@ -340,7 +480,7 @@ problem read_request(const json::object& o, const model_config& model, std::stri
 
 std::variant<infer_request, http_error> parse_infer_request(
     std::string_view body, const model_config& model, std::optional<std::size_t> header_length,
-    json_reading reading) {
+    json_reading reading, const shm_regions* regions) {
     std::string_view binary;
     if (header_length) {
         if (*header_length > body.size()) {
@@ -363,7 +503,8 @@ std::variant<infer_request, http_error> parse_infer_request(
         return bad("the request body must be a JSON object with \"inputs\"");
     }
     infer_request req;
-    if (auto p = read_request(*o, model, binary, header_length.has_value(), document, req)) {
+    if (auto p =
+            read_request(*o, model, binary, header_length.has_value(), document, regions, req)) {
         return std::move(*p);
     }
     return req;

@@ -173,6 +173,38 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
             continue;
         }
         const auto& t = results[i];
+        if (const auto r = std::find_if(request.output_regions.begin(),
+                                        request.output_regions.end(),
+                                        [&](const auto& o) { return o.name == spec.name; });
+            r != request.output_regions.end()) {
+            // Written into the client's region; the response says where and how much.
+            const auto bytes = t.bytes();
+            const std::string what = "output '" + spec.name + "'";
+            if (bytes.size() > r->byte_size) {
+                return http_error{400, what + " has " + std::to_string(bytes.size()) +
+                                           " bytes, more than its parameters." +
+                                           "shared_memory_byte_size of " +
+                                           std::to_string(r->byte_size)};
+            }
+            if (auto wrong = r->region->write(r->offset, bytes, what)) {
+                return http_error{400, *wrong};
+            }
+            text += first ? "{\"name\":" : ",{\"name\":";
+            first = false;
+            append_string(text, spec.name);
+            text += ",\"datatype\":";
+            append_string(text, oip_datatype(t.type));
+            text += ",\"shape\":";
+            append_shape(text, t.shape);
+            text += ",\"parameters\":{\"shared_memory_region\":";
+            append_string(text, r->region->name());
+            text += ",\"shared_memory_offset\":";
+            append_number(text, r->offset);
+            text += ",\"shared_memory_byte_size\":";
+            append_number(text, bytes.size());
+            text += "}}";
+            continue;
+        }
         if (const auto k =
                 std::find_if(request.classifications.begin(), request.classifications.end(),
                              [&](const auto& c) { return c.first == spec.name; });

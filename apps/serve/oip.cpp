@@ -22,10 +22,24 @@ std::string error_json(std::string_view message) {
     return json::serialize(json::object{{"error", message}});
 }
 
-std::string server_metadata_json() {
-    return json::serialize(json::object{{"name", "torchpool"},
-                                        {"version", "0.1"},
-                                        {"extensions", json::array{"binary_tensor_data"}}});
+std::string server_metadata_json(bool shared_memory) {
+    json::array extensions{"binary_tensor_data", "classification"};
+    if (shared_memory) {
+        extensions.emplace_back("system_shared_memory");
+    }
+    return json::serialize(json::object{
+        {"name", "torchpool"}, {"version", "0.1"}, {"extensions", std::move(extensions)}});
+}
+
+std::string shm_status_json(const std::vector<std::shared_ptr<const shm_region>>& regions) {
+    json::array out;
+    for (const auto& r : regions) {
+        out.push_back(json::object{{"name", r->name()},
+                                   {"key", r->key()},
+                                   {"offset", r->offset()},
+                                   {"byte_size", r->byte_size()}});
+    }
+    return json::serialize(out);
 }
 
 std::string model_ready_json(const model_config& model, bool ready) {

@@ -6,7 +6,10 @@
 
 #include "infer_json.hpp"
 #include "model_config.hpp"
+#include "shm_regions.hpp"
 #include <torchpool/task.hpp>
+
+#include <memory>
 
 #include <optional>
 #include <string>
@@ -41,6 +44,16 @@ struct infer_request {
     /// parameters.torchpool_fault ("crash", "exit", "hang", "leak", "delay", "garbage",
     /// "fail"): a failure to provoke, for tests; refused unless the server allows it.
     fault inject;
+    /// Outputs to write into a shared-memory region (Triton's system shared-memory
+    /// extension: parameters.shared_memory_region, _offset, _byte_size), not into the
+    /// response. The request holds each region until it is answered.
+    struct output_region {
+        std::string name;
+        std::shared_ptr<const shm_region> region;
+        std::uint64_t offset = 0;
+        std::uint64_t byte_size = 0;
+    };
+    std::vector<output_region> output_regions;
 };
 
 /// Parses the body of POST /v2/models/{name}/infer for `model`: JSON tensors with name,
@@ -48,11 +61,15 @@ struct infer_request {
 /// With `header_length` (the Inference-Header-Content-Length header of Triton's binary tensor
 /// extension), the JSON is that many bytes and inputs with parameters.binary_data_size take
 /// their raw bytes from what follows, in order.
+/// Inputs and outputs may name a region of `regions` (Triton's system shared-memory
+/// extension) instead: an input's bytes are read from it here; with no regions, such a
+/// request is refused.
 /// `reading`: the JSON's fast path when it can be taken (tests compare it with the other).
 std::variant<infer_request, http_error> parse_infer_request(
     std::string_view body, const model_config& model,
     std::optional<std::size_t> header_length = std::nullopt,
-    json_reading reading = json_reading::fast_when_possible);
+    json_reading reading = json_reading::fast_when_possible,
+    const shm_regions* regions = nullptr);
 
 /// A response body; with binary outputs, the JSON is its first `header_length` bytes (sent as
 /// Inference-Header-Content-Length) and the outputs' bytes follow.
@@ -62,7 +79,9 @@ struct encoded_response {
 };
 
 /// The response to an infer request: the model's outputs (`results`, in the config's order),
-/// those asked for, as JSON tensors. An error if the model returned something else.
+/// those asked for, as JSON tensors (or binary data, or written into the shared-memory region
+/// the request named for them). An error if the model returned something else, or if an
+/// output does not fit its region.
 /// `batch_rows`: the rows of the task the request ran in (parameters.torchpool_batch_rows).
 std::variant<encoded_response, http_error> infer_response(const model_config& model,
                                                           const infer_request& request,
@@ -71,8 +90,10 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
 
 /// {"error": message}
 std::string error_json(std::string_view message);
-/// GET /v2
-std::string server_metadata_json();
+/// GET /v2; `shared_memory`: the system shared-memory extension is on.
+std::string server_metadata_json(bool shared_memory = false);
+/// GET /v2/systemsharedmemory[/region/{name}]/status: [{"name", "key", "offset", "byte_size"}]
+std::string shm_status_json(const std::vector<std::shared_ptr<const shm_region>>& regions);
 /// GET /v2/models/{name}
 std::string model_metadata_json(const model_config& model);
 /// GET /v2/models/{name}/ready: {"name": ..., "ready": ...}

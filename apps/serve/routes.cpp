@@ -17,6 +17,11 @@ constexpr std::array table{
     route{"GET", "/v2/models/{model}/versions/{version}/ready", endpoint::model_ready},
     route{"POST", "/v2/models/{model}/infer", endpoint::model_infer},
     route{"POST", "/v2/models/{model}/versions/{version}/infer", endpoint::model_infer},
+    route{"GET", "/v2/systemsharedmemory/status", endpoint::shm_status},
+    route{"GET", "/v2/systemsharedmemory/region/{region}/status", endpoint::shm_status},
+    route{"POST", "/v2/systemsharedmemory/region/{region}/register", endpoint::shm_register},
+    route{"POST", "/v2/systemsharedmemory/region/{region}/unregister", endpoint::shm_unregister},
+    route{"POST", "/v2/systemsharedmemory/unregister", endpoint::shm_unregister},
 };
 
 // The path alone: no query, and "/v2/" is "/v2".
@@ -51,11 +56,15 @@ std::optional<route_match> match(const route& r, std::string_view path) {
         if (!got) {
             return std::nullopt;
         }
-        if (*want == "{model}" || *want == "{version}") {
+        if (*want == "{model}" || *want == "{version}" || *want == "{region}") {
             if (got->empty()) {
                 return std::nullopt;
             }
-            (*want == "{model}" ? m.model : m.version.emplace()) = *got;
+            if (*want == "{model}") {
+                m.model = *got;
+            } else {
+                (*want == "{version}" ? m.version : m.region).emplace(*got);
+            }
         } else if (*want != *got) {
             return std::nullopt;
         }

@@ -21,10 +21,14 @@ enum class endpoint {
     model_metadata,   // GET /v2/models/{model}[/versions/{version}]
     model_ready,      // GET /v2/models/{model}[/versions/{version}]/ready
     model_infer,      // POST /v2/models/{model}[/versions/{version}]/infer
+    // Triton's system shared-memory extension:
+    shm_status,      // GET /v2/systemsharedmemory[/region/{region}]/status
+    shm_register,    // POST /v2/systemsharedmemory/region/{region}/register
+    shm_unregister,  // POST /v2/systemsharedmemory[/region/{region}]/unregister
 };
 
-/// One line of the table. `pattern`: segments separated by '/'; `{model}` and `{version}`
-/// match one non-empty segment each.
+/// One line of the table. `pattern`: segments separated by '/'; `{model}`, `{version}` and
+/// `{region}` match one non-empty segment each.
 struct route {
     std::string_view method;
     std::string_view pattern;
@@ -39,6 +43,7 @@ struct route_match {
     endpoint which = endpoint::server_metadata;
     std::string_view model;                   // empty for the server's own endpoints
     std::optional<std::string_view> version;  // when the path names one
+    std::optional<std::string_view> region;   // a shared-memory region, when the path names one
 };
 
 /// 404 (no route has this path) or 405 (routes have it, under other verbs).

@@ -9,6 +9,7 @@
 #include <catch2/catch.hpp>
 
 #include <arpa/inet.h>
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -48,7 +49,10 @@ public:
         posix_spawn_file_actions_adddup2(&actions, out[1], 1);
         posix_spawn_file_actions_adddup2(&actions, out[1], 2);
         posix_spawn_file_actions_addclose(&actions, out[0]);
-        std::vector<std::string> all = {TORCHPOOL_SERVE, "--port", "0", "--workers", "2"};
+        std::vector<std::string> all = {TORCHPOOL_SERVE, "--port", "0"};
+        if (std::find(args.begin(), args.end(), "--workers") == args.end()) {
+            all.insert(all.end(), {"--workers", "2"});  // unless the test says how many
+        }
         all.insert(all.end(), args.begin(), args.end());
         std::vector<char*> argv;
         for (auto& a : all) {
@@ -208,6 +212,18 @@ inline std::vector<http_reply> curl_at_once(const std::string& url,
     }
     std::filesystem::remove_all(dir);
     return replies;
+}
+
+// Polls the server's /metrics until it shows `text` (a state that lasts until the test
+// changes it), for at most 60 s: false if it never did.
+inline bool metrics_show(const server_process& server, const std::string& text) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (curl("GET", server.url("/metrics")).body.find(text) != std::string::npos) {
+            return true;
+        }
+    }
+    return false;
 }
 
 inline std::string infer_body(const tensor& images, const std::string& id) {

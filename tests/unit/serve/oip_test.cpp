@@ -340,7 +340,10 @@ TEST_CASE("an output's binary_data: false overrides binary_data_output: true", "
 TEST_CASE("server metadata lists the binary tensor extension, and model readiness names the model",
           "[serve]") {
     auto v = boost::json::parse(server_metadata_json()).as_object();
-    CHECK(v["extensions"].as_array() == boost::json::array{"binary_tensor_data"});
+    CHECK(v["extensions"].as_array() ==
+          boost::json::array{"binary_tensor_data", "classification"});
+    CHECK(boost::json::parse(server_metadata_json(true)).at("extensions").as_array().back() ==
+          "system_shared_memory");
     v = boost::json::parse(model_ready_json(images_model(), true)).as_object();
     CHECK(v["name"] == "fashion");
     CHECK(v["ready"] == true);

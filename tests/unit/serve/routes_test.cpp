@@ -45,6 +45,22 @@ TEST_CASE("every endpoint of the table is reached by its verb", "[serve][routes]
     m = reaches("POST", "/v2/models/fashion/versions/1/infer");
     CHECK(m.which == endpoint::model_infer);
     CHECK(m.version == "1");
+    // Triton's system shared-memory extension.
+    m = reaches("GET", "/v2/systemsharedmemory/status");
+    CHECK(m.which == endpoint::shm_status);
+    CHECK_FALSE(m.region);
+    m = reaches("GET", "/v2/systemsharedmemory/region/in0/status");
+    CHECK(m.which == endpoint::shm_status);
+    CHECK(m.region == "in0");
+    m = reaches("POST", "/v2/systemsharedmemory/region/in0/register");
+    CHECK(m.which == endpoint::shm_register);
+    CHECK(m.region == "in0");
+    CHECK(reaches("POST", "/v2/systemsharedmemory/region/in0/unregister").which ==
+          endpoint::shm_unregister);
+    m = reaches("POST", "/v2/systemsharedmemory/unregister");
+    CHECK(m.which == endpoint::shm_unregister);
+    CHECK_FALSE(m.region);
+    CHECK(refused("GET", "/v2/systemsharedmemory/region/in0/register").status == 405);
 }
 
 TEST_CASE("HEAD reaches whatever GET reaches, and nothing else", "[serve][routes]") {
