@@ -138,6 +138,18 @@ void append_shape(std::string& out, const std::vector<std::int64_t>& shape) {
     out += ']';
 }
 
+// An output's name, datatype and shape, opening its object in the "outputs" list.
+void append_output_head(std::string& text, bool& first, const std::string& name,
+                        const tensor& t) {
+    text += first ? "{\"name\":" : ",{\"name\":";
+    first = false;
+    append_string(text, name);
+    text += ",\"datatype\":";
+    append_string(text, oip_datatype(t.type));
+    text += ",\"shape\":";
+    append_shape(text, t.shape);
+}
+
 }  // namespace
 
 std::variant<encoded_response, http_error> infer_response(const model_config& model,
@@ -189,13 +201,7 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
             if (auto wrong = r->region->write(r->offset, bytes, what)) {
                 return http_error{400, *wrong};
             }
-            text += first ? "{\"name\":" : ",{\"name\":";
-            first = false;
-            append_string(text, spec.name);
-            text += ",\"datatype\":";
-            append_string(text, oip_datatype(t.type));
-            text += ",\"shape\":";
-            append_shape(text, t.shape);
+            append_output_head(text, first, spec.name, t);
             text += ",\"parameters\":{\"shared_memory_region\":";
             append_string(text, r->region->name());
             text += ",\"shared_memory_offset\":";
@@ -227,13 +233,7 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
                                        "' is FP16 or BF16, which this "
                                        "server cannot write as JSON yet"};
         }
-        text += first ? "{\"name\":" : ",{\"name\":";
-        first = false;
-        append_string(text, spec.name);
-        text += ",\"datatype\":";
-        append_string(text, oip_datatype(t.type));
-        text += ",\"shape\":";
-        append_shape(text, t.shape);
+        append_output_head(text, first, spec.name, t);
         if (as_binary) {
             text += ",\"parameters\":{\"binary_data_size\":";
             append_number(text, t.bytes().size());
