@@ -5,7 +5,8 @@
 # count is dumped. Instruction counts do not drift with the machine's load as timings do, so
 # this is the figure to compare before and after a change to the server's request path.
 # Batching is off (--max-batch 1), so each request is one pool task, whatever the timing
-# under valgrind.
+# under valgrind. The floor is counted the same way: torchpool-bench-http-floor, an HTTP
+# server of the same design with no model and no pool, answering the server's own responses.
 #
 # Usage: bench/serve_instructions.sh [BUILD_DIR] [N]   (default: build/release 2000)
 set -euo pipefail
@@ -16,7 +17,8 @@ build=${1:-build/release}
 n=${2:-2000}
 serve="$build/apps/torchpool-serve"
 client="$build/bench/torchpool-bench-serve-client"
-require_built serve_instructions.sh "$serve" "$client" "$build/bench/torchpool-bench-serve-bodies"
+floor="$build/bench/torchpool-bench-http-floor"
+require_built serve_instructions.sh "$serve" "$client" "$build/bench/torchpool-bench-serve-bodies" "$floor"
 command -v valgrind >/dev/null || { echo "serve_instructions.sh: valgrind is missing" >&2; exit 1; }
 
 work=${SERVE_INSTRUCTIONS_KEEP:-$(mktemp -d)}
@@ -30,6 +32,10 @@ header_length=$("$build/bench/torchpool-bench-serve-bodies" "$json_body" "$work/
 
 start_server "$work/server.out" 120 \
     valgrind --tool=callgrind --callgrind-out-file="$work/serve.%p" "$serve" --port 0 --max-batch 1
+# The server's own answers, for the floor to send back (before the counts start).
+curl -s -o "$work/json.response" -H "Content-Type: application/json" --data-binary "@$json_body" "$url"
+curl -s -o "$work/binary.response" -H "Content-Type: application/octet-stream" \
+    -H "Inference-Header-Content-Length: $header_length" --data-binary "@$work/binary.body" "$url"
 
 count() {  # FORMAT CLIENT_ARGS...: instructions for N requests
     local format=$1
@@ -39,12 +45,34 @@ count() {  # FORMAT CLIENT_ARGS...: instructions for N requests
     grep -q "non-200 0 broken 0" "$work/client.out" || { cat "$work/client.out" >&2; exit 1; }
     callgrind_control -d "$format" "$server_pid" >/dev/null 2>&1
     local dump
-    dump=$(ls -t "$work"/serve.* | head -1)
+    dump=$(ls -t "$work"/serve.* "$work"/floor-* 2>/dev/null | grep -v '\.out$' | head -1)
     sed -n 's/^summary: *//p; s/^totals: *//p' "$dump" | head -1
 }
 
 json=$(count json "$json_body")
 binary=$(count binary "$work/binary.body" --header-length "$header_length")
-echo "server instructions per infer request (one image, batching off, $n requests each):"
-echo "  JSON:   $((json / n))"
-echo "  binary: $((binary / n))"
+[ -n "$json" ] && [ -n "$binary" ] || { echo "serve_instructions.sh: a count failed" >&2; exit 1; }
+kill -TERM "$server_pid"
+wait "$server_pid" 2>/dev/null || true
+server_pid=
+
+floor_count() {  # FORMAT CLIENT_ARGS...: sets floor_total, the floor's instructions for N requests
+    local format=$1
+    shift
+    start_server "$work/floor-$format.out" 60 \
+        valgrind --tool=callgrind --callgrind-out-file="$work/floor-$format.%p" "$floor" \
+        "$work/$format.response" --port 0
+    floor_total=$(count "$format" "$@")
+    kill -TERM "$server_pid"
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+    [ -n "$floor_total" ] || { echo "serve_instructions.sh: the floor's $format count failed" >&2; exit 1; }
+}
+floor_count json "$json_body"
+floor_json=$floor_total
+floor_count binary "$work/binary.body" --header-length "$header_length"
+floor_binary=$floor_total
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fx", a / b }'; }
+echo "instructions per infer request (one image, batching off, $n requests each):"
+echo "  JSON:   server $((json / n)), floor $((floor_json / n)): $(ratio "$json" "$floor_json") the floor"
+echo "  binary: server $((binary / n)), floor $((floor_binary / n)): $(ratio "$binary" "$floor_binary") the floor"
