@@ -7,6 +7,10 @@
 // Input: byte 0 picks the model; byte 1 holds flags (bit 0: a header length follows in bytes
 // 2-5, little-endian); the rest is the body.
 //
+// Two shared-memory regions are registered (Triton's system shared-memory extension): "r"
+// (4 KiB of a pattern) and "tiny" (8 bytes), so that inputs can be read from them and outputs
+// written into them.
+//
 // Oracles beyond "no crash, no sanitizer report": the fast JSON path and the streaming one
 // agree; an accepted request has tensors whose bytes match their shapes (and BOOL bytes that
 // are 0 or 1); every response's JSON part is valid JSON.
@@ -24,6 +28,10 @@
 #include <string_view>
 #include <variant>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 using namespace torchpool;
 using namespace torchpool::serve;
@@ -128,6 +136,32 @@ void check_response(const model_config& model, const infer_request& req,
     }
 }
 
+// The regions, over objects unlinked once registered (the registrations keep them).
+const shm_regions& regions() {
+    static const shm_regions* made = [] {
+        auto* r = new shm_regions;
+        const auto add = [&](const char* name, std::size_t bytes) {
+            const std::string key = "/torchpool-fuzz-" + std::to_string(::getpid()) + "-" + name;
+            const int fd = ::shm_open(key.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+            require(fd >= 0 && ::ftruncate(fd, static_cast<off_t>(bytes)) == 0,
+                    "cannot make a shared-memory object");
+            std::string pattern(bytes, '\0');
+            for (std::size_t i = 0; i < bytes; ++i) {
+                pattern[i] = static_cast<char>(i % 2 == 0 ? 0 : 0x3f);  // small floats, 0s and 1s
+            }
+            require(::pwrite(fd, pattern.data(), bytes, 0) == static_cast<ssize_t>(bytes),
+                    "cannot fill a shared-memory object");
+            require(!r->add(name, key, 0, bytes), "cannot register a region");
+            ::shm_unlink(key.c_str());
+            ::close(fd);
+        };
+        add("r", 4096);
+        add("tiny", 8);
+        return r;
+    }();
+    return *made;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -147,8 +181,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         header_length = n;
         rest.remove_prefix(4);
     }
-    auto parsed = parse_infer_request(rest, model, header_length, json_reading::fast_when_possible);
-    auto streamed = parse_infer_request(rest, model, header_length, json_reading::streaming_only);
+    auto parsed = parse_infer_request(rest, model, header_length, json_reading::fast_when_possible,
+                                      &regions());
+    auto streamed = parse_infer_request(rest, model, header_length, json_reading::streaming_only,
+                                        &regions());
     require(parsed.index() == streamed.index(), "the fast and streaming paths disagree");
     auto* req = std::get_if<infer_request>(&parsed);
     if (!req) {
