@@ -51,8 +51,9 @@ int main(int argc, char** argv) {
     pool.async_run([](boost::system::error_code) {});
     torchpool::request noop("noop");
     if (bytes > 0 && own) {
-        std::vector<torchpool::tensor> tensors{torchpool::tensor(
-            torchpool::dtype::float32, {bytes / 4}, std::string(static_cast<std::size_t>(bytes), '\1'))};
+        std::vector<torchpool::tensor> tensors{
+            torchpool::tensor(torchpool::dtype::float32, {bytes / 4},
+                              std::string(static_cast<std::size_t>(bytes), '\1'))};
         noop = torchpool::request("sink", {}, std::move(tensors));
     } else if (bytes > 0) {
         // Allocated and filled once: the caller's own work stays out of the count.

@@ -15,13 +15,13 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <memory>
 #include <optional>
-#include <algorithm>
 #include <string>
 #include <thread>
 #include <vector>
@@ -92,12 +92,13 @@ void accept(tcp::acceptor& acceptor, const std::string& canned) {
 
 int main(int argc, char** argv) {
     if (argc < 2 || std::string(argv[1]) == "--help") {
-        std::fprintf(stderr,
-                     "Usage: %s RESPONSE_FILE [--port P] [--threads N]\n"
-                     "A minimal HTTP/1.1 server (Beast, keep-alive) that reads each request whole\n"
-                     "and answers with the bytes of RESPONSE_FILE: the floor that bench/serve_load.sh\n"
-                     "measures torchpool-serve against. Prints \"listening on URL\" when ready.\n",
-                     argv[0]);
+        std::fprintf(
+            stderr,
+            "Usage: %s RESPONSE_FILE [--port P] [--threads N]\n"
+            "A minimal HTTP/1.1 server (Beast, keep-alive) that reads each request whole\n"
+            "and answers with the bytes of RESPONSE_FILE: the floor that bench/serve_load.sh\n"
+            "measures torchpool-serve against. Prints \"listening on URL\" when ready.\n",
+            argv[0]);
         return argc < 2 ? 64 : 0;
     }
     std::ifstream file(argv[1], std::ios::binary);

@@ -46,8 +46,8 @@ struct input_slots {
 
 // A whole number >= 0 in `p`'s `key`, if it is there; `what` names it in the error.
 std::variant<std::optional<std::uint64_t>, http_error> count_in(const json::object& p,
-                                                                  std::string_view key,
-                                                                  const std::string& what) {
+                                                                std::string_view key,
+                                                                const std::string& what) {
     const auto* v = p.if_contains(key);
     if (!v) {
         return std::nullopt;
@@ -178,8 +178,9 @@ problem match_inputs(const json::array& inputs, const model_config& model, std::
             if (t->if_contains("data") ||
                 (t->if_contains("parameters") && t->at("parameters").is_object() &&
                  t->at("parameters").as_object().if_contains("binary_data_size"))) {
-                return bad(what + " names a shared-memory region and also gives its data; give "
-                                  "it in one place");
+                return bad(what +
+                           " names a shared-memory region and also gives its data; give "
+                           "it in one place");
             }
             slots.regions[at] = std::move(in_region);
             continue;
@@ -272,8 +273,8 @@ problem region_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, s
                    std::to_string(where.byte_size));
     }
     std::string bytes(want, '\0');
-    if (auto wrong = where.region->read(where.offset, std::as_writable_bytes(std::span(bytes)),
-                                        what)) {
+    if (auto wrong =
+            where.region->read(where.offset, std::as_writable_bytes(std::span(bytes)), what)) {
         return bad(*wrong);
     }
     const std::string_view view(bytes);
@@ -388,8 +389,9 @@ problem read_output_parameters(const json::object& p, std::string_view name,
     }
     if (auto& in_region = std::get<std::optional<region_bytes>>(region)) {
         if (p.if_contains("classification") || p.if_contains("binary_data")) {
-            return bad(what + " names a shared-memory region; it cannot also be a "
-                              "classification or binary data");
+            return bad(what +
+                       " names a shared-memory region; it cannot also be a "
+                       "classification or binary data");
         }
         req.output_regions.push_back({std::string(name), std::move(in_region->region),
                                       in_region->offset, in_region->byte_size});
@@ -443,8 +445,8 @@ problem read_outputs(const json::value& outputs, const model_config& model,
 
 // The request's JSON object, after its "id".
 problem read_request(const json::object& o, const model_config& model, std::string_view binary,
-                     bool has_header, const request_document& document,
-                     const shm_regions* regions, infer_request& req) {
+                     bool has_header, const request_document& document, const shm_regions* regions,
+                     infer_request& req) {
     if (const auto* id = o.if_contains("id")) {
         if (!id->is_string()) {
             return bad("\"id\" must be text");

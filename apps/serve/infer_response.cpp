@@ -139,8 +139,7 @@ void append_shape(std::string& out, const std::vector<std::int64_t>& shape) {
 }
 
 // An output's name, datatype and shape, opening its object in the "outputs" list.
-void append_output_head(std::string& text, bool& first, const std::string& name,
-                        const tensor& t) {
+void append_output_head(std::string& text, bool& first, const std::string& name, const tensor& t) {
     text += first ? "{\"name\":" : ",{\"name\":";
     first = false;
     append_string(text, name);
@@ -185,9 +184,9 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
             continue;
         }
         const auto& t = results[i];
-        if (const auto r = std::find_if(request.output_regions.begin(),
-                                        request.output_regions.end(),
-                                        [&](const auto& o) { return o.name == spec.name; });
+        if (const auto r =
+                std::find_if(request.output_regions.begin(), request.output_regions.end(),
+                             [&](const auto& o) { return o.name == spec.name; });
             r != request.output_regions.end()) {
             // Written into the client's region; the response says where and how much.
             const auto bytes = t.bytes();

@@ -10,7 +10,6 @@
 #include <torchpool/task.hpp>
 
 #include <memory>
-
 #include <optional>
 #include <string>
 #include <string_view>
@@ -68,8 +67,7 @@ struct infer_request {
 std::variant<infer_request, http_error> parse_infer_request(
     std::string_view body, const model_config& model,
     std::optional<std::size_t> header_length = std::nullopt,
-    json_reading reading = json_reading::fast_when_possible,
-    const shm_regions* regions = nullptr);
+    json_reading reading = json_reading::fast_when_possible, const shm_regions* regions = nullptr);
 
 /// A response body; with binary outputs, the JSON is its first `header_length` bytes (sent as
 /// Inference-Header-Content-Length) and the outputs' bytes follow.

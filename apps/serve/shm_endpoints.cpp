@@ -26,7 +26,7 @@ reply not_allowed() {
 
 // A whole number >= 0 in `o`'s `key`, if there; an error naming it otherwise.
 std::variant<std::optional<std::uint64_t>, std::string> count_in(const json::object& o,
-                                                                  std::string_view key) {
+                                                                 std::string_view key) {
     const auto* v = o.if_contains(key);
     if (!v) {
         return std::nullopt;
@@ -52,8 +52,7 @@ reply endpoints::shm_status(const route_match& path) const {
     auto region = regions_.find(*path.region);
     if (!region) {
         return refused(http::status::not_found, "no shared-memory region named '" +
-                                                    std::string(*path.region) +
-                                                    "' is registered");
+                                                    std::string(*path.region) + "' is registered");
     }
     return {http::status::ok, shm_status_json({region})};
 }
@@ -89,9 +88,9 @@ reply endpoints::shm_register(const route_match& path, const http_request& req) 
         return refused(http::status::bad_request,
                        "the registration of region '" + name + "' needs \"byte_size\"");
     }
-    if (auto wrong = regions_.add(name, key->as_string(),
-                                  std::get<std::optional<std::uint64_t>>(offset).value_or(0),
-                                  *size)) {
+    if (auto wrong =
+            regions_.add(name, key->as_string(),
+                         std::get<std::optional<std::uint64_t>>(offset).value_or(0), *size)) {
         return refused(http::status::bad_request, *wrong);
     }
     return {http::status::ok, "{}"};

@@ -123,8 +123,8 @@ std::optional<std::string> shm_regions::add(std::string_view name, std::string_v
         return "cannot open the shared-memory object " + quoted(key) + " of region " +
                quoted(name) + ": " + std::strerror(errno);
     }
-    auto region = std::make_shared<const shm_region>(std::string(name), key_text, offset,
-                                                     byte_size, fd);
+    auto region =
+        std::make_shared<const shm_region>(std::string(name), key_text, offset, byte_size, fd);
     struct stat st {};
     if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         return "the shared-memory object " + quoted(key) + " is not a memory object";

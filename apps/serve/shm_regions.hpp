@@ -26,7 +26,10 @@ class shm_region {
 public:
     shm_region(std::string name, std::string key, std::uint64_t offset, std::uint64_t byte_size,
                int fd)
-        : name_(std::move(name)), key_(std::move(key)), offset_(offset), byte_size_(byte_size),
+        : name_(std::move(name)),
+          key_(std::move(key)),
+          offset_(offset),
+          byte_size_(byte_size),
           fd_(fd) {}
     shm_region(const shm_region&) = delete;
     shm_region& operator=(const shm_region&) = delete;
