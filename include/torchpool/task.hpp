@@ -267,8 +267,8 @@ struct worker_memory {
     std::uint64_t rss_bytes = 0;
     /// The tensor shared memory it maps that is in memory: its output memory (results it
     /// wrote, bounded by pool_params::shared_memory.worker_output_bytes) and the pages of
-    /// input memory it read. Telling it apart takes a longer read of /proc/PID/smaps, done
-    /// when the pool stops a worker and when a worker's memory nears a limit; nullopt
+    /// input memory it read. Telling it apart takes a longer read of /proc/PID/smaps (a few
+    /// ms), done only when a worker's memory is within 80% of a memory limit; nullopt
     /// otherwise, and then `private_bytes` may include results it wrote that the host has
     /// not read yet.
     std::optional<std::uint64_t> shared_memory_bytes;

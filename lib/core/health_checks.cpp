@@ -56,11 +56,7 @@ void health_checks::check_memory(slot_id s, time_point now) {
     if (!inspect_.probe().memory) {
         return;
     }
-    auto m = inspect_.memory(s);
-    if (m && memory_.near_limit(m->private_bytes) && inspect_.probe().memory_exactly) {
-        // The cheap reading counts results the host has not read yet as the worker's own.
-        m = inspect_.memory(s, true);
-    }
+    const auto m = inspect_.memory(s);
     memory_.read(s, m, now);
     if (!m) {
         return;

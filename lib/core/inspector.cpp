@@ -1,5 +1,7 @@
 #include "inspector.hpp"
 
+#include "memory_watch.hpp"
+
 namespace torchpool::core {
 
 using std::chrono::duration_cast;
@@ -14,7 +16,7 @@ task_diagnostics inspector::diagnostics(slot_id s, time_point now, bool alive, b
         if (stuck && probe_.activity) {
             d.activity = probe_.activity(d.worker_pid);
         }
-        d.memory = memory(s, true);
+        d.memory = memory(s);
     }
     d.worker_uptime = duration_cast<milliseconds>(now - w.child.process_start());
     if (!tasks_.sent(s).empty()) {
@@ -24,15 +26,17 @@ task_diagnostics inspector::diagnostics(slot_id s, time_point now, bool alive, b
     return d;
 }
 
-std::optional<worker_memory> inspector::memory(slot_id s, bool exactly) const {
-    const int pid = workers_[s].child.pid();
-    if (exactly && probe_.memory_exactly) {
-        return probe_.memory_exactly(pid);
-    }
+std::optional<worker_memory> inspector::memory(slot_id s) const {
     if (!probe_.memory) {
         return std::nullopt;
     }
-    return probe_.memory(pid);
+    const int pid = workers_[s].child.pid();
+    auto m = probe_.memory(pid);
+    if (m && probe_.memory_exactly && near_memory_limit(limits_, m->private_bytes)) {
+        // The cheap reading counts results the host has not read yet as the worker's own.
+        m = probe_.memory_exactly(pid);
+    }
+    return m;
 }
 
 std::optional<std::chrono::nanoseconds> inspector::cpu_time(const supervised_child& child) const {

@@ -33,8 +33,10 @@ struct process_probe {
 
 class inspector {
 public:
-    inspector(process_probe probe, const worker_set& workers, const task_table& tasks)
-        : probe_(std::move(probe)), workers_(workers), tasks_(tasks) {}
+    /// `limits`: near them, a worker's memory is read exactly (memory_exactly).
+    inspector(process_probe probe, const memory_params& limits, const worker_set& workers,
+              const task_table& tasks)
+        : probe_(std::move(probe)), limits_(limits), workers_(workers), tasks_(tasks) {}
 
     const process_probe& probe() const noexcept { return probe_; }
 
@@ -42,9 +44,10 @@ public:
     /// not been reaped, so its memory can be read (a reaped pid may already be another
     /// process's); `stuck`: the pool gives up on it, so what it does in the kernel is read too.
     task_diagnostics diagnostics(slot_id s, time_point now, bool alive, bool stuck = false) const;
-    /// The memory of the worker of `s` now, if it can be read; `exactly`: with its tensor
-    /// shared memory told apart.
-    std::optional<worker_memory> memory(slot_id s, bool exactly = false) const;
+    /// The memory of the worker of `s` now, if it can be read. Read cheaply, then again
+    /// exactly (tensor shared memory told apart, a few ms) if it is near a limit: the one
+    /// place that decides, for the limits' samples and for a stopped worker's figures alike.
+    std::optional<worker_memory> memory(slot_id s) const;
     /// The CPU time a child's process has used; nullopt before it has one, or if unknown.
     std::optional<std::chrono::nanoseconds> cpu_time(const supervised_child& child) const;
     /// The machine's memory now, for the evidence of an OOM kill.
@@ -52,6 +55,7 @@ public:
 
 private:
     process_probe probe_;
+    memory_params limits_;
     const worker_set& workers_;
     const task_table& tasks_;
 };

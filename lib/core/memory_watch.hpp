@@ -17,6 +17,16 @@
 
 namespace torchpool::core {
 
+/// `private_bytes` is at least 80% of the lowest limit of `limits`: worth reading exactly
+/// (tensor shared memory told apart), and evidence of an OOM kill.
+inline bool near_memory_limit(const memory_params& limits, std::uint64_t private_bytes) noexcept {
+    std::uint64_t lowest = limits.hard_limit_bytes;
+    if (limits.soft_limit_bytes > 0 && (lowest == 0 || limits.soft_limit_bytes < lowest)) {
+        lowest = limits.soft_limit_bytes;
+    }
+    return lowest > 0 && private_bytes >= lowest / 10 * 8;
+}
+
 class memory_watch {
 public:
     memory_watch(std::size_t slots, const memory_params& params);
@@ -61,16 +71,6 @@ public:
     const std::optional<worker_memory>& last(slot_id slot) const { return readings_[slot].last; }
     /// A new process in `slot`: nothing read of it yet.
     void forget(slot_id slot) { readings_[slot] = {}; }
-
-    /// `private_bytes` is at least 80% of the lowest limit: worth reading exactly, and
-    /// evidence of an OOM kill.
-    bool near_limit(std::uint64_t private_bytes) const noexcept {
-        std::uint64_t lowest = params_.hard_limit_bytes;
-        if (params_.soft_limit_bytes > 0 && (lowest == 0 || params_.soft_limit_bytes < lowest)) {
-            lowest = params_.soft_limit_bytes;
-        }
-        return lowest > 0 && private_bytes >= lowest / 10 * 8;
-    }
 
     enum class verdict { fine, over_soft, over_hard };
     verdict judge(std::uint64_t private_bytes) const noexcept {

@@ -25,7 +25,7 @@ pool_core::pool_core(const pool_params& params, process_probe probe)
       workers_(params),
       heartbeat_(slot_capacity(params), params.heartbeat_interval, params.heartbeat_timeout),
       memory_(slot_capacity(params), params.memory),
-      inspect_(std::move(probe), workers_, tasks_),
+      inspect_(std::move(probe), params.memory, workers_, tasks_),
       slots_(params_, workers_, phase_, report_),
       server_(params, report_, actions_),
       quarantine_(params.poison.quarantine),

@@ -26,7 +26,7 @@ struct fixture {
           workers(params),
           heartbeat(slot_capacity(params), params.heartbeat_interval, params.heartbeat_timeout),
           memory(slot_capacity(params), params.memory),
-          inspect(std::move(probe), workers, tasks),
+          inspect(std::move(probe), params.memory, workers, tasks),
           slots(params, workers, phase, report_),
           server(params, report_, out),
           life(params, workers, tasks, slots, restart, server, heartbeat, memory, inspect, phase,
