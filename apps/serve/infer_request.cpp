@@ -3,6 +3,7 @@
 #include "infer_json.hpp"
 #include "json_tensor_data.hpp"
 #include "oip.hpp"
+#include "request_regions.hpp"
 
 #include <boost/json.hpp>
 
@@ -27,13 +28,6 @@ http_error bad(std::string message) {
     return {400, std::move(message)};
 }
 
-// Where a tensor's bytes are in a shared-memory region (Triton's extension).
-struct region_bytes {
-    std::shared_ptr<const shm_region> region;
-    std::uint64_t offset = 0;
-    std::uint64_t byte_size = 0;
-};
-
 // Each model input's tensor in the request, and its binary data (Triton's extension) or its
 // shared-memory region if any.
 struct input_slots {
@@ -43,69 +37,6 @@ struct input_slots {
     std::vector<std::optional<std::string_view>> bytes;
     std::vector<std::optional<region_bytes>> regions;
 };
-
-// A whole number >= 0 in `p`'s `key`, if it is there; `what` names it in the error.
-std::variant<std::optional<std::uint64_t>, http_error> count_in(const json::object& p,
-                                                                std::string_view key,
-                                                                const std::string& what) {
-    const auto* v = p.if_contains(key);
-    if (!v) {
-        return std::nullopt;
-    }
-    if (!v->is_int64() || v->as_int64() < 0) {
-        return bad("parameters." + std::string(key) + " of " + what + " must be a byte count");
-    }
-    return static_cast<std::uint64_t>(v->as_int64());
-}
-
-// A tensor's shared-memory parameters (shared_memory_region, _byte_size and the optional
-// _offset), checked against the registered regions; nullopt if it names no region.
-std::variant<std::optional<region_bytes>, http_error> region_of(const json::object* tensor,
-                                                                const std::string& what,
-                                                                const shm_regions* regions) {
-    const auto* params = tensor ? tensor->if_contains("parameters") : nullptr;
-    const auto* p = params ? params->if_object() : nullptr;
-    if (!p) {
-        return std::nullopt;
-    }
-    const auto* name = p->if_contains("shared_memory_region");
-    auto size = count_in(*p, "shared_memory_byte_size", what);
-    auto offset = count_in(*p, "shared_memory_offset", what);
-    for (auto* wrong : {std::get_if<http_error>(&size), std::get_if<http_error>(&offset)}) {
-        if (wrong) {
-            return *wrong;
-        }
-    }
-    const auto byte_size = std::get<std::optional<std::uint64_t>>(size);
-    if (!name) {
-        if (byte_size || std::get<std::optional<std::uint64_t>>(offset)) {
-            return bad(what + " gives shared-memory parameters but no shared_memory_region");
-        }
-        return std::nullopt;
-    }
-    if (!name->is_string()) {
-        return bad("parameters.shared_memory_region of " + what + " must be a region's name");
-    }
-    if (!byte_size) {
-        return bad(what + " names shared-memory region '" + std::string(name->as_string()) +
-                   "' but no parameters.shared_memory_byte_size");
-    }
-    if (!regions) {
-        return bad(what + " names shared-memory region '" + std::string(name->as_string()) +
-                   "', but this server takes none (it was not started with "
-                   "--allow-shared-memory)");
-    }
-    auto region = regions->find(name->as_string());
-    if (!region) {
-        return bad(what + " names shared-memory region '" + std::string(name->as_string()) +
-                   "', which is not registered (POST /v2/systemsharedmemory/region/NAME/register)");
-    }
-    const auto at = std::get<std::optional<std::uint64_t>>(offset).value_or(0);
-    if (auto wrong = region->check(at, *byte_size, what)) {
-        return bad(*wrong);
-    }
-    return region_bytes{std::move(region), at, *byte_size};
-}
 
 // The index of the model's input `name`, or the error naming the model's inputs.
 std::variant<std::size_t, http_error> input_named(const model_config& model,
@@ -393,8 +324,7 @@ problem read_output_parameters(const json::object& p, std::string_view name,
                        " names a shared-memory region; it cannot also be a "
                        "classification or binary data");
         }
-        req.output_regions.push_back({std::string(name), std::move(in_region->region),
-                                      in_region->offset, in_region->byte_size});
+        req.output_regions.push_back({std::move(*in_region), std::string(name)});
         return std::nullopt;
     }
     if (const auto* k = p.if_contains("classification")) {

@@ -46,11 +46,8 @@ struct infer_request {
     /// Outputs to write into a shared-memory region (Triton's system shared-memory
     /// extension: parameters.shared_memory_region, _offset, _byte_size), not into the
     /// response. The request holds each region until it is answered.
-    struct output_region {
+    struct output_region : region_bytes {
         std::string name;
-        std::shared_ptr<const shm_region> region;
-        std::uint64_t offset = 0;
-        std::uint64_t byte_size = 0;
     };
     std::vector<output_region> output_regions;
 };

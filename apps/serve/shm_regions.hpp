@@ -61,6 +61,14 @@ private:
     int fd_;
 };
 
+/// Where a tensor's bytes are in a region: `byte_size` bytes at `offset` in it (checked).
+/// Holding it keeps the region open.
+struct region_bytes {
+    std::shared_ptr<const shm_region> region;
+    std::uint64_t offset = 0;
+    std::uint64_t byte_size = 0;
+};
+
 /// The registered regions, by name.
 class shm_regions {
 public:

@@ -1,0 +1,27 @@
+// Where an infer request's tensors are in shared-memory regions (Triton's system
+// shared-memory extension): a tensor's parameters (shared_memory_region, _byte_size and the
+// optional _offset) read and checked against the registered regions. Sans-io apart from the
+// regions themselves, which read and write their objects (shm_regions.hpp).
+#pragma once
+
+#include "oip.hpp"
+#include "shm_regions.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+
+namespace torchpool::serve {
+
+/// The region a tensor's parameters name, checked: registered, and the bytes inside it;
+/// nullopt if they name none. `what` names the tensor in errors ("input 'images'");
+/// `regions`: null when the server takes none.
+std::variant<std::optional<region_bytes>, http_error> region_of(const boost::json::object* tensor,
+                                                                const std::string& what,
+                                                                const shm_regions* regions);
+
+}  // namespace torchpool::serve
