@@ -26,6 +26,24 @@ std::optional<std::uint64_t> object_size(int fd) {
     return static_cast<std::uint64_t>(st.st_size);
 }
 
+// Moves `size` bytes with `io` (pread or pwrite at `position`, whose byte pointer is `bytes`)
+// until all are moved; false if `io` stops short (the object ended) or fails.
+template <class Byte, class Io>
+bool transfer_all(int fd, Byte* bytes, std::size_t size, std::uint64_t position, Io io) {
+    std::size_t done = 0;
+    while (done < size) {
+        const ssize_t n = io(fd, bytes + done, size - done, static_cast<off_t>(position + done));
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
+        if (n <= 0) {
+            return false;
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    return true;
+}
+
 }  // namespace
 
 shm_region::~shm_region() {
@@ -47,19 +65,10 @@ std::optional<std::string> shm_region::read(std::uint64_t at, std::span<std::byt
     if (auto wrong = check(at, out.size(), what)) {
         return wrong;
     }
-    std::size_t done = 0;
-    while (done < out.size()) {
-        const ssize_t n = ::pread(fd_, out.data() + done, out.size() - done,
-                                  static_cast<off_t>(offset_ + at + done));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return std::string(what) + ": shared-memory region " + quoted(name_) +
-                   " could not be read whole (its object " + quoted(key_) +
-                   " was shrunk after it was registered, or is unreadable)";
-        }
-        done += static_cast<std::size_t>(n);
+    if (!transfer_all(fd_, out.data(), out.size(), offset_ + at, ::pread)) {
+        return std::string(what) + ": shared-memory region " + quoted(name_) +
+               " could not be read whole (its object " + quoted(key_) +
+               " was shrunk after it was registered, or is unreadable)";
     }
     return std::nullopt;
 }
@@ -75,18 +84,9 @@ std::optional<std::string> shm_region::write(std::uint64_t at, std::span<const s
         return std::string(what) + ": shared-memory region " + quoted(name_) + " is no longer " +
                "whole (its object " + quoted(key_) + " was shrunk after it was registered)";
     }
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-        const ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done,
-                                   static_cast<off_t>(offset_ + at + done));
-        if (n < 0 && errno == EINTR) {
-            continue;
-        }
-        if (n <= 0) {
-            return std::string(what) + ": shared-memory region " + quoted(name_) +
-                   " could not be written (" + std::strerror(errno) + ")";
-        }
-        done += static_cast<std::size_t>(n);
+    if (!transfer_all(fd_, bytes.data(), bytes.size(), offset_ + at, ::pwrite)) {
+        return std::string(what) + ": shared-memory region " + quoted(name_) +
+               " could not be written (" + std::strerror(errno) + ")";
     }
     return std::nullopt;
 }
