@@ -1,5 +1,6 @@
 // The inference server's Open Inference Protocol: every bad input gets a specific error, and
 // good ones become exactly the tensors the model wants; and how batches are stacked and split.
+#include "images_model.hpp"
 #include "oip.hpp"
 
 #include "batcher.hpp"
@@ -18,14 +19,7 @@ using namespace torchpool::serve;
 
 namespace {
 
-model_config images_model() {
-    return parse_model_config("fashion", "/models/fashion.pt", R"({
-        "method": "forward",
-        "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 2, 2]}],
-        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 3]},
-                    {"name": "label", "datatype": "INT64", "shape": [-1]}]})",
-                              "fashion.json");
-}
+using test::images_model;
 
 // The error of parsing `body`, or "" if it parsed.
 std::string error_of(std::string_view body, unsigned* status = nullptr) {

@@ -2,6 +2,7 @@
 // shared-memory objects, reading inputs from them and writing outputs into them through the
 // request parser and the response writer, and every bad registration or reference refused
 // with its reason; a region whose object shrinks under a request is a 400, not a SIGBUS.
+#include "images_model.hpp"
 #include "oip.hpp"
 #include "shm_regions.hpp"
 
@@ -46,14 +47,7 @@ struct shm_object {
     int fd = -1;
 };
 
-model_config images_model() {
-    return parse_model_config("fashion", "/models/fashion.pt", R"({
-        "method": "forward",
-        "inputs": [{"name": "images", "datatype": "FP32", "shape": [-1, 1, 2, 2]}],
-        "outputs": [{"name": "logits", "datatype": "FP32", "shape": [-1, 3]},
-                    {"name": "label", "datatype": "INT64", "shape": [-1]}]})",
-                              "fashion.json");
-}
+using test::images_model;
 
 std::string input_in(const std::string& region, std::size_t offset, std::size_t bytes,
                      const std::string& extra = "") {
