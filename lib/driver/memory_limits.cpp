@@ -6,8 +6,8 @@ memory_limits::memory_limits(const memory_params& params, std::uint64_t output_b
                              std::size_t slots)
     : params_(params), output_bytes_(output_bytes), oom_seen_(slots, 0) {
     if (params.hard_limit_bytes > 0 && params.use_cgroups) {
-        if (auto made = posix::memory_cgroups::create(
-                slots, params.hard_limit_bytes + output_bytes, cgroup_problem_)) {
+        if (auto made = posix::memory_cgroups::create(slots, params.hard_limit_bytes + output_bytes,
+                                                      cgroup_problem_)) {
             cgroups_.emplace(std::move(*made));
         }
     }
@@ -47,9 +47,11 @@ std::string memory_limits::describe() const {
     }
     text += " read every " + std::to_string(m.sample_interval.count()) + " ms while busy";
     if (cgroups_) {
-        text += "; the hard limit is enforced by the kernel in a memory cgroup per worker (" +
-                cgroups_->describe() + "), whose limit is " + mib(params_.hard_limit_bytes + output_bytes_) +
-                ": the hard limit plus the worker's output memory, since results it wrote count there";
+        text +=
+            "; the hard limit is enforced by the kernel in a memory cgroup per worker (" +
+            cgroups_->describe() + "), whose limit is " +
+            mib(params_.hard_limit_bytes + output_bytes_) +
+            ": the hard limit plus the worker's output memory, since results it wrote count there";
     } else if (m.hard_limit_bytes > 0) {
         text += "; the hard limit is enforced by sampling only, since " +
                 (m.use_cgroups ? cgroup_problem_

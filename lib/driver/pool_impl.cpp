@@ -220,8 +220,8 @@ void pool_impl::do_submit(core::task_id id, submit_handler&& handler, taken&& in
         return;
     }
     auto& ready = std::get<taken_request>(in);
-    pending_.emplace(id, pending_task{std::move(handler), std::move(ready.frame),
-                                      inject, std::move(ready.placed)});
+    pending_.emplace(id, pending_task{std::move(handler), std::move(ready.frame), inject,
+                                      std::move(ready.placed)});
     core_.submit(id, std::move(method), ready.options, core::clock::now());
     drive();
 }

@@ -108,7 +108,8 @@ void worker_channel::start_write() {
         std::array<int, posix::max_passed_fds> fd_numbers;
         for (const auto& out : outbox_) {
             const auto pieces = out.frame->pieces();
-            if (count > 0 && (count + pieces.size() > iov.size() || (out.fds && !out.fds->empty()))) {
+            if (count > 0 &&
+                (count + pieces.size() > iov.size() || (out.fds && !out.fds->empty()))) {
                 break;
             }
             if (count == 0 && offset == 0 && out.fds && !out.fds->empty()) {
@@ -123,7 +124,8 @@ void worker_channel::start_write() {
                     offset -= piece.iov_len;  // written already
                     continue;
                 }
-                iov[count++] = {static_cast<char*>(piece.iov_base) + offset, piece.iov_len - offset};
+                iov[count++] = {static_cast<char*>(piece.iov_base) + offset,
+                                piece.iov_len - offset};
                 offset = 0;
             }
         }

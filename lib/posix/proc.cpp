@@ -1,11 +1,11 @@
 #include "proc.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string_view>
-#include <algorithm>
 
 #include <fcntl.h>
 #include <sys/syscall.h>

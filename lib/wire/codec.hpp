@@ -4,6 +4,7 @@
 #include "messages.hpp"
 
 #include <boost/container/small_vector.hpp>
+
 #include <capnp/common.h>
 #include <kj/array.h>
 

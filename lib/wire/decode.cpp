@@ -2,7 +2,6 @@
 // also as a view into the frame, for the worker SDK. And the check of a tensor's shape.
 #include "capnp_values.hpp"
 #include "codec.hpp"
-
 #include "torchpool.capnp.h"
 
 #include <capnp/message.h>
@@ -85,7 +84,6 @@ std::vector<std::string> get_strings(capnp::List<capnp::Text>::Reader in) {
     return out;
 }
 
-
 }  // namespace
 
 std::string validate_tensor(dtype type, std::span<const std::int64_t> dims, std::size_t bytes) {
@@ -122,7 +120,6 @@ const char* message_name(const message& m) noexcept {
                                      "fault",     "release"};
     return names[m.index()];
 }
-
 
 namespace {
 

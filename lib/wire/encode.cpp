@@ -1,11 +1,10 @@
 // Encoding (codec.hpp): every message kind into a frame, built in place (frame_builder.hpp); a
 // request into a gathered frame that refers to its caller's large tensors; a worker's reply
 // straight into a gathered write.
+#include "../shm/region.hpp"
 #include "capnp_values.hpp"
 #include "codec.hpp"
 #include "frame_builder.hpp"
-
-#include "../shm/region.hpp"
 #include "torchpool.capnp.h"
 
 #include <capnp/message.h>
@@ -61,7 +60,6 @@ void set_tensors(capnp::List<schema::Tensor>::Builder out, const Tensors& in, Lo
     }
 }
 
-
 void set_strings(capnp::List<capnp::Text>::Builder out, const std::vector<std::string>& in) {
     for (unsigned i = 0; i < in.size(); ++i) {
         out.set(i, text(in[i]));
@@ -87,7 +85,6 @@ auto locate_in(const std::vector<tensor>& tensors, const void* space) {
     };
 }
 
-
 // Builds one message and passes the builder to `output`. A small one is built in a zeroed
 // buffer on the stack, so that the only allocation is what `output` makes; a larger one in
 // a first segment sized for it (`bytes` estimates its content) rather than Cap'n Proto's
@@ -109,14 +106,13 @@ auto with_message(std::size_t bytes, Fill&& fill, Output&& output) {
     return output(builder);
 }
 
-
 template <class Fill>
 frame build(std::size_t bytes, Fill&& fill) {
-    return build_with(bytes, {}, [&](capnp::MessageBuilder& builder) {
-               fill(builder.initRoot<schema::Envelope>());
-           }).head;
+    return build_with(
+               bytes, {},
+               [&](capnp::MessageBuilder& builder) { fill(builder.initRoot<schema::Envelope>()); })
+        .head;
 }
-
 
 frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, const std::string& method,
                      const std::string& payload, const std::vector<tensor>& tensors,
@@ -171,7 +167,6 @@ auto locate_in(const reply_view& m) {
         return i < m.placed.size() ? m.placed[i] : std::nullopt;
     };
 }
-
 
 }  // namespace
 
@@ -269,8 +264,8 @@ gathered_frame encode_request(std::uint64_t id, std::uint64_t deadline_ns, reque
             out.pieces_.push_back(
                 iovec{const_cast<capnp::word*>(&zeros), sizeof(capnp::word) - tail});
         }
-        out.size_ += (held.size() + sizeof(capnp::word) - 1) / sizeof(capnp::word) *
-                     sizeof(capnp::word);
+        out.size_ +=
+            (held.size() + sizeof(capnp::word) - 1) / sizeof(capnp::word) * sizeof(capnp::word);
     }
     return out;
 }

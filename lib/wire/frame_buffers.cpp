@@ -1,9 +1,9 @@
 #include "frame_buffers.hpp"
 
 #include <array>
+#include <atomic>
 #include <bit>
 #include <cstring>
-#include <atomic>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -12,8 +12,8 @@ namespace torchpool::wire {
 
 namespace {
 
-constexpr unsigned smallest_class = 6;    // 64 words: 512 bytes
-constexpr unsigned largest_class = 13;    // 8192 words: 64 KiB
+constexpr unsigned smallest_class = 6;  // 64 words: 512 bytes
+constexpr unsigned largest_class = 13;  // 8192 words: 64 KiB
 constexpr std::size_t kept_per_class_bytes = std::size_t(2) << 20;
 
 // Held for one push or pop: a spin lock costs a fraction of a mutex's instructions uncontended,
@@ -36,7 +36,8 @@ private:
 class size_class final : public kj::ArrayDisposer {
 public:
     explicit size_class(std::size_t words)
-        : words_(words), most_kept_(std::max<std::size_t>(16, kept_per_class_bytes / (words * 8))) {}
+        : words_(words),
+          most_kept_(std::max<std::size_t>(16, kept_per_class_bytes / (words * 8))) {}
 
     std::size_t words() const noexcept { return words_; }
 

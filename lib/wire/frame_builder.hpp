@@ -99,12 +99,11 @@ built build_with(std::size_t bytes, std::span<const std::span<const std::byte>> 
     taken_buffer buffer(table + bytes / 8 + 16);
     std::size_t used = 0;
     {
-        in_place_builder builder(
-            kj::arrayPtr(buffer.words() + table, buffer.capacity() - table));
+        in_place_builder builder(kj::arrayPtr(buffer.words() + table, buffer.capacity() - table));
         fill(builder);
         const auto segments = builder.getSegmentsForOutput();
-        bool as_planned = segments.size() == 1 + referred.size() &&
-                          segments[0].begin() == buffer.words() + table;
+        bool as_planned =
+            segments.size() == 1 + referred.size() && segments[0].begin() == buffer.words() + table;
         for (std::size_t k = 0; as_planned && k < referred.size(); ++k) {
             as_planned = static_cast<const void*>(segments[k + 1].begin()) ==
                          static_cast<const void*>(referred[k].data());

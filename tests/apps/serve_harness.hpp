@@ -8,8 +8,8 @@
 
 #include <catch2/catch.hpp>
 
-#include <arpa/inet.h>
 #include <algorithm>
+#include <arpa/inet.h>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>

@@ -18,8 +18,8 @@
 #include <fstream>
 #include <map>
 #include <memory>
-#include <optional>
 #include <netinet/in.h>
+#include <optional>
 #include <random>
 #include <spawn.h>
 #include <sstream>
@@ -523,7 +523,8 @@ struct client_region {
         fd = ::shm_open(key.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
         REQUIRE(fd >= 0);
         REQUIRE(::ftruncate(fd, static_cast<off_t>(bytes)) == 0);
-        base = static_cast<char*>(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
+        base =
+            static_cast<char*>(::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0));
         REQUIRE(base != MAP_FAILED);
     }
     ~client_region() {
@@ -546,13 +547,13 @@ std::string infer_in_regions(const tensor& images, const std::string& in, const 
                              std::size_t out_offset, std::size_t out_size,
                              const std::string& fault = "") {
     json::object body{
-        {"inputs", json::array{json::object{
-                       {"name", "images"},
-                       {"datatype", "FP32"},
-                       {"shape", json::array{images.shape[0], 1, 28, 28}},
-                       {"parameters", json::object{{"shared_memory_region", in},
-                                                   {"shared_memory_byte_size",
-                                                    images.data.size()}}}}}},
+        {"inputs",
+         json::array{json::object{
+             {"name", "images"},
+             {"datatype", "FP32"},
+             {"shape", json::array{images.shape[0], 1, 28, 28}},
+             {"parameters", json::object{{"shared_memory_region", in},
+                                         {"shared_memory_byte_size", images.data.size()}}}}}},
         {"outputs", json::array{json::object{
                         {"name", "logits"},
                         {"parameters", json::object{{"shared_memory_region", out},

@@ -183,8 +183,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     auto parsed = parse_infer_request(rest, model, header_length, json_reading::fast_when_possible,
                                       &regions());
-    auto streamed = parse_infer_request(rest, model, header_length, json_reading::streaming_only,
-                                        &regions());
+    auto streamed =
+        parse_infer_request(rest, model, header_length, json_reading::streaming_only, &regions());
     require(parsed.index() == streamed.index(), "the fast and streaming paths disagree");
     auto* req = std::get_if<infer_request>(&parsed);
     if (!req) {

@@ -76,9 +76,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                     const std::size_t n = 1024 + byte() * 3u;
                     std::string large = bytes(n);
                     large.resize(n, 'x');
-                    req.tensors.emplace_back(dtype::uint8,
-                                             std::vector<std::int64_t>{static_cast<std::int64_t>(n)},
-                                             std::move(large));
+                    req.tensors.emplace_back(
+                        dtype::uint8, std::vector<std::int64_t>{static_cast<std::int64_t>(n)},
+                        std::move(large));
                 }
                 stream += as_string(wire::encode(req));
                 break;

@@ -320,13 +320,13 @@ TEST_CASE("results held in a worker's output memory are not its own memory for i
     params.shared_memory.worker_output_bytes = 96 * mib;
     // A cgroup, where the host allows one, gets the hard limit plus the output memory: the
     // kernel charges the result's pages to the worker that wrote them.
-    params.memory = {.soft_limit_bytes = 40 * mib, .hard_limit_bytes = 56 * mib,
-                     .sample_interval = 20ms};
+    params.memory = {
+        .soft_limit_bytes = 40 * mib, .hard_limit_bytes = 56 * mib, .sample_interval = 20ms};
     with_pool(params, events, [&](pool& p) -> asio::awaitable<void> {
         // 64 MiB written in output memory, not yet read by the host: the kernel's cheap
         // figure counts them as the worker's private pages.
-        auto [ec, held] = co_await p.async_submit(make_request("fill", "67108864 9"),
-                                                  tuple_awaitable);
+        auto [ec, held] =
+            co_await p.async_submit(make_request("fill", "67108864 9"), tuple_awaitable);
         INFO(held.diagnostics.summary);
         REQUIRE(!ec);
         REQUIRE(held.tensors.at(0).shared);
@@ -349,8 +349,8 @@ TEST_CASE("results held in a worker's output memory are not its own memory for i
         CHECK(m.private_bytes < 40 * mib);
         CHECK_THAT(r3.diagnostics.summary, Catch::Contains("MiB of tensors in shared memory"));
         const auto bytes = held.tensors[0].bytes();
-        CHECK(std::all_of(bytes.begin(), bytes.end(),
-                          [](std::byte b) { return b == std::byte{9}; }));
+        CHECK(
+            std::all_of(bytes.begin(), bytes.end(), [](std::byte b) { return b == std::byte{9}; }));
 
         // Memory of its own still counts: 48 MiB of heap is over the soft limit.
         auto [ec4, r4] = co_await p.async_submit(make_request("allocate", "48"), tuple_awaitable);

@@ -27,8 +27,8 @@ tensor bytes_tensor(std::size_t n, char fill) {
 
 TEST_CASE("a request's large tensors are written from where the caller put them",
           "[wire][frames]") {
-    request req("m", "payload", {bytes_tensor(5001, 'x'), bytes_tensor(10, 's'),
-                                 bytes_tensor(4096, 'y')});
+    request req("m", "payload",
+                {bytes_tensor(5001, 'x'), bytes_tensor(10, 's'), bytes_tensor(4096, 'y')});
     const void* caller_x = req.tensors[0].data.data();
     const void* caller_y = req.tensors[2].data.data();
     const auto f = wire::encode_request(3, 0, req);
@@ -64,7 +64,8 @@ TEST_CASE("a request's large tensors are written from where the caller put them"
 TEST_CASE("past 64 referred tensors, the rest are copied into the frame", "[wire][frames]") {
     std::vector<tensor> many;
     for (int i = 0; i < 70; ++i) {
-        many.push_back(bytes_tensor(1024 + 8 * static_cast<std::size_t>(i), static_cast<char>('a' + i % 26)));
+        many.push_back(
+            bytes_tensor(1024 + 8 * static_cast<std::size_t>(i), static_cast<char>('a' + i % 26)));
     }
     request req("m", {}, std::move(many));
     const auto f = wire::encode_request(1, 0, req);

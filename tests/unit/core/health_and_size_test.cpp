@@ -184,15 +184,18 @@ TEST_CASE("near a limit, a worker is read again with its tensor shared memory to
     std::uint64_t own = 8u << 20;
     pool_core::process_probe probe{
         // The cheap reading counts 56 MiB of results the host has not read as its own.
-        .memory = [&](int) {
-            ++cheap;
-            return std::optional<worker_memory>(worker_memory{.private_bytes = own + (56u << 20)});
-        },
-        .memory_exactly = [&](int) {
-            ++exact;
-            return std::optional<worker_memory>(
-                worker_memory{.private_bytes = own, .shared_memory_bytes = 56u << 20});
-        }};
+        .memory =
+            [&](int) {
+                ++cheap;
+                return std::optional<worker_memory>(
+                    worker_memory{.private_bytes = own + (56u << 20)});
+            },
+        .memory_exactly =
+            [&](int) {
+                ++exact;
+                return std::optional<worker_memory>(
+                    worker_memory{.private_bytes = own, .shared_memory_bytes = 56u << 20});
+            }};
     auto params = one_worker();
     params.memory = {.soft_limit_bytes = 48u << 20, .sample_interval = 100ms};
     harness h(params, std::move(probe));

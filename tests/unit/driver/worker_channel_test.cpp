@@ -80,7 +80,8 @@ TEST_CASE("frames sent through a full socket arrive whole and in order", "[drive
     for (int i = 0; i < frames; ++i) {
         const auto id = static_cast<std::uint64_t>(i);
         if (i % 2 == 0) {
-            channel.send(share_frame(wire::encode(wire::reply_msg{.id = id, .payload = payload(i)})));
+            channel.send(
+                share_frame(wire::encode(wire::reply_msg{.id = id, .payload = payload(i)})));
             continue;
         }
         std::vector<tensor> tensors;
@@ -243,8 +244,8 @@ TEST_CASE(
             }
             fds = std::move(v);
         }
-        channel.send(share_frame(wire::encode(wire::reply_msg{
-                         .id = static_cast<std::uint64_t>(i), .payload = std::string(8000, 'p')})),
+        channel.send(share_frame(wire::encode(wire::reply_msg{.id = static_cast<std::uint64_t>(i),
+                                                              .payload = std::string(8000, 'p')})),
                      std::move(fds));
     }
     // The worker's end reads as the pool's loop writes, taking descriptors with the bytes.

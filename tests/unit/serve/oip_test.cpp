@@ -1,9 +1,9 @@
 // The inference server's Open Inference Protocol: every bad input gets a specific error, and
 // good ones become exactly the tensors the model wants; and how batches are stacked and split.
-#include "images_model.hpp"
 #include "oip.hpp"
 
 #include "batcher.hpp"
+#include "images_model.hpp"
 #include "model_config.hpp"
 
 #include <boost/json.hpp>
@@ -334,8 +334,7 @@ TEST_CASE("an output's binary_data: false overrides binary_data_output: true", "
 TEST_CASE("server metadata lists the binary tensor extension, and model readiness names the model",
           "[serve]") {
     auto v = boost::json::parse(server_metadata_json()).as_object();
-    CHECK(v["extensions"].as_array() ==
-          boost::json::array{"binary_tensor_data", "classification"});
+    CHECK(v["extensions"].as_array() == boost::json::array{"binary_tensor_data", "classification"});
     CHECK(boost::json::parse(server_metadata_json(true)).at("extensions").as_array().back() ==
           "system_shared_memory");
     v = boost::json::parse(model_ready_json(images_model(), true)).as_object();

@@ -2,9 +2,10 @@
 // shared-memory objects, reading inputs from them and writing outputs into them through the
 // request parser and the response writer, and every bad registration or reference refused
 // with its reason; a region whose object shrinks under a request is a 400, not a SIGBUS.
+#include "shm_regions.hpp"
+
 #include "images_model.hpp"
 #include "oip.hpp"
-#include "shm_regions.hpp"
 
 #include <boost/json.hpp>
 
@@ -73,9 +74,9 @@ TEST_CASE("a region is registered only over an object that holds it", "[serve][s
     CHECK(regions.size() == 1);
     CHECK_THAT(regions.add("in", object.key, 0, 16).value_or(""),
                Catch::Contains("already registered"));
-    CHECK_THAT(regions.add("big", object.key, 1024, 4096).value_or(""),
-               Catch::Contains("asks for 4096 bytes at offset 1024") &&
-                   Catch::Contains("has 4096"));
+    CHECK_THAT(
+        regions.add("big", object.key, 1024, 4096).value_or(""),
+        Catch::Contains("asks for 4096 bytes at offset 1024") && Catch::Contains("has 4096"));
     CHECK_THAT(regions.add("gone", "/torchpool-no-such-object", 0, 16).value_or(""),
                Catch::Contains("cannot open the shared-memory object"));
     CHECK_THAT(regions.add("path", "/dev/../etc/passwd", 0, 16).value_or(""),
