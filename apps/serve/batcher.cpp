@@ -211,13 +211,19 @@ void batcher::flush() {
     std::vector<std::shared_ptr<item>> batch;
     std::int64_t rows = 0;
     const auto& first = waiting_.front()->inputs;
+    // A task carries one fault: requests that ask for different ones never share a batch (a
+    // crash asked for must not become another request's delay).
+    fault inject = waiting_.front()->inject;
     for (auto it = waiting_.begin(); it != waiting_.end();) {
         const auto r = rows_of((*it)->inputs);
-        if (!batch.empty() && (rows + r > static_cast<std::int64_t>(policy_.max_batch()) ||
-                               !stackable(first, (*it)->inputs))) {
+        const auto& asks = (*it)->inject;
+        if (!batch.empty() &&
+            (rows + r > static_cast<std::int64_t>(policy_.max_batch()) ||
+             !stackable(first, (*it)->inputs) || (asks && inject && asks != inject))) {
             ++it;
             continue;
         }
+        inject = inject ? inject : asks;
         rows += r;
         batch.push_back(std::move(*it));
         it = waiting_.erase(it);

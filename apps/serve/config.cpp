@@ -1,6 +1,7 @@
 #include "config.hpp"
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <charconv>
 #include <filesystem>
 
@@ -108,9 +109,18 @@ void add_http_options(CLI::App& app, server_options& opt) {
                  "or read a response before it is disconnected");
     add_duration(app, "--timeout-ms", limits.request_timeout,
                  "deadline of a request, queue wait included; past it, 504");
+    app.add_option("--http-threads", opt.http_threads,
+                   "threads that read requests, parse them and write responses, beside the one "
+                   "that supervises the pools and forms batches; 0: that thread does it all "
+                   "(default: the cores the workers leave free, at most 8)")
+        ->check(CLI::Range(0, 64));
 }
 
 }  // namespace
+
+std::size_t http_threads_for(std::size_t workers, std::size_t cores) {
+    return cores > workers ? std::min<std::size_t>(cores - workers, 8) : 0;
+}
 
 std::variant<server_options, int> parse_options(int argc, char** argv) {
     server_options opt;

@@ -27,8 +27,15 @@ struct server_options {
     std::size_t max_batch = 32;
     std::chrono::microseconds batch_delay{200};
     std::chrono::milliseconds drain_timeout{20'000};
+    /// Threads for HTTP (sessions, parsing, writing responses); 0: on the thread that
+    /// supervises the pools. Unset: the cores the workers leave free (http_threads_for).
+    std::optional<std::size_t> http_threads;
     http_limits limits;
 };
+
+/// The default number of HTTP threads: the cores `workers` (of all models) leave free, at most
+/// 8; 0 when they take every core (HTTP then shares the supervising thread).
+std::size_t http_threads_for(std::size_t workers, std::size_t cores);
 
 /// The options of `argv`, defaults filled in (the default model and worker beside this
 /// program, or those of its build). On --help or an error: the exit code, the text printed.

@@ -4,7 +4,7 @@ namespace torchpool::serve {
 
 namespace {
 
-bool bytes_arrived(boost::asio::ip::tcp::socket& s) {
+bool bytes_arrived(const boost::asio::ip::tcp::socket& s) {
     boost::system::error_code ec;
     return s.available(ec) > 0 || ec;
 }
@@ -13,15 +13,17 @@ bool bytes_arrived(boost::asio::ip::tcp::socket& s) {
 
 connection_registry::handle connection_registry::add(boost::asio::ip::tcp::socket socket) {
     waiting_.emplace_back(std::move(socket));
+    open_.fetch_add(1, std::memory_order_relaxed);
     return std::prev(waiting_.end());
 }
 
 void connection_registry::remove(handle c) {
     if (c->cut) {
-        --cut_;
+        cut_.fetch_sub(1, std::memory_order_relaxed);
     }
     auto& list = c->at == connection::stage::waiting ? waiting_ : busy_;
     list.erase(c);
+    open_.fetch_sub(1, std::memory_order_relaxed);
     if (size() == 0 && on_empty_) {
         on_empty_();
     }
@@ -33,6 +35,7 @@ void connection_registry::enter(handle c, connection::stage s, clock::time_point
     if (waits) {
         // To the back: the front is the one that has waited longest.
         waiting_.splice(waiting_.end(), was_waiting ? waiting_ : busy_, c);
+        c->waiting_since = clock::now();
     } else if (was_waiting) {
         busy_.splice(busy_.end(), waiting_, c);
     }
@@ -45,10 +48,19 @@ void connection_registry::cut(connection& c, cut_reason why) {
         return;
     }
     c.cut = true;
-    ++cut_;
-    ++cut_counts_[static_cast<std::size_t>(why)];
+    cut_.fetch_add(1, std::memory_order_relaxed);
+    cut_counts_[static_cast<std::size_t>(why)].fetch_add(1, std::memory_order_relaxed);
     boost::system::error_code ignored;
     c.socket.cancel(ignored);  // its read or write ends, and it closes
+}
+
+std::optional<connection::clock::time_point> connection_registry::longest_waiting() const {
+    for (const auto& c : waiting_) {
+        if (!c.cut && !bytes_arrived(c.socket)) {
+            return c.waiting_since;
+        }
+    }
+    return std::nullopt;
 }
 
 bool connection_registry::evict_longest_waiting() {

@@ -9,10 +9,12 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include <array>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <optional>
 
 namespace torchpool::serve {
 
@@ -33,6 +35,8 @@ struct connection {
     stage at = stage::waiting;
     bool kept_alive = false;  // has answered a request already
     clock::time_point deadline = clock::time_point::max();
+    /// When it last began to wait for a request.
+    clock::time_point waiting_since = clock::now();
     /// Cut by the server (past its deadline, evicted, or the drain): its operation in progress
     /// was cancelled, and the connection closes.
     bool cut = false;
@@ -41,6 +45,8 @@ struct connection {
 /// Why the server closed a connection before its client did.
 enum class cut_reason { deadline, evicted, drain };
 
+/// One thread's connections: used from that thread only, except the figures (size, live,
+/// cuts), which any thread may read.
 class connection_registry {
 public:
     using handle = std::list<connection>::iterator;
@@ -55,13 +61,16 @@ public:
     void enter(handle c, connection::stage s, clock::time_point deadline);
 
     /// Connections open, and those open and not cut.
-    std::size_t size() const noexcept { return waiting_.size() + busy_.size(); }
-    std::size_t live() const noexcept { return size() - cut_; }
+    std::size_t size() const noexcept { return open_.load(std::memory_order_relaxed); }
+    std::size_t live() const noexcept { return size() - cut_.load(std::memory_order_relaxed); }
     /// Connections cut for `why` since the start.
     std::uint64_t cuts(cut_reason why) const noexcept {
-        return cut_counts_[static_cast<std::size_t>(why)];
+        return cut_counts_[static_cast<std::size_t>(why)].load(std::memory_order_relaxed);
     }
 
+    /// Since when the connection that has waited longest for a request (with no byte of one
+    /// arrived) has waited; nullopt if none is waiting.
+    std::optional<clock::time_point> longest_waiting() const;
     /// Cuts the connection that has waited longest for a request (unless bytes of one have
     /// arrived already); false if none is waiting.
     bool evict_longest_waiting();
@@ -79,8 +88,10 @@ private:
     // connection moves between them with splice, which keeps its handle valid.
     std::list<connection> waiting_;
     std::list<connection> busy_;
-    std::size_t cut_ = 0;
-    std::array<std::uint64_t, 3> cut_counts_{};
+    // Written by the owning thread only; atomic for the readers of the figures.
+    std::atomic<std::size_t> open_{0};
+    std::atomic<std::size_t> cut_{0};
+    std::array<std::atomic<std::uint64_t>, 3> cut_counts_{};
     std::function<void()> on_empty_;
 };
 

@@ -3,6 +3,7 @@
 #include "http_rules.hpp"
 #include "oip.hpp"
 
+#include <boost/asio/co_spawn.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 namespace torchpool::serve {
@@ -31,7 +32,10 @@ asio::awaitable<reply> endpoints::answer(http_request req, asio::ip::tcp::socket
         case endpoint::server_ready:
             co_return server_ready();
         case endpoint::metrics:
-            co_return metrics();
+            // The pools' stats are read where the pools run.
+            co_return co_await asio::co_spawn(
+                supervisor_, [this]() -> asio::awaitable<reply> { co_return metrics(); },
+                asio::use_awaitable);
         case endpoint::shm_status:
             co_return shm_status(path);
         case endpoint::shm_register:

@@ -10,11 +10,13 @@
 #include "served_model.hpp"
 #include "shm_regions.hpp"
 
+#include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
+#include <atomic>
 #include <variant>
 #include <vector>
 
@@ -22,10 +24,14 @@ namespace torchpool::serve {
 
 using http_request = boost::beast::http::request<boost::beast::http::string_body>;
 
+/// Called by the sessions of every HTTP thread at once. What only the supervising executor
+/// may touch (the batchers, the pools' stats) runs there: `supervisor`, the executor of the
+/// models' pools.
 class endpoints {
 public:
-    endpoints(std::vector<served_model>& models, server_metrics& metrics, const http_limits& limits)
-        : models_(models), metrics_(metrics), limits_(limits) {}
+    endpoints(std::vector<served_model>& models, server_metrics& metrics, const http_limits& limits,
+              boost::asio::any_io_executor supervisor)
+        : models_(models), metrics_(metrics), limits_(limits), supervisor_(std::move(supervisor)) {}
 
     /// The answer to `req` (HEAD is answered as GET; the session writes the head only).
     /// `client`: its connection, watched while an inference runs (a client that goes away
@@ -39,7 +45,7 @@ private:
     reply server_metadata() const;
     reply server_live() const;
     reply server_ready() const;
-    reply metrics() const;
+    reply metrics() const;  // on the supervising executor
     reply model_metadata(const served_model& m) const;
     reply model_ready(const served_model& m) const;
     // Triton's system shared-memory extension (shm_endpoints.cpp).
@@ -55,8 +61,9 @@ private:
     std::vector<served_model>& models_;
     server_metrics& metrics_;
     const http_limits& limits_;
+    boost::asio::any_io_executor supervisor_;
     shm_regions regions_;  // registered by clients, named by their infer requests
-    bool draining_ = false;
+    std::atomic<bool> draining_{false};
 };
 
 }  // namespace torchpool::serve

@@ -6,6 +6,8 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <cerrno>
@@ -102,9 +104,23 @@ asio::awaitable<reply> endpoints::infer(served_model& model, http_request req,
     } else {
         const auto watch = std::make_shared<client_watch>(client);
         watch->arm();
-        auto result = co_await model.batches->async_infer(
-            std::move(request.inputs), request.inject,
-            asio::bind_cancellation_slot(watch->gone.slot(), asio::use_awaitable));
+        // The batcher runs where the pool does; the request was parsed here, on this
+        // connection's thread, and its answer is written here.
+        batch_result result;
+        if (co_await asio::this_coro::executor == supervisor_) {
+            result = co_await model.batches->async_infer(
+                std::move(request.inputs), request.inject,
+                asio::bind_cancellation_slot(watch->gone.slot(), asio::use_awaitable));
+        } else {
+            auto run = [batches = model.batches.get(),
+                        &request]() -> asio::awaitable<batch_result> {
+                co_return co_await batches->async_infer(std::move(request.inputs), request.inject,
+                                                        asio::use_awaitable);
+            };
+            result = co_await asio::co_spawn(
+                supervisor_, std::move(run),
+                asio::bind_cancellation_slot(watch->gone.slot(), asio::use_awaitable));
+        }
         watch->stop();
         if (watch->client_left) {
             r = reply{client_closed_request, {}};

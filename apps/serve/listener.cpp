@@ -1,21 +1,18 @@
 #include "listener.hpp"
 
-#include "session.hpp"
-
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
+#include <string>
 
 namespace torchpool::serve {
 
 namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
-using clock = connection::clock;
 
 namespace {
 
@@ -30,28 +27,89 @@ bool out_of_room(const boost::system::error_code& ec) {
            ec == boost::system::errc::not_enough_memory;
 }
 
+// The threads' names, as top -H and perf show them (at most 15 characters).
+const char* thread_name(std::size_t i) {
+    static const std::vector<std::string> names = [] {
+        std::vector<std::string> n;
+        for (std::size_t k = 0; k < 64; ++k) {
+            n.push_back("tp-serve-http" + std::to_string(k));
+        }
+        return n;
+    }();
+    return names[std::min<std::size_t>(i, names.size() - 1)].c_str();
+}
+
 }  // namespace
 
 listener::listener(tcp::acceptor& acceptor, endpoints& app, server_metrics& metrics,
-                   const http_limits& limits)
-    : acceptor_(acceptor),
-      app_(app),
-      metrics_(metrics),
-      limits_(limits),
-      deadline_timer_(acceptor.get_executor()),
-      accept_pause_(acceptor.get_executor()) {
-    registry_.on_empty([this] { connections_gone(); });
-    metrics_.connections_from([this] {
-        return connection_figures{.open = registry_.size(),
-                                  .past_deadline = registry_.cuts(cut_reason::deadline),
-                                  .evicted = registry_.cuts(cut_reason::evicted),
-                                  .drained = registry_.cuts(cut_reason::drain)};
+                   const http_limits& limits, std::size_t threads)
+    : acceptor_(acceptor), app_(app), limits_(limits), accept_pause_(acceptor.get_executor()) {
+    const http_shard::shared common{app, metrics, limits};
+    if (threads == 0) {
+        shards_.push_back(std::make_unique<http_shard>(common, acceptor.get_executor()));
+    }
+    for (std::size_t i = 0; i < threads; ++i) {
+        shards_.push_back(std::make_unique<http_shard>(common, thread_name(i)));
+        shards_.back()->start();
+    }
+    shards_running_ = shards_.size();
+    metrics.connections_from([this] {
+        connection_figures f;
+        for (const auto& s : shards_) {
+            const auto& r = s->registry();
+            f.open += r.size();
+            f.past_deadline += r.cuts(cut_reason::deadline);
+            f.evicted += r.cuts(cut_reason::evicted);
+            f.drained += r.cuts(cut_reason::drain);
+        }
+        return f;
     });
+}
+
+std::size_t listener::connections() const noexcept {
+    std::size_t n = 0;
+    for (const auto& s : shards_) {
+        n += s->registry().size();
+    }
+    return n;
+}
+
+http_shard& listener::least_busy() {
+    return **std::min_element(shards_.begin(), shards_.end(), [](const auto& a, const auto& b) {
+        return a->registry().size() < b->registry().size();
+    });
+}
+
+asio::awaitable<bool> listener::evict_one() {
+    // The connection that has waited longest on any shard: each shard is asked on its own
+    // thread (near the cap only, so a round trip per shard is cheap enough).
+    using when = std::optional<connection::clock::time_point>;
+    http_shard* oldest = nullptr;
+    when since;
+    for (auto& s : shards_) {
+        auto* shard = s.get();
+        const when w = co_await asio::co_spawn(
+            shard->executor(),
+            [shard]() -> asio::awaitable<when> { co_return shard->longest_waiting(); },
+            asio::use_awaitable);
+        if (w && (!since || *w < *since)) {
+            since = w;
+            oldest = shard;
+        }
+    }
+    if (!oldest) {
+        co_return false;
+    }
+    co_return co_await asio::co_spawn(
+        oldest->executor(),
+        [oldest]() -> asio::awaitable<bool> { co_return oldest->evict_longest_waiting(); },
+        asio::use_awaitable);
 }
 
 asio::awaitable<void> listener::run() {
     while (!stopping_) {
-        auto [ec, socket] = co_await acceptor_.async_accept(as_tuple);
+        auto& shard = least_busy();
+        auto [ec, socket] = co_await acceptor_.async_accept(shard.executor(), as_tuple);
         if (stopping_ || ec == asio::error::operation_aborted) {
             break;
         }
@@ -59,7 +117,7 @@ asio::awaitable<void> listener::run() {
             // The connection stays in the backlog. Room is made by closing the connection that
             // has waited longest for a request; failing that, accepting pauses a moment
             // rather than spinning on the same error.
-            if (!registry_.evict_longest_waiting()) {
+            if (!co_await evict_one()) {
                 std::fprintf(stderr,
                              "torchpool-serve: cannot accept a connection: %s; pausing accepts "
                              "for 50 ms\n",
@@ -69,44 +127,28 @@ asio::awaitable<void> listener::run() {
             }
             continue;
         }
-        if (!ec) {
-            admit(std::move(socket));
+        if (ec) {
+            continue;
         }
+        // Near the cap (the last sixteenth), the connection that has waited longest for a
+        // request makes room: an idle keep-alive connection costs its client a reconnect at
+        // most.
+        const auto cap = limits_.max_connections;
+        std::size_t live = in_transit_.load();
+        for (const auto& s : shards_) {
+            live += s->registry().live();
+        }
+        if (live >= cap - cap / 16 && co_await evict_one()) {
+            --live;
+        }
+        const bool over_limit = live >= cap;
+        // Counted until its shard has it, so that the next accept sees it.
+        in_transit_.fetch_add(1);
+        asio::post(shard.executor(), [this, &shard, s = std::move(socket), over_limit]() mutable {
+            shard.admit(std::move(s), over_limit);
+            in_transit_.fetch_sub(1);
+        });
     }
-}
-
-void listener::admit(tcp::socket socket) {
-    // Responses go out at once: with Nagle's algorithm a response written in two segments
-    // waits for the client's delayed acknowledgement of the first (up to 40 ms).
-    boost::system::error_code ignored;
-    socket.set_option(tcp::no_delay(true), ignored);
-    // Near the cap (the last sixteenth), the connection that has waited longest for a request
-    // makes room: an idle keep-alive connection costs its client a reconnect at most.
-    const auto cap = limits_.max_connections;
-    if (registry_.live() >= cap - cap / 16) {
-        registry_.evict_longest_waiting();
-    }
-    const bool over_limit = registry_.live() >= cap;
-    const auto self = registry_.add(std::move(socket));
-    if (!enforcing_) {
-        enforcing_ = true;
-        asio::co_spawn(acceptor_.get_executor(), enforce_deadlines(), asio::detached);
-    }
-    const session_context context{limits_, app_, metrics_, registry_, dates_, stopping_};
-    asio::co_spawn(acceptor_.get_executor(), serve_connection(self, context, over_limit),
-                   asio::detached);
-}
-
-asio::awaitable<void> listener::enforce_deadlines() {
-    using namespace std::chrono_literals;
-    const auto shortest = std::min(limits_.header_timeout, limits_.idle_timeout);
-    const auto period = std::clamp<clock::duration>(shortest / 8, 1ms, 250ms);
-    while (registry_.size() > 0) {
-        deadline_timer_.expires_after(period);
-        co_await deadline_timer_.async_wait(as_tuple);
-        registry_.cut_overdue(clock::now());
-    }
-    enforcing_ = false;
 }
 
 void listener::stop() {
@@ -118,9 +160,17 @@ void listener::stop() {
     boost::system::error_code ignored;
     acceptor_.close(ignored);
     accept_pause_.cancel();
-    registry_.cut_waiting();  // their read ends; a busy one closes after its response
-    if (registry_.size() == 0) {
-        connections_gone();
+    for (auto& s : shards_) {
+        asio::post(s->executor(), [this, shard = s.get()] {
+            shard->stop(
+                [this] { asio::post(acceptor_.get_executor(), [this] { shard_drained(); }); });
+        });
+    }
+}
+
+void listener::close_all() {
+    for (auto& s : shards_) {
+        asio::post(s->executor(), [shard = s.get()] { shard->close_all(); });
     }
 }
 
@@ -128,9 +178,8 @@ void listener::when_drained(std::function<void()> f) {
     drained_ = std::move(f);
 }
 
-void listener::connections_gone() {
-    deadline_timer_.cancel();  // nothing to watch: its loop ends now
-    if (stopping_ && drained_) {
+void listener::shard_drained() {
+    if (--shards_running_ == 0 && drained_) {
         std::exchange(drained_, {})();
     }
 }

@@ -1,6 +1,7 @@
 // torchpool-serve: an inference server over torchpool pools of LibTorch workers, speaking the
-// Open Inference Protocol (KServe v2 REST). Everything runs on one io_context thread: HTTP
-// sessions, the pools, their workers' channels and exits, and the timers.
+// Open Inference Protocol (KServe v2 REST). One thread (main's io_context) supervises: the
+// pools, their workers' channels and exits, the batchers and the timers. HTTP sessions run on
+// --http-threads threads of their own, or on that one thread with 0.
 //
 // main: parse the options, build the models and the server, run.
 #include "config.hpp"
@@ -15,9 +16,11 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <optional>
 #include <string>
+#include <thread>
 
 namespace asio = boost::asio;
 using namespace torchpool;
@@ -94,18 +97,22 @@ int main(int argc, char** argv) {
         m.batches->on_send(
             [&metrics, name = m.config.name](std::size_t rows) { metrics.batch_sent(name, rows); });
     }
-    endpoints app(models, metrics, opt.limits);
-    listener http(*acceptor, app, metrics, opt.limits);
-    drain on_term(io.get_executor(), http, models, opt.drain_timeout);
-    for (auto& m : models) {
-        m.workers->async_run(asio::detached);
-    }
     std::size_t workers = 0;
     for (const auto& m : models) {
         workers += m.workers->health().workers;
     }
-    std::printf("starting %zu workers; requests are accepted on port %u already\n", workers,
-                static_cast<unsigned>(acceptor->local_endpoint().port()));
+    const auto http_threads = opt.http_threads.value_or(
+        http_threads_for(workers, std::max(1u, std::thread::hardware_concurrency())));
+    endpoints app(models, metrics, opt.limits, io.get_executor());
+    listener http(*acceptor, app, metrics, opt.limits, http_threads);
+    drain on_term(io.get_executor(), http, models, opt.drain_timeout);
+    for (auto& m : models) {
+        m.workers->async_run(asio::detached);
+    }
+    std::printf("starting %zu workers; requests are accepted on port %u already (HTTP on %s)\n",
+                workers, static_cast<unsigned>(acceptor->local_endpoint().port()),
+                http_threads == 0 ? "the supervising thread"
+                                  : (std::to_string(http_threads) + " threads of its own").c_str());
     std::fflush(stdout);
     asio::co_spawn(io, http.run(), asio::detached);
     on_term.on_signals();

@@ -118,6 +118,7 @@ server_metrics::per_model* server_metrics::find(const std::string& model) {
 
 prom::Counter& server_metrics::counter(std::vector<std::pair<unsigned, prom::Counter*>>& by_status,
                                        const std::string& model, unsigned status) {
+    const std::lock_guard lock(counters_mutex_);  // HTTP threads answer concurrently
     auto known = std::find_if(by_status.begin(), by_status.end(),
                               [&](const auto& s) { return s.first == status; });
     if (known == by_status.end()) {

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <prometheus/counter.h>
 #include <prometheus/family.h>
 #include <prometheus/histogram.h>
@@ -38,6 +39,7 @@ struct connection_figures {
     std::uint64_t drained = 0;
 };
 
+/// Thread-safe, except scrape(), which reads the pools' stats: call it on their executor.
 class server_metrics {
 public:
     explicit server_metrics(std::vector<metrics_source> models);
@@ -69,7 +71,7 @@ private:
         std::vector<std::pair<unsigned, prometheus::Counter*>> by_status;
     };
     per_model* find(const std::string& model);
-    // The counter of `status` in `by_status`, found once.
+    // The counter of `status` in `by_status`, found once (under counters_mutex_).
     prometheus::Counter& counter(std::vector<std::pair<unsigned, prometheus::Counter*>>& by_status,
                                  const std::string& model, unsigned status);
 
@@ -80,6 +82,7 @@ private:
     std::vector<per_model> models_;
     std::vector<std::pair<unsigned, prometheus::Counter*>> other_by_status_;  // model=""
     std::function<connection_figures()> connections_;
+    std::mutex counters_mutex_;
 };
 
 }  // namespace torchpool::serve

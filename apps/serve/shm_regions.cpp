@@ -96,6 +96,7 @@ std::optional<std::string> shm_regions::add(std::string_view name, std::string_v
     if (name.empty() || name.size() > 128) {
         return std::string("a region's name must have 1 to 128 characters");
     }
+    const std::lock_guard lock(mutex_);
     if (regions_.find(name) != regions_.end()) {
         return "shared-memory region " + quoted(name) +
                " is already registered; unregister it first";
@@ -139,6 +140,7 @@ std::optional<std::string> shm_regions::add(std::string_view name, std::string_v
 }
 
 bool shm_regions::remove(std::string_view name) {
+    const std::lock_guard lock(mutex_);
     const auto it = regions_.find(name);
     if (it == regions_.end()) {
         return false;
@@ -148,17 +150,29 @@ bool shm_regions::remove(std::string_view name) {
 }
 
 std::shared_ptr<const shm_region> shm_regions::find(std::string_view name) const {
+    const std::lock_guard lock(mutex_);
     const auto it = regions_.find(name);
     return it == regions_.end() ? nullptr : it->second;
 }
 
 std::vector<std::shared_ptr<const shm_region>> shm_regions::list() const {
+    const std::lock_guard lock(mutex_);
     std::vector<std::shared_ptr<const shm_region>> out;
     out.reserve(regions_.size());
     for (const auto& [name, region] : regions_) {
         out.push_back(region);
     }
     return out;
+}
+
+void shm_regions::clear() {
+    const std::lock_guard lock(mutex_);
+    regions_.clear();
+}
+
+std::size_t shm_regions::size() const {
+    const std::lock_guard lock(mutex_);
+    return regions_.size();
 }
 
 }  // namespace torchpool::serve

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -69,7 +70,8 @@ struct region_bytes {
     std::uint64_t byte_size = 0;
 };
 
-/// The registered regions, by name.
+/// The registered regions, by name. Thread-safe: HTTP threads register, unregister and look
+/// up regions concurrently.
 class shm_regions {
 public:
     /// Most regions registered at once: each holds a descriptor.
@@ -82,14 +84,15 @@ public:
     /// Forgets region `name` (requests that hold it finish with it); false if there is none.
     bool remove(std::string_view name);
     /// Forgets every region.
-    void clear() noexcept { regions_.clear(); }
+    void clear();
     /// The region `name`, or null.
     std::shared_ptr<const shm_region> find(std::string_view name) const;
     /// The regions, in name order.
     std::vector<std::shared_ptr<const shm_region>> list() const;
-    std::size_t size() const noexcept { return regions_.size(); }
+    std::size_t size() const;
 
 private:
+    mutable std::mutex mutex_;
     std::map<std::string, std::shared_ptr<const shm_region>, std::less<>> regions_;
 };
 

@@ -53,6 +53,11 @@ public:
         if (std::find(args.begin(), args.end(), "--workers") == args.end()) {
             all.insert(all.end(), {"--workers", "2"});  // unless the test says how many
         }
+        if (std::find(args.begin(), args.end(), "--http-threads") == args.end()) {
+            // HTTP on threads of its own, beside the supervising one (the default leaves it
+            // on that thread when the workers take every core, as on a 2-core machine).
+            all.insert(all.end(), {"--http-threads", "2"});
+        }
         all.insert(all.end(), args.begin(), args.end());
         std::vector<char*> argv;
         for (auto& a : all) {

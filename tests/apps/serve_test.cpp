@@ -261,10 +261,31 @@ private:
 
 }  // namespace
 
+namespace {
+
+// The names of the threads of process `pid` that serve HTTP.
+std::size_t http_threads_of(pid_t pid) {
+    std::size_t n = 0;
+    for (const auto& task :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+        std::ifstream comm(task.path() / "comm");
+        std::string name;
+        std::getline(comm, name);
+        n += name.rfind("tp-serve-http", 0) == 0;
+    }
+    return n;
+}
+
+}  // namespace
+
 TEST_CASE("concurrent requests are batched, and each gets its own rows back", "[serve][e2e]") {
+    // HTTP on the supervising thread, or on threads of its own: requests that arrive on
+    // different threads join the same batch.
+    const std::string threads = GENERATE("0", "3");
     // Room for more than the eight (a full batch would go at once).
-    server_process server(
-        {"--max-batch", "16", "--batch-delay-us", "60000000", "--fault-injection"});
+    server_process server({"--max-batch", "16", "--batch-delay-us", "60000000", "--fault-injection",
+                           "--http-threads", threads});
+    CHECK(http_threads_of(server.pid()) == std::stoul(threads));
     const tensor images = test::fashion_test_images(8);
     const std::size_t bytes = images.data.size() / 8;
     busy_workers busy(server);
@@ -630,6 +651,8 @@ TEST_CASE("tensors through shared-memory regions (Triton's extension): no bytes 
         hang["parameters"] = json::object{{"torchpool_fault", "hang"}};
         std::optional<connection> holder(std::in_place, server.port());
         holder->send("POST", "/v2/models/fashion/infer", json::serialize(hang));
+        // Its request runs before the next is sent (HTTP threads parse requests in parallel).
+        REQUIRE(metrics_show(server, R"(torchpool_workers{model="fashion",state="busy"} 1)"));
         connection waiting(server.port());
         std::memset(io.base + 32 * 1024, 0, 160);
         waiting.send("POST", "/v2/models/fashion/infer",

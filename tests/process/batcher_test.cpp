@@ -144,3 +144,35 @@ TEST_CASE("requests of 0 rows behind a busy worker each run alone and get the mo
         }
     });
 }
+
+TEST_CASE("requests asking for different faults never share a batch: each gets its own",
+          "[serve][batcher]") {
+    // A delay and a crash once shared a batch, which took the first fault: the request that
+    // asked for a crash was answered as if it had not.
+    with_pool(hangable_worker(), [](pool& p) -> asio::awaitable<void> {
+        serve::batcher batches(p, up_to_8_rows());
+        result_slots<5> results;
+        const auto keep = [&](std::size_t i) { return results.keep(i); };
+        asio::cancellation_signal cancel_hang;
+        batches.async_infer(one_row(0), fault::hang(),
+                            asio::bind_cancellation_slot(cancel_hang.slot(), keep(0)));
+        batches.async_infer(one_row(1), fault::delay(1ms), keep(1));
+        batches.async_infer(one_row(2), fault::crash(), keep(2));
+        batches.async_infer(one_row(3), {}, keep(3));
+        batches.async_infer(one_row(4), fault::delay(1ms), keep(4));
+        CHECK(batches.waiting() == 4);
+        cancel_hang.emit(asio::cancellation_type::terminal);
+        REQUIRE(co_await until([&] {
+            return std::all_of(results.begin(), results.end(),
+                               [](auto& r) { return r.has_value(); });
+        }));
+        // The delays shared a batch with the request that asked for none; the crash ran apart
+        // (a batch of its own, then alone once its worker died) and failed.
+        for (std::size_t i : {1, 3, 4}) {
+            INFO("request " << i << ": " << results[i]->why);
+            CHECK(!results[i]->error);
+            CHECK(results[i]->batch_rows == 3u);
+        }
+        CHECK(results[2]->error == errc::worker_died);
+    });
+}

@@ -2,6 +2,7 @@
 // tests can provoke every failure for real.
 //
 // Start-up options:
+//   --model PATH         ignored (torchpool-serve passes its model's path)
 //   --slow-start MS      wait MS milliseconds before saying hello
 //   --busy-start MS      compute for MS milliseconds of CPU time before saying hello
 //   --exit-at-start N    write a line to stderr and exit with code N before saying hello
@@ -185,6 +186,8 @@ int main(int argc, char** argv) {
                 std::fprintf(stderr, "fake_worker: cannot start while %s exists\n", argv[i]);
                 return 3;
             }
+        } else if (arg == "--model" && i + 1 < argc) {
+            ++i;  // torchpool-serve names its model; this worker has none (its echo serves)
         } else if (arg == "--never-ready") {
             block_forever();
         } else if (arg == "--fail-start-hook") {
