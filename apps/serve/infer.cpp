@@ -6,7 +6,8 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -81,6 +82,49 @@ std::optional<std::size_t> json_header_length(const http_request& req) {
     return bytes;
 }
 
+// batcher::async_infer for a caller on another executor (an HTTP thread): it runs on
+// `supervisor`, where the batcher lives, and completes on the caller's executor. Cancellation
+// crosses too: the caller's slot posts the emission to the supervisor, onto a signal that both
+// ends share, so an emission that races with the completion finds no handler there rather
+// than freed memory. (Boost 1.81's co_spawn forwards cancellation by posting a raw pointer to
+// a signal that its completion destroys: under load, clients that left crashed this server.)
+template <class Token>
+auto async_infer_on(asio::any_io_executor supervisor, batcher& batches, std::vector<tensor> inputs,
+                    fault inject, Token&& token) {
+    return asio::async_initiate<Token, void(batch_result)>(
+        [supervisor, &batches](auto handler, std::vector<tensor> in, fault f) {
+            struct shared_signal {
+                asio::cancellation_signal signal;
+            };
+            auto cancel = std::make_shared<shared_signal>();
+            if (auto slot = asio::get_associated_cancellation_slot(handler); slot.is_connected()) {
+                slot.assign([cancel, supervisor](asio::cancellation_type type) {
+                    asio::post(supervisor, [cancel, type] { cancel->signal.emit(type); });
+                });
+            }
+            // The caller's executor has work outstanding until the answer is back.
+            auto home = asio::make_work_guard(asio::get_associated_executor(handler));
+            auto done = [cancel, home = std::move(home),
+                         handler = std::move(handler)](batch_result r) mutable {
+                asio::post(home.get_executor(),
+                           [handler = std::move(handler), r = std::move(r)]() mutable {
+                               if (auto slot = asio::get_associated_cancellation_slot(handler);
+                                   slot.is_connected()) {
+                                   slot.clear();
+                               }
+                               std::move(handler)(std::move(r));
+                           });
+            };
+            asio::post(supervisor,
+                       [&batches, cancel, in = std::move(in), f, done = std::move(done)]() mutable {
+                           batches.async_infer(std::move(in), f,
+                                               asio::bind_cancellation_slot(cancel->signal.slot(),
+                                                                            std::move(done)));
+                       });
+        },
+        token, std::move(inputs), inject);
+}
+
 reply refusal(const http_error& problem) {
     return {static_cast<http::status>(problem.status), error_json(problem.message)};
 }
@@ -112,13 +156,8 @@ asio::awaitable<reply> endpoints::infer(served_model& model, http_request req,
                 std::move(request.inputs), request.inject,
                 asio::bind_cancellation_slot(watch->gone.slot(), asio::use_awaitable));
         } else {
-            auto run = [batches = model.batches.get(),
-                        &request]() -> asio::awaitable<batch_result> {
-                co_return co_await batches->async_infer(std::move(request.inputs), request.inject,
-                                                        asio::use_awaitable);
-            };
-            result = co_await asio::co_spawn(
-                supervisor_, std::move(run),
+            result = co_await async_infer_on(
+                supervisor_, *model.batches, std::move(request.inputs), request.inject,
                 asio::bind_cancellation_slot(watch->gone.slot(), asio::use_awaitable));
         }
         watch->stop();
