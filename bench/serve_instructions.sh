@@ -7,6 +7,7 @@
 # Batching is off (--max-batch 1), so each request is one pool task, whatever the timing
 # under valgrind. The floor is counted the same way: torchpool-bench-http-floor, an HTTP
 # server of the same design with no model and no pool, answering the server's own responses.
+# Then the server with HTTP on a thread of its own (--http-threads 1), counted per thread.
 #
 # Usage: bench/serve_instructions.sh [BUILD_DIR] [N]   (default: build/release 2000)
 set -euo pipefail
@@ -72,7 +73,34 @@ floor_count json "$json_body"
 floor_json=$floor_total
 floor_count binary "$work/binary.body" --header-length "$header_length"
 floor_binary=$floor_total
+# The same requests with HTTP on a thread of its own (--http-threads 1), counted per thread:
+# what the supervising thread (pools, batcher) and the HTTP thread (sessions, parsing,
+# responses) each pay for a request.
+per_thread() {  # FORMAT CLIENT_ARGS...: prints "main M http H" per request
+    local format=$1
+    shift
+    callgrind_control -z "$server_pid" >/dev/null 2>&1
+    "$client" "$url" "$@" --connections 8 --requests "$n" >"$work/client.out"
+    grep -q "non-200 0 broken 0" "$work/client.out" || { cat "$work/client.out" >&2; exit 1; }
+    callgrind_control -d "$format" "$server_pid" >/dev/null 2>&1
+    local main http
+    main=$(sed -n 's/^totals: *//p; s/^summary: *//p' "$(ls -t "$work"/threads.*-01 | head -1)" | head -1)
+    http=$(sed -n 's/^totals: *//p; s/^summary: *//p' "$(ls -t "$work"/threads.*-02 | head -1)" | head -1)
+    echo "supervising thread $((main / n)), HTTP thread $((http / n))"
+}
+start_server "$work/threads.out" 120 \
+    valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$work/threads.%p" \
+    "$serve" --port 0 --max-batch 1 --http-threads 1
+threads_json=$(per_thread json "$json_body")
+threads_binary=$(per_thread binary "$work/binary.body" --header-length "$header_length")
+kill -TERM "$server_pid"
+wait "$server_pid" 2>/dev/null || true
+server_pid=
+
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1fx", a / b }'; }
 echo "instructions per infer request (one image, batching off, $n requests each):"
 echo "  JSON:   server $((json / n)), floor $((floor_json / n)): $(ratio "$json" "$floor_json") the floor"
 echo "  binary: server $((binary / n)), floor $((floor_binary / n)): $(ratio "$binary" "$floor_binary") the floor"
+echo "with --http-threads 1, per request:"
+echo "  JSON:   $threads_json"
+echo "  binary: $threads_binary"
