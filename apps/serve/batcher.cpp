@@ -266,12 +266,14 @@ void batcher::run_alone(std::shared_ptr<item> one) {
         std::move(req),
         asio::bind_cancellation_slot(one->cancel_task.slot(),
                                      [this, one, rows](boost::system::error_code ec, response r) {
+                                         // The worker is free: what waits goes to it first,
+                                         // before the answer is written (see run_batch).
+                                         task_done();
                                          if (ec) {
                                              finish(*one, failed(ec, r, rows));
                                          } else {
                                              finish(*one, {{}, std::move(r.tensors), {}, rows});
                                          }
-                                         task_done();
                                      }));
 }
 
@@ -308,6 +310,10 @@ void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
             task_done();
             return;
         }
+        // A worker is free: what waits goes now, before the answers. Finishing a request
+        // resumes its session, which encodes and writes its response on this thread, and a
+        // batch's worth of them kept the worker idle for as long.
+        task_done();
         auto parts = ec ? std::vector<std::vector<tensor>>{} : split(r.tensors, rows);
         for (std::size_t i = 0; i < batch.size(); ++i) {
             auto& it = *batch[i];
@@ -327,7 +333,6 @@ void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
                 finish(it, batch_result{{}, std::move(parts[i]), {}, total});
             }
         }
-        task_done();  // a worker is free: what waits goes now
     });
 }
 
