@@ -38,13 +38,17 @@ curl -s -o "$work/json.response" -H "Content-Type: application/json" --data-bina
 curl -s -o "$work/binary.response" -H "Content-Type: application/octet-stream" \
     -H "Inference-Header-Content-Length: $header_length" --data-binary "@$work/binary.body" "$url"
 
-count() {  # FORMAT CLIENT_ARGS...: instructions for N requests
+measure() {  # FORMAT CLIENT_ARGS...: zeroes the counters, sends N requests, dumps the counts
     local format=$1
     shift
     callgrind_control -z "$server_pid" >/dev/null 2>&1
     "$client" "$url" "$@" --connections 8 --requests "$n" >"$work/client.out"
     grep -q "non-200 0 broken 0" "$work/client.out" || { cat "$work/client.out" >&2; exit 1; }
     callgrind_control -d "$format" "$server_pid" >/dev/null 2>&1
+}
+
+count() {  # FORMAT CLIENT_ARGS...: instructions for N requests
+    measure "$@"
     local dump
     dump=$(ls -t "$work"/serve.* "$work"/floor-* 2>/dev/null | grep -v '\.out$' | head -1)
     sed -n 's/^summary: *//p; s/^totals: *//p' "$dump" | head -1
@@ -76,13 +80,8 @@ floor_binary=$floor_total
 # The same requests with HTTP on a thread of its own (--http-threads 1), counted per thread:
 # what the supervising thread (pools, batcher) and the HTTP thread (sessions, parsing,
 # responses) each pay for a request.
-per_thread() {  # FORMAT CLIENT_ARGS...: prints "main M http H" per request
-    local format=$1
-    shift
-    callgrind_control -z "$server_pid" >/dev/null 2>&1
-    "$client" "$url" "$@" --connections 8 --requests "$n" >"$work/client.out"
-    grep -q "non-200 0 broken 0" "$work/client.out" || { cat "$work/client.out" >&2; exit 1; }
-    callgrind_control -d "$format" "$server_pid" >/dev/null 2>&1
+per_thread() {  # FORMAT CLIENT_ARGS...: the instructions of each thread per request
+    measure "$@"
     local main http
     main=$(sed -n 's/^totals: *//p; s/^summary: *//p' "$(ls -t "$work"/threads.*-01 | head -1)" | head -1)
     http=$(sed -n 's/^totals: *//p; s/^summary: *//p' "$(ls -t "$work"/threads.*-02 | head -1)" | head -1)

@@ -59,7 +59,18 @@ struct result_slots : std::array<std::optional<serve::batch_result>, N> {
     auto keep(std::size_t i) {
         return [this, i](serve::batch_result r) { (*this)[i] = std::move(r); };
     }
+    /// Every request has its result.
+    bool all() const {
+        return std::all_of(this->begin(), this->end(), [](auto& r) { return r.has_value(); });
+    }
 };
+
+// The only worker hangs in request 0 (alone: the worker was free) until `cancel` is emitted.
+template <class Handler>
+void hang_the_worker(serve::batcher& batches, asio::cancellation_signal& cancel, Handler h) {
+    batches.async_infer(one_row(0), fault::hang(),
+                        asio::bind_cancellation_slot(cancel.slot(), std::move(h)));
+}
 
 }  // namespace
 
@@ -69,10 +80,8 @@ TEST_CASE("while every worker is busy, one batch waits behind it and the rest ke
         serve::batcher batches(p, up_to_8_rows());
         result_slots<6> results;
         const auto keep = [&](std::size_t i) { return results.keep(i); };
-        // The only worker hangs in request 0 (alone: the worker was free).
         asio::cancellation_signal cancel_hang;
-        batches.async_infer(one_row(0), fault::hang(),
-                            asio::bind_cancellation_slot(cancel_hang.slot(), keep(0)));
+        hang_the_worker(batches, cancel_hang, keep(0));
         // Requests 1 and 2 arrive together: after the delay they go as one batch, to wait
         // behind the busy worker (so that it starts them at once).
         batches.async_infer(one_row(1), {}, keep(1));
@@ -90,10 +99,7 @@ TEST_CASE("while every worker is busy, one batch waits behind it and the rest ke
         CHECK(batches.waiting() == 3);
         // The hung request is cancelled: its worker is replaced, and runs both batches.
         cancel_hang.emit(asio::cancellation_type::terminal);
-        REQUIRE(co_await until([&] {
-            return std::all_of(results.begin(), results.end(),
-                               [](auto& r) { return r.has_value(); });
-        }));
+        REQUIRE(co_await until([&] { return results.all(); }));
         CHECK(results[0]->error == asio::error::operation_aborted);
         for (std::size_t i = 1; i < 6; ++i) {
             INFO("request " << i << ": " << results[i]->why);
@@ -116,8 +122,7 @@ TEST_CASE("requests of 0 rows behind a busy worker each run alone and get the mo
         const auto keep = [&](std::size_t i) { return results.keep(i); };
         const auto no_rows = [] { return std::vector<tensor>{tensor(dtype::float32, {0, 2})}; };
         asio::cancellation_signal cancel_hang;
-        batches.async_infer(one_row(0), fault::hang(),
-                            asio::bind_cancellation_slot(cancel_hang.slot(), keep(0)));
+        hang_the_worker(batches, cancel_hang, keep(0));
         batches.async_infer(no_rows(), {}, keep(1));
         batches.async_infer(no_rows(), {}, keep(2));
         batches.async_infer(one_row(3), {}, keep(3));
@@ -125,10 +130,7 @@ TEST_CASE("requests of 0 rows behind a busy worker each run alone and get the mo
         // The two empty requests went to the pool on their own; the others wait to be stacked.
         CHECK(batches.waiting() == 2);
         cancel_hang.emit(asio::cancellation_type::terminal);
-        REQUIRE(co_await until([&] {
-            return std::all_of(results.begin(), results.end(),
-                               [](auto& r) { return r.has_value(); });
-        }));
+        REQUIRE(co_await until([&] { return results.all(); }));
         CHECK(results[0]->error == asio::error::operation_aborted);
         for (std::size_t i = 1; i < 3; ++i) {
             INFO("request " << i << ": " << results[i]->why);
@@ -154,18 +156,14 @@ TEST_CASE("requests asking for different faults never share a batch: each gets i
         result_slots<5> results;
         const auto keep = [&](std::size_t i) { return results.keep(i); };
         asio::cancellation_signal cancel_hang;
-        batches.async_infer(one_row(0), fault::hang(),
-                            asio::bind_cancellation_slot(cancel_hang.slot(), keep(0)));
+        hang_the_worker(batches, cancel_hang, keep(0));
         batches.async_infer(one_row(1), fault::delay(1ms), keep(1));
         batches.async_infer(one_row(2), fault::crash(), keep(2));
         batches.async_infer(one_row(3), {}, keep(3));
         batches.async_infer(one_row(4), fault::delay(1ms), keep(4));
         CHECK(batches.waiting() == 4);
         cancel_hang.emit(asio::cancellation_type::terminal);
-        REQUIRE(co_await until([&] {
-            return std::all_of(results.begin(), results.end(),
-                               [](auto& r) { return r.has_value(); });
-        }));
+        REQUIRE(co_await until([&] { return results.all(); }));
         // The delays shared a batch with the request that asked for none; the crash ran apart
         // (a batch of its own, then alone once its worker died) and failed.
         for (std::size_t i : {1, 3, 4}) {
