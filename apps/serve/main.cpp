@@ -112,7 +112,9 @@ int main(int argc, char** argv) {
     std::printf("starting %zu workers; requests are accepted on port %u already (HTTP on %s)\n",
                 workers, static_cast<unsigned>(acceptor->local_endpoint().port()),
                 http_threads == 0 ? "the supervising thread"
-                                  : (std::to_string(http_threads) + " threads of its own").c_str());
+                : http_threads == 1
+                    ? "1 thread of its own"
+                    : (std::to_string(http_threads) + " threads of its own").c_str());
     std::fflush(stdout);
     asio::co_spawn(io, http.run(), asio::detached);
     on_term.on_signals();
