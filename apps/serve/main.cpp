@@ -109,12 +109,12 @@ int main(int argc, char** argv) {
     for (auto& m : models) {
         m.workers->async_run(asio::detached);
     }
-    std::printf("starting %zu workers; requests are accepted on port %u already (HTTP on %s)\n",
-                workers, static_cast<unsigned>(acceptor->local_endpoint().port()),
-                http_threads == 0 ? "the supervising thread"
-                : http_threads == 1
-                    ? "1 thread of its own"
-                    : (std::to_string(http_threads) + " threads of its own").c_str());
+    std::printf(
+        "starting %zu worker%s; requests are accepted on port %u already (HTTP on %s)\n", workers,
+        workers == 1 ? "" : "s", static_cast<unsigned>(acceptor->local_endpoint().port()),
+        http_threads == 0   ? "the supervising thread"
+        : http_threads == 1 ? "1 thread of its own"
+                            : (std::to_string(http_threads) + " threads of its own").c_str());
     std::fflush(stdout);
     asio::co_spawn(io, http.run(), asio::detached);
     on_term.on_signals();
