@@ -33,7 +33,7 @@ public:
                 if (!read(p, end, depth + 1)) {
                     return false;
                 }
-            } else if (!read_json_number(p, end, out_.emplace_back())) {
+            } else if (!read_array_number(p, end, out_.emplace_back())) {
                 return false;
             }
             skip_space(p, end);

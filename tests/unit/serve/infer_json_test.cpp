@@ -4,6 +4,8 @@
 // and broken.
 #include "infer_json.hpp"
 
+#include "json_number.hpp"
+
 #include <boost/json.hpp>
 
 #include <catch2/catch.hpp>
@@ -13,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <random>
 #include <string>
 
@@ -222,6 +225,54 @@ TEST_CASE("the fast path reads each number as std::from_chars does: correctly ro
         double want = 0;
         std::from_chars(number.data(), number.data() + number.size(), want);
         CHECK(doc.numbers[0].d == want);
+    }
+}
+
+TEST_CASE("a number read alone, to the last byte of its buffer, eight digits at a time or not",
+          "[serve][json]") {
+    // Runs of 1 to 25 digits on both sides of the point, each number in a buffer of its own
+    // size (AddressSanitizer sees a read past it), and again with a comma after it.
+    std::mt19937 random(12);
+    const auto digits = [&](std::size_t n, bool lead) {
+        std::string d;
+        for (std::size_t i = 0; i < n; ++i) {
+            d += static_cast<char>('0' + (i == 0 && lead ? 1 + random() % 9 : random() % 10));
+        }
+        return d;
+    };
+    for (int i = 0; i < 20000; ++i) {
+        std::string number = random() % 4 == 0 ? "-" : "";
+        number += random() % 5 == 0 ? "0" : digits(1 + random() % 25, true);
+        const bool integer = random() % 3 == 0;
+        if (!integer) {
+            number += "." + digits(1 + random() % 25, false);
+        }
+        for (const std::string& after : {std::string(), std::string(",")}) {
+            const std::string text = number + after;
+            const auto buffer = std::make_unique<char[]>(text.size());
+            std::memcpy(buffer.get(), text.data(), text.size());
+            const char* p = buffer.get();
+            const char* const end = p + text.size();
+            json_number got{};
+            INFO("number: " << text);
+            const bool read = read_array_number(p, end, got);
+            const std::size_t integer_digits = number.size() - (number[0] == '-' ? 1 : 0);
+            if (integer && (integer_digits > 18 || number == "-0")) {
+                CHECK_FALSE(read);  // left to Boost.JSON
+                continue;
+            }
+            REQUIRE(read);
+            CHECK(p == buffer.get() + number.size());
+            if (integer) {
+                REQUIRE(got.what == json_number::kind::int64);
+                CHECK(got.i == std::stoll(number));
+            } else {
+                REQUIRE(got.what == json_number::kind::real);
+                double want = 0;
+                std::from_chars(number.data(), number.data() + number.size(), want);
+                CHECK(got.d == want);
+            }
+        }
     }
 }
 
