@@ -178,6 +178,7 @@ asio::awaitable<reply> endpoints::infer(served_model& model, http_request req,
             } else {
                 auto& out = std::get<encoded_response>(encoded);
                 r = reply{http::status::ok, std::move(out.body)};
+                r.attachments = std::move(out.attachments);
                 if (out.header_length) {
                     r.header_length = out.header_length;
                     r.content_type = "application/octet-stream";

@@ -155,7 +155,8 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
                                                           const infer_request& request,
                                                           const std::vector<tensor>& results,
                                                           std::size_t batch_rows) {
-    std::string binary;
+    std::vector<const tensor*> binary;  // the binary outputs, in order
+    std::size_t binary_bytes = 0;
     if (results.size() != model.outputs.size()) {
         return http_error{500, "model '" + model.name + "' returned " +
                                    std::to_string(results.size()) +
@@ -237,7 +238,8 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
             text += ",\"parameters\":{\"binary_data_size\":";
             append_number(text, t.bytes().size());
             text += "}}";
-            binary += t.chars();
+            binary.push_back(&t);
+            binary_bytes += t.bytes().size();
             continue;
         }
         const auto count = element_count(t.shape, std::numeric_limits<std::uint64_t>::max() / 8);
@@ -254,10 +256,19 @@ std::variant<encoded_response, http_error> infer_response(const model_config& mo
         text += "]}";
     }
     text += "]}";
-    encoded_response out{std::move(text), std::nullopt};
+    encoded_response out{std::move(text), std::nullopt, {}};
     if (!binary.empty() || request.binary_outputs || !request.binary_output_names.empty()) {
         out.header_length = out.body.size();
-        out.body += binary;
+        if (binary_bytes >= attach_binary_from) {
+            for (const auto* t : binary) {
+                out.attachments.push_back(*t);  // shared bytes: a reference, not a copy
+            }
+        } else {
+            out.body.reserve(out.body.size() + binary_bytes);
+            for (const auto* t : binary) {
+                out.body += t->chars();
+            }
+        }
     }
     return out;
 }

@@ -71,7 +71,16 @@ std::variant<infer_request, http_error> parse_infer_request(
 struct encoded_response {
     std::string body;
     std::optional<std::size_t> header_length;
+    /// Binary outputs written after `body` from where they are (a worker's output memory),
+    /// rather than copied into it: all of them, in order, once they come to
+    /// `attach_binary_from` bytes or more.
+    std::vector<tensor> attachments;
 };
+
+/// Binary outputs of this many bytes in all are written from where they are (see
+/// encoded_response::attachments); smaller ones are copied into the body, which costs less
+/// than a second write.
+inline constexpr std::size_t attach_binary_from = 64 * 1024;
 
 /// The response to an infer request: the model's outputs (`results`, in the config's order),
 /// those asked for, as JSON tensors (or binary data, or written into the shared-memory region

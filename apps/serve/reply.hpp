@@ -1,11 +1,14 @@
 // What the server answers one request, before it is written as HTTP.
 #pragma once
 
+#include <torchpool/task.hpp>
+
 #include <boost/beast/http/status.hpp>
 
 #include <cstddef>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace torchpool::serve {
 
@@ -20,6 +23,8 @@ struct reply {
     std::string allow;                         // for 405
     bool retry_after = false;                  // for 503
     std::optional<std::size_t> header_length;  // Inference-Header-Content-Length
+    /// Written after `body`, from where their bytes are (large binary outputs).
+    std::vector<tensor> attachments;
     /// The served model of an infer request, for the metrics; empty for any other answer.
     std::string model;
 };

@@ -257,7 +257,19 @@ asio::awaitable<bool> session::write(reply r, bool head_only, bool keep_alive) {
     out.keep_alive(keep_alive);
     out.body() = std::move(r.body);
     out.prepare_payload();
-    enter(stage::writing, ctx_.limits.transfer_deadline(clock::now(), out.body().size() + 256));
+    // Large binary outputs follow the body from where they are, in a second write.
+    std::vector<asio::const_buffer> attached;
+    std::size_t attached_bytes = 0;
+    for (const auto& t : r.attachments) {
+        const auto bytes = t.bytes();
+        attached.emplace_back(bytes.data(), bytes.size());
+        attached_bytes += bytes.size();
+    }
+    if (attached_bytes > 0) {
+        out.content_length(out.body().size() + attached_bytes);
+    }
+    enter(stage::writing,
+          ctx_.limits.transfer_deadline(clock::now(), out.body().size() + attached_bytes + 256));
     boost::system::error_code ec;
     if (head_only) {
         // HEAD: the head a GET would get, Content-Length included, and no body.
@@ -265,6 +277,9 @@ asio::awaitable<bool> session::write(reply r, bool head_only, bool keep_alive) {
         std::tie(ec, std::ignore) = co_await http::async_write_header(socket_, head, as_tuple);
     } else {
         std::tie(ec, std::ignore) = co_await http::async_write(socket_, out, as_tuple);
+        if (!ec && !cut() && attached_bytes > 0) {
+            std::tie(ec, std::ignore) = co_await asio::async_write(socket_, attached, as_tuple);
+        }
     }
     co_return !ec && !cut();
 }

@@ -387,6 +387,19 @@ TEST_CASE(
     REQUIRE(v["outputs"].as_array().size() == 2);
     CHECK(v["outputs"].as_array()[1].as_object()["data"].as_array()[0].as_int64() == 1);
 
+    // From 64 KiB of binary outputs in all, every one of them is written from where it is,
+    // in order, after the JSON: attached, not copied into the body.
+    tensor many(dtype::float32, {4096, 3}, std::string(4096 * 3 * 4, 'M'));
+    tensor labels(dtype::int64, {4096}, std::string(4096 * 8, 'K'));
+    auto all_binary = req;
+    all_binary.binary_outputs = true;
+    auto big = std::get<encoded_response>(infer_response(model, all_binary, {many, labels}));
+    REQUIRE(big.header_length);
+    CHECK(big.body.size() == *big.header_length);
+    REQUIRE(big.attachments.size() == 2);
+    CHECK(big.attachments[0].chars() == many.chars());
+    CHECK(big.attachments[1].chars() == labels.chars());
+
     // What can go wrong, each said.
     const auto problem = [&](std::string body, std::optional<std::size_t> length) {
         auto p = parse_infer_request(body, model, length);
