@@ -8,7 +8,6 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
-#include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
 #include <cerrno>
@@ -82,8 +81,9 @@ std::optional<std::size_t> json_header_length(const http_request& req) {
     return bytes;
 }
 
-// batcher::async_infer for a caller on another executor (an HTTP thread): it runs on
-// `supervisor`, where the batcher lives, and completes on the caller's executor. Cancellation
+// batcher::async_infer for a caller on any executor: on `supervisor`'s own (HTTP on the
+// supervising thread), a direct call; from another (an HTTP thread), it runs on `supervisor`,
+// where the batcher lives, and completes on the caller's executor. Cancellation
 // crosses too: the caller's slot posts the emission to the supervisor, onto a signal that both
 // ends share, so an emission that races with the completion finds no handler there rather
 // than freed memory. (Boost 1.81's co_spawn forwards cancellation by posting a raw pointer to
@@ -93,6 +93,10 @@ auto async_infer_on(asio::any_io_executor supervisor, batcher& batches, std::vec
                     fault inject, Token&& token) {
     return asio::async_initiate<Token, void(batch_result)>(
         [supervisor, &batches](auto handler, std::vector<tensor> in, fault f) {
+            if (asio::get_associated_executor(handler) == supervisor) {
+                batches.async_infer(std::move(in), f, std::move(handler));
+                return;
+            }
             struct shared_signal {
                 asio::cancellation_signal signal;
             };
@@ -150,16 +154,9 @@ asio::awaitable<reply> endpoints::infer(served_model& model, http_request req,
         watch->arm();
         // The batcher runs where the pool does; the request was parsed here, on this
         // connection's thread, and its answer is written here.
-        batch_result result;
-        if (co_await asio::this_coro::executor == supervisor_) {
-            result = co_await model.batches->async_infer(
-                std::move(request.inputs), request.inject,
-                asio::bind_cancellation_slot(watch->gone.slot(), asio::use_awaitable));
-        } else {
-            result = co_await async_infer_on(
-                supervisor_, *model.batches, std::move(request.inputs), request.inject,
-                asio::bind_cancellation_slot(watch->gone.slot(), asio::use_awaitable));
-        }
+        auto result = co_await async_infer_on(
+            supervisor_, *model.batches, std::move(request.inputs), request.inject,
+            asio::bind_cancellation_slot(watch->gone.slot(), asio::use_awaitable));
         watch->stop();
         if (watch->client_left) {
             r = reply{client_closed_request, {}};
