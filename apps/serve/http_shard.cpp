@@ -16,13 +16,13 @@ namespace asio = boost::asio;
 using tcp = asio::ip::tcp;
 using clock = connection::clock;
 
-http_shard::http_shard(shared s, const char* thread_name)
+http_shard::http_shard(shared s, std::string thread_name)
     : shared_(s),
       own_(std::in_place, 1),
       executor_(own_->get_executor()),
       deadline_timer_(executor_),
       keep_running_(std::in_place, own_->get_executor()),
-      thread_name_(thread_name) {
+      thread_name_(std::move(thread_name)) {
     registry_.on_empty([this] { connections_gone(); });
 }
 
@@ -48,7 +48,7 @@ void http_shard::start() {
     }
     thread_ = std::thread([this] {
         // Named, so that top -H, perf and /proc/PID/task show what each thread costs.
-        ::pthread_setname_np(::pthread_self(), thread_name_);
+        ::pthread_setname_np(::pthread_self(), thread_name_.c_str());
         own_->run();
     });
 }

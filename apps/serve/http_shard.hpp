@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <functional>
 #include <optional>
+#include <string>
 #include <thread>
 
 namespace torchpool::serve {
@@ -34,8 +35,9 @@ public:
         const http_limits& limits;
     };
 
-    /// A shard on a thread of its own, named `thread_name` (start() starts it).
-    http_shard(shared s, const char* thread_name);
+    /// A shard on a thread of its own, named `thread_name` (start() starts it), as top -H and
+    /// perf show it (at most 15 characters).
+    http_shard(shared s, std::string thread_name);
     /// A shard on `ex`, the supervising executor (no thread of its own).
     http_shard(shared s, boost::asio::any_io_executor ex);
     /// Stops its thread; connections still open are closed.
@@ -86,7 +88,7 @@ private:
     boost::asio::steady_timer deadline_timer_;
     bool enforcing_ = false;
     std::optional<work_guard> keep_running_;
-    const char* thread_name_ = nullptr;
+    std::string thread_name_;
     std::thread thread_;
 };
 

@@ -27,18 +27,6 @@ bool out_of_room(const boost::system::error_code& ec) {
            ec == boost::system::errc::not_enough_memory;
 }
 
-// The threads' names, as top -H and perf show them (at most 15 characters).
-const char* thread_name(std::size_t i) {
-    static const std::vector<std::string> names = [] {
-        std::vector<std::string> n;
-        for (std::size_t k = 0; k < 64; ++k) {
-            n.push_back("tp-serve-http" + std::to_string(k));
-        }
-        return n;
-    }();
-    return names[std::min<std::size_t>(i, names.size() - 1)].c_str();
-}
-
 }  // namespace
 
 listener::listener(tcp::acceptor& acceptor, endpoints& app, server_metrics& metrics,
@@ -49,7 +37,8 @@ listener::listener(tcp::acceptor& acceptor, endpoints& app, server_metrics& metr
         shards_.push_back(std::make_unique<http_shard>(common, acceptor.get_executor()));
     }
     for (std::size_t i = 0; i < threads; ++i) {
-        shards_.push_back(std::make_unique<http_shard>(common, thread_name(i)));
+        shards_.push_back(
+            std::make_unique<http_shard>(common, "tp-serve-http" + std::to_string(i)));
         shards_.back()->start();
     }
     shards_running_ = shards_.size();
@@ -64,14 +53,6 @@ listener::listener(tcp::acceptor& acceptor, endpoints& app, server_metrics& metr
         }
         return f;
     });
-}
-
-std::size_t listener::connections() const noexcept {
-    std::size_t n = 0;
-    for (const auto& s : shards_) {
-        n += s->registry().size();
-    }
-    return n;
 }
 
 http_shard& listener::least_busy() {

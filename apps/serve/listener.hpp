@@ -37,8 +37,6 @@ public:
     void close_all();
     /// `f` runs (on the supervising executor) once no connection is left after stop().
     void when_drained(std::function<void()> f);
-    /// Connections open, on all shards.
-    std::size_t connections() const noexcept;
 
 private:
     /// The shard to give a new connection: the one with the fewest.
