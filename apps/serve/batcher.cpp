@@ -232,7 +232,7 @@ void batcher::flush() {
     if (batch.size() == 1) {
         run_alone(std::move(batch.front()));
     } else {
-        run_batch(std::move(batch));
+        run_batch(std::move(batch), inject);
     }
 }
 
@@ -277,15 +277,13 @@ void batcher::run_alone(std::shared_ptr<item> one) {
                                      }));
 }
 
-void batcher::run_batch(std::vector<std::shared_ptr<item>> batch) {
+void batcher::run_batch(std::vector<std::shared_ptr<item>> batch, fault inject) {
     std::vector<const std::vector<tensor>*> inputs;
     std::vector<std::int64_t> rows;
-    fault inject;
     for (const auto& b : batch) {
         b->at = item::where::in_batch;
         inputs.push_back(&b->inputs);
         rows.push_back(rows_of(b->inputs));
-        inject = inject ? inject : b->inject;
     }
     // Stacked straight into the pool's input memory: the rows' one copy.
     auto stacked = stack(inputs, [this](dtype type, std::vector<std::int64_t> shape) {

@@ -119,7 +119,8 @@ private:
     void arm_timer();
     /// Sends the oldest request and those that can join it, up to max_batch rows.
     void flush();
-    void run_batch(std::vector<std::shared_ptr<item>> batch);
+    /// `inject`: the one fault its requests asked for, if any (flush never mixes two).
+    void run_batch(std::vector<std::shared_ptr<item>> batch, fault inject);
     /// A task completed: a worker is free, so what waits goes now.
     void task_done();
     void run_alone(std::shared_ptr<item> one);
