@@ -2,14 +2,10 @@
 
 namespace torchpool::serve {
 
-namespace {
-
-bool bytes_arrived(const boost::asio::ip::tcp::socket& s) {
+bool connection_registry::bytes_arrived(const boost::asio::ip::tcp::socket& s) {
     boost::system::error_code ec;
     return s.available(ec) > 0 || ec;
 }
-
-}  // namespace
 
 connection_registry::handle connection_registry::add(boost::asio::ip::tcp::socket socket) {
     waiting_.emplace_back(std::move(socket));
@@ -55,22 +51,16 @@ void connection_registry::cut(connection& c, cut_reason why) {
 }
 
 std::optional<connection::clock::time_point> connection_registry::longest_waiting() const {
-    for (const auto& c : waiting_) {
-        if (!c.cut && !bytes_arrived(c.socket)) {
-            return c.waiting_since;
-        }
-    }
-    return std::nullopt;
+    const auto* c = longest_waiting_evictable(waiting_);
+    return c ? std::optional(c->waiting_since) : std::nullopt;
 }
 
 bool connection_registry::evict_longest_waiting() {
-    for (auto& c : waiting_) {
-        if (!c.cut && !bytes_arrived(c.socket)) {
-            cut(c, cut_reason::evicted);
-            return true;
-        }
+    auto* c = longest_waiting_evictable(waiting_);
+    if (c) {
+        cut(*c, cut_reason::evicted);
     }
-    return false;
+    return c != nullptr;
 }
 
 std::size_t connection_registry::cut_overdue(clock::time_point now) {

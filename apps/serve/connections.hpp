@@ -83,6 +83,19 @@ public:
 
 private:
     void cut(connection& c, cut_reason why);
+    /// Bytes of a request have arrived on `s` (or it failed).
+    static bool bytes_arrived(const boost::asio::ip::tcp::socket& s);
+    /// The connection of `waiting` (waiting_, const or not) that has waited longest for a
+    /// request with no byte of one arrived; null if none.
+    template <class List>
+    static auto* longest_waiting_evictable(List& waiting) {
+        for (auto& c : waiting) {
+            if (!c.cut && !bytes_arrived(c.socket)) {
+                return &c;
+            }
+        }
+        return static_cast<decltype(&waiting.front())>(nullptr);
+    }
 
     // Split by stage so that the one waiting longest is the front of `waiting_`: a
     // connection moves between them with splice, which keeps its handle valid.
