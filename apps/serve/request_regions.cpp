@@ -14,17 +14,28 @@ http_error bad(std::string message) {
 std::variant<std::optional<std::uint64_t>, http_error> count_in(const json::object& p,
                                                                 std::string_view key,
                                                                 const std::string& what) {
-    const auto* v = p.if_contains(key);
-    if (!v) {
-        return std::nullopt;
-    }
-    if (!v->is_int64() || v->as_int64() < 0) {
+    const auto count = byte_count_of(p, key);
+    if (!count.valid) {
         return bad("parameters." + std::string(key) + " of " + what + " must be a byte count");
     }
-    return static_cast<std::uint64_t>(v->as_int64());
+    return count.bytes;
 }
 
 }  // namespace
+
+byte_count byte_count_of(const json::object& o, std::string_view key) {
+    const auto* v = o.if_contains(key);
+    if (!v) {
+        return {};
+    }
+    if (v->is_int64() && v->as_int64() >= 0) {
+        return {true, static_cast<std::uint64_t>(v->as_int64())};
+    }
+    if (v->is_uint64()) {
+        return {true, v->as_uint64()};
+    }
+    return {false, std::nullopt};
+}
 
 std::variant<std::optional<region_bytes>, http_error> region_of(const json::object* tensor,
                                                                 const std::string& what,

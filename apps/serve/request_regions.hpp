@@ -13,9 +13,18 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 
 namespace torchpool::serve {
+
+/// What `o` holds under `key` as a byte count: `valid` unless it is there and is not a whole
+/// number, 0 or more. For a request's tensors and for a region's registration alike.
+struct byte_count {
+    bool valid = true;
+    std::optional<std::uint64_t> bytes;
+};
+byte_count byte_count_of(const boost::json::object& o, std::string_view key);
 
 /// The region a tensor's parameters name, checked: registered, and the bytes inside it;
 /// nullopt if they name none. `what` names the tensor in errors ("input 'images'");

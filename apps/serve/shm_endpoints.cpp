@@ -4,6 +4,7 @@
 // outputs (infer_request.cpp, infer_response.cpp).
 #include "endpoints.hpp"
 #include "oip.hpp"
+#include "request_regions.hpp"
 
 #include <boost/json.hpp>
 
@@ -27,17 +28,11 @@ reply not_allowed() {
 // A whole number >= 0 in `o`'s `key`, if there; an error naming it otherwise.
 std::variant<std::optional<std::uint64_t>, std::string> count_in(const json::object& o,
                                                                  std::string_view key) {
-    const auto* v = o.if_contains(key);
-    if (!v) {
-        return std::nullopt;
+    const auto count = byte_count_of(o, key);
+    if (!count.valid) {
+        return "\"" + std::string(key) + "\" must be a whole number of bytes, 0 or more";
     }
-    if (v->is_int64() && v->as_int64() >= 0) {
-        return static_cast<std::uint64_t>(v->as_int64());
-    }
-    if (v->is_uint64()) {
-        return v->as_uint64();
-    }
-    return "\"" + std::string(key) + "\" must be a whole number of bytes, 0 or more";
+    return count.bytes;
 }
 
 }  // namespace
