@@ -42,7 +42,7 @@ bool stackable(const std::vector<tensor>& a, const std::vector<tensor>& b) {
 }
 
 std::vector<tensor> stack(const std::vector<const std::vector<tensor>*>& requests,
-                          const stack_memory& memory) {
+                          const input_memory& memory) {
     std::vector<tensor> out;
     for (std::size_t i = 0; i < requests.front()->size(); ++i) {
         const auto& first = (*requests.front())[i];
@@ -54,10 +54,7 @@ std::vector<tensor> stack(const std::vector<const std::vector<tensor>*>& request
         for (const auto* request : requests) {
             bytes += (*request)[i].bytes().size();
         }
-        tensor stacked = memory ? memory(first.type, shape) : tensor();
-        if (!stacked.shared || stacked.bytes().size() != bytes) {
-            stacked = tensor(first.type, std::move(shape), std::string(bytes, '\0'));
-        }
+        tensor stacked = placed_tensor(memory, first.type, std::move(shape), bytes);
         auto into = stacked.writable_bytes();
         std::size_t at = 0;
         for (const auto* request : requests) {

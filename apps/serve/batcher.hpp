@@ -7,6 +7,7 @@
 #pragma once
 
 #include "batch_policy.hpp"
+#include "input_memory.hpp"
 #include <torchpool/pool.hpp>
 
 #include <boost/asio/any_completion_handler.hpp>
@@ -46,14 +47,11 @@ bool batchable(const std::vector<tensor>& inputs);
 /// Whether two requests can share a batch: same number of inputs, same types, and the same
 /// sizes past the first dimension.
 bool stackable(const std::vector<tensor>& a, const std::vector<tensor>& b);
-/// Memory for a stacked input: a pool's (pool::allocate), or an empty tensor if it has none.
-using stack_memory = std::function<tensor(dtype, std::vector<std::int64_t>)>;
-
 /// The inputs of several requests stacked along the first dimension: each row copied once,
 /// into `memory` when it gives a tensor (the pool's input memory: not copied again on its
 /// way to the worker), else into the tensor's own bytes.
 std::vector<tensor> stack(const std::vector<const std::vector<tensor>*>& requests,
-                          const stack_memory& memory = {});
+                          const input_memory& memory = {});
 /// Splits a batch's outputs back: request i gets `rows[i]` rows of each. Empty if an output's
 /// first dimension is not the sum of the rows (the model did not keep the batch), or if there
 /// are no rows at all.

@@ -6,6 +6,7 @@
 #include "http_limits.hpp"
 #include "metrics.hpp"
 #include "reply.hpp"
+#include "request_body.hpp"
 #include "routes.hpp"
 #include "served_model.hpp"
 #include "shm_regions.hpp"
@@ -14,7 +15,6 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/http/message.hpp>
-#include <boost/beast/http/string_body.hpp>
 
 #include <atomic>
 #include <variant>
@@ -22,7 +22,7 @@
 
 namespace torchpool::serve {
 
-using http_request = boost::beast::http::request<boost::beast::http::string_body>;
+using http_request = boost::beast::http::request<request_body>;
 
 /// Called by the sessions of every HTTP thread at once. What only the supervising executor
 /// may touch (the batchers, the pools' stats) runs there: `supervisor`, the executor of the
@@ -37,6 +37,12 @@ public:
     /// `client`: its connection, watched while an inference runs (a client that goes away
     /// cancels its request: 499, and nothing is written).
     boost::asio::awaitable<reply> answer(http_request req, boost::asio::ip::tcp::socket& client);
+
+    /// Before the body of `req` (its head, checked) is read, `content_length` bytes: an infer
+    /// request with binary data (Inference-Header-Content-Length) of at least
+    /// `place_binary_from` bytes gets a block of its model's input memory for that data, which
+    /// the session reads straight into (request_body).
+    void place_binary(http_request& req, std::uint64_t content_length);
 
     /// The drain began: readiness answers 503 from now on.
     void draining() noexcept { draining_ = true; }

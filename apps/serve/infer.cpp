@@ -1,6 +1,7 @@
 // POST /v2/models/{model}/infer: the request parsed and checked against the model, run alone or
 // in a batch, and its outputs written as JSON or binary tensors.
 #include "endpoints.hpp"
+#include "http_rules.hpp"
 #include "oip.hpp"
 #include "status_map.hpp"
 
@@ -129,18 +130,58 @@ auto async_infer_on(asio::any_io_executor supervisor, batcher& batches, std::vec
         token, std::move(inputs), inject);
 }
 
+// Binary data of fewer bytes stays in the body's text: a block of input memory costs more
+// than it saves there.
+constexpr std::uint64_t place_binary_from = 1024;
+
 reply refusal(const http_error& problem) {
     return {static_cast<http::status>(problem.status), error_json(problem.message)};
 }
 
 }  // namespace
 
+void endpoints::place_binary(http_request& req, std::uint64_t content_length) {
+    if (req.method() != http::verb::post) {
+        return;
+    }
+    const auto json_bytes = json_header_length(req);
+    if (!json_bytes || *json_bytes >= content_length ||
+        content_length - *json_bytes < place_binary_from) {
+        return;
+    }
+    const auto route = resolve(req.method_string(), origin_form(req.target()));
+    const auto* path = std::get_if<route_match>(&route);
+    if (!path || path->which != endpoint::model_infer) {
+        return;
+    }
+    const auto found = model_of(*path);
+    const auto* model = std::get_if<served_model*>(&found);
+    if (!model) {
+        return;
+    }
+    boost::system::error_code full;  // then the body is read as text, as any other
+    auto block = (*model)->workers->allocate(
+        dtype::uint8, {static_cast<std::int64_t>(content_length - *json_bytes)}, full);
+    if (!full && block.shared) {
+        req.body().binary = std::move(block.shared);
+        req.body().text_bytes = *json_bytes;
+    }
+}
+
 asio::awaitable<reply> endpoints::infer(served_model& model, http_request req,
                                         tcp::socket& client) {
     const auto began = std::chrono::steady_clock::now();
-    auto parsed = parse_infer_request(req.body(), model.config, json_header_length(req),
+    request_placement placement{
+        .memory =
+            [&model](dtype type, std::vector<std::int64_t> shape) {
+                boost::system::error_code full;  // then the tensor's own bytes
+                return model.workers->allocate(type, std::move(shape), full);
+            },
+        .binary = req.body().binary};
+    auto parsed = parse_infer_request(req.body().text, model.config, json_header_length(req),
                                       json_reading::fast_when_possible,
-                                      limits_.shared_memory ? &regions_ : nullptr);
+                                      limits_.shared_memory ? &regions_ : nullptr, placement);
+    req.body() = {};  // what the tensors need, they hold
     reply r;
     if (auto* problem = std::get_if<http_error>(&parsed)) {
         r = refusal(*problem);

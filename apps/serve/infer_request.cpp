@@ -32,10 +32,20 @@ http_error bad(std::string message) {
 // shared-memory region if any.
 struct input_slots {
     explicit input_slots(std::size_t inputs)
-        : given(inputs, nullptr), bytes(inputs), regions(inputs) {}
+        : given(inputs, nullptr), bytes(inputs), views(inputs), regions(inputs) {}
     std::vector<const json::object*> given;
     std::vector<std::optional<std::string_view>> bytes;
+    /// The same bytes in input memory, when the body's binary data was read there and they
+    /// start at an aligned offset: the tensor is a view of them.
+    std::vector<shared_bytes> views;
     std::vector<std::optional<region_bytes>> regions;
+};
+
+// The binary data after the JSON header (Triton's binary tensor extension).
+struct binary_data {
+    std::string_view bytes;
+    shared_bytes shared;      // the same bytes, when they were read into input memory
+    bool has_header = false;  // Inference-Header-Content-Length was given
 };
 
 // The index of the model's input `name`, or the error naming the model's inputs.
@@ -55,8 +65,9 @@ std::variant<std::size_t, http_error> input_named(const model_config& model,
 }
 
 // An input's binary data: the next parameters.binary_data_size bytes of `binary` from `*at`.
-problem take_binary(const json::object& tensor, const std::string& name, std::string_view binary,
-                    bool has_header, std::size_t& at, std::optional<std::string_view>& bytes) {
+problem take_binary(const json::object& tensor, const std::string& name, const binary_data& data,
+                    std::size_t& at, std::optional<std::string_view>& bytes, shared_bytes& view) {
+    const std::string_view binary = data.bytes;
     const auto* params = tensor.if_contains("parameters");
     const auto* size = params && params->is_object()
                            ? params->as_object().if_contains("binary_data_size")
@@ -71,10 +82,13 @@ problem take_binary(const json::object& tensor, const std::string& name, std::st
     if (at + n > binary.size()) {
         return bad(
             "input '" + name + "' announces " + std::to_string(n) + " bytes of binary data, but " +
-            (has_header ? std::to_string(binary.size() - at) + " remain after the JSON header"
-                        : std::string("the request has no Inference-Header-Content-Length")));
+            (data.has_header ? std::to_string(binary.size() - at) + " remain after the JSON header"
+                             : std::string("the request has no Inference-Header-Content-Length")));
     }
     bytes = binary.substr(at, n);
+    if (data.shared && at % input_alignment == 0) {
+        view = data.shared.slice(at, n);
+    }
     at += n;
     return std::nullopt;
 }
@@ -82,8 +96,8 @@ problem take_binary(const json::object& tensor, const std::string& name, std::st
 // "inputs": each tensor matched to the model's input of its name; binary data is taken in the
 // order of the tensors that announce some, and must all be taken. An input may name a
 // shared-memory region instead (read once its shape is checked).
-problem match_inputs(const json::array& inputs, const model_config& model, std::string_view binary,
-                     bool has_header, const shm_regions* regions, input_slots& slots) {
+problem match_inputs(const json::array& inputs, const model_config& model,
+                     const binary_data& binary, const shm_regions* regions, input_slots& slots) {
     std::size_t binary_at = 0;
     for (const auto& input : inputs) {
         const auto* t = input.if_object();
@@ -116,13 +130,13 @@ problem match_inputs(const json::array& inputs, const model_config& model, std::
             slots.regions[at] = std::move(in_region);
             continue;
         }
-        if (auto p = take_binary(*t, model.inputs[at].name, binary, has_header, binary_at,
-                                 slots.bytes[at])) {
+        if (auto p = take_binary(*t, model.inputs[at].name, binary, binary_at, slots.bytes[at],
+                                 slots.views[at])) {
             return p;
         }
     }
-    if (binary_at != binary.size()) {
-        return bad(std::to_string(binary.size() - binary_at) +
+    if (binary_at != binary.bytes.size()) {
+        return bad(std::to_string(binary.bytes.size() - binary_at) +
                    " bytes after the JSON header belong to no input (binary_data_size)");
     }
     return std::nullopt;
@@ -166,35 +180,51 @@ problem read_shape(const json::array& shape, const tensor_spec& spec, const mode
     return std::nullopt;
 }
 
-// An input given as binary data: the bytes its shape takes, and for BOOL only 0s and 1s.
-// `owned`: the same bytes, to be moved into the tensor rather than copied, if the caller has
-// them in a string of its own.
+// For BOOL, only 0s and 1s: any other byte is no value a model can take.
+problem check_bools(const tensor_spec& spec, std::string_view bytes) {
+    if (spec.type != dtype::boolean) {
+        return std::nullopt;
+    }
+    const auto bad_byte = bytes.find_first_not_of(std::string_view("\0\1", 2));
+    if (bad_byte == std::string_view::npos) {
+        return std::nullopt;
+    }
+    return bad("element " + std::to_string(bad_byte) + " of input '" + spec.name +
+               "' (BOOL binary data) is byte " +
+               std::to_string(static_cast<unsigned char>(bytes[bad_byte])) + ", not 0 or 1");
+}
+
+// An input given as binary data: the bytes its shape takes, and for BOOL only 0s and 1s. A
+// view of them when they are in input memory (`view`), else copied there (or into the
+// tensor's own bytes).
 problem binary_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, std::size_t elements,
-                      std::string_view bytes, infer_request& req, std::string* owned = nullptr) {
+                      std::string_view bytes, const shared_bytes& view, const input_memory& memory,
+                      infer_request& req) {
     const std::size_t want = elements * element_size(spec.type);
     if (bytes.size() != want) {
         return bad("input '" + spec.name + "' has shape " + format_shape(dims) + " of " +
                    std::string(oip_datatype(spec.type)) + ", which takes " + std::to_string(want) +
                    " bytes, but its binary data has " + std::to_string(bytes.size()));
     }
-    if (spec.type == dtype::boolean) {
-        // A bool is one byte, 0 or 1; any other byte is no value a model can take.
-        const auto bad_byte = bytes.find_first_not_of(std::string_view("\0\1", 2));
-        if (bad_byte != std::string_view::npos) {
-            return bad("element " + std::to_string(bad_byte) + " of input '" + spec.name +
-                       "' (BOOL binary data) is byte " +
-                       std::to_string(static_cast<unsigned char>(bytes[bad_byte])) +
-                       ", not 0 or 1");
-        }
+    if (auto p = check_bools(spec, bytes)) {
+        return p;
     }
-    req.inputs.emplace_back(spec.type, std::move(dims),
-                            owned ? std::move(*owned) : std::string(bytes));
+    if (view) {
+        req.inputs.emplace_back(spec.type, std::move(dims), view);
+        return std::nullopt;
+    }
+    tensor t = placed_tensor(memory, spec.type, std::move(dims), want);
+    if (want > 0) {
+        std::memcpy(t.writable_bytes().data(), bytes.data(), want);
+    }
+    req.inputs.push_back(std::move(t));
     return std::nullopt;
 }
 
-// An input in a shared-memory region: its shape's bytes exactly, read from the region.
+// An input in a shared-memory region: its shape's bytes exactly, read from the region into
+// input memory (or the tensor's own bytes).
 problem region_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, std::size_t elements,
-                      const region_bytes& where, infer_request& req) {
+                      const region_bytes& where, const input_memory& memory, infer_request& req) {
     const std::size_t want = elements * element_size(spec.type);
     const std::string what = "input '" + spec.name + "'";
     if (where.byte_size != want) {
@@ -203,19 +233,23 @@ problem region_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, s
                    " bytes, but its parameters.shared_memory_byte_size is " +
                    std::to_string(where.byte_size));
     }
-    std::string bytes(want, '\0');
-    if (auto wrong =
-            where.region->read(where.offset, std::as_writable_bytes(std::span(bytes)), what)) {
+    tensor t = placed_tensor(memory, spec.type, std::move(dims), want);
+    if (auto wrong = where.region->read(where.offset, t.writable_bytes(), what)) {
         return bad(*wrong);
     }
-    const std::string_view view(bytes);
-    return binary_tensor(spec, std::move(dims), elements, view, req, &bytes);
+    if (auto p = check_bools(spec, t.chars())) {
+        return p;
+    }
+    req.inputs.push_back(std::move(t));
+    return std::nullopt;
 }
 
-// An input given as JSON "data": as many elements as its shape holds, each of its type. The
-// document's reader replaced "data" by the index of its run of numbers.
+// An input given as JSON "data": as many elements as its shape holds, each of its type, written
+// into input memory (or the tensor's own bytes). The document's reader replaced "data" by the
+// index of its run of numbers.
 problem json_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, std::size_t elements,
-                    const json::value& data, const request_document& document, infer_request& req) {
+                    const json::value& data, const request_document& document,
+                    const input_memory& memory, infer_request& req) {
     const auto& run = document.runs[static_cast<std::size_t>(data.as_int64())];
     const std::size_t count = run.end - run.begin;
     if (count != elements) {
@@ -223,21 +257,24 @@ problem json_tensor(const tensor_spec& spec, std::vector<std::int64_t> dims, std
                    std::to_string(elements) + " elements, but its data has " +
                    std::to_string(count));
     }
-    tensor value(spec.type, std::move(dims));
+    tensor value =
+        placed_tensor(memory, spec.type, std::move(dims), count * element_size(spec.type));
     if (auto wrong = json_tensor_data(spec.type, document.numbers.data() + run.begin, count,
-                                      value.data, spec.name)) {
+                                      value.writable_bytes(), spec.name)) {
         return bad(*wrong);
     }
     req.inputs.push_back(std::move(value));
     return std::nullopt;
 }
 
-// The model's input `spec`, from its tensor `t` in the request (and its binary data or
+// The model's input `spec`, from its tensor in the request (slot `at`: its binary data or
 // shared-memory region, if any).
-problem read_input(const tensor_spec& spec, const json::object* t,
-                   std::optional<std::string_view> bytes, const std::optional<region_bytes>& region,
+problem read_input(const tensor_spec& spec, const input_slots& slots, std::size_t at,
                    const model_config& model, const request_document& document,
-                   infer_request& req) {
+                   const input_memory& memory, infer_request& req) {
+    const json::object* t = slots.given[at];
+    const auto& bytes = slots.bytes[at];
+    const auto& region = slots.regions[at];
     if (!t) {
         return bad("input '" + spec.name + "' of model '" + model.name + "' is missing");
     }
@@ -258,10 +295,11 @@ problem read_input(const tensor_spec& spec, const json::object* t,
         return p;
     }
     if (region) {
-        return region_tensor(spec, std::move(dims), elements, *region, req);
+        return region_tensor(spec, std::move(dims), elements, *region, memory, req);
     }
-    return bytes ? binary_tensor(spec, std::move(dims), elements, *bytes, req)
-                 : json_tensor(spec, std::move(dims), elements, *data, document, req);
+    return bytes ? binary_tensor(spec, std::move(dims), elements, *bytes, slots.views[at], memory,
+                                 req)
+                 : json_tensor(spec, std::move(dims), elements, *data, document, memory, req);
 }
 
 // parameters.torchpool_fault: a failure to provoke, for tests.
@@ -374,9 +412,9 @@ problem read_outputs(const json::value& outputs, const model_config& model,
 }
 
 // The request's JSON object, after its "id".
-problem read_request(const json::object& o, const model_config& model, std::string_view binary,
-                     bool has_header, const request_document& document, const shm_regions* regions,
-                     infer_request& req) {
+problem read_request(const json::object& o, const model_config& model, const binary_data& binary,
+                     const request_document& document, const shm_regions* regions,
+                     const input_memory& memory, infer_request& req) {
     if (const auto* id = o.if_contains("id")) {
         if (!id->is_string()) {
             return bad("\"id\" must be text");
@@ -388,12 +426,11 @@ problem read_request(const json::object& o, const model_config& model, std::stri
         return bad("\"inputs\" must be a non-empty list of tensors");
     }
     input_slots slots(model.inputs.size());
-    if (auto p = match_inputs(inputs->as_array(), model, binary, has_header, regions, slots)) {
+    if (auto p = match_inputs(inputs->as_array(), model, binary, regions, slots)) {
         return p;
     }
     for (std::size_t at = 0; at < model.inputs.size(); ++at) {
-        if (auto p = read_input(model.inputs[at], slots.given[at], slots.bytes[at],
-                                slots.regions[at], model, document, req)) {
+        if (auto p = read_input(model.inputs[at], slots, at, model, document, memory, req)) {
             return p;
         }
     }
@@ -412,15 +449,23 @@ problem read_request(const json::object& o, const model_config& model, std::stri
 
 std::variant<infer_request, http_error> parse_infer_request(
     std::string_view body, const model_config& model, std::optional<std::size_t> header_length,
-    json_reading reading, const shm_regions* regions) {
-    std::string_view binary;
+    json_reading reading, const shm_regions* regions, const request_placement& placement) {
+    const auto& in_memory = placement.binary;
+    binary_data binary{
+        .bytes = {reinterpret_cast<const char*>(in_memory.bytes().data()), in_memory.size()},
+        .shared = in_memory,
+        .has_header = header_length.has_value()};
     if (header_length) {
-        if (*header_length > body.size()) {
+        // With the binary data in input memory, the body is the JSON header already.
+        const std::size_t total = body.size() + in_memory.size();
+        if (*header_length > total) {
             return bad("Inference-Header-Content-Length is " + std::to_string(*header_length) +
-                       ", but the body has only " + std::to_string(body.size()) + " bytes");
+                       ", but the body has only " + std::to_string(total) + " bytes");
         }
-        binary = body.substr(*header_length);
-        body = body.substr(0, *header_length);
+        if (!in_memory) {
+            binary.bytes = body.substr(*header_length);
+            body = body.substr(0, *header_length);
+        }
     }
     // The small DOM lives in this buffer (or, past it, in blocks of the monotonic resource), so
     // freeing it is one step.
@@ -435,8 +480,7 @@ std::variant<infer_request, http_error> parse_infer_request(
         return bad("the request body must be a JSON object with \"inputs\"");
     }
     infer_request req;
-    if (auto p =
-            read_request(*o, model, binary, header_length.has_value(), document, regions, req)) {
+    if (auto p = read_request(*o, model, binary, document, regions, placement.memory, req)) {
         return std::move(*p);
     }
     return req;

@@ -72,9 +72,8 @@ bool element_as(const json_number& v, T& out) {
 // Writes `count` elements as T's into `bytes`; the index of the first that is not one.
 template <class T>
 std::optional<std::size_t> convert_as(const json_number* values, std::size_t count,
-                                      std::string& bytes) {
-    bytes.resize(count * sizeof(T));
-    char* out = bytes.data();
+                                      std::span<std::byte> bytes) {
+    std::byte* out = bytes.data();
     for (std::size_t i = 0; i < count; ++i) {
         T value;
         if (!element_as(values[i], value)) {
@@ -88,8 +87,12 @@ std::optional<std::size_t> convert_as(const json_number* values, std::size_t cou
 }  // namespace
 
 std::optional<std::string> json_tensor_data(dtype type, const json_number* values,
-                                            std::size_t count, std::string& bytes,
+                                            std::size_t count, std::span<std::byte> bytes,
                                             const std::string& name) {
+    if (bytes.size() != count * element_size(type)) {
+        return "input '" + name + "': " + std::to_string(count) + " elements do not fill " +
+               std::to_string(bytes.size()) + " bytes";  // a tensor not of the input's shape
+    }
     std::optional<std::size_t> bad;
     const char* wanted = "";
     const bool carried = with_element_type(type, [&](auto element) {

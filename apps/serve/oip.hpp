@@ -5,6 +5,7 @@
 #pragma once
 
 #include "infer_json.hpp"
+#include "input_memory.hpp"
 #include "model_config.hpp"
 #include "shm_regions.hpp"
 #include <torchpool/task.hpp>
@@ -52,6 +53,18 @@ struct infer_request {
     std::vector<output_region> output_regions;
 };
 
+/// Where an infer request's bytes are, and where its tensors go.
+struct request_placement {
+    /// The model's pool's input memory: JSON data and shared-memory regions' bytes are written
+    /// there, and binary data is copied there unless `binary` holds it already. Empty: the
+    /// tensors' own bytes.
+    input_memory memory;
+    /// The binary data after the JSON header, when the session read it straight into input
+    /// memory (request_body): the body is then the JSON header alone, and binary inputs are
+    /// views of this (at aligned offsets; others are copied).
+    shared_bytes binary;
+};
+
 /// Parses the body of POST /v2/models/{name}/infer for `model`: JSON tensors with name,
 /// shape, datatype and data (flat or nested, row-major), each checked against the model.
 /// With `header_length` (the Inference-Header-Content-Length header of Triton's binary tensor
@@ -61,10 +74,12 @@ struct infer_request {
 /// extension) instead: an input's bytes are read from it here; with no regions, such a
 /// request is refused.
 /// `reading`: the JSON's fast path when it can be taken (tests compare it with the other).
+/// `placement`: where the binary data is, if not in `body`, and where the tensors go.
 std::variant<infer_request, http_error> parse_infer_request(
     std::string_view body, const model_config& model,
     std::optional<std::size_t> header_length = std::nullopt,
-    json_reading reading = json_reading::fast_when_possible, const shm_regions* regions = nullptr);
+    json_reading reading = json_reading::fast_when_possible, const shm_regions* regions = nullptr,
+    const request_placement& placement = {});
 
 /// A response body; with binary outputs, the JSON is its first `header_length` bytes (sent as
 /// Inference-Header-Content-Length) and the outputs' bytes follow.

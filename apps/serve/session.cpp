@@ -72,7 +72,7 @@ private:
     session_context ctx_;
     bool over_limit_;
     beast::flat_buffer buffer_;
-    std::optional<http::request_parser<http::string_body>> parser_;
+    std::optional<http::request_parser<request_body>> parser_;
     clock::time_point head_began_;
 };
 
@@ -171,6 +171,9 @@ asio::awaitable<incoming> session::read_request() {
                               std::to_string(ctx_.limits.max_connections) + "); try again")};
         busy.retry_after = true;
         co_return incoming(std::move(busy));
+    }
+    if (const auto length = parser_->content_length()) {
+        ctx_.app.place_binary(parser_->get(), *length);
     }
     co_return co_await read_body(verdict.expect_continue);
 }

@@ -58,7 +58,7 @@ reply endpoints::shm_register(const route_match& path, const http_request& req) 
     }
     const std::string name(path.region.value_or(""));
     boost::system::error_code ec;
-    const auto body = json::parse(req.body(), ec);
+    const auto body = json::parse(req.body().text, ec);
     const auto* o = ec ? nullptr : body.if_object();
     if (!o) {
         return refused(http::status::bad_request,

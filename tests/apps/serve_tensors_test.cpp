@@ -89,6 +89,14 @@ TEST_CASE("binary tensors (Triton's extension) round trip through curl", "[serve
         wrong += std::abs(got[i] - want[i]) >= 1e-4;
     }
     CHECK(wrong == 0);
+    // The images were placed in the pool's input memory as they were read, and reached the
+    // worker from there: none went inline in a message, not even 4 images (12 KiB), which a
+    // tensor of the server's own bytes would have.
+    const std::string metrics = curl("GET", server.url("/metrics")).body;
+    CHECK_THAT(metrics,
+               Catch::Contains(R"(torchpool_tensors_total{model="fashion",how="shared"} 1)"));
+    CHECK_THAT(metrics,
+               Catch::Contains(R"(torchpool_tensors_total{model="fashion",how="inline"} 0)"));
     CHECK(WIFEXITED(server.terminate()));
 }
 
