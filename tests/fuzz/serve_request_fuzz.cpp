@@ -11,13 +11,22 @@
 // (4 KiB of a pattern) and "tiny" (8 bytes), so that inputs can be read from them and outputs
 // written into them.
 //
+// The body is also read as the session reads it (request_body, in pieces of a size bits 1-4
+// pick), with its binary data into a block of input memory, and parsed again from there, with
+// its tensors placed in input memory, as the server does.
+//
 // Oracles beyond "no crash, no sanitizer report": the fast JSON path and the streaming one
-// agree; an accepted request has tensors whose bytes match their shapes (and BOOL bytes that
-// are 0 or 1); every response's JSON part is valid JSON.
+// agree, and so does the placed one; the body reader gives back the body's bytes exactly; an
+// accepted request has tensors whose bytes match their shapes (and BOOL bytes that are 0 or
+// 1); every response's JSON part is valid JSON.
 #include "batcher.hpp"
 #include "model_config.hpp"
 #include "oip.hpp"
+#include "request_body.hpp"
+#include "shm/arena.hpp"
 
+#include <boost/asio/buffer.hpp>
+#include <boost/beast/http/parser.hpp>
 #include <boost/json.hpp>
 
 #include <cstdint>
@@ -86,7 +95,7 @@ void require(bool ok, const char* what) {
 
 bool consistent(const tensor& t) {
     const auto count = element_count(t.shape, std::uint64_t{1} << 40);
-    return count && t.data.size() == *count * element_size(t.type);
+    return count && t.bytes().size() == *count * element_size(t.type);
 }
 
 // What a model would return for `rows` rows: each output of its config, with the batch
@@ -135,6 +144,69 @@ void check_response(const model_config& model, const infer_request& req,
         require(!ec, "a response's JSON does not parse");
     }
 }
+
+// Input memory, as a pool's: 64 MiB.
+const std::shared_ptr<shm::arena>& input_arena() {
+    static const auto made = [] {
+        auto memory = shm::mapping::create("torchpool-fuzz-inputs", std::size_t(64) << 20,
+                                           shm::writers::creator_only);
+        require(std::holds_alternative<std::shared_ptr<shm::mapping>>(memory), "no input memory");
+        return std::make_shared<shm::arena>(std::get<std::shared_ptr<shm::mapping>>(memory));
+    }();
+    return made;
+}
+
+shared_bytes input_block(std::size_t bytes) {
+    auto b = input_arena()->allocate(bytes);
+    return b ? b->bytes(b) : shared_bytes();
+}
+
+tensor placed_input(dtype type, std::vector<std::int64_t> shape) {
+    const auto count = element_count(shape, std::uint64_t{1} << 40);
+    const std::size_t bytes = count ? *count * element_size(type) : 0;
+    auto block = bytes > 0 ? input_block(bytes) : shared_bytes();
+    return block ? tensor(type, std::move(shape), std::move(block)) : tensor();
+}
+
+// The body read as the session reads it, with the bytes after `text_bytes` into a block of
+// input memory, `piece` bytes at a time: the body's text and its binary data.
+request_body::value_type read_as_session(std::string_view body, std::size_t text_bytes,
+                                         std::size_t piece) {
+    namespace http = boost::beast::http;
+    const std::string head =
+        "POST /v2/models/m/infer HTTP/1.1\r\nContent-Length: " + std::to_string(body.size()) +
+        "\r\n\r\n";
+    http::request_parser<request_body> parser;
+    parser.body_limit(boost::none);
+    boost::beast::error_code ec;
+    parser.put(boost::asio::buffer(head), ec);
+    require(!ec && parser.is_header_done(), "the head did not parse");
+    if (text_bytes < body.size()) {
+        parser.get().body().binary = input_block(body.size() - text_bytes);
+        parser.get().body().text_bytes = text_bytes;
+    }
+    for (std::size_t at = 0; !parser.is_done();) {
+        const auto n = std::min(piece, body.size() - at);
+        const auto used = parser.put(boost::asio::buffer(body.data() + at, n), ec);
+        if (ec == http::error::need_more) {
+            ec = {};
+        }
+        require(!ec && (used > 0 || n == 0), "the body reader refused its body");
+        at += used;
+    }
+    auto read = std::move(parser.release().body());
+    std::string whole = read.text;
+    whole.append(reinterpret_cast<const char*>(read.binary.bytes().data()), read.binary.size());
+    require(whole == body, "the body reader changed the body");
+    require(!read.binary || read.text.size() == text_bytes, "the body reader split it elsewhere");
+    return read;
+}
+
+// The same request parsed from where the session would have read it, its tensors placed in
+// input memory, agrees with `parsed`.
+void check_placed(std::string_view body, const model_config& model,
+                  std::optional<std::size_t> header_length, std::size_t piece,
+                  const std::variant<infer_request, http_error>& parsed);
 
 // The regions, over objects unlinked once registered (the registrations keep them).
 const shm_regions& regions() {
@@ -186,6 +258,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     auto streamed =
         parse_infer_request(rest, model, header_length, json_reading::streaming_only, &regions());
     require(parsed.index() == streamed.index(), "the fast and streaming paths disagree");
+    check_placed(rest, model, header_length, 1 + ((flags >> 1) & 15) * 97, parsed);
     auto* req = std::get_if<infer_request>(&parsed);
     if (!req) {
         const auto& e = std::get<http_error>(parsed);
@@ -233,3 +306,30 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     return 0;
 }
+
+namespace {
+
+void check_placed(std::string_view body, const model_config& model,
+                  std::optional<std::size_t> header_length, std::size_t piece,
+                  const std::variant<infer_request, http_error>& parsed) {
+    const bool split = header_length && *header_length <= body.size();
+    const auto read = read_as_session(body, split ? *header_length : body.size(), piece);
+    auto placed =
+        parse_infer_request(read.text, model, header_length, json_reading::fast_when_possible,
+                            &regions(), {.memory = placed_input, .binary = read.binary});
+    require(placed.index() == parsed.index(), "placing the tensors changed the answer");
+    if (const auto* e = std::get_if<http_error>(&parsed)) {
+        require(std::get<http_error>(placed).message == e->message,
+                "placing the tensors changed the error");
+        return;
+    }
+    const auto& a = std::get<infer_request>(parsed).inputs;
+    const auto& b = std::get<infer_request>(placed).inputs;
+    require(a.size() == b.size(), "placing the tensors changed the inputs");
+    for (std::size_t i = 0; i < a.size(); ++i) {
+        require(a[i].type == b[i].type && a[i].shape == b[i].shape && a[i].chars() == b[i].chars(),
+                "placing the tensors changed a tensor");
+    }
+}
+
+}  // namespace
