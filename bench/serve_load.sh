@@ -4,7 +4,10 @@
 # connection counts; beside the ceiling measured in the same run, the model's own batch-1
 # forward in a tight in-process loop on one thread (bench/model_ceiling.cpp), and the floor: a
 # minimal HTTP server of the same design with no model and no pool, answering the server's
-# own responses (bench/http_floor.cpp), the most a server of this design can do here. The
+# own responses (bench/http_floor.cpp), the most a server of this design can do here. Then the
+# same floor with the hop every process-pool server pays (--hop 2): each request waits for a
+# round trip over a pipe to one of 2 child processes that do nothing else (requests that wait
+# go together, up to 32), the most a server with worker processes can do here (/hop). The
 # client shares the machine with the server and its workers.
 #
 # With batching on, it also measures latency under a steady load: the unloaded p50 (one
@@ -80,21 +83,30 @@ curl -s -o "$work/binary.response" -H "Content-Type: application/octet-stream" \
 kill -TERM "$server_pid"
 wait "$server_pid" || true
 server_pid=
-declare -A floor_rate
+declare -A floor_rate hop_rate
 printf "\n%-34s %6s %10s %9s %9s\n" "floor (no model, no pool)" "conns" "requests/s" "p50 ms" "p99 ms"
-for format in json binary; do
-    start_server "$work/floor.out" 10 "$floor" "$work/$format.response" --port 0
-    for conns in 1 8 32 128; do
-        out=$(wrk -t1 -c"$conns" -d"${seconds}s" --latency -s "$work/$format.lua" "$url")
-        rate=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
-        floor_rate[$format-$conns]=$rate
-        printf "%-34s %6d %10.0f %9.2f %9.2f\n" "floor $format ($(wc -c <"$work/$format.response") B answers)" \
-            "$conns" "$rate" "$(ms "$(echo "$out" | awk '$1=="50%"{print $2}')")" \
-            "$(ms "$(echo "$out" | awk '$1=="99%"{print $2}')")"
+for hop in "" "--hop 2"; do
+    for format in json binary; do
+        # shellcheck disable=SC2086  # $hop is an option and its value, or nothing
+        start_server "$work/floor.out" 10 "$floor" "$work/$format.response" --port 0 $hop
+        for conns in 1 8 32 128; do
+            out=$(wrk -t1 -c"$conns" -d"${seconds}s" --latency -s "$work/$format.lua" "$url")
+            rate=$(echo "$out" | sed -n 's/^Requests\/sec: *\([0-9.]*\).*/\1/p')
+            if [ -z "$hop" ]; then
+                floor_rate[$format-$conns]=$rate
+                name="floor $format ($(wc -c <"$work/$format.response") B answers)"
+            else
+                hop_rate[$format-$conns]=$rate
+                name="floor $format + worker hop"
+            fi
+            printf "%-34s %6d %10.0f %9.2f %9.2f\n" "$name" \
+                "$conns" "$rate" "$(ms "$(echo "$out" | awk '$1=="50%"{print $2}')")" \
+                "$(ms "$(echo "$out" | awk '$1=="99%"{print $2}')")"
+        done
+        kill -TERM "$server_pid"
+        wait "$server_pid" || true
+        server_pid=
     done
-    kill -TERM "$server_pid"
-    wait "$server_pid" || true
-    server_pid=
 done
 
 # The Python anchor, under the same client, with the same image (its input is [N, 784]).
@@ -181,7 +193,7 @@ tail_at() {
 }
 floor_rates=()
 
-printf "\n%-34s %6s %10s %9s %9s %9s %7s %7s\n" "configuration" "conns" "images/s" "p50 ms" "p99 ms" "/ceiling" "/floor" "/anchor"
+printf "\n%-34s %6s %10s %9s %9s %9s %7s %7s %7s\n" "configuration" "conns" "images/s" "p50 ms" "p99 ms" "/ceiling" "/floor" "/hop" "/anchor"
 configurations=("--max-batch 1")
 for threads in ${HTTP_THREADS:-0 1}; do
     configurations+=("--max-batch 32 --batch-delay-us 500 --http-threads $threads")
@@ -213,9 +225,10 @@ for batching in "${configurations[@]}"; do
             to_anchor=-
             [ "$format" = json ] && [ -n "${anchor_rate[$conns]:-}" ] &&
                 to_anchor=$(awk -v a="$rate" -v b="${anchor_rate[$conns]}" 'BEGIN { printf "%.1fx", a / b }')
-            printf "%-34s %6d %10.0f %9.2f %9.2f %8.2fx %6.2fx %7s%s\n" "$(label "$batching") $format" "$conns" "$rate" \
+            printf "%-34s %6d %10.0f %9.2f %9.2f %8.2fx %6.2fx %6.2fx %7s%s\n" "$(label "$batching") $format" "$conns" "$rate" \
                 "$(ms "$p50")" "$(ms "$p99")" "$(awk -v a="$rate" -v b="$ceiling_rate" 'BEGIN { print a / b }')" \
                 "$(awk -v a="$rate" -v b="${floor_rate[$format-$conns]}" 'BEGIN { print a / b }')" \
+                "$(awk -v a="$rate" -v b="${hop_rate[$format-$conns]}" 'BEGIN { print a / b }')" \
                 "$to_anchor" "${errors:+  ($errors non-2xx)}"
             [ -n "$split" ] && echo "$split"
             best=$(awk -v a="$rate" -v b="$best" 'BEGIN { print (a > b) ? a : b }')
