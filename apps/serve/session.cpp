@@ -59,6 +59,9 @@ private:
     /// deadline); false if none came.
     asio::awaitable<bool> await_first_bytes();
     asio::awaitable<incoming> read_body(bool expect_continue);
+    /// Bytes of the body still to come that are all binary data bound for input memory (the
+    /// JSON header is whole): read from the socket straight into place. 0 otherwise.
+    std::size_t binary_left() const;
     incoming read_failed(const boost::system::error_code& ec) const;
     /// Writes `r` (its head only for HEAD); false if the connection is done.
     asio::awaitable<bool> write(reply r, bool head_only, bool keep_alive);
@@ -202,17 +205,43 @@ asio::awaitable<incoming> session::read_body(bool expect_continue) {
         ec = pec;
     }
     // The rest, with its deadline moved on by what arrives: at least the minimum rate.
-    while (!ec && !parser.is_done() && !cut()) {
+    while (!ec && !parser.is_done() && !cut() && binary_left() == 0) {
         const auto before = buffer_.size();
         std::size_t used = 0;
         std::tie(ec, used) = co_await http::async_read_some(socket_, buffer_, parser, as_tuple);
         received += used + buffer_.size() - before;
         enter(stage::body, ctx_.limits.transfer_deadline(began, received));
     }
+    // What is left is binary data bound for input memory: read from the socket straight there.
+    // The parser is not told: the message is released as it is, its body whole.
+    if (const std::size_t left = ec || cut() ? 0 : binary_left(); left > 0) {
+        const auto into = parser.get().body().binary.writable_bytes();
+        for (std::size_t at = into.size() - left; !ec && !cut() && at < into.size();) {
+            std::size_t n = 0;
+            std::tie(ec, n) = co_await socket_.async_read_some(
+                asio::buffer(into.data() + at, into.size() - at), as_tuple);
+            at += n;
+            received += n;
+            enter(stage::body, ctx_.limits.transfer_deadline(began, received));
+        }
+    }
     if (ec || cut()) {
         co_return read_failed(ec);
     }
     co_return incoming(incoming::kind::request);
+}
+
+std::size_t session::binary_left() const {
+    const auto& parser = *parser_;
+    const auto& body = parser.get().body();
+    const auto left = parser.content_length_remaining();
+    // Only once the JSON header is whole and the buffer holds nothing the parser has not had
+    // (while the body is not done, the parser takes every byte of it that the buffer holds).
+    if (!body.binary || !left || *left == 0 || *left > body.binary.size() ||
+        body.text.size() != body.text_bytes || buffer_.size() != 0) {
+        return 0;
+    }
+    return static_cast<std::size_t>(*left);
 }
 
 incoming session::read_failed(const boost::system::error_code& ec) const {

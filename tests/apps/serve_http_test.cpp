@@ -202,6 +202,12 @@ TEST_CASE("slow and idle clients are cut off at the deadline of the stage they a
     connection slow_body(server.port());
     slow_body.send_raw(
         "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n\r\n{");
+    // A slow body of binary data (Triton's extension), past its JSON header: the server reads
+    // such data from the socket straight into input memory, under the same deadline.
+    connection slow_binary(server.port());
+    slow_binary.send_raw(
+        "POST /v2/models/fashion/infer HTTP/1.1\r\nHost: test\r\nContent-Length: 100000\r\n"
+        "Inference-Header-Content-Length: 2\r\n\r\n{}\x01");
     // Kept alive after its answer, then idle.
     connection idle(server.port());
     idle.send("GET", "/v2/health/live");
@@ -209,6 +215,7 @@ TEST_CASE("slow and idle clients are cut off at the deadline of the stage they a
     CHECK(silent.receive().empty());  // each is closed by the server
     CHECK(slow_head.receive().empty());
     CHECK(slow_body.receive().empty());
+    CHECK(slow_binary.receive().empty());
     CHECK(idle.receive().empty());
     // A slow reader: 1000 scrapes of ~10 KB (past the 4 MiB a send buffer grows to at most
     // here) pipelined through a small receive window, and none read. Past what the kernel
@@ -219,7 +226,7 @@ TEST_CASE("slow and idle clients are cut off at the deadline of the stage they a
         pipelined += "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n";
     }
     reader.send_raw(pipelined);
-    CHECK(metrics_show(server, R"(torchpool_http_connections_cut_total{reason="deadline"} 5)"));
+    CHECK(metrics_show(server, R"(torchpool_http_connections_cut_total{reason="deadline"} 6)"));
     // It then reads what was sent before the cut: fewer than its 1000 answers, then the end.
     const auto got = reader.read_to_end();
     std::size_t answers = 0;
