@@ -8,15 +8,17 @@
 # under valgrind. The floor is counted the same way: torchpool-bench-http-floor, an HTTP
 # server of the same design with no model and no pool, answering the server's own responses.
 # Then the server with HTTP on a thread of its own (--http-threads 1), counted per thread.
+# Last, a large binary request (256 images, 784 KiB, N/10 of them), by the server alone: what
+# the body's bytes cost on their way from the socket to a worker (compare builds with SERVE).
 #
-# Usage: bench/serve_instructions.sh [BUILD_DIR] [N]   (default: build/release 2000)
+# Usage: [SERVE=PATH] bench/serve_instructions.sh [BUILD_DIR] [N]   (default: build/release 2000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source bench/serve_common.sh
 
 build=${1:-build/release}
 n=${2:-2000}
-serve="$build/apps/torchpool-serve"
+serve=${SERVE:-$build/apps/torchpool-serve}  # SERVE=PATH: another build of the server, to compare
 client="$build/bench/torchpool-bench-serve-client"
 floor="$build/bench/torchpool-bench-http-floor"
 require_built serve_instructions.sh "$serve" "$client" "$build/bench/torchpool-bench-serve-bodies" "$floor"
@@ -30,6 +32,8 @@ trap cleanup EXIT
 json_body="$work/sample.json"
 plain_sample "$build/models/fashion_mnist.sample.json" "$json_body"
 header_length=$("$build/bench/torchpool-bench-serve-bodies" "$json_body" "$work/binary.body")
+large_length=$("$build/bench/torchpool-bench-serve-bodies" "$json_body" "$work/large.body" 256)
+large_n=$(( (n + 9) / 10 ))
 
 start_server "$work/server.out" 120 \
     valgrind --tool=callgrind --callgrind-out-file="$work/serve.%p" "$serve" --port 0 --max-batch 1
@@ -37,12 +41,15 @@ start_server "$work/server.out" 120 \
 curl -s -o "$work/json.response" -H "Content-Type: application/json" --data-binary "@$json_body" "$url"
 curl -s -o "$work/binary.response" -H "Content-Type: application/octet-stream" \
     -H "Inference-Header-Content-Length: $header_length" --data-binary "@$work/binary.body" "$url"
+curl -s -o "$work/large.response" -H "Content-Type: application/octet-stream" \
+    -H "Inference-Header-Content-Length: $large_length" --data-binary "@$work/large.body" "$url"
 
-measure() {  # FORMAT CLIENT_ARGS...: zeroes the counters, sends N requests, dumps the counts
-    local format=$1
+measure() {  # FORMAT CLIENT_ARGS...: zeroes the counters, sends N requests (large: N/10), dumps the counts
+    local format=$1 requests=$n
     shift
+    [ "$format" = large ] && requests=$large_n
     callgrind_control -z "$server_pid" >/dev/null 2>&1
-    "$client" "$url" "$@" --connections 8 --requests "$n" >"$work/client.out"
+    "$client" "$url" "$@" --connections 8 --requests "$requests" >"$work/client.out"
     grep -q "non-200 0 broken 0" "$work/client.out" || { cat "$work/client.out" >&2; exit 1; }
     callgrind_control -d "$format" "$server_pid" >/dev/null 2>&1
 }
@@ -56,7 +63,8 @@ count() {  # FORMAT CLIENT_ARGS...: instructions for N requests
 
 json=$(count json "$json_body")
 binary=$(count binary "$work/binary.body" --header-length "$header_length")
-[ -n "$json" ] && [ -n "$binary" ] || { echo "serve_instructions.sh: a count failed" >&2; exit 1; }
+large=$(count large "$work/large.body" --header-length "$large_length")
+[ -n "$json" ] && [ -n "$binary" ] && [ -n "$large" ] || { echo "serve_instructions.sh: a count failed" >&2; exit 1; }
 kill -TERM "$server_pid"
 wait "$server_pid" 2>/dev/null || true
 server_pid=
@@ -103,3 +111,5 @@ echo "  binary: server $((binary / n)), floor $((floor_binary / n)): $(ratio "$b
 echo "with --http-threads 1, per request:"
 echo "  JSON:   $threads_json"
 echo "  binary: $threads_binary"
+echo "a large binary request (256 images, 784 KiB; batching off, $large_n requests):"
+echo "  server $((large / large_n))"
