@@ -203,7 +203,7 @@ TEST_CASE("a frame refers to tensors in shared memory, and a decoder without it 
 }
 
 TEST_CASE("a process's tensor shared memory is told apart from its own memory", "[shm]") {
-    constexpr std::size_t bytes = 8 << 20;
+    constexpr std::size_t bytes = 32 << 20;
     auto made = mapping::create("torchpool-test-outputs", bytes, writers::anyone);
     REQUIRE(std::holds_alternative<std::shared_ptr<mapping>>(made));
     auto memory = std::get<std::shared_ptr<mapping>>(made);
@@ -217,11 +217,10 @@ TEST_CASE("a process's tensor shared memory is told apart from its own memory", 
     CHECK_FALSE(cheap->shared_memory_bytes);
     REQUIRE(exact->shared_memory_bytes);
     CHECK(*exact->shared_memory_bytes >= bytes);
-    CHECK(cheap->rss_bytes >= before->rss_bytes + bytes - (1 << 20));
-    // The pages of the memfd are not counted as its own (allowing for what the process itself
-    // allocated between the reads). Whether the kernel calls such pages private or shared
-    // varies (huge pages in shmem make part of them shared on some hosts), so this compares
-    // the exact figure before and after the pages became resident rather than with the cheap
-    // one.
-    CHECK(exact->private_bytes < before->private_bytes + (1 << 20));
+    // The pages of the memfd are not counted as its own. Whether the kernel calls such pages
+    // private or shared varies (a CI host counted part of them shared), so this compares the
+    // exact figure before and after the pages became resident rather than with the cheap one,
+    // and allows a few MiB for what the process's own memory does meanwhile (2.4 MiB seen
+    // under a parallel ctest): counted as its own, the memfd would add all 32.
+    CHECK(exact->private_bytes < before->private_bytes + bytes / 4);
 }
