@@ -19,14 +19,13 @@
 // agree, and so does the placed one; the body reader gives back the body's bytes exactly; an
 // accepted request has tensors whose bytes match their shapes (and BOOL bytes that are 0 or
 // 1); every response's JSON part is valid JSON.
+#include "../unit/serve/feed_request_body.hpp"
 #include "batcher.hpp"
 #include "model_config.hpp"
 #include "oip.hpp"
 #include "request_body.hpp"
 #include "shm/arena.hpp"
 
-#include <boost/asio/buffer.hpp>
-#include <boost/beast/http/parser.hpp>
 #include <boost/json.hpp>
 
 #include <cstdint>
@@ -172,29 +171,17 @@ tensor placed_input(dtype type, std::vector<std::int64_t> shape) {
 // input memory, `piece` bytes at a time: the body's text and its binary data.
 request_body::value_type read_as_session(std::string_view body, std::size_t text_bytes,
                                          std::size_t piece) {
-    namespace http = boost::beast::http;
     const std::string head =
         "POST /v2/models/m/infer HTTP/1.1\r\nContent-Length: " + std::to_string(body.size()) +
         "\r\n\r\n";
-    http::request_parser<request_body> parser;
-    parser.body_limit(boost::none);
-    boost::beast::error_code ec;
-    parser.put(boost::asio::buffer(head), ec);
-    require(!ec && parser.is_header_done(), "the head did not parse");
-    if (text_bytes < body.size()) {
-        parser.get().body().binary = input_block(body.size() - text_bytes);
-        parser.get().body().text_bytes = text_bytes;
+    const bool split = text_bytes < body.size();
+    auto fed = test::feed_request_body(
+        head, body, text_bytes, split ? input_block(body.size() - text_bytes) : shared_bytes(),
+        piece);
+    if (const auto* wrong = std::get_if<std::string>(&fed)) {
+        require(false, wrong->c_str());
     }
-    for (std::size_t at = 0; !parser.is_done();) {
-        const auto n = std::min(piece, body.size() - at);
-        const auto used = parser.put(boost::asio::buffer(body.data() + at, n), ec);
-        if (ec == http::error::need_more) {
-            ec = {};
-        }
-        require(!ec && (used > 0 || n == 0), "the body reader refused its body");
-        at += used;
-    }
-    auto read = std::move(parser.release().body());
+    auto read = std::move(std::get<0>(fed).body());
     std::string whole = read.text;
     whole.append(reinterpret_cast<const char*>(read.binary.bytes().data()), read.binary.size());
     require(whole == body, "the body reader changed the body");

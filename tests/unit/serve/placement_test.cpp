@@ -1,13 +1,11 @@
 // Where a request's tensors land: the binary data of a body read straight into a block of input
 // memory (request_body), and the tensors parsed from a request placed in input memory, as
 // views where the bytes are there already, else written there once.
+#include "feed_request_body.hpp"
 #include "images_model.hpp"
 #include "oip.hpp"
 #include "request_body.hpp"
 #include "shm/arena.hpp"
-
-#include <boost/asio/buffer.hpp>
-#include <boost/beast/http/parser.hpp>
 
 #include <catch2/catch.hpp>
 
@@ -61,24 +59,11 @@ std::string as_text(const shared_bytes& b) {
 http::request<request_body> read_body(const std::string& head, const std::string& body,
                                       std::size_t text_bytes, shared_bytes binary,
                                       std::size_t piece) {
-    http::request_parser<request_body> parser;
-    boost::beast::error_code ec;
-    parser.put(boost::asio::buffer(head), ec);
-    REQUIRE_FALSE(ec);
-    REQUIRE(parser.is_header_done());
-    parser.get().body().binary = std::move(binary);
-    parser.get().body().text_bytes = text_bytes;
-    for (std::size_t at = 0; !parser.is_done();) {
-        const auto n = std::min(piece, body.size() - at);
-        const auto used = parser.put(boost::asio::buffer(body.data() + at, n), ec);
-        if (ec == http::error::need_more) {
-            ec = {};
-        }
-        REQUIRE_FALSE(ec);
-        REQUIRE((used > 0 || n == 0));
-        at += used;
+    auto fed = test::feed_request_body(head, body, text_bytes, std::move(binary), piece);
+    if (auto* wrong = std::get_if<std::string>(&fed)) {
+        FAIL(*wrong);
     }
-    return parser.release();
+    return std::move(std::get<http::request<request_body>>(fed));
 }
 
 }  // namespace
