@@ -44,13 +44,15 @@ std::optional<batch_policy::clock::time_point> batch_policy::wake_at(
 }
 
 batch_policy::clock::time_point batch_policy::send_by(clock::time_point oldest) const noexcept {
-    auto limit = params_.delay;
     if (worker_free() && gap_) {
-        // Held while a worker is free: only for the company expected soon (about four more
-        // arrivals at the recent pace), never past the delay.
-        limit = std::min(limit, 4 * *gap_);
+        // Held while a worker is free: due at once, so the batcher's timer sends it once the
+        // event loop has handed over the requests that have already arrived with it, and no
+        // later. (Held for about four more arrivals at the recent pace instead, the workers
+        // idled: 32 connections in a closed loop got 25,000-27,000 binary images/s against
+        // 33,000-34,000 so, and 8 got 15,600-15,900 against 16,400-17,300.)
+        return oldest;
     }
-    return oldest + limit;
+    return oldest + params_.delay;
 }
 
 void batch_policy::taken(std::int64_t rows, std::size_t requests) noexcept {

@@ -8,10 +8,11 @@
 // batches grow by themselves while every worker is busy.
 //
 // One exception to "a free worker takes it at once": when other requests are in flight and
-// requests arrive faster than one per half the delay, a request is held for company, for about
-// four arrivals at that pace (never past the delay): a batch of a few costs a model little more
-// than one request alone, so under a steady load the workers spend far less per request, and
-// latency falls rather than rises.
+// requests arrive faster than one per half the delay, a request is held for company, but only
+// for the requests that have already arrived with it: it is due at once by the timer, whose
+// handler the event loop runs after those it has ready (the requests read in the same turn).
+// A batch of a few costs a model little more than one request alone, so under a steady load
+// the workers spend far less per request; holding for requests yet to come left a worker idle.
 #pragma once
 
 #include <chrono>
