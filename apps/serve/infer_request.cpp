@@ -24,10 +24,6 @@ namespace {
 
 using problem = std::optional<http_error>;
 
-http_error bad(std::string message) {
-    return {400, std::move(message)};
-}
-
 // Each model input's tensor in the request, and its binary data (Triton's extension) or its
 // shared-memory region if any.
 struct input_slots {
@@ -60,8 +56,8 @@ std::variant<std::size_t, http_error> input_named(const model_config& model,
     for (const auto& s : model.inputs) {
         names += (names.empty() ? "" : ", ") + s.name;
     }
-    return bad("model '" + model.name + "' has no input named '" + std::string(name) +
-               "'; its inputs: " + names);
+    return bad_request("model '" + model.name + "' has no input named '" + std::string(name) +
+                       "'; its inputs: " + names);
 }
 
 // An input's binary data: the next parameters.binary_data_size bytes of `binary` from `*at`.
@@ -76,11 +72,12 @@ problem take_binary(const json::object& tensor, const std::string& name, const b
         return std::nullopt;
     }
     if (!size->is_int64() || size->as_int64() < 0) {
-        return bad("parameters.binary_data_size of input '" + name + "' must be a byte count");
+        return bad_request("parameters.binary_data_size of input '" + name +
+                           "' must be a byte count");
     }
     const auto n = static_cast<std::size_t>(size->as_int64());
     if (at + n > binary.size()) {
-        return bad(
+        return bad_request(
             "input '" + name + "' announces " + std::to_string(n) + " bytes of binary data, but " +
             (data.has_header ? std::to_string(binary.size() - at) + " remain after the JSON header"
                              : std::string("the request has no Inference-Header-Content-Length")));
@@ -103,7 +100,7 @@ problem match_inputs(const json::array& inputs, const model_config& model,
         const auto* t = input.if_object();
         const auto* name = t ? t->if_contains("name") : nullptr;
         if (!name || !name->is_string()) {
-            return bad("each input must be an object with a \"name\"");
+            return bad_request("each input must be an object with a \"name\"");
         }
         const auto found = input_named(model, name->as_string());
         if (const auto* wrong = std::get_if<http_error>(&found)) {
@@ -111,7 +108,7 @@ problem match_inputs(const json::array& inputs, const model_config& model,
         }
         const auto at = std::get<std::size_t>(found);
         if (slots.given[at]) {
-            return bad("input '" + model.inputs[at].name + "' is given twice");
+            return bad_request("input '" + model.inputs[at].name + "' is given twice");
         }
         slots.given[at] = t;
         const std::string what = "input '" + model.inputs[at].name + "'";
@@ -123,9 +120,9 @@ problem match_inputs(const json::array& inputs, const model_config& model,
             if (t->if_contains("data") ||
                 (t->if_contains("parameters") && t->at("parameters").is_object() &&
                  t->at("parameters").as_object().if_contains("binary_data_size"))) {
-                return bad(what +
-                           " names a shared-memory region and also gives its data; give "
-                           "it in one place");
+                return bad_request(what +
+                                   " names a shared-memory region and also gives its data; give "
+                                   "it in one place");
             }
             slots.regions[at] = std::move(in_region);
             continue;
@@ -136,8 +133,8 @@ problem match_inputs(const json::array& inputs, const model_config& model,
         }
     }
     if (binary_at != binary.bytes.size()) {
-        return bad(std::to_string(binary.bytes.size() - binary_at) +
-                   " bytes after the JSON header belong to no input (binary_data_size)");
+        return bad_request(std::to_string(binary.bytes.size() - binary_at) +
+                           " bytes after the JSON header belong to no input (binary_data_size)");
     }
     return std::nullopt;
 }
@@ -147,13 +144,13 @@ problem check_datatype(const json::string& datatype, const tensor_spec& spec,
                        const model_config& model) {
     const auto type = from_oip_datatype(datatype);
     if (!type) {
-        return bad("input '" + spec.name + "' has datatype \"" + std::string(datatype) +
-                   "\", which this server does not know");
+        return bad_request("input '" + spec.name + "' has datatype \"" + std::string(datatype) +
+                           "\", which this server does not know");
     }
     if (*type != spec.type) {
-        return bad("input '" + spec.name + "' has datatype " + std::string(datatype) +
-                   ", but model '" + model.name + "' wants " +
-                   std::string(oip_datatype(spec.type)));
+        return bad_request("input '" + spec.name + "' has datatype " + std::string(datatype) +
+                           ", but model '" + model.name + "' wants " +
+                           std::string(oip_datatype(spec.type)));
     }
     return std::nullopt;
 }
@@ -163,7 +160,7 @@ problem read_shape(const json::array& shape, const tensor_spec& spec, const mode
                    std::vector<std::int64_t>& dims, std::size_t& elements) {
     for (const auto& d : shape) {
         if (!d.is_int64() || d.as_int64() < 0) {
-            return bad("the shape of input '" + spec.name + "' must hold sizes >= 0");
+            return bad_request("the shape of input '" + spec.name + "' must hold sizes >= 0");
         }
         dims.push_back(d.as_int64());
     }
@@ -175,7 +172,7 @@ problem read_shape(const json::array& shape, const tensor_spec& spec, const mode
     }
     elements = *count;
     if (auto wrong = check_shape(spec, dims, model.name); !wrong.empty()) {
-        return bad(wrong);
+        return bad_request(wrong);
     }
     return std::nullopt;
 }
@@ -189,15 +186,15 @@ problem read_input(const tensor_spec& spec, const input_slots& slots, std::size_
     const auto& bytes = slots.bytes[at];
     const auto& region = slots.regions[at];
     if (!t) {
-        return bad("input '" + spec.name + "' of model '" + model.name + "' is missing");
+        return bad_request("input '" + spec.name + "' of model '" + model.name + "' is missing");
     }
     const auto* datatype = t->if_contains("datatype");
     const auto* shape = t->if_contains("shape");
     const auto* data = t->if_contains("data");
     if (!datatype || !datatype->is_string() || !shape || !shape->is_array() ||
         (!data && !bytes && !region)) {
-        return bad("input '" + spec.name +
-                   "' needs \"datatype\", \"shape\" and \"data\" (or binary data)");
+        return bad_request("input '" + spec.name +
+                           "' needs \"datatype\", \"shape\" and \"data\" (or binary data)");
     }
     if (auto p = check_datatype(datatype->as_string(), spec, model)) {
         return p;
@@ -238,7 +235,7 @@ problem read_fault(const json::value& f, infer_request& req) {
     } else if (kind == "fail") {
         req.inject = fault::fail();
     } else {
-        return bad(
+        return bad_request(
             "parameters.torchpool_fault must be one of crash, exit, hang, leak, delay, "
             "garbage, fail");
     }
@@ -248,7 +245,7 @@ problem read_fault(const json::value& f, infer_request& req) {
 // The request's "parameters": binary_data_output, torchpool_fault.
 problem read_parameters(const json::value& parameters, infer_request& req) {
     if (!parameters.is_object()) {
-        return bad("\"parameters\" must be an object");
+        return bad_request("\"parameters\" must be an object");
     }
     if (const auto* all = parameters.as_object().if_contains("binary_data_output")) {
         req.binary_outputs = all->is_bool() && all->as_bool();
@@ -271,24 +268,24 @@ problem read_output_parameters(const json::object& p, std::string_view name,
     }
     if (auto& in_region = std::get<std::optional<region_bytes>>(region)) {
         if (p.if_contains("classification") || p.if_contains("binary_data")) {
-            return bad(what +
-                       " names a shared-memory region; it cannot also be a "
-                       "classification or binary data");
+            return bad_request(what +
+                               " names a shared-memory region; it cannot also be a "
+                               "classification or binary data");
         }
         req.output_regions.push_back({std::move(*in_region), std::string(name)});
         return std::nullopt;
     }
     if (const auto* k = p.if_contains("classification")) {
         if (!k->is_int64() || k->as_int64() < 1) {
-            return bad("parameters.classification of output '" + std::string(name) +
-                       "' must be a whole number of classes >= 1");
+            return bad_request("parameters.classification of output '" + std::string(name) +
+                               "' must be a whole number of classes >= 1");
         }
         req.classifications.emplace_back(name, static_cast<std::size_t>(k->as_int64()));
     }
     if (const auto* b = p.if_contains("binary_data")) {
         if (!b->is_bool()) {
-            return bad("parameters.binary_data of output '" + std::string(name) +
-                       "' must be true or false");
+            return bad_request("parameters.binary_data of output '" + std::string(name) +
+                               "' must be true or false");
         }
         (b->as_bool() ? req.binary_output_names : req.json_output_names).emplace_back(name);
     }
@@ -299,13 +296,13 @@ problem read_output_parameters(const json::object& p, std::string_view name,
 problem read_outputs(const json::value& outputs, const model_config& model,
                      const shm_regions* regions, infer_request& req) {
     if (!outputs.is_array()) {
-        return bad("\"outputs\" must be a list of {\"name\": ...}");
+        return bad_request("\"outputs\" must be a list of {\"name\": ...}");
     }
     for (const auto& out : outputs.as_array()) {
         const auto* t = out.if_object();
         const auto* name = t ? t->if_contains("name") : nullptr;
         if (!name || !name->is_string()) {
-            return bad("each requested output must be an object with a \"name\"");
+            return bad_request("each requested output must be an object with a \"name\"");
         }
         if (const auto* p = t->if_contains("parameters"); p && p->is_object()) {
             if (auto wrong =
@@ -316,8 +313,8 @@ problem read_outputs(const json::value& outputs, const model_config& model,
         const bool known = std::any_of(model.outputs.begin(), model.outputs.end(),
                                        [&](const auto& s) { return s.name == name->as_string(); });
         if (!known) {
-            return bad("model '" + model.name + "' has no output named '" +
-                       std::string(name->as_string()) + "'");
+            return bad_request("model '" + model.name + "' has no output named '" +
+                               std::string(name->as_string()) + "'");
         }
         req.outputs.emplace_back(name->as_string());
     }
@@ -330,13 +327,13 @@ problem read_request(const json::object& o, const model_config& model, const bin
                      const input_memory& memory, infer_request& req) {
     if (const auto* id = o.if_contains("id")) {
         if (!id->is_string()) {
-            return bad("\"id\" must be text");
+            return bad_request("\"id\" must be text");
         }
         req.id = std::string(id->as_string());
     }
     const auto* inputs = o.if_contains("inputs");
     if (!inputs || !inputs->is_array() || inputs->as_array().empty()) {
-        return bad("\"inputs\" must be a non-empty list of tensors");
+        return bad_request("\"inputs\" must be a non-empty list of tensors");
     }
     input_slots slots(model.inputs.size());
     if (auto p = match_inputs(inputs->as_array(), model, binary, regions, slots)) {
@@ -372,8 +369,9 @@ std::variant<infer_request, http_error> parse_infer_request(
         // With the binary data in input memory, the body is the JSON header already.
         const std::size_t total = body.size() + in_memory.size();
         if (*header_length > total) {
-            return bad("Inference-Header-Content-Length is " + std::to_string(*header_length) +
-                       ", but the body has only " + std::to_string(total) + " bytes");
+            return bad_request("Inference-Header-Content-Length is " +
+                               std::to_string(*header_length) + ", but the body has only " +
+                               std::to_string(total) + " bytes");
         }
         if (!in_memory) {
             binary.bytes = body.substr(*header_length);
@@ -386,11 +384,11 @@ std::variant<infer_request, http_error> parse_infer_request(
     json::monotonic_resource memory(first_block, sizeof first_block);
     request_document document(&memory);
     if (const auto ec = read_request_document(body, document, reading)) {
-        return bad("the request body is not valid JSON: " + ec.message());
+        return bad_request("the request body is not valid JSON: " + ec.message());
     }
     const auto* o = document.dom.if_object();
     if (!o) {
-        return bad("the request body must be a JSON object with \"inputs\"");
+        return bad_request("the request body must be a JSON object with \"inputs\"");
     }
     infer_request req;
     if (auto p = read_request(*o, model, binary, document, regions, placement.memory, req)) {

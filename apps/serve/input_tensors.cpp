@@ -13,10 +13,6 @@ namespace json = boost::json;
 
 namespace {
 
-http_error bad(std::string message) {
-    return {400, std::move(message)};
-}
-
 // For BOOL, only 0s and 1s: any other byte is no value a model can take.
 std::optional<http_error> check_bools(const tensor_spec& spec, std::string_view bytes) {
     if (spec.type != dtype::boolean) {
@@ -26,9 +22,10 @@ std::optional<http_error> check_bools(const tensor_spec& spec, std::string_view 
     if (bad_byte == std::string_view::npos) {
         return std::nullopt;
     }
-    return bad("element " + std::to_string(bad_byte) + " of input '" + spec.name +
-               "' (BOOL binary data) is byte " +
-               std::to_string(static_cast<unsigned char>(bytes[bad_byte])) + ", not 0 or 1");
+    return bad_request("element " + std::to_string(bad_byte) + " of input '" + spec.name +
+                       "' (BOOL binary data) is byte " +
+                       std::to_string(static_cast<unsigned char>(bytes[bad_byte])) +
+                       ", not 0 or 1");
 }
 
 }  // namespace
@@ -42,9 +39,10 @@ std::optional<http_error> binary_tensor(const tensor_spec& spec, std::vector<std
                                         infer_request& req) {
     const std::size_t want = elements * element_size(spec.type);
     if (bytes.size() != want) {
-        return bad("input '" + spec.name + "' has shape " + format_shape(dims) + " of " +
-                   std::string(oip_datatype(spec.type)) + ", which takes " + std::to_string(want) +
-                   " bytes, but its binary data has " + std::to_string(bytes.size()));
+        return bad_request("input '" + spec.name + "' has shape " + format_shape(dims) + " of " +
+                           std::string(oip_datatype(spec.type)) + ", which takes " +
+                           std::to_string(want) + " bytes, but its binary data has " +
+                           std::to_string(bytes.size()));
     }
     if (auto p = check_bools(spec, bytes)) {
         return p;
@@ -69,14 +67,15 @@ std::optional<http_error> region_tensor(const tensor_spec& spec, std::vector<std
     const std::size_t want = elements * element_size(spec.type);
     const std::string what = "input '" + spec.name + "'";
     if (where.byte_size != want) {
-        return bad(what + " has shape " + format_shape(dims) + " of " +
-                   std::string(oip_datatype(spec.type)) + ", which takes " + std::to_string(want) +
-                   " bytes, but its parameters.shared_memory_byte_size is " +
-                   std::to_string(where.byte_size));
+        return bad_request(what + " has shape " + format_shape(dims) + " of " +
+                           std::string(oip_datatype(spec.type)) + ", which takes " +
+                           std::to_string(want) +
+                           " bytes, but its parameters.shared_memory_byte_size is " +
+                           std::to_string(where.byte_size));
     }
     tensor t = placed_tensor(memory, spec.type, std::move(dims), want);
     if (auto wrong = where.region->read(where.offset, t.writable_bytes(), what)) {
-        return bad(*wrong);
+        return bad_request(*wrong);
     }
     if (auto p = check_bools(spec, t.chars())) {
         return p;
@@ -95,15 +94,15 @@ std::optional<http_error> json_tensor(const tensor_spec& spec, std::vector<std::
     const auto& run = document.runs[static_cast<std::size_t>(data.as_int64())];
     const std::size_t count = run.end - run.begin;
     if (count != elements) {
-        return bad("input '" + spec.name + "' has shape " + format_shape(dims) + ", which holds " +
-                   std::to_string(elements) + " elements, but its data has " +
-                   std::to_string(count));
+        return bad_request("input '" + spec.name + "' has shape " + format_shape(dims) +
+                           ", which holds " + std::to_string(elements) +
+                           " elements, but its data has " + std::to_string(count));
     }
     tensor value =
         placed_tensor(memory, spec.type, std::move(dims), count * element_size(spec.type));
     if (auto wrong = json_tensor_data(spec.type, document.numbers.data() + run.begin, count,
                                       value.writable_bytes(), spec.name)) {
-        return bad(*wrong);
+        return bad_request(*wrong);
     }
     req.inputs.push_back(std::move(value));
     return std::nullopt;

@@ -25,6 +25,11 @@ struct http_error {
     std::string message;
 };
 
+/// A 400 that says what was wrong with the request.
+inline http_error bad_request(std::string message) {
+    return {400, std::move(message)};
+}
+
 struct infer_request {
     std::optional<std::string> id;  // echoed in the response, even if empty; none if not given
     /// One per model input, in the model's order.

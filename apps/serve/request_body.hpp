@@ -31,11 +31,6 @@ struct request_body {
         std::size_t text_bytes = 0;
     };
 
-    /// The body's length, for a message the server would send (it sends no request).
-    static std::uint64_t size(const value_type& body) {
-        return body.text.size() + body.binary.size();
-    }
-
     class reader {
     public:
         template <bool isRequest, class Fields>

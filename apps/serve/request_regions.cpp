@@ -6,17 +6,14 @@ namespace json = boost::json;
 
 namespace {
 
-http_error bad(std::string message) {
-    return {400, std::move(message)};
-}
-
 // A whole number >= 0 in `p`'s `key`, if it is there; `what` names it in the error.
 std::variant<std::optional<std::uint64_t>, http_error> count_in(const json::object& p,
                                                                 std::string_view key,
                                                                 const std::string& what) {
     const auto count = byte_count_of(p, key);
     if (!count.valid) {
-        return bad("parameters." + std::string(key) + " of " + what + " must be a byte count");
+        return bad_request("parameters." + std::string(key) + " of " + what +
+                           " must be a byte count");
     }
     return count.bytes;
 }
@@ -56,30 +53,33 @@ std::variant<std::optional<region_bytes>, http_error> region_of(const json::obje
     const auto byte_size = std::get<std::optional<std::uint64_t>>(size);
     if (!name) {
         if (byte_size || std::get<std::optional<std::uint64_t>>(offset)) {
-            return bad(what + " gives shared-memory parameters but no shared_memory_region");
+            return bad_request(what +
+                               " gives shared-memory parameters but no shared_memory_region");
         }
         return std::nullopt;
     }
     if (!name->is_string()) {
-        return bad("parameters.shared_memory_region of " + what + " must be a region's name");
+        return bad_request("parameters.shared_memory_region of " + what +
+                           " must be a region's name");
     }
     if (!byte_size) {
-        return bad(what + " names shared-memory region '" + std::string(name->as_string()) +
-                   "' but no parameters.shared_memory_byte_size");
+        return bad_request(what + " names shared-memory region '" + std::string(name->as_string()) +
+                           "' but no parameters.shared_memory_byte_size");
     }
     if (!regions) {
-        return bad(what + " names shared-memory region '" + std::string(name->as_string()) +
-                   "', but this server takes none (it was not started with "
-                   "--allow-shared-memory)");
+        return bad_request(what + " names shared-memory region '" + std::string(name->as_string()) +
+                           "', but this server takes none (it was not started with "
+                           "--allow-shared-memory)");
     }
     auto region = regions->find(name->as_string());
     if (!region) {
-        return bad(what + " names shared-memory region '" + std::string(name->as_string()) +
-                   "', which is not registered (POST /v2/systemsharedmemory/region/NAME/register)");
+        return bad_request(
+            what + " names shared-memory region '" + std::string(name->as_string()) +
+            "', which is not registered (POST /v2/systemsharedmemory/region/NAME/register)");
     }
     const auto at = std::get<std::optional<std::uint64_t>>(offset).value_or(0);
     if (auto wrong = region->check(at, *byte_size, what)) {
-        return bad(*wrong);
+        return bad_request(*wrong);
     }
     return region_bytes{std::move(region), at, *byte_size};
 }
