@@ -103,6 +103,13 @@ std::vector<std::vector<tensor>> split(const std::vector<tensor>& outputs,
     return parts;
 }
 
+input_memory input_memory_of(pool& workers) {
+    return [&workers](dtype type, std::vector<std::int64_t> shape) {
+        boost::system::error_code full;  // then an empty tensor
+        return workers.allocate(type, std::move(shape), full);
+    };
+}
+
 batcher::batcher(pool& workers, params p)
     : workers_(workers),
       params_(std::move(p)),
@@ -283,10 +290,7 @@ void batcher::run_batch(std::vector<std::shared_ptr<item>> batch, fault inject) 
         rows.push_back(rows_of(b->inputs));
     }
     // Stacked straight into the pool's input memory: the rows' one copy.
-    auto stacked = stack(inputs, [this](dtype type, std::vector<std::int64_t> shape) {
-        boost::system::error_code ec;
-        return workers_.allocate(type, std::move(shape), ec);
-    });
+    auto stacked = stack(inputs, input_memory_of(workers_));
     const auto total = static_cast<std::size_t>(rows_of(stacked));
     if (params_.on_send) {
         params_.on_send(total);

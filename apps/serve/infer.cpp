@@ -159,10 +159,10 @@ void endpoints::place_binary(http_request& req, std::uint64_t content_length) {
     if (!model) {
         return;
     }
-    boost::system::error_code full;  // then the body is read as text, as any other
-    auto block = (*model)->workers->allocate(
-        dtype::uint8, {static_cast<std::int64_t>(content_length - *json_bytes)}, full);
-    if (!full && block.shared) {
+    // Without room, the body is read as text, as any other.
+    auto block = input_memory_of(*(*model)->workers)(
+        dtype::uint8, {static_cast<std::int64_t>(content_length - *json_bytes)});
+    if (block.shared) {
         req.body().binary = std::move(block.shared);
         req.body().text_bytes = *json_bytes;
     }
@@ -171,13 +171,8 @@ void endpoints::place_binary(http_request& req, std::uint64_t content_length) {
 asio::awaitable<reply> endpoints::infer(served_model& model, http_request req,
                                         tcp::socket& client) {
     const auto began = std::chrono::steady_clock::now();
-    request_placement placement{
-        .memory =
-            [&model](dtype type, std::vector<std::int64_t> shape) {
-                boost::system::error_code full;  // then the tensor's own bytes
-                return model.workers->allocate(type, std::move(shape), full);
-            },
-        .binary = req.body().binary};
+    request_placement placement{.memory = input_memory_of(*model.workers),
+                                .binary = req.body().binary};
     auto parsed = parse_infer_request(req.body().text, model.config, json_header_length(req),
                                       json_reading::fast_when_possible,
                                       limits_.shared_memory ? &regions_ : nullptr, placement);

@@ -12,11 +12,18 @@
 #include <string>
 #include <vector>
 
+namespace torchpool {
+class pool;
+}
+
 namespace torchpool::serve {
 
 /// A tensor of this type and shape in the pool's input memory (pool::allocate), or an empty
 /// tensor if it has none (the memory is full, or off).
 using input_memory = std::function<tensor(dtype, std::vector<std::int64_t>)>;
+
+/// `workers`' input memory, as an input_memory (batcher.cpp). `workers` must outlive it.
+input_memory input_memory_of(pool& workers);
 
 /// Tensors placed in input memory start at offsets that are multiples of this (the pool's
 /// block alignment); a view of received bytes is taken only at such an offset.
